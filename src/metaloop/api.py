@@ -1,0 +1,143 @@
+"""Python API mirroring the CLI: build an experiment, run it, resume it, read its history."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from metaloop.config import Config, ConfigError, load_config, validate_config
+from metaloop.executors import make_executor
+from metaloop.loop import Loop, RunObserver, RunSummary
+from metaloop.records import Evaluation
+from metaloop.store import DEFAULT_STORAGE, ExperimentInfo, Store, open_store, validate_storage_url
+from metaloop.store.base import StoreError
+
+
+class Experiment:
+    """One experiment: a validated config, ready to run on its store."""
+
+    def __init__(self, config: Config | dict[str, Any] | str | Path, **overrides: Any):
+        if isinstance(config, Config):
+            if overrides:
+                config = validate_config({**config.to_dict(), **overrides}, config.base_dir)
+            self.config = config
+        elif isinstance(config, dict):
+            self.config = load_config(data=config, overrides=overrides)
+        else:
+            self.config = load_config(path=config, overrides=overrides)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def run(self, observer: RunObserver | None = None) -> RunSummary:
+        """Create the experiment in its store and run it to the end."""
+        m = self.config.model
+        if m.seed is None:
+            m.seed = secrets.randbits(62)
+        store = open_store(m.storage)
+        try:
+            info = store.create_experiment(m.name, self.config.to_dict(), m.seed)
+            return _drive(self.config, store, info, observer)
+        finally:
+            store.close()
+
+
+def resume(name: str, storage: str = DEFAULT_STORAGE, observer: RunObserver | None = None) -> RunSummary:
+    """Continue an interrupted experiment exactly where its store says it stopped."""
+    validate_storage_url(storage)
+    store = open_store(storage, create=False)
+    try:
+        info = _get(store, name)
+        if info.status == "finished":
+            return RunSummary(
+                name=name, status="already_finished", stop_reason=info.stop_reason or "",
+                generation=info.generation, n_evaluations=info.n_evaluations,
+                n_failed=info.n_failed, best=None, best_score=info.best_score,
+            )
+        if _driven_elsewhere(info):
+            raise StoreError(
+                f"name: experiment {name!r} is being run right now (pid {info.pid} on {info.host}); "
+                "stop that run first"
+            )
+        raw = dict(info.config)
+        raw["storage"] = storage
+        config = validate_config(raw, Path.cwd())
+        return _drive(config, store, info, observer)
+    finally:
+        store.close()
+
+
+def _drive(config: Config, store: Store, info: ExperimentInfo, observer: RunObserver | None) -> RunSummary:
+    ex = config.model.executor
+    executor = make_executor(ex.kind, workers=ex.workers, timeout_s=ex.timeout_s)
+    try:
+        return Loop(config, store, info, executor, observer).run()
+    finally:
+        executor.close()
+
+
+def _get(store: Store, name: str) -> ExperimentInfo:
+    info = store.get_experiment(name)
+    if info is None:
+        known = [e.name for e in store.list_experiments()]
+        raise StoreError(f"name: no experiment named {name!r} in {store.url} (known: {known or 'none'})")
+    return info
+
+
+def _driven_elsewhere(info: ExperimentInfo) -> bool:
+    """True if another live process is driving the experiment."""
+    if info.status != "running":
+        return False
+    if info.host == os.uname().nodename:
+        if info.pid == os.getpid():
+            return False
+        try:
+            os.kill(info.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return _is_metaloop_process(info.pid)
+    return info.is_live
+
+
+def _is_metaloop_process(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return b"metaloop" in cmdline or b"python" in cmdline
+
+
+def experiment_info(name: str, storage: str = DEFAULT_STORAGE) -> ExperimentInfo:
+    """Metadata and progress summary of one stored experiment."""
+    with open_store(storage, create=False) as store:
+        return _get(store, name)
+
+
+def history(name: str, storage: str = DEFAULT_STORAGE) -> list[Evaluation]:
+    """Every recorded evaluation of an experiment, in (generation, index) order."""
+    with open_store(storage, create=False) as store:
+        return store.evaluations(_get(store, name).id)
+
+
+def history_frame(name: str, storage: str = DEFAULT_STORAGE) -> Any:
+    """The history as a pandas DataFrame with the export columns (needs pandas)."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError("history_frame needs pandas: pip install 'metaloop[pandas]'") from None
+    from metaloop.export import export_rows
+
+    with open_store(storage, create=False) as store:
+        columns, rows = export_rows(store, _get(store, name))
+        return pd.DataFrame(list(rows), columns=columns)
+
+
+__all__ = [
+    "ConfigError", "Experiment", "StoreError", "experiment_info", "history", "history_frame",
+    "resume",
+]

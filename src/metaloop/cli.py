@@ -1,0 +1,273 @@
+"""Command line: ``metaloop run | resume | status | export | plot``.
+
+User errors (bad config, bad arguments, unknown experiment) print one line per problem to
+stderr and exit with code 2, before anything is written.  Ctrl-C stops a run at a safe point,
+prints how to resume it and exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from metaloop import __version__
+from metaloop.store import DEFAULT_STORAGE
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A problem with the user's input: reported in one line per problem, exit code 2."""
+
+    def __init__(self, lines: list[str] | str):
+        self.lines = [lines] if isinstance(lines, str) else list(lines)
+        super().__init__("\n".join(self.lines))
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other user error
+        self.exit(EXIT_USAGE, f"metaloop: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2^63), got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="metaloop", description="Learning-to-learn optimization of simulations.")
+    p.add_argument("--version", action="version", version=f"metaloop {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def storage_arg(sp: argparse.ArgumentParser, default: str | None = DEFAULT_STORAGE) -> None:
+        sp.add_argument("--storage", default=default,
+                        help=f"store URL (default: the config's, else {DEFAULT_STORAGE})")
+
+    run = sub.add_parser("run", help="run an experiment from a YAML config")
+    run.add_argument("config", help="path to the YAML config")
+    storage_arg(run, default=None)
+    run.add_argument("--name", help="experiment name (default: the config's)")
+    run.add_argument("--seed", type=_seed, help="random seed (default: the config's, else random)")
+    run.add_argument("--executor", choices=["serial", "local"], help="where evaluations run")
+    run.add_argument("--workers", type=_positive_int, help="number of worker processes")
+    run.add_argument("--quiet", action="store_true", help="no progress display")
+    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    res = sub.add_parser("resume", help="continue an interrupted experiment")
+    storage_arg(res)
+    res.add_argument("--name", required=True, help="experiment name")
+    res.add_argument("--quiet", action="store_true", help="no progress display")
+    res.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    st = sub.add_parser("status", help="table of the experiments in a store")
+    storage_arg(st)
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+
+    ex = sub.add_parser("export", help="one row per evaluation, as CSV or JSON")
+    storage_arg(ex)
+    ex.add_argument("--name", required=True, help="experiment name")
+    ex.add_argument("--format", choices=["csv", "json"], default="csv")
+    ex.add_argument("-o", "--output", help="output file (default: stdout)")
+
+    pl = sub.add_parser("plot", help="best and population fitness per generation, as PNG")
+    storage_arg(pl)
+    pl.add_argument("--name", required=True, help="experiment name")
+    pl.add_argument("-o", "--output", required=True, help="output image file (.png, .svg, .pdf)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from metaloop.config import ConfigError
+    from metaloop.optimizees.loader import OptimizeeLoadError
+    from metaloop.store import StoreError
+
+    try:
+        return _COMMANDS[args.command](args)
+    except (UserError, ConfigError) as exc:
+        for line in exc.lines:
+            print(f"metaloop: error: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except (StoreError, OptimizeeLoadError) as exc:
+        print(f"metaloop: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _observer(args: argparse.Namespace) -> Any:
+    if args.quiet:
+        return None
+    from metaloop.progress import ProgressObserver
+
+    return ProgressObserver()
+
+
+def _report(summary: Any, args: argparse.Namespace, storage: str) -> int:
+    from metaloop.loop import summary_dict
+    from metaloop.space import to_jsonable
+
+    if summary.status == "already_finished":
+        print(f"experiment {summary.name!r} has already finished ({summary.stop_reason}); nothing to do")
+        return 0
+    if args.json:
+        print(json.dumps(to_jsonable(summary_dict(summary))))
+    else:
+        best = summary.best
+        print(f"experiment {summary.name!r}: {summary.status} ({summary.stop_reason}) after "
+              f"{summary.generation} generations, {summary.n_evaluations} evaluations "
+              f"({summary.n_failed} not ok)")
+        if best is not None and best.fitness is not None:
+            fit = best.fitness[0] if len(best.fitness) == 1 else list(best.fitness)
+            print(f"best fitness: {fit}  (generation {best.generation}, index {best.index})")
+            print(f"best params: {_short_params(best.params)}")
+        else:
+            print("best fitness: none (no successful evaluation)")
+    if summary.status == "interrupted":
+        print(f"interrupted; continue with: metaloop resume --storage {storage} --name {summary.name}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _short_params(params: dict[str, Any]) -> str:
+    import numpy as np
+
+    parts = []
+    for k, v in params.items():
+        if isinstance(v, (np.ndarray, list)):
+            v = np.array2string(np.asarray(v, dtype=float), precision=4, separator=", ", threshold=12)
+        parts.append(f"{k}={v}")
+    return ", ".join(parts)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from metaloop.api import Experiment
+    from metaloop.store import validate_storage_url
+
+    if args.storage is not None:
+        validate_storage_url(args.storage)
+    overrides = {
+        "storage": args.storage, "name": args.name, "seed": args.seed,
+        "executor.kind": args.executor, "executor.workers": args.workers,
+    }
+    experiment = Experiment(args.config, **overrides)
+    summary = experiment.run(observer=_observer(args))
+    return _report(summary, args, experiment.config.model.storage)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from metaloop.api import resume
+
+    summary = resume(args.name, args.storage, observer=_observer(args))
+    return _report(summary, args, args.storage)
+
+
+def _open_existing(storage: str) -> Any:
+    from metaloop.store import open_store, validate_storage_url
+
+    validate_storage_url(storage)
+    return open_store(storage, create=False)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _open_existing(args.storage) as store:
+        infos = store.list_experiments()
+    rows = []
+    for info in infos:
+        status = info.status
+        if status == "running" and not info.is_live:
+            status = "interrupted?"
+        rows.append({
+            "name": info.name, "status": status, "stop_reason": info.stop_reason,
+            "generation": info.generation, "evaluations": info.n_evaluations,
+            "failed": info.n_failed,
+            "best": list(info.best_fitness) if info.best_fitness else None,
+            "updated": datetime.fromtimestamp(info.updated).isoformat(timespec="seconds"),
+        })
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"experiments in {args.storage}")
+    for col in ("name", "status", "generation", "evaluations", "failed", "best", "updated"):
+        table.add_column(col, justify="right" if col in ("generation", "evaluations", "failed") else "left")
+    for r in rows:
+        best = "-" if r["best"] is None else ", ".join(f"{v:.6g}" for v in r["best"])
+        status = r["status"] + (f" ({r['stop_reason']})" if r["stop_reason"] else "")
+        table.add_row(r["name"], status, str(r["generation"]), str(r["evaluations"]),
+                      str(r["failed"]), best, r["updated"])
+    Console(width=max(100, _term_width())).print(table)
+    return 0
+
+
+def _term_width() -> int:
+    try:
+        return os.get_terminal_size().columns
+    except OSError:
+        return 120
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from metaloop.api import _get
+    from metaloop.export import export_rows, write_csv, write_json
+
+    writer = write_csv if args.format == "csv" else write_json
+    with _open_existing(args.storage) as store:
+        info = _get(store, args.name)
+        columns, rows = export_rows(store, info)
+        if args.output is None:
+            writer(columns, rows, sys.stdout)
+            return 0
+        tmp = f"{args.output}.tmp-{os.getpid()}"
+        try:
+            with open(tmp, "w", newline="") as out:
+                n = writer(columns, rows, out)
+            os.replace(tmp, args.output)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    print(f"wrote {n} evaluations to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from metaloop.api import _get
+    from metaloop.plot import plot_fitness
+
+    with _open_existing(args.storage) as store:
+        info = _get(store, args.name)
+        plot_fitness(store, info, args.output)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+_COMMANDS = {
+    "run": cmd_run, "resume": cmd_resume, "status": cmd_status, "export": cmd_export,
+    "plot": cmd_plot,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

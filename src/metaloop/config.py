@@ -1,0 +1,276 @@
+"""The experiment config: one validated schema, every error one line naming the field.
+
+Validation covers everything a run needs before the store is touched: the YAML itself, every
+key and type, the optimizer's hyperparameters (its own schema), the optimizee's target (the
+file and the function exist), the parameter space, and the storage URL.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from metaloop.space import ParamSpec, Space
+
+ConfigDictT = dict[str, Any]
+
+
+class ConfigError(Exception):
+    """Invalid user input; ``lines`` holds one message per problem."""
+
+    def __init__(self, lines: list[str] | str):
+        self.lines = [lines] if isinstance(lines, str) else list(lines)
+        super().__init__("\n".join(self.lines))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PythonOptimizeeSpec(_Strict):
+    """A Python callable or class: ``module:function`` or ``path/to/file.py:function``."""
+
+    kind: Literal["python"]
+    target: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class FunctionOptimizeeSpec(_Strict):
+    """A built-in benchmark function (minimize): one array parameter ``x`` of ``dims``."""
+
+    kind: Literal["function"]
+    name: str
+    dims: int | None = Field(default=None, ge=1)
+    noise: float = Field(default=0.0, ge=0.0)
+    bounds: tuple[float, float] | None = None
+
+
+OptimizeeSpec = Annotated[
+    Union[PythonOptimizeeSpec, FunctionOptimizeeSpec], Field(discriminator="kind")
+]
+
+
+class ExecutorSpec(_Strict):
+    """Where evaluations run, and the shared timeout/retry policy."""
+
+    kind: Literal["serial", "local"] = "local"
+    workers: int | None = Field(default=None, ge=1)
+    timeout_s: float | None = Field(default=None, gt=0)
+    max_attempts: int = Field(default=2, ge=1)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(s|m|h|d)?\s*$")
+_UNIT_S = {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class ExperimentConfig(_Strict):
+    """The top-level config (see docs/config.md for every key)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=200)
+    description: str = ""
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    generations: int | None = Field(default=None, ge=1)
+    budget: int | None = Field(default=None, ge=1)
+    target: float | None = None
+    max_time: float | None = Field(default=None, gt=0)
+    direction: Literal["minimize", "maximize"] | None = None
+    weights: list[float] | None = Field(default=None, min_length=1)
+    space: dict[str, ParamSpec] | None = None
+    optimizee: OptimizeeSpec
+    optimizer: dict[str, Any]
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    storage: str = "sqlite:///metaloop.db"
+    workdir: str | None = None
+
+    @field_validator("max_time", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            m = _DURATION.match(value)
+            if not m:
+                raise ValueError("expected seconds or a duration like '90s', '30m', '2h', '1d'")
+            return float(m.group(1)) * _UNIT_S[m.group(2)]
+        return value
+
+    @field_validator("weights")
+    @classmethod
+    def _nonzero(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and any(w == 0 for w in value):
+            raise ValueError("weights must be non-zero (negative minimizes, positive maximizes)")
+        return value
+
+    @field_validator("optimizer")
+    @classmethod
+    def _has_kind(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(value.get("kind"), str):
+            raise ValueError("expected a mapping with a 'kind' (e.g. {kind: ga, pop_size: 32})")
+        return value
+
+
+class Config:
+    """A validated config plus what it resolves to (space, weights, optimizer params)."""
+
+    def __init__(self, model: ExperimentConfig, space: Space, weights: list[float], base_dir: Path):
+        self.model = model
+        self.space = space
+        self.weights = weights
+        self.base_dir = base_dir
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def n_objectives(self) -> int:
+        return len(self.weights)
+
+    def to_dict(self) -> ConfigDictT:
+        """Plain, resolved config (stored with the experiment; enough to resume anywhere)."""
+        return self.model.model_dump(mode="json", exclude_none=True)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    tags = {"python", "function", "real", "int", "choice"}
+    parts = [str(p) for i, p in enumerate(loc) if not (i > 0 and str(p) in tags and i < len(loc) - 1)]
+    return ".".join(parts) or "config"
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]:
+    """One line per pydantic error: ``field.path: message (got value)``."""
+    lines = []
+    for err in exc.errors():
+        where = _loc(tuple(err["loc"]))
+        if prefix:
+            where = f"{prefix}.{where}" if where != "config" else prefix
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif "input" in err and not isinstance(err["input"], (dict, list)):
+            msg += f" (got {err['input']!r})"
+        lines.append(f"{where}: {msg}")
+    return lines
+
+
+def read_yaml(path: str | Path) -> ConfigDictT:
+    """Read a YAML config file; ConfigError for a missing file or bad YAML."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config: file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config: YAML syntax error in {p}{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {p} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
+    """Validate a config mapping completely (raises ConfigError listing every problem)."""
+    from metaloop.optimizees.loader import OptimizeeLoadError, load_target, resolve_target_path
+    from metaloop.optimizers.registry import get_optimizer_class
+    from metaloop.store import StoreError, validate_storage_url
+
+    base = Path(base_dir).resolve()
+    try:
+        model = ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+    errors: list[str] = []
+
+    if model.weights is not None and model.direction is not None:
+        errors.append("direction: give either 'direction' or 'weights', not both")
+    weights = model.weights or [1.0 if model.direction == "maximize" else -1.0]
+    if model.target is not None and len(weights) > 1:
+        errors.append("target: only for single-objective runs (weights has several components)")
+
+    try:
+        validate_storage_url(model.storage)
+    except StoreError as exc:
+        errors.append(str(exc))
+
+    space: Space | None = None
+    spec = model.optimizee
+    if isinstance(spec, FunctionOptimizeeSpec):
+        from metaloop.optimizees.functions import FunctionOptimizee
+
+        if model.space is not None:
+            errors.append("space: not allowed with optimizee kind 'function' (it brings its own)")
+        try:
+            fn = FunctionOptimizee(spec.name, dims=spec.dims, noise=spec.noise, bounds=spec.bounds)
+            space = Space.from_config(fn.space_config())
+        except ValueError as exc:
+            errors.append(f"optimizee: {exc}")
+    else:
+        target = resolve_target_path(spec.target, base)
+        model.optimizee = spec.model_copy(update={"target": target})
+        try:
+            load_target(target)
+        except OptimizeeLoadError as exc:
+            errors.append(str(exc))
+        if model.space is None:
+            errors.append("space: required for python optimizees (name -> {type: real|int|choice, ...})")
+        elif not model.space:
+            errors.append("space: must define at least one parameter")
+        else:
+            space = Space(model.space)
+
+    kind = model.optimizer["kind"]
+    try:
+        cls = get_optimizer_class(kind)
+    except KeyError as exc:
+        errors.append(f"optimizer.kind: {exc.args[0]}")
+    else:
+        params = {k: v for k, v in model.optimizer.items() if k != "kind"}
+        try:
+            validated = cls.Params.model_validate(params)
+            model.optimizer = {"kind": kind, **validated.model_dump(mode="json")}
+        except ValidationError as exc:
+            errors.extend(format_validation_error(exc, prefix="optimizer"))
+        except ValueError as exc:
+            errors.append(f"optimizer: {exc}")
+        stops = (model.generations, model.budget, model.target, model.max_time)
+        if kind != "grid" and all(s is None for s in stops):
+            errors.append(
+                "generations: no stopping criterion; set generations, budget, target or max_time"
+            )
+
+    if model.workdir is not None:
+        model.workdir = str((base / model.workdir).resolve())
+    if errors:
+        raise ConfigError(errors)
+    assert space is not None
+    return Config(model, space, weights, base)
+
+
+def load_config(
+    path: str | Path | None = None, data: ConfigDictT | None = None,
+    overrides: ConfigDictT | None = None,
+) -> Config:
+    """Read (from ``path`` or ``data``), apply command-line overrides, validate."""
+    if (path is None) == (data is None):
+        raise ValueError("give exactly one of path or data")
+    raw = read_yaml(path) if path is not None else dict(data or {})
+    base_dir = Path(path).parent if path is not None else Path(".")
+    raw = dict(raw)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key.startswith("executor."):
+            executor = dict(raw.get("executor") or {})
+            executor[key.split(".", 1)[1]] = value
+            raw["executor"] = executor
+        else:
+            raw[key] = value
+    if "name" not in raw and path is not None:
+        raw["name"] = Path(path).stem
+    return validate_config(raw, base_dir)

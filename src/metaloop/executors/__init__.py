@@ -1,0 +1,24 @@
+"""Executors run optimizee evaluations: ``serial`` (in the driver) and ``local`` (processes)."""
+
+from __future__ import annotations
+
+from metaloop.executors.base import Executor, WorkerSetup
+from metaloop.executors.policy import RetryPolicy
+
+EXECUTOR_KINDS = ("serial", "local")
+
+
+def make_executor(kind: str, workers: int | None = None, timeout_s: float | None = None) -> Executor:
+    """An executor of ``kind`` (validated by the config beforehand)."""
+    if kind == "serial":
+        from metaloop.executors.serial import SerialExecutor
+
+        return SerialExecutor()
+    if kind == "local":
+        from metaloop.executors.local import LocalExecutor
+
+        return LocalExecutor(workers=workers, timeout_s=timeout_s)
+    raise ValueError(f"executor.kind: unknown executor {kind!r}; expected one of {list(EXECUTOR_KINDS)}")
+
+
+__all__ = ["EXECUTOR_KINDS", "Executor", "RetryPolicy", "WorkerSetup", "make_executor"]

@@ -1,0 +1,269 @@
+"""Local executor: a pool of worker processes on this machine (the default).
+
+* The optimizee is built once per worker; tasks travel over a pipe per worker.
+* The driver blocks in ``multiprocessing.connection.wait`` on the pipes and the process
+  sentinels, so a finished task or a dead worker wakes it at once (no polling).
+* Cheap evaluations are sent in chunks sized from the measured evaluation time, with the
+  next chunk queued before the current one ends, so per-task overhead is amortized.
+* ``timeout_s``: the task's worker is killed with its whole process group, the task is
+  reported ``timeout`` and a fresh worker takes its place.
+* A worker that dies (segfault, ``os._exit``, OOM kill) is replaced; its current task is
+  reported ``crashed`` and the tasks queued behind it are run elsewhere.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections import deque
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from metaloop.executors.base import Executor, WorkerSetup
+from metaloop.executors.local_worker import worker_main
+from metaloop.records import Outcome, Status, Task
+
+_TARGET_CHUNK_S = 0.01  # aim for chunks of about this much work
+_MAX_CHUNK = 512
+
+
+class ExecutorError(Exception):
+    """The executor cannot go on (e.g. the optimizee fails to load in a worker)."""
+
+
+class _Worker:
+    __slots__ = ("slot", "proc", "conn", "pending", "busy_since", "name", "host", "ready")
+
+    def __init__(self, slot: int, proc: Any, conn: Connection):
+        self.slot = slot
+        self.proc = proc
+        self.conn = conn
+        self.pending: deque[Task] = deque()  # sent, not yet reported; pending[0] is running
+        self.busy_since = 0.0
+        self.name = f"local-{slot}"
+        self.host = ""
+        self.ready = False
+
+
+class LocalExecutor(Executor):
+    kind = "local"
+
+    def __init__(self, workers: int | None = None, timeout_s: float | None = None):
+        self._n = workers or os.cpu_count() or 1
+        self.timeout_s = timeout_s
+        self._ctx = mp.get_context("spawn")
+        self._setup: WorkerSetup | None = None
+        self._workers: list[_Worker] = []
+        self._queue: deque[Task] = deque()
+        self._in_flight = 0
+        self._mean_duration = 0.05  # seconds; updated from completed tasks
+        self._outcomes: list[Outcome] = []
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self, setup: WorkerSetup) -> None:
+        self._setup = setup
+        self._workers = [self._spawn(slot) for slot in range(self._n)]
+
+    def _spawn(self, slot: int) -> _Worker:
+        assert self._setup is not None
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(
+            target=worker_main, args=(child, self._setup, str(slot)), daemon=True,
+            name=f"metaloop-worker-{slot}",
+        )
+        proc.start()
+        child.close()
+        return _Worker(slot, proc, parent)
+
+    def close(self) -> None:
+        for w in self._workers:
+            try:
+                w.conn.send(None)
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + 2.0
+        for w in self._workers:
+            w.proc.join(timeout=max(0.0, deadline - time.monotonic()))
+            if w.proc.is_alive():
+                self._kill(w)
+            w.conn.close()
+        self._workers = []
+        self._queue.clear()
+        self._in_flight = 0
+
+    @staticmethod
+    def _kill(w: _Worker) -> None:
+        try:
+            os.killpg(w.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            w.proc.kill()
+        except (OSError, ValueError):
+            pass
+        w.proc.join(timeout=5.0)
+
+    # -- work -----------------------------------------------------------------------------------
+    @property
+    def workers(self) -> int:
+        return self._n
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def submit(self, task: Task) -> None:
+        self._queue.append(task)
+        self._in_flight += 1
+        self._dispatch()
+
+    def _chunk_size(self) -> int:
+        if self.timeout_s is not None or self._mean_duration >= _TARGET_CHUNK_S:
+            return 1
+        k = int(_TARGET_CHUNK_S / max(self._mean_duration, 1e-7))
+        fair = -(-len(self._queue) // self._n)  # ceil: keep every worker busy
+        return max(1, min(k, fair, _MAX_CHUNK))
+
+    def _dispatch(self) -> None:
+        if not self._queue:
+            return
+        k = self._chunk_size()
+        # Cheap tasks: keep the next chunk in the pipe so workers never wait for the driver.
+        refill_at = k // 2 if k > 1 else 0
+        now = time.time()
+        for w in self._workers:
+            if not self._queue:
+                break
+            if len(w.pending) > refill_at:
+                continue
+            chunk = [self._queue.popleft() for _ in range(min(k, len(self._queue)))]
+            if not w.pending:
+                w.busy_since = now
+            w.pending.extend(chunk)
+            w.conn.send([(t.generation, t.index, t.attempt, t.params) for t in chunk])
+
+    def wait(self, timeout: float | None = None) -> list[Outcome]:
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self._outcomes:
+            if self._in_flight == 0:
+                return []
+            wait_for = self._seconds_to_next_deadline()
+            if end is not None:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return []
+                wait_for = left if wait_for is None else min(wait_for, left)
+            by_handle: dict[Any, _Worker] = {}
+            for w in self._workers:
+                by_handle[w.conn] = w
+                by_handle[w.proc.sentinel] = w
+            ready = wait(list(by_handle), timeout=wait_for)
+            dead: list[_Worker] = []
+            for handle in ready:
+                w = by_handle[handle]
+                if handle is w.conn:
+                    if not self._drain(w):
+                        dead.append(w)
+                elif w not in dead:
+                    self._drain(w)
+                    dead.append(w)
+            for w in dead:
+                self._replace(w, Status.CRASHED, self._exit_text(w))
+            self._enforce_timeouts()
+            self._dispatch()
+        out, self._outcomes = self._outcomes, []
+        return out
+
+    def _drain(self, w: _Worker) -> bool:
+        """Read every message waiting on ``w``'s pipe; False if the pipe is closed."""
+        try:
+            while w.conn.poll():
+                self._handle(w, w.conn.recv())
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def _handle(self, w: _Worker, msg: tuple[Any, ...]) -> None:
+        if msg[0] == "ready":
+            w.ready = True
+            w.name = f"local-{w.slot}:{msg[1]}"
+            w.host = msg[2]
+            w.busy_since = time.time()
+            return
+        if msg[0] == "fatal":
+            raise ExecutorError(f"a worker could not load the optimizee:\n{msg[1]}")
+        gen, idx, attempt, status, fitness, metrics, error, started, finished = msg
+        task = w.pending.popleft()
+        assert (task.generation, task.index, task.attempt) == (gen, idx, attempt)
+        w.busy_since = finished
+        self._in_flight -= 1
+        self._mean_duration = 0.8 * self._mean_duration + 0.2 * (finished - started)
+        self._outcomes.append(
+            Outcome(task, Status(status), fitness, metrics, error, started, finished, w.host, w.name)
+        )
+
+    def _seconds_to_next_deadline(self) -> float | None:
+        if self.timeout_s is None:
+            return None
+        starts = [w.busy_since for w in self._workers if w.pending and w.ready]
+        if not starts:
+            return None
+        return max(0.0, min(starts) + self.timeout_s - time.time())
+
+    def _enforce_timeouts(self) -> None:
+        if self.timeout_s is None:
+            return
+        now = time.time()
+        for w in list(self._workers):
+            if w.pending and w.ready and now - w.busy_since >= self.timeout_s:
+                self._kill(w)
+                self._drain_quietly(w)
+                if w.pending:
+                    self._replace(w, Status.TIMEOUT, f"timed out after {self.timeout_s:g} s (worker killed)")
+
+    def _drain_quietly(self, w: _Worker) -> None:
+        try:
+            self._drain(w)
+        except ExecutorError:
+            pass
+
+    def _replace(self, w: _Worker, status: Status, error: str) -> None:
+        """Report ``w``'s running task as ``status``, requeue the rest, start a new worker."""
+        if w.proc.is_alive():
+            self._kill(w)
+        w.conn.close()
+        if w.pending:
+            task = w.pending.popleft()
+            now = time.time()
+            self._in_flight -= 1
+            self._outcomes.append(
+                Outcome(task, status, None, {}, error, w.busy_since or now, now, w.host, w.name)
+            )
+            self._queue.extendleft(reversed(w.pending))
+        if not w.ready and status is Status.CRASHED and not w.pending:
+            raise ExecutorError(f"a worker died while starting: {error}")
+        self._workers[self._workers.index(w)] = self._spawn(w.slot)
+
+    @staticmethod
+    def _exit_text(w: _Worker) -> str:
+        w.proc.join(timeout=5.0)
+        code = w.proc.exitcode
+        if code is not None and code < 0:
+            try:
+                return f"worker process died from signal {signal.Signals(-code).name}"
+            except ValueError:
+                return f"worker process died from signal {-code}"
+        return f"worker process exited unexpectedly (exit code {code})"
+
+    def cancel_all(self) -> None:
+        """Drop queued tasks and kill busy workers (used at an interrupt or a time limit)."""
+        self._queue.clear()
+        for w in list(self._workers):
+            if w.pending:
+                self._kill(w)
+                w.conn.close()
+                self._workers.remove(w)
+        self._in_flight = 0
+        self._outcomes.clear()

@@ -1,0 +1,73 @@
+"""The body of one local worker process: build the optimizee once, then evaluate tasks.
+
+The worker leads its own process group (so a timeout kills everything it started) and asks
+the kernel to kill it when the driver dies (Linux), so no worker outlives a killed run.
+Messages: the driver sends lists of ``(generation, index, attempt, params)`` or ``None`` to
+stop; the worker answers ``("ready", pid)``, one tuple per finished task, or ``("fatal", text)``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+import traceback
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from metaloop.executors.base import WorkerSetup
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+
+def _redirect_output(log_path: Path) -> None:
+    """Send the optimizee's prints to a per-worker log instead of the driver's terminal."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def worker_main(conn: Connection, setup: WorkerSetup, name: str) -> None:
+    os.setsid()
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C means
+    _redirect_output(Path(setup.workdir) / "logs" / f"worker-{name}.log")
+    from metaloop.optimizees.base import Evaluator, hostname
+    from metaloop.optimizees.loader import build_optimizee
+
+    try:
+        optimizee = build_optimizee(setup.optimizee)
+        evaluate = Evaluator(optimizee, setup.n_objectives, setup.seed, Path(setup.workdir))
+    except BaseException as exc:  # noqa: BLE001 - reported to the driver, which stops clearly
+        conn.send(("fatal", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+        return
+    host = hostname()
+    conn.send(("ready", os.getpid(), host))
+    send = conn.send
+    clock = time.time
+    while True:
+        try:
+            chunk = conn.recv()
+        except (EOFError, OSError):
+            return
+        if chunk is None:
+            return
+        for generation, index, attempt, params in chunk:
+            started = clock()
+            status, fitness, metrics, error = evaluate(generation, index, attempt, params)
+            send((generation, index, attempt, status.value, fitness, metrics, error, started, clock()))

@@ -1,0 +1,58 @@
+"""Serial executor: evaluates in the driver process, one task at a time.
+
+For debugging (breakpoints and prints work).  There is no timeout and no crash isolation
+here: an optimizee that hangs hangs the run, one that segfaults kills it.  Use ``local`` for
+both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from pathlib import Path
+
+from metaloop.executors.base import Executor, WorkerSetup
+from metaloop.optimizees.base import Evaluator, hostname
+from metaloop.optimizees.loader import build_optimizee
+from metaloop.records import Outcome, Task
+
+
+class SerialExecutor(Executor):
+    kind = "serial"
+
+    def __init__(self) -> None:
+        self._queue: deque[Task] = deque()
+        self._evaluate: Evaluator | None = None
+        self._host = hostname()
+
+    def start(self, setup: WorkerSetup) -> None:
+        optimizee = build_optimizee(setup.optimizee)
+        self._evaluate = Evaluator(optimizee, setup.n_objectives, setup.seed, Path(setup.workdir))
+
+    def submit(self, task: Task) -> None:
+        self._queue.append(task)
+
+    def wait(self, timeout: float | None = None) -> list[Outcome]:
+        if not self._queue:
+            return []
+        assert self._evaluate is not None, "start() was not called"
+        task = self._queue.popleft()
+        started = time.time()
+        status, fitness, metrics, error = self._evaluate(
+            task.generation, task.index, task.attempt, task.params
+        )
+        return [Outcome(task, status, fitness, metrics, error, started, time.time(), self._host, "main")]
+
+    @property
+    def workers(self) -> int:
+        return 1
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._queue)
+
+    def cancel_all(self) -> None:
+        self._queue.clear()
+
+    def close(self) -> None:
+        self._queue.clear()

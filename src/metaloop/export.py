@@ -1,0 +1,99 @@
+"""Flat rows of an experiment's evaluations, for CSV/JSON export and DataFrames.
+
+Columns: ``generation, index, status, attempts, duration_s, error``, then ``fitness`` (or
+``fitness.0, fitness.1, ...`` for several objectives), ``param.<name>`` (arrays flattened as
+``param.<name>.<i>`` in C order), ``metric.<name>``, and ``started, finished, host, worker``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator
+from typing import IO, Any
+
+import numpy as np
+
+from metaloop.records import Evaluation
+from metaloop.store.base import ExperimentInfo, Store
+
+BASE_COLUMNS = ["generation", "index", "status", "attempts", "duration_s", "error"]
+TAIL_COLUMNS = ["started", "finished", "host", "worker"]
+
+
+def n_objectives(info: ExperimentInfo) -> int:
+    weights = info.config.get("weights")
+    return len(weights) if weights else 1
+
+
+def _flat_params(params: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        if isinstance(value, (list, np.ndarray)):
+            for i, v in enumerate(np.ravel(np.asarray(value, dtype=object))):
+                out[f"param.{name}.{i}"] = v
+        else:
+            out[f"param.{name}"] = value
+    return out
+
+
+def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator[list[Any]]]:
+    """The column names and an iterator of rows (streamed from the store)."""
+    param_cols: list[str] = []
+    metric_names: list[str] = []
+    seen_metrics: set[str] = set()
+    for e in store.iter_evaluations(info.id):
+        if not param_cols:
+            param_cols = list(_flat_params(e.params))
+        for k in e.metrics:
+            if k not in seen_metrics:
+                seen_metrics.add(k)
+                metric_names.append(k)
+    m = n_objectives(info)
+    fit_cols = ["fitness"] if m == 1 else [f"fitness.{i}" for i in range(m)]
+    columns = BASE_COLUMNS + fit_cols + param_cols + [f"metric.{k}" for k in metric_names] + TAIL_COLUMNS
+
+    def rows() -> Iterator[list[Any]]:
+        for e in store.iter_evaluations(info.id):
+            yield _row(e, m, param_cols, metric_names)
+
+    return columns, rows()
+
+
+def _row(e: Evaluation, m: int, param_cols: list[str], metric_names: list[str]) -> list[Any]:
+    fitness = list(e.fitness) if e.fitness is not None else [None] * m
+    flat = _flat_params(e.params)
+    metrics = [_cell(e.metrics.get(k)) for k in metric_names]
+    return (
+        [e.generation, e.index, e.status.value, e.attempts, round(e.duration, 6), e.error]
+        + fitness + [flat.get(c) for c in param_cols] + metrics
+        + [e.started, e.finished, e.host, e.worker]
+    )
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return value
+
+
+def write_csv(columns: list[str], rows: Iterator[list[Any]], out: IO[str]) -> int:
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    n = 0
+    for row in rows:
+        writer.writerow(["" if v is None else (repr(v) if isinstance(v, float) else v) for v in row])
+        n += 1
+    return n
+
+
+def write_json(columns: list[str], rows: Iterator[list[Any]], out: IO[str]) -> int:
+    out.write("[")
+    n = 0
+    for row in rows:
+        record = {c: (None if isinstance(v, float) and not math.isfinite(v) else v) for c, v in zip(columns, row)}
+        out.write(("," if n else "") + "\n" + json.dumps(record))
+        n += 1
+    out.write("\n]\n")
+    return n

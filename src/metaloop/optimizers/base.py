@@ -1,0 +1,114 @@
+"""The optimizer contract: ask for a population, be told its fitnesses, save and restore state.
+
+An optimizer works in the unit cube ``[0, 1]^d`` of its :class:`~metaloop.space.Space`
+and always **maximizes**: the loop hands it fitnesses already multiplied by the experiment's
+weights (L2L's convention), one column per objective, with ``-inf`` for candidates whose
+evaluation failed.  Subclasses implement ``_ask``, ``_tell``, ``_state`` and ``_load_state``;
+this base does the bookkeeping (generation counter, seeding, hyperparameter validation).
+
+Determinism: every random draw comes from :meth:`Optimizer.rng`, a generator derived from
+``(seed, generation, stream)``, so ``ask`` is a pure function of the saved state and asking
+twice returns the same population.  State is plain data (numbers, lists, numpy arrays).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from metaloop.space import Space
+
+_OPTIMIZER_STREAM = 0x0F7
+
+
+class OptimizerParams(BaseModel):
+    """Base of every optimizer's hyperparameter schema (unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Optimizer(ABC):
+    """Base class of all optimizers (see module docstring for the contract)."""
+
+    kind: ClassVar[str]
+    Params: ClassVar[type[OptimizerParams]]
+
+    def __init__(
+        self, space: Space, params: OptimizerParams | dict[str, Any] | None, seed: int,
+        n_objectives: int = 1,
+    ):
+        self.space = space
+        self.params = (
+            params if isinstance(params, OptimizerParams) else self.Params.model_validate(params or {})
+        )
+        self.seed = int(seed)
+        self.n_objectives = n_objectives
+        self.generation = 0
+        self.done = False
+        self._setup()
+
+    # -- hooks for subclasses ---------------------------------------------------------------
+    def _setup(self) -> None:
+        """Initialise algorithm state from ``self.params`` (called once by ``__init__``)."""
+
+    @abstractmethod
+    def _ask(self) -> np.ndarray:
+        """Return the population of this generation, shape ``(n, dim)``, in the unit cube."""
+
+    @abstractmethod
+    def _tell(self, X: np.ndarray, F: np.ndarray) -> None:
+        """Learn from the evaluated population ``X`` with (weighted, maximize) fitness ``F``."""
+
+    def _state(self) -> dict[str, Any]:
+        """Algorithm state as plain data (arrays allowed)."""
+        return {}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`_state` returned."""
+
+    # -- public API ---------------------------------------------------------------------------
+    def rng(self, stream: int = 0) -> np.random.Generator:
+        """A generator for this generation (and ``stream``), reproducible from the seed alone."""
+        seq = np.random.SeedSequence(self.seed, spawn_key=(_OPTIMIZER_STREAM, self.generation, stream))
+        return np.random.default_rng(seq)
+
+    def ask(self) -> np.ndarray:
+        X = np.asarray(self._ask(), dtype=float)
+        if X.ndim != 2 or X.shape[1] != self.space.dim:
+            raise RuntimeError(f"{self.kind}: ask() returned shape {X.shape}, expected (n, {self.space.dim})")
+        return np.clip(X, 0.0, 1.0)
+
+    def tell(self, X: np.ndarray, F: np.ndarray) -> None:
+        X = np.asarray(X, dtype=float)
+        F = np.asarray(F, dtype=float).reshape(len(X), -1)
+        F = np.where(np.isnan(F), -np.inf, F)
+        self._tell(X, F)
+        self.generation += 1
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "generation": self.generation,
+            "done": self.done,
+            "params": self.params.model_dump(mode="json"),
+            "algorithm": self._state(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.params = self.Params.model_validate(state["params"])
+        self.generation = int(state["generation"])
+        self.done = bool(state["done"])
+        self._load_state(state["algorithm"])
+
+    def set_params(self, **changes: Any) -> None:
+        """Change hyperparameters (validated against ``Params``; raises ValueError if bad)."""
+        self.params = self.Params.model_validate({**self.params.model_dump(), **changes})
+
+
+def scalarize(F: np.ndarray) -> np.ndarray:
+    """One score per row (sum of weighted objectives; ``-inf`` if any is ``-inf``)."""
+    F = np.asarray(F, dtype=float)
+    return F.sum(axis=1) if F.ndim == 2 else F

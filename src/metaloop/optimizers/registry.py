@@ -1,0 +1,28 @@
+"""Config names (``optimizer: {kind: NAME}``) mapped to optimizer classes, imported lazily."""
+
+from __future__ import annotations
+
+import importlib
+
+from metaloop.optimizers.base import Optimizer
+
+_REGISTRY: dict[str, str] = {
+    "random": "metaloop.optimizers.random_search:RandomSearch",
+    "grid": "metaloop.optimizers.grid:GridSearch",
+    "ga": "metaloop.optimizers.ga:GeneticAlgorithm",
+    "ce": "metaloop.optimizers.ce:CrossEntropy",
+}
+
+
+def optimizer_kinds() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_optimizer_class(kind: str) -> type[Optimizer]:
+    """The class registered as ``kind``; ``KeyError`` with the known kinds if there is none."""
+    try:
+        target = _REGISTRY[kind]
+    except KeyError:
+        raise KeyError(f"unknown optimizer kind {kind!r}; expected one of {optimizer_kinds()}") from None
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)

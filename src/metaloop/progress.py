@@ -1,0 +1,101 @@
+"""Live progress of a run in the terminal: generation, evaluations/s, failures, best, ETA.
+
+On a terminal a rich progress bar refreshes a few times a second from its own thread (the
+loop only bumps counters); elsewhere (CI logs, pipes) a plain line is printed at most every
+few seconds and at the end of each generation when generations are slow.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from metaloop.loop import RunObserver
+
+if TYPE_CHECKING:
+    from metaloop.loop import Loop
+    from metaloop.records import Evaluation
+
+
+def format_best(loop: Loop) -> str:
+    best = loop.best
+    if best is None or best.fitness is None:
+        return "-"
+    return ", ".join(f"{v:.6g}" for v in best.fitness)
+
+
+class ProgressObserver(RunObserver):
+    """Shows progress on stderr (rich bar on a TTY, periodic lines otherwise)."""
+
+    def __init__(self, console: Console | None = None, line_interval_s: float = 5.0):
+        self.console = console or Console(stderr=True)
+        self.live = self.console.is_terminal
+        self.line_interval_s = line_interval_s
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._t0 = time.monotonic()
+        self._n0 = 0
+        self._last_line = 0.0
+        self._total: int | None = None
+
+    def started(self, loop: Loop) -> None:
+        m = loop.config.model
+        self._t0, self._n0 = time.monotonic(), loop.n_evaluations
+        totals = []
+        if m.budget is not None:
+            totals.append(m.budget)
+        if m.generations is not None and hasattr(loop.optimizer.params, "pop_size"):
+            totals.append(m.generations * int(loop.optimizer.params.pop_size))
+        self._total = min(totals) if totals else None
+        if self.live:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[rate]} eval/s"), TextColumn("failed {task.fields[failed]}"),
+                TextColumn("best {task.fields[best]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                console=self.console, refresh_per_second=4,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(
+                f"{loop.info.name} gen {loop.generation}", total=self._total,
+                completed=loop.n_evaluations, rate="-", failed=loop.n_failed, best=format_best(loop),
+            )
+
+    def _fields(self, loop: Loop) -> dict[str, Any]:
+        dt = time.monotonic() - self._t0
+        rate = (loop.n_evaluations - self._n0) / dt if dt > 0 else 0.0
+        return {"rate": f"{rate:.1f}", "failed": loop.n_failed, "best": format_best(loop)}
+
+    def evaluated(self, evaluation: Evaluation, loop: Loop) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=loop.n_evaluations, **self._fields(loop))
+        elif time.monotonic() - self._last_line >= self.line_interval_s:
+            self._line(loop)
+
+    def generation_finished(self, generation: int, loop: Loop) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(
+                self._task, description=f"{loop.info.name} gen {loop.generation}",
+                completed=loop.n_evaluations, **self._fields(loop),
+            )
+
+    def _line(self, loop: Loop) -> None:
+        self._last_line = time.monotonic()
+        f = self._fields(loop)
+        total = f"/{self._total}" if self._total else ""
+        print(
+            f"[{loop.info.name}] generation {loop.generation} evaluations {loop.n_evaluations}{total} "
+            f"({f['rate']}/s) failed {f['failed']} best {f['best']}",
+            file=sys.stderr, flush=True,
+        )
+
+    def finished(self, loop: Loop) -> None:
+        if self._progress is not None:
+            if self._task is not None:
+                self._progress.update(self._task, completed=loop.n_evaluations, **self._fields(loop))
+            self._progress.stop()
+        else:
+            self._line(loop)

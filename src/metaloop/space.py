@@ -1,0 +1,206 @@
+"""Parameter spaces: typed parameters and their encoding into the unit cube.
+
+Optimizers work on vectors in ``[0, 1]^d``; the space maps such vectors to candidate dicts
+(name -> value) and back.  Every parameter occupies one or more consecutive components:
+
+* ``real``: linear (``u = (x - low) / (high - low)``) or log scale; with ``shape`` it is a
+  fixed-shape array (a weight matrix is one parameter) and takes ``prod(shape)`` components;
+* ``int``: the integers ``low..high`` split ``[0, 1]`` into equal bins;
+* ``choice``: the values split ``[0, 1]`` into equal bins.
+
+Step sizes of the optimizers are therefore fractions of each parameter's range.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, Union
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _ParamModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RealParam(_ParamModel):
+    """A real number (or a fixed-shape array of them) within ``[low, high]``."""
+
+    type: Literal["real"] = "real"
+    low: float
+    high: float
+    log: bool = False
+    shape: list[Annotated[int, Field(ge=1)]] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> RealParam:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError(f"low and high must be finite numbers, got {self.low}, {self.high}")
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be less than high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0, got low={self.low}")
+        return self
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+
+class IntParam(_ParamModel):
+    """An integer in ``low..high`` (both included)."""
+
+    type: Literal["int"] = "int"
+    low: int
+    high: int
+
+    @model_validator(mode="after")
+    def _check(self) -> IntParam:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not be greater than high ({self.high})")
+        return self
+
+    @property
+    def size(self) -> int:
+        return 1
+
+
+class ChoiceParam(_ParamModel):
+    """One of a list of values (strings, numbers, booleans)."""
+
+    type: Literal["choice"] = "choice"
+    values: list[Any] = Field(min_length=1)
+
+    @property
+    def size(self) -> int:
+        return 1
+
+
+ParamSpec = Annotated[Union[RealParam, IntParam, ChoiceParam], Field(discriminator="type")]
+
+
+class Space:
+    """An ordered set of named parameters with unit-cube encoding."""
+
+    def __init__(self, params: Mapping[str, RealParam | IntParam | ChoiceParam]):
+        if not params:
+            raise ValueError("the parameter space is empty")
+        self.params: dict[str, RealParam | IntParam | ChoiceParam] = dict(params)
+        self.slices: dict[str, slice] = {}
+        start = 0
+        for name, spec in self.params.items():
+            self.slices[name] = slice(start, start + spec.size)
+            start += spec.size
+        self.dim = start
+
+    @classmethod
+    def from_config(cls, raw: Mapping[str, Any]) -> Space:
+        """Build from a config mapping ``name -> {type: ..., ...}`` (validated)."""
+        from pydantic import TypeAdapter
+
+        adapter = TypeAdapter(ParamSpec)
+        return cls({name: adapter.validate_python(spec) for name, spec in raw.items()})
+
+    def to_config(self) -> dict[str, dict[str, Any]]:
+        return {name: spec.model_dump(exclude_none=True) for name, spec in self.params.items()}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.params)
+
+    # -- unit cube -> values -------------------------------------------------------------
+    def decode(self, u: np.ndarray) -> dict[str, Any]:
+        """Map one unit-cube vector to a candidate dict (values clipped into bounds)."""
+        u = np.clip(np.asarray(u, dtype=float), 0.0, 1.0)
+        out: dict[str, Any] = {}
+        for name, spec in self.params.items():
+            part = u[self.slices[name]]
+            if isinstance(spec, RealParam):
+                if spec.log:
+                    lo, hi = math.log(spec.low), math.log(spec.high)
+                    vals = np.exp(lo + part * (hi - lo))
+                else:
+                    vals = spec.low + part * (spec.high - spec.low)
+                vals = np.clip(vals, spec.low, spec.high)
+                out[name] = vals.reshape(spec.shape) if spec.shape else float(vals[0])
+            elif isinstance(spec, IntParam):
+                n = spec.high - spec.low + 1
+                out[name] = int(spec.low + min(int(part[0] * n), n - 1))
+            else:
+                n = len(spec.values)
+                out[name] = spec.values[min(int(part[0] * n), n - 1)]
+        return out
+
+    def decode_many(self, U: np.ndarray) -> list[dict[str, Any]]:
+        return [self.decode(row) for row in np.atleast_2d(U)]
+
+    # -- values -> unit cube -------------------------------------------------------------
+    def encode(self, params: Mapping[str, Any]) -> np.ndarray:
+        """Map a candidate dict to its unit-cube vector; raises ValueError naming a bad value."""
+        missing = [n for n in self.params if n not in params]
+        extra = [n for n in params if n not in self.params]
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing {missing}")
+            if extra:
+                parts.append(f"unknown {extra}")
+            raise ValueError(f"candidate parameters do not match the space: {', '.join(parts)}")
+        u = np.empty(self.dim)
+        for name, spec in self.params.items():
+            value = params[name]
+            sl = self.slices[name]
+            if isinstance(spec, RealParam):
+                arr = np.asarray(value, dtype=float)
+                want = tuple(spec.shape) if spec.shape else ()
+                if arr.shape != want:
+                    raise ValueError(f"{name}: expected shape {list(want)}, got {list(arr.shape)}")
+                if np.any(arr < spec.low) or np.any(arr > spec.high) or not np.all(np.isfinite(arr)):
+                    raise ValueError(f"{name}: values must lie in [{spec.low}, {spec.high}]")
+                flat = arr.reshape(-1)
+                if spec.log:
+                    lo, hi = math.log(spec.low), math.log(spec.high)
+                    u[sl] = (np.log(flat) - lo) / (hi - lo)
+                else:
+                    u[sl] = (flat - spec.low) / (spec.high - spec.low)
+            elif isinstance(spec, IntParam):
+                if isinstance(value, bool) or not float(value).is_integer():
+                    raise ValueError(f"{name}: expected an integer, got {value!r}")
+                iv = int(value)
+                if not spec.low <= iv <= spec.high:
+                    raise ValueError(f"{name}: expected an integer in [{spec.low}, {spec.high}]")
+                u[sl] = (iv - spec.low + 0.5) / (spec.high - spec.low + 1)
+            else:
+                if value not in spec.values:
+                    raise ValueError(f"{name}: expected one of {spec.values}, got {value!r}")
+                u[sl] = (spec.values.index(value) + 0.5) / len(spec.values)
+        return u
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` uniform points of the unit cube (uniform per parameter, log-uniform for log)."""
+        return rng.random((n, self.dim))
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain-JSON form of a candidate value (arrays become nested lists)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def params_from_json(space: Space | None, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`to_jsonable` for a candidate dict: arrays come back as numpy arrays."""
+    out = dict(raw)
+    if space is not None:
+        for name, spec in space.params.items():
+            if isinstance(spec, RealParam) and spec.shape and name in out:
+                out[name] = np.asarray(out[name], dtype=float)
+    return out

@@ -1,0 +1,116 @@
+"""The store contract: the single source of truth of a campaign.
+
+Append-only evaluations, optimizer checkpoints, experiment metadata and an event log.  The
+running loop writes; status, export, plot and the dashboard read, from any process.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from metaloop.records import Evaluation
+
+
+class StoreError(Exception):
+    """A store problem the user can act on (bad URL, unknown experiment, name taken)."""
+
+
+@dataclass(frozen=True)
+class ExperimentInfo:
+    """Metadata and a progress summary of one experiment."""
+
+    id: int
+    name: str
+    config: dict[str, Any]
+    seed: int
+    status: str  # running | finished | stopped | interrupted | failed
+    stop_reason: str | None
+    created: float
+    updated: float
+    host: str
+    pid: int
+    n_evaluations: int = 0
+    n_failed: int = 0
+    generation: int = 0
+    best_score: float | None = None
+    best_fitness: tuple[float, ...] | None = None
+
+    @property
+    def is_live(self) -> bool:
+        """Status says running and the driver's heartbeat is recent."""
+        import time
+
+        return self.status == "running" and time.time() - self.updated < HEARTBEAT_STALE_S
+
+
+HEARTBEAT_S = 2.0
+HEARTBEAT_STALE_S = 30.0
+
+
+class Store(ABC):
+    """Abstract store; :func:`metaloop.store.open_store` picks the implementation by URL."""
+
+    url: str
+
+    # -- experiments --------------------------------------------------------------------------
+    @abstractmethod
+    def create_experiment(self, name: str, config: dict[str, Any], seed: int) -> ExperimentInfo:
+        """Register a new experiment; StoreError if the name is taken."""
+
+    @abstractmethod
+    def get_experiment(self, name: str) -> ExperimentInfo | None: ...
+
+    @abstractmethod
+    def list_experiments(self) -> list[ExperimentInfo]: ...
+
+    @abstractmethod
+    def set_status(self, exp_id: int, status: str, stop_reason: str | None = None) -> None:
+        """Record the run's status (committed synchronously, after pending writes)."""
+
+    @abstractmethod
+    def claim(self, exp_id: int) -> None:
+        """Mark the experiment as driven by this process (status running, host, pid)."""
+
+    # -- evaluations --------------------------------------------------------------------------
+    @abstractmethod
+    def append(self, exp_id: int, evaluation: Evaluation, score: float | None) -> None:
+        """Queue one evaluation; committed within the group-commit interval."""
+
+    @abstractmethod
+    def evaluations(
+        self, exp_id: int, generation: int | None = None
+    ) -> list[Evaluation]: ...
+
+    @abstractmethod
+    def iter_evaluations(self, exp_id: int) -> Iterator[Evaluation]: ...
+
+    # -- checkpoints and events ------------------------------------------------------------
+    @abstractmethod
+    def checkpoint(self, exp_id: int, generation: int, state: dict[str, Any]) -> None:
+        """Queue an optimizer checkpoint, committed after every evaluation queued before it."""
+
+    @abstractmethod
+    def last_checkpoint(self, exp_id: int) -> tuple[int, dict[str, Any]] | None: ...
+
+    @abstractmethod
+    def event(self, exp_id: int, kind: str, message: str, data: Any = None) -> None: ...
+
+    @abstractmethod
+    def events(self, exp_id: int) -> list[dict[str, Any]]: ...
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @abstractmethod
+    def flush(self) -> None:
+        """Block until everything queued is committed."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

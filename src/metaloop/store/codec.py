@@ -1,0 +1,55 @@
+"""Exact JSON encoding of plain data with numpy arrays (optimizer checkpoints, params).
+
+Floats go through ``repr`` so they round-trip bit for bit; arrays are tagged with their dtype
+and shape.  No pickles: a checkpoint stays readable by any tool and any later version.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+_TAG = "__ndarray__"
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        if obj.dtype == object:
+            raise TypeError("object arrays cannot be stored")
+        return {_TAG: obj.reshape(-1).tolist(), "dtype": obj.dtype.str, "shape": list(obj.shape)}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"cannot store value of type {type(obj).__name__}")
+
+
+def _hook(obj: dict[str, Any]) -> Any:
+    if _TAG in obj:
+        return np.asarray(obj[_TAG], dtype=np.dtype(obj["dtype"])).reshape(obj["shape"])
+    return obj
+
+
+def dumps(value: Any) -> str:
+    """Encode plain data (dicts, lists, numbers, strings, numpy arrays) as JSON text."""
+    return json.dumps(value, default=_default, allow_nan=True, separators=(",", ":"))
+
+
+def loads(text: str) -> Any:
+    """Inverse of :func:`dumps` (arrays come back as numpy arrays of the same dtype)."""
+    return json.loads(text, object_hook=_hook)
+
+
+def dumps_plain(value: Any) -> str:
+    """JSON for values shown to users (params, metrics): arrays become plain nested lists."""
+    return json.dumps(value, default=_plain_default, allow_nan=True, separators=(",", ":"))
+
+
+def _plain_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot store value of type {type(obj).__name__}")
