@@ -112,7 +112,8 @@ class Evaluator:
             else:
                 raw = self.fn(params)
         except Exception as exc:  # noqa: BLE001 - any optimizee error is data
-            tb = traceback.format_exc()
+            # Drop this frame: the traceback starts in the user's code.
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))
             return Status.FAILED, None, {}, f"{type(exc).__name__}: {exc}\n{tb}"
         return parse_result(raw, self.n_objectives)
 

@@ -34,7 +34,7 @@ class ExperimentInfo:
     pid: int
     n_evaluations: int = 0
     n_failed: int = 0
-    generation: int = 0
+    generation: int = 0  # generations with at least one recorded evaluation
     best_score: float | None = None
     best_fitness: tuple[float, ...] | None = None
 

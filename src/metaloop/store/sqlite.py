@@ -235,7 +235,7 @@ class SQLiteStore(Store):
     def _info(self, row: tuple[Any, ...]) -> ExperimentInfo:
         exp_id = row[0]
         count, failed, gen = self._conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(status != 'ok'), 0), COALESCE(MAX(generation), 0) "
+            "SELECT COUNT(*), COALESCE(SUM(status != 'ok'), 0), COALESCE(MAX(generation) + 1, 0) "
             "FROM evaluations WHERE exp_id=?",
             (exp_id,),
         ).fetchone()
