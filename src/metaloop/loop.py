@@ -75,6 +75,7 @@ class Loop:
         self.observer = observer or RunObserver()
         m = config.model
         self.weights = np.asarray(config.weights, dtype=float)
+        self._weight_list = [float(w) for w in config.weights]
         self.policy = RetryPolicy(m.executor.max_attempts)
         self.workdir = Path(m.workdir) if m.workdir else default_workdir(m.storage, m.name)
         self.optimizer = self._make_optimizer()
@@ -101,9 +102,10 @@ class Loop:
         return self.elapsed_before + time.monotonic() - self.session_start
 
     def score(self, evaluation: Evaluation) -> float | None:
+        """The weighted sum that is maximized (None unless the evaluation is ok)."""
         if evaluation.status is not Status.OK or evaluation.fitness is None:
             return None
-        return float(np.dot(self.weights, evaluation.fitness))
+        return sum(w * f for w, f in zip(self._weight_list, evaluation.fitness))
 
     def _target_reached(self) -> bool:
         t = self.config.model.target
@@ -194,10 +196,10 @@ class Loop:
             results = {e.index: e for e in self.store.evaluations(self.info.id, gen)}
         self.generation_size, self.generation_done = limit, len(results)
         self.observer.generation_started(gen, limit)
-        space = self.config.space
-        for i in range(limit):
+        candidates = self.config.space.decode_many(X[:limit])
+        for i, params in enumerate(candidates):
             if i not in results:
-                self.executor.submit(Task(gen, i, space.decode(X[i])))
+                self.executor.submit(Task(gen, i, params))
         deadline = None if m.max_time is None else m.max_time - self.elapsed
         start = time.monotonic()
         while self.executor.in_flight:

@@ -134,7 +134,31 @@ class Space:
         return out
 
     def decode_many(self, U: np.ndarray) -> list[dict[str, Any]]:
-        return [self.decode(row) for row in np.atleast_2d(U)]
+        """Vectorized :meth:`decode` of every row of ``U`` (same values, much faster)."""
+        U = np.clip(np.atleast_2d(np.asarray(U, dtype=float)), 0.0, 1.0)
+        columns: list[list[Any]] = []
+        for name, spec in self.params.items():
+            part = U[:, self.slices[name]]
+            if isinstance(spec, RealParam):
+                if spec.log:
+                    lo, hi = math.log(spec.low), math.log(spec.high)
+                    vals = np.clip(np.exp(lo + part * (hi - lo)), spec.low, spec.high)
+                else:
+                    vals = np.clip(spec.low + part * (spec.high - spec.low), spec.low, spec.high)
+                if spec.shape:
+                    shape = tuple(spec.shape)
+                    columns.append([row.reshape(shape) for row in vals])
+                else:
+                    columns.append(vals[:, 0].tolist())
+            else:
+                n = spec.high - spec.low + 1 if isinstance(spec, IntParam) else len(spec.values)
+                idx = np.minimum((part[:, 0] * n).astype(np.int64), n - 1).tolist()
+                if isinstance(spec, IntParam):
+                    columns.append([spec.low + i for i in idx])
+                else:
+                    columns.append([spec.values[i] for i in idx])
+        names = list(self.params)
+        return [dict(zip(names, row)) for row in zip(*columns)]
 
     # -- values -> unit cube -------------------------------------------------------------
     def encode(self, params: Mapping[str, Any]) -> np.ndarray:

@@ -194,15 +194,15 @@ class LocalExecutor(Executor):
             return
         if msg[0] == "fatal":
             raise ExecutorError(f"a worker could not load the optimizee:\n{msg[1]}")
-        gen, idx, attempt, status, fitness, metrics, error, started, finished = msg
-        task = w.pending.popleft()
-        assert (task.generation, task.index, task.attempt) == (gen, idx, attempt)
-        w.busy_since = finished
-        self._in_flight -= 1
-        self._mean_duration = 0.8 * self._mean_duration + 0.2 * (finished - started)
-        self._outcomes.append(
-            Outcome(task, Status(status), fitness, metrics, error, started, finished, w.host, w.name)
-        )
+        for gen, idx, attempt, status, fitness, metrics, error, started, finished in msg[1]:
+            task = w.pending.popleft()
+            assert (task.generation, task.index, task.attempt) == (gen, idx, attempt)
+            w.busy_since = finished
+            self._in_flight -= 1
+            self._mean_duration = 0.8 * self._mean_duration + 0.2 * (finished - started)
+            self._outcomes.append(Outcome(
+                task, Status(status), fitness, metrics, error, started, finished, w.host, w.name
+            ))
 
     def _seconds_to_next_deadline(self) -> float | None:
         if self.timeout_s is None:

@@ -3,7 +3,7 @@
 The worker leads its own process group (so a timeout kills everything it started) and asks
 the kernel to kill it when the driver dies (Linux), so no worker outlives a killed run.
 Messages: the driver sends lists of ``(generation, index, attempt, params)`` or ``None`` to
-stop; the worker answers ``("ready", pid)``, one tuple per finished task, or ``("fatal", text)``.
+stop; the worker answers ``("ready", pid, host)``, ``("done", [result, ...])`` or ``("fatal", text)``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from metaloop.executors.base import WorkerSetup
 
 _PR_SET_PDEATHSIG = 1
+_BATCH_S = 0.005  # a finished result waits at most this long before it is sent
 
 
 def _die_with_parent() -> None:
@@ -67,7 +68,17 @@ def worker_main(conn: Connection, setup: WorkerSetup, name: str) -> None:
             return
         if chunk is None:
             return
+        # Results go back in small batches: at most _BATCH_S old, and always at chunk end.
+        done: list[tuple] = []
+        last_send = clock()
         for generation, index, attempt, params in chunk:
             started = clock()
             status, fitness, metrics, error = evaluate(generation, index, attempt, params)
-            send((generation, index, attempt, status.value, fitness, metrics, error, started, clock()))
+            finished = clock()
+            done.append((generation, index, attempt, status.value, fitness, metrics, error,
+                         started, finished))
+            if finished - last_send >= _BATCH_S:
+                send(("done", done))
+                done, last_send = [], finished
+        if done:
+            send(("done", done))

@@ -109,6 +109,9 @@ class Optimizer(ABC):
 
 
 def scalarize(F: np.ndarray) -> np.ndarray:
-    """One score per row (sum of weighted objectives; ``-inf`` if any is ``-inf``)."""
+    """One score per row (sum of weighted objectives; ``-inf`` if any is ``-inf`` or NaN)."""
     F = np.asarray(F, dtype=float)
-    return F.sum(axis=1) if F.ndim == 2 else F
+    with np.errstate(invalid="ignore"):
+        s = F.sum(axis=1) if F.ndim == 2 else F.copy()
+    s[np.isnan(s)] = -np.inf
+    return s

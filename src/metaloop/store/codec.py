@@ -42,14 +42,19 @@ def loads(text: str) -> Any:
     return json.loads(text, object_hook=_hook)
 
 
-def dumps_plain(value: Any) -> str:
-    """JSON for values shown to users (params, metrics): arrays become plain nested lists."""
-    return json.dumps(value, default=_plain_default, allow_nan=True, separators=(",", ":"))
-
-
 def _plain_default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     if isinstance(obj, np.generic):
         return obj.item()
     raise TypeError(f"cannot store value of type {type(obj).__name__}")
+
+
+_PLAIN = json.JSONEncoder(default=_plain_default, allow_nan=True, separators=(",", ":"))
+
+
+def dumps_plain(value: Any) -> str:
+    """JSON for values shown to users (params, metrics): arrays become plain nested lists."""
+    if not value and isinstance(value, dict):
+        return "{}"
+    return _PLAIN.encode(value)

@@ -88,6 +88,12 @@ def sqlite_path(url: str) -> str:
     return url[len(prefix):]
 
 
+def _fitness_json(fitness: tuple[float, ...]) -> str:
+    # repr of a float is its exact shortest round-trip form, which is also valid JSON
+    # (fitness values are finite: the optimizee result check guarantees it).
+    return "[" + ",".join(map(repr, fitness)) + "]"
+
+
 class SQLiteStore(Store):
     """A store in one SQLite file (see module docstring)."""
 
@@ -290,7 +296,7 @@ class SQLiteStore(Store):
             "eval",
             (
                 exp_id, score, e.generation, e.index, e.status.value, e.attempts,
-                None if e.fitness is None else json.dumps(e.fitness),
+                None if e.fitness is None else _fitness_json(e.fitness),
                 codec.dumps_plain(e.params), codec.dumps_plain(e.metrics), e.error,
                 e.started, e.finished, e.host, e.worker,
             ),
