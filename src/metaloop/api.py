@@ -24,7 +24,7 @@ class Experiment:
                 config = validate_config({**config.to_dict(), **overrides}, config.base_dir)
             self.config = config
         elif isinstance(config, dict):
-            self.config = load_config(data=config, overrides=overrides)
+            self.config = load_config(data=_from_objects(config), overrides=overrides)
         else:
             self.config = load_config(path=config, overrides=overrides)
 
@@ -43,6 +43,45 @@ class Experiment:
             return _drive(self.config, store, info, observer)
         finally:
             store.close()
+
+
+def _from_objects(config: dict[str, Any]) -> dict[str, Any]:
+    """Allow Python objects in a config dict: a callable/class optimizee, a Space."""
+    from metaloop.space import Space
+
+    out = dict(config)
+    space = out.get("space")
+    if isinstance(space, Space):
+        out["space"] = space.to_config()
+    optimizee = out.get("optimizee")
+    if callable(optimizee) and not isinstance(optimizee, dict):
+        out["optimizee"] = {"kind": "python", "target": target_of(optimizee)}
+    return out
+
+
+def target_of(obj: Any) -> str:
+    """The ``module:name`` (or ``/path/file.py:name``) that re-imports ``obj`` in a worker."""
+    import inspect
+    import sys
+
+    name = getattr(obj, "__qualname__", "")
+    module = getattr(obj, "__module__", None)
+    if not name or "<" in name or "." in name or module is None:
+        raise ConfigError(
+            f"optimizee: {obj!r} must be a module-level function or class so that worker "
+            "processes can import it"
+        )
+    if module == "__main__":
+        path = inspect.getsourcefile(sys.modules["__main__"])
+        if path is None:
+            raise ConfigError("optimizee: functions defined interactively cannot be imported "
+                              "by workers; put them in a file")
+        return f"{Path(path).resolve()}:{name}"
+    mod = sys.modules.get(module)
+    path = getattr(mod, "__file__", None)
+    if module.startswith("metaloop_user_") and path:
+        return f"{Path(path).resolve()}:{name}"
+    return f"{module}:{name}"
 
 
 def resume(name: str, storage: str = DEFAULT_STORAGE, observer: RunObserver | None = None) -> RunSummary:
