@@ -30,7 +30,7 @@ class RunObserver:
 
     def started(self, loop: Loop) -> None: ...
 
-    def generation_started(self, generation: int, size: int) -> None: ...
+    def generation_started(self, generation: int, size: int, loop: Loop) -> None: ...
 
     def evaluated(self, evaluation: Evaluation, loop: Loop) -> None: ...
 
@@ -195,7 +195,7 @@ class Loop:
         if check_stored:
             results = {e.index: e for e in self.store.evaluations(self.info.id, gen)}
         self.generation_size, self.generation_done = limit, len(results)
-        self.observer.generation_started(gen, limit)
+        self.observer.generation_started(gen, limit, self)
         candidates = self.config.space.decode_many(X[:limit])
         for i, params in enumerate(candidates):
             if i not in results:

@@ -64,6 +64,17 @@ class ProgressObserver(RunObserver):
                 completed=loop.n_evaluations, rate="-", failed=loop.n_failed, best=format_best(loop),
             )
 
+    def generation_started(self, generation: int, size: int, loop: Loop) -> None:
+        """Refine the expected total from the actual generation size (GA asks fewer)."""
+        m = loop.config.model
+        totals = [] if m.budget is None else [m.budget]
+        if m.generations is not None:
+            totals.append(loop.n_evaluations - loop.generation_done + size * (m.generations - generation))
+        self._total = min(totals) if totals else None
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, total=self._total,
+                                  description=f"{loop.info.name} gen {generation}")
+
     def _fields(self, loop: Loop) -> dict[str, Any]:
         dt = time.monotonic() - self._t0
         rate = (loop.n_evaluations - self._n0) / dt if dt > 0 else 0.0
@@ -75,12 +86,6 @@ class ProgressObserver(RunObserver):
         elif time.monotonic() - self._last_line >= self.line_interval_s:
             self._line(loop)
 
-    def generation_finished(self, generation: int, loop: Loop) -> None:
-        if self._progress is not None and self._task is not None:
-            self._progress.update(
-                self._task, description=f"{loop.info.name} gen {loop.generation}",
-                completed=loop.n_evaluations, **self._fields(loop),
-            )
 
     def _line(self, loop: Loop) -> None:
         self._last_line = time.monotonic()
