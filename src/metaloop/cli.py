@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -114,6 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a batch system's walltime warning, ``kill``) stops at a safe point like Ctrl-C."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _observer(args: argparse.Namespace) -> Any:
     if args.quiet:
         return None
@@ -133,7 +142,8 @@ def _report(summary: Any, args: argparse.Namespace, storage: str) -> int:
         print(json.dumps(to_jsonable(summary_dict(summary))))
     else:
         best = summary.best
-        print(f"experiment {summary.name!r}: {summary.status} ({summary.stop_reason}) after "
+        reason = f" ({summary.stop_reason})" if summary.stop_reason != summary.status else ""
+        print(f"experiment {summary.name!r}: {summary.status}{reason} after "
               f"{summary.generation} generations, {summary.n_evaluations} evaluations "
               f"({summary.n_failed} not ok)")
         if best is not None and best.fitness is not None:
@@ -171,6 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "executor.kind": args.executor, "executor.workers": args.workers,
     }
     experiment = Experiment(args.config, **overrides)
+    _interrupt_on_sigterm()
     summary = experiment.run(observer=_observer(args))
     return _report(summary, args, experiment.config.model.storage)
 
@@ -178,6 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from metaloop.api import resume
 
+    _interrupt_on_sigterm()
     summary = resume(args.name, args.storage, observer=_observer(args))
     return _report(summary, args, args.storage)
 
@@ -215,7 +227,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         table.add_column(col, justify="right" if col in ("generation", "evaluations", "failed") else "left")
     for r in rows:
         best = "-" if r["best"] is None else ", ".join(f"{v:.6g}" for v in r["best"])
-        status = r["status"] + (f" ({r['stop_reason']})" if r["stop_reason"] else "")
+        reason = r["stop_reason"]
+        status = r["status"] + (f" ({reason})" if reason and reason != r["status"] else "")
         table.add_row(r["name"], status, str(r["generation"]), str(r["evaluations"]),
                       str(r["failed"]), best, r["updated"])
     Console(width=max(100, _term_width())).print(table)

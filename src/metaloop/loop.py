@@ -162,7 +162,7 @@ class Loop:
         except KeyboardInterrupt:
             self.executor.cancel_all()
             self.stop_reason = "interrupted"
-            self.store.event(self.info.id, "interrupt", "interrupted by the user (Ctrl-C)")
+            self.store.event(self.info.id, "interrupt", "interrupted (Ctrl-C or SIGTERM)")
             self.store.set_status(self.info.id, "interrupted", "interrupted")
             self.observer.finished(self)
             return self._summary("interrupted")

@@ -178,6 +178,10 @@ def michalewicz(X: Array, m: float = 10.0) -> Array:
     return -np.sum(np.sin(X) * np.sin(i * X**2 / np.pi) ** (2.0 * m), axis=1)
 
 
+def _michalewicz_term(x: float, k: int, m: float) -> float:
+    return -math.sin(x) * math.sin(k * x * x / math.pi) ** (2.0 * m)
+
+
 @lru_cache(maxsize=64)
 def _michalewicz_argmin(d: int, m: float = 10.0) -> tuple[float, ...]:
     """Global minimiser on ``[0, pi]^d``, found numerically.
@@ -192,8 +196,7 @@ def _michalewicz_argmin(d: int, m: float = 10.0) -> tuple[float, ...]:
         term = -np.sin(grid) * np.sin(k * grid**2 / np.pi) ** (2.0 * m)
         j = int(np.argmin(term))
         a, b = max(grid[j] - step, 0.0), min(grid[j] + step, np.pi)
-        best[k - 1] = _golden(lambda x, k=k: -math.sin(x) * math.sin(k * x * x / math.pi)
-                              ** (2.0 * m), a, b)
+        best[k - 1] = _golden(partial(_michalewicz_term, k=k, m=m), a, b)
     return tuple(best.tolist())
 
 
@@ -300,11 +303,13 @@ def langermann(X: Array, A: Array = LANGERMANN_A, c: Array = LANGERMANN_C) -> Ar
     return np.sum(c * np.exp(-r / np.pi) * np.cos(np.pi * r), axis=1)
 
 
-# Global minimisers of the 2-D functions without a closed form, computed numerically
-# (dense grid + local polishing); the optimum value is the function at that point.
-SHEKEL_X = np.array([0.0, 0.0])
-LANGERMANN_X = np.array([0.0, 0.0])
-THREE_GAUSSIANS_X = np.array([0.0, 0.0])
+# Global minimisers of the 2-D functions without a closed form, computed numerically offline
+# (2001 x 2001 grid, then Nelder-Mead + BFGS from the 20 best grid points); the optimum value
+# is the function at that point.  Langermann keeps L2L's sign (+sum): its minimum is -4.1558;
+# the often quoted -5.1621 at (2.003, 1.006) belongs to the negated variant.
+SHEKEL_X = np.array([2.998995797030497, 4.998927114836267])  # -10.7871216
+LANGERMANN_X = np.array([2.793402208585251, 1.5972325019034563])  # -4.1558093
+THREE_GAUSSIANS_X = np.array([0.9990573432951984, 0.9950994064128518])  # -0.3984750
 
 
 def _at_point(fn: Callable[[Array], Array], x: Array) -> Callable[[int], float]:
