@@ -74,8 +74,10 @@ def target_of(obj: Any) -> str:
     if module == "__main__":
         path = inspect.getsourcefile(sys.modules["__main__"])
         if path is None:
-            raise ConfigError("optimizee: functions defined interactively cannot be imported "
-                              "by workers; put them in a file")
+            raise ConfigError(
+                "optimizee: functions defined interactively cannot be imported "
+                "by workers; put them in a file"
+            )
         return f"{Path(path).resolve()}:{name}"
     mod = sys.modules.get(module)
     path = getattr(mod, "__file__", None)
@@ -84,7 +86,9 @@ def target_of(obj: Any) -> str:
     return f"{module}:{name}"
 
 
-def resume(name: str, storage: str = DEFAULT_STORAGE, observer: RunObserver | None = None) -> RunSummary:
+def resume(
+    name: str, storage: str = DEFAULT_STORAGE, observer: RunObserver | None = None
+) -> RunSummary:
     """Continue an interrupted experiment exactly where its store says it stopped."""
     validate_storage_url(storage)
     store = open_store(storage, create=False)
@@ -92,13 +96,19 @@ def resume(name: str, storage: str = DEFAULT_STORAGE, observer: RunObserver | No
         info = _get(store, name)
         if info.status == "finished":
             return RunSummary(
-                name=name, status="already_finished", stop_reason=info.stop_reason or "",
-                generation=info.generation, n_evaluations=info.n_evaluations,
-                n_failed=info.n_failed, best=None, best_score=info.best_score,
+                name=name,
+                status="already_finished",
+                stop_reason=info.stop_reason or "",
+                generation=info.generation,
+                n_evaluations=info.n_evaluations,
+                n_failed=info.n_failed,
+                best=None,
+                best_score=info.best_score,
             )
         if _driven_elsewhere(info):
             raise StoreError(
-                f"name: experiment {name!r} is being run right now (pid {info.pid} on {info.host}); "
+                f"name: experiment {name!r} is being run right now "
+                f"(pid {info.pid} on {info.host}); "
                 "stop that run first"
             )
         raw = dict(info.config)
@@ -109,7 +119,9 @@ def resume(name: str, storage: str = DEFAULT_STORAGE, observer: RunObserver | No
         store.close()
 
 
-def _drive(config: Config, store: Store, info: ExperimentInfo, observer: RunObserver | None) -> RunSummary:
+def _drive(
+    config: Config, store: Store, info: ExperimentInfo, observer: RunObserver | None
+) -> RunSummary:
     ex = config.model.executor
     executor = make_executor(ex.kind, workers=ex.workers, timeout_s=ex.timeout_s)
     try:
@@ -122,7 +134,9 @@ def _get(store: Store, name: str) -> ExperimentInfo:
     info = store.get_experiment(name)
     if info is None:
         known = [e.name for e in store.list_experiments()]
-        raise StoreError(f"name: no experiment named {name!r} in {store.url} (known: {known or 'none'})")
+        raise StoreError(
+            f"name: no experiment named {name!r} in {store.url} (known: {known or 'none'})"
+        )
     return info
 
 
@@ -177,6 +191,11 @@ def history_frame(name: str, storage: str = DEFAULT_STORAGE) -> Any:
 
 
 __all__ = [
-    "ConfigError", "Experiment", "StoreError", "experiment_info", "history", "history_frame",
+    "ConfigError",
+    "Experiment",
+    "StoreError",
+    "experiment_info",
+    "history",
+    "history_frame",
     "resume",
 ]

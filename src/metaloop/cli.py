@@ -62,8 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def storage_arg(sp: argparse.ArgumentParser, default: str | None = DEFAULT_STORAGE) -> None:
-        sp.add_argument("--storage", default=default,
-                        help=f"store URL (default: the config's, else {DEFAULT_STORAGE})")
+        sp.add_argument(
+            "--storage",
+            default=default,
+            help=f"store URL (default: the config's, else {DEFAULT_STORAGE})",
+        )
 
     run = sub.add_parser("run", help="run an experiment from a YAML config")
     run.add_argument("config", help="path to the YAML config")
@@ -101,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from metaloop.config import ConfigError
+    from metaloop.executors.base import ExecutorError
     from metaloop.optimizees.loader import OptimizeeLoadError
     from metaloop.store import StoreError
 
@@ -113,10 +117,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StoreError, OptimizeeLoadError) as exc:
         print(f"metaloop: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ExecutorError as exc:
+        print(f"metaloop: error: {exc}", file=sys.stderr)
+        if getattr(args, "name", None) or getattr(args, "config", None):
+            print(
+                "the run stopped; fix the cause and continue with 'metaloop resume'",
+                file=sys.stderr,
+            )
+        return 1
 
 
 def _interrupt_on_sigterm() -> None:
     """SIGTERM (a batch system's walltime warning, ``kill``) stops at a safe point like Ctrl-C."""
+
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
@@ -136,16 +149,21 @@ def _report(summary: Any, args: argparse.Namespace, storage: str) -> int:
     from metaloop.space import to_jsonable
 
     if summary.status == "already_finished":
-        print(f"experiment {summary.name!r} has already finished ({summary.stop_reason}); nothing to do")
+        print(
+            f"experiment {summary.name!r} has already finished ({summary.stop_reason}); "
+            "nothing to do"
+        )
         return 0
     if args.json:
         print(json.dumps(to_jsonable(summary_dict(summary))))
     else:
         best = summary.best
         reason = f" ({summary.stop_reason})" if summary.stop_reason != summary.status else ""
-        print(f"experiment {summary.name!r}: {summary.status}{reason} after "
-              f"{summary.generation} generations, {summary.n_evaluations} evaluations "
-              f"({summary.n_failed} not ok)")
+        print(
+            f"experiment {summary.name!r}: {summary.status}{reason} after "
+            f"{summary.generation} generations, {summary.n_evaluations} evaluations "
+            f"({summary.n_failed} not ok)"
+        )
         if best is not None and best.fitness is not None:
             fit = best.fitness[0] if len(best.fitness) == 1 else list(best.fitness)
             print(f"best fitness: {fit}  (generation {best.generation}, index {best.index})")
@@ -153,8 +171,11 @@ def _report(summary: Any, args: argparse.Namespace, storage: str) -> int:
         else:
             print("best fitness: none (no successful evaluation)")
     if summary.status == "interrupted":
-        print(f"interrupted; continue with: metaloop resume --storage {storage} --name {summary.name}",
-              file=sys.stderr)
+        print(
+            "interrupted; continue with: "
+            f"metaloop resume --storage {storage} --name {summary.name}",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     return 0
 
@@ -165,7 +186,9 @@ def _short_params(params: dict[str, Any]) -> str:
     parts = []
     for k, v in params.items():
         if isinstance(v, (np.ndarray, list)):
-            v = np.array2string(np.asarray(v, dtype=float), precision=4, separator=", ", threshold=12)
+            v = np.array2string(
+                np.asarray(v, dtype=float), precision=4, separator=", ", threshold=12
+            )
         parts.append(f"{k}={v}")
     return ", ".join(parts)
 
@@ -177,8 +200,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.storage is not None:
         validate_storage_url(args.storage)
     overrides = {
-        "storage": args.storage, "name": args.name, "seed": args.seed,
-        "executor.kind": args.executor, "executor.workers": args.workers,
+        "storage": args.storage,
+        "name": args.name,
+        "seed": args.seed,
+        "executor.kind": args.executor,
+        "executor.workers": args.workers,
     }
     experiment = Experiment(args.config, **overrides)
     _interrupt_on_sigterm()
@@ -209,13 +235,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         status = info.status
         if status == "running" and not info.is_live:
             status = "interrupted?"
-        rows.append({
-            "name": info.name, "status": status, "stop_reason": info.stop_reason,
-            "generation": info.generation, "evaluations": info.n_evaluations,
-            "failed": info.n_failed,
-            "best": list(info.best_fitness) if info.best_fitness else None,
-            "updated": datetime.fromtimestamp(info.updated).isoformat(timespec="seconds"),
-        })
+        rows.append(
+            {
+                "name": info.name,
+                "status": status,
+                "stop_reason": info.stop_reason,
+                "generation": info.generation,
+                "evaluations": info.n_evaluations,
+                "failed": info.n_failed,
+                "best": list(info.best_fitness) if info.best_fitness else None,
+                "updated": datetime.fromtimestamp(info.updated).isoformat(timespec="seconds"),
+            }
+        )
     if args.json:
         print(json.dumps(rows))
         return 0
@@ -224,13 +255,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     table = Table(title=f"experiments in {args.storage}")
     for col in ("name", "status", "generation", "evaluations", "failed", "best", "updated"):
-        table.add_column(col, justify="right" if col in ("generation", "evaluations", "failed") else "left")
+        table.add_column(
+            col, justify="right" if col in ("generation", "evaluations", "failed") else "left"
+        )
     for r in rows:
         best = "-" if r["best"] is None else ", ".join(f"{v:.6g}" for v in r["best"])
         reason = r["stop_reason"]
         status = r["status"] + (f" ({reason})" if reason and reason != r["status"] else "")
-        table.add_row(r["name"], status, str(r["generation"]), str(r["evaluations"]),
-                      str(r["failed"]), best, r["updated"])
+        table.add_row(
+            r["name"],
+            status,
+            str(r["generation"]),
+            str(r["evaluations"]),
+            str(r["failed"]),
+            best,
+            r["updated"],
+        )
     Console(width=max(100, _term_width())).print(table)
     return 0
 
@@ -277,7 +317,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {
-    "run": cmd_run, "resume": cmd_resume, "status": cmd_status, "export": cmd_export,
+    "run": cmd_run,
+    "resume": cmd_resume,
+    "status": cmd_status,
+    "export": cmd_export,
     "plot": cmd_plot,
 }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -49,9 +49,7 @@ class FunctionOptimizeeSpec(_Strict):
     bounds: tuple[float, float] | None = None
 
 
-OptimizeeSpec = Annotated[
-    Union[PythonOptimizeeSpec, FunctionOptimizeeSpec], Field(discriminator="kind")
-]
+OptimizeeSpec = Annotated[PythonOptimizeeSpec | FunctionOptimizeeSpec, Field(discriminator="kind")]
 
 
 class ExecutorSpec(_Strict):
@@ -135,7 +133,9 @@ class Config:
 
 def _loc(loc: tuple[Any, ...]) -> str:
     tags = {"python", "function", "real", "int", "choice"}
-    parts = [str(p) for i, p in enumerate(loc) if not (i > 0 and str(p) in tags and i < len(loc) - 1)]
+    parts = [
+        str(p) for i, p in enumerate(loc) if not (i > 0 and str(p) in tags and i < len(loc) - 1)
+    ]
     return ".".join(parts) or "config"
 
 
@@ -218,7 +218,9 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
         except OptimizeeLoadError as exc:
             errors.append(str(exc))
         if model.space is None:
-            errors.append("space: required for python optimizees (name -> {type: real|int|choice, ...})")
+            errors.append(
+                "space: required for python optimizees (name -> {type: real|int|choice, ...})"
+            )
         elif not model.space:
             errors.append("space: must define at least one parameter")
         else:
@@ -253,7 +255,8 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
 
 
 def load_config(
-    path: str | Path | None = None, data: ConfigDictT | None = None,
+    path: str | Path | None = None,
+    data: ConfigDictT | None = None,
     overrides: ConfigDictT | None = None,
 ) -> Config:
     """Read (from ``path`` or ``data``), apply command-line overrides, validate."""

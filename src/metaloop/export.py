@@ -52,7 +52,9 @@ def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator
                 metric_names.append(k)
     m = n_objectives(info)
     fit_cols = ["fitness"] if m == 1 else [f"fitness.{i}" for i in range(m)]
-    columns = BASE_COLUMNS + fit_cols + param_cols + [f"metric.{k}" for k in metric_names] + TAIL_COLUMNS
+    columns = (
+        BASE_COLUMNS + fit_cols + param_cols + [f"metric.{k}" for k in metric_names] + TAIL_COLUMNS
+    )
 
     def rows() -> Iterator[list[Any]]:
         for e in store.iter_evaluations(info.id):
@@ -67,7 +69,9 @@ def _row(e: Evaluation, m: int, param_cols: list[str], metric_names: list[str]) 
     metrics = [_cell(e.metrics.get(k)) for k in metric_names]
     return (
         [e.generation, e.index, e.status.value, e.attempts, round(e.duration, 6), e.error]
-        + fitness + [flat.get(c) for c in param_cols] + metrics
+        + fitness
+        + [flat.get(c) for c in param_cols]
+        + metrics
         + [e.started, e.finished, e.host, e.worker]
     )
 
@@ -83,7 +87,9 @@ def write_csv(columns: list[str], rows: Iterator[list[Any]], out: IO[str]) -> in
     writer.writerow(columns)
     n = 0
     for row in rows:
-        writer.writerow(["" if v is None else (repr(v) if isinstance(v, float) else v) for v in row])
+        writer.writerow(
+            ["" if v is None else (repr(v) if isinstance(v, float) else v) for v in row]
+        )
         n += 1
     return n
 
@@ -92,7 +98,10 @@ def write_json(columns: list[str], rows: Iterator[list[Any]], out: IO[str]) -> i
     out.write("[")
     n = 0
     for row in rows:
-        record = {c: (None if isinstance(v, float) and not math.isfinite(v) else v) for c, v in zip(columns, row)}
+        record = {
+            c: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for c, v in zip(columns, row)
+        }
         out.write(("," if n else "") + "\n" + json.dumps(record))
         n += 1
     out.write("\n]\n")

@@ -56,7 +56,7 @@ class RunSummary:
 def default_workdir(storage: str, name: str) -> Path:
     """Per-experiment working directory: beside the SQLite file, or under the current dir."""
     if storage.startswith("sqlite:///") and not storage.endswith(":memory:"):
-        db = Path(storage[len("sqlite:///"):])
+        db = Path(storage[len("sqlite:///") :])
         return (db.parent / f"{db.stem}-work" / name).resolve()
     return (Path("metaloop-work") / name).resolve()
 
@@ -65,7 +65,11 @@ class Loop:
     """Drives one experiment to its end (or to an interrupt); see module docstring."""
 
     def __init__(
-        self, config: Config, store: Store, info: ExperimentInfo, executor: Executor,
+        self,
+        config: Config,
+        store: Store,
+        info: ExperimentInfo,
+        executor: Executor,
         observer: RunObserver | None = None,
     ):
         self.config = config
@@ -109,7 +113,9 @@ class Loop:
 
     def _target_reached(self) -> bool:
         t = self.config.model.target
-        return t is not None and self.best_score is not None and self.best_score >= self.weights[0] * t
+        return (
+            t is not None and self.best_score is not None and self.best_score >= self.weights[0] * t
+        )
 
     def _stop_reason(self) -> str | None:
         m = self.config.model
@@ -144,13 +150,21 @@ class Loop:
         self._restore()
         self.store.claim(self.info.id)
         resumed = self.n_evaluations > 0 or self.generation > 0
-        self.store.event(self.info.id, "resume" if resumed else "start",
-                         f"{'resumed' if resumed else 'started'} at generation {self.generation}")
+        self.store.event(
+            self.info.id,
+            "resume" if resumed else "start",
+            f"{'resumed' if resumed else 'started'} at generation {self.generation}",
+        )
         m = self.config.model
-        self.executor.start(WorkerSetup(
-            optimizee=m.optimizee.model_dump(mode="json"), n_objectives=len(self.weights),
-            seed=self.info.seed, workdir=str(self.workdir), timeout_s=m.executor.timeout_s,
-        ))
+        self.executor.start(
+            WorkerSetup(
+                optimizee=m.optimizee.model_dump(mode="json"),
+                n_objectives=len(self.weights),
+                seed=self.info.seed,
+                workdir=str(self.workdir),
+                timeout_s=m.executor.timeout_s,
+            )
+        )
         self.observer.started(self)
         try:
             check_stored = resumed
@@ -179,9 +193,14 @@ class Loop:
 
     def _summary(self, status: str) -> RunSummary:
         return RunSummary(
-            name=self.info.name, status=status, stop_reason=self.stop_reason or "",
-            generation=self.generation, n_evaluations=self.n_evaluations, n_failed=self.n_failed,
-            best=self.best, best_score=self.best_score,
+            name=self.info.name,
+            status=status,
+            stop_reason=self.stop_reason or "",
+            generation=self.generation,
+            n_evaluations=self.n_evaluations,
+            n_failed=self.n_failed,
+            best=self.best,
+            best_score=self.best_score,
         )
 
     def _run_generation(self, check_stored: bool) -> str | None:
@@ -222,9 +241,14 @@ class Loop:
                 F[i] = self.weights * np.asarray(e.fitness)
         self.optimizer.tell(X, F)
         self.generation = self.optimizer.generation
-        self.store.checkpoint(self.info.id, self.generation, {
-            "optimizer": self.optimizer.state(), "loop": {"elapsed_s": self.elapsed},
-        })
+        self.store.checkpoint(
+            self.info.id,
+            self.generation,
+            {
+                "optimizer": self.optimizer.state(),
+                "loop": {"elapsed_s": self.elapsed},
+            },
+        )
         self.observer.generation_finished(gen, self)
         return None
 
@@ -245,8 +269,11 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
     """JSON-friendly summary (for ``--json`` output and the API)."""
     best = summary.best
     return {
-        "name": summary.name, "status": summary.status, "stop_reason": summary.stop_reason,
-        "generation": summary.generation, "evaluations": summary.n_evaluations,
+        "name": summary.name,
+        "status": summary.status,
+        "stop_reason": summary.stop_reason,
+        "generation": summary.generation,
+        "evaluations": summary.n_evaluations,
         "failed": summary.n_failed,
         "best_fitness": list(best.fitness) if best and best.fitness else None,
         "best_params": best.params if best else None,

@@ -29,7 +29,9 @@ def plot_fitness(store: Store, info: ExperimentInfo, output: str) -> None:
     Multi-objective runs get one panel per objective.  The file is written atomically.
     """
     plt = _pyplot()
-    weights = info.config.get("weights") or [1.0 if info.config.get("direction") == "maximize" else -1.0]
+    weights = info.config.get("weights") or [
+        1.0 if info.config.get("direction") == "maximize" else -1.0
+    ]
     m = n_objectives(info)
     per_gen: dict[int, list[tuple[float, ...]]] = defaultdict(list)
     for e in store.iter_evaluations(info.id):

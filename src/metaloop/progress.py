@@ -12,7 +12,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from metaloop.loop import RunObserver
 
@@ -53,15 +60,25 @@ class ProgressObserver(RunObserver):
         self._total = min(totals) if totals else None
         if self.live:
             self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                TextColumn("{task.fields[rate]} eval/s"), TextColumn("failed {task.fields[failed]}"),
-                TextColumn("best {task.fields[best]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                console=self.console, refresh_per_second=4,
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[rate]} eval/s"),
+                TextColumn("failed {task.fields[failed]}"),
+                TextColumn("best {task.fields[best]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                refresh_per_second=4,
             )
             self._progress.start()
             self._task = self._progress.add_task(
-                f"{loop.info.name} gen {loop.generation}", total=self._total,
-                completed=loop.n_evaluations, rate="-", failed=loop.n_failed, best=format_best(loop),
+                f"{loop.info.name} gen {loop.generation}",
+                total=self._total,
+                completed=loop.n_evaluations,
+                rate="-",
+                failed=loop.n_failed,
+                best=format_best(loop),
             )
 
     def generation_started(self, generation: int, size: int, loop: Loop) -> None:
@@ -69,11 +86,14 @@ class ProgressObserver(RunObserver):
         m = loop.config.model
         totals = [] if m.budget is None else [m.budget]
         if m.generations is not None:
-            totals.append(loop.n_evaluations - loop.generation_done + size * (m.generations - generation))
+            totals.append(
+                loop.n_evaluations - loop.generation_done + size * (m.generations - generation)
+            )
         self._total = min(totals) if totals else None
         if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, total=self._total,
-                                  description=f"{loop.info.name} gen {generation}")
+            self._progress.update(
+                self._task, total=self._total, description=f"{loop.info.name} gen {generation}"
+            )
 
     def _fields(self, loop: Loop) -> dict[str, Any]:
         dt = time.monotonic() - self._t0
@@ -86,21 +106,24 @@ class ProgressObserver(RunObserver):
         elif time.monotonic() - self._last_line >= self.line_interval_s:
             self._line(loop)
 
-
     def _line(self, loop: Loop) -> None:
         self._last_line = time.monotonic()
         f = self._fields(loop)
         total = f"/{self._total}" if self._total else ""
         print(
-            f"[{loop.info.name}] generation {loop.generation} evaluations {loop.n_evaluations}{total} "
+            f"[{loop.info.name}] generation {loop.generation} "
+            f"evaluations {loop.n_evaluations}{total} "
             f"({f['rate']}/s) failed {f['failed']} best {f['best']}",
-            file=sys.stderr, flush=True,
+            file=sys.stderr,
+            flush=True,
         )
 
     def finished(self, loop: Loop) -> None:
         if self._progress is not None:
             if self._task is not None:
-                self._progress.update(self._task, completed=loop.n_evaluations, **self._fields(loop))
+                self._progress.update(
+                    self._task, completed=loop.n_evaluations, **self._fields(loop)
+                )
             self._progress.stop()
         else:
             self._line(loop)

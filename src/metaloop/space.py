@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -78,7 +78,7 @@ class ChoiceParam(_ParamModel):
         return 1
 
 
-ParamSpec = Annotated[Union[RealParam, IntParam, ChoiceParam], Field(discriminator="type")]
+ParamSpec = Annotated[RealParam | IntParam | ChoiceParam, Field(discriminator="type")]
 
 
 class Space:
@@ -181,7 +181,11 @@ class Space:
                 want = tuple(spec.shape) if spec.shape else ()
                 if arr.shape != want:
                     raise ValueError(f"{name}: expected shape {list(want)}, got {list(arr.shape)}")
-                if np.any(arr < spec.low) or np.any(arr > spec.high) or not np.all(np.isfinite(arr)):
+                if (
+                    np.any(arr < spec.low)
+                    or np.any(arr > spec.high)
+                    or not np.all(np.isfinite(arr))
+                ):
                     raise ValueError(f"{name}: values must lie in [{spec.low}, {spec.high}]")
                 flat = arr.reshape(-1)
                 if spec.log:

@@ -8,7 +8,9 @@ from metaloop.executors.policy import RetryPolicy
 EXECUTOR_KINDS = ("serial", "local")
 
 
-def make_executor(kind: str, workers: int | None = None, timeout_s: float | None = None) -> Executor:
+def make_executor(
+    kind: str, workers: int | None = None, timeout_s: float | None = None
+) -> Executor:
     """An executor of ``kind`` (validated by the config beforehand)."""
     if kind == "serial":
         from metaloop.executors.serial import SerialExecutor
@@ -18,7 +20,9 @@ def make_executor(kind: str, workers: int | None = None, timeout_s: float | None
         from metaloop.executors.local import LocalExecutor
 
         return LocalExecutor(workers=workers, timeout_s=timeout_s)
-    raise ValueError(f"executor.kind: unknown executor {kind!r}; expected one of {list(EXECUTOR_KINDS)}")
+    raise ValueError(
+        f"executor.kind: unknown executor {kind!r}; expected one of {list(EXECUTOR_KINDS)}"
+    )
 
 
 __all__ = ["EXECUTOR_KINDS", "Executor", "RetryPolicy", "WorkerSetup", "make_executor"]

@@ -14,6 +14,10 @@ from typing import Any
 from metaloop.records import Outcome, Task
 
 
+class ExecutorError(Exception):
+    """The executor cannot go on (e.g. the optimizee fails to load in a worker)."""
+
+
 @dataclass(frozen=True)
 class WorkerSetup:
     """Everything a worker needs to build the optimizee once and evaluate tasks."""

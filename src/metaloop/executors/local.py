@@ -21,16 +21,12 @@ from collections import deque
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from metaloop.executors.base import Executor, WorkerSetup
+from metaloop.executors.base import Executor, ExecutorError, WorkerSetup
 from metaloop.executors.local_worker import worker_main
 from metaloop.records import Outcome, Status, Task
 
 _TARGET_CHUNK_S = 0.01  # aim for chunks of about this much work
 _MAX_CHUNK = 512
-
-
-class ExecutorError(Exception):
-    """The executor cannot go on (e.g. the optimizee fails to load in a worker)."""
 
 
 class _Worker:
@@ -70,7 +66,9 @@ class LocalExecutor(Executor):
         assert self._setup is not None
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
-            target=worker_main, args=(child, self._setup, str(slot)), daemon=True,
+            target=worker_main,
+            args=(child, self._setup, str(slot)),
+            daemon=True,
             name=f"metaloop-worker-{slot}",
         )
         proc.start()
@@ -200,9 +198,11 @@ class LocalExecutor(Executor):
             w.busy_since = finished
             self._in_flight -= 1
             self._mean_duration = 0.8 * self._mean_duration + 0.2 * (finished - started)
-            self._outcomes.append(Outcome(
-                task, Status(status), fitness, metrics, error, started, finished, w.host, w.name
-            ))
+            self._outcomes.append(
+                Outcome(
+                    task, Status(status), fitness, metrics, error, started, finished, w.host, w.name
+                )
+            )
 
     def _seconds_to_next_deadline(self) -> float | None:
         if self.timeout_s is None:
@@ -221,7 +221,9 @@ class LocalExecutor(Executor):
                 self._kill(w)
                 self._drain_quietly(w)
                 if w.pending:
-                    self._replace(w, Status.TIMEOUT, f"timed out after {self.timeout_s:g} s (worker killed)")
+                    self._replace(
+                        w, Status.TIMEOUT, f"timed out after {self.timeout_s:g} s (worker killed)"
+                    )
 
     def _drain_quietly(self, w: _Worker) -> None:
         try:

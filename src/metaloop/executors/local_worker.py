@@ -3,7 +3,8 @@
 The worker leads its own process group (so a timeout kills everything it started) and asks
 the kernel to kill it when the driver dies (Linux), so no worker outlives a killed run.
 Messages: the driver sends lists of ``(generation, index, attempt, params)`` or ``None`` to
-stop; the worker answers ``("ready", pid, host)``, ``("done", [result, ...])`` or ``("fatal", text)``.
+stop; the worker answers ``("ready", pid, host)``, ``("done", [result, ...])`` or
+``("fatal", text)``.
 """
 
 from __future__ import annotations
@@ -75,8 +76,19 @@ def worker_main(conn: Connection, setup: WorkerSetup, name: str) -> None:
             started = clock()
             status, fitness, metrics, error = evaluate(generation, index, attempt, params)
             finished = clock()
-            done.append((generation, index, attempt, status.value, fitness, metrics, error,
-                         started, finished))
+            done.append(
+                (
+                    generation,
+                    index,
+                    attempt,
+                    status.value,
+                    fitness,
+                    metrics,
+                    error,
+                    started,
+                    finished,
+                )
+            )
             if finished - last_send >= _BATCH_S:
                 send(("done", done))
                 done, last_send = [], finished

@@ -11,6 +11,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+import numpy as np
+
 from metaloop.executors.base import Executor, WorkerSetup
 from metaloop.optimizees.base import Evaluator, hostname
 from metaloop.optimizees.loader import build_optimizee
@@ -38,10 +40,14 @@ class SerialExecutor(Executor):
         assert self._evaluate is not None, "start() was not called"
         task = self._queue.popleft()
         started = time.time()
+        # A private copy: an optimizee that modifies its params must not alter the record.
+        params = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in task.params.items()}
         status, fitness, metrics, error = self._evaluate(
-            task.generation, task.index, task.attempt, task.params
+            task.generation, task.index, task.attempt, params
         )
-        return [Outcome(task, status, fitness, metrics, error, started, time.time(), self._host, "main")]
+        return [
+            Outcome(task, status, fitness, metrics, error, started, time.time(), self._host, "main")
+        ]
 
     @property
     def workers(self) -> int:

@@ -75,8 +75,7 @@ def call_style(fn: Callable[..., Any]) -> bool:
     except (TypeError, ValueError):
         return True
     positional = [
-        p for p in sig.parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        p for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
     has_varargs = any(p.kind is p.VAR_POSITIONAL for p in sig.parameters.values())
     return has_varargs or len(positional) >= 2
@@ -128,15 +127,27 @@ def parse_result(
             return Status.INVALID, None, {}, f"result mapping has no 'fitness' key: {_short(raw)}"
         raw_metrics = raw.get("metrics") or {}
         if not isinstance(raw_metrics, Mapping):
-            return Status.INVALID, None, {}, f"'metrics' must be a mapping, got {_short(raw_metrics)}"
+            return (
+                Status.INVALID,
+                None,
+                {},
+                f"'metrics' must be a mapping, got {_short(raw_metrics)}",
+            )
         metrics = {str(k): _plain(v) for k, v in raw_metrics.items()}
         raw = raw["fitness"]
     fitness = _as_fitness(raw)
     if fitness is None:
-        return Status.INVALID, None, metrics, f"fitness must be a finite number or sequence of numbers, got {_short(raw)}"
+        return (
+            Status.INVALID,
+            None,
+            metrics,
+            f"fitness must be a finite number or sequence of numbers, got {_short(raw)}",
+        )
     if len(fitness) != n_objectives:
         return (
-            Status.INVALID, None, metrics,
+            Status.INVALID,
+            None,
+            metrics,
             f"fitness has {len(fitness)} components, expected {n_objectives}: {_short(raw)}",
         )
     if not all(math.isfinite(v) for v in fitness):
@@ -165,12 +176,19 @@ def _as_fitness(raw: Any) -> tuple[float, ...] | None:
 
 
 def _plain(value: Any) -> Any:
-    """Metrics stored as JSON: numpy scalars/arrays become plain numbers/lists."""
+    """Metrics are stored as JSON: numpy values become plain numbers/lists, unknown objects
+    their ``repr`` (a metric never costs the evaluation its result)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return value.tolist() if value.dtype != object else [_plain(v) for v in value.tolist()]
     if isinstance(value, np.generic):
         return value.item()
-    return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return repr(value)
 
 
 def _short(value: Any, limit: int = 200) -> str:

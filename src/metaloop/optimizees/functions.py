@@ -153,8 +153,9 @@ def schwefel(X: Array) -> Array:
 
 # stationary point of x^4 - 16 x^2 + 5 x: 4 x^3 - 32 x + 5 = 0, the root near -2.9
 STYBLINSKI_TANG_X = _bisect(lambda x: 4 * x**3 - 32 * x + 5, -3.0, -2.8)
-STYBLINSKI_TANG_PER_DIM = 0.5 * (STYBLINSKI_TANG_X**4 - 16 * STYBLINSKI_TANG_X**2
-                                 + 5 * STYBLINSKI_TANG_X)  # -39.16616...
+STYBLINSKI_TANG_PER_DIM = 0.5 * (
+    STYBLINSKI_TANG_X**4 - 16 * STYBLINSKI_TANG_X**2 + 5 * STYBLINSKI_TANG_X
+)  # -39.16616...
 
 
 def styblinski_tang(X: Array) -> Array:
@@ -166,8 +167,9 @@ def levy(X: Array) -> Array:
     """Levy function with ``w = 1 + (x - 1) / 4``; minimum 0 at (1, ..., 1)."""
     W = 1.0 + (X - 1.0) / 4.0
     first = np.sin(np.pi * W[:, 0]) ** 2
-    mid = np.sum((W[:, :-1] - 1.0) ** 2 * (1.0 + 10.0 * np.sin(np.pi * W[:, :-1] + 1.0) ** 2),
-                 axis=1)
+    mid = np.sum(
+        (W[:, :-1] - 1.0) ** 2 * (1.0 + 10.0 * np.sin(np.pi * W[:, :-1] + 1.0) ** 2), axis=1
+    )
     last = (W[:, -1] - 1.0) ** 2 * (1.0 + np.sin(2.0 * np.pi * W[:, -1]) ** 2)
     return first + mid + last
 
@@ -333,26 +335,45 @@ _GENERIC: dict[str, BenchmarkFunction] = {
     bf.name: bf
     for bf in [
         BenchmarkFunction("rastrigin", rastrigin, _const_bounds(-5.12, 5.12), **_zero_at(0.0)),
-        BenchmarkFunction("rosenbrock", rosenbrock, _const_bounds(-5.0, 5.0), **_zero_at(1.0),
-                          min_dims=2),
+        BenchmarkFunction(
+            "rosenbrock", rosenbrock, _const_bounds(-5.0, 5.0), **_zero_at(1.0), min_dims=2
+        ),
         BenchmarkFunction("ackley", ackley, _const_bounds(-32.768, 32.768), **_zero_at(0.0)),
         BenchmarkFunction("sphere", sphere, _const_bounds(-5.12, 5.12), **_zero_at(0.0)),
         BenchmarkFunction("ellipsoid", ellipsoid, _const_bounds(-5.12, 5.12), **_zero_at(0.0)),
         BenchmarkFunction("griewank", griewank, _const_bounds(-600.0, 600.0), **_zero_at(0.0)),
-        BenchmarkFunction("schwefel", schwefel, _const_bounds(-500.0, 500.0),
-                          **_zero_at(SCHWEFEL_X)),
-        BenchmarkFunction("styblinski_tang", styblinski_tang, _const_bounds(-5.0, 5.0),
-                          optimum_value=lambda d: STYBLINSKI_TANG_PER_DIM * d,
-                          optimum_x=_filled(STYBLINSKI_TANG_X)),
+        BenchmarkFunction(
+            "schwefel", schwefel, _const_bounds(-500.0, 500.0), **_zero_at(SCHWEFEL_X)
+        ),
+        BenchmarkFunction(
+            "styblinski_tang",
+            styblinski_tang,
+            _const_bounds(-5.0, 5.0),
+            optimum_value=lambda d: STYBLINSKI_TANG_PER_DIM * d,
+            optimum_x=_filled(STYBLINSKI_TANG_X),
+        ),
         BenchmarkFunction("levy", levy, _const_bounds(-10.0, 10.0), **_zero_at(1.0)),
-        BenchmarkFunction("michalewicz", michalewicz, _const_bounds(0.0, math.pi),
-                          optimum_value=lambda d: float(michalewicz(
-                              np.array([_michalewicz_argmin(d)]))[0]),
-                          optimum_x=lambda d: np.array(_michalewicz_argmin(d))),
-        BenchmarkFunction("permutation", permutation, lambda d: (-float(d), float(d)),
-                          optimum_value=_const_value(0.0), optimum_x=_indices),
-        BenchmarkFunction("easom", easom, _const_bounds(-10.0, 10.0),
-                          optimum_value=_easom_opt_value, optimum_x=_easom_opt_x),
+        BenchmarkFunction(
+            "michalewicz",
+            michalewicz,
+            _const_bounds(0.0, math.pi),
+            optimum_value=lambda d: float(michalewicz(np.array([_michalewicz_argmin(d)]))[0]),
+            optimum_x=lambda d: np.array(_michalewicz_argmin(d)),
+        ),
+        BenchmarkFunction(
+            "permutation",
+            permutation,
+            lambda d: (-float(d), float(d)),
+            optimum_value=_const_value(0.0),
+            optimum_x=_indices,
+        ),
+        BenchmarkFunction(
+            "easom",
+            easom,
+            _const_bounds(-10.0, 10.0),
+            optimum_value=_easom_opt_value,
+            optimum_x=_easom_opt_x,
+        ),
     ]
 }
 
@@ -361,33 +382,56 @@ _GAUSS = partial(neg_gaussian, mean=GAUSS_MEAN, cov=GAUSS_COV)
 _TWO_D: dict[str, BenchmarkFunction] = {
     bf.name: bf
     for bf in [
-        BenchmarkFunction("chasm", chasm, _const_bounds(-2.0, 2.0), **_zero_at(0.0),
-                          fixed_dims=2),
-        BenchmarkFunction("gauss", _GAUSS, _const_bounds(-5.0, 5.0),
-                          optimum_value=_at_point(_GAUSS, GAUSS_MEAN),
-                          optimum_x=_point(GAUSS_MEAN), fixed_dims=2),
-        BenchmarkFunction("shekel", shekel, _const_bounds(0.0, 10.0),
-                          optimum_value=_at_point(shekel, SHEKEL_X),
-                          optimum_x=_point(SHEKEL_X), fixed_dims=2),
-        BenchmarkFunction("langermann", langermann, _const_bounds(0.0, 10.0),
-                          optimum_value=_at_point(langermann, LANGERMANN_X),
-                          optimum_x=_point(LANGERMANN_X), fixed_dims=2),
-        BenchmarkFunction("3gaussians", three_gaussians, _const_bounds(-5.0, 5.0),
-                          optimum_value=_at_point(three_gaussians, THREE_GAUSSIANS_X),
-                          optimum_x=_point(THREE_GAUSSIANS_X), fixed_dims=2),
+        BenchmarkFunction("chasm", chasm, _const_bounds(-2.0, 2.0), **_zero_at(0.0), fixed_dims=2),
+        BenchmarkFunction(
+            "gauss",
+            _GAUSS,
+            _const_bounds(-5.0, 5.0),
+            optimum_value=_at_point(_GAUSS, GAUSS_MEAN),
+            optimum_x=_point(GAUSS_MEAN),
+            fixed_dims=2,
+        ),
+        BenchmarkFunction(
+            "shekel",
+            shekel,
+            _const_bounds(0.0, 10.0),
+            optimum_value=_at_point(shekel, SHEKEL_X),
+            optimum_x=_point(SHEKEL_X),
+            fixed_dims=2,
+        ),
+        BenchmarkFunction(
+            "langermann",
+            langermann,
+            _const_bounds(0.0, 10.0),
+            optimum_value=_at_point(langermann, LANGERMANN_X),
+            optimum_x=_point(LANGERMANN_X),
+            fixed_dims=2,
+        ),
+        BenchmarkFunction(
+            "3gaussians",
+            three_gaussians,
+            _const_bounds(-5.0, 5.0),
+            optimum_value=_at_point(three_gaussians, THREE_GAUSSIANS_X),
+            optimum_x=_point(THREE_GAUSSIANS_X),
+            fixed_dims=2,
+        ),
     ]
 }
 
 
-def _alias(name: str, base: BenchmarkFunction, dims: int,
-           bounds: tuple[float, float] | None) -> BenchmarkFunction:
+def _alias(
+    name: str, base: BenchmarkFunction, dims: int, bounds: tuple[float, float] | None
+) -> BenchmarkFunction:
     """``base`` fixed to ``dims`` (and to L2L's ``bounds``), under the L2L name."""
     low, high = bounds if bounds is not None else base.bounds(dims)
     return BenchmarkFunction(
-        name, base.f, _const_bounds(low, high),
+        name,
+        base.f,
+        _const_bounds(low, high),
         optimum_value=_const_value(base.optimum_value(dims)),
         optimum_x=_point(np.asarray(base.optimum_x(dims), dtype=float)),
-        fixed_dims=dims, min_dims=dims,
+        fixed_dims=dims,
+        min_dims=dims,
     )
 
 
@@ -477,11 +521,14 @@ class FunctionOptimizee:
                 raise ValueError(f"dims must be {fixed} for {self.function.name!r}, got {dims}")
             return fixed
         if dims is None:
-            raise ValueError(f"dims is required for {self.function.name!r} (an integer >= "
-                             f"{self.function.min_dims})")
+            raise ValueError(
+                f"dims is required for {self.function.name!r} (an integer >= "
+                f"{self.function.min_dims})"
+            )
         if dims < self.function.min_dims:
-            raise ValueError(f"dims must be >= {self.function.min_dims} for "
-                             f"{self.function.name!r}, got {dims}")
+            raise ValueError(
+                f"dims must be >= {self.function.min_dims} for {self.function.name!r}, got {dims}"
+            )
         return int(dims)
 
     def _check_bounds(self, bounds: Sequence[float] | None) -> tuple[float, float]:
@@ -496,8 +543,10 @@ class FunctionOptimizee:
         return low, high
 
     def __repr__(self) -> str:
-        return (f"FunctionOptimizee({self.name!r}, dims={self.dims}, noise={self.noise}, "
-                f"bounds=[{self.low}, {self.high}])")
+        return (
+            f"FunctionOptimizee({self.name!r}, dims={self.dims}, noise={self.noise}, "
+            f"bounds=[{self.low}, {self.high}])"
+        )
 
     def space_config(self) -> dict[str, Any]:
         """The search space in config form: one real array ``x`` within the bounds."""

@@ -7,6 +7,7 @@ relative to the config file's directory); a class target is instantiated with ``
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -37,13 +38,17 @@ def load_target(target: str) -> Any:
     module_name, sep, attr = target.rpartition(":")
     if not sep or not module_name or not attr:
         raise OptimizeeLoadError(
-            f"optimizee.target: expected 'module:function' or 'path/to/file.py:function', got {target!r}"
+            "optimizee.target: expected 'module:function' or 'path/to/file.py:function', "
+            f"got {target!r}"
         )
     if module_name.endswith(".py") or "/" in module_name:
         path = Path(module_name)
         if not path.is_file():
             raise OptimizeeLoadError(f"optimizee.target: file not found: {path}")
-        mod_key = f"metaloop_user_{abs(hash(str(path.resolve())))}"
+        # A stable module name, the same in the driver and in every worker, so objects of
+        # the user's classes pickle across processes.
+        digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+        mod_key = f"metaloop_user_{path.stem}_{digest}"
         module = sys.modules.get(mod_key)
         if module is None:
             spec = importlib.util.spec_from_file_location(mod_key, path)
@@ -80,7 +85,9 @@ def build_optimizee(spec: dict[str, Any]) -> Any:
         from metaloop.optimizees.functions import FunctionOptimizee
 
         return FunctionOptimizee(
-            spec["name"], dims=spec.get("dims"), noise=spec.get("noise", 0.0),
+            spec["name"],
+            dims=spec.get("dims"),
+            noise=spec.get("noise", 0.0),
             bounds=spec.get("bounds"),
         )
     if kind == "python":

@@ -37,12 +37,17 @@ class Optimizer(ABC):
     Params: ClassVar[type[OptimizerParams]]
 
     def __init__(
-        self, space: Space, params: OptimizerParams | dict[str, Any] | None, seed: int,
+        self,
+        space: Space,
+        params: OptimizerParams | dict[str, Any] | None,
+        seed: int,
         n_objectives: int = 1,
     ):
         self.space = space
         self.params = (
-            params if isinstance(params, OptimizerParams) else self.Params.model_validate(params or {})
+            params
+            if isinstance(params, OptimizerParams)
+            else self.Params.model_validate(params or {})
         )
         self.seed = int(seed)
         self.n_objectives = n_objectives
@@ -72,13 +77,17 @@ class Optimizer(ABC):
     # -- public API ---------------------------------------------------------------------------
     def rng(self, stream: int = 0) -> np.random.Generator:
         """A generator for this generation (and ``stream``), reproducible from the seed alone."""
-        seq = np.random.SeedSequence(self.seed, spawn_key=(_OPTIMIZER_STREAM, self.generation, stream))
+        seq = np.random.SeedSequence(
+            self.seed, spawn_key=(_OPTIMIZER_STREAM, self.generation, stream)
+        )
         return np.random.default_rng(seq)
 
     def ask(self) -> np.ndarray:
         X = np.asarray(self._ask(), dtype=float)
         if X.ndim != 2 or X.shape[1] != self.space.dim:
-            raise RuntimeError(f"{self.kind}: ask() returned shape {X.shape}, expected (n, {self.space.dim})")
+            raise RuntimeError(
+                f"{self.kind}: ask() returned shape {X.shape}, expected (n, {self.space.dim})"
+            )
         return np.clip(X, 0.0, 1.0)
 
     def tell(self, X: np.ndarray, F: np.ndarray) -> None:

@@ -23,6 +23,8 @@ def get_optimizer_class(kind: str) -> type[Optimizer]:
     try:
         target = _REGISTRY[kind]
     except KeyError:
-        raise KeyError(f"unknown optimizer kind {kind!r}; expected one of {optimizer_kinds()}") from None
+        raise KeyError(
+            f"unknown optimizer kind {kind!r}; expected one of {optimizer_kinds()}"
+        ) from None
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)

@@ -28,4 +28,11 @@ def open_store(url: str, create: bool = True) -> Store:
     return SQLiteStore(url, create=create)
 
 
-__all__ = ["DEFAULT_STORAGE", "ExperimentInfo", "Store", "StoreError", "open_store", "validate_storage_url"]
+__all__ = [
+    "DEFAULT_STORAGE",
+    "ExperimentInfo",
+    "Store",
+    "StoreError",
+    "open_store",
+    "validate_storage_url",
+]

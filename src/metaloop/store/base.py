@@ -80,9 +80,7 @@ class Store(ABC):
         """Queue one evaluation; committed within the group-commit interval."""
 
     @abstractmethod
-    def evaluations(
-        self, exp_id: int, generation: int | None = None
-    ) -> list[Evaluation]: ...
+    def evaluations(self, exp_id: int, generation: int | None = None) -> list[Evaluation]: ...
 
     @abstractmethod
     def iter_evaluations(self, exp_id: int) -> Iterator[Evaluation]: ...

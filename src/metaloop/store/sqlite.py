@@ -85,7 +85,7 @@ def sqlite_path(url: str) -> str:
             f"storage: expected 'sqlite:///path/to/file.db' (or 'sqlite:////absolute/path.db'), "
             f"got {url!r}"
         )
-    return url[len(prefix):]
+    return url[len(prefix) :]
 
 
 def _fitness_json(fitness: tuple[float, ...]) -> str:
@@ -126,12 +126,16 @@ class SQLiteStore(Store):
     # -- writer thread ------------------------------------------------------------------------
     def _enqueue(self, op: str, row: tuple[Any, ...]) -> None:
         if self._error is not None:
-            raise StoreError(f"storage: writing to {self.path} failed: {self._error}") from self._error
+            raise StoreError(
+                f"storage: writing to {self.path} failed: {self._error}"
+            ) from self._error
         with self._cond:
             self._queue.append((op, row))
             self._queued += 1
             if self._writer is None:
-                self._writer = threading.Thread(target=self._write_loop, name="metaloop-store", daemon=True)
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="metaloop-store", daemon=True
+                )
                 self._writer.start()
             if len(self._queue) == 1:
                 self._cond.notify_all()
@@ -171,19 +175,19 @@ class SQLiteStore(Store):
                         self._insert_evals(cur, evals)
                         evals = []
                     if op == "checkpoint":
-                        cur.execute(
-                            "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)", row
-                        )
+                        cur.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)", row)
                     elif op == "event":
                         cur.execute(
-                            "INSERT INTO events (exp_id, time, kind, message, data) VALUES (?,?,?,?,?)",
+                            "INSERT INTO events (exp_id, time, kind, message, data) "
+                            "VALUES (?,?,?,?,?)",
                             row,
                         )
                 if evals:
                     self._insert_evals(cur, evals)
                 if self._heartbeat_exp is not None:
                     cur.execute(
-                        "UPDATE experiments SET updated=? WHERE id=?", (time.time(), self._heartbeat_exp)
+                        "UPDATE experiments SET updated=? WHERE id=?",
+                        (time.time(), self._heartbeat_exp),
                     )
                 cur.execute("COMMIT")
             except BaseException:
@@ -206,7 +210,9 @@ class SQLiteStore(Store):
             while self._written < target and self._error is None:
                 self._cond.wait(timeout=1.0)
         if self._error is not None:
-            raise StoreError(f"storage: writing to {self.path} failed: {self._error}") from self._error
+            raise StoreError(
+                f"storage: writing to {self.path} failed: {self._error}"
+            ) from self._error
 
     def close(self) -> None:
         if self._writer is not None:
@@ -225,7 +231,8 @@ class SQLiteStore(Store):
         with self._lock:
             try:
                 self._conn.execute(
-                    "INSERT INTO experiments (name, config, seed, status, created, updated, host, pid)"
+                    "INSERT INTO experiments "
+                    "(name, config, seed, status, created, updated, host, pid)"
                     " VALUES (?, ?, ?, 'created', ?, ?, ?, ?)",
                     (name, json.dumps(config), seed, now, now, os.uname().nodename, os.getpid()),
                 )
@@ -251,18 +258,26 @@ class SQLiteStore(Store):
             (exp_id,),
         ).fetchone()
         return ExperimentInfo(
-            id=exp_id, name=row[1], config=json.loads(row[2]), seed=row[3], status=row[4],
-            stop_reason=row[5], created=row[6], updated=row[7], host=row[8], pid=row[9],
-            n_evaluations=count, n_failed=failed, generation=gen,
+            id=exp_id,
+            name=row[1],
+            config=json.loads(row[2]),
+            seed=row[3],
+            status=row[4],
+            stop_reason=row[5],
+            created=row[6],
+            updated=row[7],
+            host=row[8],
+            pid=row[9],
+            n_evaluations=count,
+            n_failed=failed,
+            generation=gen,
             best_score=best[0] if best else None,
             best_fitness=tuple(json.loads(best[1])) if best else None,
         )
 
     def get_experiment(self, name: str) -> ExperimentInfo | None:
         with self._lock:
-            row = self._conn.execute(
-                "SELECT * FROM experiments WHERE name=?", (name,)
-            ).fetchone()
+            row = self._conn.execute("SELECT * FROM experiments WHERE name=?", (name,)).fetchone()
             return self._info(row) if row else None
 
     def list_experiments(self) -> list[ExperimentInfo]:
@@ -283,7 +298,8 @@ class SQLiteStore(Store):
     def claim(self, exp_id: int) -> None:
         with self._lock:
             self._conn.execute(
-                "UPDATE experiments SET status='running', stop_reason=NULL, updated=?, host=?, pid=?"
+                "UPDATE experiments SET status='running', stop_reason=NULL, "
+                "updated=?, host=?, pid=?"
                 " WHERE id=?",
                 (time.time(), os.uname().nodename, os.getpid(), exp_id),
             )
@@ -295,20 +311,38 @@ class SQLiteStore(Store):
         self._enqueue(
             "eval",
             (
-                exp_id, score, e.generation, e.index, e.status.value, e.attempts,
+                exp_id,
+                score,
+                e.generation,
+                e.index,
+                e.status.value,
+                e.attempts,
                 None if e.fitness is None else _fitness_json(e.fitness),
-                codec.dumps_plain(e.params), codec.dumps_plain(e.metrics), e.error,
-                e.started, e.finished, e.host, e.worker,
+                codec.dumps_plain(e.params),
+                codec.dumps_plain(e.metrics),
+                e.error,
+                e.started,
+                e.finished,
+                e.host,
+                e.worker,
             ),
         )
 
     @staticmethod
     def _evaluation(row: tuple[Any, ...]) -> Evaluation:
         return Evaluation(
-            generation=row[0], index=row[1], status=Status(row[2]), attempts=row[3],
+            generation=row[0],
+            index=row[1],
+            status=Status(row[2]),
+            attempts=row[3],
             fitness=None if row[4] is None else tuple(json.loads(row[4])),
-            params=json.loads(row[5]), metrics=json.loads(row[6]), error=row[7],
-            started=row[8], finished=row[9], host=row[10], worker=row[11],
+            params=json.loads(row[5]),
+            metrics=json.loads(row[6]),
+            error=row[7],
+            started=row[8],
+            finished=row[9],
+            host=row[10],
+            worker=row[11],
         )
 
     def evaluations(self, exp_id: int, generation: int | None = None) -> list[Evaluation]:
@@ -352,7 +386,8 @@ class SQLiteStore(Store):
 
     def event(self, exp_id: int, kind: str, message: str, data: Any = None) -> None:
         self._enqueue(
-            "event", (exp_id, time.time(), kind, message, None if data is None else codec.dumps(data))
+            "event",
+            (exp_id, time.time(), kind, message, None if data is None else codec.dumps(data)),
         )
 
     def events(self, exp_id: int) -> list[dict[str, Any]]:
