@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from pathlib import Path
 from typing import Any
 
 from metaloop.config import Config, ConfigError, load_config, validate_config
-from metaloop.executors import make_executor
-from metaloop.loop import Loop, RunObserver, RunSummary
+from metaloop.executors import Executor, make_executor
+from metaloop.loop import Loop, RunObserver, RunSummary, experiment_workdir, worker_setup
 from metaloop.records import Evaluation
 from metaloop.store import DEFAULT_STORAGE, ExperimentInfo, Store, open_store, validate_storage_url
 from metaloop.store.base import StoreError
@@ -33,16 +34,51 @@ class Experiment:
         return self.config.name
 
     def run(self, observer: RunObserver | None = None) -> RunSummary:
-        """Create the experiment in its store and run it to the end."""
+        """Create the experiment in its store and run it to the end.
+
+        The optimizee is built in every worker before the store is touched, so a config
+        whose optimizee cannot be built leaves nothing behind.
+        """
         m = self.config.model
         if m.seed is None:
             m.seed = secrets.randbits(62)
-        store = open_store(m.storage)
+        _refuse_existing_name(m.storage, m.name)
+        executor = _start_executor(self.config, m.seed)
         try:
-            info = store.create_experiment(m.name, self.config.to_dict(), m.seed)
-            return _drive(self.config, store, info, observer)
+            with open_store(m.storage) as store:
+                info = store.create_experiment(m.name, self.config.to_dict(), m.seed)
+                return Loop(self.config, store, info, executor, observer).run()
         finally:
-            store.close()
+            executor.close()
+
+
+def _refuse_existing_name(storage: str, name: str) -> None:
+    try:
+        store = open_store(storage, create=False)
+    except StoreError:
+        return  # no store file yet: the name is free
+    with store:
+        if store.get_experiment(name) is not None:
+            raise StoreError(
+                f"name: an experiment named {name!r} already exists in {storage} "
+                f"(use 'metaloop resume --name {name}' or choose another --name)"
+            )
+
+
+def _start_executor(config: Config, seed: int) -> Executor:
+    """Make the configured executor and start it (workers build the optimizee)."""
+    ex = config.model.executor
+    executor = make_executor(ex.kind, workers=ex.workers, timeout_s=ex.timeout_s)
+    workdir = experiment_workdir(config)
+    existed = workdir.exists()
+    try:
+        executor.start(worker_setup(config, seed))
+    except BaseException:
+        executor.close()
+        if not existed:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return executor
 
 
 def _from_objects(config: dict[str, Any]) -> dict[str, Any]:
@@ -122,8 +158,7 @@ def resume(
 def _drive(
     config: Config, store: Store, info: ExperimentInfo, observer: RunObserver | None
 ) -> RunSummary:
-    ex = config.model.executor
-    executor = make_executor(ex.kind, workers=ex.workers, timeout_s=ex.timeout_s)
+    executor = _start_executor(config, info.seed)
     try:
         return Loop(config, store, info, executor, observer).run()
     finally:
@@ -142,27 +177,8 @@ def _get(store: Store, name: str) -> ExperimentInfo:
 
 def _driven_elsewhere(info: ExperimentInfo) -> bool:
     """True if another live process is driving the experiment."""
-    if info.status != "running":
-        return False
-    if info.host == os.uname().nodename:
-        if info.pid == os.getpid():
-            return False
-        try:
-            os.kill(info.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return _is_metaloop_process(info.pid)
-    return info.is_live
-
-
-def _is_metaloop_process(pid: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
-    return b"metaloop" in cmdline or b"python" in cmdline
+    same_process = info.host == os.uname().nodename and info.pid == os.getpid()
+    return info.is_live and not same_process
 
 
 def experiment_info(name: str, storage: str = DEFAULT_STORAGE) -> ExperimentInfo:

@@ -117,6 +117,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StoreError, OptimizeeLoadError) as exc:
         print(f"metaloop: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        # Only reachable before a run has started or after it ended: the loop itself turns
+        # an interrupt into a clean stop with a resume hint.
+        print("metaloop: interrupted; nothing was left half-written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `metaloop export | head`: the reader went away; that is not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except ExecutorError as exc:
         print(f"metaloop: error: {exc}", file=sys.stderr)
         if getattr(args, "name", None) or getattr(args, "config", None):
@@ -282,11 +292,19 @@ def _term_width() -> int:
         return 120
 
 
+def _check_output(path: str) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UserError(f"-o: directory does not exist: {parent}")
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from metaloop.api import _get
     from metaloop.export import export_rows, write_csv, write_json
 
     writer = write_csv if args.format == "csv" else write_json
+    if args.output is not None:
+        _check_output(args.output)
     with _open_existing(args.storage) as store:
         info = _get(store, args.name)
         columns, rows = export_rows(store, info)
@@ -309,6 +327,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from metaloop.api import _get
     from metaloop.plot import plot_fitness
 
+    _check_output(args.output)
     with _open_existing(args.storage) as store:
         info = _get(store, args.name)
         plot_fitness(store, info, args.output)

@@ -7,16 +7,18 @@ file and the function exist), the parameter space, and the storage URL.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
 from metaloop.space import ParamSpec, Space
 
 ConfigDictT = dict[str, Any]
+StrictInt = Annotated[int, Strict()]  # `generations: true` is a mistake, not 1
 
 
 class ConfigError(Exception):
@@ -44,7 +46,7 @@ class FunctionOptimizeeSpec(_Strict):
 
     kind: Literal["function"]
     name: str
-    dims: int | None = Field(default=None, ge=1)
+    dims: StrictInt | None = Field(default=None, ge=1)
     noise: float = Field(default=0.0, ge=0.0)
     bounds: tuple[float, float] | None = None
 
@@ -56,9 +58,9 @@ class ExecutorSpec(_Strict):
     """Where evaluations run, and the shared timeout/retry policy."""
 
     kind: Literal["serial", "local"] = "local"
-    workers: int | None = Field(default=None, ge=1)
+    workers: StrictInt | None = Field(default=None, ge=1)
     timeout_s: float | None = Field(default=None, gt=0)
-    max_attempts: int = Field(default=2, ge=1)
+    max_attempts: StrictInt = Field(default=2, ge=1)
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(s|m|h|d)?\s*$")
@@ -70,9 +72,9 @@ class ExperimentConfig(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=200)
     description: str = ""
-    seed: int | None = Field(default=None, ge=0, lt=2**63)
-    generations: int | None = Field(default=None, ge=1)
-    budget: int | None = Field(default=None, ge=1)
+    seed: StrictInt | None = Field(default=None, ge=0, lt=2**63)
+    generations: StrictInt | None = Field(default=None, ge=1)
+    budget: StrictInt | None = Field(default=None, ge=1)
     target: float | None = None
     max_time: float | None = Field(default=None, gt=0)
     direction: Literal["minimize", "maximize"] | None = None
@@ -97,8 +99,10 @@ class ExperimentConfig(_Strict):
     @field_validator("weights")
     @classmethod
     def _nonzero(cls, value: list[float] | None) -> list[float] | None:
-        if value is not None and any(w == 0 for w in value):
-            raise ValueError("weights must be non-zero (negative minimizes, positive maximizes)")
+        if value is not None and any(w == 0 or not math.isfinite(w) for w in value):
+            raise ValueError(
+                "weights must be finite and non-zero (negative minimizes, positive maximizes)"
+            )
         return value
 
     @field_validator("optimizer")
@@ -132,10 +136,12 @@ class Config:
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
-    tags = {"python", "function", "real", "int", "choice"}
-    parts = [
-        str(p) for i, p in enumerate(loc) if not (i > 0 and str(p) in tags and i < len(loc) - 1)
-    ]
+    """Dotted field path without pydantic's union tags: ``space.x.real.low`` -> ``space.x.low``."""
+    parts = [str(p) for p in loc]
+    if len(parts) > 2 and parts[0] == "space" and parts[2] in ("real", "int", "choice"):
+        del parts[2]
+    elif len(parts) > 1 and parts[0] == "optimizee" and parts[1] in ("python", "function"):
+        del parts[1]
     return ".".join(parts) or "config"
 
 
@@ -176,7 +182,12 @@ def read_yaml(path: str | Path) -> ConfigDictT:
 
 def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
     """Validate a config mapping completely (raises ConfigError listing every problem)."""
-    from metaloop.optimizees.loader import OptimizeeLoadError, load_target, resolve_target_path
+    from metaloop.optimizees.loader import (
+        OptimizeeLoadError,
+        check_python_target,
+        load_target,
+        resolve_target_path,
+    )
     from metaloop.optimizers.registry import get_optimizer_class
     from metaloop.store import StoreError, validate_storage_url
 
@@ -209,12 +220,17 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
             fn = FunctionOptimizee(spec.name, dims=spec.dims, noise=spec.noise, bounds=spec.bounds)
             space = Space.from_config(fn.space_config())
         except ValueError as exc:
-            errors.append(f"optimizee: {exc}")
+            field, _, rest = str(exc).partition(" ")
+            field = field.rstrip(":")
+            if field in FunctionOptimizeeSpec.model_fields:
+                errors.append(f"optimizee.{field}: {rest}")
+            else:
+                errors.append(f"optimizee: {exc}")
     else:
         target = resolve_target_path(spec.target, base)
         model.optimizee = spec.model_copy(update={"target": target})
         try:
-            load_target(target)
+            check_python_target(load_target(target), spec.kwargs)
         except OptimizeeLoadError as exc:
             errors.append(str(exc))
         if model.space is None:
@@ -236,6 +252,8 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
         try:
             validated = cls.Params.model_validate(params)
             model.optimizer = {"kind": kind, **validated.model_dump(mode="json")}
+            if space is not None:  # the constructor checks what needs the space (grid size)
+                cls(space, validated, seed=0, n_objectives=len(weights))
         except ValidationError as exc:
             errors.extend(format_validation_error(exc, prefix="optimizer"))
         except ValueError as exc:

@@ -53,6 +53,23 @@ class RunSummary:
     best_score: float | None
 
 
+def worker_setup(config: Config, seed: int) -> WorkerSetup:
+    """What every worker needs to build the optimizee of ``config``."""
+    m = config.model
+    return WorkerSetup(
+        optimizee=m.optimizee.model_dump(mode="json"),
+        n_objectives=config.n_objectives,
+        seed=seed,
+        workdir=str(experiment_workdir(config)),
+        timeout_s=m.executor.timeout_s,
+    )
+
+
+def experiment_workdir(config: Config) -> Path:
+    m = config.model
+    return Path(m.workdir) if m.workdir else default_workdir(m.storage, m.name)
+
+
 def default_workdir(storage: str, name: str) -> Path:
     """Per-experiment working directory: beside the SQLite file, or under the current dir."""
     if storage.startswith("sqlite:///") and not storage.endswith(":memory:"):
@@ -62,7 +79,10 @@ def default_workdir(storage: str, name: str) -> Path:
 
 
 class Loop:
-    """Drives one experiment to its end (or to an interrupt); see module docstring."""
+    """Drives one experiment to its end (or to an interrupt); see module docstring.
+
+    The executor must be started (see :func:`worker_setup`) before :meth:`run`.
+    """
 
     def __init__(
         self,
@@ -81,7 +101,7 @@ class Loop:
         self.weights = np.asarray(config.weights, dtype=float)
         self._weight_list = [float(w) for w in config.weights]
         self.policy = RetryPolicy(m.executor.max_attempts)
-        self.workdir = Path(m.workdir) if m.workdir else default_workdir(m.storage, m.name)
+        self.workdir = experiment_workdir(config)
         self.optimizer = self._make_optimizer()
         self.n_evaluations = info.n_evaluations
         self.n_failed = info.n_failed
@@ -148,25 +168,15 @@ class Loop:
     def run(self) -> RunSummary:
         """Run until a stopping criterion; KeyboardInterrupt stops at a safe point."""
         self._restore()
-        self.store.claim(self.info.id)
-        resumed = self.n_evaluations > 0 or self.generation > 0
-        self.store.event(
-            self.info.id,
-            "resume" if resumed else "start",
-            f"{'resumed' if resumed else 'started'} at generation {self.generation}",
-        )
-        m = self.config.model
-        self.executor.start(
-            WorkerSetup(
-                optimizee=m.optimizee.model_dump(mode="json"),
-                n_objectives=len(self.weights),
-                seed=self.info.seed,
-                workdir=str(self.workdir),
-                timeout_s=m.executor.timeout_s,
-            )
-        )
-        self.observer.started(self)
         try:
+            self.store.claim(self.info.id)
+            resumed = self.n_evaluations > 0 or self.generation > 0
+            self.store.event(
+                self.info.id,
+                "resume" if resumed else "start",
+                f"{'resumed' if resumed else 'started'} at generation {self.generation}",
+            )
+            self.observer.started(self)
             check_stored = resumed
             while (reason := self._stop_reason()) is None:
                 reason = self._run_generation(check_stored)
@@ -209,10 +219,11 @@ class Loop:
         gen = self.generation
         X = self.optimizer.ask()
         n = len(X)
-        limit = n if m.budget is None else min(n, m.budget - self.n_evaluations)
         results: dict[int, Evaluation] = {}
-        if check_stored:
+        if check_stored:  # resuming: this generation's stored evaluations are reused
             results = {e.index: e for e in self.store.evaluations(self.info.id, gen)}
+        before = self.n_evaluations - len(results)  # evaluations of earlier generations
+        limit = n if m.budget is None else min(n, m.budget - before)
         self.generation_size, self.generation_done = limit, len(results)
         self.observer.generation_started(gen, limit, self)
         candidates = self.config.space.decode_many(X[:limit])

@@ -20,6 +20,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+_MAX_ARRAY_SIZE = 100_000_000
+
 
 class _ParamModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -40,13 +42,17 @@ class RealParam(_ParamModel):
             raise ValueError(f"low and high must be finite numbers, got {self.low}, {self.high}")
         if self.low >= self.high:
             raise ValueError(f"low ({self.low}) must be less than high ({self.high})")
+        if not math.isfinite(self.high - self.low):
+            raise ValueError(f"the range high - low must be finite, got {self.low}..{self.high}")
+        if self.shape and math.prod(self.shape) > _MAX_ARRAY_SIZE:
+            raise ValueError(f"shape {self.shape} has more than {_MAX_ARRAY_SIZE} elements")
         if self.log and self.low <= 0:
             raise ValueError(f"log scale needs low > 0, got low={self.low}")
         return self
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape)) if self.shape else 1
+        return math.prod(self.shape) if self.shape else 1
 
 
 class IntParam(_ParamModel):
@@ -177,7 +183,12 @@ class Space:
             value = params[name]
             sl = self.slices[name]
             if isinstance(spec, RealParam):
-                arr = np.asarray(value, dtype=float)
+                if isinstance(value, (str, bytes, bool)) or value is None:
+                    raise ValueError(f"{name}: expected a number or array, got {value!r}")
+                try:
+                    arr = np.asarray(value, dtype=float)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{name}: expected real numbers, got {value!r}") from None
                 want = tuple(spec.shape) if spec.shape else ()
                 if arr.shape != want:
                     raise ValueError(f"{name}: expected shape {list(want)}, got {list(arr.shape)}")
@@ -194,7 +205,7 @@ class Space:
                 else:
                     u[sl] = (flat - spec.low) / (spec.high - spec.low)
             elif isinstance(spec, IntParam):
-                if isinstance(value, bool) or not float(value).is_integer():
+                if not _is_integral(value):
                     raise ValueError(f"{name}: expected an integer, got {value!r}")
                 iv = int(value)
                 if not spec.low <= iv <= spec.high:
@@ -209,6 +220,14 @@ class Space:
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` uniform points of the unit cube (uniform per parameter, log-uniform for log)."""
         return rng.random((n, self.dim))
+
+
+def _is_integral(value: Any) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return True
+    return isinstance(value, (float, np.floating)) and float(value).is_integer()
 
 
 def to_jsonable(value: Any) -> Any:

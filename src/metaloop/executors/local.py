@@ -19,14 +19,17 @@ import signal
 import time
 from collections import deque
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
 from metaloop.executors.base import Executor, ExecutorError, WorkerSetup
 from metaloop.executors.local_worker import worker_main
+from metaloop.optimizees.loader import OptimizeeLoadError
 from metaloop.records import Outcome, Status, Task
 
 _TARGET_CHUNK_S = 0.01  # aim for chunks of about this much work
 _MAX_CHUNK = 512
+_START_TIMEOUT_S = 600.0  # importing a simulator on a busy shared filesystem can be slow
 
 
 class _Worker:
@@ -59,8 +62,38 @@ class LocalExecutor(Executor):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, setup: WorkerSetup) -> None:
+        """Start the workers and wait until each has built the optimizee.
+
+        Raises OptimizeeLoadError if the optimizee cannot be built (so a run fails before
+        anything is recorded) and ExecutorError if a worker dies or hangs while starting.
+        """
         self._setup = setup
         self._workers = [self._spawn(slot) for slot in range(self._n)]
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        try:
+            while not all(w.ready for w in self._workers):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ExecutorError(
+                        f"workers did not start within {_START_TIMEOUT_S:g} s "
+                        f"(logs in {Path(setup.workdir) / 'logs'})"
+                    )
+                waiting = {}
+                for w in self._workers:
+                    if not w.ready:
+                        waiting[w.conn] = w
+                        waiting[w.proc.sentinel] = w
+                for handle in wait(list(waiting), timeout=left):
+                    w = waiting[handle]
+                    if handle is w.conn and self._drain(w):
+                        continue
+                    raise ExecutorError(
+                        f"a worker died while starting: {self._exit_text(w)} "
+                        f"(log: {Path(setup.workdir) / 'logs' / f'worker-{w.slot}.log'})"
+                    )
+        except BaseException:
+            self.close()
+            raise
 
     def _spawn(self, slot: int) -> _Worker:
         assert self._setup is not None
@@ -191,7 +224,9 @@ class LocalExecutor(Executor):
             w.busy_since = time.time()
             return
         if msg[0] == "fatal":
-            raise ExecutorError(f"a worker could not load the optimizee:\n{msg[1]}")
+            workdir = Path(self._setup.workdir if self._setup else ".")
+            log = workdir / "logs" / f"worker-{w.slot}.log"
+            raise OptimizeeLoadError(f"{msg[1]} (traceback in {log})")
         for gen, idx, attempt, status, fitness, metrics, error, started, finished in msg[1]:
             task = w.pending.popleft()
             assert (task.generation, task.index, task.attempt) == (gen, idx, attempt)
@@ -245,7 +280,7 @@ class LocalExecutor(Executor):
             )
             self._queue.extendleft(reversed(w.pending))
         if not w.ready and status is Status.CRASHED and not w.pending:
-            raise ExecutorError(f"a worker died while starting: {error}")
+            raise ExecutorError(f"a replacement worker died while starting: {error}")
         self._workers[self._workers.index(w)] = self._spawn(w.slot)
 
     @staticmethod

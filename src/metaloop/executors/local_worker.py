@@ -4,7 +4,7 @@ The worker leads its own process group (so a timeout kills everything it started
 the kernel to kill it when the driver dies (Linux), so no worker outlives a killed run.
 Messages: the driver sends lists of ``(generation, index, attempt, params)`` or ``None`` to
 stop; the worker answers ``("ready", pid, host)``, ``("done", [result, ...])`` or
-``("fatal", text)``.
+``("fatal", one_line_reason)``.
 """
 
 from __future__ import annotations
@@ -50,13 +50,18 @@ def worker_main(conn: Connection, setup: WorkerSetup, name: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C means
     _redirect_output(Path(setup.workdir) / "logs" / f"worker-{name}.log")
     from metaloop.optimizees.base import Evaluator, hostname
-    from metaloop.optimizees.loader import build_optimizee
+    from metaloop.optimizees.loader import OptimizeeLoadError, build_optimizee
 
     try:
         optimizee = build_optimizee(setup.optimizee)
         evaluate = Evaluator(optimizee, setup.n_objectives, setup.seed, Path(setup.workdir))
     except BaseException as exc:  # noqa: BLE001 - reported to the driver, which stops clearly
-        conn.send(("fatal", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+        traceback.print_exc()  # into this worker's log, for debugging
+        if isinstance(exc, OptimizeeLoadError):
+            line = str(exc)
+        else:
+            line = f"optimizee: building it failed: {type(exc).__name__}: {exc}"
+        conn.send(("fatal", line))
         return
     host = hostname()
     conn.send(("ready", os.getpid(), host))

@@ -501,7 +501,7 @@ class FunctionOptimizee:
             self.function = get_function(name)
         except KeyError:
             raise ValueError(
-                f"unknown function name {name!r}; valid names: {', '.join(function_names())}"
+                f"name: unknown function {name!r}; valid names: {', '.join(function_names())}"
             ) from None
         self.name = self.function.name
         self.dims = self._check_dims(dims)

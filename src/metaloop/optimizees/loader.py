@@ -78,6 +78,26 @@ def load_target(target: str) -> Any:
     return getattr(module, attr)
 
 
+def check_python_target(obj: Any, kwargs: dict[str, Any]) -> None:
+    """Check, without building it, that ``obj`` can be an optimizee given ``kwargs``."""
+    if inspect.isclass(obj):
+        try:
+            inspect.signature(obj).bind(**kwargs)
+        except TypeError as exc:
+            raise OptimizeeLoadError(
+                f"optimizee.kwargs: do not fit {obj.__name__}(): {exc}"
+            ) from None
+        except ValueError:
+            pass  # no introspectable signature (C extension): checked when built
+        return
+    if kwargs:
+        raise OptimizeeLoadError("optimizee.kwargs: only allowed when target is a class")
+    if not callable(obj):
+        raise OptimizeeLoadError(
+            f"optimizee.target: {obj!r} is not callable (expected a function or a class)"
+        )
+
+
 def build_optimizee(spec: dict[str, Any]) -> Any:
     """The optimizee object (a callable or an object with ``evaluate``) for a validated spec."""
     kind = spec["kind"]

@@ -6,9 +6,12 @@ running loop writes; status, export, plot and the dashboard read, from any proce
 
 from __future__ import annotations
 
+import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from metaloop.records import Evaluation
@@ -40,10 +43,29 @@ class ExperimentInfo:
 
     @property
     def is_live(self) -> bool:
-        """Status says running and the driver's heartbeat is recent."""
-        import time
+        """Status says running and its driver is alive: on this host its process exists,
+        on another host its heartbeat (refreshed every ``HEARTBEAT_S``) is recent."""
+        if self.status != "running":
+            return False
+        if self.host == os.uname().nodename:
+            return _process_alive(self.pid)
+        return time.time() - self.updated < HEARTBEAT_STALE_S
 
-        return self.status == "running" and time.time() - self.updated < HEARTBEAT_STALE_S
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a recycled pid belongs to some other program
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return b"python" in cmdline or b"metaloop" in cmdline
 
 
 HEARTBEAT_S = 2.0

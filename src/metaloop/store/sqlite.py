@@ -91,7 +91,7 @@ def sqlite_path(url: str) -> str:
 def _fitness_json(fitness: tuple[float, ...]) -> str:
     # repr of a float is its exact shortest round-trip form, which is also valid JSON
     # (fitness values are finite: the optimizee result check guarantees it).
-    return "[" + ",".join(map(repr, fitness)) + "]"
+    return "[" + ",".join([repr(float(v)) for v in fitness]) + "]"
 
 
 class SQLiteStore(Store):
