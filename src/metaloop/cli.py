@@ -102,12 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from metaloop.config import ConfigError
-    from metaloop.executors.base import ExecutorError
-    from metaloop.optimizees.loader import OptimizeeLoadError
-    from metaloop.store import StoreError
-
+    try:
+        args = build_parser().parse_args(argv)
+        from metaloop.config import ConfigError
+        from metaloop.executors.base import ExecutorError
+        from metaloop.optimizees.loader import OptimizeeLoadError
+        from metaloop.store import StoreError
+    except KeyboardInterrupt:
+        print("metaloop: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     try:
         return _COMMANDS[args.command](args)
     except (UserError, ConfigError) as exc:

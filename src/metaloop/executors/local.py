@@ -16,8 +16,11 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
@@ -32,14 +35,51 @@ _MAX_CHUNK = 512
 _START_TIMEOUT_S = 600.0  # importing a simulator on a busy shared filesystem can be slow
 
 
-class _Worker:
-    __slots__ = ("slot", "proc", "conn", "pending", "busy_since", "name", "host", "ready")
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C/SIGTERM during a spawn and deliver them right after.
 
-    def __init__(self, slot: int, proc: Any, conn: Connection):
+    An interrupt between the fork and the hand-over of the pickled process data would leave
+    a child that dies with a traceback on the user's terminal.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {
+        signum: signal.signal(signum, lambda n, _f: received.append(n))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if received:
+            signal.raise_signal(received[0])
+
+
+class _Worker:
+    __slots__ = (
+        "slot",
+        "proc",
+        "conn",
+        "started",
+        "reported",
+        "pending",
+        "busy_since",
+        "name",
+        "host",
+        "ready",
+    )
+
+    def __init__(self, slot: int, proc: Any, conn: Connection, started: Any):
         self.slot = slot
         self.proc = proc
         self.conn = conn
-        self.pending: deque[Task] = deque()  # sent, not yet reported; pending[0] is running
+        self.started = started  # shared counter: tasks the worker has begun
+        self.reported = 0  # results received from it
+        self.pending: deque[Task] = deque()  # sent, not yet reported, in order
         self.busy_since = 0.0
         self.name = f"local-{slot}"
         self.host = ""
@@ -68,9 +108,11 @@ class LocalExecutor(Executor):
         anything is recorded) and ExecutorError if a worker dies or hangs while starting.
         """
         self._setup = setup
-        self._workers = [self._spawn(slot) for slot in range(self._n)]
+        self._workers = []
         deadline = time.monotonic() + _START_TIMEOUT_S
         try:
+            for slot in range(self._n):  # one at a time: an interrupt leaves a consistent list
+                self._workers.append(self._spawn(slot))
             while not all(w.ready for w in self._workers):
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -98,15 +140,17 @@ class LocalExecutor(Executor):
     def _spawn(self, slot: int) -> _Worker:
         assert self._setup is not None
         parent, child = self._ctx.Pipe(duplex=True)
+        started = self._ctx.RawValue("q", 0)
         proc = self._ctx.Process(
             target=worker_main,
-            args=(child, self._setup, str(slot)),
+            args=(child, self._setup, str(slot), started),
             daemon=True,
             name=f"metaloop-worker-{slot}",
         )
-        proc.start()
+        with _signals_deferred():
+            proc.start()
         child.close()
-        return _Worker(slot, proc, parent)
+        return _Worker(slot, proc, parent, started)
 
     def close(self) -> None:
         for w in self._workers:
@@ -230,6 +274,7 @@ class LocalExecutor(Executor):
         for gen, idx, attempt, status, fitness, metrics, error, started, finished in msg[1]:
             task = w.pending.popleft()
             assert (task.generation, task.index, task.attempt) == (gen, idx, attempt)
+            w.reported += 1
             w.busy_since = finished
             self._in_flight -= 1
             self._mean_duration = 0.8 * self._mean_duration + 0.2 * (finished - started)
@@ -254,11 +299,10 @@ class LocalExecutor(Executor):
         for w in list(self._workers):
             if w.pending and w.ready and now - w.busy_since >= self.timeout_s:
                 self._kill(w)
-                self._drain_quietly(w)
-                if w.pending:
-                    self._replace(
-                        w, Status.TIMEOUT, f"timed out after {self.timeout_s:g} s (worker killed)"
-                    )
+                self._drain_quietly(w)  # a result may have arrived during the kill
+                self._replace(
+                    w, Status.TIMEOUT, f"timed out after {self.timeout_s:g} s (worker killed)"
+                )
 
     def _drain_quietly(self, w: _Worker) -> None:
         try:
@@ -267,20 +311,28 @@ class LocalExecutor(Executor):
             pass
 
     def _replace(self, w: _Worker, status: Status, error: str) -> None:
-        """Report ``w``'s running task as ``status``, requeue the rest, start a new worker."""
+        """Retire a dead (or killed) worker and start a new one in its slot.
+
+        The worker's shared counter says how many of its tasks it had begun: the last begun
+        one was running when it died and is reported as ``status``; tasks that finished but
+        whose results died with it, and tasks it never began, go back to the queue.
+        """
         if w.proc.is_alive():
             self._kill(w)
         w.conn.close()
-        if w.pending:
-            task = w.pending.popleft()
+        if not w.ready and status is Status.CRASHED:
+            raise ExecutorError(f"a worker died while starting: {error}")
+        begun = w.started.value - w.reported
+        if 0 < begun <= len(w.pending):
+            task = w.pending[begun - 1]
+            del w.pending[begun - 1]
             now = time.time()
             self._in_flight -= 1
             self._outcomes.append(
                 Outcome(task, status, None, {}, error, w.busy_since or now, now, w.host, w.name)
             )
-            self._queue.extendleft(reversed(w.pending))
-        if not w.ready and status is Status.CRASHED and not w.pending:
-            raise ExecutorError(f"a replacement worker died while starting: {error}")
+        self._queue.extendleft(reversed(w.pending))
+        w.pending.clear()
         self._workers[self._workers.index(w)] = self._spawn(w.slot)
 
     @staticmethod

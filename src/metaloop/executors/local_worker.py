@@ -17,6 +17,7 @@ import time
 import traceback
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from metaloop.executors.base import WorkerSetup
 
@@ -44,7 +45,9 @@ def _redirect_output(log_path: Path) -> None:
     os.close(fd)
 
 
-def worker_main(conn: Connection, setup: WorkerSetup, name: str) -> None:
+def worker_main(conn: Connection, setup: WorkerSetup, name: str, started: Any) -> None:
+    """Run tasks until told to stop; ``started`` is a shared counter of tasks begun, which
+    tells the driver which task was running if this process dies."""
     os.setsid()
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C means
@@ -78,22 +81,12 @@ def worker_main(conn: Connection, setup: WorkerSetup, name: str) -> None:
         done: list[tuple] = []
         last_send = clock()
         for generation, index, attempt, params in chunk:
-            started = clock()
+            started.value += 1
+            t0 = clock()
             status, fitness, metrics, error = evaluate(generation, index, attempt, params)
             finished = clock()
-            done.append(
-                (
-                    generation,
-                    index,
-                    attempt,
-                    status.value,
-                    fitness,
-                    metrics,
-                    error,
-                    started,
-                    finished,
-                )
-            )
+            result = (generation, index, attempt, status.value, fitness, metrics, error)
+            done.append((*result, t0, finished))
             if finished - last_send >= _BATCH_S:
                 send(("done", done))
                 done, last_send = [], finished
