@@ -37,11 +37,15 @@ def plain_loop_per_call(n: int) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def run_pipeline(store: str, name: str, target: str, pop: int, evals: int, executor: str,
-                 workers: int = 2) -> tuple[float, float, int]:
+def run_pipeline(
+    store: str, name: str, target: str, pop: int, evals: int, executor: str, workers: int = 2
+) -> tuple[float, float, int]:
     """(wall seconds including start-up, steady-state span first start..last end, evaluations)."""
     config = {
-        "name": name, "seed": 1, "budget": evals, "storage": store,
+        "name": name,
+        "seed": 1,
+        "budget": evals,
+        "storage": store,
         "space": {"x": {"type": "real", "low": 0.0, "high": 1.0}},
         "optimizee": {"kind": "python", "target": target},
         "optimizer": {"kind": "random", "pop_size": pop},
@@ -66,26 +70,36 @@ def main() -> None:
     store = f"sqlite:///{tmp / 'bench.db'}"
     baseline = plain_loop_per_call(200_000)
     print(f"baseline: plain loop {baseline * 1e6:.3f} us per call")
-    print("us/eval: steady state (first evaluation start to last end, per evaluation); "
-          "total: including process and worker start-up")
-    print(f"{'executor':<8} {'pop':>6} {'evals':>7} {'wall s':>7} {'us/eval':>8} {'overhead':>9} "
-          f"{'ratio':>7} {'total us':>9}")
+    print(
+        "us/eval: steady state (first evaluation start to last end, per evaluation); "
+        "total: including process and worker start-up"
+    )
+    print(
+        f"{'executor':<8} {'pop':>6} {'evals':>7} {'wall s':>7} {'us/eval':>8} {'overhead':>9} "
+        f"{'ratio':>7} {'total us':>9}"
+    )
     for executor in ("serial", "local"):
         for pop in (10, 100, 1000):
             evals = int((20_000 if pop == 1000 else 10_000) * scale)
             evals = max(pop, evals - evals % pop)
-            wall, span, n = run_pipeline(store, f"ovh-{executor}-{pop}", TRIVIAL, pop, evals, executor)
+            wall, span, n = run_pipeline(
+                store, f"ovh-{executor}-{pop}", TRIVIAL, pop, evals, executor
+            )
             per = span / n
-            print(f"{executor:<8} {pop:>6} {n:>7} {wall:>7.2f} {per * 1e6:>8.1f} "
-                  f"{(per - baseline) * 1e6:>9.1f} {per / baseline:>7.0f} {wall / n * 1e6:>9.1f}")
+            print(
+                f"{executor:<8} {pop:>6} {n:>7} {wall:>7.2f} {per * 1e6:>8.1f} "
+                f"{(per - baseline) * 1e6:>9.1f} {per / baseline:>7.0f} {wall / n * 1e6:>9.1f}"
+            )
     n_busy = int(200 * scale) or 40
     wall, span, n = run_pipeline(store, "efficiency", BUSY, 20, n_busy, "local", workers=2)
     evals = history("efficiency", store)
     busy = sum(e.duration for e in evals)
     mean = statistics.mean(e.duration for e in evals)
-    print(f"parallel efficiency (local, 2 workers, {n} x {mean * 1e3:.1f} ms CPU-bound): "
-          f"steady state {busy / (2 * span):.3f}, including worker start-up {busy / (2 * wall):.3f} "
-          f"(wall {wall:.2f} s, ideal {busy / 2:.2f} s)")
+    print(
+        f"parallel efficiency (local, 2 workers, {n} x {mean * 1e3:.1f} ms CPU-bound): "
+        f"steady state {busy / (2 * span):.3f}, including worker start-up {busy / (2 * wall):.3f} "
+        f"(wall {wall:.2f} s, ideal {busy / 2:.2f} s)"
+    )
 
 
 if __name__ == "__main__":
