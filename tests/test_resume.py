@@ -335,7 +335,7 @@ def _kill_resume_compare(
             stored, args = set(), run_args  # nothing to resume: the user runs it again
             continue
         got = _table(_export(db, tag))
-        allowed = {"running", "interrupted?"}
+        allowed = {"interrupted"}  # the driver's pid is gone on this host
         if not got:
             allowed.add("created")  # killed between creating and claiming the experiment
         if len(got) == len(ref.table):
@@ -404,7 +404,7 @@ def test_export_and_status_while_running_and_after_kill(reference: Any, tmp_path
     stored = _table(_export(db, "live"))
     _assert_consistent_prefix(stored, ref.table, "export after kill -9")
     assert len(stored) >= len(got)
-    assert _status(db)["live"]["status"] in {"running", "interrupted?"}
+    assert _status(db)["live"]["status"] == "interrupted"
     mark2 = uuid.uuid4().hex
     res = _cli("resume", "--storage", _url(db), "--name", "live", "--quiet", mark=mark2)
     assert res.returncode == 0, res.stderr

@@ -187,6 +187,39 @@ def experiment_info(name: str, storage: str = DEFAULT_STORAGE) -> ExperimentInfo
         return _get(store, name)
 
 
+def experiments(storage: str = DEFAULT_STORAGE) -> list[ExperimentInfo]:
+    """Every experiment in a store, with its progress summary (``metaloop status``)."""
+    with open_store(storage, create=False) as store:
+        return store.list_experiments()
+
+
+def export(name: str, path: str | Path, storage: str = DEFAULT_STORAGE, fmt: str = "csv") -> int:
+    """Write one row per evaluation to ``path`` as CSV or JSON (``metaloop export``)."""
+    from metaloop.export import export_rows, write_csv, write_json
+
+    writer = {"csv": write_csv, "json": write_json}.get(fmt)
+    if writer is None:
+        raise ValueError(f"fmt: expected 'csv' or 'json', got {fmt!r}")
+    with open_store(storage, create=False) as store:
+        columns, rows = export_rows(store, _get(store, name))
+        tmp = Path(f"{path}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "w", newline="") as out:
+                n = writer(columns, rows, out)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return n
+
+
+def plot(name: str, path: str | Path, storage: str = DEFAULT_STORAGE) -> None:
+    """Best and population fitness per generation as an image (``metaloop plot``)."""
+    from metaloop.plot import plot_fitness
+
+    with open_store(storage, create=False) as store:
+        plot_fitness(store, _get(store, name), str(path))
+
+
 def history(name: str, storage: str = DEFAULT_STORAGE) -> list[Evaluation]:
     """Every recorded evaluation of an experiment, in (generation, index) order."""
     with open_store(storage, create=False) as store:

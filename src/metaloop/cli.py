@@ -243,16 +243,19 @@ def _open_existing(storage: str) -> Any:
 def cmd_status(args: argparse.Namespace) -> int:
     with _open_existing(args.storage) as store:
         infos = store.list_experiments()
+    here = os.uname().nodename
     rows = []
     for info in infos:
         status = info.status
         if status == "running" and not info.is_live:
-            status = "interrupted?"
+            # the driver is gone: certainly on this host (no such process), probably elsewhere
+            status = "interrupted" if info.host == here else "interrupted?"
         rows.append(
             {
                 "name": info.name,
                 "status": status,
                 "stop_reason": info.stop_reason,
+                "progress": _progress(info),
                 "generation": info.generation,
                 "evaluations": info.n_evaluations,
                 "failed": info.n_failed,
@@ -267,10 +270,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"experiments in {args.storage}")
-    for col in ("name", "status", "generation", "evaluations", "failed", "best", "updated"):
-        table.add_column(
-            col, justify="right" if col in ("generation", "evaluations", "failed") else "left"
-        )
+    numeric = ("progress", "generation", "evaluations", "failed")
+    for col in ("name", "status", *numeric, "best", "updated"):
+        table.add_column(col, justify="right" if col in numeric else "left")
     for r in rows:
         best = "-" if r["best"] is None else ", ".join(f"{v:.6g}" for v in r["best"])
         reason = r["stop_reason"]
@@ -278,6 +280,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         table.add_row(
             r["name"],
             status,
+            "-" if r["progress"] is None else f"{100 * r['progress']:.0f}%",
             str(r["generation"]),
             str(r["evaluations"]),
             str(r["failed"]),
@@ -286,6 +289,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     Console(width=max(100, _term_width())).print(table)
     return 0
+
+
+def _progress(info: Any) -> float | None:
+    """Fraction done by the tightest count limit (1.0 once finished), None if unknown."""
+    if info.status == "finished":
+        return 1.0
+    fractions = []
+    budget, generations = info.config.get("budget"), info.config.get("generations")
+    if budget:
+        fractions.append(info.n_evaluations / budget)
+    if generations:
+        fractions.append(max(info.generation - 1, 0) / generations)
+    return round(min(max(fractions), 1.0), 4) if fractions else None
 
 
 def _term_width() -> int:
@@ -302,38 +318,26 @@ def _check_output(path: str) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from metaloop.api import _get
+    from metaloop.api import _get, export
     from metaloop.export import export_rows, write_csv, write_json
 
-    writer = write_csv if args.format == "csv" else write_json
     if args.output is not None:
         _check_output(args.output)
+        n = export(args.name, args.output, args.storage, args.format)
+        print(f"wrote {n} evaluations to {args.output}", file=sys.stderr)
+        return 0
+    writer = write_csv if args.format == "csv" else write_json
     with _open_existing(args.storage) as store:
-        info = _get(store, args.name)
-        columns, rows = export_rows(store, info)
-        if args.output is None:
-            writer(columns, rows, sys.stdout)
-            return 0
-        tmp = f"{args.output}.tmp-{os.getpid()}"
-        try:
-            with open(tmp, "w", newline="") as out:
-                n = writer(columns, rows, out)
-            os.replace(tmp, args.output)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    print(f"wrote {n} evaluations to {args.output}", file=sys.stderr)
+        columns, rows = export_rows(store, _get(store, args.name))
+        writer(columns, rows, sys.stdout)
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from metaloop.api import _get
-    from metaloop.plot import plot_fitness
+    from metaloop.api import plot
 
     _check_output(args.output)
-    with _open_existing(args.storage) as store:
-        info = _get(store, args.name)
-        plot_fitness(store, info, args.output)
+    plot(args.name, args.output, args.storage)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
