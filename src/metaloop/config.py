@@ -61,6 +61,7 @@ class ExecutorSpec(_Strict):
     workers: StrictInt | None = Field(default=None, ge=1)
     timeout_s: float | None = Field(default=None, gt=0)
     max_attempts: StrictInt = Field(default=2, ge=1)
+    batch_size: StrictInt | None = Field(default=None, ge=1)
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(s|m|h|d)?\s*$")

@@ -62,6 +62,7 @@ def worker_setup(config: Config, seed: int) -> WorkerSetup:
         seed=seed,
         workdir=str(experiment_workdir(config)),
         timeout_s=m.executor.timeout_s,
+        batch_size=m.executor.batch_size,
     )
 
 
@@ -227,9 +228,10 @@ class Loop:
         self.generation_size, self.generation_done = limit, len(results)
         self.observer.generation_started(gen, limit, self)
         candidates = self.config.space.decode_many(X[:limit])
+        info = self.optimizer.task_info()
         for i, params in enumerate(candidates):
             if i not in results:
-                self.executor.submit(Task(gen, i, params))
+                self.executor.submit(Task(gen, i, params, info=info))
         deadline = None if m.max_time is None else m.max_time - self.elapsed
         start = time.monotonic()
         while self.executor.in_flight:
@@ -247,10 +249,12 @@ class Loop:
         if limit < n:
             return "budget"
         F = np.full((n, len(self.weights)), -math.inf)
+        outputs: list[Any] = [None] * n
         for i, e in results.items():
             if e.status is Status.OK and e.fitness is not None:
                 F[i] = self.weights * np.asarray(e.fitness)
-        self.optimizer.tell(X, F)
+                outputs[i] = e.outputs
+        self.optimizer.tell(X, F, outputs if self.optimizer.uses_outputs else None)
         self.generation = self.optimizer.generation
         self.store.checkpoint(
             self.info.id,

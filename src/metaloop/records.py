@@ -31,6 +31,7 @@ class Task:
     index: int
     params: dict[str, Any]
     attempt: int = 1
+    info: dict[str, Any] | None = None  # the optimizer's word to every candidate (ctx.info)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class Outcome:
     finished: float = 0.0
     host: str = ""
     worker: str = ""
+    outputs: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,7 @@ class Evaluation:
     finished: float
     host: str
     worker: str
+    outputs: Any = None  # model outputs returned beside the fitness (e.g. for the EnKF)
 
     @property
     def duration(self) -> float:
@@ -89,4 +92,5 @@ class Evaluation:
             finished=outcome.finished,
             host=outcome.host,
             worker=outcome.worker,
+            outputs=outcome.outputs,
         )

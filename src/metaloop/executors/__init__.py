@@ -9,13 +9,16 @@ EXECUTOR_KINDS = ("serial", "local")
 
 
 def make_executor(
-    kind: str, workers: int | None = None, timeout_s: float | None = None
+    kind: str,
+    workers: int | None = None,
+    timeout_s: float | None = None,
+    batch_size: int | None = None,
 ) -> Executor:
     """An executor of ``kind`` (validated by the config beforehand)."""
     if kind == "serial":
         from metaloop.executors.serial import SerialExecutor
 
-        return SerialExecutor()
+        return SerialExecutor(batch_size=batch_size)
     if kind == "local":
         from metaloop.executors.local import LocalExecutor
 

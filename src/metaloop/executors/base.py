@@ -27,6 +27,7 @@ class WorkerSetup:
     seed: int
     workdir: str
     timeout_s: float | None = None
+    batch_size: int | None = None  # candidates per evaluate_batch call (None: one by one)
 
 
 class Executor(ABC):

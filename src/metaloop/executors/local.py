@@ -101,6 +101,10 @@ class LocalExecutor(Executor):
         self._outcomes: list[Outcome] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
+    @property
+    def _batch_size(self) -> int | None:
+        return self._setup.batch_size if self._setup else None
+
     def start(self, setup: WorkerSetup) -> None:
         """Start the workers and wait until each has built the optimizee.
 
@@ -190,11 +194,12 @@ class LocalExecutor(Executor):
         return self._in_flight
 
     def submit(self, task: Task) -> None:
-        self._queue.append(task)
+        self._queue.append(task)  # dispatched by wait(), which sees the whole batch of submits
         self._in_flight += 1
-        self._dispatch()
 
     def _chunk_size(self) -> int:
+        if self._batch_size:
+            return self._batch_size
         if self.timeout_s is not None or self._mean_duration >= _TARGET_CHUNK_S:
             return 1
         k = int(_TARGET_CHUNK_S / max(self._mean_duration, 1e-7))
@@ -206,7 +211,7 @@ class LocalExecutor(Executor):
             return
         k = self._chunk_size()
         # Cheap tasks: keep the next chunk in the pipe so workers never wait for the driver.
-        refill_at = k // 2 if k > 1 else 0
+        refill_at = k // 2 if k > 1 and not self._batch_size else 0
         now = time.time()
         for w in self._workers:
             if not self._queue:
@@ -217,10 +222,11 @@ class LocalExecutor(Executor):
             if not w.pending:
                 w.busy_since = now
             w.pending.extend(chunk)
-            w.conn.send([(t.generation, t.index, t.attempt, t.params) for t in chunk])
+            w.conn.send([(t.generation, t.index, t.attempt, t.params, t.info) for t in chunk])
 
     def wait(self, timeout: float | None = None) -> list[Outcome]:
         end = None if timeout is None else time.monotonic() + timeout
+        self._dispatch()
         while not self._outcomes:
             if self._in_flight == 0:
                 return []
@@ -271,7 +277,9 @@ class LocalExecutor(Executor):
             workdir = Path(self._setup.workdir if self._setup else ".")
             log = workdir / "logs" / f"worker-{w.slot}.log"
             raise OptimizeeLoadError(f"{msg[1]} (traceback in {log})")
-        for gen, idx, attempt, status, fitness, metrics, error, started, finished in msg[1]:
+        for gen, idx, attempt, status, fitness, metrics, outputs, error, started, finished in msg[
+            1
+        ]:
             task = w.pending.popleft()
             assert (task.generation, task.index, task.attempt) == (gen, idx, attempt)
             w.reported += 1
@@ -280,7 +288,16 @@ class LocalExecutor(Executor):
             self._mean_duration = 0.8 * self._mean_duration + 0.2 * (finished - started)
             self._outcomes.append(
                 Outcome(
-                    task, Status(status), fitness, metrics, error, started, finished, w.host, w.name
+                    task,
+                    Status(status),
+                    fitness,
+                    metrics,
+                    error,
+                    started,
+                    finished,
+                    w.host,
+                    w.name,
+                    outputs,
                 )
             )
 
@@ -322,11 +339,16 @@ class LocalExecutor(Executor):
         w.conn.close()
         if not w.ready and status is Status.CRASHED:
             raise ExecutorError(f"a worker died while starting: {error}")
-        begun = w.started.value - w.reported
-        if 0 < begun <= len(w.pending):
-            task = w.pending[begun - 1]
-            del w.pending[begun - 1]
-            now = time.time()
+        begun = min(w.started.value - w.reported, len(w.pending))
+        # one task was running, or in batch mode the whole batch of begun tasks
+        if begun <= 0:
+            blamed = range(0)
+        else:
+            blamed = range(begun) if self._batch_size else range(begun - 1, begun)
+        now = time.time()
+        for i in reversed(blamed):
+            task = w.pending[i]
+            del w.pending[i]
             self._in_flight -= 1
             self._outcomes.append(
                 Outcome(task, status, None, {}, error, w.busy_since or now, now, w.host, w.name)

@@ -2,7 +2,7 @@
 
 The worker leads its own process group (so a timeout kills everything it started) and asks
 the kernel to kill it when the driver dies (Linux), so no worker outlives a killed run.
-Messages: the driver sends lists of ``(generation, index, attempt, params)`` or ``None`` to
+Messages: the driver sends lists of ``(generation, index, attempt, params, info)`` or ``None`` to
 stop; the worker answers ``("ready", pid, host)``, ``("done", [result, ...])`` or
 ``("fatal", one_line_reason)``.
 """
@@ -77,18 +77,39 @@ def worker_main(conn: Connection, setup: WorkerSetup, name: str, started: Any) -
             return
         if chunk is None:
             return
+        if setup.batch_size:  # the chunk is one evaluate_batch call
+            started.value += len(chunk)
+            t0 = clock()
+            results = evaluate.batch(chunk)
+            finished = clock()
+            send(("done", [_message(task, r, t0, finished) for task, r in zip(chunk, results)]))
+            continue
         # Results go back in small batches: at most _BATCH_S old, and always at chunk end.
         done: list[tuple] = []
         last_send = clock()
-        for generation, index, attempt, params in chunk:
+        for task in chunk:
             started.value += 1
             t0 = clock()
-            status, fitness, metrics, error = evaluate(generation, index, attempt, params)
+            result = evaluate(*task)
             finished = clock()
-            result = (generation, index, attempt, status.value, fitness, metrics, error)
-            done.append((*result, t0, finished))
+            done.append(_message(task, result, t0, finished))
             if finished - last_send >= _BATCH_S:
                 send(("done", done))
                 done, last_send = [], finished
         if done:
             send(("done", done))
+
+
+def _message(task: tuple, r: Any, t0: float, t1: float) -> tuple:
+    return (
+        task[0],
+        task[1],
+        task[2],
+        r.status.value,
+        r.fitness,
+        r.metrics,
+        r.outputs,
+        r.error,
+        t0,
+        t1,
+    )

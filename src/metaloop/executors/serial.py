@@ -19,13 +19,18 @@ from metaloop.optimizees.loader import build_optimizee
 from metaloop.records import Outcome, Task
 
 
+def _copy(params: dict) -> dict:
+    return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in params.items()}
+
+
 class SerialExecutor(Executor):
     kind = "serial"
 
-    def __init__(self) -> None:
+    def __init__(self, batch_size: int | None = None) -> None:
         self._queue: deque[Task] = deque()
         self._evaluate: Evaluator | None = None
         self._host = hostname()
+        self.batch_size = batch_size or 1
 
     def start(self, setup: WorkerSetup) -> None:
         optimizee = build_optimizee(setup.optimizee)
@@ -38,15 +43,29 @@ class SerialExecutor(Executor):
         if not self._queue:
             return []
         assert self._evaluate is not None, "start() was not called"
-        task = self._queue.popleft()
+        tasks = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+        # Private copies: an optimizee that modifies its params must not alter the record.
+        items = [(t.generation, t.index, t.attempt, _copy(t.params), t.info) for t in tasks]
         started = time.time()
-        # A private copy: an optimizee that modifies its params must not alter the record.
-        params = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in task.params.items()}
-        status, fitness, metrics, error = self._evaluate(
-            task.generation, task.index, task.attempt, params
-        )
+        if len(items) == 1 and self._evaluate.fn is not None:
+            results = [self._evaluate(*items[0])]
+        else:
+            results = self._evaluate.batch(items)
+        finished = time.time()
         return [
-            Outcome(task, status, fitness, metrics, error, started, time.time(), self._host, "main")
+            Outcome(
+                t,
+                r.status,
+                r.fitness,
+                r.metrics,
+                r.error,
+                started,
+                finished,
+                self._host,
+                "main",
+                r.outputs,
+            )
+            for t, r in zip(tasks, results)
         ]
 
     @property

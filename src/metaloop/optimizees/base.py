@@ -14,7 +14,7 @@ import os
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -33,17 +33,33 @@ class Context:
     """What an optimizee knows about the evaluation it is running.
 
     ``seed`` is derived from (experiment seed, generation, index), so noisy optimizees are
-    reproducible; ``workdir`` is a private directory, created on first access.
+    reproducible; ``workdir`` is a private directory, created on first access; ``info`` is
+    what the optimizer tells every candidate of the generation (e.g. the EnKF's mini-batch).
     """
 
-    __slots__ = ("generation", "index", "attempt", "_experiment_seed", "_seed", "_workdir_path")
+    __slots__ = (
+        "generation",
+        "index",
+        "attempt",
+        "info",
+        "_experiment_seed",
+        "_seed",
+        "_workdir_path",
+    )
 
     def __init__(
-        self, generation: int, index: int, attempt: int, experiment_seed: int, workdir: Path
+        self,
+        generation: int,
+        index: int,
+        attempt: int,
+        experiment_seed: int,
+        workdir: Path,
+        info: dict[str, Any] | None = None,
     ):
         self.generation = generation
         self.index = index
         self.attempt = attempt
+        self.info = info or {}
         self._experiment_seed = experiment_seed
         self._seed: int | None = None
         self._workdir_path = workdir
@@ -81,78 +97,154 @@ def call_style(fn: Callable[..., Any]) -> bool:
     return has_varargs or len(positional) >= 2
 
 
-class Evaluator:
-    """Calls an optimizee on one task and converts the result (or the error) to a record tuple.
+class Result(NamedTuple):
+    """What one evaluation produced, checked: see :func:`parse_result`."""
 
-    Returns ``(status, fitness, metrics, error)``; exceptions become ``failed`` with the
-    traceback, garbage becomes ``invalid``.  Used by every executor, so the rules are shared.
+    status: Status
+    fitness: tuple[float, ...] | None
+    metrics: dict[str, Any]
+    outputs: Any
+    error: str | None
+
+
+#: One task as it travels to a worker: (generation, index, attempt, params, info).
+TaskTuple = tuple[int, int, int, dict[str, Any], "dict[str, Any] | None"]
+
+
+class Evaluator:
+    """Calls an optimizee on tasks and turns what it returns (or raises) into a Result.
+
+    Exceptions become ``failed`` with the traceback, garbage becomes ``invalid``.  Every
+    executor uses this class, so the rules are the same everywhere.  An optimizee with an
+    ``evaluate_batch(params_list, ctx_list)`` method gets whole chunks through :meth:`batch`.
     """
 
     def __init__(self, optimizee: Any, n_objectives: int, experiment_seed: int, workdir: Path):
         fn = optimizee.evaluate if hasattr(optimizee, "evaluate") else optimizee
-        if not callable(fn):
+        batch_fn = getattr(optimizee, "evaluate_batch", None)
+        if not callable(fn) and not callable(batch_fn):
             raise TypeError(f"optimizee {optimizee!r} is not callable and has no evaluate()")
-        self.fn = fn
-        self.with_ctx = call_style(fn)
+        self.fn = fn if callable(fn) else None
+        self.batch_fn = batch_fn if callable(batch_fn) else None
+        self.with_ctx = call_style(fn) if self.fn is not None else True
         self.n_objectives = n_objectives
         self.experiment_seed = experiment_seed
         self.workdir = Path(workdir)
 
-    def context(self, generation: int, index: int, attempt: int) -> Context:
+    def context(
+        self, generation: int, index: int, attempt: int, info: dict[str, Any] | None = None
+    ) -> Context:
         path = self.workdir / f"g{generation:05d}" / f"i{index:05d}"
-        return Context(generation, index, attempt, self.experiment_seed, path)
+        return Context(generation, index, attempt, self.experiment_seed, path, info)
 
     def __call__(
-        self, generation: int, index: int, attempt: int, params: dict[str, Any]
-    ) -> tuple[Status, tuple[float, ...] | None, dict[str, Any], str | None]:
+        self,
+        generation: int,
+        index: int,
+        attempt: int,
+        params: dict[str, Any],
+        info: dict[str, Any] | None = None,
+    ) -> Result:
+        if self.fn is None:
+            return self.batch([(generation, index, attempt, params, info)])[0]
         try:
             if self.with_ctx:
-                raw = self.fn(params, self.context(generation, index, attempt))
+                raw = self.fn(params, self.context(generation, index, attempt, info))
             else:
                 raw = self.fn(params)
         except Exception as exc:  # noqa: BLE001 - any optimizee error is data
-            # Drop this frame: the traceback starts in the user's code.
-            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))
-            return Status.FAILED, None, {}, f"{type(exc).__name__}: {exc}\n{tb}"
+            return _failed(exc)
         return parse_result(raw, self.n_objectives)
 
+    def batch(self, tasks: list[TaskTuple]) -> list[Result]:
+        """Evaluate several tasks in one ``evaluate_batch`` call (or one by one without it)."""
+        if self.batch_fn is None:
+            return [self(*t) for t in tasks]
+        params = [t[3] for t in tasks]
+        ctxs = [self.context(g, i, a, info) for g, i, a, _, info in tasks]
+        try:
+            raw = list(self.batch_fn(params, ctxs))
+        except Exception as exc:  # noqa: BLE001 - the whole batch failed
+            return [_failed(exc)] * len(tasks)
+        if len(raw) != len(tasks):
+            error = f"evaluate_batch returned {len(raw)} results for {len(tasks)} candidates"
+            return [Result(Status.INVALID, None, {}, None, error)] * len(tasks)
+        return [parse_result(r, self.n_objectives) for r in raw]
 
-def parse_result(
-    raw: Any, n_objectives: int
-) -> tuple[Status, tuple[float, ...] | None, dict[str, Any], str | None]:
-    """Validate what an optimizee returned: ``(status, fitness, metrics, error)``."""
+
+def _failed(exc: BaseException) -> Result:
+    # Drop the caller's frame: the traceback starts in the user's code.
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))
+    return Result(Status.FAILED, None, {}, None, f"{type(exc).__name__}: {exc}\n{tb}")
+
+
+def parse_result(raw: Any, n_objectives: int) -> Result:
+    """Check what an optimizee returned.
+
+    Accepted: a number, a sequence of ``n_objectives`` numbers, or a mapping with ``fitness``
+    and optionally ``metrics`` (name -> value, stored and exported) and ``outputs`` (model
+    outputs for optimizers that learn from them, e.g. the ensemble Kalman filter; stored
+    exactly, arrays included).
+    """
     metrics: dict[str, Any] = {}
+    outputs: Any = None
     if isinstance(raw, Mapping):
         if "fitness" not in raw:
-            return Status.INVALID, None, {}, f"result mapping has no 'fitness' key: {_short(raw)}"
-        raw_metrics = raw.get("metrics") or {}
-        if not isinstance(raw_metrics, Mapping):
-            return (
+            return Result(
                 Status.INVALID,
                 None,
                 {},
+                None,
+                f"result mapping has no 'fitness' key: {_short(raw)}",
+            )
+        raw_metrics = raw.get("metrics") or {}
+        if not isinstance(raw_metrics, Mapping):
+            return Result(
+                Status.INVALID,
+                None,
+                {},
+                None,
                 f"'metrics' must be a mapping, got {_short(raw_metrics)}",
             )
         metrics = {str(k): _plain(v) for k, v in raw_metrics.items()}
+        outputs = _outputs(raw.get("outputs"))
         raw = raw["fitness"]
     fitness = _as_fitness(raw)
     if fitness is None:
-        return (
+        return Result(
             Status.INVALID,
             None,
             metrics,
+            outputs,
             f"fitness must be a finite number or sequence of numbers, got {_short(raw)}",
         )
     if len(fitness) != n_objectives:
-        return (
+        return Result(
             Status.INVALID,
             None,
             metrics,
+            outputs,
             f"fitness has {len(fitness)} components, expected {n_objectives}: {_short(raw)}",
         )
     if not all(math.isfinite(v) for v in fitness):
-        return Status.INVALID, None, metrics, f"fitness is not finite: {_short(raw)}"
-    return Status.OK, fitness, metrics, None
+        return Result(
+            Status.INVALID, None, metrics, outputs, f"fitness is not finite: {_short(raw)}"
+        )
+    return Result(Status.OK, fitness, metrics, outputs, None)
+
+
+def _outputs(value: Any) -> Any:
+    """Outputs as plain data: numeric sequences become float arrays, mappings stay mappings."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _outputs(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)) or np.isscalar(value):
+        try:
+            return np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            return _plain(value)
+    return _plain(value)
 
 
 def _as_fitness(raw: Any) -> tuple[float, ...] | None:

@@ -35,6 +35,8 @@ class Optimizer(ABC):
 
     kind: ClassVar[str]
     Params: ClassVar[type[OptimizerParams]]
+    #: True for optimizers that learn from the optimizee's ``outputs`` (see ``tell``).
+    uses_outputs: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -90,12 +92,27 @@ class Optimizer(ABC):
             )
         return np.clip(X, 0.0, 1.0)
 
-    def tell(self, X: np.ndarray, F: np.ndarray) -> None:
+    def tell(self, X: np.ndarray, F: np.ndarray, outputs: list[Any] | None = None) -> None:
+        """Learn from a generation; ``outputs[i]`` is what candidate ``i`` returned as
+        ``outputs`` (None where it returned none or failed), used by optimizers that set
+        ``uses_outputs``."""
         X = np.asarray(X, dtype=float)
         F = np.asarray(F, dtype=float).reshape(len(X), -1)
         F = np.where(np.isnan(F), -np.inf, F)
-        self._tell(X, F)
+        if self.uses_outputs:
+            self._tell_outputs(X, F, outputs if outputs is not None else [None] * len(X))
+        else:
+            self._tell(X, F)
         self.generation += 1
+
+    def task_info(self) -> dict[str, Any] | None:
+        """Plain data every candidate of the coming generation sees as ``ctx.info`` (e.g. the
+        EnKF's mini-batch); must depend on the state only, like :meth:`ask`."""
+        return None
+
+    def _tell_outputs(self, X: np.ndarray, F: np.ndarray, outputs: list[Any]) -> None:
+        """Like :meth:`_tell`, with the candidates' outputs (for ``uses_outputs`` optimizers)."""
+        raise NotImplementedError
 
     def state(self) -> dict[str, Any]:
         return {

@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     finished REAL NOT NULL,
     host TEXT NOT NULL,
     worker TEXT NOT NULL,
+    outputs TEXT,
     PRIMARY KEY (exp_id, generation, idx)
 );
 CREATE INDEX IF NOT EXISTS evaluations_score ON evaluations (exp_id, score);
@@ -73,7 +74,7 @@ CREATE TABLE IF NOT EXISTS events (
 
 _EVAL_COLUMNS = (
     "generation, idx, status, attempts, fitness, params, metrics, error, started, finished, "
-    "host, worker"
+    "host, worker, outputs"
 )
 
 
@@ -198,7 +199,7 @@ class SQLiteStore(Store):
     def _insert_evals(cur: sqlite3.Cursor, rows: list[tuple[Any, ...]]) -> None:
         cur.executemany(
             f"INSERT INTO evaluations (exp_id, score, {_EVAL_COLUMNS}) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             rows,
         )
 
@@ -325,6 +326,7 @@ class SQLiteStore(Store):
                 e.finished,
                 e.host,
                 e.worker,
+                None if e.outputs is None else codec.dumps(e.outputs),
             ),
         )
 
@@ -343,6 +345,7 @@ class SQLiteStore(Store):
             finished=row[9],
             host=row[10],
             worker=row[11],
+            outputs=None if row[12] is None else codec.loads(row[12]),
         )
 
     def evaluations(self, exp_id: int, generation: int | None = None) -> list[Evaluation]:
