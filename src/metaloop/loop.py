@@ -256,6 +256,9 @@ class Loop:
                 outputs[i] = e.outputs
         self.optimizer.tell(X, F, outputs if self.optimizer.uses_outputs else None)
         self.generation = self.optimizer.generation
+        diagnostics = self.optimizer.diagnostics()
+        if diagnostics:
+            self.store.event(self.info.id, "optimizer", f"after generation {gen}", diagnostics)
         self.store.checkpoint(
             self.info.id,
             self.generation,

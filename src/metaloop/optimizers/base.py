@@ -105,6 +105,11 @@ class Optimizer(ABC):
             self._tell(X, F)
         self.generation += 1
 
+    def diagnostics(self) -> dict[str, Any]:
+        """Numbers worth watching after a tell (step size, temperatures, swap rates ...);
+        the loop records them in the event log once per generation."""
+        return {}
+
     def task_info(self) -> dict[str, Any] | None:
         """Plain data every candidate of the coming generation sees as ``ctx.info`` (e.g. the
         EnKF's mini-batch); must depend on the state only, like :meth:`ask`."""

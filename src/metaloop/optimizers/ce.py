@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from metaloop.optimizers.base import Optimizer, OptimizerParams
-from metaloop.optimizers.ga import as_rows, best_order
+from metaloop.optimizers.common import as_rows, best_order, cholesky
 
 
 class CrossEntropyParams(OptimizerParams):
@@ -31,19 +31,6 @@ class CrossEntropyParams(OptimizerParams):
     init_std: float = Field(0.3, gt=0, description="initial std around 0.5 (unit-cube units)")
     min_std: float = Field(1e-3, ge=0, description="std floor added to the sampling covariance")
     distribution: Literal["gaussian"] = Field("gaussian", description="sampling distribution")
-
-
-def cholesky(cov: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factor of a symmetric PSD matrix, adding jitter until it succeeds."""
-    cov = (cov + cov.T) / 2
-    scale = max(float(np.mean(np.diag(cov))), 1e-300)
-    jitter = 0.0
-    for _ in range(20):
-        try:
-            return np.linalg.cholesky(cov + jitter * np.eye(len(cov)))
-        except np.linalg.LinAlgError:
-            jitter = 1e-12 * scale if jitter == 0.0 else jitter * 10
-    return np.diag(np.sqrt(np.clip(np.diag(cov), 0.0, None)))
 
 
 class CrossEntropy(Optimizer):

@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field, model_validator
 
-from metaloop.optimizers.base import Optimizer, OptimizerParams, scalarize
+from metaloop.optimizers.base import Optimizer, OptimizerParams
+from metaloop.optimizers.common import as_rows, best_order, reflect, scores
 
 
 class GeneticAlgorithmParams(OptimizerParams):
@@ -44,33 +45,6 @@ class GeneticAlgorithmParams(OptimizerParams):
                 f"elitism ({self.elitism}) must be less than pop_size ({self.pop_size})"
             )
         return self
-
-
-def scores(F: np.ndarray) -> np.ndarray:
-    """Scalarized fitness with NaN (e.g. ``inf - inf``) treated as failed (``-inf``)."""
-    with np.errstate(invalid="ignore"):
-        s = np.asarray(scalarize(F), dtype=float).copy()
-    s[np.isnan(s)] = -np.inf
-    return s
-
-
-def best_order(F: np.ndarray) -> np.ndarray:
-    """Indices of the non-failed rows, best first (stable for ties)."""
-    s = scores(F)
-    idx = np.flatnonzero(s > -np.inf)
-    return idx[np.argsort(-s[idx], kind="stable")]
-
-
-def as_rows(a: object, ncols: int) -> np.ndarray:
-    """``a`` as a float array of shape ``(n, ncols)`` (empty lists included)."""
-    arr = np.asarray(a, dtype=float)
-    return arr.reshape(-1, ncols) if arr.size else np.empty((0, ncols))
-
-
-def reflect(X: np.ndarray) -> np.ndarray:
-    """Mirror values back into ``[0, 1]`` (any distance outside)."""
-    y = np.mod(X, 2.0)
-    return np.where(y > 1.0, 2.0 - y, y)
 
 
 class GeneticAlgorithm(Optimizer):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from metaloop.optimizers.base import Optimizer
 
@@ -11,7 +12,23 @@ _REGISTRY: dict[str, str] = {
     "grid": "metaloop.optimizers.grid:GridSearch",
     "ga": "metaloop.optimizers.ga:GeneticAlgorithm",
     "ce": "metaloop.optimizers.ce:CrossEntropy",
+    "face": "metaloop.optimizers.face:FACE",
+    "sa": "metaloop.optimizers.sa:SimulatedAnnealing",
+    "pt": "metaloop.optimizers.pt:ParallelTempering",
+    "gd": "metaloop.optimizers.gd:GradientDescent",
+    "es": "metaloop.optimizers.es:EvolutionStrategies",
+    "nes": "metaloop.optimizers.nes:SeparableNES",
+    "xnes": "metaloop.optimizers.nes:ExponentialNES",
+    "cmaes": "metaloop.optimizers.cmaes:CMAES",
+    "de": "metaloop.optimizers.de:DifferentialEvolution",
+    "nsga2": "metaloop.optimizers.nsga2:NSGA2",
+    "enkf": "metaloop.optimizers.enkf:EnsembleKalmanFilter",
 }
+
+#: Kinds whose module is not written yet are hidden from users until it exists.
+_PENDING = {k for k, v in _REGISTRY.items() if importlib.util.find_spec(v.split(":")[0]) is None}
+for _kind in _PENDING:
+    del _REGISTRY[_kind]
 
 
 def optimizer_kinds() -> list[str]:

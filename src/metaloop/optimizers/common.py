@@ -1,0 +1,47 @@
+"""Small numerical helpers shared by several optimizers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from metaloop.optimizers.base import scalarize
+
+
+def scores(F: np.ndarray) -> np.ndarray:
+    """Scalarized fitness with NaN (e.g. ``inf - inf``) treated as failed (``-inf``)."""
+    with np.errstate(invalid="ignore"):
+        s = np.asarray(scalarize(F), dtype=float).copy()
+    s[np.isnan(s)] = -np.inf
+    return s
+
+
+def best_order(F: np.ndarray) -> np.ndarray:
+    """Indices of the non-failed rows, best first (stable for ties)."""
+    s = scores(F)
+    idx = np.flatnonzero(s > -np.inf)
+    return idx[np.argsort(-s[idx], kind="stable")]
+
+
+def as_rows(a: object, ncols: int) -> np.ndarray:
+    """``a`` as a float array of shape ``(n, ncols)`` (empty lists included)."""
+    arr = np.asarray(a, dtype=float)
+    return arr.reshape(-1, ncols) if arr.size else np.empty((0, ncols))
+
+
+def reflect(X: np.ndarray) -> np.ndarray:
+    """Mirror values back into ``[0, 1]`` (any distance outside)."""
+    y = np.mod(X, 2.0)
+    return np.where(y > 1.0, 2.0 - y, y)
+
+
+def cholesky(cov: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of a symmetric PSD matrix, adding jitter until it succeeds."""
+    cov = (cov + cov.T) / 2
+    scale = max(float(np.mean(np.diag(cov))), 1e-300)
+    jitter = 0.0
+    for _ in range(20):
+        try:
+            return np.linalg.cholesky(cov + jitter * np.eye(len(cov)))
+        except np.linalg.LinAlgError:
+            jitter = 1e-12 * scale if jitter == 0.0 else jitter * 10
+    return np.diag(np.sqrt(np.clip(np.diag(cov), 0.0, None)))
