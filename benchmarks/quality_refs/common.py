@@ -73,6 +73,9 @@ class Entry:
     label: str = ""
     reference: Reference | None = None  # None: compared with random search
     reference_name: str = "random search"
+    #: False for comparisons shown for information only (e.g. an algorithm against a
+    #: different, stronger algorithm when no implementation of its own exists).
+    counted: bool = True
 
     @property
     def name(self) -> str:
