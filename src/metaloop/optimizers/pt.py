@@ -1,0 +1,210 @@
+"""Parallel tempering: Metropolis chains on a temperature ladder that exchange states.
+
+Replica ``i`` (slot ``i``, coldest first) runs at temperature ``T_i``: by default a geometric
+ladder from ``t_min`` to ``t_max``, or the explicit ``temperatures``; optionally each replica
+cools with its own schedule from its own ``T_i(0)`` (:mod:`metaloop.optimizers.schedules`;
+the ladder itself is never overwritten, unlike upstream).  Generation 0 asks ``n_replicas``
+uniform starting points.  Every generation ``g`` then
+
+1. asks one proposal per replica: its point plus Gaussian noise of std
+   ``sigma_i = step * sqrt(T_i / T_hot)`` (``scale_step``; ``T_hot`` = the hottest temperature
+   of the generation; else ``step``), floored at ``min_step``, reflected into the unit cube;
+2. accepts or rejects each proposal with the Metropolis rule at ``T_i`` (maximizing);
+3. attempts to exchange the states of neighbouring slots ``(i, i+1)`` for ``i = g mod 2,
+   g mod 2 + 2, ...`` (even pairs, then odd pairs), accepted with probability
+   ``min(1, exp((f_i - f_{i+1}) (1/T_{i+1} - 1/T_i)))``: the detailed-balance rule for the
+   targets ``exp(f / T)`` of a maximized fitness (a better state always moves to the colder
+   slot).  Attempts and acceptances are counted per neighbour pair.
+
+Upstream L2L's PT never exchanged anything (every replica was paired with itself), wrote the
+cooled temperature over its ``T0`` and drew from the global numpy RNG; all fixed here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from metaloop.optimizers.base import Optimizer
+from metaloop.optimizers.common import as_rows, reflect, scores
+from metaloop.optimizers.sa import CoolingParams
+from metaloop.optimizers.schedules import ADDITIVE, T_TINY, Schedule, metropolis, temperature
+
+ReplicaSchedule = Schedule | Literal["none"]
+
+
+def swap_probability(f_i: Any, f_j: Any, T_i: Any, T_j: Any) -> np.ndarray:
+    """Probability of exchanging the states of two replicas with (maximized) fitness
+    ``f_i``, ``f_j`` at temperatures ``T_i``, ``T_j``: ``min(1, exp((f_i - f_j)(1/T_j -
+    1/T_i)))``.  Zero if both failed; a failed state always moves to the hotter slot."""
+    f_i, f_j = np.asarray(f_i, dtype=float), np.asarray(f_j, dtype=float)
+    b_i = 1.0 / np.maximum(np.asarray(T_i, dtype=float), T_TINY)
+    b_j = 1.0 / np.maximum(np.asarray(T_j, dtype=float), T_TINY)
+    with np.errstate(over="ignore", invalid="ignore"):
+        log_p = (f_i - f_j) * (b_j - b_i)
+        p = np.exp(np.minimum(log_p, 0.0))
+    return np.where(np.isnan(log_p), np.where(b_i == b_j, 1.0, 0.0), p)
+
+
+class ParallelTemperingParams(CoolingParams):
+    """Hyperparameters of :class:`ParallelTempering`."""
+
+    n_replicas: int = Field(8, ge=2, description="replicas (= population size)")
+    step: float = Field(0.2, gt=0, description="proposal std of the hottest replica (unit cube)")
+    scale_step: bool = Field(True, description="scale the proposal std by sqrt(T_i / T_hot)")
+    t_min: float = Field(0.01, gt=0, description="coldest temperature of the geometric ladder")
+    t_max: float = Field(10.0, gt=0, description="hottest temperature of the geometric ladder")
+    temperatures: list[float] | None = Field(
+        None, description="explicit ladder, coldest first (overrides t_min/t_max)"
+    )
+    cooling_schedule: ReplicaSchedule | list[ReplicaSchedule] = Field(
+        "none", description="schedule of every replica, or one per replica ('none': constant)"
+    )
+    t_end: float | list[float] = Field(
+        0.0, description="final temperature(s) of additive schedules"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ParallelTemperingParams:
+        n = self.n_replicas
+        if self.temperatures is not None:
+            t = self.temperatures
+            if len(t) != n:
+                raise ValueError(f"temperatures: has {len(t)} entries, n_replicas is {n}")
+            if any(x <= 0 for x in t) or any(b < a for a, b in zip(t, t[1:], strict=False)):
+                raise ValueError("temperatures: must be positive and increasing (coldest first)")
+        elif self.t_max < self.t_min:
+            raise ValueError(f"t_max ({self.t_max}) must be >= t_min ({self.t_min})")
+        for name, value in (("cooling_schedule", self.cooling_schedule), ("t_end", self.t_end)):
+            if isinstance(value, list) and len(value) != n:
+                raise ValueError(f"{name}: has {len(value)} entries, n_replicas is {n}")
+        t_end = self.t_end if isinstance(self.t_end, list) else [self.t_end] * n
+        if any(x < 0 for x in t_end):
+            raise ValueError("t_end: must be >= 0")
+        schedules = self.schedules()
+        if any(s in ADDITIVE for s in schedules) and self.n_iterations is None:
+            raise ValueError(
+                "n_iterations: required for additive cooling schedules "
+                "(set it to the run's number of generations)"
+            )
+        for s, t0, te in zip(schedules, self.ladder(), t_end, strict=True):
+            if s in ADDITIVE and te >= t0:
+                raise ValueError(f"t_end: {te} must be less than the replica's temperature {t0}")
+        return self
+
+    def ladder(self) -> list[float]:
+        """Initial temperature of every replica, coldest first."""
+        if self.temperatures is not None:
+            return list(self.temperatures)
+        return np.geomspace(self.t_min, self.t_max, self.n_replicas).tolist()
+
+    def schedules(self) -> list[str]:
+        s = self.cooling_schedule
+        return list(s) if isinstance(s, list) else [s] * self.n_replicas
+
+
+class ParallelTempering(Optimizer):
+    """Replica-exchange Metropolis (see module docstring)."""
+
+    kind = "pt"
+    Params = ParallelTemperingParams
+
+    def _setup(self) -> None:
+        n = self.params.n_replicas
+        self._x = np.empty((0, self.space.dim))
+        self._f = np.empty(0)
+        self._attempts = np.zeros(n - 1, dtype=int)
+        self._accepts = np.zeros(n - 1, dtype=int)
+        self._acceptance = np.full(n, np.nan)
+
+    def temperatures(self, k: int | None = None) -> np.ndarray:
+        """Temperature of every slot at generation ``k`` (default: the current one)."""
+        p = self.params
+        k = self.generation if k is None else k
+        t_end = p.t_end if isinstance(p.t_end, list) else [p.t_end] * p.n_replicas
+        return np.array(
+            [
+                t0 if s == "none" else temperature(s, k, t0, te, p.n_iterations, p.decay, p.alpha)
+                for s, t0, te in zip(p.schedules(), p.ladder(), t_end, strict=True)
+            ]
+        )
+
+    def step_sizes(self) -> np.ndarray:
+        p = self.params
+        if not p.scale_step:
+            return np.full(p.n_replicas, p.step)
+        T = self.temperatures()
+        return np.maximum(p.step * np.sqrt(T / max(T.max(), T_TINY)), p.min_step)
+
+    def _ask(self) -> np.ndarray:
+        if len(self._x) == 0:
+            return self.space.sample(self.rng(0), self.params.n_replicas)
+        noise = self.rng(1).standard_normal(self._x.shape)
+        return reflect(self._x + self.step_sizes()[:, None] * noise)
+
+    def _tell(self, X: np.ndarray, F: np.ndarray) -> None:
+        f = scores(F)
+        T = self.temperatures()
+        if len(self._x) == 0:
+            self._x, self._f = X.copy(), f
+        else:
+            take = metropolis(f, self._f, T, self.rng(2).random(len(f)))
+            self._x = np.where(take[:, None], X, self._x)
+            self._f = np.where(take, f, self._f)
+            self._acceptance = take.astype(float)
+        self._exchange(T)
+
+    def _exchange(self, T: np.ndarray) -> None:
+        """One sweep of neighbour exchanges (even or odd pairs by generation parity)."""
+        i = np.arange(self.generation % 2, len(T) - 1, 2)
+        p = swap_probability(self._f[i], self._f[i + 1], T[i], T[i + 1])
+        swap = self.rng(3).random(len(i)) < p
+        self._attempts[i] += 1
+        self._accepts[i] += swap
+        a, b = i[swap], i[swap] + 1
+        self._x[a], self._x[b] = self._x[b].copy(), self._x[a].copy()
+        self._f[a], self._f[b] = self._f[b].copy(), self._f[a].copy()
+
+    def swap_rates(self) -> list[float]:
+        """Accepted / attempted exchanges of every neighbour pair (NaN before an attempt)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (self._accepts / self._attempts).tolist()
+
+    def diagnostics(self) -> dict[str, Any]:
+        finite = self._f[np.isfinite(self._f)]
+        return {
+            "temperatures": self.temperatures(max(self.generation - 1, 0)).tolist(),
+            "acceptance": self._acceptance.tolist(),
+            "swap_rates": self.swap_rates(),
+            "swap_attempts": self._attempts.tolist(),
+            "best_current": float(finite.max()) if len(finite) else float("-inf"),
+        }
+
+    def set_params(self, **changes: Any) -> None:
+        """Change hyperparameters; the number of replicas cannot change during a run."""
+        for name in ("n_replicas",):
+            if name in changes and changes[name] != getattr(self.params, name):
+                raise ValueError(f"{name}: cannot be changed during a run")
+        super().set_params(**changes)
+
+    def replicas(self) -> tuple[np.ndarray, np.ndarray]:
+        """Current points (unit cube) and scores of the replicas, coldest slot first."""
+        return self._x.copy(), self._f.copy()
+
+    def _state(self) -> dict[str, object]:
+        return {
+            "x": self._x.copy(),
+            "f": self._f.copy(),
+            "swap_attempts": self._attempts.copy(),
+            "swap_accepts": self._accepts.copy(),
+            "acceptance": self._acceptance.copy(),
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self._x = as_rows(state["x"], self.space.dim)
+        self._f = np.asarray(state["f"], dtype=float).reshape(-1)
+        self._attempts = np.asarray(state["swap_attempts"], dtype=int).reshape(-1)
+        self._accepts = np.asarray(state["swap_accepts"], dtype=int).reshape(-1)
+        self._acceptance = np.asarray(state["acceptance"], dtype=float).reshape(-1)
