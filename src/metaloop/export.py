@@ -1,7 +1,9 @@
 """Flat rows of an experiment's evaluations, for CSV/JSON export and DataFrames.
 
 Columns: ``generation, index, status, attempts, duration_s, error``, then ``fitness`` (or
-``fitness.0, fitness.1, ...`` for several objectives), ``param.<name>`` (arrays flattened as
+``fitness.0, fitness.1, ...`` for several objectives, followed by ``pareto``: 1 for the
+evaluations non-dominated among all ok evaluations of the experiment under its ``weights``,
+0 for the other ok ones, empty for failed ones), ``param.<name>`` (arrays flattened as
 ``param.<name>.<i>`` in C order), ``metric.<name>``, and ``started, finished, host, worker``.
 """
 
@@ -15,6 +17,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from metaloop.optimizers.pareto import non_dominated_mask
 from metaloop.records import Evaluation
 from metaloop.store.base import ExperimentInfo, Store
 
@@ -43,24 +46,53 @@ def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator
     param_cols: list[str] = []
     metric_names: list[str] = []
     seen_metrics: set[str] = set()
+    m = n_objectives(info)
+    keys: list[tuple[int, int]] = []  # ok multi-objective evaluations and their fitness
+    fits: list[tuple[float, ...]] = []
     for e in store.iter_evaluations(info.id):
+        if m > 1 and e.ok and e.fitness is not None and len(e.fitness) == m:
+            keys.append((e.generation, e.index))
+            fits.append(e.fitness)
         if not param_cols:
             param_cols = list(_flat_params(e.params))
         for k in e.metrics:
             if k not in seen_metrics:
                 seen_metrics.add(k)
                 metric_names.append(k)
-    m = n_objectives(info)
-    fit_cols = ["fitness"] if m == 1 else [f"fitness.{i}" for i in range(m)]
+    fit_cols = ["fitness"] if m == 1 else [f"fitness.{i}" for i in range(m)] + ["pareto"]
     columns = (
         BASE_COLUMNS + fit_cols + param_cols + [f"metric.{k}" for k in metric_names] + TAIL_COLUMNS
     )
+    if m == 1:
 
-    def rows() -> Iterator[list[Any]]:
+        def rows() -> Iterator[list[Any]]:
+            for e in store.iter_evaluations(info.id):
+                yield _row(e, m, param_cols, metric_names)
+
+        return columns, rows()
+
+    front = _pareto_front(keys, fits, info.config["weights"])
+
+    def rows_with_front() -> Iterator[list[Any]]:
         for e in store.iter_evaluations(info.id):
-            yield _row(e, m, param_cols, metric_names)
+            row = _row(e, m, param_cols, metric_names)
+            # evaluations recorded after the first pass (a live run) are left unmarked
+            mark = front.get((e.generation, e.index)) if e.ok else None
+            row.insert(len(BASE_COLUMNS) + m, mark)
+            yield row
 
-    return columns, rows()
+    return columns, rows_with_front()
+
+
+def _pareto_front(
+    keys: list[tuple[int, int]], fits: list[tuple[float, ...]], weights: list[float]
+) -> dict[tuple[int, int], int]:
+    """(generation, index) -> 1 if non-dominated (weighted fitness, larger is better), else 0."""
+    if not keys:
+        return {}
+    F = np.asarray(fits, dtype=float) * np.asarray(weights, dtype=float)
+    mask = non_dominated_mask(F)
+    return {k: int(v) for k, v in zip(keys, mask, strict=True)}
 
 
 def _row(e: Evaluation, m: int, param_cols: list[str], metric_names: list[str]) -> list[Any]:
