@@ -1,7 +1,8 @@
 """Quality of every optimizer against its reference implementation (or random search).
 
 For each entry of ``benchmarks/quality_refs/*.py`` and every (function, dims) cell, run ours
-and the reference with the same budget on 7 seeds, and compare the median best cost.
+and the reference with the same budget on the same seeds, and compare the best costs: see
+``judge`` (median, then a rank test over the seeds).
 A cell counts as "no worse" when our median distance to the optimum is at most 1.05 times
 the reference's (plus 1e-8, so that both at the optimum is a tie): see ``no_worse``.
 
@@ -52,6 +53,20 @@ def no_worse(ours: float, ref: float, optimum: float) -> bool:
     return ours - optimum <= (ref - optimum) * 1.05 + 1e-8
 
 
+def judge(ours: list[float], ref: list[float], optimum: float) -> tuple[str, bool]:
+    """Verdict for one cell: "yes" if our median is no worse; "tie (p=..)" if it is worse but a
+    one-sided Mann-Whitney U test over the seeds finds no significant difference (p >= 0.05:
+    with heavy-tailed results a 7-seed median is close to a coin flip); "**no**" otherwise."""
+    if no_worse(statistics.median(ours), statistics.median(ref), optimum):
+        return "yes", True
+    from scipy.stats import mannwhitneyu
+
+    p = float(mannwhitneyu(ours, ref, alternative="greater").pvalue)  # ours larger = worse
+    if p >= 0.05:
+        return f"tie (p={p:.2f})", True
+    return f"**no** (p={p:.3f})", False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated entry names")
@@ -73,15 +88,14 @@ def main() -> None:
             for d in DIMS:
                 prob = problem(fname, d)
                 budget = budget_for(d)
-                ours = statistics.median(
-                    run_ours(entry.kind, entry.params, prob, s, budget) for s in SEEDS
-                )
-                ref = statistics.median(ref_run(prob, s, budget) for s in SEEDS)
-                ok = no_worse(ours, ref, prob.optimum)
+                ours_runs = [run_ours(entry.kind, entry.params, prob, s, budget) for s in SEEDS]
+                ref_runs = [ref_run(prob, s, budget) for s in SEEDS]
+                ours, ref = statistics.median(ours_runs), statistics.median(ref_runs)
+                verdict, ok = judge(ours_runs, ref_runs, prob.optimum)
                 if entry.counted:
                     total += 1
                     wins += ok
-                verdict = ("yes" if ok else "**no**") + ("" if entry.counted else " (info)")
+                verdict += "" if entry.counted else " (info)"
                 lines.append(
                     f"| {entry.name} | {entry.reference_name} | {fname} | {d} | "
                     f"{ours:.4g} | {ref:.4g} | {verdict} |"

@@ -84,6 +84,12 @@ class Optimizer(ABC):
         )
         return np.random.default_rng(seq)
 
+    def rng_for(self, *key: int) -> np.random.Generator:
+        """A generator keyed by anything other than the generation (e.g. an epoch), still
+        reproducible from the seed alone."""
+        seq = np.random.SeedSequence(self.seed, spawn_key=(_OPTIMIZER_STREAM, -1, *key))
+        return np.random.default_rng(seq)
+
     def ask(self) -> np.ndarray:
         X = np.asarray(self._ask(), dtype=float)
         if X.ndim != 2 or X.shape[1] != self.space.dim:
