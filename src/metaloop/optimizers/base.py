@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from metaloop.space import Space
 
 _OPTIMIZER_STREAM = 0x0F7
+_KEYED_STREAM = 0x0F8
 
 
 class OptimizerParams(BaseModel):
@@ -87,7 +88,7 @@ class Optimizer(ABC):
     def rng_for(self, *key: int) -> np.random.Generator:
         """A generator keyed by anything other than the generation (e.g. an epoch), still
         reproducible from the seed alone."""
-        seq = np.random.SeedSequence(self.seed, spawn_key=(_OPTIMIZER_STREAM, -1, *key))
+        seq = np.random.SeedSequence(self.seed, spawn_key=(_KEYED_STREAM, *key))
         return np.random.default_rng(seq)
 
     def ask(self) -> np.ndarray:
