@@ -220,6 +220,9 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
         try:
             fn = FunctionOptimizee(spec.name, dims=spec.dims, noise=spec.noise, bounds=spec.bounds)
             space = Space.from_config(fn.space_config())
+        except ValidationError as exc:  # the space the function implies (e.g. dims too large)
+            msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            errors.append(f"optimizee.dims: {msg}")
         except ValueError as exc:
             field, _, rest = str(exc).partition(" ")
             field = field.rstrip(":")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
 from metaloop.optimizers.base import Optimizer
 
@@ -24,11 +23,6 @@ _REGISTRY: dict[str, str] = {
     "nsga2": "metaloop.optimizers.nsga2:NSGA2",
     "enkf": "metaloop.optimizers.enkf:EnsembleKalmanFilter",
 }
-
-#: Kinds whose module is not written yet are hidden from users until it exists.
-_PENDING = {k for k, v in _REGISTRY.items() if importlib.util.find_spec(v.split(":")[0]) is None}
-for _kind in _PENDING:
-    del _REGISTRY[_kind]
 
 
 def optimizer_kinds() -> list[str]:

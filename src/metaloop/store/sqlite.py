@@ -177,6 +177,11 @@ class SQLiteStore(Store):
                         evals = []
                     if op == "checkpoint":
                         cur.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)", row)
+                        # resume needs only the newest; keep one more as a spare
+                        cur.execute(
+                            "DELETE FROM checkpoints WHERE exp_id=? AND generation < ?",
+                            (row[0], row[1] - 1),
+                        )
                     elif op == "event":
                         cur.execute(
                             "INSERT INTO events (exp_id, time, kind, message, data) "
