@@ -27,11 +27,10 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from metaloop.optimizers.base import Optimizer, OptimizerParams
+from metaloop.optimizers.base import OptimizerParams
 from metaloop.optimizers.common import reflect, scores
+from metaloop.optimizers.point import PointOptimizer
 from metaloop.optimizers.shaping import search_weights
-
-_INIT_STREAM = 1
 
 
 class EvolutionStrategiesParams(OptimizerParams):
@@ -59,22 +58,11 @@ class EvolutionStrategiesParams(OptimizerParams):
         return self
 
 
-class EvolutionStrategies(Optimizer):
+class EvolutionStrategies(PointOptimizer):
     """OpenAI-ES with mirrored sampling and rank fitness shaping (see module docstring)."""
 
     kind = "es"
     Params = EvolutionStrategiesParams
-
-    def _setup(self) -> None:
-        dim, x0 = self.space.dim, self.params.x0
-        if x0 is None:
-            self._x = self.rng(_INIT_STREAM).random(dim)
-        elif len(x0) != dim:
-            raise ValueError(f"x0: expected {dim} values, got {len(x0)}")
-        else:
-            self._x = np.asarray(x0, dtype=float)
-        self._m, self._v, self._t = np.zeros(dim), np.zeros(dim), 0
-        self._diag: dict[str, float] = {}
 
     def _noise(self) -> np.ndarray:
         z = self.rng(0).standard_normal((self.params.pop_size, self.space.dim))
@@ -110,27 +98,3 @@ class EvolutionStrategies(Optimizer):
             "grad_norm": float(np.linalg.norm(g)),
             "step_norm": float(np.linalg.norm(step)),
         }
-
-    def current(self) -> np.ndarray:
-        """The current search point in the unit cube (what ``evaluate_center`` evaluates)."""
-        return reflect(self._x)
-
-    def diagnostics(self) -> dict[str, object]:
-        return dict(self._diag)
-
-    def _state(self) -> dict[str, object]:
-        return {
-            "x": self._x.copy(),
-            "m": self._m.copy(),
-            "v": self._v.copy(),
-            "t": self._t,
-            "diag": dict(self._diag),
-        }
-
-    def _load_state(self, state: dict[str, object]) -> None:
-        dim = self.space.dim
-        self._x = np.asarray(state["x"], dtype=float).reshape(dim)
-        self._m = np.asarray(state["m"], dtype=float).reshape(dim)
-        self._v = np.asarray(state["v"], dtype=float).reshape(dim)
-        self._t = int(state["t"])
-        self._diag = dict(state["diag"])

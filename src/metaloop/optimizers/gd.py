@@ -32,10 +32,10 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from metaloop.optimizers.base import Optimizer, OptimizerParams
+from metaloop.optimizers.base import OptimizerParams
 from metaloop.optimizers.common import reflect, scores
+from metaloop.optimizers.point import PointOptimizer
 
-_INIT_STREAM = 1
 _NOISE_STREAM = 2
 
 Variant = Literal["classic", "stochastic", "adam", "rmsprop", "adamax"]
@@ -97,22 +97,11 @@ def least_squares_gradient(delta: np.ndarray, df: np.ndarray) -> np.ndarray:
     return np.linalg.pinv(delta) @ df
 
 
-class GradientDescent(Optimizer):
+class GradientDescent(PointOptimizer):
     """Finite-difference gradient ascent with classic/stochastic/Adam/AdaMax/RMSProp steps."""
 
     kind = "gd"
     Params = GradientDescentParams
-
-    def _setup(self) -> None:
-        dim, x0 = self.space.dim, self.params.x0
-        if x0 is None:
-            self._x = self.rng(_INIT_STREAM).random(dim)
-        elif len(x0) != dim:
-            raise ValueError(f"x0: expected {dim} values, got {len(x0)}")
-        else:
-            self._x = np.asarray(x0, dtype=float)
-        self._m, self._v, self._t = np.zeros(dim), np.zeros(dim), 0
-        self._diag: dict[str, object] = {}
 
     def _steps(self) -> np.ndarray:
         p = self.params
@@ -162,27 +151,3 @@ class GradientDescent(Optimizer):
             return eta * m_hat / (np.sqrt(v_hat) + 1e-8)
         self._v = np.maximum(b2 * self._v, np.abs(g))  # adamax: infinity norm
         return eta * np.divide(m_hat, self._v, out=np.zeros_like(g), where=self._v > 0)
-
-    def current(self) -> np.ndarray:
-        """The current point in the unit cube (asked first every generation)."""
-        return reflect(self._x)
-
-    def diagnostics(self) -> dict[str, object]:
-        return dict(self._diag)
-
-    def _state(self) -> dict[str, object]:
-        return {
-            "x": self._x.copy(),
-            "m": self._m.copy(),
-            "v": self._v.copy(),
-            "t": self._t,
-            "diag": dict(self._diag),
-        }
-
-    def _load_state(self, state: dict[str, object]) -> None:
-        dim = self.space.dim
-        self._x = np.asarray(state["x"], dtype=float).reshape(dim)
-        self._m = np.asarray(state["m"], dtype=float).reshape(dim)
-        self._v = np.asarray(state["v"], dtype=float).reshape(dim)
-        self._t = int(state["t"])
-        self._diag = dict(state["diag"])
