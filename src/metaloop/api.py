@@ -69,7 +69,11 @@ def _start_executor(config: Config, seed: int) -> Executor:
     """Make the configured executor and start it (workers build the optimizee)."""
     ex = config.model.executor
     executor = make_executor(
-        ex.kind, workers=ex.workers, timeout_s=ex.timeout_s, batch_size=ex.batch_size
+        ex.kind,
+        workers=ex.workers,
+        timeout_s=ex.timeout_s,
+        batch_size=ex.batch_size,
+        address=ex.address,
     )
     workdir = experiment_workdir(config)
     existed = workdir.exists()

@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     storage_arg(run, default=None)
     run.add_argument("--name", help="experiment name (default: the config's)")
     run.add_argument("--seed", type=_seed, help="random seed (default: the config's, else random)")
-    run.add_argument("--executor", choices=["serial", "local"], help="where evaluations run")
+    run.add_argument(
+        "--executor", choices=["serial", "local", "dask"], help="where evaluations run"
+    )
     run.add_argument("--workers", type=_positive_int, help="number of worker processes")
     run.add_argument("--quiet", action="store_true", help="no progress display")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")

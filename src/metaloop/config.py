@@ -51,14 +51,36 @@ class FunctionOptimizeeSpec(_Strict):
     bounds: tuple[float, float] | None = None
 
 
-OptimizeeSpec = Annotated[PythonOptimizeeSpec | FunctionOptimizeeSpec, Field(discriminator="kind")]
+class CommandOptimizeeSpec(_Strict):
+    """An external program (any language) run once per evaluation.
+
+    ``argv`` items may hold ``{name}`` (a parameter's value, floats at full precision),
+    ``{params}`` (path of a JSON file with all parameters) and ``{workdir}`` (the evaluation's
+    private directory). The fitness is the last line of stdout (a number or a JSON object
+    with ``fitness``/``metrics``) or, with ``result_file``, that file's content.
+    """
+
+    kind: Literal["command"]
+    argv: list[str] = Field(min_length=1)
+    launcher: list[str] | str | None = None  # e.g. "srun -n 4 --exclusive", "mpirun -n 4"
+    result_file: str | None = None  # relative to the evaluation's workdir
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float | None = Field(default=None, gt=0)  # also enforced under `serial`
+    log_limit_bytes: StrictInt = Field(default=1_000_000, ge=1024)
+
+
+OptimizeeSpec = Annotated[
+    PythonOptimizeeSpec | FunctionOptimizeeSpec | CommandOptimizeeSpec,
+    Field(discriminator="kind"),
+]
 
 
 class ExecutorSpec(_Strict):
     """Where evaluations run, and the shared timeout/retry policy."""
 
-    kind: Literal["serial", "local"] = "local"
+    kind: Literal["serial", "local", "dask"] = "local"
     workers: StrictInt | None = Field(default=None, ge=1)
+    address: str | None = None  # dask: an existing scheduler (default: a LocalCluster)
     timeout_s: float | None = Field(default=None, gt=0)
     max_attempts: StrictInt = Field(default=2, ge=1)
     batch_size: StrictInt | None = Field(default=None, ge=1)
@@ -141,7 +163,9 @@ def _loc(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc]
     if len(parts) > 2 and parts[0] == "space" and parts[2] in ("real", "int", "choice"):
         del parts[2]
-    elif len(parts) > 1 and parts[0] == "optimizee" and parts[1] in ("python", "function"):
+    elif (
+        len(parts) > 1 and parts[0] == "optimizee" and parts[1] in ("python", "function", "command")
+    ):
         del parts[1]
     return ".".join(parts) or "config"
 
@@ -231,15 +255,24 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
             else:
                 errors.append(f"optimizee: {exc}")
     else:
-        target = resolve_target_path(spec.target, base)
-        model.optimizee = spec.model_copy(update={"target": target})
-        try:
-            check_python_target(load_target(target), spec.kwargs)
-        except OptimizeeLoadError as exc:
-            errors.append(str(exc))
+        if isinstance(spec, PythonOptimizeeSpec):
+            target = resolve_target_path(spec.target, base)
+            model.optimizee = spec.model_copy(update={"target": target})
+            try:
+                check_python_target(load_target(target), spec.kwargs)
+            except OptimizeeLoadError as exc:
+                errors.append(str(exc))
+        else:
+            from metaloop.optimizees.command import check_command
+
+            try:
+                model.optimizee = check_command(spec, base, list(model.space or {}))
+            except OptimizeeLoadError as exc:
+                errors.append(str(exc))
         if model.space is None:
             errors.append(
-                "space: required for python optimizees (name -> {type: real|int|choice, ...})"
+                f"space: required for {spec.kind} optimizees "
+                "(name -> {type: real|int|choice, ...})"
             )
         elif not model.space:
             errors.append("space: must define at least one parameter")
@@ -268,6 +301,13 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
                 "generations: no stopping criterion; set generations, budget, target or max_time"
             )
 
+    if model.executor.kind == "dask":
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            errors.append("executor.kind: 'dask' needs Dask: pip install 'metaloop[dask]'")
+    if model.executor.address is not None and model.executor.kind != "dask":
+        errors.append("executor.address: only for executor kind 'dask'")
     if model.workdir is not None:
         model.workdir = str((base / model.workdir).resolve())
     if errors:

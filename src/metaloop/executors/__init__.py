@@ -1,11 +1,12 @@
-"""Executors run optimizee evaluations: ``serial`` (in the driver) and ``local`` (processes)."""
+"""Executors run optimizee evaluations: ``serial`` (in the driver), ``local`` (processes),
+``dask`` (a Dask cluster)."""
 
 from __future__ import annotations
 
 from metaloop.executors.base import Executor, WorkerSetup
 from metaloop.executors.policy import RetryPolicy
 
-EXECUTOR_KINDS = ("serial", "local")
+EXECUTOR_KINDS = ("serial", "local", "dask")
 
 
 def make_executor(
@@ -13,6 +14,7 @@ def make_executor(
     workers: int | None = None,
     timeout_s: float | None = None,
     batch_size: int | None = None,
+    address: str | None = None,
 ) -> Executor:
     """An executor of ``kind`` (validated by the config beforehand)."""
     if kind == "serial":
@@ -23,6 +25,10 @@ def make_executor(
         from metaloop.executors.local import LocalExecutor
 
         return LocalExecutor(workers=workers, timeout_s=timeout_s)
+    if kind == "dask":
+        from metaloop.executors.dask import DaskExecutor
+
+        return DaskExecutor(workers=workers, address=address, timeout_s=timeout_s)
     raise ValueError(
         f"executor.kind: unknown executor {kind!r}; expected one of {list(EXECUTOR_KINDS)}"
     )

@@ -125,4 +125,8 @@ def build_optimizee(spec: dict[str, Any]) -> Any:
         if not callable(obj):
             raise OptimizeeLoadError(f"optimizee.target: {spec['target']} is not callable")
         return obj
+    if kind == "command":
+        from metaloop.optimizees.command import CommandOptimizee
+
+        return CommandOptimizee(spec)
     raise OptimizeeLoadError(f"optimizee.kind: unknown kind {kind!r}")

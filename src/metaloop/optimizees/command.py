@@ -1,0 +1,514 @@
+"""External programs as optimizees: ``{kind: command, argv: [...]}`` (any language).
+
+Per evaluation, in the evaluation's private working directory:
+
+* ``params.json`` holds all parameters (arrays as nested lists, floats at full precision);
+  ``argv`` placeholders ``{name}`` become a parameter's value (floats as ``repr``, so the
+  program parses exactly the stored double), ``{params}`` the path of ``params.json`` and
+  ``{workdir}`` the directory; ``METALOOP_*`` environment variables carry the same.
+* The program runs as ``launcher + argv`` with the workdir as cwd, stdin from /dev/null, in
+  its own process group.  stdout/stderr stream through pipes into ``stdout.txt`` /
+  ``stderr.txt``, each capped at ``log_limit_bytes`` (the first half is written as it comes,
+  the last half is kept in memory and appended at the end, with a marker of what was cut).
+* The result is ``result_file``'s content or else the last non-empty line of stdout: a
+  number, whitespace-separated numbers, or JSON (``{"fitness": ..., "metrics": {...}}`` or
+  ``[f1, f2]``); anything else is returned as a string, which the Evaluator records as
+  ``invalid``.  A non-zero exit raises :class:`CommandFailed` (exit code or signal, stderr
+  tail); ``timeout_s`` kills the whole process group and raises :class:`CommandTimeout`.
+
+No orphans: a tiny watcher (``/bin/sh``) is the leader of the program's process group and
+blocks reading a pipe whose only writer is the evaluating process.  Whatever ends that
+process (normal return, exception, Ctrl-C, SIGKILL by the local executor's timeout, the
+driver dying), the pipe closes and the watcher kills the whole group (program, MPI launcher,
+grandchildren).  When the program exits, whatever it left running in its group is killed too.
+Only processes that leave the group themselves (``setsid``, daemons) escape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from string import Formatter
+from typing import Any
+
+import numpy as np
+
+from metaloop.optimizees.loader import OptimizeeLoadError
+
+RESERVED = ("params", "workdir")
+_KILL_GRACE_S = 2.0  # SIGTERM -> SIGKILL
+_DRAIN_S = 2.0  # after the program exits, how long to wait for escaped holders of its pipes
+_ERR_TAIL_LINES = 20
+_ERR_TAIL_BYTES = 2048
+_WATCHER = ["/bin/sh", "-c", "read _ ; kill -KILL 0"]
+
+
+class CommandFailed(RuntimeError):
+    """The program exited non-zero, was killed by a signal, or left no usable result."""
+
+
+class CommandTimeout(TimeoutError):
+    """The program ran longer than ``timeout_s`` and its process group was killed."""
+
+
+# -- validation (at config time, before anything is written) ------------------------------------
+def _placeholders(text: str, where: str) -> list[str]:
+    """Field names of ``{...}`` in ``text`` (``{{``/``}}`` are literal braces)."""
+    try:
+        parsed = list(Formatter().parse(text))
+    except ValueError as exc:
+        raise OptimizeeLoadError(
+            f"{where}: {exc} in {text!r} (write a literal brace as '{{{{' or '}}}}')"
+        ) from None
+    names = []
+    for _literal, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if field == "":
+            raise OptimizeeLoadError(f"{where}: empty placeholder '{{}}' in {text!r}")
+        if spec or conversion:
+            raise OptimizeeLoadError(
+                f"{where}: format specs are not supported in {text!r} "
+                "(values are substituted at full precision)"
+            )
+        names.append(field)
+    return names
+
+
+def _check_names(names: list[str], where: str, space_names: list[str], allowed: tuple) -> None:
+    for name in names:
+        if name in allowed and name in space_names:
+            raise OptimizeeLoadError(
+                f"{where}: {{{name}}} is ambiguous: a parameter is also named {name!r}; "
+                "rename the parameter"
+            )
+        if name not in allowed and name not in space_names:
+            expected = ", ".join(
+                [*(f"{{{n}}}" for n in space_names), *(f"{{{a}}}" for a in allowed)]
+            )
+            raise OptimizeeLoadError(
+                f"{where}: unknown placeholder {{{name}}}; expected one of {expected}"
+            )
+
+
+def _resolve_program(name: str, base_dir: Path, where: str, path_env: str | None) -> str:
+    """A program path with '/' becomes absolute (relative to ``base_dir``) and must be an
+    executable file; a bare name must be found on PATH (and stays bare)."""
+    if "/" not in name:
+        if shutil.which(name, path=path_env) is None:
+            raise OptimizeeLoadError(f"{where}: program {name!r} not found on PATH")
+        return name
+    path = Path(os.path.abspath(base_dir / os.path.expanduser(name)))
+    if not path.exists():
+        raise OptimizeeLoadError(f"{where}: program not found: {path}")
+    if not path.is_file():
+        raise OptimizeeLoadError(f"{where}: not a file: {path}")
+    if not os.access(path, os.X_OK):
+        raise OptimizeeLoadError(
+            f"{where}: {path} is not executable (chmod +x it, or name its interpreter "
+            "first, e.g. argv: [python3, script.py, ...])"
+        )
+    return str(path)
+
+
+def check_command(spec: Any, base_dir: Path, space_names: list[str]) -> Any:
+    """Check a ``CommandOptimizeeSpec`` and return it resolved (absolute program path,
+    launcher as a list); OptimizeeLoadError with one line naming the field otherwise.
+
+    Besides ``argv[0]``, an ``argv`` item without placeholders that names an existing file
+    relative to ``base_dir`` (``[python3, sim.py]``) is made absolute, because the program
+    runs in the evaluation's private directory.
+    """
+    base_dir = Path(base_dir)
+    path_env = spec.env.get("PATH")
+    argv = list(spec.argv)
+    for i, item in enumerate(argv):
+        names = _placeholders(item, f"optimizee.argv[{i}]")
+        if i == 0 and names:
+            raise OptimizeeLoadError(
+                f"optimizee.argv[0]: the program cannot hold placeholders, got {item!r}"
+            )
+        _check_names(names, f"optimizee.argv[{i}]", space_names, RESERVED)
+    if not argv[0].strip():
+        raise OptimizeeLoadError("optimizee.argv[0]: the program is empty")
+    argv[0] = _resolve_program(argv[0], base_dir, "optimizee.argv[0]", path_env)
+    for i in range(1, len(argv)):
+        item = argv[i]
+        if item and "{" not in item and not item.startswith("-") and not os.path.isabs(item):
+            candidate = base_dir / item
+            if candidate.is_file():
+                argv[i] = os.path.abspath(candidate)
+
+    launcher = spec.launcher
+    if isinstance(launcher, str):
+        try:
+            launcher = shlex.split(launcher)
+        except ValueError as exc:
+            raise OptimizeeLoadError(f"optimizee.launcher: {exc} in {spec.launcher!r}") from None
+    launcher = list(launcher or [])
+    if launcher:
+        launcher[0] = _resolve_program(launcher[0], base_dir, "optimizee.launcher", path_env)
+
+    result_file = spec.result_file
+    if result_file is not None:
+        if not result_file.strip():
+            raise OptimizeeLoadError("optimizee.result_file: must not be empty")
+        if os.path.isabs(result_file) or result_file.startswith("~"):
+            raise OptimizeeLoadError(
+                f"optimizee.result_file: must be relative to the evaluation's workdir, "
+                f"got {result_file!r}"
+            )
+        names = _placeholders(result_file, "optimizee.result_file")
+        _check_names(names, "optimizee.result_file", space_names, ())
+    return spec.model_copy(update={"argv": argv, "launcher": launcher})
+
+
+# -- running -------------------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def format_value(value: Any) -> str:
+    """A parameter as text: strings as they are, everything else as JSON (floats as
+    ``repr``, which parses back to the identical double; arrays as nested lists)."""
+    value = _plain(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return repr(value)
+    return json.dumps(value)
+
+
+def _template(text: str) -> list[tuple[str, str | None]]:
+    return [(literal, field) for literal, field, _s, _c in Formatter().parse(text)]
+
+
+def _fill(template: list[tuple[str, str | None]], values: dict[str, str]) -> str:
+    return "".join(lit + (values[field] if field is not None else "") for lit, field in template)
+
+
+class _Capture:
+    """One output stream: the first half of ``limit`` goes to the file as it arrives, the
+    last half is kept in memory and appended at the end; the middle is dropped."""
+
+    def __init__(self, path: Path, limit: int):
+        self.file = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in finish()
+        self.head_max = limit // 2
+        self.tail_max = limit - self.head_max
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        room = self.head_max - len(self.head)
+        if room > 0:
+            part = data[:room]
+            self.head += part
+            self.file.write(part)
+            data = data[room:]
+        if data:
+            self.tail += data
+            if len(self.tail) > 2 * self.tail_max:
+                del self.tail[: len(self.tail) - self.tail_max]
+
+    def _trim(self) -> None:
+        if len(self.tail) > self.tail_max:
+            del self.tail[: len(self.tail) - self.tail_max]
+
+    @property
+    def dropped(self) -> int:
+        self._trim()
+        return self.total - len(self.head) - len(self.tail)
+
+    def finish(self) -> None:
+        if self.file.closed:
+            return
+        try:
+            if self.dropped:
+                self.file.write(
+                    f"\n[metaloop: {self.dropped} bytes omitted here "
+                    f"(log_limit_bytes={self.head_max + self.tail_max})]\n".encode()
+                )
+            self.file.write(self.tail)
+        finally:
+            self.file.close()
+
+    def text(self) -> tuple[str, bool]:
+        """What is kept, decoded, and whether it is the complete output."""
+        if self.dropped:
+            return self.tail.decode("utf-8", "replace"), False
+        return (self.head + self.tail).decode("utf-8", "replace"), True
+
+    def last_bytes(self, n: int) -> str:
+        self._trim()
+        kept = self.tail if self.dropped else self.head + self.tail
+        return bytes(kept[-n:]).decode("utf-8", "replace")
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _terminate(proc: subprocess.Popen[bytes], pgid: int, sig: int) -> None:
+    """Signal the program's process group, and the program itself in case it left it."""
+    _killpg(pgid, sig)
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+        except OSError:
+            pass
+
+
+def _in_group(pgid: int) -> dict[str, Any]:
+    """Popen arguments that put the child into process group ``pgid`` (0: a new one)."""
+    if sys.version_info >= (3, 11):
+        return {"process_group": pgid}
+    return {"preexec_fn": lambda: os.setpgid(0, pgid)}  # pragma: no cover - Python 3.10
+
+
+def parse_output(text: str) -> Any:
+    """A result text: a number -> float; whitespace-separated numbers -> list of floats;
+    a JSON object or array -> the parsed value; anything else -> the stripped string."""
+    s = text.strip()
+    try:
+        return float(s)
+    except ValueError:
+        pass
+    parts = s.split()
+    if len(parts) > 1:
+        try:
+            return [float(p) for p in parts]
+        except ValueError:
+            pass
+    try:
+        value = json.loads(s)
+    except ValueError:
+        return s
+    return value if isinstance(value, (dict, list)) else s
+
+
+class CommandOptimizee:
+    """Runs ``launcher + argv`` once per evaluation (see the module docstring)."""
+
+    def __init__(self, spec: dict[str, Any]):
+        self.argv = list(spec["argv"])
+        launcher = spec.get("launcher") or []
+        self.launcher = shlex.split(launcher) if isinstance(launcher, str) else list(launcher)
+        self.result_file = spec.get("result_file")
+        self.env = {str(k): str(v) for k, v in (spec.get("env") or {}).items()}
+        self.timeout_s = spec.get("timeout_s")
+        self.log_limit = int(spec.get("log_limit_bytes") or 1_000_000)
+        self._argv_t = [_template(a) for a in self.argv]
+        self._result_t = _template(self.result_file) if self.result_file else None
+        self._program = Path(self.argv[0]).name
+
+    def __repr__(self) -> str:
+        return f"CommandOptimizee({shlex.join(self.launcher + self.argv)!r})"
+
+    def command_line(self, params: dict[str, Any], workdir: Path) -> list[str]:
+        values = {k: format_value(v) for k, v in params.items()}
+        values["params"] = str(workdir / "params.json")
+        values["workdir"] = str(workdir)
+        return self.launcher + [_fill(t, values) for t in self._argv_t]
+
+    def evaluate(self, params: dict[str, Any], ctx: Any) -> Any:
+        workdir = Path(ctx.workdir).absolute()
+        params_path = workdir / "params.json"
+        plain = {str(k): _plain(v) for k, v in params.items()}
+        params_path.write_text(json.dumps(plain, indent=1) + "\n")
+        result_path = None
+        if self._result_t is not None:
+            values = {k: format_value(v) for k, v in params.items()}
+            result_path = workdir / _fill(self._result_t, values)
+            result_path.unlink(missing_ok=True)  # never read a previous attempt's result
+
+        env = dict(os.environ)
+        env.update(
+            METALOOP_PARAMS=str(params_path),
+            METALOOP_WORKDIR=str(workdir),
+            METALOOP_SEED=str(ctx.seed),
+            METALOOP_GENERATION=str(ctx.generation),
+            METALOOP_INDEX=str(ctx.index),
+            METALOOP_ATTEMPT=str(ctx.attempt),
+        )
+        for name, value in plain.items():
+            if not isinstance(value, (list, dict)):
+                env["METALOOP_PARAM_" + re.sub(r"\W", "_", name).upper()] = format_value(value)
+        env.update(self.env)
+
+        cmd = self.command_line(params, workdir)
+        out = _Capture(workdir / "stdout.txt", self.log_limit)
+        err = _Capture(workdir / "stderr.txt", self.log_limit)
+        try:
+            code, timed_out = self._run(cmd, workdir, env, out, err)
+        finally:
+            out.finish()
+            err.finish()
+
+        if timed_out:
+            raise CommandTimeout(
+                f"{self._program} timed out after {self.timeout_s:g} s "
+                f"(process group killed){self._stderr_tail(err)}"
+            )
+        if code != 0:
+            how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
+            raise CommandFailed(f"{self._program} {how}{self._stderr_tail(err)}")
+        if result_path is not None:
+            try:
+                return parse_output(result_path.read_text(errors="replace"))
+            except FileNotFoundError:
+                raise CommandFailed(
+                    f"{self._program} exited with code 0 but did not write result_file "
+                    f"{result_path}"
+                ) from None
+        text, complete = out.text()
+        lines = [line for line in text.splitlines() if line.strip()]
+        if not lines:
+            return text.strip()  # nothing printed: recorded as invalid
+        if not complete and len(lines) == 1 and "\n" not in text.rstrip():
+            raise CommandFailed(
+                f"the last line of {self._program}'s stdout is longer than the kept "
+                f"{out.tail_max} bytes; write the result to a result_file"
+            )
+        return parse_output(lines[-1])
+
+    @staticmethod
+    def _stderr_tail(err: _Capture) -> str:
+        tail = err.last_bytes(_ERR_TAIL_BYTES)
+        lines = tail.splitlines()[-_ERR_TAIL_LINES:]
+        if not any(line.strip() for line in lines):
+            return " (stderr is empty)"
+        return "; last lines of stderr:\n" + "\n".join(lines)
+
+    def _run(
+        self, cmd: list[str], workdir: Path, env: dict[str, str], out: _Capture, err: _Capture
+    ) -> tuple[int, bool]:
+        """Run ``cmd`` to its end; (exit code, whether it timed out)."""
+        guard_r, guard_w = os.pipe()
+        try:
+            watcher = subprocess.Popen(
+                _WATCHER,
+                stdin=guard_r,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd="/",
+                **_in_group(0),
+            )
+        except BaseException:
+            os.close(guard_w)
+            raise
+        finally:
+            os.close(guard_r)
+        pgid = watcher.pid
+        proc: subprocess.Popen[bytes] | None = None
+        try:
+            try:
+                proc = subprocess.Popen(
+                    cmd,
+                    cwd=workdir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    **_in_group(pgid),
+                )
+            except OSError as exc:
+                raise CommandFailed(f"cannot start {shlex.join(cmd)}: {exc}") from None
+            return self._supervise(proc, pgid, out, err)
+        finally:
+            _killpg(pgid, signal.SIGKILL)  # leftovers of the program, and the watcher
+            os.close(guard_w)
+            watcher.wait()
+            if proc is not None:
+                for stream in (proc.stdout, proc.stderr):
+                    if stream is not None:
+                        stream.close()
+                if proc.poll() is None:  # it left the group (setsid): not covered above
+                    _terminate(proc, pgid, signal.SIGKILL)
+                proc.wait()
+
+    def _supervise(
+        self, proc: subprocess.Popen[bytes], pgid: int, out: _Capture, err: _Capture
+    ) -> tuple[int, bool]:
+        assert proc.stdout is not None and proc.stderr is not None
+        deadline = time.monotonic() + self.timeout_s if self.timeout_s else None
+        kill_at: float | None = None
+        drain_until: float | None = None
+        timed_out = False
+        code: int | None = None
+        sel = selectors.DefaultSelector()
+        pidfd = -1
+        try:
+            sel.register(proc.stdout, selectors.EVENT_READ, out)
+            sel.register(proc.stderr, selectors.EVENT_READ, err)
+            if hasattr(os, "pidfd_open"):
+                try:
+                    pidfd = os.pidfd_open(proc.pid)
+                    sel.register(pidfd, selectors.EVENT_READ, None)
+                except OSError:
+                    pidfd = -1
+            streams = 2
+            while True:
+                if code is not None and (streams == 0 or time.monotonic() >= drain_until):
+                    break
+                now = time.monotonic()
+                waits = [t - now for t in (deadline, kill_at, drain_until) if t is not None]
+                if pidfd < 0 and code is None:
+                    waits.append(0.05)  # no pidfd (not Linux): notice the exit by polling
+                for key, _ in sel.select(max(0.0, min(waits)) if waits else None):
+                    if key.data is None:
+                        continue  # the pidfd: the exit is checked below
+                    data = os.read(key.fd, 1 << 16)
+                    if data:
+                        key.data.feed(data)
+                    else:
+                        sel.unregister(key.fileobj)
+                        streams -= 1
+                if code is None and proc.poll() is not None:
+                    code = proc.returncode
+                    _killpg(pgid, signal.SIGKILL)  # what it left behind; pipes close now
+                    drain_until = time.monotonic() + _DRAIN_S
+                    if pidfd >= 0:
+                        sel.unregister(pidfd)
+                now = time.monotonic()
+                if deadline is not None and not timed_out and now >= deadline and code is None:
+                    timed_out = True
+                    _terminate(proc, pgid, signal.SIGTERM)
+                    kill_at = now + _KILL_GRACE_S
+                if kill_at is not None and now >= kill_at:
+                    _terminate(proc, pgid, signal.SIGKILL)
+                    kill_at = None
+        finally:
+            sel.close()
+            if pidfd >= 0:
+                os.close(pidfd)
+        assert code is not None
+        return code, timed_out
