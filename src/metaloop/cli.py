@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"metaloop: error: {exc}", file=sys.stderr)
         if getattr(args, "name", None) or getattr(args, "config", None):
             print(
-                "the run stopped; fix the cause and continue with 'metaloop resume'",
+                "fix the cause, then run again (or 'metaloop resume' if the run had started)",
                 file=sys.stderr,
             )
         return 1

@@ -1,0 +1,539 @@
+"""The ``dask`` executor on real Dask clusters with worker processes (issue 4, items 1, 3, 5).
+
+Own LocalClusters (one per experiment, started by the executor) and one module-wide external
+LocalCluster reached through ``executor.address``.  The misbehaving optimizees are written to
+a file at module set-up, so every Dask worker process imports that file itself.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from metaloop.api import Experiment, history
+from metaloop.executors.base import ExecutorError, WorkerSetup
+from metaloop.optimizees.loader import OptimizeeLoadError
+from metaloop.records import Status, Task
+
+pytest.importorskip(
+    "distributed", reason="the dask executor needs dask.distributed (pip install 'metaloop[dask]')"
+)
+
+import dask  # noqa: E402
+from distributed import Client, LocalCluster  # noqa: E402
+
+import metaloop.executors.dask as dask_executor  # noqa: E402
+from metaloop.executors.dask import SCHEDULER_CONFIG, DaskExecutor  # noqa: E402
+
+OPTIMIZEES = textwrap.dedent(
+    '''
+    """Misbehaving optimizees for tests/test_dask.py (imported by every Dask worker)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+
+    def _user_raise(index):
+        raise ValueError(f"boom from the dask test #{index}")
+
+
+    def behave(params, ctx):
+        mode = params["mode"]
+        if mode == "ok":
+            return 1.0
+        if mode == "ok_late":
+            return 0.5
+        if mode == "raise":
+            _user_raise(ctx.index)
+        if mode == "nan":
+            return float("nan")
+        if mode == "string":
+            return "1e9"
+        if mode == "none":
+            return None
+        if mode == "kill1":  # the worker process dies on the first attempt only
+            if ctx.attempt == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return 2.0
+        if mode == "hang":
+            child = subprocess.Popen(["sleep", "300"])
+            (ctx.workdir / f"grandchild-{ctx.attempt}.pid").write_text(str(child.pid))
+            time.sleep(60)
+            return 3.0
+        raise AssertionError(f"unknown mode {mode!r}")
+
+
+    class KillAt:
+        """Cheap; SIGKILLs its worker at every index in ``kill`` on the first attempt."""
+
+        def __init__(self, kill):
+            self.kill = set(kill)
+
+        def evaluate(self, params, ctx):
+            if ctx.index in self.kill and ctx.attempt == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return {"fitness": float(params["x"]) ** 2, "metrics": {"pid": os.getpid()}}
+
+
+    class Unbuildable:
+        def __init__(self):
+            raise RuntimeError("no simulator license on this worker")
+
+        def evaluate(self, params):
+            return 0.0
+
+
+    def sleepy(params):
+        time.sleep(params["s"])
+        return float(params["s"])
+    '''
+)
+MODES = ["ok", "raise", "nan", "string", "none", "kill1", "hang", "ok_late"]
+INVALID = ["nan", "string", "none"]
+X_SPACE = {"x": {"type": "real", "low": -1.0, "high": 1.0}}
+NOISY_SPHERE = {"kind": "function", "name": "sphere", "dims": 4, "noise": 0.1}
+
+
+@pytest.fixture(scope="module")
+def opt_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("optimizees") / "dask_faulty.py"
+    path.write_text(OPTIMIZEES)
+    return path
+
+
+# -- /proc helpers (psutil is only a dependency of distributed) ---------------------------------
+def _children() -> dict[int, tuple[str, str]]:
+    """Direct children of this process: pid -> (state, cmdline)."""
+    me, out = os.getpid(), {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == me:
+            out[int(entry)] = (fields[0], cmd)
+    return out
+
+
+def _workers(children: dict[int, tuple[str, str]]) -> dict[int, tuple[str, str]]:
+    """Children that are (or were: zombies) Dask worker processes."""
+    return {
+        pid: (state, cmd)
+        for pid, (state, cmd) in children.items()
+        if "resource_tracker" not in cmd and (state == "Z" or "multiprocessing.spawn" in cmd)
+    }
+
+
+def leftover_workers(before: set[int], grace_s: float = 3.0) -> dict[int, tuple[str, str]]:
+    deadline = time.monotonic() + grace_s
+    while True:
+        left = {p: v for p, v in _workers(_children()).items() if p not in before}
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+def is_dead(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2] in "ZX"
+
+
+# -- runs ---------------------------------------------------------------------------------------
+def config(tmp: Path, name: str, **extra: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "name": name,
+        "seed": 2024,
+        "generations": 3,
+        "optimizee": NOISY_SPHERE,
+        "optimizer": {"kind": "random", "pop_size": 12},
+        "executor": {"kind": "dask", "workers": 2},
+        "storage": f"sqlite:///{tmp}/{name}.db",
+        "workdir": str(tmp / f"work-{name}"),
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def run(cfg: dict[str, Any]):
+    t0 = time.monotonic()
+    summary = Experiment(cfg).run()
+    return summary, history(cfg["name"], cfg["storage"]), time.monotonic() - t0
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return ("array", str(value.dtype), value.shape, value.tolist())
+    return value
+
+
+def key(e) -> tuple:
+    params = tuple(sorted((k, _plain(v)) for k, v in e.params.items()))
+    return (e.generation, e.index, params, e.fitness, e.status.value, e.attempts)
+
+
+def serial_twin(cfg: dict[str, Any]) -> list[tuple]:
+    twin = {**cfg, "name": cfg["name"] + "-serial", "executor": {"kind": "serial"}}
+    twin["workdir"] = cfg["workdir"] + "-serial"
+    summary, evals, _ = run(twin)
+    assert summary.status == "finished"
+    return [key(e) for e in evals]
+
+
+# == 1. same results as serial ==================================================================
+@pytest.fixture(scope="module")
+def own_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """random and ga on a noisy function, each on its own 2-worker LocalCluster."""
+    tmp = tmp_path_factory.mktemp("own")
+    out: dict[str, Any] = {}
+    for optimizer in ("random", "ga"):
+        cfg = config(tmp, f"det-{optimizer}", optimizer={"kind": optimizer, "pop_size": 12})
+        before = set(_children())
+        summary, evals, elapsed = run(cfg)
+        out[optimizer] = {
+            "cfg": cfg,
+            "summary": summary,
+            "evals": evals,
+            "elapsed": elapsed,
+            "leftovers": leftover_workers(before),
+            "serial": serial_twin(cfg),
+        }
+    return out
+
+
+@pytest.mark.parametrize("optimizer", ["random", "ga"])
+def test_same_evaluations_as_serial(own_runs, optimizer):
+    r = own_runs[optimizer]
+    assert r["summary"].status == "finished"
+    keys = [key(e) for e in r["evals"]]
+    assert len(keys) >= 30  # (ga re-evaluates no elite)
+    assert all(k[4] == "ok" and k[5] == 1 for k in keys)
+    assert len({k[3] for k in keys}) == len(keys)  # noisy: every fitness differs
+    assert keys == r["serial"]
+    workers = {e.worker for e in r["evals"]}
+    assert len(workers) == 2, workers  # really spread over the two worker processes
+    assert all(re.fullmatch(r"dask-[01]:\d+", w) for w in workers), workers
+
+
+def test_scratch_files_live_under_the_workdir(own_runs):
+    scratch = Path(own_runs["random"]["cfg"]["workdir"]) / "dask-scratch"
+    assert scratch.is_dir()
+    assert any(scratch.iterdir())  # Dask's scratch space and lock file
+
+
+def test_no_worker_processes_left_after_close(own_runs):
+    for optimizer in ("random", "ga"):
+        assert own_runs[optimizer]["leftovers"] == {}
+
+
+def test_a_live_worker_is_seen_by_the_process_scan(tmp_path):
+    """The /proc scan does find running Dask workers (the leftover checks are not vacuous)."""
+    before = set(_children())
+    ex = DaskExecutor(workers=2)
+    ex.start(WorkerSetup(NOISY_SPHERE, 1, 1, str(tmp_path)))
+    try:
+        assert len(_workers({p: v for p, v in _children().items() if p not in before})) == 2
+        ex.submit(Task(0, 0, {"x": np.zeros(4)}))
+        (outcome,) = ex.wait(timeout=30)
+        assert outcome.status is Status.OK
+    finally:
+        ex.close()
+    assert leftover_workers(before) == {}
+
+
+# == 2. failures are data =======================================================================
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory, opt_file) -> dict[str, Any]:
+    """One grid run: every candidate misbehaves its own way; timeout 1 s, 2 attempts."""
+    tmp = tmp_path_factory.mktemp("faulty")
+    cfg = config(
+        tmp,
+        "faulty",
+        direction="maximize",
+        space={"mode": {"type": "choice", "values": MODES}},
+        optimizee={"kind": "python", "target": f"{opt_file}:behave"},
+        optimizer={"kind": "grid"},
+        executor={"kind": "dask", "workers": 2, "timeout_s": 1, "max_attempts": 2},
+    )
+    del cfg["generations"]
+    before = set(_children())
+    summary, evals, elapsed = run(cfg)
+    return {
+        "cfg": cfg,
+        "summary": summary,
+        "by_mode": {e.params["mode"]: e for e in evals},
+        "evals": evals,
+        "elapsed": elapsed,
+        "leftovers": leftover_workers(before),
+    }
+
+
+def test_faulty_run_finishes_with_every_candidate_once(faulty):
+    assert faulty["summary"].status == "finished"
+    assert [e.params["mode"] for e in faulty["evals"]] == MODES
+    ok = {m for m, e in faulty["by_mode"].items() if e.status is Status.OK}
+    assert ok == {"ok", "ok_late", "kill1"}
+    assert faulty["summary"].best.params == {"mode": "kill1"}  # 2.0, from its second attempt
+
+
+def test_optimizee_error_is_failed_with_traceback(faulty):
+    e = faulty["by_mode"]["raise"]
+    assert e.status is Status.FAILED
+    assert e.attempts == 2
+    assert "ValueError: boom from the dask test #1" in e.error
+    tb = e.error[e.error.index("Traceback (most recent call last):") :]
+    frames = re.findall(r'File "([^"]+)", line \d+, in (\w+)', tb)
+    assert frames[0][1] == "behave" and frames[-1][1] == "_user_raise"
+    assert not any("metaloop" in f or "distributed" in f for f, _ in frames)
+
+
+@pytest.mark.parametrize("mode", INVALID)
+def test_garbage_is_invalid_and_not_retried(faulty, mode):
+    e = faulty["by_mode"][mode]
+    assert e.status is Status.INVALID
+    assert e.attempts == 1
+    assert e.fitness is None and e.error
+
+
+def test_killed_worker_is_retried_by_the_policy(faulty):
+    e = faulty["by_mode"]["kill1"]
+    assert e.status is Status.OK
+    assert e.attempts == 2
+    assert e.fitness == (2.0,)
+    # everybody else ran once or, if retryable, exactly max_attempts times
+    for mode, ev in faulty["by_mode"].items():
+        expected = 2 if mode in ("raise", "hang", "kill1") else 1
+        assert ev.attempts == expected, (mode, ev)
+
+
+def test_hang_is_timeout_and_the_worker_is_freed(faulty):
+    e = faulty["by_mode"]["hang"]
+    assert e.status is Status.TIMEOUT
+    assert e.attempts == 2
+    assert "timed out after 1 s" in e.error
+    assert 0.9 <= e.duration < 10.0
+    assert faulty["elapsed"] < 30.0  # never the 60 s sleep
+    wd = Path(faulty["cfg"]["workdir"]) / "g00000" / f"i{e.index:05d}"
+    pids = [int(p.read_text()) for p in sorted(wd.glob("grandchild-*.pid"))]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 3.0
+    while not all(is_dead(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [p for p in pids if not is_dead(p)] == [], "the hung task's children survived"
+
+
+def test_no_worker_processes_left_after_faults(faulty):
+    assert faulty["leftovers"] == {}
+
+
+def test_lost_chunk_blames_only_the_killer(tmp_path, opt_file):
+    """Cheap evaluations travel in chunks; a worker killed mid-chunk must cost only the
+    candidate that killed it an attempt."""
+    cfg = config(
+        tmp_path,
+        "chunks",
+        generations=2,
+        space=X_SPACE,
+        optimizee={"kind": "python", "target": f"{opt_file}:KillAt", "kwargs": {"kill": [45]}},
+        optimizer={"kind": "random", "pop_size": 60},
+        executor={"kind": "dask", "workers": 2, "max_attempts": 2},
+    )
+    summary, evals, _ = run(cfg)
+    assert summary.status == "finished" and len(evals) == 120
+    assert all(e.status is Status.OK for e in evals)
+    retried = sorted((e.generation, e.index) for e in evals if e.attempts != 1)
+    assert retried == [(0, 45), (1, 45)]
+    for e in evals:
+        assert e.fitness == (pytest.approx(e.params["x"] ** 2),)
+        assert e.worker.endswith(f":{e.metrics['pid']}")  # the worker column is truthful
+
+
+# == 3. a bad optimizee stops before anything is written ========================================
+def test_unbuildable_optimizee_raises_before_the_store_is_written(tmp_path, opt_file):
+    cfg = config(
+        tmp_path,
+        "bad",
+        space=X_SPACE,
+        optimizee={"kind": "python", "target": f"{opt_file}:Unbuildable"},
+    )
+    before = set(_children())
+    with pytest.raises(OptimizeeLoadError) as info:
+        Experiment(cfg).run()
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(
+        f"optimizee: constructing {opt_file}:Unbuildable failed: "
+        "RuntimeError: no simulator license on this worker"
+    )
+    assert not (tmp_path / "bad.db").exists()
+    assert not Path(cfg["workdir"]).exists()
+    assert leftover_workers(before) == {}
+
+
+# == 4. the command line ========================================================================
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("metaloop")
+    cmd = [exe] if exe else [sys.executable, "-m", "metaloop.cli"]
+    return subprocess.run([*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_cli_run_with_dask_executor(tmp_path, opt_file):
+    cfg = config(tmp_path, "cli", executor={"kind": "local", "workers": 1})
+    path = tmp_path / "cli.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    r = _cli("run", str(path), "--executor", "dask", "--workers", "2", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    # Dask's chatter stays out of the user's terminal (a loaded machine may still make Dask
+    # warn about its event loop; nothing else)
+    noise = [line for line in r.stderr.splitlines() if "unresponsive" not in line]
+    assert noise == [], r.stderr
+    assert "experiment 'cli': finished (generations)" in r.stdout
+    evals = history("cli", cfg["storage"])
+    assert len({e.worker for e in evals}) == 2
+    assert all(e.worker.startswith("dask-") for e in evals)
+    assert [key(e) for e in evals] == serial_twin(cfg)
+    assert (Path(cfg["workdir"]) / "dask-scratch").is_dir()
+
+    bad = {**cfg, "name": "cli-bad", "space": X_SPACE, "workdir": str(tmp_path / "work-bad")}
+    bad["optimizee"] = {"kind": "python", "target": f"{opt_file}:Unbuildable"}
+    bad["storage"] = f"sqlite:///{tmp_path}/cli-bad.db"
+    path.write_text(yaml.safe_dump(bad, sort_keys=False))
+    r = _cli("run", str(path), "--executor", "dask", "--workers", "2", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("metaloop: error: optimizee: constructing")
+    assert "no simulator license" in lines[0]
+    assert not (tmp_path / "cli-bad.db").exists()
+
+
+# == 5. an existing scheduler ===================================================================
+@pytest.fixture(scope="module")
+def external(tmp_path_factory):
+    """A LocalCluster started outside metaloop (as a user would), with worker processes."""
+    scratch = tmp_path_factory.mktemp("external-scratch")
+    with dask.config.set(SCHEDULER_CONFIG):
+        cluster = LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            local_directory=str(scratch),
+            memory_limit=0,
+        )
+    client = Client(cluster, set_as_default=False)
+    try:
+        yield cluster, client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def test_existing_scheduler_address(tmp_path, external):
+    cluster, client = external
+    before = set(client.scheduler_info(n_workers=-1)["workers"])
+    cfg = config(
+        tmp_path, "external", executor={"kind": "dask", "address": cluster.scheduler_address}
+    )
+    summary, evals, _ = run(cfg)
+    assert summary.status == "finished"
+    assert [key(e) for e in evals] == serial_twin(cfg)
+    assert len({e.worker for e in evals}) == 2
+    # the user's cluster is left as it was: same workers, no metaloop plugin, no scratch here
+    assert set(client.scheduler_info(n_workers=-1)["workers"]) == before
+    assert not any(n.startswith("metaloop-") for n in cluster.scheduler.worker_plugins)
+    assert not (Path(cfg["workdir"]) / "dask-scratch").exists()
+
+
+def test_existing_scheduler_worker_loss_and_timeout(tmp_path, external, opt_file):
+    cluster, client = external
+    cfg = config(
+        tmp_path,
+        "external-faults",
+        direction="maximize",
+        space={"mode": {"type": "choice", "values": ["ok", "kill1", "hang"]}},
+        optimizee={"kind": "python", "target": f"{opt_file}:behave"},
+        optimizer={"kind": "grid"},
+        executor={
+            "kind": "dask",
+            "address": cluster.scheduler_address,
+            "timeout_s": 1,
+            "max_attempts": 2,
+        },
+    )
+    del cfg["generations"]
+    summary, evals, elapsed = run(cfg)
+    by_mode = {e.params["mode"]: e for e in evals}
+    assert (by_mode["ok"].status, by_mode["ok"].attempts) == (Status.OK, 1)
+    assert (by_mode["kill1"].status, by_mode["kill1"].attempts) == (Status.OK, 2)
+    assert (by_mode["hang"].status, by_mode["hang"].attempts) == (Status.TIMEOUT, 2)
+    assert elapsed < 30.0
+    client.wait_for_workers(2, timeout=30)  # the nannies replaced the killed workers
+
+
+def test_lost_scheduler_is_a_clear_error(tmp_path, opt_file, monkeypatch):
+    """The scheduler's process dies mid-run: wait() raises ExecutorError (the run stops and
+    can be resumed from the store) instead of hanging."""
+    monkeypatch.setattr(dask_executor, "_CONNECT_TIMEOUT_S", 2.0)  # the reconnect window
+    script = textwrap.dedent(
+        """
+        import time
+        from distributed import LocalCluster
+        if __name__ == "__main__":
+            cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                   protocol="tcp://", host="127.0.0.1",
+                                   dashboard_address="127.0.0.1:0")
+            print(cluster.scheduler_address, flush=True)
+            time.sleep(300)
+        """
+    )
+    (tmp_path / "scheduler.py").write_text(script)
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "scheduler.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    ex = None
+    try:
+        address = proc.stdout.readline().strip()
+        assert address.startswith("tcp://127.0.0.1:")
+        ex = DaskExecutor(address=address)
+        target = {"kind": "python", "target": f"{opt_file}:sleepy"}
+        ex.start(WorkerSetup(target, 1, 1, str(tmp_path / "work")))
+        ex.submit(Task(0, 0, {"s": 0.0}))
+        assert [o.status for o in ex.wait(timeout=30)] == [Status.OK]
+        ex.submit(Task(0, 1, {"s": 30.0}))
+        proc.kill()
+        t0 = time.monotonic()
+        with pytest.raises(ExecutorError, match="lost the connection to the Dask scheduler"):
+            while time.monotonic() - t0 < 30:
+                ex.wait(timeout=5)
+        assert time.monotonic() - t0 < 20
+    finally:
+        proc.kill()
+        proc.wait()
+        if ex is not None:
+            ex.close()
