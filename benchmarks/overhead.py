@@ -78,7 +78,14 @@ def main() -> None:
         f"{'executor':<8} {'pop':>6} {'evals':>7} {'wall s':>7} {'us/eval':>8} {'overhead':>9} "
         f"{'ratio':>7} {'total us':>9}"
     )
-    for executor in ("serial", "local"):
+    executors = ["serial", "local"]
+    try:
+        import distributed  # noqa: F401
+
+        executors.append("dask")
+    except ImportError:
+        print("dask: not installed (pip install 'metaloop[dask]'), skipped")
+    for executor in executors:
         for pop in (10, 100, 1000):
             evals = int((20_000 if pop == 1000 else 10_000) * scale)
             evals = max(pop, evals - evals % pop)
