@@ -5,11 +5,10 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import math
-from collections.abc import Callable
 
 import numpy as np
 import pytest
+from optdriver import best_after, jsonish, run, via_codec
 from pydantic import ValidationError
 
 from metaloop.api import Experiment, history
@@ -41,32 +40,6 @@ def sphere(X: np.ndarray) -> np.ndarray:
 
 def make(kind: str, space: Space = CUBE5, seed: int = 0, **params) -> Optimizer:
     return get_optimizer_class(kind)(space, params, seed)
-
-
-def run(opt: Optimizer, f: Callable[[np.ndarray], np.ndarray], generations: int) -> list:
-    pops = []
-    for _ in range(generations):
-        X = opt.ask()
-        pops.append(X)
-        opt.tell(X, -f(X)[:, None])
-    return pops
-
-
-def best_after(opt: Optimizer, f: Callable[[np.ndarray], np.ndarray], evaluations: int) -> float:
-    best, used = math.inf, 0
-    while used < evaluations:
-        X = opt.ask()
-        best, used = min(best, float(f(X).min())), used + len(X)
-        opt.tell(X, -f(X)[:, None])
-    return best
-
-
-def jsonish(state: dict) -> dict:
-    return json.loads(json.dumps(state, default=lambda a: a.tolist()))
-
-
-def via_codec(state: dict) -> dict:
-    return codec.loads(codec.dumps(state))
 
 
 # -- contract: shape, determinism, state -------------------------------------------------------

@@ -1,0 +1,45 @@
+"""A tiny in-test driver for optimizers on unit-cube cost functions (shared by test files)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from metaloop.optimizers.base import Optimizer
+from metaloop.store import codec
+
+Cost = Callable[[np.ndarray], np.ndarray]
+
+
+def run(opt: Optimizer, f: Cost, generations: int) -> list:
+    """Ask/tell ``generations`` times minimizing ``f``; the populations asked."""
+    pops = []
+    for _ in range(generations):
+        X = opt.ask()
+        pops.append(X)
+        opt.tell(X, -f(X)[:, None])
+    return pops
+
+
+def best_after(opt: Optimizer, f: Cost, evaluations: int) -> float:
+    """Best cost found within (about) ``evaluations`` evaluations."""
+    best, used = math.inf, 0
+    while used < evaluations:
+        X = opt.ask()
+        costs = f(X)
+        best, used = min(best, float(costs.min())), used + len(X)
+        opt.tell(X, -costs[:, None])
+    return best
+
+
+def jsonish(state: dict) -> dict:
+    """A state after a plain JSON round trip (arrays become lists)."""
+    return json.loads(json.dumps(state, default=lambda a: a.tolist()))
+
+
+def via_codec(state: dict) -> dict:
+    """A state after the store's exact codec round trip."""
+    return codec.loads(codec.dumps(state))
