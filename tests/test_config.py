@@ -22,7 +22,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metaloop.config import ConfigError, load_config
+from metaloop.config import ConfigError, load_config, validate_config, walltime_seconds
 
 DATA = Path(__file__).parent / "data"
 GOOD: dict[str, Any] = yaml.safe_load((DATA / "good.yaml").read_text())
@@ -70,7 +70,7 @@ CASES: list[Any] = [
     ("unknown-optimizer-kind", mutate(optimizer={"kind": "nope"}), [], "optimizer.kind", True),
     ("optimizer-without-kind", mutate(optimizer={"pop_size": 8}), [], "optimizer", True),
     ("optimizer-param-range", mutate(optimizer__pop_size=0), [], "optimizer.pop_size", True),
-    ("unknown-executor-kind", mutate(executor={"kind": "slurm"}), [], "executor.kind", True),
+    ("unknown-executor-kind", mutate(executor={"kind": "kubernetes"}), [], "executor.kind", True),
     ("unknown-optimizee-kind", mutate(optimizee={"kind": "shell"}), [], "optimizee", True),
     ("real-low-gt-high", mutate(space__x={"type": "real", "low": 2, "high": 1}), [],
      "space.x", True),
@@ -216,7 +216,7 @@ def test_table_messages_say_what_was_expected(table_results: dict[str, dict[str,
     expect = {
         "unknown-top-level-key": "unknown key",
         "unknown-optimizer-kind": "expected one of",
-        "unknown-executor-kind": "'serial', 'local' or 'dask'",
+        "unknown-executor-kind": "'serial', 'local', 'dask', 'slurm', 'pbs' or 'mpi'",
         "real-low-gt-high": "must be less than high",
         "log-low-zero": "low > 0",
         "missing-optimizee-file": "file not found",
@@ -449,3 +449,57 @@ def test_missing_file_and_yaml_errors_as_config_error(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("a: 1\nb: [2\n")
     with pytest.raises(ConfigError, match=r"YAML syntax error .* at line \d+"):
         load_config(path=tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize(
+    "executor, field, message",
+    [
+        ({"kind": "local", "cores": 4}, "executor.cores", "only for executor kinds 'slurm'"),
+        ({"kind": "mpi", "walltime": "01:00:00"}, "executor.walltime", "only for executor"),
+        ({"kind": "slurm", "walltime": "1 hour"}, "executor.walltime", "'01:30:00'"),
+        ({"kind": "slurm", "memory": "lots"}, "executor.memory", "'4GB'"),
+        ({"kind": "slurm", "cores": 0}, "executor.cores", "greater than or equal to 1"),
+        (
+            {"kind": "slurm", "walltime": "00:10:00", "replace_before_s": 600},
+            "executor.replace_before_s",
+            "shorter than the walltime",
+        ),
+        ({"kind": "pbs", "address": "tcp://x:1"}, "executor.address", "only for executor kind"),
+    ],
+)
+def test_executor_keys_checked_per_kind(executor, field, message):
+    raw = {
+        "name": "t",
+        "optimizee": {"kind": "function", "name": "sphere", "dims": 2},
+        "optimizer": {"kind": "random", "pop_size": 4},
+        "generations": 1,
+        "executor": executor,
+    }
+    with pytest.raises(ConfigError) as err:
+        validate_config(raw)
+    lines = [line for line in err.value.lines if line.startswith(field + ":")]
+    assert lines and message in lines[0], err.value.lines
+
+
+def test_slurm_executor_keys_accepted():
+    raw = {
+        "name": "t",
+        "optimizee": {"kind": "function", "name": "sphere", "dims": 2},
+        "optimizer": {"kind": "random", "pop_size": 4},
+        "generations": 1,
+        "executor": {
+            "kind": "slurm",
+            "workers": 3,
+            "cores": 4,
+            "memory": "8GB",
+            "walltime": "1-00:00:00",
+            "account": "jinm60",
+            "partition": "batch",
+            "job_extra": ["--constraint=mc"],
+            "prologue": ["module load NEST"],
+            "interface": "ib0",
+        },
+    }
+    cfg = validate_config(raw)
+    assert cfg.model.executor.cores == 4
+    assert walltime_seconds(cfg.model.executor.walltime) == 86400

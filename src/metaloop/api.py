@@ -68,13 +68,7 @@ def _refuse_existing_name(storage: str, name: str) -> None:
 def _start_executor(config: Config, seed: int) -> Executor:
     """Make the configured executor and start it (workers build the optimizee)."""
     ex = config.model.executor
-    executor = make_executor(
-        ex.kind,
-        workers=ex.workers,
-        timeout_s=ex.timeout_s,
-        batch_size=ex.batch_size,
-        address=ex.address,
-    )
+    executor = make_executor(ex)
     workdir = experiment_workdir(config)
     existed = workdir.exists()
     try:

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from metaloop import __version__
+from metaloop.executors import EXECUTOR_KINDS
 from metaloop.store import DEFAULT_STORAGE
 
 EXIT_USAGE = 2
@@ -74,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="experiment name (default: the config's)")
     run.add_argument("--seed", type=_seed, help="random seed (default: the config's, else random)")
     run.add_argument(
-        "--executor", choices=["serial", "local", "dask"], help="where evaluations run"
+        "--executor",
+        choices=list(EXECUTOR_KINDS),
+        help="where evaluations run (mpi: under `mpirun ... python -m mpi4py.futures -m metaloop`)",
     )
     run.add_argument("--workers", type=_positive_int, help="number of worker processes")
     run.add_argument("--quiet", action="store_true", help="no progress display")

@@ -75,15 +75,74 @@ OptimizeeSpec = Annotated[
 ]
 
 
-class ExecutorSpec(_Strict):
-    """Where evaluations run, and the shared timeout/retry policy."""
+_WALLTIME = re.compile(r"^(?:(\d+)-)?(\d{1,3}):(\d{2})(?::(\d{2}))?$")
+_MEMORY = re.compile(r"^\s*\d+(?:\.\d+)?\s*(?:[KMGTP]i?B|B)\s*$", re.IGNORECASE)
+#: keys that only apply to the batch-system executors (slurm, pbs)
+JOB_KEYS = (
+    "cores",
+    "memory",
+    "walltime",
+    "account",
+    "partition",
+    "job_extra",
+    "prologue",
+    "interface",
+    "python",
+    "tasks_per_job",
+    "replace_before_s",
+)
+JOBQUEUE_KINDS = ("slurm", "pbs")
 
-    kind: Literal["serial", "local", "dask"] = "local"
+
+def walltime_seconds(walltime: str) -> int:
+    """Seconds of a batch-system walltime ``[D-]HH:MM[:SS]``."""
+    m = _WALLTIME.match(walltime.strip())
+    if not m:
+        raise ValueError(f"expected a walltime like '01:30:00' or '2-00:00:00', got {walltime!r}")
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in m.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+class ExecutorSpec(_Strict):
+    """Where evaluations run, and the shared timeout/retry policy.
+
+    ``slurm``/``pbs`` submit ``workers`` batch jobs (dask-jobqueue), each sized by ``cores``,
+    ``memory``, ``walltime``, ``account``, ``partition`` and ``job_extra``; see docs/hpc.md.
+    """
+
+    kind: Literal["serial", "local", "dask", "slurm", "pbs", "mpi"] = "local"
     workers: StrictInt | None = Field(default=None, ge=1)
     address: str | None = None  # dask: an existing scheduler (default: a LocalCluster)
     timeout_s: float | None = Field(default=None, gt=0)
     max_attempts: StrictInt = Field(default=2, ge=1)
     batch_size: StrictInt | None = Field(default=None, ge=1)
+    # -- slurm / pbs: one dask worker job per `workers` ------------------------------------------
+    cores: StrictInt | None = Field(default=None, ge=1)  # CPUs per job (default 1)
+    memory: str | None = None  # per job, e.g. "4GB" (default "2GB")
+    walltime: str | None = None  # per job, [D-]HH:MM[:SS] (default 01:00:00)
+    account: str | None = None
+    partition: str | None = None  # SLURM partition / PBS queue
+    job_extra: list[str] | None = None  # extra directives, e.g. ["--constraint=mc"]
+    prologue: list[str] | None = None  # shell lines before the worker starts (module load ...)
+    interface: str | None = None  # network interface of the workers, e.g. "ib0"
+    python: str | None = None  # the jobs' Python (default: the driver's interpreter)
+    tasks_per_job: StrictInt | None = Field(default=None, ge=1)  # concurrent evaluations per job
+    replace_before_s: float | None = Field(default=None, gt=0)  # retire a job this long before
+    # its walltime ends, so a fresh one takes over (default: 10 % of walltime, 60 s to 15 min)
+
+    @field_validator("walltime")
+    @classmethod
+    def _walltime(cls, value: str | None) -> str | None:
+        if value is not None:
+            walltime_seconds(value)
+        return value
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str | None) -> str | None:
+        if value is not None and not _MEMORY.match(value):
+            raise ValueError(f"expected a size like '4GB' or '500MiB', got {value!r}")
+        return value
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(s|m|h|d)?\s*$")
@@ -301,19 +360,43 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
                 "generations: no stopping criterion; set generations, budget, target or max_time"
             )
 
-    if model.executor.kind == "dask":
-        try:
-            import distributed  # noqa: F401
-        except ImportError:
-            errors.append("executor.kind: 'dask' needs Dask: pip install 'metaloop[dask]'")
-    if model.executor.address is not None and model.executor.kind != "dask":
-        errors.append("executor.address: only for executor kind 'dask'")
+    errors.extend(_executor_problems(model.executor))
     if model.workdir is not None:
         model.workdir = str((base / model.workdir).resolve())
     if errors:
         raise ConfigError(errors)
     assert space is not None
     return Config(model, space, weights, base)
+
+
+def _executor_problems(ex: ExecutorSpec) -> list[str]:
+    """Keys that do not apply to the chosen executor, and missing optional dependencies."""
+    errors = []
+    if ex.address is not None and ex.kind != "dask":
+        errors.append("executor.address: only for executor kind 'dask'")
+    if ex.kind not in JOBQUEUE_KINDS:
+        for key in JOB_KEYS:
+            if getattr(ex, key) is not None:
+                errors.append(f"executor.{key}: only for executor kinds 'slurm' and 'pbs'")
+    needs = {
+        "dask": ("distributed", "Dask: pip install 'metaloop[dask]'"),
+        "slurm": ("dask_jobqueue", "dask-jobqueue: pip install 'metaloop[hpc]'"),
+        "pbs": ("dask_jobqueue", "dask-jobqueue: pip install 'metaloop[hpc]'"),
+        "mpi": ("mpi4py", "mpi4py and an MPI library: pip install 'metaloop[mpi]'"),
+    }
+    if ex.kind in needs:
+        module, what = needs[ex.kind]
+        import importlib.util
+
+        if importlib.util.find_spec(module) is None:
+            errors.append(f"executor.kind: {ex.kind!r} needs {what}")
+    if ex.walltime is not None and ex.replace_before_s is not None:
+        if ex.replace_before_s >= walltime_seconds(ex.walltime):
+            errors.append(
+                f"executor.replace_before_s: must be shorter than the walltime {ex.walltime} "
+                f"(got {ex.replace_before_s:g})"
+            )
+    return errors
 
 
 def load_config(
