@@ -320,3 +320,51 @@ def test_export_into_missing_directory_is_a_usage_error(runs: dict[str, Any]) ->
     out = runs["dir"] / "no-such-dir" / "e.csv"
     usage_error(cli("export", "--storage", runs["url"], "--name", "single", "-o", str(out)),
                 "no-such-dir")
+
+
+class _InterruptAfter:
+    """Observer that interrupts a run (like Ctrl-C) once ``count`` evaluations are recorded."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def started(self, loop: Any) -> None: ...
+
+    def generation_started(self, generation: int, size: int, loop: Any) -> None: ...
+
+    def evaluated(self, evaluation: Any, loop: Any) -> None:
+        self.count -= 1
+        if self.count == 0:
+            raise KeyboardInterrupt
+
+    def generation_finished(self, generation: int, loop: Any) -> None: ...
+
+    def finished(self, loop: Any) -> None: ...
+
+
+@pytest.mark.parametrize("executor", [["--executor", "serial"], ["--workers", "1"]])
+def test_resume_on_another_executor(tmp_path: Path, executor: list[str]) -> None:
+    """Resume takes --executor/--workers: evaluations do not depend on where they run."""
+    url = f"sqlite:///{tmp_path}/moved.db"
+    cfg = write_config(tmp_path, "moved", generations=4)
+    ok(cli("run", str(cfg), "--storage", f"sqlite:///{tmp_path}/ref.db", "--quiet"))
+    from metaloop.api import Experiment
+
+    summary = Experiment(str(cfg), storage=url).run(observer=_InterruptAfter(9))
+    assert summary.status == "interrupted"
+    ok(cli("resume", "--storage", url, "--name", "moved", *executor, "--quiet"))
+    head, got = read_csv(export(url, "moved"))
+    _, ref = read_csv(export(f"sqlite:///{tmp_path}/ref.db", "moved"))
+    keep = [i for i, c in enumerate(head) if c in ("generation", "index", "status", "fitness")
+            or c.startswith("param.")]
+    assert [[r[i] for i in keep] for r in got] == [[r[i] for i in keep] for r in ref]
+    workers = [r[head.index("worker")] for r in got]
+    if executor[0] == "--executor":  # the rest ran in the driver
+        assert "main" in workers and workers[-1] == "main", workers
+    else:  # the rest ran on one local worker
+        assert workers[-1].startswith("local-0:"), workers
+
+
+def test_resume_rejects_an_unknown_executor(runs: dict[str, Any]) -> None:
+    r = cli("resume", "--storage", runs["url"], "--name", "single", "--executor", "cloud")
+    assert r.returncode == 2 and "invalid choice: 'cloud'" in r.stderr

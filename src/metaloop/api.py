@@ -122,10 +122,22 @@ def target_of(obj: Any) -> str:
     return f"{module}:{name}"
 
 
+#: executor keys that describe the retry/timeout policy, kept when resuming elsewhere
+_POLICY_KEYS = ("timeout_s", "max_attempts", "batch_size")
+
+
 def resume(
-    name: str, storage: str = DEFAULT_STORAGE, observer: RunObserver | None = None
+    name: str,
+    storage: str = DEFAULT_STORAGE,
+    observer: RunObserver | None = None,
+    executor: dict[str, Any] | None = None,
 ) -> RunSummary:
-    """Continue an interrupted experiment exactly where its store says it stopped."""
+    """Continue an interrupted experiment exactly where its store says it stopped.
+
+    ``executor`` overrides the stored executor section (e.g. ``{"kind": "local"}`` to finish
+    on this machine a campaign started under MPI): evaluations do not depend on where they run.
+    A different ``kind`` keeps only the stored policy keys (timeout, attempts, batch size).
+    """
     validate_storage_url(storage)
     store = open_store(storage, create=False)
     try:
@@ -149,6 +161,12 @@ def resume(
             )
         raw = dict(info.config)
         raw["storage"] = storage
+        overrides = {k: v for k, v in (executor or {}).items() if v is not None}
+        if overrides:
+            stored = dict(raw.get("executor") or {})
+            if overrides.get("kind", stored.get("kind")) != stored.get("kind", "local"):
+                stored = {k: v for k, v in stored.items() if k in _POLICY_KEYS}
+            raw["executor"] = {**stored, **overrides}
         config = validate_config(raw, Path.cwd())
         return _drive(config, store, info, observer)
     finally:

@@ -80,17 +80,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="where evaluations run (mpi: under `mpirun ... python -m mpi4py.futures -m metaloop`)",
     )
     run.add_argument("--workers", type=_positive_int, help="number of worker processes")
+    run.add_argument("--address", help="dask: address of an existing scheduler")
     run.add_argument("--quiet", action="store_true", help="no progress display")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     res = sub.add_parser("resume", help="continue an interrupted experiment")
     storage_arg(res)
     res.add_argument("--name", required=True, help="experiment name")
+    res.add_argument(
+        "--executor", choices=list(EXECUTOR_KINDS), help="run the rest elsewhere than before"
+    )
+    res.add_argument("--workers", type=_positive_int, help="number of worker processes")
+    res.add_argument("--address", help="dask: address of an existing scheduler")
     res.add_argument("--quiet", action="store_true", help="no progress display")
     res.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     st = sub.add_parser("status", help="table of the experiments in a store")
     storage_arg(st)
+    st.add_argument("--name", help="only this experiment (exit 2 if it does not exist)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
 
     ex = sub.add_parser("export", help="one row per evaluation, as CSV or JSON")
@@ -98,6 +105,51 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--name", required=True, help="experiment name")
     ex.add_argument("--format", choices=["csv", "json"], default="csv")
     ex.add_argument("-o", "--output", help="output file (default: stdout)")
+
+    ss = sub.add_parser(
+        "slurm-script",
+        help="print an sbatch script that runs (or resumes) the campaign in an allocation",
+    )
+    ss.add_argument("config", help="path to the YAML config")
+    storage_arg(ss, default=None)
+    ss.add_argument("--name", help="experiment name (default: the config's)")
+    ss.add_argument(
+        "--executor",
+        choices=["mpi", "local", "dask", "slurm"],
+        help="how the driver gets workers inside the job (default: the config's, else local)",
+    )
+    ss.add_argument("--nodes", type=_positive_int, default=1, help="nodes (default 1)")
+    ss.add_argument(
+        "--ntasks-per-node", type=_positive_int, help="tasks per node (mpi/dask: ranks/workers)"
+    )
+    ss.add_argument("--cpus-per-task", type=_positive_int, default=1, help="CPUs per task")
+    ss.add_argument("--time", default="01:00:00", help="walltime [D-]HH:MM[:SS]")
+    ss.add_argument("--account", help="account to charge")
+    ss.add_argument("--partition", help="partition")
+    ss.add_argument("--mem", help="memory per node, e.g. 16G")
+    ss.add_argument("--job-name", help="job name (default: metaloop-<name>)")
+    ss.add_argument("--output", help="job log file (default: <job-name>-%%j.out)")
+    ss.add_argument(
+        "--sbatch", action="append", default=[], metavar="OPT",
+        help="extra sbatch option, e.g. --sbatch=--qos=normal (repeatable)",
+    )
+    ss.add_argument(
+        "--prologue", action="append", default=[], metavar="LINE",
+        help="shell line before the driver starts, e.g. 'module load NEST' (repeatable)",
+    )
+    ss.add_argument(
+        "--mpi-launcher", choices=["srun", "mpirun"], default="srun",
+        help="how MPI ranks are started (mpirun where MPI lacks SLURM PMI support)",
+    )
+    ss.add_argument(
+        "--signal-before", type=int, default=120, metavar="SECONDS",
+        help="SIGTERM the driver this long before the walltime (it stops at a safe point)",
+    )
+    ss.add_argument(
+        "--requeue", action="store_true",
+        help="requeue the job after a walltime stop, so the campaign continues by itself",
+    )
+    ss.add_argument("-o", "--write", metavar="FILE", help="write the script here (default: stdout)")
 
     pl = sub.add_parser("plot", help="best and population fitness per generation, as PNG")
     storage_arg(pl)
@@ -223,6 +275,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "executor.kind": args.executor,
         "executor.workers": args.workers,
+        "executor.address": args.address,
     }
     experiment = Experiment(args.config, **overrides)
     _interrupt_on_sigterm()
@@ -234,7 +287,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from metaloop.api import resume
 
     _interrupt_on_sigterm()
-    summary = resume(args.name, args.storage, observer=_observer(args))
+    executor = {"kind": args.executor, "workers": args.workers, "address": args.address}
+    summary = resume(args.name, args.storage, observer=_observer(args), executor=executor)
     return _report(summary, args, args.storage)
 
 
@@ -247,7 +301,12 @@ def _open_existing(storage: str) -> Any:
 
 def cmd_status(args: argparse.Namespace) -> int:
     with _open_existing(args.storage) as store:
-        infos = store.list_experiments()
+        if args.name is not None:
+            from metaloop.api import _get
+
+            infos = [_get(store, args.name)]
+        else:
+            infos = store.list_experiments()
     here = os.uname().nodename
     rows = []
     for info in infos:
@@ -338,6 +397,47 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_slurm_script(args: argparse.Namespace) -> int:
+    from metaloop.config import load_config
+    from metaloop.slurm_script import ScriptError, ScriptOptions, render
+    from metaloop.store import validate_storage_url
+
+    if args.storage is not None:
+        validate_storage_url(args.storage)
+    if args.write is not None:
+        _check_output(args.write)
+    overrides = {"storage": args.storage, "name": args.name, "executor.kind": args.executor}
+    config = load_config(args.config, overrides=overrides)
+    opts = ScriptOptions(
+        executor=args.executor,
+        nodes=args.nodes,
+        ntasks_per_node=args.ntasks_per_node,
+        cpus_per_task=args.cpus_per_task,
+        time=args.time,
+        account=args.account,
+        partition=args.partition,
+        mem=args.mem,
+        job_name=args.job_name,
+        output=args.output,
+        sbatch=args.sbatch,
+        prologue=args.prologue,
+        mpi_launcher=args.mpi_launcher,
+        signal_before_s=args.signal_before,
+        requeue=args.requeue,
+    )
+    try:
+        text = render(config, args.config, config.model.storage, opts)
+    except ScriptError as exc:
+        raise UserError(str(exc)) from None
+    if args.write is None:
+        sys.stdout.write(text)
+    else:
+        with open(args.write, "w") as out:
+            out.write(text)
+        print(f"wrote {args.write}; submit it with: sbatch {args.write}", file=sys.stderr)
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from metaloop.api import plot
 
@@ -353,6 +453,7 @@ _COMMANDS = {
     "status": cmd_status,
     "export": cmd_export,
     "plot": cmd_plot,
+    "slurm-script": cmd_slurm_script,
 }
 
 

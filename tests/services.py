@@ -1,0 +1,57 @@
+"""Real external components for tests (MPI, SLURM, PostgreSQL): skip locally when one is
+absent, fail in CI, where `.ci/run` installs and starts them all (METALOOP_TEST_REQUIRE_ALL=1)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+REQUIRE_ALL = os.environ.get("METALOOP_TEST_REQUIRE_ALL") == "1"
+
+
+def need(component: str, available: bool, reason: str) -> None:
+    """Skip (or, in CI, fail) the calling test unless ``component`` is available."""
+    if available:
+        return
+    message = f"{component} not available: {reason}"
+    if REQUIRE_ALL:
+        pytest.fail(f"{message} (METALOOP_TEST_REQUIRE_ALL=1: CI must provide it)")
+    pytest.skip(message)
+
+
+def slurm_running() -> bool:
+    """A SLURM controller answers and a node is usable (see .ci/slurm.sh)."""
+    if shutil.which("sinfo") is None:
+        return False
+    try:
+        out = subprocess.run(
+            ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    states = out.stdout.split()
+    return out.returncode == 0 and any(s in ("idle", "mix", "alloc") for s in states)
+
+
+def mpi_available() -> bool:
+    """mpirun and mpi4py are both installed."""
+    if shutil.which("mpirun") is None:
+        return False
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+#: environment for mpirun in tests: root allowed, more ranks than cores, loopback only
+MPI_ENV = {
+    "OMPI_ALLOW_RUN_AS_ROOT": "1",
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    "OMPI_MCA_rmaps_base_oversubscribe": "1",
+    "OMPI_MCA_btl_tcp_if_include": "lo",
+    "OMPI_MCA_oob_tcp_if_include": "lo",
+}
