@@ -73,10 +73,30 @@ def _directives(script: str) -> dict[str, str]:
 def test_directives_follow_the_options(tmp_path):
     config = _config(tmp_path, "text")
     script = _script(
-        tmp_path, config, "--executor", "mpi", "--nodes", "3", "--ntasks-per-node", "8",
-        "--cpus-per-task", "4", "--time", "1-12:00:00", "--account", "jinm60",
-        "--partition", "batch", "--mem", "90G", "--requeue", "--signal-before", "300",
-        "--sbatch=--qos=normal", "--prologue", "module load Stages/2025 NEST",
+        tmp_path,
+        config,
+        "--executor",
+        "mpi",
+        "--nodes",
+        "3",
+        "--ntasks-per-node",
+        "8",
+        "--cpus-per-task",
+        "4",
+        "--time",
+        "1-12:00:00",
+        "--account",
+        "jinm60",
+        "--partition",
+        "batch",
+        "--mem",
+        "90G",
+        "--requeue",
+        "--signal-before",
+        "300",
+        "--sbatch=--qos=normal",
+        "--prologue",
+        "module load Stages/2025 NEST",
     )
     d = _directives(script)
     assert d["nodes"] == "3" and d["ntasks-per-node"] == "8" and d["cpus-per-task"] == "4"
@@ -96,8 +116,16 @@ def test_directives_follow_the_options(tmp_path):
 def test_mpirun_launcher_counts_all_ranks(tmp_path):
     config = _config(tmp_path, "mpirun")
     script = _script(
-        tmp_path, config, "--executor", "mpi", "--nodes", "2", "--ntasks-per-node", "3",
-        "--mpi-launcher", "mpirun",
+        tmp_path,
+        config,
+        "--executor",
+        "mpi",
+        "--nodes",
+        "2",
+        "--ntasks-per-node",
+        "3",
+        "--mpi-launcher",
+        "mpirun",
     )
     assert 'LAUNCH=(mpirun -n 6 "$PYTHON" -m mpi4py.futures -m metaloop)' in script.splitlines()
 
@@ -121,7 +149,8 @@ def test_every_script_is_valid_bash(tmp_path, executor):
     "options, message",
     [
         (["--time", "1h"], "--time: expected a walltime like '01:30:00'"),
-        (["--nodes", "2"], "--nodes: the local executor runs on one node (got 2)"),
+        (["--nodes", "2"], "--nodes: the local executor's workers run on the first node"),
+        (["--executor", "mpi", "--workers", "4"], "--workers: only for --executor local"),
         (["--time", "00:05:00", "--signal-before", "300"], "--signal-before: expected seconds"),
         (["--sbatch", "qos normal"], "--sbatch: expected an sbatch option"),
         (["--storage", "mysql://x"], "storage: unsupported URL"),
@@ -202,12 +231,24 @@ def test_submitted_script_runs_the_campaign(tmp_path, slurm):
     config = _config(tmp_path, "submitted", generations=3)
     script = tmp_path / "job.sh"
     out = _cli(
-        "slurm-script", str(config), "--cpus-per-task", "2", "--time", "00:10:00",
-        "--partition", "debug", "-o", str(script), cwd=tmp_path,
+        "slurm-script",
+        str(config),
+        "--cpus-per-task",
+        "2",
+        "--time",
+        "00:10:00",
+        "--partition",
+        "debug",
+        "-o",
+        str(script),
+        cwd=tmp_path,
     )
     assert out.returncode == 0 and "sbatch" in out.stderr
     job = subprocess.run(
-        ["sbatch", "--parsable", str(script)], capture_output=True, text=True, timeout=30,
+        ["sbatch", "--parsable", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=30,
         cwd=tmp_path,
     ).stdout.strip()
     slurm.append(job)
@@ -231,7 +272,10 @@ def test_walltime_stop_requeues_and_resumes(tmp_path, slurm):
         _script(tmp_path, config, "--requeue", "--cpus-per-task", "2", "--time", "00:10:00")
     )
     job = subprocess.run(
-        ["sbatch", "--parsable", str(script)], capture_output=True, text=True, timeout=30,
+        ["sbatch", "--parsable", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=30,
         cwd=tmp_path,
     ).stdout.strip()
     slurm.append(job)
@@ -261,3 +305,62 @@ def test_walltime_stop_requeues_and_resumes(tmp_path, slurm):
     got = _rows(tmp_path, storage, "requeued")
     _same_evaluations(got, _reference(tmp_path, config, "requeued"))
     assert len({r["generation"] for r in got}) == 8
+
+
+def test_local_executor_spans_nodes_when_evaluations_are_srun_steps(tmp_path):
+    config = _config(tmp_path, "steps")
+    raw = yaml.safe_load(config.read_text())
+    raw["optimizee"] = {
+        "kind": "command",
+        "argv": ["python3", "-c", "print(1.0)", "{x}", "{y}"],
+        "launcher": "srun -n 4 --exclusive",
+    }
+    config.write_text(yaml.safe_dump(raw))
+    out = _cli("slurm-script", str(config), "--nodes", "4", "--ntasks-per-node", "32", cwd=tmp_path)
+    assert out.returncode == 2 and "--workers: required" in out.stderr
+    script = _script(tmp_path, config, "--nodes", "4", "--ntasks-per-node", "32", "--workers", "32")
+    assert "WORKERS=32" in script.splitlines()
+    assert _directives(script)["nodes"] == "4"
+
+
+STEP_PROGRAM = """
+import json, os, sys
+x, y = float(sys.argv[1]), float(sys.argv[2])
+step = int(os.environ.get("SLURM_STEP_ID", "-1"))
+print(json.dumps({"fitness": (x - 0.3) ** 2 + (y + 0.1) ** 2, "metrics": {"step": step}}))
+"""
+
+
+def test_each_evaluation_as_a_job_step(tmp_path, slurm):
+    """The HPC guide's layout: the local executor inside the allocation, every evaluation an
+    `srun --exclusive` job step of that allocation."""
+    (tmp_path / "step.py").write_text(STEP_PROGRAM)
+    config = _config(tmp_path, "steps", generations=2)
+    raw = yaml.safe_load(config.read_text())
+    raw["optimizee"] = {
+        "kind": "command",
+        "argv": [sys.executable, "step.py", "{x}", "{y}"],
+        "launcher": "srun -n 1 --exclusive --quiet",
+        "timeout_s": 60,
+    }
+    config.write_text(yaml.safe_dump(raw))
+    script = tmp_path / "job.sh"
+    script.write_text(_script(tmp_path, config, "--ntasks-per-node", "2", "--time", "00:10:00"))
+    job = subprocess.run(
+        ["sbatch", "--parsable", str(script)], capture_output=True, text=True, timeout=30,
+        cwd=tmp_path,
+    ).stdout.strip()
+    slurm.append(job)
+    _wait_gone(job, 180)
+    log = (tmp_path / f"metaloop-steps-{job}.out").read_text()
+    assert "finished (generations)" in log, log
+    got = _rows(tmp_path, f"sqlite:///{tmp_path / 'campaign.db'}", "steps")
+    assert len(got) == 12 and all(r["status"] == "ok" for r in got)
+    steps = [int(r["metric.step"]) for r in got]
+    assert min(steps) >= 0 and len(set(steps)) == len(steps)  # one job step per evaluation
+    raw["optimizee"].pop("launcher")  # the reference: the same program without SLURM
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump(raw))
+    ref = _reference(tmp_path, plain, "steps")
+    keys = ("generation", "index", "fitness", "param.x", "param.y")
+    assert [tuple(r[k] for k in keys) for r in got] == [tuple(r[k] for k in keys) for r in ref]

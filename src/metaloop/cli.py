@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--ntasks-per-node", type=_positive_int, help="tasks per node (mpi/dask: ranks/workers)"
     )
     ss.add_argument("--cpus-per-task", type=_positive_int, default=1, help="CPUs per task")
+    ss.add_argument(
+        "--workers", type=_positive_int,
+        help="local executor: evaluations at once (default: the allocation's CPUs)",
+    )
     ss.add_argument("--time", default="01:00:00", help="walltime [D-]HH:MM[:SS]")
     ss.add_argument("--account", help="account to charge")
     ss.add_argument("--partition", help="partition")
@@ -424,6 +428,7 @@ def cmd_slurm_script(args: argparse.Namespace) -> int:
         mpi_launcher=args.mpi_launcher,
         signal_before_s=args.signal_before,
         requeue=args.requeue,
+        workers=args.workers,
     )
     try:
         text = render(config, args.config, config.model.storage, opts)

@@ -52,22 +52,35 @@ class ScriptOptions:
     signal_before_s: int = 120
     requeue: bool = False
     python: str = sys.executable
+    workers: int | None = None  # local executor: concurrent evaluations
 
 
 _SBATCH_OPT = re.compile(r"^--?[A-Za-z][\w-]*(=.*)?$")
 
 
-def _check(opts: ScriptOptions, executor: str) -> None:
+def _check(opts: ScriptOptions, executor: str, config: Config) -> None:
     if executor not in SCRIPT_EXECUTORS:
         raise ScriptError(
             f"--executor: expected one of {', '.join(SCRIPT_EXECUTORS)} (got {executor!r})"
         )
     if opts.nodes < 1:
         raise ScriptError(f"--nodes: expected a positive number (got {opts.nodes})")
-    if executor == "local" and opts.nodes != 1:
+    if executor == "local" and opts.nodes != 1 and not _srun_launched(config):
         raise ScriptError(
-            f"--nodes: the local executor runs on one node (got {opts.nodes}); "
-            "use --executor mpi or dask for several nodes"
+            f"--nodes: the local executor's workers run on the first node (got {opts.nodes}); "
+            "use --executor mpi or dask for several nodes, or a command optimizee whose "
+            "launcher is 'srun ...' (each evaluation then runs as a job step anywhere in the "
+            "allocation)"
+        )
+    if executor == "local" and opts.nodes != 1 and opts.workers is None:
+        raise ScriptError(
+            "--workers: required with --executor local on several nodes "
+            "(how many evaluations run at once, e.g. all tasks / tasks per evaluation)"
+        )
+    if opts.workers is not None and executor != "local":
+        raise ScriptError(
+            f"--workers: only for --executor local (got --executor {executor}; "
+            "mpi and dask take their workers from the tasks of the allocation)"
         )
     try:
         wall = walltime_seconds(opts.time)
@@ -87,6 +100,15 @@ def _check(opts: ScriptOptions, executor: str) -> None:
         raise ScriptError(f"--mpi-launcher: expected srun or mpirun (got {opts.mpi_launcher!r})")
 
 
+def _srun_launched(config: Config) -> bool:
+    """The optimizee is a program started by srun (a job step per evaluation)."""
+    spec = config.model.optimizee
+    launcher = getattr(spec, "launcher", None)
+    if isinstance(launcher, str):
+        launcher = launcher.split()
+    return bool(launcher) and Path(launcher[0]).name == "srun"
+
+
 def _default_ntasks(executor: str) -> int:
     return 1 if executor in ("local", "slurm") else 2
 
@@ -96,7 +118,7 @@ def render(config: Config, config_path: str | Path, storage: str, opts: ScriptOp
     m = config.model
     configured = m.executor.kind
     executor = opts.executor or (configured if configured in SCRIPT_EXECUTORS else "local")
-    _check(opts, executor)
+    _check(opts, executor, config)
     ntasks = opts.ntasks_per_node or _default_ntasks(executor)
     cpus = opts.cpus_per_task
     job_name = opts.job_name or f"metaloop-{m.name}"
@@ -155,8 +177,13 @@ def _launch_lines(executor: str, opts: ScriptOptions, total_tasks: int) -> list[
             "EXTRA=(--executor mpi)",
         ]
     if executor == "local":
+        workers = (
+            str(opts.workers)
+            if opts.workers is not None
+            else "$(( ${SLURM_NTASKS:-1} * ${SLURM_CPUS_PER_TASK:-1} ))"
+        )
         return [
-            'WORKERS=$(( ${SLURM_NTASKS:-1} * ${SLURM_CPUS_PER_TASK:-1} ))',
+            f"WORKERS={workers}",
             'LAUNCH=("$PYTHON" -m metaloop)',
             'EXTRA=(--executor local --workers "$WORKERS")',
         ]
@@ -175,9 +202,9 @@ def _launch_lines(executor: str, opts: ScriptOptions, total_tasks: int) -> list[
         'srun "$PYTHON" -m distributed.cli.dask_worker --scheduler-file "$SCHED_FILE" '
         "--nthreads 1 --nworkers 1 > /dev/null 2>&1 &",
         "WORKERS_PID=$!",
-        "ADDRESS=$(\"$PYTHON\" -c "
-        "\"import json,sys; print(json.load(open(sys.argv[1]))['address'])\" \"$SCHED_FILE\")",
-        'trap \'kill $WORKERS_PID $SCHED_PID 2>/dev/null; rm -f "$SCHED_FILE"\' EXIT',
+        'ADDRESS=$("$PYTHON" -c '
+        '"import json,sys; print(json.load(open(sys.argv[1]))[\'address\'])" "$SCHED_FILE")',
+        "trap 'kill $WORKERS_PID $SCHED_PID 2>/dev/null; rm -f \"$SCHED_FILE\"' EXIT",
         'LAUNCH=("$PYTHON" -m metaloop)',
         'EXTRA=(--executor dask --address "$ADDRESS")',
     ]
