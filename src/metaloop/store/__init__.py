@@ -1,10 +1,23 @@
-"""Stores: where every evaluation, checkpoint and event of a campaign lives."""
+"""Stores: where every evaluation, checkpoint and event of a campaign lives.
+
+``sqlite:///path.db`` (the default, :mod:`metaloop.store.sqlite`) or
+``postgresql://user[:password]@host[:port]/database`` (:mod:`metaloop.store.postgres`).
+"""
 
 from __future__ import annotations
 
-from metaloop.store.base import ExperimentInfo, Store, StoreError
+from metaloop.store.base import ExperimentInfo, Store, StoreError, StoreMissing
 
 DEFAULT_STORAGE = "sqlite:///metaloop.db"
+EXPECTED = (
+    "expected 'sqlite:///path/to/file.db' or 'postgresql://user[:password]@host[:port]/database'"
+)
+
+
+def _is_postgres(url: str) -> bool:
+    from metaloop.store.postgres import is_postgres_url
+
+    return is_postgres_url(url)
 
 
 def validate_storage_url(url: str) -> None:
@@ -14,15 +27,25 @@ def validate_storage_url(url: str) -> None:
 
         sqlite_path(url)
         return
+    if _is_postgres(url):
+        from metaloop.store.postgres import validate_postgres_url
+
+        validate_postgres_url(url)
+        return
     scheme = url.split(":", 1)[0] if ":" in url else url
-    raise StoreError(
-        f"storage: unsupported URL {url!r} (scheme {scheme!r}); expected 'sqlite:///path/to/file.db'"
-    )
+    from metaloop.store.postgres import mask_password
+
+    shown = mask_password(url)
+    raise StoreError(f"storage: unsupported URL {shown!r} (scheme {scheme!r}); {EXPECTED}")
 
 
 def open_store(url: str, create: bool = True) -> Store:
-    """Open the store at ``url``; with ``create=False`` a missing store is a StoreError."""
+    """Open the store at ``url``; with ``create=False`` a missing store is a StoreMissing."""
     validate_storage_url(url)
+    if _is_postgres(url):
+        from metaloop.store.postgres import PostgresStore
+
+        return PostgresStore(url, create=create)
     from metaloop.store.sqlite import SQLiteStore
 
     return SQLiteStore(url, create=create)
@@ -33,6 +56,7 @@ __all__ = [
     "ExperimentInfo",
     "Store",
     "StoreError",
+    "StoreMissing",
     "open_store",
     "validate_storage_url",
 ]

@@ -21,6 +21,10 @@ class StoreError(Exception):
     """A store problem the user can act on (bad URL, unknown experiment, name taken)."""
 
 
+class StoreMissing(StoreError):
+    """``open_store(..., create=False)`` found no store there (no file, no metaloop tables)."""
+
+
 @dataclass(frozen=True)
 class ExperimentInfo:
     """Metadata and a progress summary of one experiment."""

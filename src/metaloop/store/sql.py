@@ -1,0 +1,410 @@
+"""A store on any DB-API database: group commits from a writer thread, and every query.
+
+The loop queues writes (evaluations, checkpoints, events); a background thread commits them
+every ``commit_interval`` seconds as one transaction (a group commit), so recording an
+evaluation costs the loop microseconds while each one is durable well within 100 ms of
+completing.  While an experiment is claimed, the writer also refreshes its ``updated`` column
+every ``HEARTBEAT_S`` (the heartbeat other hosts use to tell a live run from a dead one).
+
+Dialects (:mod:`metaloop.store.sqlite`, :mod:`metaloop.store.postgres`) supply the
+connection, the schema and a few SQL spellings; the tables and their columns are the same.
+One connection serves both the writer thread and the caller's reads, guarded by one lock, so
+a read never runs inside the writer's open transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from abc import abstractmethod
+from collections.abc import Iterator
+from typing import Any
+
+from metaloop.records import Evaluation, Status
+from metaloop.store import codec
+from metaloop.store.base import HEARTBEAT_S, ExperimentInfo, Store, StoreError
+
+TABLES = ("experiments", "evaluations", "checkpoints", "events")
+
+EVAL_COLUMNS = (
+    "generation, idx, status, attempts, fitness, params, metrics, error, started, finished, "
+    "host, worker, outputs"
+)
+
+
+def fitness_json(fitness: tuple[float, ...]) -> str:
+    """Fitness as JSON text, bit-exact: ``repr`` of a float is its shortest round-trip form.
+
+    (Fitness values are finite: the optimizee result check guarantees it.)"""
+    return "[" + ",".join([repr(float(v)) for v in fitness]) + "]"
+
+
+def duplicate_name(name: str, where: str) -> StoreError:
+    return StoreError(
+        f"name: an experiment named {name!r} already exists in {where} "
+        f"(use 'metaloop resume --name {name}' or choose another --name)"
+    )
+
+
+Op = tuple[str, tuple[Any, ...]]
+
+
+class SQLStore(Store):
+    """Store logic shared by the SQL dialects; subclasses open ``self._conn`` and set the
+    class attributes below, then call :meth:`_start`."""
+
+    #: parameter marker of the driver ("?" for sqlite3, "%s" for psycopg)
+    PARAM = "?"
+    #: statement that opens a write transaction
+    BEGIN = "BEGIN"
+    #: insert-or-replace of one checkpoint row (exp_id, generation, state, created)
+    UPSERT_CHECKPOINT = (
+        "INSERT INTO checkpoints VALUES (?, ?, ?, ?) ON CONFLICT (exp_id, generation) "
+        "DO UPDATE SET state=excluded.state, created=excluded.created"
+    )
+
+    _conn: Any
+    #: where the store is, for messages (a path, or a URL with its password masked)
+    where: str
+
+    def _start(self, commit_interval: float) -> None:
+        self._lock = threading.RLock()
+        self.commit_interval = commit_interval
+        self._cond = threading.Condition()
+        self._queue: list[Op] = []
+        self._queued = 0
+        self._written = 0
+        self._closing = False
+        self._error: BaseException | None = None
+        self._writer: threading.Thread | None = None
+        self._heartbeat_exp: int | None = None
+        self._sql_cache: dict[str, str] = {}
+
+    # -- dialect hooks ----------------------------------------------------------------------
+    @abstractmethod
+    def _is_unique_violation(self, exc: BaseException) -> bool:
+        """True if ``exc`` is the driver's error for a duplicate key."""
+
+    def _text(self, value: str | None) -> str | None:
+        """Free text as the database can hold it (PostgreSQL refuses NUL characters)."""
+        return value
+
+    def _sql(self, text: str) -> str:
+        """``text`` (written with ``?`` markers) in the driver's parameter style."""
+        if self.PARAM == "?":
+            return text
+        out = self._sql_cache.get(text)
+        if out is None:
+            out = self._sql_cache[text] = text.replace("?", self.PARAM)
+        return out
+
+    def _execute(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
+        """Run one statement on the shared connection (caller holds ``self._lock``)."""
+        return self._conn.execute(self._sql(sql), args)
+
+    # -- writer thread ------------------------------------------------------------------------
+    def _failed(self) -> StoreError:
+        assert self._error is not None
+        reason = "; ".join(ln.strip() for ln in str(self._error).splitlines() if ln.strip())
+        return StoreError(f"storage: writing to {self.where} failed: {reason}")
+
+    def _enqueue(self, op: str, row: tuple[Any, ...]) -> None:
+        if self._error is not None:
+            raise self._failed() from self._error
+        with self._cond:
+            self._queue.append((op, row))
+            self._queued += 1
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="metaloop-store", daemon=True
+                )
+                self._writer.start()
+            if len(self._queue) == 1:
+                self._cond.notify_all()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    signalled = self._cond.wait(timeout=HEARTBEAT_S)
+                    if not signalled and self._heartbeat_exp is not None:
+                        break
+                if self._closing and not self._queue:
+                    return
+            if self._queue and not self._closing:
+                time.sleep(self.commit_interval)  # let a group gather: one commit for many rows
+            with self._cond:
+                batch, self._queue = self._queue, []
+            try:
+                self._write_batch(batch)
+            except BaseException as exc:  # noqa: BLE001 - reported to the loop's thread
+                self._error = exc
+            with self._cond:
+                self._written += len(batch)
+                self._cond.notify_all()
+
+    def _write_batch(self, batch: list[Op]) -> None:
+        """Commit ``batch`` (and the heartbeat) in one transaction, in queue order."""
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute(self.BEGIN)
+            try:
+                evals: list[tuple[Any, ...]] = []
+                for op, row in batch:
+                    if op == "eval":
+                        evals.append(row)
+                        continue
+                    if evals:
+                        self._insert_evals(cur, evals)
+                        evals = []
+                    if op == "checkpoint":
+                        cur.execute(self._sql(self.UPSERT_CHECKPOINT), row)
+                        # resume needs only the newest; keep one more as a spare
+                        cur.execute(
+                            self._sql("DELETE FROM checkpoints WHERE exp_id=? AND generation < ?"),
+                            (row[0], row[1] - 1),
+                        )
+                    elif op == "event":
+                        cur.execute(
+                            self._sql(
+                                "INSERT INTO events (exp_id, time, kind, message, data) "
+                                "VALUES (?,?,?,?,?)"
+                            ),
+                            row,
+                        )
+                if evals:
+                    self._insert_evals(cur, evals)
+                if self._heartbeat_exp is not None:
+                    cur.execute(
+                        self._sql("UPDATE experiments SET updated=? WHERE id=?"),
+                        (time.time(), self._heartbeat_exp),
+                    )
+                cur.execute("COMMIT")
+            except BaseException:
+                self._rollback(cur)
+                raise
+
+    def _rollback(self, cur: Any) -> None:
+        cur.execute("ROLLBACK")
+
+    def _insert_evals(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
+        marks = ",".join(["?"] * 15)
+        cur.executemany(
+            self._sql(f"INSERT INTO evaluations (exp_id, score, {EVAL_COLUMNS}) VALUES ({marks})"),
+            rows,
+        )
+
+    def flush(self) -> None:
+        with self._cond:
+            target = self._queued
+            if self._writer is not None:
+                self._cond.notify_all()
+            while self._written < target and self._error is None:
+                self._cond.wait(timeout=1.0)
+        if self._error is not None:
+            raise self._failed() from self._error
+
+    def close(self) -> None:
+        try:
+            if self._writer is not None:
+                try:
+                    self.flush()
+                finally:
+                    with self._cond:
+                        self._closing = True
+                        self._cond.notify_all()
+                    self._writer.join()
+                    self._writer = None
+        finally:
+            with self._lock:
+                self._conn.close()
+
+    # -- experiments --------------------------------------------------------------------------
+    def create_experiment(self, name: str, config: dict[str, Any], seed: int) -> ExperimentInfo:
+        now = time.time()
+        with self._lock:
+            try:
+                self._execute(
+                    "INSERT INTO experiments "
+                    "(name, config, seed, status, created, updated, host, pid)"
+                    " VALUES (?, ?, ?, 'created', ?, ?, ?, ?)",
+                    (name, json.dumps(config), seed, now, now, os.uname().nodename, os.getpid()),
+                )
+            except Exception as exc:
+                if self._is_unique_violation(exc):
+                    raise duplicate_name(name, self.url) from None
+                raise
+        info = self.get_experiment(name)
+        assert info is not None
+        return info
+
+    def _info(self, row: tuple[Any, ...]) -> ExperimentInfo:
+        exp_id = row[0]
+        count, failed, gen = self._execute(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END), 0), "
+            "COALESCE(MAX(generation) + 1, 0) FROM evaluations WHERE exp_id=?",
+            (exp_id,),
+        ).fetchone()
+        best = self._execute(
+            "SELECT score, fitness FROM evaluations WHERE exp_id=? AND score IS NOT NULL "
+            "ORDER BY score DESC, generation, idx LIMIT 1",
+            (exp_id,),
+        ).fetchone()
+        return ExperimentInfo(
+            id=exp_id,
+            name=row[1],
+            config=json.loads(row[2]),
+            seed=row[3],
+            status=row[4],
+            stop_reason=row[5],
+            created=row[6],
+            updated=row[7],
+            host=row[8],
+            pid=row[9],
+            n_evaluations=count,
+            n_failed=failed,
+            generation=gen,
+            best_score=best[0] if best else None,
+            best_fitness=tuple(json.loads(best[1])) if best else None,
+        )
+
+    _EXP_COLUMNS = "id, name, config, seed, status, stop_reason, created, updated, host, pid"
+
+    def get_experiment(self, name: str) -> ExperimentInfo | None:
+        with self._lock:
+            row = self._execute(
+                f"SELECT {self._EXP_COLUMNS} FROM experiments WHERE name=?", (name,)
+            ).fetchone()
+            return self._info(row) if row else None
+
+    def list_experiments(self) -> list[ExperimentInfo]:
+        with self._lock:
+            rows = self._execute(f"SELECT {self._EXP_COLUMNS} FROM experiments ORDER BY id")
+            return [self._info(r) for r in rows.fetchall()]
+
+    def set_status(self, exp_id: int, status: str, stop_reason: str | None = None) -> None:
+        self.flush()
+        if status != "running":
+            self._heartbeat_exp = None
+        with self._lock:
+            self._execute(
+                "UPDATE experiments SET status=?, stop_reason=?, updated=? WHERE id=?",
+                (status, self._text(stop_reason), time.time(), exp_id),
+            )
+
+    def claim(self, exp_id: int) -> None:
+        with self._lock:
+            self._execute(
+                "UPDATE experiments SET status='running', stop_reason=NULL, "
+                "updated=?, host=?, pid=? WHERE id=?",
+                (time.time(), os.uname().nodename, os.getpid(), exp_id),
+            )
+        self._heartbeat_exp = exp_id
+
+    # -- evaluations --------------------------------------------------------------------------
+    def append(self, exp_id: int, evaluation: Evaluation, score: float | None) -> None:
+        e = evaluation
+        if score is not None and math.isnan(score):
+            score = None  # no best; SQLite stores NaN as NULL anyway
+        self._enqueue(
+            "eval",
+            (
+                exp_id,
+                score,
+                e.generation,
+                e.index,
+                e.status.value,
+                e.attempts,
+                None if e.fitness is None else fitness_json(e.fitness),
+                codec.dumps_plain(e.params),
+                codec.dumps_plain(e.metrics),
+                self._text(e.error),
+                e.started,
+                e.finished,
+                self._text(e.host),
+                self._text(e.worker),
+                None if e.outputs is None else codec.dumps(e.outputs),
+            ),
+        )
+
+    @staticmethod
+    def _evaluation(row: tuple[Any, ...]) -> Evaluation:
+        return Evaluation(
+            generation=row[0],
+            index=row[1],
+            status=Status(row[2]),
+            attempts=row[3],
+            fitness=None if row[4] is None else tuple(json.loads(row[4])),
+            params=json.loads(row[5]),
+            metrics=json.loads(row[6]),
+            error=row[7],
+            started=row[8],
+            finished=row[9],
+            host=row[10],
+            worker=row[11],
+            outputs=None if row[12] is None else codec.loads(row[12]),
+        )
+
+    def evaluations(self, exp_id: int, generation: int | None = None) -> list[Evaluation]:
+        sql = f"SELECT {EVAL_COLUMNS} FROM evaluations WHERE exp_id=?"
+        args: tuple[Any, ...] = (exp_id,)
+        if generation is not None:
+            sql += " AND generation=?"
+            args += (generation,)
+        with self._lock:
+            rows = self._execute(sql + " ORDER BY generation, idx", args).fetchall()
+        return [self._evaluation(r) for r in rows]
+
+    def iter_evaluations(self, exp_id: int) -> Iterator[Evaluation]:
+        last = (-1, -1)
+        while True:
+            with self._lock:
+                rows = self._execute(
+                    f"SELECT {EVAL_COLUMNS} FROM evaluations WHERE exp_id=? AND "
+                    "(generation > ? OR (generation = ? AND idx > ?)) "
+                    "ORDER BY generation, idx LIMIT 5000",
+                    (exp_id, last[0], last[0], last[1]),
+                ).fetchall()
+            if not rows:
+                return
+            for r in rows:
+                yield self._evaluation(r)
+            last = (rows[-1][0], rows[-1][1])
+
+    # -- checkpoints and events ------------------------------------------------------------
+    def checkpoint(self, exp_id: int, generation: int, state: dict[str, Any]) -> None:
+        self._enqueue("checkpoint", (exp_id, generation, codec.dumps(state), time.time()))
+
+    def last_checkpoint(self, exp_id: int) -> tuple[int, dict[str, Any]] | None:
+        with self._lock:
+            row = self._execute(
+                "SELECT generation, state FROM checkpoints WHERE exp_id=? "
+                "ORDER BY generation DESC LIMIT 1",
+                (exp_id,),
+            ).fetchone()
+        return (row[0], codec.loads(row[1])) if row else None
+
+    def event(self, exp_id: int, kind: str, message: str, data: Any = None) -> None:
+        self._enqueue(
+            "event",
+            (
+                exp_id,
+                time.time(),
+                self._text(kind),
+                self._text(message),
+                None if data is None else codec.dumps(data),
+            ),
+        )
+
+    def events(self, exp_id: int) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._execute(
+                "SELECT time, kind, message, data FROM events WHERE exp_id=? ORDER BY id", (exp_id,)
+            ).fetchall()
+        return [
+            {"time": t, "kind": k, "message": m, "data": None if d is None else codec.loads(d)}
+            for t, k, m, d in rows
+        ]
