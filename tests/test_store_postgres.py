@@ -657,8 +657,6 @@ def test_cli_store_errors_are_one_line_with_exit_2(pg_url: str, postgres_url: st
     assert query(pg_url, "SELECT COUNT(*) FROM pg_tables WHERE schemaname='public'") == [(0,)]
 
 
-@pytest.mark.xfail(strict=True, reason="api._refuse_existing_name swallows every StoreError "
-                   "(should catch only StoreMissing), so workers start before the connect fails")
 def test_run_on_an_unreachable_server_fails_before_starting_workers(tmp_path: Path) -> None:
     cfg, _, _ = _write_config(tmp_path, "early", "random", generations=1, pop=2)
     res = _cli("run", str(cfg), "--quiet", "--storage",

@@ -13,7 +13,7 @@ from metaloop.executors import Executor, make_executor
 from metaloop.loop import Loop, RunObserver, RunSummary, experiment_workdir, worker_setup
 from metaloop.records import Evaluation
 from metaloop.store import DEFAULT_STORAGE, ExperimentInfo, Store, open_store, validate_storage_url
-from metaloop.store.base import StoreError
+from metaloop.store.base import StoreError, StoreMissing
 
 
 class Experiment:
@@ -55,12 +55,12 @@ class Experiment:
 def _refuse_existing_name(storage: str, name: str) -> None:
     try:
         store = open_store(storage, create=False)
-    except StoreError:
-        return  # no store file yet: the name is free
+    except StoreMissing:
+        return  # no store yet: the name is free (an unreachable server is an error)
     with store:
         if store.get_experiment(name) is not None:
             raise StoreError(
-                f"name: an experiment named {name!r} already exists in {storage} "
+                f"name: an experiment named {name!r} already exists in {store.url} "
                 f"(use 'metaloop resume --name {name}' or choose another --name)"
             )
 

@@ -19,6 +19,7 @@ from typing import Any
 from metaloop import __version__
 from metaloop.executors import EXECUTOR_KINDS
 from metaloop.store import DEFAULT_STORAGE
+from metaloop.store.postgres import mask_password
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -247,7 +248,7 @@ def _report(summary: Any, args: argparse.Namespace, storage: str) -> int:
     if summary.status == "interrupted":
         print(
             "interrupted; continue with: "
-            f"metaloop resume --storage {storage} --name {summary.name}",
+            f"metaloop resume --storage {mask_password(storage)} --name {summary.name}",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
@@ -337,7 +338,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"experiments in {args.storage}")
+    table = Table(title=f"experiments in {mask_password(args.storage)}")
     numeric = ("progress", "generation", "evaluations", "failed")
     for col in ("name", "status", *numeric, "best", "updated"):
         table.add_column(col, justify="right" if col in numeric else "left")
