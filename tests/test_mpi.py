@@ -348,6 +348,21 @@ def test_spawned_worker_dying_while_building_stops_before_the_store(tmp_path, op
     assert not (tmp_path / "dies.db").exists()
 
 
+def test_without_mpi4py_one_clear_line(tmp_path, opt_file, env):
+    cfg = config(tmp_path, "nompi", opt_file)
+    code = (
+        "import sys; sys.modules['mpi4py'] = None; from metaloop.cli import main; "
+        f"sys.exit(main(['run', {str(write(tmp_path, cfg))!r}, '--workers', '2']))"
+    )
+    r = run_cmd([sys.executable, "-c", code], env, tmp_path)
+    assert r.returncode == 2, r.stderr  # found when the config is checked
+    assert r.stderr == (
+        "metaloop: error: executor.kind: 'mpi' needs mpi4py and an MPI library: "
+        "pip install 'metaloop[mpi]'\n"
+    )
+    assert not (tmp_path / "nompi.db").exists()
+
+
 def test_worker_ranks_importing_metaloop_main_do_not_run_the_cli(capsys):
     """mpi4py.futures imports the main module on worker ranks as `__worker__` (unless told not
     to, as metaloop does): `python -m metaloop`'s CLI must not run then."""

@@ -141,8 +141,8 @@ def _import_mpi() -> tuple[Any, Any]:
         from mpi4py.futures import _core
     except ImportError as exc:
         raise ExecutorError(
-            "executor.kind: 'mpi' needs mpi4py and an MPI library "
-            f"(pip install 'metaloop[mpi]'): {exc}"
+            "executor.kind: 'mpi' needs mpi4py and an MPI library: "
+            f"pip install 'metaloop[mpi]' ({exc})"
         ) from None
     except RuntimeError as exc:  # e.g. the MPI library cannot be initialized
         raise ExecutorError(f"executor.kind: 'mpi': MPI cannot start: {exc}") from None
