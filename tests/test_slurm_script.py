@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import subprocess
 import sys
 import time
@@ -364,3 +365,30 @@ def test_each_evaluation_as_a_job_step(tmp_path, slurm):
     ref = _reference(tmp_path, plain, "steps")
     keys = ("generation", "index", "fitness", "param.x", "param.y")
     assert [tuple(r[k] for k in keys) for r in got] == [tuple(r[k] for k in keys) for r in ref]
+
+
+def test_mpi_script_under_sbatch(tmp_path, slurm):
+    """--executor mpi with mpirun inside the allocation (Debian's Open MPI has no SLURM PMI):
+    rank 0 drives, the other two ranks evaluate; same evaluations as serial."""
+    from services import MPI_ENV, mpi_available
+
+    need("MPI", mpi_available(), "mpirun or mpi4py missing")
+    config = _config(tmp_path, "ranks", generations=2)
+    script = tmp_path / "job.sh"
+    script.write_text(
+        _script(
+            tmp_path, config, "--executor", "mpi", "--mpi-launcher", "mpirun",
+            "--ntasks-per-node", "3", "--time", "00:10:00",
+        )
+    )
+    job = subprocess.run(
+        ["sbatch", "--parsable", str(script)], capture_output=True, text=True, timeout=30,
+        cwd=tmp_path, env={**os.environ, **MPI_ENV},
+    ).stdout.strip()
+    slurm.append(job)
+    _wait_gone(job, 180)
+    log = (tmp_path / f"metaloop-ranks-{job}.out").read_text()
+    assert "finished (generations)" in log, log
+    got = _rows(tmp_path, f"sqlite:///{tmp_path / 'campaign.db'}", "ranks")
+    assert {r["worker"].split(":")[0] for r in got} <= {"mpi-rank1", "mpi-rank2"}
+    _same_evaluations(got, _reference(tmp_path, config, "ranks"))
