@@ -1,0 +1,174 @@
+"""``metaloop dashboard`` and ``metaloop report``: their arguments and commands.
+
+:func:`add_dashboard_commands` adds both subcommands to the main parser
+(:mod:`metaloop.cli`); :data:`DASHBOARD_COMMANDS` maps their names to the functions.  This
+module imports nothing heavy: the web server is imported when the dashboard starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PORT = 8765
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 0..65535 (0: any free), got {value}")
+    return value
+
+
+def add_dashboard_commands(sub: Any) -> None:
+    """Add ``dashboard`` and ``report`` to the subparsers of the main parser."""
+    from metaloop.store import DEFAULT_STORAGE
+
+    d = sub.add_parser(
+        "dashboard", help="web dashboard: watch, steer and launch experiments of a store"
+    )
+    d.add_argument(
+        "--storage", default=DEFAULT_STORAGE, help=f"store URL (default {DEFAULT_STORAGE})"
+    )
+    d.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1, this machine only; 0.0.0.0: all)",
+    )
+    d.add_argument(
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
+        help=f"port (default {DEFAULT_PORT}; 0 picks a free one)",
+    )
+    d.add_argument(
+        "--token",
+        help="access token (default: $METALOOP_TOKEN, else a new one, printed at start)",
+    )
+    d.add_argument(
+        "--public-read",
+        action="store_true",
+        help="let anyone who reaches the page view it without the token (steering still needs it)",
+    )
+    d.add_argument(
+        "--launch-dir",
+        help="where configs and logs of runs launched from the page go "
+        "(default: <store>-launch beside a SQLite file, else ./metaloop-launch)",
+    )
+    d.add_argument("--no-launch", action="store_true", help="do not allow launching runs")
+
+    r = sub.add_parser("report", help="one self-contained HTML file of an experiment")
+    r.add_argument(
+        "--storage", default=DEFAULT_STORAGE, help=f"store URL (default {DEFAULT_STORAGE})"
+    )
+    r.add_argument("--name", required=True, help="experiment name")
+    r.add_argument("-o", "--output", required=True, help="output file (.html)")
+
+
+def _user_error(message: str) -> Exception:
+    from metaloop.cli import UserError
+
+    return UserError(message)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise _user_error(f"--port: cannot listen on {host}:{port}: {exc.strerror}") from None
+    except socket.gaierror as exc:  # pragma: no cover - subclass of OSError on most systems
+        sock.close()
+        raise _user_error(f"--host: unknown address {host!r}: {exc}") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from metaloop.dashboard.security import is_loopback, resolve_token
+    from metaloop.store import open_store, validate_storage_url
+    from metaloop.store.base import StoreMissing
+    from metaloop.store.postgres import mask_password
+
+    validate_storage_url(args.storage)
+    try:
+        import starlette  # noqa: F401
+        import uvicorn
+    except ImportError:
+        raise _user_error(
+            "dashboard: needs starlette and uvicorn: pip install 'metaloop[dashboard]'"
+        ) from None
+    try:
+        token, origin = resolve_token(args.token)
+    except ValueError as exc:
+        raise _user_error(str(exc)) from None
+    from metaloop.dashboard.launch import Launcher, default_launch_dir
+    from metaloop.dashboard.server import make_app
+
+    shown = mask_password(args.storage)
+    try:
+        open_store(args.storage, create=False).close()
+        missing = False
+    except StoreMissing:
+        missing = True
+    launcher = None
+    if not args.no_launch:
+        launch_dir = Path(args.launch_dir) if args.launch_dir else default_launch_dir(args.storage)
+        launcher = Launcher(args.storage, launch_dir.resolve(), Path.cwd())
+    app = make_app(
+        args.storage, token, public_read=args.public_read, launcher=launcher, bind_host=args.host
+    )
+    sock = _listen(args.host, args.port)
+    port = sock.getsockname()[1]
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{host}:{port}/"
+    print(f"metaloop dashboard for {shown} at {url}", flush=True)
+    if missing:
+        print(f"(no store at {shown} yet: experiments appear once a run creates it)", flush=True)
+    if origin == "generated":
+        print(f"open: {url}#token={token}", flush=True)
+    else:
+        where = "--token" if origin == "option" else "$METALOOP_TOKEN"
+        print(f"token: the one given by {where}; open {url}#token=<token>", flush=True)
+    if not is_loopback(args.host):
+        print(
+            f"warning: listening on {args.host}, reachable from other machines over plain HTTP; "
+            "anyone with the token can steer and launch runs",
+            file=sys.stderr,
+            flush=True,
+        )
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        app.dashboard.close()
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from metaloop.report import write_report
+    from metaloop.store import validate_storage_url
+
+    validate_storage_url(args.storage)
+    parent = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(parent):
+        raise _user_error(f"-o: directory does not exist: {parent}")
+    size = write_report(args.name, args.output, args.storage)
+    print(f"wrote {args.output} ({size / 1e6:.2f} MB)", file=sys.stderr)
+    return 0
+
+
+DASHBOARD_COMMANDS = {"dashboard": cmd_dashboard, "report": cmd_report}

@@ -1,0 +1,412 @@
+"""The dashboard's web app (Starlette): the page, its static assets and the JSON API.
+
+Routes (all JSON under ``/api/``; see docs/dashboard.md for the reference):
+
+* ``GET /api/info`` — store, whether reads need the token, steering support (always open);
+* ``GET /api/experiments`` — every experiment with status, progress and best, plus launches;
+* ``POST /api/experiments`` — launch a run from a config (token);
+* ``GET /api/experiments/{name}`` — progress summary (counts, rate, ETA, workers, best);
+* ``GET .../generations | exploration | pareto | hyperparameters | controls | events``;
+* ``GET .../evaluations`` (filtered, sorted, paged), ``GET .../evaluations/{g}/{i}`` (detail),
+  ``GET .../evaluations/{g}/{i}/reports``, ``GET .../evaluations/{g}/{i}/artifact?name=``;
+* ``POST /api/experiments/{name}/control`` — a steering command (token).
+
+Handlers are plain functions: Starlette runs them in its thread pool, and the store's own
+lock serializes them on its one connection.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from metaloop.dashboard import detail, steer, views
+from metaloop.dashboard.assets import static_dir
+from metaloop.dashboard.launch import Launcher, LaunchError, check_config, parse_config
+from metaloop.dashboard.reader import StoreReader
+from metaloop.dashboard.security import MAX_BODY_BYTES, Guard, allowed_hosts, token_matches
+from metaloop.store import StoreError
+from metaloop.store.postgres import mask_password
+
+#: largest page of the evaluation table
+MAX_PAGE = 1000
+
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+COMMON_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, lines: list[str] | None = None):
+        super().__init__(error)
+        self.status, self.error, self.lines = status, error, lines
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    body = json.dumps(views.jsonable(data), separators=(",", ":"), allow_nan=False)
+    return Response(
+        body,
+        status_code=status,
+        media_type="application/json",
+        headers={**COMMON_HEADERS, "Cache-Control": "no-store"},
+    )
+
+
+class Dashboard:
+    """The app's state: the store reader, the token, the launcher."""
+
+    def __init__(
+        self,
+        storage: str,
+        token: str,
+        public_read: bool = False,
+        launcher: Launcher | None = None,
+    ):
+        self.reader = StoreReader(storage)
+        self.storage = storage
+        self.token = token
+        self.public_read = public_read
+        self.launcher = launcher
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _authorized(self, request: Request) -> bool:
+        return token_matches(request.headers.get("authorization"), self.token)
+
+    def endpoint(self, fn: Callable[..., Any], write: bool = False) -> Callable[..., Response]:
+        """Wrap a handler: token check, path parameters, errors as JSON."""
+
+        async def handler(request: Request) -> Response:
+            if (write or not self.public_read) and not self._authorized(request):
+                r = _json({"error": "unauthorized: send 'Authorization: Bearer <token>'"}, 401)
+                r.headers["WWW-Authenticate"] = "Bearer"
+                return r
+            request.state.body = await request.body() if request.method == "POST" else b""
+            return await run_in_threadpool(call, request)
+
+        def call(request: Request) -> Response:
+            try:
+                return _json(fn(request, **request.path_params))
+            except ApiError as exc:
+                body: dict[str, Any] = {"error": exc.error}
+                if exc.lines is not None:
+                    body["errors"] = exc.lines
+                return _json(body, exc.status)
+            except StoreError as exc:
+                status = 404 if str(exc).startswith("name: no experiment") else 400
+                return _json({"error": str(exc)}, status)
+
+        return handler
+
+    def _info(self, name: str) -> Any:
+        return self.reader.experiment(name)
+
+    def _evaluations(self, name: str) -> tuple[Any, Any]:
+        info = self._info(name)
+        return info, self.reader.cache(info)
+
+    def _derived(self, cache: Any, key: str, make: Callable[[], Any]) -> Any:
+        if key not in cache.derived:
+            cache.derived[key] = make()
+        return cache.derived[key]
+
+    def _store(self) -> Any:
+        store = self.reader.store
+        if store is None:
+            raise ApiError(404, f"storage: no store at {mask_password(self.storage)} yet")
+        return store
+
+    # -- handlers -------------------------------------------------------------------------
+    def api_info(self, request: Request) -> Any:
+        return {
+            "storage": mask_password(self.storage),
+            "public_read": self.public_read,
+            "authorized": self._authorized(request),
+            "steering": steer.available(),
+            "launch": self.launcher is not None,
+            "max_body": MAX_BODY_BYTES,
+        }
+
+    def list_experiments(self, request: Request) -> Any:
+        rows = [views.experiment_row(i) for i in self.reader.experiments()]
+        known = {r["name"] for r in rows}
+        launches = [] if self.launcher is None else self.launcher.launches()
+        return {
+            "storage": mask_password(self.storage),
+            "experiments": rows,
+            "launches": [launch for launch in launches if launch["name"] not in known],
+        }
+
+    def launch(self, request: Request) -> Any:
+        if self.launcher is None:
+            raise ApiError(403, "launch: this dashboard was started without launching")
+        body = _body(request)
+        if "config" not in body:
+            raise ApiError(400, "config: required key is missing (YAML/JSON text or a mapping)")
+        try:
+            raw = parse_config(body["config"])
+            if body.get("name") is not None:
+                raw = {**raw, "name": body["name"]}
+            name = raw.get("name")
+            store = self.reader.store
+            if isinstance(name, str) and (
+                (store is not None and store.get_experiment(name) is not None)
+                or self.launcher.pending(name)
+            ):
+                raise LaunchError(
+                    f"name: an experiment named {name!r} already exists; choose another name"
+                )
+            config = check_config(raw, self.storage, self.launcher.base_dir)
+            launch = self.launcher.start(config)
+        except LaunchError as exc:
+            raise ApiError(400, "; ".join(exc.lines), exc.lines) from None
+        return {"launched": launch.state()}
+
+    def summary(self, request: Request, name: str) -> Any:
+        info, cache = self._evaluations(name)
+        events = self._store().events(info.id)
+        return views.summary(info, cache.all(), events)
+
+    def generations(self, request: Request, name: str) -> Any:
+        info, cache = self._evaluations(name)
+        weights = views.weights_of(info.config)
+        return self._derived(
+            cache, "generations", lambda: views.generation_stats(cache.all(), weights)
+        )
+
+    def exploration(self, request: Request, name: str) -> Any:
+        info, cache = self._evaluations(name)
+        weights = views.weights_of(info.config)
+        return self._derived(cache, "exploration", lambda: views.exploration(cache.all(), weights))
+
+    def pareto(self, request: Request, name: str) -> Any:
+        info, cache = self._evaluations(name)
+        weights = views.weights_of(info.config)
+        return self._derived(cache, "pareto", lambda: views.pareto(cache.all(), weights))
+
+    def evaluations(self, request: Request, name: str) -> Any:
+        info, cache = self._evaluations(name)
+        weights = views.weights_of(info.config)
+        q = request.query_params
+        sort = q.get("sort", "generation")
+        if not views.valid_sort_key(sort):
+            raise ApiError(400, f"sort: unknown column {sort!r}")
+        order = q.get("order", "asc")
+        if order not in ("asc", "desc"):
+            raise ApiError(400, f"order: expected 'asc' or 'desc', got {order!r}")
+        generation = _int(q, "generation", None, lo=0)
+        rows = self._derived(
+            cache, "rows", lambda: [views.evaluation_row(e, weights) for e in cache.all()]
+        )
+        rows = rows + self._running_rows(info, cache)
+        page = views.query_rows(
+            rows,
+            sort=sort,
+            descending=order == "desc",
+            status=q.get("status") or None,
+            generation=generation,
+            text=q.get("q") or None,
+            offset=_int(q, "offset", 0, lo=0),
+            limit=_int(q, "limit", 50, lo=1, hi=MAX_PAGE),
+        )
+        page["columns"] = self._derived(cache, "columns", lambda: views.columns(rows, len(weights)))
+        return page
+
+    def _running_rows(self, info: Any, cache: Any) -> list[dict[str, Any]]:
+        """Evaluations of the newest generations that reported values but have no result."""
+        store = self._store()
+        get = getattr(store, "reports", None)
+        if get is None or not views.is_live(info):
+            return []
+        current = max(cache.by_generation, default=0)
+        seen: dict[tuple[int, int], float] = {}
+        for g in (current, current + 1):
+            for r in get(info.id, generation=g):
+                key = (r["generation"], r["index"])
+                seen[key] = min(seen.get(key, r["time"]), r["time"])
+        return [
+            views.running_row(g, i, t)
+            for (g, i), t in sorted(seen.items())
+            if cache.get(g, i) is None
+        ]
+
+    def evaluation(self, request: Request, name: str, generation: int, index: int) -> Any:
+        info, cache = self._evaluations(name)
+        e = cache.get(generation, index)
+        store = self._store()
+        if e is None:
+            found = store.evaluations(info.id, generation)
+            e = next((x for x in found if x.index == index), None)
+        if e is None and not detail.reports_of(store, info.id, generation, index)["count"]:
+            raise ApiError(404, f"evaluation: no generation {generation} index {index} in {name!r}")
+        return detail.evaluation_detail(
+            store, info, e, generation, index, views.weights_of(info.config)
+        )
+
+    def reports(self, request: Request, name: str, generation: int, index: int) -> Any:
+        info = self._info(name)
+        return detail.reports_of(self._store(), info.id, generation, index)
+
+    def hyperparameters(self, request: Request, name: str) -> Any:
+        info = self._info(name)
+        return steer.hyperparameters(self._store(), info)
+
+    def controls(self, request: Request, name: str) -> Any:
+        info = self._info(name)
+        return {"controls": steer.controls(self._store(), info)}
+
+    def events(self, request: Request, name: str) -> Any:
+        info = self._info(name)
+        return {"events": self._store().events(info.id)[-500:]}
+
+    def control(self, request: Request, name: str) -> Any:
+        body = _body(request)
+        if not steer.available():
+            raise ApiError(501, "control: this metaloop has no steering support")
+        from metaloop.steering import ControlError
+
+        self._info(name)  # 404 for an unknown experiment
+        client = request.client.host if request.client else "unknown"
+        try:
+            row = steer.submit(self._store(), name, body, origin=f"web:{client}")
+        except ControlError as exc:
+            raise ApiError(400, str(exc)) from None
+        return {"control": row}
+
+    def artifact(self, request: Request) -> Response:
+        """One artifact file, from its stored path only; images inline, others as downloads.
+
+        The response is sandboxed (CSP) so an HTML or SVG artifact cannot run script in the
+        dashboard's origin, where the token lives.
+        """
+        if not self.public_read and not self._authorized(request):
+            return _json({"error": "unauthorized: send 'Authorization: Bearer <token>'"}, 401)
+        p = request.path_params
+        generation, index = p["generation"], p["index"]
+        wanted = request.query_params.get("name", "")
+        try:
+            info = self._info(p["name"])
+            store = self._store()
+        except (StoreError, ApiError) as exc:
+            return _json({"error": str(exc)}, 404)
+        found = detail.artifact_path(store, info.id, generation, index, wanted)
+        if found is None:
+            return _json(
+                {"error": f"artifact: ({generation}, {index}) has no artifact named {wanted!r}"},
+                404,
+            )
+        path, record = found
+        if not path.is_file():
+            return _json({"error": f"artifact: the file {record['name']!r} is gone"}, 404)
+        media = record.get("media_type") or "application/octet-stream"
+        inline = media in detail.INLINE_IMAGES
+        return FileResponse(
+            path,
+            media_type=media if inline else "application/octet-stream",
+            filename=Path(record["name"]).name or "artifact",
+            content_disposition_type="inline" if inline else "attachment",
+            headers={
+                **COMMON_HEADERS,
+                "Content-Security-Policy": "sandbox; default-src 'none'",
+                "Cache-Control": "no-store",
+            },
+        )
+
+    def index(self, request: Request) -> Response:
+        return FileResponse(
+            static_dir() / "index.html",
+            media_type="text/html",
+            headers={**COMMON_HEADERS, "Content-Security-Policy": PAGE_CSP},
+        )
+
+    # -- the app --------------------------------------------------------------------------
+    def routes(self) -> list[Any]:
+        e = self.endpoint
+        # names may hold any character, '/' included (decoded before routing): the name is a
+        # path segment group, so the routes with a suffix come before the bare one
+        exp = "/api/experiments/{name:path}"
+        one = exp + "/evaluations/{generation:int}/{index:int}"
+        return [
+            Route("/", self.index),
+            Route("/favicon.ico", lambda request: Response(status_code=204)),
+            Route("/api/info", self._open(self.api_info)),
+            Route("/api/experiments", e(self.list_experiments), methods=["GET"]),
+            Route("/api/experiments", e(self.launch, write=True), methods=["POST"]),
+            Route(one + "/reports", e(self.reports)),
+            Route(one + "/artifact", self.artifact),
+            Route(one, e(self.evaluation)),
+            Route(exp + "/generations", e(self.generations)),
+            Route(exp + "/exploration", e(self.exploration)),
+            Route(exp + "/pareto", e(self.pareto)),
+            Route(exp + "/evaluations", e(self.evaluations)),
+            Route(exp + "/hyperparameters", e(self.hyperparameters)),
+            Route(exp + "/controls", e(self.controls)),
+            Route(exp + "/events", e(self.events)),
+            Route(exp + "/control", e(self.control, write=True), methods=["POST"]),
+            Route(exp, e(self.summary)),
+            Mount("/static", StaticFiles(directory=static_dir()), name="static"),
+        ]
+
+    def _open(self, fn: Callable[..., Any]) -> Callable[..., Response]:
+        def handler(request: Request) -> Response:
+            return _json(fn(request))
+
+        return handler
+
+    def close(self) -> None:
+        if self.launcher is not None:
+            self.launcher.close()
+        self.reader.close()
+
+
+def _body(request: Request) -> dict[str, Any]:
+    """The request's JSON object body (400 with the reason otherwise)."""
+    raw = request.state.body
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as exc:
+        raise ApiError(400, f"body: not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, f"body: expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _int(q: Any, key: str, default: int | None, lo: int = 0, hi: int | None = None) -> Any:
+    text = q.get(key)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ApiError(400, f"{key}: expected an integer, got {text!r}") from None
+    if value < lo or (hi is not None and value > hi):
+        upper = f"..{hi}" if hi is not None else " or more"
+        raise ApiError(400, f"{key}: expected {lo}{upper}, got {value}")
+    return value
+
+
+def make_app(
+    storage: str,
+    token: str,
+    public_read: bool = False,
+    launcher: Launcher | None = None,
+    bind_host: str = "127.0.0.1",
+    max_body: int = MAX_BODY_BYTES,
+) -> Any:
+    """The ASGI app of a dashboard on ``storage`` (``app.state.dashboard`` holds its state)."""
+    dash = Dashboard(storage, token, public_read, launcher)
+    app = Starlette(routes=dash.routes())
+    app.state.dashboard = dash
+    guarded = Guard(app, max_body, allowed_hosts(bind_host))
+    guarded.dashboard = dash  # type: ignore[attr-defined]
+    return guarded

@@ -1,0 +1,509 @@
+"""What the dashboard shows, as plain JSON-ready data computed from the store's records.
+
+Pure functions of an experiment's info and evaluations (no web server here), shared by the
+JSON API and by ``metaloop report``: progress, per-generation fitness statistics, parameter
+exploration with a 2-D PCA projection, the Pareto front, and the evaluation table rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from metaloop.optimizers.pareto import non_dominated_mask
+from metaloop.records import Evaluation, Status
+from metaloop.store import ExperimentInfo
+
+#: seconds of finished evaluations the evaluation rate and active workers are measured over
+RATE_WINDOW_S = 60.0
+#: most points per generation sent for the fitness scatter (a deterministic subsample)
+POINTS_PER_GENERATION = 200
+#: most candidates in the parameter-exploration views (the newest ones)
+MAX_EXPLORATION = 5000
+#: most scalar components of the parameters shown in parallel coordinates and the PCA
+MAX_COMPONENTS = 64
+#: arrays up to this size get one table column per element
+TABLE_ARRAY_LIMIT = 8
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as strict JSON data: numpy to Python, non-finite floats to strings."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Status):
+        return value.value
+    return str(value)
+
+
+def weights_of(config: dict[str, Any]) -> list[float]:
+    """The objective weights of a stored config (positive maximizes, negative minimizes)."""
+    w = config.get("weights")
+    if w:
+        return [float(x) for x in w]
+    return [1.0 if config.get("direction") == "maximize" else -1.0]
+
+
+def score_of(e: Evaluation, weights: list[float]) -> float | None:
+    """The weighted sum the loop maximizes (None unless the evaluation is ok)."""
+    if e.status is not Status.OK or e.fitness is None or len(e.fitness) != len(weights):
+        return None
+    return float(sum(w * f for w, f in zip(weights, e.fitness)))
+
+
+def is_live(info: ExperimentInfo) -> bool:
+    """A driver is alive for the experiment (running or paused)."""
+    if info.status not in ("running", "paused"):
+        return False
+    return dataclasses.replace(info, status="running").is_live
+
+
+def shown_status(info: ExperimentInfo) -> str:
+    """The status as shown: a running/paused experiment whose driver is gone is interrupted."""
+    if info.status in ("running", "paused") and not is_live(info):
+        return "interrupted"
+    return info.status
+
+
+def expected_total(config: dict[str, Any], pop: int | None = None) -> int | None:
+    """Evaluations the run will make at most, from its stopping criteria (None if unknown).
+
+    ``pop`` is the population size when the config leaves it to the optimizer's default.
+    """
+    totals = []
+    configured = (config.get("optimizer") or {}).get("pop_size")
+    pop = configured if isinstance(configured, int) else pop
+    if config.get("generations") and isinstance(pop, int):
+        totals.append(int(config["generations"]) * pop)
+    if config.get("budget"):
+        totals.append(int(config["budget"]))
+    return min(totals) if totals else None
+
+
+def progress_fraction(info: ExperimentInfo) -> float | None:
+    """Fraction done by the tightest count limit (1.0 once finished), None if unknown."""
+    if info.status == "finished":
+        return 1.0
+    fractions = []
+    budget, generations = info.config.get("budget"), info.config.get("generations")
+    if budget:
+        fractions.append(info.n_evaluations / budget)
+    if generations:
+        fractions.append(max(info.generation - 1, 0) / generations)
+    return round(min(max(fractions), 1.0), 4) if fractions else None
+
+
+def experiment_row(info: ExperimentInfo) -> dict[str, Any]:
+    """One line of the experiment list (``GET /api/experiments``)."""
+    return jsonable(
+        {
+            "name": info.name,
+            "description": info.config.get("description", ""),
+            "status": shown_status(info),
+            "stored_status": info.status,
+            "stop_reason": info.stop_reason,
+            "live": is_live(info),
+            "generation": info.generation,
+            "evaluations": info.n_evaluations,
+            "failed": info.n_failed,
+            "progress": progress_fraction(info),
+            "best": list(info.best_fitness) if info.best_fitness else None,
+            "optimizer": (info.config.get("optimizer") or {}).get("kind"),
+            "created": info.created,
+            "updated": info.updated,
+            "host": info.host,
+        }
+    )
+
+
+def session_start(events: list[dict[str, Any]]) -> float | None:
+    """Time the current driver session started (the last start/resume event)."""
+    for ev in reversed(events):
+        if ev["kind"] in ("start", "resume"):
+            return float(ev["time"])
+    return None
+
+
+def summary(
+    info: ExperimentInfo,
+    evaluations: list[Evaluation],
+    events: list[dict[str, Any]],
+    now: float | None = None,
+) -> dict[str, Any]:
+    """Progress of one experiment: counts, rate, ETA, workers, best (the page's header)."""
+    now = time.time() if now is None else now
+    live = is_live(info)
+    weights = weights_of(info.config)
+    current = max((e.generation for e in evaluations), default=0)
+    in_current = sum(1 for e in evaluations if e.generation == current)
+    pop = (info.config.get("optimizer") or {}).get("pop_size")
+    if not isinstance(pop, int) and current > 0:  # the optimizer's default: as in generation 0
+        pop = sum(1 for e in evaluations if e.generation == 0)
+    total = expected_total(info.config, pop)
+    configured_workers = (info.config.get("executor") or {}).get("workers")
+
+    start = session_start(events)
+    recent = [e for e in evaluations if e.finished >= now - RATE_WINDOW_S]
+    if live and start is not None:
+        span = min(RATE_WINDOW_S, max(now - start, 1e-9))
+        rate = len([e for e in recent if e.finished >= start]) / span
+    else:
+        finished = [e.finished for e in evaluations]
+        began = [e.started for e in evaluations if e.started > 0]
+        span = (max(finished) - min(began)) if finished and began else 0.0
+        rate = len(evaluations) / span if span > 0 else 0.0
+    remaining = None if total is None else max(total - info.n_evaluations, 0)
+    eta = remaining / rate if live and remaining is not None and rate > 0 else None
+    active = sorted({f"{e.host}/{e.worker}" for e in recent}) if live else []
+    running = None
+    if live and info.status == "running" and isinstance(pop, int):
+        left = max(pop - in_current, 0) if in_current else pop
+        running = min(left, configured_workers) if configured_workers else left
+
+    best = _best(evaluations, weights)
+    row = experiment_row(info)
+    row.update(
+        {
+            "config": info.config,
+            "seed": str(info.seed),
+            "weights": weights,
+            "objectives": len(weights),
+            "total": total,
+            "remaining": remaining,
+            "rate": rate,
+            "eta_s": eta,
+            "running": running,
+            "pop_size": pop if isinstance(pop, int) else None,
+            "current_generation": current,
+            "current_generation_done": in_current,
+            "workers_configured": configured_workers,
+            "workers_active": len(active),
+            "workers": active,
+            "best_evaluation": None if best is None else evaluation_row(best, weights),
+            "now": now,
+            "version": f"{info.n_evaluations}:{info.status}:{len(events)}",
+        }
+    )
+    return jsonable(row)
+
+
+def _best(evaluations: Iterable[Evaluation], weights: list[float]) -> Evaluation | None:
+    best, best_score = None, -math.inf
+    for e in evaluations:
+        s = score_of(e, weights)
+        if s is not None and s > best_score:
+            best, best_score = e, s
+    return best
+
+
+# -- fitness per generation --------------------------------------------------------------------
+def generation_stats(evaluations: list[Evaluation], weights: list[float]) -> dict[str, Any]:
+    """Per generation and objective: best, best so far, quartiles, and a sample of points.
+
+    ``best`` follows each objective's weight sign (minimized objectives: the smallest).
+    """
+    m = len(weights)
+    by_gen: dict[int, list[Evaluation]] = {}
+    for e in evaluations:
+        by_gen.setdefault(e.generation, []).append(e)
+    gens = sorted(by_gen)
+    objectives = []
+    for k in range(m):
+        sign = 1.0 if weights[k] > 0 else -1.0
+        rows, so_far = [], None
+        for g in gens:
+            es = by_gen[g]
+            vals = np.array(
+                [e.fitness[k] for e in es if e.status is Status.OK and e.fitness is not None]
+            )
+            row: dict[str, Any] = {"generation": g, "n": len(es), "ok": int(len(vals))}
+            if len(vals):
+                best = float(vals[np.argmax(sign * vals)])
+                so_far = best if so_far is None or sign * best > sign * so_far else so_far
+                q = np.quantile(vals, [0.0, 0.25, 0.5, 0.75, 1.0])
+                row.update(
+                    best=best,
+                    min=float(q[0]),
+                    q1=float(q[1]),
+                    median=float(q[2]),
+                    q3=float(q[3]),
+                    max=float(q[4]),
+                    mean=float(vals.mean()),
+                    points=_sample(vals.tolist(), POINTS_PER_GENERATION),
+                )
+            row["best_so_far"] = so_far
+            rows.append(row)
+        objectives.append({"objective": k, "weight": weights[k], "generations": rows})
+    failed = [
+        {"generation": g, "failed": sum(1 for e in by_gen[g] if e.status is not Status.OK)}
+        for g in gens
+    ]
+    return jsonable({"objectives": objectives, "failed": failed})
+
+
+def _sample(values: list[Any], n: int) -> list[Any]:
+    if len(values) <= n:
+        return values
+    step = len(values) / n
+    return [values[int(i * step)] for i in range(n)]
+
+
+# -- parameter exploration ---------------------------------------------------------------------
+def _components(params: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Scalar components of a candidate: arrays flattened as ``name[i]``."""
+    out: list[tuple[str, Any]] = []
+    for name, value in params.items():
+        if isinstance(value, (list, tuple, np.ndarray)):
+            flat = np.ravel(np.asarray(value, dtype=object)).tolist()
+            out.extend((f"{name}[{i}]", v) for i, v in enumerate(flat))
+        else:
+            out.append((name, value))
+    return out
+
+
+def exploration(evaluations: list[Evaluation], weights: list[float]) -> dict[str, Any]:
+    """Every candidate's parameter values, its score, and a 2-D PCA projection.
+
+    Numbers stay numbers; other values (choices) become category indices with their labels.
+    Failed candidates are included with ``score`` None (drawn grey).
+    """
+    evs = evaluations[-MAX_EXPLORATION:]
+    names: list[str] = []
+    for e in evs[:1]:
+        names = [n for n, _ in _components(e.params)][:MAX_COMPONENTS]
+    raw = []
+    for e in evs:
+        comps = dict(_components(e.params))
+        raw.append([comps.get(n) for n in names])
+    columns, kinds, categories = [], [], {}
+    for j, name in enumerate(names):
+        col = [r[j] for r in raw]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in col):
+            columns.append([float(v) for v in col])
+            kinds.append("number")
+        else:
+            labels = sorted({_label(v) for v in col})
+            index = {lab: i for i, lab in enumerate(labels)}
+            columns.append([float(index[_label(v)]) for v in col])
+            kinds.append("category")
+            categories[name] = labels
+    scores = [score_of(e, weights) for e in evs]
+    return jsonable(
+        {
+            "names": names,
+            "kinds": kinds,
+            "categories": categories,
+            "generation": [e.generation for e in evs],
+            "index": [e.index for e in evs],
+            "status": [e.status.value for e in evs],
+            "score": scores,
+            "fitness": [list(e.fitness) if e.fitness else None for e in evs],
+            "values": columns,
+            "pca": pca(columns),
+            "truncated": len(evaluations) > len(evs),
+        }
+    )
+
+
+def _label(v: Any) -> str:
+    return str(v)
+
+
+def pca(columns: list[list[float]]) -> dict[str, Any] | None:
+    """First two principal components of the standardized candidates (None if < 2 points).
+
+    Each component is standardized first (constant ones dropped), so parameters of very
+    different ranges weigh alike; ``explained`` is each component's share of the variance.
+    """
+    if not columns or len(columns[0]) < 2:
+        return None
+    X = np.asarray(columns, dtype=float).T
+    sd = X.std(axis=0)
+    keep = sd > 0
+    if not keep.any():
+        n = len(X)
+        return {"x": [0.0] * n, "y": [0.0] * n, "explained": [0.0, 0.0]}
+    Z = (X[:, keep] - X[:, keep].mean(axis=0)) / sd[keep]
+    U, S, _ = np.linalg.svd(Z, full_matrices=False)
+    coords = U * S
+    if coords.shape[1] < 2:
+        coords = np.column_stack([coords[:, 0], np.zeros(len(coords))])
+    var = S**2
+    explained = (var / var.sum()).tolist() + [0.0]
+    # a deterministic sign: the largest-magnitude coordinate of each axis is positive
+    for c in range(2):
+        j = int(np.argmax(np.abs(coords[:, c])))
+        if coords[j, c] < 0:
+            coords[:, c] = -coords[:, c]
+    return {"x": coords[:, 0].tolist(), "y": coords[:, 1].tolist(), "explained": explained[:2]}
+
+
+# -- Pareto front ------------------------------------------------------------------------------
+def pareto(evaluations: list[Evaluation], weights: list[float]) -> dict[str, Any]:
+    """The ok evaluations of a multi-objective run, each marked on the front or not."""
+    m = len(weights)
+    if m < 2:
+        return {"objectives": m, "points": [], "front": []}
+    ok = [
+        e
+        for e in evaluations
+        if e.status is Status.OK and e.fitness is not None and len(e.fitness) == m
+    ]
+    front: list[bool] = []
+    if ok:
+        F = np.asarray([e.fitness for e in ok], dtype=float) * np.asarray(weights)
+        front = non_dominated_mask(F).tolist()
+    points = [[e.generation, e.index, *e.fitness] for e in ok]  # type: ignore[misc]
+    return jsonable({"objectives": m, "weights": weights, "points": points, "front": front})
+
+
+# -- the evaluation table ----------------------------------------------------------------------
+def evaluation_row(e: Evaluation, weights: list[float]) -> dict[str, Any]:
+    """One table row: scalars only (large arrays summarized), the error's first line."""
+    params: dict[str, Any] = {}
+    for name, value in e.params.items():
+        if isinstance(value, (list, tuple, np.ndarray)):
+            flat = np.ravel(np.asarray(value, dtype=object)).tolist()
+            if len(flat) <= TABLE_ARRAY_LIMIT:
+                params.update({f"{name}[{i}]": v for i, v in enumerate(flat)})
+            else:
+                params[name] = f"array of {len(flat)}"
+        else:
+            params[name] = value
+    metrics = {
+        k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
+        for k, v in e.metrics.items()
+    }
+    return jsonable(
+        {
+            "generation": e.generation,
+            "index": e.index,
+            "status": e.status.value,
+            "fitness": list(e.fitness) if e.fitness is not None else None,
+            "score": score_of(e, weights),
+            "params": params,
+            "metrics": metrics,
+            "attempts": e.attempts,
+            "duration": e.duration,
+            "started": e.started,
+            "finished": e.finished,
+            "host": e.host,
+            "worker": e.worker,
+            "error": (e.error or "").split("\n", 1)[0] or None,
+        }
+    )
+
+
+def running_row(generation: int, index: int, since: float | None) -> dict[str, Any]:
+    """A table row for an evaluation that reports values but has no result yet."""
+    return {
+        "generation": generation,
+        "index": index,
+        "status": "running",
+        "fitness": None,
+        "score": None,
+        "params": {},
+        "metrics": {},
+        "attempts": None,
+        "duration": None,
+        "started": since,
+        "finished": None,
+        "host": "",
+        "worker": "",
+        "error": None,
+    }
+
+
+SORT_KEYS = ("generation", "index", "status", "score", "attempts", "duration", "finished", "host")
+
+
+def _sort_value(row: dict[str, Any], key: str) -> Any:
+    if key.startswith("fitness."):
+        f = row.get("fitness")
+        k = int(key.split(".", 1)[1])
+        return f[k] if f and k < len(f) else None
+    if key.startswith("param."):
+        return row["params"].get(key[6:])
+    if key.startswith("metric."):
+        return row["metrics"].get(key[7:])
+    return row.get(key)
+
+
+def _ordered(value: Any) -> tuple[int, Any]:
+    """Numbers before text before missing values, so mixed columns still sort."""
+    if isinstance(value, bool):
+        return (0, float(value))
+    if isinstance(value, (int, float)):
+        return (0, float(value))
+    if value is None:
+        return (2, "")
+    return (1, str(value))
+
+
+def valid_sort_key(key: str) -> bool:
+    return key in SORT_KEYS or key.startswith(("fitness.", "param.", "metric."))
+
+
+def query_rows(
+    rows: list[dict[str, Any]],
+    sort: str = "generation",
+    descending: bool = False,
+    status: str | None = None,
+    generation: int | None = None,
+    text: str | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> dict[str, Any]:
+    """Filter, sort and page table rows (``GET .../evaluations``).
+
+    ``text`` matches case-insensitively anywhere in the parameters, metrics, error and host.
+    Rows missing the sort value go last in either order; ties keep (generation, index).
+    """
+    out = rows
+    if status:
+        out = [r for r in out if r["status"] == status]
+    if generation is not None:
+        out = [r for r in out if r["generation"] == generation]
+    if text:
+        needle = text.lower()
+        out = [r for r in out if needle in _haystack(r)]
+    present = [r for r in out if _sort_value(r, sort) is not None]
+    missing = [r for r in out if _sort_value(r, sort) is None]
+    present.sort(key=lambda r: _ordered(_sort_value(r, sort)), reverse=descending)
+    out = present + missing
+    return {"total": len(out), "offset": offset, "rows": out[offset : offset + limit]}
+
+
+def _haystack(row: dict[str, Any]) -> str:
+    parts = [f"{k}={v}" for k, v in row["params"].items()]
+    parts += [f"{k}={v}" for k, v in row["metrics"].items()]
+    parts += [row.get("error") or "", row.get("host") or "", row["status"]]
+    return " ".join(parts).lower()
+
+
+def columns(rows: list[dict[str, Any]], objectives: int) -> dict[str, list[str]]:
+    """Parameter and metric column names across the rows, in first-seen order."""
+    params: dict[str, None] = {}
+    metrics: dict[str, None] = {}
+    for r in rows:
+        params.update(dict.fromkeys(r["params"]))
+        metrics.update(dict.fromkeys(r["metrics"]))
+    return {
+        "fitness": [f"fitness.{k}" for k in range(objectives)],
+        "params": list(params),
+        "metrics": list(metrics),
+    }

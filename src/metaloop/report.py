@@ -1,0 +1,161 @@
+"""``metaloop report``: one self-contained HTML file of an experiment, to share or archive.
+
+The file holds the dashboard's own CSS and chart code inline and the experiment's data as
+embedded JSON (the same views the dashboard's API serves), so it opens anywhere, offline,
+and makes no request at all (its Content-Security-Policy forbids any).  Image artifacts are
+embedded as data URIs within a size budget; other artifacts are listed by name.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from metaloop.dashboard import detail, steer, views
+from metaloop.dashboard.assets import read_asset as _asset
+from metaloop.store import ExperimentInfo, Store, open_store
+from metaloop.store.postgres import mask_password
+
+#: evaluations whose full detail (error, traceback, reports, artifacts, logs) is embedded
+MAX_DETAILS = 500
+#: bytes of each log tail kept in the report
+REPORT_LOG_BYTES = 4096
+#: largest single embedded image, and all embedded images together
+MAX_IMAGE_BYTES = 2_000_000
+MAX_IMAGES_BYTES = 20_000_000
+
+CSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:"
+
+
+def embed_json(data: Any) -> str:
+    """JSON safe inside a ``<script>`` element: no ``<``, ``>``, ``&`` or line separators."""
+    text = json.dumps(views.jsonable(data), separators=(",", ":"), allow_nan=False)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        text = text.replace(ch, esc)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def _inline_script(code: str) -> str:
+    if "</script" in code.lower():  # our own assets never contain it; keep it that way
+        raise ValueError("an inlined script must not contain '</script'")
+    return code
+
+
+def _detail_keys(
+    evaluations: list[Any], weights: list[float], with_files: set[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """Which evaluations get a full detail: the best, those with reports/artifacts, failures."""
+    scored = [(s, e) for e in evaluations if (s := views.score_of(e, weights)) is not None]
+    scored.sort(key=lambda p: -p[0])
+    keys: dict[tuple[int, int], None] = {}
+    for _, e in scored[:20]:
+        keys[(e.generation, e.index)] = None
+    for key in sorted(with_files):
+        keys[key] = None
+    for e in evaluations:
+        if not e.ok:
+            keys[(e.generation, e.index)] = None
+    return list(keys)[:MAX_DETAILS]
+
+
+def report_data(store: Store, info: ExperimentInfo, now: float | None = None) -> dict[str, Any]:
+    """Everything the report shows, in the dashboard API's shapes."""
+    now = time.time() if now is None else now
+    weights = views.weights_of(info.config)
+    evaluations = store.evaluations(info.id)
+    events = store.events(info.id)
+    rows = [views.evaluation_row(e, weights) for e in evaluations]
+    reports = getattr(store, "reports", None)
+    artifacts = getattr(store, "artifacts", None)
+    with_files: set[tuple[int, int]] = set()
+    if reports is not None:
+        with_files |= {(r["generation"], r["index"]) for r in reports(info.id)}
+    if artifacts is not None:
+        with_files |= {(a["generation"], a["index"]) for a in artifacts(info.id)}
+    by_key = {(e.generation, e.index): e for e in evaluations}
+    details: dict[str, Any] = {}
+    budget = [MAX_IMAGES_BYTES]
+    for g, i in _detail_keys(evaluations, weights, with_files):
+        d = detail.evaluation_detail(store, info, by_key.get((g, i)), g, i, weights)
+        for log in d["logs"]:
+            if len(log["text"]) > REPORT_LOG_BYTES:
+                log["text"], log["truncated"] = log["text"][-REPORT_LOG_BYTES:], True
+        for a in d["artifacts"]:
+            a["data"] = _image_data(store, info.id, g, i, a, budget)
+        details[f"{g}/{i}"] = d
+    summary = views.summary(info, evaluations, events, now=now)
+    return {
+        "generated": now,
+        "storage": mask_password(store.url),
+        "summary": summary,
+        "generations": views.generation_stats(evaluations, weights),
+        "exploration": views.exploration(evaluations, weights),
+        "pareto": views.pareto(evaluations, weights),
+        "hyperparameters": steer.hyperparameters(store, info),
+        "controls": steer.controls(store, info),
+        "events": events[-500:],
+        "rows": rows,
+        "columns": views.columns(rows, len(weights)),
+        "details": details,
+    }
+
+
+def _image_data(
+    store: Store, exp_id: int, g: int, i: int, a: dict[str, Any], budget: list[int]
+) -> str | None:
+    """The artifact as a data URI if it is an inline image within the size budget."""
+    if not a.get("image"):
+        return None
+    found = detail.artifact_path(store, exp_id, g, i, a["name"])
+    if found is None:
+        return None
+    path, _ = found
+    try:
+        size = path.stat().st_size
+        if size > MAX_IMAGE_BYTES or size > budget[0]:
+            return None
+        data = path.read_bytes()
+    except OSError:
+        return None
+    budget[0] -= len(data)
+    return f"data:{a['media_type']};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def render_report(data: dict[str, Any]) -> str:
+    """The HTML text of a report from :func:`report_data`."""
+    name = data["summary"]["name"]
+    return "".join(
+        [
+            '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
+            f"<title>metaloop report: {html.escape(name)}</title>\n",
+            f"<style>\n{_asset('style.css')}\n</style>\n</head>\n<body>\n",
+            '<header id="top"><h1>metaloop report</h1><span id="store" class="muted"></span>',
+            '<span id="conn"></span></header>\n<div id="app"></div>\n',
+            f'<script type="application/json" id="metaloop-report">{embed_json(data)}</script>\n',
+            f"<script>\n{_inline_script(_asset('charts.js'))}\n</script>\n",
+            f"<script>\n{_inline_script(_asset('app.js'))}\n</script>\n",
+            "</body>\n</html>\n",
+        ]
+    )
+
+
+def write_report(name: str, output: str | Path, storage: str) -> int:
+    """Write the report of experiment ``name`` to ``output`` atomically; its size in bytes."""
+    from metaloop.api import _get
+
+    with open_store(storage, create=False) as store:
+        text = render_report(report_data(store, _get(store, name)))
+    tmp = Path(f"{output}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(text.encode("utf-8"))
