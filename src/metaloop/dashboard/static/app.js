@@ -1,6 +1,6 @@
 /* metaloop dashboard page (and the report's viewer).
  *
- * Live mode polls the JSON API every second; report mode (a <script id="metaloop-report">
+ * Live mode polls the JSON API every second; report mode (a script element "metaloop-report"
  * holds the data) shows the same views from the embedded data, without steering.
  * All text from the store is inserted with textContent / createTextNode: never as HTML.
  */
@@ -615,6 +615,7 @@
     for (const r of rows) for (const v of r.points || []) dots.push({ x: r.generation, y: v, color: "#9aa5b1", r: 2 });
     C.lineChart($("chart-fitness"), {
       xLabel: "generation",
+      xInteger: true,
       yLabel: `${label} (${better(obj.weight)} is better)`,
       dots,
       series: [
@@ -625,6 +626,7 @@
     });
     C.boxChart($("chart-dist"), {
       xLabel: "generation",
+      xInteger: true,
       yLabel: label,
       boxes: rows
         .filter((r) => r.median !== undefined)
@@ -647,6 +649,7 @@
       const cats = expl.categories[name];
       C.scatterChart($("chart-param"), {
         xLabel: "generation",
+      xInteger: true,
         yLabel: name,
         yCategories: cats,
         colorLabel: "fitness",
@@ -983,6 +986,7 @@
     busy = true;
     try {
       await update();
+      if ($("token-form")) fill("token-area");
       setConn(REPORT ? `report generated ${when(REPORT.generated)}` : "live", false);
       if (!REPORT) schedule(POLL_MS);
     } catch (e) {
@@ -1024,5 +1028,15 @@
     tick();
   }
 
+  function hashChanged() {
+    // a URL with a new token or experiment pasted into an open page
+    const t = readToken();
+    if (t) S.token = t;
+    const wanted = new URLSearchParams(location.hash.replace(/^#/, "")).get("exp");
+    if (wanted && wanted !== S.exp) select(wanted);
+    else schedule(0);
+  }
+
   window.addEventListener("DOMContentLoaded", start);
+  if (!REPORT) window.addEventListener("hashchange", hashChanged);
 })();

@@ -314,7 +314,8 @@
     const ga = el("g", { class: "axes" });
     axes.forEach((a, j) => {
       ga.appendChild(el("line", { x1: ax(j), x2: ax(j), y1: y0, y2: y1, class: "axis" }));
-      const label = el("text", { x: ax(j), y: y0 + 16, "text-anchor": "middle", class: "label" }, a.name);
+      const anchor = j === 0 ? "start" : j === axes.length - 1 ? "end" : "middle";
+      const label = el("text", { x: ax(j) + (j === 0 ? -30 : j === axes.length - 1 ? 30 : 0), y: y0 + 16, "text-anchor": anchor, class: "label" }, a.name);
       title(label, a.name);
       ga.appendChild(label);
       const [lo, hi] = a.categories ? [0, a.categories.length - 1] : extent(a.values);

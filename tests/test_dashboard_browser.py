@@ -1,0 +1,336 @@
+"""The dashboard and the report in a real headless Chromium (Debian's, driven by Playwright
+with ``executable_path``; never a downloaded browser).
+
+* a live run on the local executor: progress updates on the page, the pause button pauses
+  the run and resume continues it, a changed hyperparameter shows in the history and in the
+  run, an injected candidate is evaluated, reported values and an artifact image appear in
+  the detail view; a screenshot is kept in ``test-artifacts/``;
+* HTML in experiment and parameter names is shown as text (no dialog, no element made);
+* the token: asked for when missing, taken from the URL fragment and then removed from it;
+* the report opens from a file, makes no request, and shows the same views.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from services import need
+
+from metaloop.api import Experiment
+from metaloop.records import Evaluation, Status
+from metaloop.store import open_store
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TOKEN = "browser-token-0123456789abcdef"
+WEIRD = "<script>alert(1)</script>"
+WEIRD_PARAM = "<img src=x onerror=alert(2)>"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+#: most milliseconds a page may take to show something the store already holds
+UI_MS = 15_000
+
+
+def _playwright_available() -> bool:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A persistent Chromium context with a fresh profile directory."""
+    need(
+        "Chromium",
+        os.path.exists(CHROMIUM) and _playwright_available(),
+        f"needs {CHROMIUM} (apt-get install chromium) and the playwright package",
+    )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
+        context.set_default_timeout(UI_MS)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+class Page:
+    """A page that records dialogs, script errors and requests."""
+
+    def __init__(self, context: Any):
+        self.page = context.new_page()
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+
+        def on_dialog(dialog: Any) -> None:
+            self.dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        self.page.on("dialog", on_dialog)
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.on("request", lambda req: self.requests.append(req.url))
+
+    def close(self) -> None:
+        self.page.close()
+
+
+@pytest.fixture()
+def page(browser: Any) -> Iterator[Page]:
+    p = Page(browser)
+    yield p
+    p.close()
+    assert p.errors == [], p.errors  # no script error on any page
+
+
+class Dashboard:
+    """``metaloop dashboard`` in a subprocess on a free port."""
+
+    def __init__(self, storage: str, cwd: Path, *extra: str):
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "metaloop",
+                "dashboard",
+                "--storage",
+                storage,
+                "--port",
+                "0",
+                "--token",
+                TOKEN,
+                *extra,
+            ],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        m = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)
+        assert m, line + self.proc.stdout.read() if self.proc.poll() is not None else line
+        self.url = m.group(1)
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=15)
+
+
+def shot(page: Page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+    return path
+
+
+# -- a finished store: escaping, token, report -------------------------------------------------
+FAILING = """
+def evaluate(params):
+    if params["x"] > 0.9:
+        raise RuntimeError("boom at x=%r" % params["x"])
+    return (params["x"] - 0.2) ** 2 + params["y"] ** 2
+"""
+
+
+@pytest.fixture(scope="module")
+def finished_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    root = tmp_path_factory.mktemp("finished")
+    (root / "opt.py").write_text(FAILING)
+    url = f"sqlite:///{root / 'store.db'}"
+    Experiment(
+        {
+            "name": "plain",
+            "storage": url,
+            "seed": 4,
+            "optimizee": {"kind": "python", "target": f"{root / 'opt.py'}:evaluate"},
+            "space": {
+                "x": {"type": "real", "low": -1.0, "high": 1.0},
+                "y": {"type": "real", "low": -1.0, "high": 1.0},
+            },
+            "optimizer": {"kind": "random", "pop_size": 10},
+            "generations": 5,
+            "executor": {"kind": "serial", "max_attempts": 1},
+        }
+    ).run()
+    with open_store(url) as store:
+        info = store.create_experiment(
+            WEIRD, {"optimizer": {"kind": "random"}, "description": WEIRD}, 1
+        )
+        for i in range(4):
+            e = Evaluation(
+                0,
+                i,
+                {WEIRD_PARAM: float(i), "mode": WEIRD},
+                Status.OK,
+                (float(i),),
+                {WEIRD: WEIRD},
+                1,
+                None,
+                1.0,
+                2.0,
+                WEIRD,
+                "w",
+            )
+            store.append(info.id, e, -float(i))
+        store.set_status(info.id, "finished", WEIRD)
+    return url, root
+
+
+@pytest.fixture(scope="module")
+def finished_dashboard(finished_store: tuple[str, Path]) -> Iterator[Dashboard]:
+    url, root = finished_store
+    dash = Dashboard(url, root)
+    yield dash
+    dash.close()
+
+
+def _no_injected_markup(page: Page) -> None:
+    pg = page.page
+    assert page.dialogs == []
+    assert pg.evaluate("() => document.querySelectorAll('img[src=\"x\"]').length") == 0
+    assert pg.evaluate("() => document.scripts.length") == 2  # charts.js and app.js only
+
+
+def test_html_in_names_is_shown_as_text(page: Page, finished_dashboard: Dashboard) -> None:
+    pg = page.page
+    pg.goto(finished_dashboard.url + f"#token={TOKEN}")
+    pg.locator("#exp-list .exp-name", has_text=WEIRD).click()
+    pg.wait_for_function(
+        "name => document.getElementById('exp-name')?.textContent === name", arg=WEIRD
+    )
+    assert pg.locator("#exp-description").text_content() == WEIRD
+    pg.wait_for_selector("#eval-table tbody tr")
+    header = pg.locator("#eval-table thead th").all_text_contents()
+    assert any(h.startswith(WEIRD_PARAM) for h in header), header
+    pg.locator("#eval-table tbody tr").first.click()
+    pg.wait_for_selector("#detail-params")
+    params = pg.locator("#detail-params").text_content()
+    assert WEIRD_PARAM in params and WEIRD in params
+    assert WEIRD in pg.locator("#detail-metrics").text_content()
+    pg.wait_for_timeout(1500)  # a few polls later: still nothing injected
+    _no_injected_markup(page)
+    shot(page, "dashboard-escaping")
+
+
+def test_token_from_the_fragment_or_the_form(page: Page, finished_dashboard: Dashboard) -> None:
+    pg = page.page
+    pg.goto(finished_dashboard.url)
+    pg.wait_for_selector("#token-form")
+    assert pg.locator("#exp-list li").count() == 0
+    pg.fill("#token-input", "not-the-token-at-all")
+    pg.click("#token-form button")
+    pg.wait_for_function("() => document.getElementById('token-form') !== null")
+    pg.fill("#token-input", TOKEN)
+    pg.click("#token-form button")
+    pg.locator("#exp-list .exp-name", has_text="plain").wait_for()
+    assert pg.locator("#token-form").count() == 0
+    # from the URL fragment: kept in sessionStorage, removed from the address
+    pg.evaluate("() => sessionStorage.clear()")
+    pg.goto(finished_dashboard.url + f"#token={TOKEN}&exp=plain")
+    pg.wait_for_function("() => document.getElementById('exp-name')?.textContent === 'plain'")
+    assert TOKEN not in pg.url and "exp=plain" in pg.url
+    assert pg.evaluate("() => sessionStorage.getItem('metaloop-token')") == TOKEN
+    # the token never travels in a URL (only in the Authorization header)
+    assert not [u for u in page.requests if TOKEN in u.split("#")[0]]
+
+
+def test_table_sorts_filters_and_opens_a_failure(
+    page: Page, finished_dashboard: Dashboard, finished_store: tuple[str, Path]
+) -> None:
+    url, _ = finished_store
+    with open_store(url, create=False) as store:
+        info = store.get_experiment("plain")
+        assert info is not None
+        evs = store.evaluations(info.id)
+    pg = page.page
+    pg.goto(finished_dashboard.url + f"#token={TOKEN}&exp=plain")
+    pg.wait_for_selector("#eval-table tbody tr")
+    pg.click("#eval-table th[data-key='fitness.0']")  # ascending fitness
+    pg.wait_for_selector("#eval-table th[data-key='fitness.0']:has-text('▲')")
+    best = min(e.fitness[0] for e in evs if e.ok)
+    first = pg.locator("#eval-table tbody tr").first.locator("td").nth(3).text_content()
+    assert float(first) == pytest.approx(best, rel=1e-4)
+    pg.select_option("#f-status", "failed")
+    n_failed = sum(1 for e in evs if not e.ok)
+    assert n_failed > 0
+    pg.wait_for_function(
+        "n => document.querySelectorAll('#eval-table tbody tr').length === n", arg=n_failed
+    )
+    pg.locator("#eval-table tbody tr").first.click()
+    pg.wait_for_selector("#detail-error")
+    error = pg.locator("#detail-error").text_content()
+    assert "Traceback" in error and "RuntimeError: boom at x=" in error
+    svgs = pg.locator("#charts svg").count()
+    assert svgs >= 5  # fitness, distribution, parameter, PCA, parallel coordinates
+    assert pg.locator("#chart-fitness path.series").count() == 3
+    assert pg.locator("#chart-dist g.box").count() == 5
+    assert pg.locator("#chart-pca circle").count() == len(evs)
+
+
+def test_report_in_the_browser(
+    page: Page, finished_store: tuple[str, Path], tmp_path: Path
+) -> None:
+    from metaloop.report import write_report
+
+    url, _ = finished_store
+    out = tmp_path / "plain.html"
+    write_report("plain", out, url)
+    pg = page.page
+    pg.goto(out.as_uri())
+    pg.wait_for_function("() => document.getElementById('exp-name')?.textContent === 'plain'")
+    pg.wait_for_selector("#eval-table tbody tr")
+    assert pg.locator("#chart-fitness path.series").count() == 3
+    assert pg.locator("#steer").count() == 0  # a report cannot steer
+    pg.select_option("#f-status", "failed")
+    pg.locator("#eval-table tbody tr").first.click()
+    pg.wait_for_selector("#detail-error")
+    assert "RuntimeError: boom" in pg.locator("#detail-error").text_content()
+    shot(page, "report")
+    weird = tmp_path / "weird.html"
+    write_report(WEIRD, weird, url)
+    pg.goto(weird.as_uri())
+    pg.wait_for_function(
+        "name => document.getElementById('exp-name')?.textContent === name", arg=WEIRD
+    )
+    assert pg.title() == f"metaloop report: {WEIRD}"
+    _no_injected_markup_report(page)
+    assert {u.split(":", 1)[0] for u in page.requests} <= {"file", "data"}
+
+
+def _no_injected_markup_report(page: Page) -> None:
+    pg = page.page
+    assert page.dialogs == []
+    assert pg.evaluate("() => document.querySelectorAll('img[src=\"x\"]').length") == 0
+    assert pg.evaluate("() => document.scripts.length") == 3  # the data, charts, app
