@@ -238,6 +238,27 @@ def plot(name: str, path: str | Path, storage: str = DEFAULT_STORAGE) -> None:
         plot_fitness(store, _get(store, name), str(path))
 
 
+def control(
+    name: str,
+    action: str,
+    payload: dict[str, Any] | None = None,
+    storage: str = DEFAULT_STORAGE,
+    origin: str = "api",
+) -> dict[str, Any]:
+    """Steer an experiment (``metaloop control``): record a pause, resume, stop, set, inject
+    or note command for its running loop; the stored command as a dict.
+
+    ``payload``: ``{"params": {...}}`` for set, ``{"candidates": [{...}, ...]}`` for inject
+    (either may add ``"at_generation": N``), ``{"text": "..."}`` for note.  A bad command
+    raises :class:`metaloop.steering.ControlError` (nothing is written); see docs/steering.md.
+    """
+    from metaloop.steering import submit_control
+
+    validate_storage_url(storage)
+    with open_store(storage, create=False) as store:
+        return submit_control(store, name, action, payload, origin)
+
+
 def history(name: str, storage: str = DEFAULT_STORAGE) -> list[Evaluation]:
     """Every recorded evaluation of an experiment, in (generation, index) order."""
     with open_store(storage, create=False) as store:
@@ -261,6 +282,7 @@ __all__ = [
     "ConfigError",
     "Experiment",
     "StoreError",
+    "control",
     "experiment_info",
     "history",
     "history_frame",

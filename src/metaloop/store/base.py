@@ -1,7 +1,9 @@
 """The store contract: the single source of truth of a campaign.
 
-Append-only evaluations, optimizer checkpoints, experiment metadata and an event log.  The
-running loop writes; status, export, plot and the dashboard read, from any process.
+Append-only evaluations, optimizer checkpoints, experiment metadata and an event log, plus
+steering commands (with their audit trail), intermediate values reported by running
+evaluations and the artifacts they kept.  The running loop writes; status, export, plot and
+the dashboard read, from any process; ``metaloop control`` and the dashboard add commands.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class ExperimentInfo:
     name: str
     config: dict[str, Any]
     seed: int
-    status: str  # running | finished | stopped | interrupted | failed
+    status: str  # created | running | paused | finished | stopped | interrupted | failed
     stop_reason: str | None
     created: float
     updated: float
@@ -47,9 +49,10 @@ class ExperimentInfo:
 
     @property
     def is_live(self) -> bool:
-        """Status says running and its driver is alive: on this host its process exists,
-        on another host its heartbeat (refreshed every ``HEARTBEAT_S``) is recent."""
-        if self.status != "running":
+        """Status says running (or paused: a live driver holding) and its driver is alive: on
+        this host its process exists, on another host its heartbeat (refreshed every
+        ``HEARTBEAT_S``) is recent."""
+        if self.status not in LIVE_STATUSES:
             return False
         if self.host == os.uname().nodename:
             return _process_alive(self.pid)
@@ -74,6 +77,38 @@ def _process_alive(pid: int) -> bool:
 
 HEARTBEAT_S = 2.0
 HEARTBEAT_STALE_S = 30.0
+#: statuses of an experiment whose driver holds it (its heartbeat is kept fresh)
+LIVE_STATUSES = ("running", "paused")
+#: states of a steering command
+CONTROL_STATES = ("pending", "applied", "refused")
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    """One intermediate value set reported by a running evaluation (``ctx.report``).
+
+    ``seq`` is the line number in the evaluation's reports file, which makes re-reading the
+    file after a restart idempotent."""
+
+    generation: int
+    index: int
+    seq: int
+    attempt: int
+    step: float
+    values: dict[str, Any]
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRow:
+    """One file kept by an evaluation (in its ``artifacts/`` folder)."""
+
+    generation: int
+    index: int
+    name: str  # path relative to the artifacts folder
+    path: str  # absolute path
+    size: int
+    media_type: str
 
 
 class Store(ABC):
@@ -124,6 +159,51 @@ class Store(ABC):
 
     @abstractmethod
     def events(self, exp_id: int) -> list[dict[str, Any]]: ...
+
+    # -- steering commands ----------------------------------------------------------------------
+    @abstractmethod
+    def add_control(
+        self, exp_id: int, action: str, payload: dict[str, Any], origin: str
+    ) -> int:
+        """Record a pending command (committed before returning); its id."""
+
+    @abstractmethod
+    def controls(self, exp_id: int, status: str | None = None) -> list[dict[str, Any]]:
+        """Commands in submission order, each ``{"id", "time", "origin", "action", "payload",
+        "status", "generation", "message", "applied_time"}`` (``generation``: where it was
+        applied; ``status`` pending | applied | refused)."""
+
+    @abstractmethod
+    def resolve_control(
+        self, control_id: int, status: str, generation: int | None, message: str | None = None
+    ) -> None:
+        """Queue the outcome of a command (committed in order with the evaluations)."""
+
+    # -- intermediate values and artifacts --------------------------------------------------
+    @abstractmethod
+    def add_reports(self, exp_id: int, rows: list[ReportRow]) -> None:
+        """Queue reported values; a row already stored (same evaluation and seq) is skipped."""
+
+    @abstractmethod
+    def reports(
+        self, exp_id: int, generation: int | None = None, index: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Reported values, each ``{"generation", "index", "attempt", "step", "values",
+        "time"}``, in (generation, index, order of reporting)."""
+
+    @abstractmethod
+    def delete_reports(self, exp_id: int, generation: int, indices: list[int]) -> None:
+        """Forget the reports of evaluations that will run again (a resumed generation)."""
+
+    @abstractmethod
+    def add_artifacts(self, exp_id: int, rows: list[ArtifactRow]) -> None:
+        """Queue artifact entries (an entry of the same evaluation and name is replaced)."""
+
+    @abstractmethod
+    def artifacts(
+        self, exp_id: int, generation: int | None = None, index: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Artifacts, each ``{"generation", "index", "name", "path", "size", "media_type"}``."""
 
     # -- lifecycle ------------------------------------------------------------------------------
     @abstractmethod

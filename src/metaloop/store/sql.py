@@ -1,6 +1,7 @@
 """A store on any DB-API database: group commits from a writer thread, and every query.
 
-The loop queues writes (evaluations, checkpoints, events); a background thread commits them
+The loop queues writes (evaluations, checkpoints, events, reported values, artifact entries,
+the outcome of steering commands); a background thread commits them
 every ``commit_interval`` seconds as one transaction (a group commit), so recording an
 evaluation costs the loop microseconds while each one is durable well within 100 ms of
 completing.  While an experiment is claimed, the writer also refreshes its ``updated`` column
@@ -25,9 +26,37 @@ from typing import Any
 
 from metaloop.records import Evaluation, Status
 from metaloop.store import codec
-from metaloop.store.base import HEARTBEAT_S, ExperimentInfo, Store, StoreError
+from metaloop.store.base import (
+    HEARTBEAT_S,
+    LIVE_STATUSES,
+    ArtifactRow,
+    ExperimentInfo,
+    ReportRow,
+    Store,
+    StoreError,
+)
 
+#: the tables every metaloop store has
 TABLES = ("experiments", "evaluations", "checkpoints", "events")
+#: tables added for steering, reports and artifacts (created on open in an older store)
+STEERING_TABLES = ("controls", "reports", "artifacts")
+
+CONTROL_COLUMNS = "id, time, origin, action, payload, status, generation, message, applied"
+
+#: statements of the queued operations other than evaluations (one row each)
+_OP_SQL = {
+    "event": "INSERT INTO events (exp_id, time, kind, message, data) VALUES (?,?,?,?,?)",
+    "report": (
+        "INSERT INTO reports (exp_id, generation, idx, seq, attempt, step, data, time) "
+        "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (exp_id, generation, idx, seq) DO NOTHING"
+    ),
+    "artifact": (
+        "INSERT INTO artifacts (exp_id, generation, idx, name, path, size, media_type) "
+        "VALUES (?,?,?,?,?,?,?) ON CONFLICT (exp_id, generation, idx, name) DO UPDATE SET "
+        "path=excluded.path, size=excluded.size, media_type=excluded.media_type"
+    ),
+    "control": "UPDATE controls SET status=?, generation=?, message=?, applied=? WHERE id=?",
+}
 
 EVAL_COLUMNS = (
     "generation, idx, status, attempts, fitness, params, metrics, error, started, finished, "
@@ -152,14 +181,13 @@ class SQLStore(Store):
             cur = self._conn.cursor()
             cur.execute(self.BEGIN)
             try:
-                evals: list[tuple[Any, ...]] = []
+                run: list[tuple[Any, ...]] = []  # consecutive rows of one op: one executemany
+                run_op = ""
                 for op, row in batch:
-                    if op == "eval":
-                        evals.append(row)
-                        continue
-                    if evals:
-                        self._insert_evals(cur, evals)
-                        evals = []
+                    if op != run_op and run:
+                        self._insert_run(cur, run_op, run)
+                        run = []
+                    run_op = op
                     if op == "checkpoint":
                         cur.execute(self._sql(self.UPSERT_CHECKPOINT), row)
                         # resume needs only the newest; keep one more as a spare
@@ -167,16 +195,11 @@ class SQLStore(Store):
                             self._sql("DELETE FROM checkpoints WHERE exp_id=? AND generation < ?"),
                             (row[0], row[1] - 1),
                         )
-                    elif op == "event":
-                        cur.execute(
-                            self._sql(
-                                "INSERT INTO events (exp_id, time, kind, message, data) "
-                                "VALUES (?,?,?,?,?)"
-                            ),
-                            row,
-                        )
-                if evals:
-                    self._insert_evals(cur, evals)
+                        run_op = ""
+                    else:
+                        run.append(row)
+                if run:
+                    self._insert_run(cur, run_op, run)
                 if self._heartbeat_exp is not None:
                     cur.execute(
                         self._sql("UPDATE experiments SET updated=? WHERE id=?"),
@@ -186,6 +209,12 @@ class SQLStore(Store):
             except BaseException:
                 self._rollback(cur)
                 raise
+
+    def _insert_run(self, cur: Any, op: str, rows: list[tuple[Any, ...]]) -> None:
+        if op == "eval":
+            self._insert_evals(cur, rows)
+        else:
+            cur.executemany(self._sql(_OP_SQL[op]), rows)
 
     def _rollback(self, cur: Any) -> None:
         cur.execute("ROLLBACK")
@@ -287,7 +316,7 @@ class SQLStore(Store):
 
     def set_status(self, exp_id: int, status: str, stop_reason: str | None = None) -> None:
         self.flush()
-        if status != "running":
+        if status not in LIVE_STATUSES:
             self._heartbeat_exp = None
         with self._lock:
             self._execute(
@@ -407,4 +436,144 @@ class SQLStore(Store):
         return [
             {"time": t, "kind": k, "message": m, "data": None if d is None else codec.loads(d)}
             for t, k, m, d in rows
+        ]
+
+    # -- steering commands ----------------------------------------------------------------------
+    def _insert_id(self, sql: str, args: tuple[Any, ...]) -> int:
+        """Run an INSERT on the shared connection and return the new row's id."""
+        return int(self._execute(sql, args).lastrowid)
+
+    def add_control(
+        self, exp_id: int, action: str, payload: dict[str, Any], origin: str
+    ) -> int:
+        with self._lock:
+            return self._insert_id(
+                "INSERT INTO controls (exp_id, time, origin, action, payload, status) "
+                "VALUES (?, ?, ?, ?, ?, 'pending')",
+                (exp_id, time.time(), self._text(origin), action, codec.dumps_plain(payload)),
+            )
+
+    def controls(self, exp_id: int, status: str | None = None) -> list[dict[str, Any]]:
+        sql = f"SELECT {CONTROL_COLUMNS} FROM controls WHERE exp_id=?"
+        args: tuple[Any, ...] = (exp_id,)
+        if status is not None:
+            sql += " AND status=?"
+            args += (status,)
+        with self._lock:
+            rows = self._execute(sql + " ORDER BY id", args).fetchall()
+        return [
+            {
+                "id": r[0],
+                "time": r[1],
+                "origin": r[2],
+                "action": r[3],
+                "payload": json.loads(r[4]),
+                "status": r[5],
+                "generation": r[6],
+                "message": r[7],
+                "applied_time": r[8],
+            }
+            for r in rows
+        ]
+
+    def resolve_control(
+        self, control_id: int, status: str, generation: int | None, message: str | None = None
+    ) -> None:
+        self._enqueue(
+            "control", (status, generation, self._text(message), time.time(), control_id)
+        )
+
+    # -- intermediate values and artifacts --------------------------------------------------
+    def add_reports(self, exp_id: int, rows: list[ReportRow]) -> None:
+        for r in rows:
+            self._enqueue(
+                "report",
+                (
+                    exp_id,
+                    r.generation,
+                    r.index,
+                    r.seq,
+                    r.attempt,
+                    float(r.step),
+                    codec.dumps_plain(r.values),
+                    r.time,
+                ),
+            )
+
+    @staticmethod
+    def _where(
+        exp_id: int, generation: int | None, index: int | None
+    ) -> tuple[str, tuple[Any, ...]]:
+        sql, args = " WHERE exp_id=?", (exp_id,)
+        if generation is not None:
+            sql += " AND generation=?"
+            args += (generation,)
+        if index is not None:
+            sql += " AND idx=?"
+            args += (index,)
+        return sql, args
+
+    def reports(
+        self, exp_id: int, generation: int | None = None, index: int | None = None
+    ) -> list[dict[str, Any]]:
+        where, args = self._where(exp_id, generation, index)
+        with self._lock:
+            rows = self._execute(
+                "SELECT generation, idx, attempt, step, data, time FROM reports"
+                + where
+                + " ORDER BY generation, idx, seq",
+                args,
+            ).fetchall()
+        return [
+            {
+                "generation": g,
+                "index": i,
+                "attempt": a,
+                "step": int(step) if float(step).is_integer() else step,
+                "values": json.loads(data),
+                "time": t,
+            }
+            for g, i, a, step, data, t in rows
+        ]
+
+    def delete_reports(self, exp_id: int, generation: int, indices: list[int]) -> None:
+        if not indices:
+            return
+        self.flush()  # no queued row of theirs may land after the delete
+        with self._lock:
+            for i in indices:
+                self._execute(
+                    "DELETE FROM reports WHERE exp_id=? AND generation=? AND idx=?",
+                    (exp_id, generation, i),
+                )
+
+    def add_artifacts(self, exp_id: int, rows: list[ArtifactRow]) -> None:
+        for r in rows:
+            self._enqueue(
+                "artifact",
+                (
+                    exp_id,
+                    r.generation,
+                    r.index,
+                    self._text(r.name),
+                    self._text(r.path),
+                    r.size,
+                    r.media_type,
+                ),
+            )
+
+    def artifacts(
+        self, exp_id: int, generation: int | None = None, index: int | None = None
+    ) -> list[dict[str, Any]]:
+        where, args = self._where(exp_id, generation, index)
+        with self._lock:
+            rows = self._execute(
+                "SELECT generation, idx, name, path, size, media_type FROM artifacts"
+                + where
+                + " ORDER BY generation, idx, name",
+                args,
+            ).fetchall()
+        return [
+            {"generation": g, "index": i, "name": n, "path": p, "size": sz, "media_type": mt}
+            for g, i, n, p, sz, mt in rows
         ]

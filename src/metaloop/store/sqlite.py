@@ -64,6 +64,40 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL,
     data TEXT
 );
+CREATE TABLE IF NOT EXISTS controls (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    exp_id INTEGER NOT NULL REFERENCES experiments(id),
+    time REAL NOT NULL,
+    origin TEXT NOT NULL,
+    action TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    generation INTEGER,
+    message TEXT,
+    applied REAL
+);
+CREATE INDEX IF NOT EXISTS controls_exp ON controls (exp_id, status);
+CREATE TABLE IF NOT EXISTS reports (
+    exp_id INTEGER NOT NULL REFERENCES experiments(id),
+    generation INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    step REAL NOT NULL,
+    data TEXT NOT NULL,
+    time REAL NOT NULL,
+    PRIMARY KEY (exp_id, generation, idx, seq)
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    exp_id INTEGER NOT NULL REFERENCES experiments(id),
+    generation INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    PRIMARY KEY (exp_id, generation, idx, name)
+);
 """
 
 
