@@ -486,3 +486,154 @@ def test_launch_starts_a_run_on_the_store(launch_client: Any) -> None:
     assert [e.fitness for e in a] == [e.fitness for e in b]
     r = c.post("/api/experiments", headers=AUTH, json={"config": config})
     assert r.status_code == 400 and "already exists" in r.json()["error"]
+
+
+# -- steering, reports, artifacts --------------------------------------------------------------
+@pytest.fixture()
+def steer_store(tmp_path: Path) -> Any:
+    """A store whose experiment 'held' was interrupted (so it can be steered but not paused)
+    and whose first evaluation reported values and kept artifacts."""
+    from metaloop.store.base import ArtifactRow, ReportRow
+
+    (tmp_path / "opt.py").write_text(OPTIMIZEE)
+    url = f"sqlite:///{tmp_path / 'steer.db'}"
+    config = _config("held", url, f"{tmp_path / 'opt.py'}:evaluate", generations=2)
+    Experiment(config).run()
+    png = tmp_path / "trace.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"fake image bytes")
+    svg = tmp_path / "evil.svg"
+    svg.write_text('<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>')
+    gone = tmp_path / "gone.png"
+    with open_store(url) as store:
+        info = store.get_experiment("held")
+        assert info is not None
+        store.set_status(info.id, "interrupted", "interrupted")
+        store.add_reports(
+            info.id,
+            [
+                ReportRow(0, 0, k, 1, float(k), {"loss": 1.0 / (k + 1), "tag": "t"}, 10.0 + k)
+                for k in range(4)
+            ],
+        )
+        store.add_artifacts(
+            info.id,
+            [
+                ArtifactRow(0, 0, "trace.png", str(png), png.stat().st_size, "image/png"),
+                ArtifactRow(0, 0, "evil.svg", str(svg), svg.stat().st_size, "image/svg+xml"),
+                ArtifactRow(0, 0, "gone.png", str(gone), 10, "image/png"),
+            ],
+        )
+        store.flush()
+    return url, png
+
+
+def test_control_refused_with_the_reason(store_url: str) -> None:
+    c = _client(make_app(store_url, TOKEN))
+    path = "/api/experiments/single/control"
+    r = c.post(path, headers=AUTH, json={"action": "pause"})
+    assert r.status_code == 400
+    assert r.json()["error"] == "pause: experiment 'single' is not running (status finished)"
+    r = c.post(path, headers=AUTH, json={"action": "explode"})
+    assert r.status_code == 400 and r.json()["error"].startswith("action: unknown action")
+    r = c.post(path, headers=AUTH, json=["pause"])
+    assert r.status_code == 400 and r.json()["error"] == "body: expected a JSON object, got list"
+    r = c.post("/api/experiments/nope/control", headers=AUTH, json={"action": "note", "text": "x"})
+    assert r.status_code == 404
+    assert c.post(path, json={"action": "note", "text": "x"}).status_code == 401
+
+
+def test_control_set_inject_note(steer_store: Any) -> None:
+    url, _ = steer_store
+    c = _client(make_app(url, TOKEN))
+    path = "/api/experiments/held/control"
+    r = c.post(path, headers=AUTH, json={"action": "set", "params": {"pop_size": 0}})
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("set: pop_size: Input should be greater than or equal to 1")
+    r = c.post(path, headers=AUTH, json={"action": "set", "params": {"pop_size": 5}})
+    assert r.status_code == 200, r.text
+    row = r.json()["control"]
+    assert row["status"] == "pending" and row["origin"] == "web:testclient"
+    assert row["payload"] == {"params": {"pop_size": 5}}
+    bad = {"action": "inject", "candidates": [{"x": 7, "y": 0, "mode": "a"}]}
+    r = c.post(path, headers=AUTH, json=bad)
+    assert r.status_code == 400
+    assert r.json()["error"] == "inject: candidate 0: param 'x': 7 is above high 2"
+    good = {"action": "inject", "candidates": [{"x": 0.25, "y": -1, "mode": "b"}]}
+    assert c.post(path, headers=AUTH, json=good).status_code == 200
+    r = c.post(path, headers=AUTH, json={"action": "note", "text": WEIRD})
+    assert r.status_code == 200 and r.json()["control"]["status"] == "applied"
+    trail = get(c, "/api/experiments/held/controls")["controls"]
+    assert [(x["action"], x["status"]) for x in trail] == [
+        ("set", "pending"),
+        ("inject", "pending"),
+        ("note", "applied"),
+    ]
+    assert trail[2]["payload"] == {"text": WEIRD}
+    # pending changes are not in the history yet (the run applies them)
+    assert get(c, "/api/experiments/held/hyperparameters")["current"] == {"pop_size": 8}
+
+
+def test_reports_and_detail(steer_store: Any) -> None:
+    url, _ = steer_store
+    c = _client(make_app(url, TOKEN))
+    rep = get(c, "/api/experiments/held/evaluations/0/0/reports")
+    assert rep["series"] == {"loss": [[float(k), 1.0 / (k + 1)] for k in range(4)]}
+    assert rep["count"] == 4 and rep["attempt"] == 1  # the text value is not a curve
+    d = get(c, "/api/experiments/held/evaluations/0/0")
+    assert d["reports"] == rep
+    assert sorted((a["name"], a["image"]) for a in d["artifacts"]) == [
+        ("evil.svg", False),
+        ("gone.png", True),
+        ("trace.png", True),
+    ]
+    assert get(c, "/api/experiments/held/evaluations/0/1")["artifacts"] == []
+
+
+def test_artifacts_served_from_stored_paths_only(steer_store: Any) -> None:
+    url, png = steer_store
+    c = _client(make_app(url, TOKEN))
+    base = "/api/experiments/held/evaluations/0/0/artifact"
+    assert c.get(base, params={"name": "trace.png"}).status_code == 401
+    r = c.get(base, params={"name": "trace.png"}, headers=AUTH)
+    assert r.status_code == 200 and r.content == png.read_bytes()
+    assert r.headers["content-type"] == "image/png"
+    assert r.headers["content-disposition"].startswith("inline")
+    assert r.headers["content-security-policy"].startswith("sandbox")
+    assert r.headers["x-content-type-options"] == "nosniff"
+    r = c.get(base, params={"name": "evil.svg"}, headers=AUTH)  # script-capable: a download
+    assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+    assert r.headers["content-disposition"].startswith("attachment")
+    for name in ("gone.png", "../steer.db", str(png), "opt.py", ""):
+        r = c.get(base, params={"name": name}, headers=AUTH)
+        assert r.status_code == 404, name
+    assert (
+        c.get(
+            "/api/experiments/held/evaluations/0/1/artifact",
+            params={"name": "trace.png"},
+            headers=AUTH,
+        ).status_code
+        == 404
+    )
+
+
+def test_running_evaluations_show_in_the_table(steer_store: Any) -> None:
+    """An evaluation that reports values before it has a result is listed as running while
+    the experiment's driver is alive (here: this process claims it)."""
+    from metaloop.store.base import ReportRow
+
+    url, _ = steer_store
+    with open_store(url) as store:
+        info = store.get_experiment("held")
+        assert info is not None
+        store.add_reports(info.id, [ReportRow(2, 3, 0, 1, 0.0, {"loss": 2.0}, 50.0)])
+        store.claim(info.id)
+        store.flush()
+        c = _client(make_app(url, TOKEN))
+        page = get(c, "/api/experiments/held/evaluations", params={"status": "running"})
+        assert [(r["generation"], r["index"]) for r in page["rows"]] == [(2, 3)]
+        d = get(c, "/api/experiments/held/evaluations/2/3")
+        assert d["status"] == "running" and d["reports"]["series"] == {"loss": [[0.0, 2.0]]}
+        store.set_status(info.id, "interrupted", "interrupted")
+    c = _client(make_app(url, TOKEN))  # (a dashboard reuses what it read for half a second)
+    page = get(c, "/api/experiments/held/evaluations", params={"status": "running"})
+    assert page["rows"] == []

@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -334,3 +335,234 @@ def _no_injected_markup_report(page: Page) -> None:
     assert page.dialogs == []
     assert pg.evaluate("() => document.querySelectorAll('img[src=\"x\"]').length") == 0
     assert pg.evaluate("() => document.scripts.length") == 3  # the data, charts, app
+
+
+# -- a live run: watch and steer it from the page ----------------------------------------------
+SLOW = """
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def evaluate(params, ctx):
+    x, y = params["x"], params["y"]
+    for step in range(4):
+        ctx.report(step, {"loss": (x * x + y * y) / (step + 1), "rate": 10.0 * step})
+        time.sleep(0.12)
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1, 2, 3], [x, y, x + y, x - y])
+    fig.savefig(ctx.artifacts_dir / "trace.png", dpi=60)
+    plt.close(fig)
+    return x * x + y * y
+"""
+
+LIVE_CONFIG = """
+name: live
+seed: 9
+optimizee: {{kind: python, target: {target}}}
+space:
+  x: {{type: real, low: -1.0, high: 1.0}}
+  y: {{type: real, low: -1.0, high: 1.0}}
+optimizer: {{kind: random, pop_size: 4}}
+generations: 200
+executor: {{kind: local, workers: 2, max_attempts: 1}}
+"""
+
+
+def _wait(what: str, check: Any, timeout: float = 30.0) -> Any:
+    """Poll ``check()`` until it returns something truthy (the store side of the test)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+class Run:
+    """``metaloop run`` of the slow optimizee, in its own session."""
+
+    def __init__(self, root: Path):
+        (root / "slow.py").write_text(SLOW)
+        (root / "live.yaml").write_text(LIVE_CONFIG.format(target=root / "slow.py"))
+        self.url = f"sqlite:///{root / 'live.db'}"
+        self.log = open(root / "run.log", "w")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "metaloop",
+                "run",
+                "live.yaml",
+                "--storage",
+                self.url,
+                "--quiet",
+            ],
+            cwd=root,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def evaluations(self) -> list[Evaluation]:
+        try:
+            store = open_store(self.url, create=False)
+        except Exception:
+            return []
+        with store:
+            info = store.get_experiment("live")
+            return [] if info is None else store.evaluations(info.id)
+
+    def info(self) -> Any:
+        with open_store(self.url, create=False) as store:
+            return store.get_experiment("live")
+
+    def controls(self) -> list[dict[str, Any]]:
+        with open_store(self.url, create=False) as store:
+            info = store.get_experiment("live")
+            return store.controls(info.id)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:  # stops at a safe point, like a walltime signal
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        self.log.close()
+
+
+def _count(run: Run) -> int:
+    return len(run.evaluations())
+
+
+def _page_count(pg: Any) -> int:
+    return int(pg.locator("#p-done").text_content().split("/")[0])
+
+
+def test_live_run_watch_and_steer(browser: Any, tmp_path: Path) -> None:
+    run = Run(tmp_path)
+    dash: Dashboard | None = None
+    page = Page(browser)
+    try:
+        _wait("the run's first evaluation", lambda: _count(run) >= 1, timeout=90)
+        dash = Dashboard(run.url, tmp_path)
+        pg = page.page
+        pg.goto(dash.url + f"#token={TOKEN}&exp=live")
+        pg.wait_for_function(
+            "() => document.getElementById('exp-status')?.textContent === 'running'"
+        )
+
+        # progress that updates by itself
+        first = _page_count(pg)
+        pg.wait_for_function(
+            "n => Number(document.getElementById('p-done').textContent.split('/')[0]) > n",
+            arg=first,
+        )
+        assert pg.locator("#p-rate").text_content() not in ("0", "–")
+        assert pg.locator("#chart-fitness path.series").count() == 3
+
+        # pause: no new evaluations once the running ones are recorded
+        pg.click("#btn-pause")
+        pg.wait_for_function(
+            "() => document.getElementById('exp-status').textContent.startsWith('paused')"
+        )
+        last = [-1, time.monotonic()]
+
+        def settled() -> int | None:
+            n = _count(run)
+            if n != last[0]:
+                last[:] = [n, time.monotonic()]
+            return n if time.monotonic() - last[1] >= 2.0 else None
+
+        paused_at = _wait("the paused run to settle", settled)
+        time.sleep(2.0)
+        assert _count(run) == paused_at
+        assert run.info().status == "paused"
+        pg.wait_for_function(
+            "n => Number(document.getElementById('p-done').textContent.split('/')[0]) === n",
+            arg=paused_at,
+        )
+
+        # resume: it goes on
+        pg.click("#btn-resume")
+        pg.wait_for_function(
+            "() => document.getElementById('exp-status').textContent === 'running'"
+        )
+        _wait("evaluations after resume", lambda: _count(run) > paused_at)
+
+        # a changed hyperparameter: in the history, and the run's next generation has 6
+        pg.select_option("#hp-name", "pop_size")
+        pg.fill("#hp-value", "6")
+        pg.click("#btn-set")
+        row = pg.locator("#hp-history-table tbody tr", has_text="pop_size=6")
+        row.wait_for()
+        cells = row.locator("td").all_text_contents()
+        assert cells[1] == "web:127.0.0.1"
+        applied = int(cells[2])
+        (control,) = [c for c in run.controls() if c["action"] == "set"]
+        assert control["status"] == "applied" and control["generation"] == applied
+        assert control["origin"] == "web:127.0.0.1"
+
+        def sizes() -> dict[int, int]:
+            out: dict[int, int] = {}
+            for e in run.evaluations():
+                out[e.generation] = out.get(e.generation, 0) + 1
+            return out
+
+        _wait(f"generation {applied} with 6 evaluations", lambda: sizes().get(applied) == 6)
+        got = sizes()
+        assert all(got[g] == 4 for g in range(applied)), got
+        assert pg.locator("#hp-table").text_content().count("6") >= 1
+
+        # an injected candidate is evaluated
+        pg.fill("#inject-text", '{"x": 0.123, "y": -0.456}')
+        pg.click("#btn-inject")
+
+        def injected() -> Evaluation | None:
+            for e in run.evaluations():
+                if e.params == {"x": 0.123, "y": -0.456}:
+                    return e
+            return None
+
+        inj = _wait("the injected candidate's evaluation", injected)
+        assert inj.ok and inj.fitness == (0.123**2 + 0.456**2,)
+        (control,) = [c for c in run.controls() if c["action"] == "inject"]
+        assert control["status"] == "applied" and control["generation"] == inj.generation
+
+        # its detail view: reported curves and the artifact image
+        pg.fill("#f-text", "x=0.123")
+        pg.locator("#eval-table tbody tr", has_text="0.123").first.click()
+        pg.wait_for_function(
+            "() => document.getElementById('reports-count')?.textContent.startsWith('4 reports')"
+        )
+        curves = pg.locator("#detail-reports .curve")
+        assert sorted(curves.evaluate_all("cs => cs.map(c => c.dataset.key)")) == ["loss", "rate"]
+        assert pg.locator("#detail-reports path.series").count() == 2
+        img = pg.locator("#detail-artifacts img[data-name='trace.png']")
+        img.wait_for()
+        pg.wait_for_function(
+            "() => document.querySelector('#detail-artifacts img')?.naturalWidth > 0"
+        )
+        assert pg.locator("#detail-params").text_content().count("0.123") == 1
+        shot(page, "dashboard-live")
+
+        # stop: the run ends at a safe point with exit code 0, resumable
+        pg.click("#btn-stop")
+        pg.click("#btn-stop")
+        pg.wait_for_function(
+            "() => document.getElementById('exp-status').textContent.startsWith('stopped')"
+        )
+        assert run.proc.wait(timeout=60) == 0
+        assert run.info().status == "stopped"
+        assert page.dialogs == [] and page.errors == [], page.errors
+    finally:
+        page.close()
+        if dash is not None:
+            dash.close()
+        run.close()

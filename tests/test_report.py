@@ -106,7 +106,7 @@ def test_report_holds_the_dashboard_views(store_url: str, tmp_path: Path) -> Non
     weights = [-1.0]
     assert data["generated"] == 123.0
     assert data["rows"] == [views.evaluation_row(e, weights) for e in evs]
-    assert data["generations"] == views.generation_stats(evs, weights)
+    assert data["generations"] == views.generation_stats(views.group(evs), weights)
     assert data["exploration"] == views.exploration(evs, weights)
     assert data["hyperparameters"]["current"]["pop_size"] == 10
     failed = [e for e in evs if not e.ok]

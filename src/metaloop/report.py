@@ -88,12 +88,13 @@ def report_data(store: Store, info: ExperimentInfo, now: float | None = None) ->
         for a in d["artifacts"]:
             a["data"] = _image_data(store, info.id, g, i, a, budget)
         details[f"{g}/{i}"] = d
-    summary = views.summary(info, evaluations, events, now=now)
+    by_generation = views.group(evaluations)
+    summary = views.summary(info, by_generation, events, now=now)
     return {
         "generated": now,
         "storage": mask_password(store.url),
         "summary": summary,
-        "generations": views.generation_stats(evaluations, weights),
+        "generations": views.generation_stats(by_generation, weights),
         "exploration": views.exploration(evaluations, weights),
         "pareto": views.pareto(evaluations, weights),
         "hyperparameters": steer.hyperparameters(store, info),

@@ -9,11 +9,16 @@ the experiment's evaluation count changed.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from metaloop.records import Evaluation
 from metaloop.store import ExperimentInfo, Store, StoreError, StoreMissing, open_store
+
+#: seconds an experiment's info (counts, status) is reused before the store is asked again
+INFO_MAX_AGE_S = 0.5
 
 
 @dataclass
@@ -25,9 +30,22 @@ class EvaluationCache:
     by_generation: dict[int, list[Evaluation]] = field(default_factory=dict)
     #: results derived from this state (cleared on every change)
     derived: dict[str, Any] = field(default_factory=dict)
+    #: results derived from one generation, by (kind, generation) (cleared when it changes)
+    memo: dict[tuple[str, int], Any] = field(default_factory=dict)
 
     def all(self) -> list[Evaluation]:
         return [e for g in sorted(self.by_generation) for e in self.by_generation[g]]
+
+    def per_generation(self, kind: str, make: Callable[[list[Evaluation]], Any]) -> dict[int, Any]:
+        """``make(evaluations of g)`` for every generation g, each computed once per change
+        of that generation (a live run only changes its newest one)."""
+        out = {}
+        for g in sorted(self.by_generation):
+            key = (kind, g)
+            if key not in self.memo:
+                self.memo[key] = make(self.by_generation[g])
+            out[g] = self.memo[key]
+        return out
 
     def get(self, generation: int, index: int) -> Evaluation | None:
         for e in self.by_generation.get(generation, ()):
@@ -44,6 +62,7 @@ class StoreReader:
         self._store: Store | None = None
         self._lock = threading.RLock()
         self._caches: dict[str, EvaluationCache] = {}
+        self._infos: dict[str, tuple[float, ExperimentInfo]] = {}
 
     @property
     def store(self) -> Store | None:
@@ -58,12 +77,27 @@ class StoreReader:
 
     def experiments(self) -> list[ExperimentInfo]:
         store = self.store
-        return [] if store is None else store.list_experiments()
+        if store is None:
+            return []
+        infos = store.list_experiments()
+        now = time.monotonic()
+        with self._lock:
+            for info in infos:
+                self._infos[info.name] = (now, info)
+        return infos
 
     def experiment(self, name: str) -> ExperimentInfo:
-        """The experiment's current info; StoreError naming the known ones if it is missing."""
+        """The experiment's info, at most :data:`INFO_MAX_AGE_S` old (the page asks several
+        views at once; they share one look at the store); StoreError if it is missing."""
+        with self._lock:
+            hit = self._infos.get(name)
+        if hit is not None and time.monotonic() - hit[0] < INFO_MAX_AGE_S:
+            return hit[1]
         store = self.store
         info = None if store is None else store.get_experiment(name)
+        if info is not None:
+            with self._lock:
+                self._infos[name] = (time.monotonic(), info)
         if info is None:
             known = [e.name for e in self.experiments()]
             raise StoreError(f"name: no experiment named {name!r} (known: {known or 'none'})")
@@ -85,6 +119,8 @@ class StoreReader:
             fresh = _from_generation(store, info.id, start, info.generation)
             for g in [g for g in cache.by_generation if g >= start]:
                 del cache.by_generation[g]
+            for key in [k for k in cache.memo if k[1] >= start]:
+                del cache.memo[key]
             for e in fresh:
                 cache.by_generation.setdefault(e.generation, []).append(e)
             cache.count = sum(len(v) for v in cache.by_generation.values())

@@ -18,6 +18,7 @@ lock serializes them on its one connection.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,7 @@ class Dashboard:
         launcher: Launcher | None = None,
     ):
         self.reader = StoreReader(storage)
+        self.lock = threading.RLock()
         self.storage = storage
         self.token = token
         self.public_read = public_read
@@ -96,7 +98,9 @@ class Dashboard:
 
         def call(request: Request) -> Response:
             try:
-                return _json(fn(request, **request.path_params))
+                with self.lock:  # one request at a time on the caches (the store: one lock too)
+                    data = fn(request, **request.path_params)
+                return _json(data)
             except ApiError as exc:
                 body: dict[str, Any] = {"error": exc.error}
                 if exc.lines is not None:
@@ -174,14 +178,26 @@ class Dashboard:
 
     def summary(self, request: Request, name: str) -> Any:
         info, cache = self._evaluations(name)
-        events = self._store().events(info.id)
-        return views.summary(info, cache.all(), events)
+        store = self._store()
+        # events change with the evaluations or the status (start, resume, generation ends)
+        key = f"events:{info.status}:{info.updated if info.status != 'running' else ''}"
+        events = self._derived(cache, key, lambda: store.events(info.id))
+        out = views.summary(info, cache.by_generation, events, memo=cache.derived)
+        trail = steer.controls(store, info)
+        pending = sum(1 for c in trail if c.get("status") == "pending")
+        out["controls"] = len(trail)
+        out["controls_pending"] = pending
+        out["version"] += f":{len(trail)}:{pending}"
+        return out
 
     def generations(self, request: Request, name: str) -> Any:
         info, cache = self._evaluations(name)
         weights = views.weights_of(info.config)
+        blocks = cache.per_generation("block", lambda es: views.generation_block(es, weights))
         return self._derived(
-            cache, "generations", lambda: views.generation_stats(cache.all(), weights)
+            cache,
+            "generations",
+            lambda: views.generation_stats(cache.by_generation, weights, blocks),
         )
 
     def exploration(self, request: Request, name: str) -> Any:
@@ -205,9 +221,10 @@ class Dashboard:
         if order not in ("asc", "desc"):
             raise ApiError(400, f"order: expected 'asc' or 'desc', got {order!r}")
         generation = _int(q, "generation", None, lo=0)
-        rows = self._derived(
-            cache, "rows", lambda: [views.evaluation_row(e, weights) for e in cache.all()]
+        per_gen = cache.per_generation(
+            "rows", lambda es: [views.searchable_row(e, weights) for e in es]
         )
+        rows = self._derived(cache, "rows", lambda: [r for rs in per_gen.values() for r in rs])
         rows = rows + self._running_rows(info, cache)
         page = views.query_rows(
             rows,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -21,8 +21,11 @@ from metaloop.store import ExperimentInfo
 
 #: seconds of finished evaluations the evaluation rate and active workers are measured over
 RATE_WINDOW_S = 60.0
-#: most points per generation sent for the fitness scatter (a deterministic subsample)
+#: fitness values sent for the scatter: at most this many per generation and in all (a
+#: deterministic subsample of each generation), but at least POINTS_MIN per generation
 POINTS_PER_GENERATION = 200
+POINTS_TOTAL = 20_000
+POINTS_MIN = 5
 #: most candidates in the parameter-exploration views (the newest ones)
 MAX_EXPLORATION = 5000
 #: most scalar components of the parameters shown in parallel coordinates and the PCA
@@ -138,34 +141,59 @@ def session_start(events: list[dict[str, Any]]) -> float | None:
     return None
 
 
+ByGeneration = Mapping[int, list[Evaluation]]
+
+
+def group(evaluations: Iterable[Evaluation]) -> dict[int, list[Evaluation]]:
+    """Evaluations by generation, in generation order."""
+    out: dict[int, list[Evaluation]] = {}
+    for e in evaluations:
+        out.setdefault(e.generation, []).append(e)
+    return dict(sorted(out.items()))
+
+
 def summary(
     info: ExperimentInfo,
-    evaluations: list[Evaluation],
+    by_generation: ByGeneration,
     events: list[dict[str, Any]],
     now: float | None = None,
+    memo: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Progress of one experiment: counts, rate, ETA, workers, best (the page's header)."""
+    """Progress of one experiment: counts, rate, ETA, workers, best (the page's header).
+
+    Only the newest generations are looked at for the rate and the workers; whole-run values
+    (the best, the time span) go into ``memo`` (pass a dict that lives as long as the data).
+    """
     now = time.time() if now is None else now
+    memo = {} if memo is None else memo
     live = is_live(info)
     weights = weights_of(info.config)
-    current = max((e.generation for e in evaluations), default=0)
-    in_current = sum(1 for e in evaluations if e.generation == current)
+    gens = sorted(by_generation)
+    current = gens[-1] if gens else 0
+    in_current = len(by_generation.get(current, ()))
     pop = (info.config.get("optimizer") or {}).get("pop_size")
     if not isinstance(pop, int) and current > 0:  # the optimizer's default: as in generation 0
-        pop = sum(1 for e in evaluations if e.generation == 0)
+        pop = len(by_generation.get(gens[0], ()))
     total = expected_total(info.config, pop)
     configured_workers = (info.config.get("executor") or {}).get("workers")
 
+    recent: list[Evaluation] = []  # finished within the window: only the newest generations
+    for g in reversed(gens):
+        es = by_generation[g]
+        recent.extend(e for e in es if e.finished >= now - RATE_WINDOW_S)
+        if max(e.finished for e in es) < now - RATE_WINDOW_S:
+            break
     start = session_start(events)
-    recent = [e for e in evaluations if e.finished >= now - RATE_WINDOW_S]
+    n_all = sum(len(es) for es in by_generation.values())
     if live and start is not None:
         span = min(RATE_WINDOW_S, max(now - start, 1e-9))
         rate = len([e for e in recent if e.finished >= start]) / span
     else:
-        finished = [e.finished for e in evaluations]
-        began = [e.started for e in evaluations if e.started > 0]
-        span = (max(finished) - min(began)) if finished and began else 0.0
-        rate = len(evaluations) / span if span > 0 else 0.0
+        if "span" not in memo:
+            began = [e.started for es in by_generation.values() for e in es if e.started > 0]
+            ended = [e.finished for es in by_generation.values() for e in es]
+            memo["span"] = (max(ended) - min(began)) if began and ended else 0.0
+        rate = n_all / memo["span"] if memo["span"] > 0 else 0.0
     remaining = None if total is None else max(total - info.n_evaluations, 0)
     eta = remaining / rate if live and remaining is not None and rate > 0 else None
     active = sorted({f"{e.host}/{e.worker}" for e in recent}) if live else []
@@ -174,7 +202,9 @@ def summary(
         left = max(pop - in_current, 0) if in_current else pop
         running = min(left, configured_workers) if configured_workers else left
 
-    best = _best(evaluations, weights)
+    if "best" not in memo:
+        memo["best"] = _best((e for es in by_generation.values() for e in es), weights)
+    best = memo["best"]
     row = experiment_row(info)
     row.update(
         {
@@ -211,47 +241,66 @@ def _best(evaluations: Iterable[Evaluation], weights: list[float]) -> Evaluation
 
 
 # -- fitness per generation --------------------------------------------------------------------
-def generation_stats(evaluations: list[Evaluation], weights: list[float]) -> dict[str, Any]:
+def generation_block(evaluations: list[Evaluation], weights: list[float]) -> dict[str, Any]:
+    """One generation's statistics per objective (everything but the best so far)."""
+    objectives = []
+    for k in range(len(weights)):
+        sign = 1.0 if weights[k] > 0 else -1.0
+        vals = np.array(
+            [
+                e.fitness[k]
+                for e in evaluations
+                if e.status is Status.OK and e.fitness is not None and len(e.fitness) > k
+            ]
+        )
+        row: dict[str, Any] = {"n": len(evaluations), "ok": int(len(vals))}
+        if len(vals):
+            q = np.quantile(vals, [0.0, 0.25, 0.5, 0.75, 1.0])
+            row.update(
+                best=float(vals[np.argmax(sign * vals)]),
+                min=float(q[0]),
+                q1=float(q[1]),
+                median=float(q[2]),
+                q3=float(q[3]),
+                max=float(q[4]),
+                mean=float(vals.mean()),
+                values=vals.tolist(),
+            )
+        objectives.append(row)
+    failed = sum(1 for e in evaluations if e.status is not Status.OK)
+    return {"objectives": objectives, "failed": failed}
+
+
+def generation_stats(
+    by_generation: ByGeneration,
+    weights: list[float],
+    blocks: Mapping[int, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Per generation and objective: best, best so far, quartiles, and a sample of points.
 
-    ``best`` follows each objective's weight sign (minimized objectives: the smallest).
+    ``best`` follows each objective's weight sign (minimized objectives: the smallest).  At
+    most :data:`POINTS_TOTAL` fitness values are sent in all (an even subsample of each
+    generation).  ``blocks`` may hold :func:`generation_block` results already computed.
     """
-    m = len(weights)
-    by_gen: dict[int, list[Evaluation]] = {}
-    for e in evaluations:
-        by_gen.setdefault(e.generation, []).append(e)
-    gens = sorted(by_gen)
+    gens = sorted(by_generation)
+    got = {g: (blocks or {}).get(g) or generation_block(by_generation[g], weights) for g in gens}
+    per_gen = max(POINTS_MIN, min(POINTS_PER_GENERATION, POINTS_TOTAL // max(len(gens), 1)))
     objectives = []
-    for k in range(m):
+    for k in range(len(weights)):
         sign = 1.0 if weights[k] > 0 else -1.0
         rows, so_far = [], None
         for g in gens:
-            es = by_gen[g]
-            vals = np.array(
-                [e.fitness[k] for e in es if e.status is Status.OK and e.fitness is not None]
-            )
-            row: dict[str, Any] = {"generation": g, "n": len(es), "ok": int(len(vals))}
-            if len(vals):
-                best = float(vals[np.argmax(sign * vals)])
+            block = got[g]["objectives"][k]
+            row = {key: v for key, v in block.items() if key != "values"}
+            row["generation"] = g
+            if "best" in block:
+                best = block["best"]
                 so_far = best if so_far is None or sign * best > sign * so_far else so_far
-                q = np.quantile(vals, [0.0, 0.25, 0.5, 0.75, 1.0])
-                row.update(
-                    best=best,
-                    min=float(q[0]),
-                    q1=float(q[1]),
-                    median=float(q[2]),
-                    q3=float(q[3]),
-                    max=float(q[4]),
-                    mean=float(vals.mean()),
-                    points=_sample(vals.tolist(), POINTS_PER_GENERATION),
-                )
+                row["points"] = _sample(block["values"], per_gen)
             row["best_so_far"] = so_far
             rows.append(row)
         objectives.append({"objective": k, "weight": weights[k], "generations": rows})
-    failed = [
-        {"generation": g, "failed": sum(1 for e in by_gen[g] if e.status is not Status.OK)}
-        for g in gens
-    ]
+    failed = [{"generation": g, "failed": got[g]["failed"]} for g in gens]
     return jsonable({"objectives": objectives, "failed": failed})
 
 
@@ -431,16 +480,23 @@ def running_row(generation: int, index: int, since: float | None) -> dict[str, A
 SORT_KEYS = ("generation", "index", "status", "score", "attempts", "duration", "finished", "host")
 
 
-def _sort_value(row: dict[str, Any], key: str) -> Any:
+def _getter(key: str) -> Callable[[dict[str, Any]], Any]:
+    """A function reading column ``key`` of a table row (None where it is missing)."""
     if key.startswith("fitness."):
-        f = row.get("fitness")
         k = int(key.split(".", 1)[1])
-        return f[k] if f and k < len(f) else None
+
+        def fitness(row: dict[str, Any]) -> Any:
+            f = row.get("fitness")
+            return f[k] if f and k < len(f) else None
+
+        return fitness
     if key.startswith("param."):
-        return row["params"].get(key[6:])
+        name = key[6:]
+        return lambda row: row["params"].get(name)
     if key.startswith("metric."):
-        return row["metrics"].get(key[7:])
-    return row.get(key)
+        name = key[7:]
+        return lambda row: row["metrics"].get(name)
+    return lambda row: row.get(key)
 
 
 def _ordered(value: Any) -> tuple[int, Any]:
@@ -480,12 +536,26 @@ def query_rows(
         out = [r for r in out if r["generation"] == generation]
     if text:
         needle = text.lower()
-        out = [r for r in out if needle in _haystack(r)]
-    present = [r for r in out if _sort_value(r, sort) is not None]
-    missing = [r for r in out if _sort_value(r, sort) is None]
-    present.sort(key=lambda r: _ordered(_sort_value(r, sort)), reverse=descending)
+        out = [r for r in out if needle in (r.get("_text") or _haystack(r))]
+    # (no tuple per row: on a heap holding a long campaign, allocating 100k of them costs
+    # several garbage-collector passes, more than the sort)
+    value = _getter(sort)
+    present = [r for r in out if value(r) is not None]
+    missing = [r for r in out if value(r) is None] if len(present) < len(out) else []
+    if all(type(value(r)) in (int, float) for r in present):  # the common case, fast
+        present.sort(key=value, reverse=descending)
+    else:
+        present.sort(key=lambda r: _ordered(value(r)), reverse=descending)
     out = present + missing
-    return {"total": len(out), "offset": offset, "rows": out[offset : offset + limit]}
+    page = [{k: v for k, v in r.items() if k != "_text"} for r in out[offset : offset + limit]]
+    return {"total": len(out), "offset": offset, "rows": page}
+
+
+def searchable_row(e: Evaluation, weights: list[float]) -> dict[str, Any]:
+    """A table row with its search text precomputed (``_text``, dropped from answers)."""
+    row = evaluation_row(e, weights)
+    row["_text"] = _haystack(row)
+    return row
 
 
 def _haystack(row: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@
   const REPORT = reportNode ? JSON.parse(reportNode.textContent) : null;
   const TOKEN_KEY = "metaloop-token";
   const POLL_MS = 1000;
+  const LIST_MS = 1500;
   const STATUSES = ["ok", "failed", "timeout", "crashed", "invalid", "running"];
 
   const S = {
@@ -29,6 +30,8 @@
     hp: null,
     blobs: new Map(),
     stopArmed: false,
+    list: null,
+    listAt: 0,
   };
 
   // ---- DOM helpers ------------------------------------------------------------------------
@@ -530,6 +533,7 @@
       const r = await api("experiments", { config: $("launch-config").value });
       m.className = "message good";
       m.textContent = `launched ${r.launched.name} (pid ${r.launched.pid}); it appears in the list once its workers are up`;
+      S.list = null;
       schedule(0);
     } catch (e) {
       m.className = "message bad";
@@ -919,6 +923,7 @@
   async function select(name) {
     if (S.exp === name) return;
     S.exp = name;
+    S.list = null;
     S.version = null;
     S.summary = null;
     S.detail = null;
@@ -950,8 +955,14 @@
   }
 
   async function update() {
-    const list = await source.experiments();
-    renderList(list);
+    // the list every few seconds (each entry costs the store a count), the selected
+    // experiment every second
+    if (!S.list || Date.now() - S.listAt > LIST_MS || !S.exp) {
+      S.list = await source.experiments();
+      S.listAt = Date.now();
+      renderList(S.list);
+    }
+    const list = S.list;
     if (!S.exp) {
       const wanted = new URLSearchParams(location.hash.replace(/^#/, "")).get("exp");
       const names = list.experiments.map((x) => x.name);
