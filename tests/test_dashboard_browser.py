@@ -362,7 +362,7 @@ def evaluate(params, ctx):
 LIVE_CONFIG = """
 name: live
 seed: 9
-optimizee: {{kind: python, target: {target}}}
+optimizee: {{kind: python, target: "{target}"}}
 space:
   x: {{type: real, low: -1.0, high: 1.0}}
   y: {{type: real, low: -1.0, high: 1.0}}
@@ -388,7 +388,9 @@ class Run:
 
     def __init__(self, root: Path):
         (root / "slow.py").write_text(SLOW)
-        (root / "live.yaml").write_text(LIVE_CONFIG.format(target=root / "slow.py"))
+        target = f"{root / 'slow.py'}:evaluate"
+        (root / "live.yaml").write_text(LIVE_CONFIG.format(target=target))
+        self.root = root
         self.url = f"sqlite:///{root / 'live.db'}"
         self.log = open(root / "run.log", "w")
         self.proc = subprocess.Popen(
@@ -438,6 +440,9 @@ class Run:
 
 
 def _count(run: Run) -> int:
+    if run.proc.poll() is not None:
+        log = (run.root / "run.log").read_text()
+        raise AssertionError(f"the run exited with {run.proc.returncode}: {log[-2000:]}")
     return len(run.evaluations())
 
 
@@ -518,7 +523,12 @@ def test_live_run_watch_and_steer(browser: Any, tmp_path: Path) -> None:
         _wait(f"generation {applied} with 6 evaluations", lambda: sizes().get(applied) == 6)
         got = sizes()
         assert all(got[g] == 4 for g in range(applied)), got
-        assert pg.locator("#hp-table").text_content().count("6") >= 1
+        assert pg.locator("#hp-table tbody td").all_text_contents() == ["pop_size", "6"]
+        # the expected total follows: 4 per generation before, 6 from there to the 200th
+        pg.wait_for_function(
+            "t => document.getElementById('p-done').textContent.endsWith(' / ' + t)",
+            arg=4 * applied + 6 * (200 - applied),
+        )
 
         # an injected candidate is evaluated
         pg.fill("#inject-text", '{"x": 0.123, "y": -0.456}')

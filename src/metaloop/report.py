@@ -89,7 +89,8 @@ def report_data(store: Store, info: ExperimentInfo, now: float | None = None) ->
             a["data"] = _image_data(store, info.id, g, i, a, budget)
         details[f"{g}/{i}"] = d
     by_generation = views.group(evaluations)
-    summary = views.summary(info, by_generation, events, now=now)
+    hyper = steer.hyperparameters(store, info)
+    summary = views.summary(info, by_generation, events, now=now, hyperparameters=hyper["current"])
     return {
         "generated": now,
         "storage": mask_password(store.url),
@@ -97,7 +98,7 @@ def report_data(store: Store, info: ExperimentInfo, now: float | None = None) ->
         "generations": views.generation_stats(by_generation, weights),
         "exploration": views.exploration(evaluations, weights),
         "pareto": views.pareto(evaluations, weights),
-        "hyperparameters": steer.hyperparameters(store, info),
+        "hyperparameters": hyper,
         "controls": steer.controls(store, info),
         "events": events[-500:],
         "rows": rows,

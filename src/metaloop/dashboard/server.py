@@ -182,8 +182,11 @@ class Dashboard:
         # events change with the evaluations or the status (start, resume, generation ends)
         key = f"events:{info.status}:{info.updated if info.status != 'running' else ''}"
         events = self._derived(cache, key, lambda: store.events(info.id))
-        out = views.summary(info, cache.by_generation, events, memo=cache.derived)
         trail = steer.controls(store, info)
+        current = steer.hyperparameters(store, info)["current"] if trail else None
+        out = views.summary(
+            info, cache.by_generation, events, memo=cache.derived, hyperparameters=current
+        )
         pending = sum(1 for c in trail if c.get("status") == "pending")
         out["controls"] = len(trail)
         out["controls_pending"] = pending

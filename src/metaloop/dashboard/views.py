@@ -82,16 +82,21 @@ def shown_status(info: ExperimentInfo) -> str:
     return info.status
 
 
-def expected_total(config: dict[str, Any], pop: int | None = None) -> int | None:
+def expected_total(
+    config: dict[str, Any], pop: int | None = None, done_before: int = 0, current: int = 0
+) -> int | None:
     """Evaluations the run will make at most, from its stopping criteria (None if unknown).
 
-    ``pop`` is the population size when the config leaves it to the optimizer's default.
+    ``pop`` is the population size from generation ``current`` on (the config's, or the
+    optimizer's default, or a value steered since), ``done_before`` the evaluations of the
+    generations before it.
     """
     totals = []
-    configured = (config.get("optimizer") or {}).get("pop_size")
-    pop = configured if isinstance(configured, int) else pop
+    if pop is None:
+        configured = (config.get("optimizer") or {}).get("pop_size")
+        pop = configured if isinstance(configured, int) else None
     if config.get("generations") and isinstance(pop, int):
-        totals.append(int(config["generations"]) * pop)
+        totals.append(done_before + max(int(config["generations"]) - current, 0) * pop)
     if config.get("budget"):
         totals.append(int(config["budget"]))
     return min(totals) if totals else None
@@ -158,8 +163,12 @@ def summary(
     events: list[dict[str, Any]],
     now: float | None = None,
     memo: dict[str, Any] | None = None,
+    hyperparameters: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Progress of one experiment: counts, rate, ETA, workers, best (the page's header).
+
+    ``hyperparameters`` are the optimizer's current ones (a steered ``pop_size`` changes the
+    expected total and how many evaluations of the generation are still to come).
 
     Only the newest generations are looked at for the rate and the workers; whole-run values
     (the best, the time span) go into ``memo`` (pass a dict that lives as long as the data).
@@ -171,10 +180,11 @@ def summary(
     gens = sorted(by_generation)
     current = gens[-1] if gens else 0
     in_current = len(by_generation.get(current, ()))
-    pop = (info.config.get("optimizer") or {}).get("pop_size")
+    pop = (hyperparameters or info.config.get("optimizer") or {}).get("pop_size")
     if not isinstance(pop, int) and current > 0:  # the optimizer's default: as in generation 0
         pop = len(by_generation.get(gens[0], ()))
-    total = expected_total(info.config, pop)
+    done_before = sum(len(by_generation[g]) for g in gens if g < current)
+    total = expected_total(info.config, pop, done_before, current)
     configured_workers = (info.config.get("executor") or {}).get("workers")
 
     recent: list[Evaluation] = []  # finished within the window: only the newest generations
