@@ -637,3 +637,20 @@ def test_running_evaluations_show_in_the_table(steer_store: Any) -> None:
     c = _client(make_app(url, TOKEN))  # (a dashboard reuses what it read for half a second)
     page = get(c, "/api/experiments/held/evaluations", params={"status": "running"})
     assert page["rows"] == []
+
+
+def test_static_assets_are_package_data() -> None:
+    """Every file of the page is in the wheel (package-data) and nothing else is there."""
+    from fnmatch import fnmatch
+
+    from metaloop.dashboard.assets import ASSETS, static_dir
+
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    data = tomllib.loads(pyproject.read_text())
+    globs = data["tool"]["setuptools"]["package-data"]["metaloop.dashboard"]
+    files = sorted(p.name for p in static_dir().iterdir())
+    assert files == sorted(ASSETS)
+    for name in files:
+        assert any(fnmatch(f"static/{name}", g) for g in globs), name
+    assert "starlette>=0.37" in data["project"]["optional-dependencies"]["dashboard"]

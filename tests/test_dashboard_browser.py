@@ -337,6 +337,27 @@ def _no_injected_markup_report(page: Page) -> None:
     assert pg.evaluate("() => document.scripts.length") == 3  # the data, charts, app
 
 
+def test_launch_from_the_page(page: Page, finished_dashboard: Dashboard) -> None:
+    pg = page.page
+    pg.goto(finished_dashboard.url + f"#token={TOKEN}")
+    pg.click("#btn-new")
+    pg.fill("#launch-config", "name: web-run\noptimizer: {kind: nope}\n")
+    pg.click("#btn-launch")
+    pg.wait_for_selector("#launch-message.bad")
+    problems = pg.locator("#launch-message").text_content().splitlines()
+    assert "optimizee: required key is missing" in problems, problems
+    pg.fill(
+        "#launch-config",
+        "name: web-run\nseed: 2\noptimizee: {kind: function, name: sphere, dims: 2}\n"
+        "optimizer: {kind: random, pop_size: 3}\ngenerations: 2\nexecutor: {kind: serial}\n",
+    )
+    pg.click("#btn-launch")
+    pg.wait_for_selector("#launch-message.good")
+    item = pg.locator("#exp-list li", has_text="web-run")
+    item.locator(".badge", has_text="finished").wait_for(timeout=60_000)
+    assert "6 evals" in item.text_content()
+
+
 # -- a live run: watch and steer it from the page ----------------------------------------------
 SLOW = """
 import time
