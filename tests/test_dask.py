@@ -537,3 +537,144 @@ def test_lost_scheduler_is_a_clear_error(tmp_path, opt_file, monkeypatch):
         proc.wait()
         if ex is not None:
             ex.close()
+
+
+# == 6. the scheduler dies mid-run (command line) ===============================================
+SLOW_SPHERE = textwrap.dedent(
+    '''
+    """Noisy sphere; slow only on the external Dask workers (METALOOP_TEST_SLOW is set there),
+    so that the run can be cut in the middle while the references stay fast."""
+    import os
+    import time
+
+    import numpy as np
+
+
+    def slow_sphere(params, ctx):
+        time.sleep(float(os.environ.get("METALOOP_TEST_SLOW", "0")))
+        x = np.asarray(params["x"], dtype=float)
+        return float(x @ x + 0.1 * np.random.default_rng(ctx.seed).normal())
+    '''
+)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate(timeout=30)
+
+
+def test_cli_lost_scheduler_then_resume(tmp_path):
+    """`dask scheduler` + `dask worker` started by hand; the scheduler is killed mid-run: the
+    CLI stops with one line naming it (exit 1), and `metaloop resume --executor local`
+    finishes with the evaluations of an uninterrupted run."""
+    (tmp_path / "slow.py").write_text(SLOW_SPHERE)
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    env = {
+        **os.environ,
+        "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",
+        "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.0",
+        "METALOOP_TEST_SLOW": "0.2",
+    }
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    port = address.rsplit(":", 1)[1]
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", port, "--no-dashboard"],
+        **quiet,
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+         "--nworkers", "2", "--no-dashboard", "--local-directory", str(tmp_path / "scratch")],
+        **quiet,
+    )  # fmt: skip
+    cfg = config(
+        tmp_path,
+        "lost",
+        generations=6,
+        space={"x": {"type": "real", "low": -1.0, "high": 1.0, "shape": [2]}},
+        optimizee={"kind": "python", "target": f"{tmp_path / 'slow.py'}:slow_sphere"},
+        optimizer={"kind": "random", "pop_size": 8},
+        executor={"kind": "dask", "address": address, "workers": 2},
+    )
+    path = tmp_path / "lost.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    # the CLI itself, with the Dask client's reconnect window cut from 30 s to 3 s
+    cli = (
+        "import sys, metaloop.executors.dask as d; d._CONNECT_TIMEOUT_S = 3.0; "
+        "from metaloop.cli import main; sys.exit(main())"
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-c", cli, "run", str(path), "--quiet"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        done = 0
+        while time.monotonic() < deadline and run.poll() is None and done < 12:
+            time.sleep(0.1)
+            try:
+                done = len(history("lost", cfg["storage"]))
+            except Exception:  # noqa: BLE001 - the store is not there yet
+                pass
+        assert run.poll() is None and done >= 12, "the run should be going on"
+        scheduler.kill()
+        out, err = run.communicate(timeout=90)
+    finally:
+        for proc in (run, scheduler, worker):
+            _stop(proc)
+    assert run.returncode == 1, (out, err)
+    lines = err.splitlines()
+    errors = [line for line in lines if line.startswith("metaloop: error:")]
+    assert errors == [f"metaloop: error: lost the connection to the Dask scheduler ({address})"]
+    assert lines == [errors[0], lines[1]] and "metaloop resume" in lines[1], err
+    stored = len(history("lost", cfg["storage"]))
+    assert 12 <= stored < 48
+
+    r = _cli(
+        "resume", "--storage", cfg["storage"], "--name", "lost", "--executor", "local",
+        "--workers", "2", "--quiet", cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "experiment 'lost': finished (generations)" in r.stdout
+    evals = history("lost", cfg["storage"])
+    assert len(evals) == 48
+    assert {e.worker.split("-")[0] for e in evals} == {"dask", "local"}  # both sessions ran
+    assert [key(e) for e in evals] == serial_twin(cfg)
+
+
+def test_collected_results_are_released_at_once(tmp_path, opt_file):
+    """A wait that times out must not keep futures alive (Dask's sync() leaves a reference
+    cycle): their results would stay on the workers until a gc, and be recomputed if such a
+    worker left (the slurm executor's retiring workers did exactly that)."""
+    import gc
+
+    ex = DaskExecutor(workers=2)
+    ex.start(WorkerSetup({"kind": "python", "target": f"{opt_file}:sleepy"}, 1, 1, str(tmp_path)))
+    gc.disable()  # a collection would hide the leak
+    try:
+        for i in range(6):
+            ex.submit(Task(0, i, {"s": 0.6}))
+        outcomes = []
+        while ex.in_flight:
+            outcomes += ex.wait(timeout=0.2)  # many timeouts, as in a long evaluation
+        assert sorted(o.task.index for o in outcomes) == list(range(6))
+        scheduler = ex._cluster.scheduler
+        deadline = time.monotonic() + 5
+        while scheduler.tasks and time.monotonic() < deadline:
+            time.sleep(0.05)  # the client releases keys asynchronously
+        assert list(scheduler.tasks) == []
+    finally:
+        gc.enable()
+        ex.close()

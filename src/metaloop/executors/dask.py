@@ -60,7 +60,13 @@ SCHEDULER_CONFIG = {
     # At most one task per worker thread at a time (with the driver's own throttle).
     "distributed.scheduler.worker-saturation": 1.0,
 }
-_QUIET_LOGGERS = ("distributed", "distributed.scheduler", "distributed.nanny", "distributed.core")
+_QUIET_LOGGERS = (
+    "distributed",
+    "distributed.scheduler",
+    "distributed.nanny",
+    "distributed.core",
+    "distributed.client",
+)
 #: Dask's log lines about events this executor handles and reports itself (a worker lost
 #: mid-task, a worker killed after a timeout and restarted by its nanny).
 _HANDLED_EVENTS = (
@@ -71,6 +77,7 @@ _HANDLED_EVENTS = (
     "was killed by signal",
     "Worker process still alive",
     "failed during get data",
+    "Failed to reconnect to scheduler",  # reported as "lost the connection to the scheduler"
 )
 
 
@@ -86,6 +93,17 @@ class _HandledEventsFilter(logging.Filter):
 
 
 _FILTER = _HandledEventsFilter()
+
+
+def quiet_dask_logs() -> None:
+    """Dask's INFO chatter off, and its lines about failures metaloop records filtered out."""
+    for name in _QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+
 
 # -- worker side ----------------------------------------------------------------------------------
 #: token -> (evaluator, host, worker name, worker address), in each worker process
@@ -103,21 +121,36 @@ def _redirect_output(log_path: Path) -> None:
     os.close(fd)
 
 
-def _worker_name(worker: Any) -> str:
+def _worker_name(worker: Any, job_env: str | None = None, label: str = "dask") -> str:
+    """The record's worker column: ``dask-<name>:<pid>``, or ``<label>-<job id>:<pid>`` in a
+    batch job whose id is in the environment variable ``job_env`` (e.g. SLURM_JOB_ID)."""
+    job = os.environ.get(job_env) if job_env else None
+    if job:
+        return f"{label}-{job}:{os.getpid()}"
     return f"dask-{worker.name}:{os.getpid()}"
 
 
 class _OptimizeePlugin(WorkerPlugin):
     """Builds the optimizee once in every worker process (a Dask WorkerPlugin).
 
-    ``own``: the worker belongs to a LocalCluster this executor started; its output (the
+    ``own``: the worker belongs to a cluster this executor started; its output (the
     optimizee's prints, the worker's log) goes to ``<workdir>/logs/dask-worker-<name>.log``.
+    ``job_env``/``label``: workers in batch jobs are named after their job (``_worker_name``).
     """
 
-    def __init__(self, token: str, setup: WorkerSetup, own: bool):
+    def __init__(
+        self,
+        token: str,
+        setup: WorkerSetup,
+        own: bool,
+        job_env: str | None = None,
+        label: str = "dask",
+    ):
         self.token = token
         self.setup_spec = setup
         self.own = own
+        self.job_env = job_env
+        self.label = label
 
     def setup(self, worker: Any) -> None:
         s = self.setup_spec
@@ -149,7 +182,8 @@ class _OptimizeePlugin(WorkerPlugin):
                 except OSError:
                     pass
             raise OptimizeeLoadError(f"{line}{where}") from None
-        entry = (evaluator, hostname(), _worker_name(worker), worker.address)
+        name = _worker_name(worker, self.job_env, self.label)
+        entry = (evaluator, hostname(), name, worker.address)
         _EVALUATORS[self.token] = entry
         return entry
 
@@ -199,6 +233,15 @@ def _message(r: Any, t0: float, t1: float) -> tuple:
 def _exited(exc: SystemExit, t0: float, t1: float) -> tuple:
     error = f"optimizee called exit({exc.code!r}) (the dask worker stays up)"
     return (Status.CRASHED.value, None, {}, None, error, t0, t1)
+
+
+def _drop_tracebacks(exc: BaseException | None) -> None:
+    """Detach the tracebacks of an exception and of the exceptions it chains."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
 
 
 def _has_evaluator(token: str) -> bool:
@@ -279,12 +322,7 @@ class DaskExecutor(Executor):
             raise
 
     def _connect(self, setup: WorkerSetup) -> None:
-        for name in _QUIET_LOGGERS:
-            logger = logging.getLogger(name)
-            if logger.getEffectiveLevel() < logging.WARNING:
-                logger.setLevel(logging.WARNING)
-            if _FILTER not in logger.filters:
-                logger.addFilter(_FILTER)
+        quiet_dask_logs()
         if self.address:
             try:
                 self._client = Client(
@@ -331,7 +369,7 @@ class DaskExecutor(Executor):
 
     def _install(self, setup: WorkerSetup) -> None:
         self._token = f"metaloop-{uuid.uuid4().hex}"
-        plugin = _OptimizeePlugin(self._token, setup, own=self._cluster is not None)
+        plugin = self._make_plugin(setup)
         client = self._client
         try:
             client.register_plugin(plugin, name=self._token)
@@ -346,6 +384,10 @@ class DaskExecutor(Executor):
         if missing or not ready:
             raise ExecutorError(f"dask: the optimizee was not built on workers {missing}")
         self._slots = self._count_slots()
+
+    def _make_plugin(self, setup: WorkerSetup) -> _OptimizeePlugin:
+        """The worker plugin that builds the optimizee (subclasses name workers their way)."""
+        return _OptimizeePlugin(self._token, setup, own=self._cluster is not None)
 
     def _count_slots(self) -> int:
         info = self._client.scheduler_info(n_workers=-1)
@@ -439,11 +481,18 @@ class DaskExecutor(Executor):
                 if left <= 0:
                     return []
                 wait_for = left if wait_for is None else min(wait_for, left)
+            watched = list(self._futures)
             try:
                 with self._client.as_current():
-                    dask_wait(list(self._futures), timeout=wait_for, return_when="FIRST_COMPLETED")
-            except (TimeoutError, asyncio.TimeoutError, FuturesCancelledError):
-                pass  # nothing finished in time / cancelled futures: sorted out below
+                    dask_wait(watched, timeout=wait_for, return_when="FIRST_COMPLETED")
+            except (TimeoutError, asyncio.TimeoutError, FuturesCancelledError) as exc:
+                # nothing finished in time / cancelled futures: sorted out below.  Dask's
+                # sync() leaves the exception in a reference cycle with its traceback, whose
+                # frames (this one included) hold our futures: without the two lines below,
+                # finished results stay pinned on the workers until the next gc, and are
+                # recomputed if such a worker leaves
+                watched.clear()
+                _drop_tracebacks(exc)
             done = [f for f in self._futures if f.done()]
             if done:
                 self._collect(done)
