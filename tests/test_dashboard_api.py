@@ -178,7 +178,9 @@ def test_page_and_assets_are_open_and_the_page_holds_no_data(client: TestClient)
         assert client.get(f"/static/{asset}").status_code == 200
     info = client.get("/api/info").json()
     assert info["authorized"] is False and info["public_read"] is False
-    assert client.get("/api/info", headers=AUTH).json()["authorized"] is True
+    assert info["storage"] is None  # where the data is: only with the token
+    info = client.get("/api/info", headers=AUTH).json()
+    assert info["authorized"] is True and info["storage"].endswith("store.db")
 
 
 def test_frontend_never_writes_html() -> None:
@@ -654,3 +656,96 @@ def test_static_assets_are_package_data() -> None:
     for name in files:
         assert any(fnmatch(f"static/{name}", g) for g in globs), name
     assert "starlette>=0.37" in data["project"]["optional-dependencies"]["dashboard"]
+
+
+# -- the command -------------------------------------------------------------------------------
+def _dashboard(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "metaloop", "dashboard", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_cli_dashboard_serves_with_a_generated_token(store_url: str, tmp_path: Path) -> None:
+    import re
+    import signal
+    import urllib.error
+    import urllib.request
+
+    proc = _dashboard(
+        ["--storage", store_url, "--port", "0"], env={"METALOOP_TOKEN": ""}, cwd=tmp_path
+    )
+    try:
+        assert proc.stdout is not None
+        first, second = proc.stdout.readline(), proc.stdout.readline()
+        m = re.fullmatch(r"metaloop dashboard for \S+ at (http://127\.0\.0\.1:\d+/)\n", first)
+        assert m, first
+        url = m.group(1)
+        m = re.fullmatch(rf"open: {re.escape(url)}#token=([A-Za-z0-9_-]{{32}})\n", second)
+        assert m, second
+        token = m.group(1)
+        req = urllib.request.Request(url + "api/experiments")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=10)
+        assert err.value.code == 401
+        req.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            names = [x["name"] for x in json.loads(r.read())["experiments"]]
+        assert names == ["single", "multi", WEIRD]
+        with urllib.request.urlopen(url, timeout=10) as r:  # the page itself needs no token
+            assert b"static/app.js" in r.read()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err_text = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err_text
+
+
+def test_cli_dashboard_token_from_the_environment(store_url: str, tmp_path: Path) -> None:
+    import signal
+
+    proc = _dashboard(
+        ["--storage", store_url, "--port", "0"], env={"METALOOP_TOKEN": TOKEN}, cwd=tmp_path
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        line = proc.stdout.readline()
+        assert line.startswith("token: the one given by $METALOOP_TOKEN")
+        assert TOKEN not in line  # a token the user chose is never printed
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: a normal end
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and err.strip() == "metaloop dashboard stopped", err
+
+
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        (["--token", "short"], {}, "--token: the token must have at least 16 characters (got 5)"),
+        (
+            [],
+            {"METALOOP_TOKEN": "tiny"},
+            "METALOOP_TOKEN: the token must have at least 16 characters (got 4)",
+        ),
+        (["--port", "70000"], {}, "argument --port: expected a port in 0..65535"),
+        (["--storage", "mysql://x/y"], {}, "storage: unsupported URL 'mysql://x/y'"),
+        (["--host", "no-such-host.invalid"], {}, "--host: unknown address 'no-such-host.invalid'"),
+    ],
+)
+def test_cli_dashboard_user_errors(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    proc = _dashboard(["--port", "0", *args], env={"METALOOP_TOKEN": "", **env}, cwd=tmp_path)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, (out, err)
+    assert err.startswith(f"metaloop: error: {message}"), err
+    assert len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # nothing created (no store, no launch dir)

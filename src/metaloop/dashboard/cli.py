@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -84,12 +85,12 @@ def _listen(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+    except socket.gaierror as exc:
+        sock.close()
+        raise _user_error(f"--host: unknown address {host!r} ({exc.strerror})") from None
     except OSError as exc:
         sock.close()
         raise _user_error(f"--port: cannot listen on {host}:{port}: {exc.strerror}") from None
-    except socket.gaierror as exc:  # pragma: no cover - subclass of OSError on most systems
-        sock.close()
-        raise _user_error(f"--host: unknown address {host!r}: {exc}") from None
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
@@ -150,12 +151,27 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         )
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
+    # uvicorn shuts down gracefully on Ctrl-C / SIGTERM, then raises the signal again: that
+    # ends the dashboard normally (exit 0), not as an interrupted command
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         server.run(sockets=[sock])
+    except (KeyboardInterrupt, _Stopped):
+        pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         sock.close()
         app.dashboard.close()
+    print("metaloop dashboard stopped", file=sys.stderr, flush=True)
     return 0
+
+
+class _Stopped(Exception):
+    """SIGTERM after the server's graceful shutdown."""
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise _Stopped
 
 
 def cmd_report(args: argparse.Namespace) -> int:

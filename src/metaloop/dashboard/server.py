@@ -132,10 +132,12 @@ class Dashboard:
 
     # -- handlers -------------------------------------------------------------------------
     def api_info(self, request: Request) -> Any:
+        authorized = self._authorized(request)
         return {
-            "storage": mask_password(self.storage),
+            # where the data lives is itself data: only for those who may read it
+            "storage": mask_password(self.storage) if authorized or self.public_read else None,
             "public_read": self.public_read,
-            "authorized": self._authorized(request),
+            "authorized": authorized,
             "steering": steer.available(),
             "launch": self.launcher is not None,
             "max_body": MAX_BODY_BYTES,

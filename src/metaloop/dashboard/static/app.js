@@ -32,6 +32,7 @@
     stopArmed: false,
     list: null,
     listAt: 0,
+    lastControl: null,
   };
 
   // ---- DOM helpers ------------------------------------------------------------------------
@@ -438,7 +439,9 @@
   async function control(body) {
     try {
       const r = await api(ex(S.exp) + "/control", body);
-      message(`${body.action}: recorded (${r.control.status || "pending"}); the run applies it at its next safe point`, false);
+      S.lastControl = r.control;
+      const pending = r.control.status === "pending";
+      message(`${body.action}: recorded${pending ? "; the run applies it at its next safe point" : ""}`, false);
       S.version = null;
       schedule(0);
       return true;
@@ -732,7 +735,17 @@
     }
   }
 
+  function controlOutcome(trail) {
+    // tell what became of the command sent last from this page
+    const last = S.lastControl && trail.find((c) => c.id === S.lastControl.id);
+    if (!last || last.status === "pending" || last.status === S.lastControl.status) return;
+    S.lastControl = last;
+    const where = last.generation === null || last.generation === undefined ? "" : ` at generation ${last.generation}`;
+    message(`${last.action}: ${last.status}${where}${last.message ? ": " + last.message : ""}`, last.status === "refused");
+  }
+
   function renderControls(data) {
+    controlOutcome(data.controls || []);
     const rows = (data.controls || []).map((c) => [
       when(c.time),
       c.origin,
@@ -960,6 +973,7 @@
     if (!S.list || Date.now() - S.listAt > LIST_MS || !S.exp) {
       S.list = await source.experiments();
       S.listAt = Date.now();
+      if (S.list.storage) fill("store", S.list.storage);
       renderList(S.list);
     }
     const list = S.list;
@@ -1032,7 +1046,7 @@
     try {
       const info = await api("info");
       S.info = info;
-      fill("store", info.storage);
+      fill("store", info.storage || "");
     } catch (e) {
       setConn("error: " + e.message, true);
     }
