@@ -162,6 +162,10 @@ def evaluate(params):
     if params["x"] > 0.9:
         raise RuntimeError("boom at x=%r" % params["x"])
     return (params["x"] - 0.2) ** 2 + params["y"] ** 2
+
+
+def two(params):
+    return [params["x"] ** 2 + params["y"] ** 2, (params["x"] - 1) ** 2 + params["y"] ** 2]
 """
 
 
@@ -183,6 +187,22 @@ def finished_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]
             "optimizer": {"kind": "random", "pop_size": 10},
             "generations": 5,
             "executor": {"kind": "serial", "max_attempts": 1},
+        }
+    ).run()
+    Experiment(
+        {
+            "name": "pareto",
+            "storage": url,
+            "seed": 5,
+            "optimizee": {"kind": "python", "target": f"{root / 'opt.py'}:two"},
+            "space": {
+                "x": {"type": "real", "low": -1.0, "high": 2.0},
+                "y": {"type": "real", "low": -1.0, "high": 1.0},
+            },
+            "weights": [-1.0, -1.0],
+            "optimizer": {"kind": "nsga2", "pop_size": 12},
+            "generations": 3,
+            "executor": {"kind": "serial"},
         }
     ).run()
     with open_store(url) as store:
@@ -298,6 +318,29 @@ def test_table_sorts_filters_and_opens_a_failure(
     assert pg.locator("#chart-fitness path.series").count() == 3
     assert pg.locator("#chart-dist g.box").count() == 5
     assert pg.locator("#chart-pca circle").count() == len(evs)
+
+
+def test_pareto_front_chart(
+    page: Page, finished_dashboard: Dashboard, finished_store: tuple[str, Path]
+) -> None:
+    import numpy as np
+
+    from metaloop.optimizers.pareto import non_dominated_mask
+
+    url, _ = finished_store
+    with open_store(url, create=False) as store:
+        info = store.get_experiment("pareto")
+        assert info is not None
+        evs = [e for e in store.evaluations(info.id) if e.ok]
+    front = int(non_dominated_mask(-np.array([e.fitness for e in evs])).sum())
+    pg = page.page
+    pg.goto(finished_dashboard.url + f"#token={TOKEN}&exp=pareto")
+    pg.wait_for_selector("#chart-pareto circle")
+    assert pg.locator("#chart-pareto circle").count() == len(evs) == 36
+    assert pg.locator("#chart-pareto circle[stroke='#d62728']").count() == front > 0
+    assert pg.locator("#chart-pareto path.front").count() == 1
+    pg.select_option("#objective", "1")  # the fitness charts follow the chosen objective
+    pg.wait_for_selector("#chart-fitness text.label:has-text('fitness.1')")
 
 
 def test_report_in_the_browser(
