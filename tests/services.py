@@ -32,8 +32,8 @@ def slurm_running() -> bool:
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
-    states = out.stdout.split()
-    return out.returncode == 0 and any(s in ("idle", "mix", "alloc") for s in states)
+    states = [s.rstrip("*~#!%$@^-+") for s in out.stdout.split()]  # e.g. "idle*", "mix-"
+    return out.returncode == 0 and any(s in ("idle", "mix", "alloc", "comp") for s in states)
 
 
 def mpi_available() -> bool:

@@ -445,24 +445,12 @@ def test_job_that_dies_before_its_worker_is_a_clear_error(slurm, tmp_path, opt_f
 
 
 # == srun as a launcher ===========================================================================
-SIGKILLED_SRUN = (
-    "a SIGKILLed srun leaves its step running until the program ends by itself; the command "
-    "optimizee's watcher (`read _; kill -KILL 0`) should send SIGTERM first (reported)"
-)
-
-
-@pytest.mark.parametrize(
-    "which",
-    [
-        "optimizee",
-        pytest.param("executor", marks=pytest.mark.xfail(strict=True, reason=SIGKILLED_SRUN)),
-    ],
-)
+@pytest.mark.parametrize("which", ["optimizee", "executor"])
 def test_srun_launcher_under_the_local_executor(slurm, tmp_path, which):
     """Every evaluation is its own SLURM step (srun makes an allocation each time).  A hung
     one is stopped by the optimizee's timeout (SIGTERM to the srun, which cancels the step)
-    or by the local executor's (the worker is SIGKILLed, the command's watcher SIGKILLs the
-    srun, and slurmd cancels the orphaned step); either way SLURM keeps nothing of it."""
+    or by the local executor's (the worker is SIGKILLed, the command's watcher sends the
+    srun SIGTERM, which cancels the step); either way SLURM keeps nothing of it."""
     name = f"jq-srun-{which}"
     (tmp_path / "sim.py").write_text(SIM)
     optimizee: dict[str, Any] = {

@@ -76,9 +76,20 @@ def _start_executor(config: Config, seed: int) -> Executor:
     except BaseException:
         executor.close()
         if not existed:
-            shutil.rmtree(workdir, ignore_errors=True)
+            _remove_but_logs(workdir)
         raise
     return executor
+
+
+def _remove_but_logs(workdir: Path) -> None:
+    """Undo a failed start, keeping the worker/job logs an error message may point to."""
+    logs = workdir / "logs"
+    if not logs.is_dir() or not any(logs.iterdir()):
+        shutil.rmtree(workdir, ignore_errors=True)
+        return
+    for child in workdir.iterdir():
+        if child != logs:
+            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(True)
 
 
 def _from_objects(config: dict[str, Any]) -> dict[str, Any]:

@@ -90,6 +90,7 @@ JOB_KEYS = (
     "python",
     "tasks_per_job",
     "replace_before_s",
+    "start_timeout_s",
 )
 JOBQUEUE_KINDS = ("slurm", "pbs")
 
@@ -107,7 +108,7 @@ class ExecutorSpec(_Strict):
     """Where evaluations run, and the shared timeout/retry policy.
 
     ``slurm``/``pbs`` submit ``workers`` batch jobs (dask-jobqueue), each sized by ``cores``,
-    ``memory``, ``walltime``, ``account``, ``partition`` and ``job_extra``; see docs/hpc.md.
+    ``memory``, ``walltime``, ``account``, ``partition`` and ``job_extra``; see docs/slurm.md.
     """
 
     kind: Literal["serial", "local", "dask", "slurm", "pbs", "mpi"] = "local"
@@ -129,6 +130,8 @@ class ExecutorSpec(_Strict):
     tasks_per_job: StrictInt | None = Field(default=None, ge=1)  # concurrent evaluations per job
     replace_before_s: float | None = Field(default=None, gt=0)  # retire a job this long before
     # its walltime ends, so a fresh one takes over (default: 10 % of walltime, 60 s to 15 min)
+    start_timeout_s: float | None = Field(default=None, gt=0)  # first worker must connect
+    # within this (default 600 s): a job stuck in the queue or dying at start is a clear error
 
     @field_validator("walltime")
     @classmethod

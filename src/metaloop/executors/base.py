@@ -28,6 +28,7 @@ class WorkerSetup:
     workdir: str
     timeout_s: float | None = None
     batch_size: int | None = None  # candidates per evaluate_batch call (None: one by one)
+    experiment: str = ""  # the experiment's name (batch jobs are named after it)
 
 
 class Executor(ABC):
