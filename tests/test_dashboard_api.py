@@ -490,6 +490,39 @@ def test_launch_starts_a_run_on_the_store(launch_client: Any) -> None:
     assert r.status_code == 400 and "already exists" in r.json()["error"]
 
 
+def test_launched_runs_do_not_see_the_token(
+    launch_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c, url, tmp = launch_client
+    monkeypatch.setenv("METALOOP_TOKEN", TOKEN)
+    (tmp / "peek.py").write_text(
+        "import os\n\ndef evaluate(params):\n"
+        "    return {'fitness': params['x'], 'metrics': {'seen': 'METALOOP_TOKEN' in os.environ}}\n"
+    )
+    config = {
+        "name": "peek",
+        "optimizee": {"kind": "python", "target": "peek.py:evaluate"},  # relative: to cwd
+        "space": {"x": {"type": "real", "low": 0.0, "high": 1.0}},
+        "optimizer": {"kind": "random", "pop_size": 2},
+        "generations": 1,
+        "executor": {"kind": "serial"},
+    }
+    r = c.post("/api/experiments", headers=AUTH, json={"config": config})
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and len(evaluations_or_none(url, "peek")) < 2:
+        time.sleep(0.3)
+    evs = evaluations(url, "peek")
+    assert [e.metrics for e in evs] == [{"seen": False}] * 2
+
+
+def evaluations_or_none(url: str, name: str) -> list[Evaluation]:
+    try:
+        return evaluations(url, name)
+    except Exception:
+        return []
+
+
 # -- steering, reports, artifacts --------------------------------------------------------------
 @pytest.fixture()
 def steer_store(tmp_path: Path) -> Any:
@@ -710,16 +743,20 @@ def test_cli_dashboard_serves_with_a_generated_token(store_url: str, tmp_path: P
 
 def test_cli_dashboard_token_from_the_environment(store_url: str, tmp_path: Path) -> None:
     import signal
+    import urllib.request
 
     proc = _dashboard(
         ["--storage", store_url, "--port", "0"], env={"METALOOP_TOKEN": TOKEN}, cwd=tmp_path
     )
     try:
         assert proc.stdout is not None
-        proc.stdout.readline()
+        url = proc.stdout.readline().split(" at ")[1].strip()
         line = proc.stdout.readline()
         assert line.startswith("token: the one given by $METALOOP_TOKEN")
         assert TOKEN not in line  # a token the user chose is never printed
+        req = urllib.request.Request(url + "api/info", headers=AUTH)
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert json.loads(r.read())["authorized"] is True
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C: a normal end
         _, err = proc.communicate(timeout=20)

@@ -97,7 +97,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from metaloop.dashboard.security import is_loopback, resolve_token
+    from metaloop.dashboard.security import resolve_token
     from metaloop.store import open_store, validate_storage_url
     from metaloop.store.base import StoreMissing
     from metaloop.store.postgres import mask_password
@@ -131,7 +131,30 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         args.storage, token, public_read=args.public_read, launcher=launcher, bind_host=args.host
     )
     sock = _listen(args.host, args.port)
-    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    # Ctrl-C / SIGTERM end the dashboard normally (exit 0), whenever they come: uvicorn shuts
+    # down gracefully and then raises the signal again, which lands here
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        _announce(args, sock.getsockname()[1], token, origin, shown, missing)
+        server.run(sockets=[sock])
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        sock.close()
+        app.dashboard.close()
+    print("metaloop dashboard stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def _announce(
+    args: argparse.Namespace, port: int, token: str, origin: str, shown: str, missing: bool
+) -> None:
+    """Print where the dashboard is and how to open it (the token only if generated)."""
+    from metaloop.dashboard.security import is_loopback
+
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{port}/"
     print(f"metaloop dashboard for {shown} at {url}", flush=True)
@@ -149,21 +172,6 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    # uvicorn shuts down gracefully on Ctrl-C / SIGTERM, then raises the signal again: that
-    # ends the dashboard normally (exit 0), not as an interrupted command
-    previous = signal.signal(signal.SIGTERM, _stop)
-    try:
-        server.run(sockets=[sock])
-    except (KeyboardInterrupt, _Stopped):
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        sock.close()
-        app.dashboard.close()
-    print("metaloop dashboard stopped", file=sys.stderr, flush=True)
-    return 0
 
 
 class _Stopped(Exception):

@@ -33,6 +33,14 @@ class LaunchError(Exception):
         super().__init__("\n".join(self.lines))
 
 
+def child_env() -> dict[str, str]:
+    """The environment of the processes started for the page, without the dashboard's token
+    (the optimizee is user code: it has no business with the web token)."""
+    from metaloop.dashboard.security import TOKEN_ENV
+
+    return {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+
+
 def parse_config(config: Any) -> dict[str, Any]:
     """A config mapping from the request's ``config`` (YAML/JSON text or a mapping)."""
     if isinstance(config, dict):
@@ -64,6 +72,7 @@ def check_config(raw: dict[str, Any], storage: str, base_dir: Path) -> dict[str,
             text=True,
             timeout=CHECK_TIMEOUT_S,
             cwd=base_dir,
+            env=child_env(),
         )
     except subprocess.TimeoutExpired:
         raise LaunchError(
@@ -198,6 +207,7 @@ class Launcher:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    env=child_env(),
                 )
             launch = Launch(name, proc.pid, str(path), str(log), time.time(), proc)
             self._launches[name] = launch
