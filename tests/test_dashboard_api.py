@@ -11,6 +11,7 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -689,6 +690,47 @@ def test_static_assets_are_package_data() -> None:
     for name in files:
         assert any(fnmatch(f"static/{name}", g) for g in globs), name
     assert "starlette>=0.37" in data["project"]["optional-dependencies"]["dashboard"]
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+@pytest.fixture()
+def pg_store(postgres_url: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh database on the session's PostgreSQL server with one finished run."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    db = f"dash_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute(f'CREATE DATABASE "{db}"')
+    p = urlsplit(postgres_url)
+    url = urlunsplit(("postgresql", p.netloc, "/" + db, p.query, ""))
+    (tmp_path / "opt.py").write_text(OPTIMIZEE)
+    Experiment(_config("pg", url, f"{tmp_path / 'opt.py'}:evaluate", generations=3)).run()
+    yield url
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def test_dashboard_on_postgresql(pg_store: str) -> None:
+    c = _client(make_app(pg_store, TOKEN))
+    (row,) = get(c, "/api/experiments")["experiments"]
+    evs = evaluations(pg_store, "pg")
+    assert row["name"] == "pg" and row["evaluations"] == len(evs) == 24
+    assert row["best"] == [min(e.fitness[0] for e in evs if e.ok)]
+    gens = get(c, "/api/experiments/pg/generations")["objectives"][0]["generations"]
+    assert [g["n"] for g in gens] == [8, 8, 8]
+    page = get(c, "/api/experiments/pg/evaluations", params={"sort": "fitness.0", "limit": 1})
+    best = page["rows"][0]
+    d = get(c, f"/api/experiments/pg/evaluations/{best['generation']}/{best['index']}")
+    assert d["fitness"] == best["fitness"] and d["logs"][0]["name"] == "stdout.txt"
+    r = c.post("/api/experiments/pg/control", headers=AUTH, json={"action": "note", "text": "hi"})
+    assert r.status_code == 200 and r.json()["control"]["origin"] == "web:testclient"
+    assert get(c, "/api/experiments/pg/controls")["controls"][0]["payload"] == {"text": "hi"}
+    from metaloop.store.postgres import mask_password
+
+    assert c.get("/api/info", headers=AUTH).json()["storage"] == mask_password(pg_store)
 
 
 # -- the command -------------------------------------------------------------------------------
