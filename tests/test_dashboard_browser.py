@@ -635,6 +635,27 @@ def test_live_run_watch_and_steer(browser: Any, tmp_path: Path) -> None:
         assert run.proc.wait(timeout=60) == 0
         assert run.info().status == "stopped"
         assert page.dialogs == [] and page.errors == [], page.errors
+
+        # the report of the steered run: same curves and image, from one offline file
+        from metaloop.report import write_report
+
+        report = tmp_path / "live.html"
+        write_report("live", report, run.url)
+        page.close()
+        page = Page(browser)
+        pg = page.page
+        pg.goto(report.as_uri())
+        pg.wait_for_selector("#hp-history-table tbody tr:has-text('pop_size=6')")
+        pg.fill("#f-text", "x=0.123")
+        pg.locator("#eval-table tbody tr", has_text="0.123").first.click()
+        pg.wait_for_selector("#detail-reports path.series")
+        assert pg.locator("#detail-reports path.series").count() == 2
+        pg.wait_for_function(
+            "() => document.querySelector('#detail-artifacts img')?.naturalWidth > 0"
+        )
+        assert {u.split(":", 1)[0] for u in page.requests} <= {"file", "data"}
+        assert page.errors == []
+        shot(page, "report-live")
     finally:
         page.close()
         if dash is not None:

@@ -196,3 +196,67 @@ def test_cli_report_missing_store(tmp_path: Path) -> None:
     )
     assert res.returncode == 2 and "no store file" in res.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_embeds_reports_and_image_artifacts(tmp_path: Path) -> None:
+    import base64
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from metaloop.report import MAX_IMAGE_BYTES
+    from metaloop.store.base import ArtifactRow, ReportRow
+
+    (tmp_path / "opt.py").write_text(OPTIMIZEE)
+    url = f"sqlite:///{tmp_path / 'art.db'}"
+    Experiment(
+        {
+            "name": "art",
+            "storage": url,
+            "seed": 1,
+            "optimizee": {"kind": "python", "target": f"{tmp_path / 'opt.py'}:evaluate"},
+            "space": {
+                "x": {"type": "real", "low": -0.5, "high": 0.5},
+                "y": {"type": "real", "low": -1.0, "high": 1.0},
+            },
+            "optimizer": {"kind": "random", "pop_size": 3},
+            "generations": 1,
+            "executor": {"kind": "serial"},
+        }
+    ).run()
+    png = tmp_path / "plot.png"
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.plot([0, 1], [1, 0])
+    fig.savefig(png, dpi=50)
+    plt.close(fig)
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * (MAX_IMAGE_BYTES + 1))
+    svg = tmp_path / "v.svg"
+    svg.write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+    with open_store(url) as store:
+        info = store.get_experiment("art")
+        assert info is not None
+        store.add_reports(
+            info.id, [ReportRow(0, 1, k, 1, k, {"rate": 2.0 * k}, 1.0) for k in range(3)]
+        )
+        store.add_artifacts(
+            info.id,
+            [
+                ArtifactRow(0, 1, "plot.png", str(png), png.stat().st_size, "image/png"),
+                ArtifactRow(0, 1, "big.png", str(big), big.stat().st_size, "image/png"),
+                ArtifactRow(0, 1, "v.svg", str(svg), svg.stat().st_size, "image/svg+xml"),
+            ],
+        )
+        store.flush()
+    out = tmp_path / "art.html"
+    write_report("art", out, url)
+    d = embedded(out.read_text())["details"]["0/1"]
+    assert d["reports"]["series"] == {"rate": [[0, 0.0], [1, 2.0], [2, 4.0]]}
+    arts = {a["name"]: a for a in d["artifacts"]}
+    prefix = "data:image/png;base64,"
+    assert arts["plot.png"]["data"].startswith(prefix)
+    assert base64.b64decode(arts["plot.png"]["data"][len(prefix) :]) == png.read_bytes()
+    assert arts["big.png"]["data"] is None  # over the per-image limit: listed, not embedded
+    assert arts["v.svg"]["data"] is None  # not an inline image type
