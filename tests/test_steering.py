@@ -3,6 +3,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -11,7 +16,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import yaml
 
+from metaloop import api
 from metaloop.steering import ControlError, hyperparameters, submit_control
 from metaloop.store import StoreError, open_store
 from metaloop.store.base import ArtifactRow, ReportRow
@@ -59,7 +66,8 @@ GA_CONFIG: dict[str, Any] = {
               "n": {"type": "int", "low": 1, "high": 4},
               "act": {"type": "choice", "values": ["relu", "tanh"]}},
     "optimizee": {"kind": "function", "name": "sphere"},
-    "optimizer": {"kind": "ga", "pop_size": 6, "mut_prob": 0.3, "elitism": 1},
+    # every gene of every offspring mutated: no offspring is a copy of an earlier candidate
+    "optimizer": {"kind": "ga", "pop_size": 6, "mut_prob": 1.0, "ind_prob": 1.0, "elitism": 1},
 }
 
 
@@ -231,3 +239,381 @@ def test_inject_is_refused_for_optimizers_that_cannot_take_foreign_points(tmp_pa
         store.set_status(info.id, "stopped")
         with pytest.raises(ControlError, match="optimizer 'es' cannot take injected"):
             submit_control(store, "e", "inject", {"candidates": [{"x": [0.0, 0.0]}]}, "t")
+
+
+# -- real steered runs ------------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parent.parent
+STEER = ROOT / "tests" / "optimizees" / "steer.py"
+CLI_TIMEOUT_S = 240.0
+
+
+def write_config(
+    tmp: Path,
+    name: str,
+    *,
+    optimizer: dict[str, Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+    executor: dict[str, Any] | None = None,
+    generations: int = 4,
+) -> Path:
+    cfg = {
+        **GA_CONFIG,
+        "name": name,
+        "generations": generations,
+        "storage": f"sqlite:///{tmp / 's.db'}",
+        "optimizee": {"kind": "python", "target": f"{STEER}:Paced", "kwargs": kwargs or {}},
+        "optimizer": optimizer or GA_CONFIG["optimizer"],
+        "executor": executor or {"kind": "local", "workers": 2},
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def popen(*args: str) -> subprocess.Popen[str]:
+    """``metaloop ARGS`` in a session of its own (so its whole group can be killed)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "metaloop", *args], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=CLI_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"metaloop did not finish in {CLI_TIMEOUT_S} s: {out} {err}")
+    return proc.returncode, out, err
+
+
+def kill_group(proc: subprocess.Popen[str]) -> None:
+    """kill -9 the run and every process it started (like a node failure)."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "metaloop", *args], capture_output=True,
+                          text=True, timeout=CLI_TIMEOUT_S)
+
+
+class Watch:
+    """Reads a store from outside the run, as the dashboard does."""
+
+    def __init__(self, storage: str, name: str):
+        self.storage, self.name = storage, name
+
+    def info(self) -> Any:
+        with open_store(self.storage, create=False) as s:
+            return s.get_experiment(self.name)
+
+    def evaluations(self, generation: int | None = None) -> list[Any]:
+        with open_store(self.storage, create=False) as s:
+            info = s.get_experiment(self.name)
+            return [] if info is None else s.evaluations(info.id, generation)
+
+    def controls(self) -> list[dict[str, Any]]:
+        with open_store(self.storage, create=False) as s:
+            return s.controls(s.get_experiment(self.name).id)
+
+    def events(self) -> list[dict[str, Any]]:
+        with open_store(self.storage, create=False) as s:
+            return s.events(s.get_experiment(self.name).id)
+
+    def exists(self) -> bool:
+        try:
+            return self.info() is not None
+        except StoreError:
+            return False
+
+
+def signature(evals: list[Any]) -> list[tuple[Any, ...]]:
+    """What must be equal between two runs: every evaluation's place, params and result."""
+    return [
+        (e.generation, e.index, json.dumps(e.params, sort_keys=True), e.fitness, e.status.value)
+        for e in sorted(evals, key=lambda e: (e.generation, e.index))
+    ]
+
+
+def reference(tmp: Path, name: str, **config: Any) -> list[tuple[Any, ...]]:
+    """The evaluations of an unsteered, unpaced run of the same config (serial, in-process)."""
+    path = write_config(tmp, name, executor={"kind": "serial"}, **config)
+    summary = api.Experiment(path).run()
+    assert summary.status == "finished"
+    return signature(api.history(name, f"sqlite:///{tmp / 's.db'}"))
+
+
+def wait_scheduled(watch: Watch, n: int) -> None:
+    """Wait until the running loop has seen ``n`` commands held for a later generation."""
+    wait_for(
+        lambda: sum("waits for generation" in e["message"] for e in watch.events()) >= n,
+        f"the loop to see {n} scheduled command(s)",
+    )
+
+
+def control_trail(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(c["action"], c["status"], c["generation"], c["message"], json.dumps(c["payload"]))
+            for c in rows]
+
+
+def test_pause_holds_new_evaluations_and_resume_continues(tmp_path: Path) -> None:
+    """A pause lets the running evaluations finish, starts nothing new (status paused, the
+    heartbeat goes on), and resume continues to exactly the evaluations of an unpaused run."""
+    path = write_config(tmp_path, "p", kwargs={"seconds": 0.3}, generations=3)
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    watch = Watch(storage, "p")
+    run = popen("run", str(path), "--quiet")
+    wait_for(lambda: watch.exists() and len(watch.evaluations()) >= 1, "a first evaluation")
+    pause = api.control("p", "pause", storage=storage, origin="test")
+    assert pause["status"] == "pending"
+    wait_for(lambda: watch.info().status == "paused", "status paused")
+    applied = next(c for c in watch.controls() if c["id"] == pause["id"])
+    assert applied["status"] == "applied" and applied["generation"] in (0, 1)
+    t_pause = applied["applied_time"]
+
+    def settled() -> bool:  # the evaluations running at the pause have been recorded
+        n = len(watch.evaluations())
+        time.sleep(1.5)  # five evaluation times
+        return len(watch.evaluations()) == n
+
+    wait_for(settled, "the running evaluations to finish")
+    held = watch.evaluations()
+    beat = watch.info().updated
+    wait_for(lambda: watch.info().updated > beat, "a heartbeat while paused")
+    time.sleep(1.0)
+    info = watch.info()
+    assert info.status == "paused" and info.is_live and run.poll() is None
+    assert signature(watch.evaluations()) == signature(held)  # nothing new started
+    assert len(held) < 16
+    late = [e for e in held if e.started > t_pause]
+    assert len(late) <= 2  # at most the two handed to the workers before the pause
+
+    resume = api.control("p", "resume", storage=storage, origin="test")
+    rc, out, err = finish(run)
+    assert rc == 0, err
+    assert "finished (generations)" in out
+    final = watch.evaluations()
+    assert len(final) == 16
+    t_resume = next(c for c in watch.controls() if c["id"] == resume["id"])["applied_time"]
+    after = [e for e in final if (e.generation, e.index) not in {(h.generation, h.index)
+                                                                 for h in held}]
+    assert after and all(e.started > t_resume for e in after)  # nothing ran in between
+    assert signature(final) == reference(tmp_path, "p_ref", generations=3)
+    assert [(c["action"], c["status"]) for c in watch.controls()] == [
+        ("pause", "applied"), ("resume", "applied")
+    ]
+    assert [e["message"] for e in watch.events() if e["kind"] == "control"] == [
+        "pause from test", "resume from test"
+    ]
+    assert watch.info().status == "finished"
+
+
+def test_stop_ends_with_exit_0_and_resume_finishes_the_same_run(tmp_path: Path) -> None:
+    log = tmp_path / "ran.log"
+    path = write_config(tmp_path, "s", kwargs={"seconds": 0.2, "log": str(log)})
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    watch = Watch(storage, "s")
+    run = popen("run", str(path), "--quiet")
+    wait_for(lambda: watch.exists() and len(watch.evaluations(1)) >= 1, "generation 1")
+    res = cli("control", "stop", "--storage", storage, "--name", "s")
+    assert res.returncode == 0, res.stderr
+    assert "stop for experiment 's' is pending" in res.stdout
+    rc, out, err = finish(run)
+    assert rc == 0, err
+    assert "experiment 's': stopped (stop from cli)" in out
+    info = watch.info()
+    assert (info.status, info.stop_reason) == ("stopped", "stop from cli")
+    assert not info.is_live
+    n_stopped = len(watch.evaluations())
+    assert 6 <= n_stopped < 21
+    stop = watch.controls()[0]
+    assert (stop["action"], stop["status"], stop["origin"]) == ("stop", "applied", "cli")
+    assert "no longer running" not in res.stdout
+    # a stopped run cannot be paused; it is continued with resume
+    again = cli("control", "pause", "--storage", storage, "--name", "s")
+    assert again.returncode == 2 and "is not running (status stopped)" in again.stderr
+
+    rc, out, err = finish(popen("resume", "--storage", storage, "--name", "s", "--quiet"))
+    assert rc == 0, err
+    assert "finished (generations)" in out
+    assert signature(watch.evaluations()) == reference(tmp_path, "s_ref")
+    ran = [tuple(line.split(",")) for line in log.read_text().splitlines()]
+    assert len(ran) == len(set(ran)) == 21  # nothing recorded before the stop ran again
+
+
+def test_set_changes_the_next_generation_and_bad_values_are_refused(tmp_path: Path) -> None:
+    """GA with crossover and mutation switched off at generation 2: every candidate of that
+    generation is a copy of an earlier one (without the change, not)."""
+    gate = tmp_path / "go"
+    path = write_config(tmp_path, "g", kwargs={"gate": str(gate)}, generations=4)
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    watch = Watch(storage, "g")
+    run = popen("run", str(path), "--quiet")
+    wait_for(watch.exists, "the experiment")
+    bad = cli("control", "set", "--storage", storage, "--name", "g", "--param", "mut_prob=3")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (
+        "metaloop: error: set: mut_prob: Input should be less than or equal to 1 (got 3)"
+    )
+    unknown = cli("control", "set", "--storage", storage, "--name", "g", "--param", "sigma=3")
+    assert unknown.returncode == 2 and "unknown hyperparameter 'sigma'" in unknown.stderr
+    assert watch.controls() == []  # nothing written
+    ok = cli("control", "set", "--storage", storage, "--name", "g", "--param", "cx_prob=0",
+             "--param", "mut_prob=0", "--at-generation", "2", "--json")
+    assert ok.returncode == 0, ok.stderr
+    row = json.loads(ok.stdout)
+    assert row["payload"] == {"params": {"cx_prob": 0.0, "mut_prob": 0.0}, "at_generation": 2}
+    wait_scheduled(watch, 1)
+    gate.touch()
+    rc, _, err = finish(run)
+    assert rc == 0, err
+    evals = watch.evaluations()
+
+    def copies(evals: list[Any], gen: int) -> list[bool]:
+        earlier = {json.dumps(e.params, sort_keys=True) for e in evals if e.generation < gen}
+        return [json.dumps(e.params, sort_keys=True) in earlier
+                for e in evals if e.generation == gen]
+
+    assert all(copies(evals, 2)) and all(copies(evals, 3))
+    assert not any(copies(evals, 1))
+    reference(tmp_path, "g_ref", generations=4)
+    ref_evals = Watch(storage, "g_ref").evaluations()
+    assert not any(copies(ref_evals, 2))  # the unsteered run mutates
+    assert signature([e for e in evals if e.generation < 2]) == signature(
+        [e for e in ref_evals if e.generation < 2]
+    )
+    (applied,) = watch.controls()
+    assert (applied["status"], applied["generation"], applied["origin"]) == ("applied", 2, "cli")
+    hp = hyperparameters(open_store(storage, create=False), "g")
+    assert hp["current"]["cx_prob"] == 0.0 and hp["current"]["mut_prob"] == 0.0
+    assert [(h["origin"], h["generation"]) for h in hp["history"]] == [("config", 0), ("cli", 2)]
+
+
+def test_set_pop_size_of_random_search_from_the_python_api(tmp_path: Path) -> None:
+    gate = tmp_path / "go"
+    path = write_config(tmp_path, "r", kwargs={"gate": str(gate)},
+                        optimizer={"kind": "random", "pop_size": 4}, generations=3)
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    watch = Watch(storage, "r")
+    run = popen("run", str(path), "--quiet")
+    wait_for(watch.exists, "the experiment")
+    with pytest.raises(ControlError, match=r"pop_size: Input should be greater than or equal"):
+        api.control("r", "set", {"params": {"pop_size": 0}}, storage=storage)
+    api.control("r", "set", {"params": {"pop_size": 7}, "at_generation": 1}, storage=storage)
+    wait_scheduled(watch, 1)
+    gate.touch()
+    rc, _, err = finish(run)
+    assert rc == 0, err
+    sizes = [len(watch.evaluations(g)) for g in range(3)]
+    assert sizes == [4, 7, 7]
+
+
+def test_inject_evaluates_exactly_the_given_candidates_in_the_next_generation(
+    tmp_path: Path,
+) -> None:
+    gate = tmp_path / "go"
+    path = write_config(tmp_path, "i", kwargs={"gate": str(gate)}, generations=3)
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    watch = Watch(storage, "i")
+    run = popen("run", str(path), "--quiet")
+    wait_for(watch.exists, "the experiment")
+    (tmp_path / "more.csv").write_text("x,n,act\n-0.1,4,tanh\n")
+    res = cli("control", "inject", "--storage", storage, "--name", "i",
+              "--candidate", '{"x": 0.123456789012345, "n": 2, "act": "relu"}',
+              "--file", str(tmp_path / "more.csv"), "--at-generation", "1")
+    assert res.returncode == 0, res.stderr
+    bad = cli("control", "inject", "--storage", storage, "--name", "i",
+              "--candidate", '{"x": 9, "n": 2, "act": "relu"}')
+    assert bad.returncode == 2
+    assert "inject: candidate 0: param 'x': 9 is above high 5" in bad.stderr
+    api.control("i", "inject", {"candidates": [{"x": 4.5, "n": 1, "act": "tanh"}]},
+                storage=storage, origin="api")  # the next boundary it sees
+    api.control("i", "note", {"text": "two from a colleague, one of mine"}, storage=storage)
+    wait_scheduled(watch, 1)
+    gate.touch()
+    rc, _, err = finish(run)
+    assert rc == 0, err
+    rows = watch.controls()
+    assert [(c["action"], c["status"]) for c in rows] == [
+        ("inject", "applied"), ("inject", "applied"), ("note", "applied")
+    ]
+    assert rows[0]["generation"] == 1  # as requested; the other one wherever the loop saw it
+    assert rows[1]["generation"] >= 1
+    for row in rows[:2]:  # the record says where each candidate was evaluated
+        where = row["message"].removeprefix("evaluated as ")
+        first, _, last = where.split()[-1].partition("..")
+        indices = list(range(int(first), int(last or first) + 1))
+        gen = watch.evaluations(row["generation"])
+        assert len(gen) == 5 and indices[-1] <= 4  # pop 6, elitism 1: the last slots
+        assert [gen[i].params for i in indices] == row["payload"]["candidates"]
+        assert all(gen[i].fitness is not None for i in indices)
+    assert rows[0]["payload"]["candidates"] == [
+        {"x": 0.123456789012345, "n": 2, "act": "relu"}, {"x": -0.1, "n": 4, "act": "tanh"}
+    ]
+    gen1 = watch.evaluations(1)
+    assert gen1[3 if rows[1]["generation"] > 1 else 2].params["x"] == 0.123456789012345
+    assert rows[2]["payload"] == {"text": "two from a colleague, one of mine"}
+
+
+def test_a_steered_run_resumes_exactly_after_kill_9(tmp_path: Path) -> None:
+    """The same commands (at generation boundaries) for an uninterrupted run and for a run
+    killed with SIGKILL twice (in the generation of an injection, then in the generation of a
+    change of hyperparameters) and resumed: identical evaluations and command trail."""
+    commands = [
+        ("set", {"params": {"cx_prob": 0.2, "mut_sigma": 0.3}, "at_generation": 2}),
+        ("inject", {"candidates": [{"x": 0.5, "n": 3, "act": "tanh"},
+                                   {"x": -4.0, "n": 1, "act": "relu"}], "at_generation": 3}),
+        ("set", {"params": {"mut_prob": 0.9, "selection": "best"}, "at_generation": 4}),
+    ]
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+
+    def start(name: str) -> tuple[subprocess.Popen[str], Watch, Path]:
+        gate = tmp_path / f"go-{name}"
+        log = tmp_path / f"{name}.log"
+        path = write_config(tmp_path, name, generations=6,
+                            kwargs={"seconds": 0.15, "gate": str(gate), "log": str(log)})
+        watch = Watch(storage, name)
+        run = popen("run", str(path), "--quiet")
+        wait_for(watch.exists, "the experiment")
+        for action, payload in commands:
+            api.control(name, action, payload, storage=storage, origin="test")
+        wait_scheduled(watch, len(commands))
+        gate.touch()
+        return run, watch, log
+
+    run, a, _ = start("a")
+    rc, _, err = finish(run)
+    assert rc == 0, err
+
+    run, b, log = start("b")
+    stored_at_kill: list[set[tuple[int, int]]] = []
+    for gen in (3, 4):
+        wait_for(lambda g=gen: 2 <= len(b.evaluations(g)), f"evaluations of generation {gen}")
+        kill_group(run)
+        stored = {(e.generation, e.index) for e in b.evaluations()}
+        assert 2 <= sum(1 for g, _ in stored if g == gen) < 5  # killed inside the generation
+        stored_at_kill.append(stored)
+        lines_at_kill = len(log.read_text().splitlines())
+        run = popen("resume", "--storage", storage, "--name", "b", "--quiet")
+        wait_for(lambda n=lines_at_kill: len(log.read_text().splitlines()) > n, "the resume")
+        rerun = {tuple(int(v) for v in line.split(",")[:2])
+                 for line in log.read_text().splitlines()[lines_at_kill:]}
+        assert not rerun & stored  # nothing recorded before the kill ran again
+    rc, out, err = finish(run)
+    assert rc == 0, err
+    assert "finished (generations)" in out
+
+    assert len(a.evaluations()) == 31
+    assert signature(b.evaluations()) == signature(a.evaluations())
+    assert control_trail(b.controls()) == control_trail(a.controls())
+    assert [(c["action"], c["generation"]) for c in a.controls()] == [
+        ("set", 2), ("inject", 3), ("set", 4)
+    ]
+    gen3 = a.evaluations(3)
+    assert [e.params for e in gen3[3:]] == [{"x": 0.5, "n": 3, "act": "tanh"},
+                                           {"x": -4.0, "n": 1, "act": "relu"}]
+    # and the steering mattered: without it the run differs from generation 2 on
+    ref = reference(tmp_path, "unsteered", generations=6)
+    assert ref[:11] == signature(a.evaluations())[:11] and ref != signature(a.evaluations())

@@ -1,16 +1,24 @@
-"""The driver: ask -> run -> record -> tell -> checkpoint, with exact resume.
+"""The driver: ask -> run -> record -> tell -> checkpoint, with exact resume and steering.
 
 Resume falls out of the flow: the last checkpoint is the optimizer's state right after a
 tell; asking again returns the same candidates (asks are deterministic), the evaluations of
 that generation already in the store are reused, and only the missing ones run.  The
 optimizer is told a generation's results in index order, never in completion order, so the
 outcome does not depend on the executor or on the number of workers.
+
+Steering (:mod:`metaloop.controller`): the loop polls the store for commands about once a
+second while a generation runs and at every generation boundary.  Tasks are handed to the
+executor only as workers can take them (plus about half a second of work per worker for
+cheap evaluations), so a ``pause`` or ``stop`` holds back everything not yet started.
+Intermediate values and artifacts of running evaluations are copied into the store by a
+:class:`~metaloop.reports.ReportTailer` thread.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +26,22 @@ from typing import Any
 import numpy as np
 
 from metaloop.config import Config
+from metaloop.controller import Controller
 from metaloop.executors import Executor, RetryPolicy, WorkerSetup
+from metaloop.optimizees.base import WorkdirUsed
 from metaloop.optimizers.base import Optimizer
 from metaloop.optimizers.registry import get_optimizer_class
 from metaloop.records import Evaluation, Status, Task
+from metaloop.reports import ReportTailer
 from metaloop.store.base import ExperimentInfo, Store
+
+#: a paused run with nothing running polls this often
+HOLD_POLL_S = 0.2
+_DIED = (Status.CRASHED, Status.TIMEOUT)
+#: evaluations shorter than this (on average) are queued ahead in the executor ...
+CHEAP_S = 0.1
+#: ... up to about this much work per worker (the most a pause lets start after it)
+QUEUE_AHEAD_S = 0.5
 
 
 class RunObserver:
@@ -44,7 +63,7 @@ class RunSummary:
     """How a run (or a resumed run) ended."""
 
     name: str
-    status: str  # finished | interrupted
+    status: str  # finished | interrupted | stopped
     stop_reason: str
     generation: int
     n_evaluations: int
@@ -63,6 +82,7 @@ def worker_setup(config: Config, seed: int) -> WorkerSetup:
         workdir=str(experiment_workdir(config)),
         timeout_s=m.executor.timeout_s,
         batch_size=m.executor.batch_size,
+        experiment=m.name,
     )
 
 
@@ -114,6 +134,11 @@ class Loop:
         self.generation_size = 0
         self.generation_done = 0
         self.stop_reason: str | None = None
+        self.steering = Controller(store, info.id, config.space)
+        self.reports = ReportTailer(store, info.id, self.workdir)
+        self._paused_s = 0.0  # time held by pauses (not counted by ``max_time``)
+        self._mean_eval: float | None = None  # seconds per evaluation (running mean)
+        self._workers = 1
 
     def _make_optimizer(self) -> Optimizer:
         opt_cfg = dict(self.config.model.optimizer)
@@ -124,7 +149,7 @@ class Loop:
     @property
     def elapsed(self) -> float:
         """Active run time over all sessions of this experiment (for ``max_time``)."""
-        return self.elapsed_before + time.monotonic() - self.session_start
+        return self.elapsed_before + time.monotonic() - self.session_start - self._paused_s
 
     def score(self, evaluation: Evaluation) -> float | None:
         """The weighted sum that is maximized (None unless the evaluation is ok)."""
@@ -167,7 +192,8 @@ class Loop:
                     break
 
     def run(self) -> RunSummary:
-        """Run until a stopping criterion; KeyboardInterrupt stops at a safe point."""
+        """Run until a stopping criterion or a ``stop`` command; KeyboardInterrupt stops at a
+        safe point."""
         self._restore()
         try:
             self.store.claim(self.info.id)
@@ -177,6 +203,8 @@ class Loop:
                 "resume" if resumed else "start",
                 f"{'resumed' if resumed else 'started'} at generation {self.generation}",
             )
+            self.reports.start()
+            self._status_changes(self.steering.start(self.generation))
             self.observer.started(self)
             check_stored = resumed
             while (reason := self._stop_reason()) is None:
@@ -186,21 +214,68 @@ class Loop:
                     break
         except KeyboardInterrupt:
             self.executor.cancel_all()
+            self.reports.close()
             self.stop_reason = "interrupted"
+            self.steering.finish(self.generation, finished=False)
             self.store.event(self.info.id, "interrupt", "interrupted (Ctrl-C or SIGTERM)")
             self.store.set_status(self.info.id, "interrupted", "interrupted")
             self.observer.finished(self)
             return self._summary("interrupted")
         except BaseException as exc:
             self.executor.cancel_all()
+            self.reports.close()
             self.store.event(self.info.id, "error", f"{type(exc).__name__}: {exc}")
             self.store.set_status(self.info.id, "failed", f"{type(exc).__name__}: {exc}")
             raise
+        self.reports.close()
         self.stop_reason = reason
+        if reason == "stopped":
+            self.stop_reason = f"stop from {self.steering.stop_origin}"
+            self.steering.finish(self.generation, finished=False)
+            self.store.event(self.info.id, "stop", f"stopped at generation {self.generation}")
+            self.store.set_status(self.info.id, "stopped", self.stop_reason)
+            self.observer.finished(self)
+            return self._summary("stopped")
+        self.steering.finish(self.generation, finished=True)
         self.store.event(self.info.id, "finish", f"finished: {reason}")
         self.store.set_status(self.info.id, "finished", reason)
         self.observer.finished(self)
         return self._summary("finished")
+
+    # -- steering -------------------------------------------------------------------------------
+    def _poll(self, wait: bool = False) -> None:
+        """Read pending commands (pause, resume and stop take effect at once); without
+        ``wait`` not while the store writer is committing (a poll is then due shortly)."""
+        self._status_changes(self.steering.poll(self.generation, wait))
+
+    def _status_changes(self, actions: list[str]) -> None:
+        """Reflect applied pause/resume commands in the experiment's status."""
+        if not actions or "pause" not in actions and "resume" not in actions:
+            return
+        status = "paused" if self.steering.paused else "running"
+        self.store.set_status(self.info.id, status, None)
+
+    def _hold(self) -> None:
+        """Paused with nothing running: poll until ``resume`` or ``stop`` (the heartbeat goes
+        on); the pause does not count towards ``max_time``."""
+        t0 = time.monotonic()
+        try:
+            while self.steering.paused and self.steering.stop_origin is None:
+                time.sleep(HOLD_POLL_S)
+                self._poll(wait=True)
+        finally:
+            self._paused_s += time.monotonic() - t0
+
+    def _boundary(self, fresh: bool) -> str | None:
+        """Steering between generations: poll, hold while paused, stop, apply ``set``."""
+        if fresh and self.steering.boundary_poll_due():
+            self._poll()
+        if self.steering.paused and self.steering.stop_origin is None:
+            self._hold()
+        if self.steering.stop_origin is not None:
+            return "stopped"
+        self.steering.boundary(self.generation, self.optimizer, fresh)
+        return None
 
     def _summary(self, status: str) -> RunSummary:
         return RunSummary(
@@ -218,34 +293,40 @@ class Loop:
         """Evaluate one generation and tell the optimizer; a stop reason if it ended early."""
         m = self.config.model
         gen = self.generation
-        X = self.optimizer.ask()
-        n = len(X)
         results: dict[int, Evaluation] = {}
         if check_stored:  # resuming: this generation's stored evaluations are reused
             results = {e.index: e for e in self.store.evaluations(self.info.id, gen)}
+        reason = self._boundary(fresh=not results)
+        if reason is not None:
+            return reason
+        X = self.optimizer.ask()
+        n = len(X)
         before = self.n_evaluations - len(results)  # evaluations of earlier generations
         limit = n if m.budget is None else min(n, m.budget - before)
         self.generation_size, self.generation_done = limit, len(results)
         self.observer.generation_started(gen, limit, self)
         candidates = self.config.space.decode_many(X[:limit])
+        self.steering.inject(X, candidates, limit, gen)
+        if check_stored:
+            self.reports.begin(
+                gen,
+                stored={i: e.attempts for i, e in results.items()},
+                rerun=[i for i in range(limit) if i not in results],
+            )
+        else:
+            self.reports.begin(gen)
         info = self.optimizer.task_info()
-        for i, params in enumerate(candidates):
-            if i not in results:
-                self.executor.submit(Task(gen, i, params, info=info))
-        deadline = None if m.max_time is None else m.max_time - self.elapsed
-        start = time.monotonic()
-        while self.executor.in_flight:
-            timeout = None if deadline is None else max(0.0, deadline - (time.monotonic() - start))
-            outcomes = self.executor.wait(timeout)
-            if not outcomes and timeout is not None and time.monotonic() - start >= deadline:
-                self.executor.cancel_all()
-                return "max_time"
-            for outcome in outcomes:
-                retry = self.policy.retry(outcome)
-                if retry is not None:
-                    self.executor.submit(retry)
-                    continue
-                self._record(Evaluation.from_outcome(outcome), results)
+        pending = deque(
+            Task(gen, i, params, info=info)
+            for i, params in enumerate(candidates)
+            if i not in results
+        )
+        try:
+            reason = self._evaluate(pending, results)
+        finally:
+            self.reports.end()
+        if reason is not None:
+            return reason
         if limit < n:
             return "budget"
         F = np.full((n, len(self.weights)), -math.inf)
@@ -269,6 +350,72 @@ class Loop:
         )
         self.observer.generation_finished(gen, self)
         return None
+
+    def _window(self) -> int:
+        """How many tasks the executor may hold: one per worker (a whole batch with
+        ``batch_size``), plus about ``QUEUE_AHEAD_S`` of work per worker when evaluations are
+        cheap."""
+        w, mean = self._workers, self._mean_eval
+        base = w * (self.config.model.executor.batch_size or 1)
+        if mean is None or mean >= CHEAP_S:
+            return base
+        return base + int(w * QUEUE_AHEAD_S / max(mean, 1e-9))
+
+    def _refill(self, pending: deque[Task]) -> None:
+        room = self._window() - self.executor.in_flight
+        submit = self.executor.submit
+        while room > 0 and pending:
+            submit(pending.popleft())
+            room -= 1
+
+    def _evaluate(self, pending: deque[Task], results: dict[int, Evaluation]) -> str | None:
+        """Run ``pending`` (recording into ``results``) while obeying steering; "stopped" if a
+        ``stop`` left some unstarted, "max_time" if the time ran out."""
+        max_time = self.config.model.max_time
+        ex = self.executor
+        steering = self.steering
+        retry_of = self.policy.retry
+        clock = time.monotonic
+        self._workers = max(1, ex.workers)
+        self._refill(pending)
+        next_poll = steering.next_poll
+        while ex.in_flight or (pending and steering.stop_origin is None):
+            if not ex.in_flight:  # paused with nothing running
+                self._hold()
+                next_poll = steering.next_poll
+                if steering.stop_origin is None:
+                    self._refill(pending)
+                continue
+            timeout = next_poll - clock()
+            if max_time is not None:
+                timeout = min(timeout, max_time - self.elapsed)
+            outcomes = ex.wait(timeout if timeout > 0.0 else 0.0)
+            if not outcomes and max_time is not None and self.elapsed >= max_time:
+                ex.cancel_all()
+                return "max_time"
+            for outcome in outcomes:
+                if pending:  # the mean duration sizes the queue ahead (see _window)
+                    d = outcome.finished - outcome.started
+                    mean = self._mean_eval
+                    self._mean_eval = d if mean is None else 0.8 * mean + 0.2 * d
+                # files to collect: the evaluation used its workdir, or died (maybe in it)
+                files = type(outcome.metrics) is WorkdirUsed or outcome.status in _DIED
+                retry = retry_of(outcome)
+                if retry is not None:
+                    if files:
+                        self.reports.retrying(retry.index, retry.attempt)
+                    pending.appendleft(retry)
+                    continue
+                self._record(Evaluation.from_outcome(outcome), results)
+                if files:
+                    self.reports.completed(outcome.task.index)
+            if clock() >= next_poll:
+                self._poll()
+                next_poll = steering.next_poll
+                self._workers = max(1, ex.workers)
+            if pending and not steering.paused and steering.stop_origin is None:
+                self._refill(pending)
+        return "stopped" if pending else None
 
     def _record(self, evaluation: Evaluation, results: dict[int, Evaluation]) -> None:
         score = self.score(evaluation)

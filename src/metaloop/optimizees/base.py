@@ -9,8 +9,11 @@ object with such an ``evaluate`` method.  It returns a number, a sequence of num
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import os
+import shutil
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +24,16 @@ import numpy as np
 from metaloop.records import Status
 
 _EVAL_STREAM = 0xE7A1
+
+#: file in an evaluation's workdir that ``ctx.report`` appends to (one JSON object per line)
+REPORTS_FILE = "reports.jsonl"
+#: folder in an evaluation's workdir whose files are kept as the evaluation's artifacts
+ARTIFACTS_DIR = "artifacts"
+
+
+def evaluation_dir(workdir: Path | str, generation: int, index: int) -> Path:
+    """The private working directory of evaluation (generation, index) under ``workdir``."""
+    return Path(workdir) / f"g{generation:05d}" / f"i{index:05d}"
 
 
 def evaluation_seed(experiment_seed: int, generation: int, index: int) -> int:
@@ -35,6 +48,9 @@ class Context:
     ``seed`` is derived from (experiment seed, generation, index), so noisy optimizees are
     reproducible; ``workdir`` is a private directory, created on first access; ``info`` is
     what the optimizer tells every candidate of the generation (e.g. the EnKF's mini-batch).
+    :meth:`report` records intermediate values while the evaluation runs and
+    :meth:`save_artifact` keeps a file (as does writing into :attr:`artifacts_dir`); the
+    driver copies both into the store, whatever the executor.
     """
 
     __slots__ = (
@@ -45,6 +61,7 @@ class Context:
         "_experiment_seed",
         "_seed",
         "_workdir_path",
+        "touched",
     )
 
     def __init__(
@@ -63,6 +80,7 @@ class Context:
         self._experiment_seed = experiment_seed
         self._seed: int | None = None
         self._workdir_path = workdir
+        self.touched = False  # the workdir was used (it may hold reports and artifacts)
 
     @property
     def seed(self) -> int:
@@ -77,11 +95,76 @@ class Context:
 
     @property
     def workdir(self) -> Path:
+        self.touched = True
         self._workdir_path.mkdir(parents=True, exist_ok=True)
         return self._workdir_path
 
+    @property
+    def artifacts_dir(self) -> Path:
+        """``<workdir>/artifacts``: every file written here is kept as an artifact."""
+        self.touched = True
+        path = self._workdir_path / ARTIFACTS_DIR
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def report(self, step: float, values: Mapping[str, Any] | None = None, **more: Any) -> None:
+        """Record intermediate values at ``step`` (e.g. an epoch, a simulated time), as
+        ``ctx.report(3, {"loss": 0.2})`` or ``ctx.report(3, loss=0.2)``.
+
+        The line is appended (and flushed) to ``<workdir>/reports.jsonl`` at once; the driver
+        stores it within about a second.  Values are JSON-able (numbers, strings, lists);
+        numpy values become plain numbers and non-finite floats become null.
+        """
+        if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, float, np.number)):
+            raise TypeError(f"ctx.report: step must be a number, got {step!r}")
+        if not math.isfinite(float(step)):
+            raise ValueError(f"ctx.report: step must be finite, got {step!r}")
+        if values is not None and not isinstance(values, Mapping):
+            raise TypeError(f"ctx.report: values must be a mapping, got {_short(values)}")
+        merged = {**(values or {}), **more}
+        plain = {str(k): _finite_or_none(_plain(v)) for k, v in merged.items()}
+        line = {
+            "step": step.item() if isinstance(step, np.generic) else step,
+            "values": plain,
+            "attempt": self.attempt,
+            "time": time.time(),
+        }
+        data = (json.dumps(line, allow_nan=False, separators=(",", ":")) + "\n").encode()
+        fd = os.open(self.workdir / REPORTS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, data)  # one write of one line: readers never see half of it
+        finally:
+            os.close(fd)
+
+    def save_artifact(self, path: str | os.PathLike[str], name: str | None = None) -> Path:
+        """Copy the file at ``path`` into :attr:`artifacts_dir` (as ``name``, default its own
+        file name) and return the copy's path; a file already there is left as it is."""
+        src = Path(path)
+        if not src.is_file():
+            raise FileNotFoundError(f"ctx.save_artifact: no such file: {src}")
+        target_name = name or src.name
+        if Path(target_name).is_absolute() or ".." in Path(target_name).parts:
+            raise ValueError(f"ctx.save_artifact: name must be a relative path, got {name!r}")
+        dest = self.artifacts_dir / target_name
+        if dest.exists() and dest.resolve() == src.resolve():
+            return dest
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        return dest
+
     def __repr__(self) -> str:
         return f"Context(generation={self.generation}, index={self.index}, attempt={self.attempt})"
+
+
+def _finite_or_none(value: Any) -> Any:
+    """Non-finite floats as None (also inside lists and dicts): reports are strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    return value
 
 
 def call_style(fn: Callable[..., Any]) -> bool:
@@ -134,7 +217,7 @@ class Evaluator:
     def context(
         self, generation: int, index: int, attempt: int, info: dict[str, Any] | None = None
     ) -> Context:
-        path = self.workdir / f"g{generation:05d}" / f"i{index:05d}"
+        path = self.workdir / f"g{generation:05d}" / f"i{index:05d}"  # = evaluation_dir(...)
         return Context(generation, index, attempt, self.experiment_seed, path, info)
 
     def __call__(
@@ -147,14 +230,18 @@ class Evaluator:
     ) -> Result:
         if self.fn is None:
             return self.batch([(generation, index, attempt, params, info)])[0]
-        try:
-            if self.with_ctx:
-                raw = self.fn(params, self.context(generation, index, attempt, info))
-            else:
+        if not self.with_ctx:
+            try:
                 raw = self.fn(params)
+            except Exception as exc:  # noqa: BLE001 - any optimizee error is data
+                return _failed(exc)
+            return parse_result(raw, self.n_objectives)
+        ctx = self.context(generation, index, attempt, info)
+        try:
+            raw = self.fn(params, ctx)
         except Exception as exc:  # noqa: BLE001 - any optimizee error is data
-            return _failed(exc)
-        return parse_result(raw, self.n_objectives)
+            return _mark(_failed(exc), ctx.touched)
+        return _mark(parse_result(raw, self.n_objectives), ctx.touched)
 
     def batch(self, tasks: list[TaskTuple]) -> list[Result]:
         """Evaluate several tasks in one ``evaluate_batch`` call (or one by one without it)."""
@@ -165,11 +252,23 @@ class Evaluator:
         try:
             raw = list(self.batch_fn(params, ctxs))
         except Exception as exc:  # noqa: BLE001 - the whole batch failed
-            return [_failed(exc)] * len(tasks)
+            return [_mark(_failed(exc), c.touched) for c in ctxs]
         if len(raw) != len(tasks):
             error = f"evaluate_batch returned {len(raw)} results for {len(tasks)} candidates"
-            return [Result(Status.INVALID, None, {}, None, error)] * len(tasks)
-        return [parse_result(r, self.n_objectives) for r in raw]
+            return [_mark(Result(Status.INVALID, None, {}, None, error), c.touched) for c in ctxs]
+        return [_mark(parse_result(r, self.n_objectives), c.touched) for r, c in zip(raw, ctxs)]
+
+
+class WorkdirUsed(dict):  # type: ignore[type-arg]
+    """The metrics of an evaluation that used its workdir: a plain dict to everyone, and to
+    the driver the sign that the evaluation may have left reports or artifacts to collect.
+
+    The mark travels with the metrics, which every executor carries back (pickled, so the
+    type survives), and costs an evaluation that never touches its workdir nothing."""
+
+
+def _mark(result: Result, touched: bool) -> Result:
+    return result._replace(metrics=WorkdirUsed(result.metrics)) if touched else result
 
 
 def _failed(exc: BaseException) -> Result:

@@ -5,7 +5,9 @@ Per evaluation, in the evaluation's private working directory:
 * ``params.json`` holds all parameters (arrays as nested lists, floats at full precision);
   ``argv`` placeholders ``{name}`` become a parameter's value (floats as ``repr``, so the
   program parses exactly the stored double), ``{params}`` the path of ``params.json`` and
-  ``{workdir}`` the directory; ``METALOOP_*`` environment variables carry the same.
+  ``{workdir}`` the directory; ``METALOOP_*`` environment variables carry the same, and
+  ``METALOOP_REPORTS`` (a file to append intermediate values to, one JSON line each) and
+  ``METALOOP_ARTIFACTS`` (a folder whose files are kept) serve steering and the dashboard.
 * The program runs as ``launcher + argv`` with the workdir as cwd, stdin from /dev/null, in
   its own process group.  stdout/stderr stream through pipes into ``stdout.txt`` /
   ``stderr.txt``, each capped at ``log_limit_bytes`` (the first half is written as it comes,
@@ -42,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from metaloop.optimizees.base import ARTIFACTS_DIR, REPORTS_FILE
 from metaloop.optimizees.loader import OptimizeeLoadError
 
 RESERVED = ("params", "workdir")
@@ -49,7 +52,10 @@ _KILL_GRACE_S = 2.0  # SIGTERM -> SIGKILL
 _DRAIN_S = 2.0  # after the program exits, how long to wait for escaped holders of its pipes
 _ERR_TAIL_LINES = 20
 _ERR_TAIL_BYTES = 2048
-_WATCHER = ["/bin/sh", "-c", "read _ ; kill -KILL 0"]
+# When the evaluating worker dies, its end of the pipe closes and the watcher ends the group:
+# SIGTERM first (srun then cancels its job step; a SIGKILLed srun would leave the step
+# running), SIGKILL two seconds later for whatever ignored it.  The watcher ignores TERM itself.
+_WATCHER = ["/bin/sh", "-c", "trap '' TERM; read _ ; kill -TERM 0; sleep 2; kill -KILL 0"]
 
 
 class CommandFailed(RuntimeError):
@@ -350,6 +356,8 @@ class CommandOptimizee:
             result_path = workdir / _fill(self._result_t, values)
             result_path.unlink(missing_ok=True)  # never read a previous attempt's result
 
+        artifacts = workdir / ARTIFACTS_DIR
+        artifacts.mkdir(exist_ok=True)
         env = dict(os.environ)
         env.update(
             METALOOP_PARAMS=str(params_path),
@@ -358,6 +366,10 @@ class CommandOptimizee:
             METALOOP_GENERATION=str(ctx.generation),
             METALOOP_INDEX=str(ctx.index),
             METALOOP_ATTEMPT=str(ctx.attempt),
+            # intermediate values: append JSON lines {"step": s, "values": {...}}
+            METALOOP_REPORTS=str(workdir / REPORTS_FILE),
+            # files written here are kept as the evaluation's artifacts
+            METALOOP_ARTIFACTS=str(artifacts),
         )
         for name, value in plain.items():
             if not isinstance(value, (list, dict)):

@@ -173,6 +173,11 @@ class Store(ABC):
         "status", "generation", "message", "applied_time"}`` (``generation``: where it was
         applied; ``status`` pending | applied | refused)."""
 
+    def pending_controls(self, exp_id: int, wait: bool = True) -> list[dict[str, Any]] | None:
+        """The pending commands (as :meth:`controls`); with ``wait=False``, None instead of
+        waiting while the store is busy committing (the running loop polls again later)."""
+        return self.controls(exp_id, status="pending")
+
     @abstractmethod
     def resolve_control(
         self, control_id: int, status: str, generation: int | None, message: str | None = None

@@ -476,6 +476,14 @@ class SQLStore(Store):
             for r in rows
         ]
 
+    def pending_controls(self, exp_id: int, wait: bool = True) -> list[dict[str, Any]] | None:
+        if not self._lock.acquire(blocking=wait):
+            return None  # the writer holds the connection for a group commit
+        try:
+            return self.controls(exp_id, status="pending")
+        finally:
+            self._lock.release()
+
     def resolve_control(
         self, control_id: int, status: str, generation: int | None, message: str | None = None
     ) -> None:

@@ -1,0 +1,224 @@
+"""The running loop's side of steering: read pending commands, apply them at safe points, and
+record each outcome (see :mod:`metaloop.steering` for the commands and their validation).
+
+``pause``/``resume``/``stop``/``note`` are applied whenever the loop polls (about once a
+second, while a generation runs or at a generation boundary).  ``set`` and ``inject`` wait
+for a generation boundary: :meth:`Controller.boundary` applies the due ``set`` commands to
+the optimizer before it asks, :meth:`Controller.inject` puts the due candidates into the
+asked population.
+Each is recorded as applied at that generation, and a resumed run replays the commands
+recorded at the generation it resumes in, so it asks exactly what the first run asked.
+
+Ordering makes that safe: the outcome of a command is queued in the store's writer before
+any evaluation of the generation it changed, so an evaluation in the store implies the
+commands that shaped it are recorded too.  New ``set``/``inject`` commands are therefore
+only applied at a *fresh* boundary (no evaluation of the generation stored yet).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from metaloop.optimizers.base import Optimizer
+from metaloop.space import Space
+from metaloop.steering import BOUNDARY_ACTIONS, RUN_ACTIONS, stored_candidates
+from metaloop.store.base import Store
+
+#: how often the store is polled for new commands while a generation runs
+POLL_S = 1.0
+#: at a generation boundary the store is polled if the last poll is older than this
+BOUNDARY_POLL_S = 0.05
+#: a poll does not wait while the store writer commits (it tries again this much later) ...
+RETRY_S = 0.05
+#: ... unless the last poll that read the store is older than this
+MUST_POLL_S = 3.0
+
+
+class Controller:
+    """Steering state of one running session (paused? stop requested?) and its commands."""
+
+    def __init__(self, store: Store, exp_id: int, space: Space):
+        self.store = store
+        self.exp_id = exp_id
+        self.space = space
+        self.paused = False
+        self.stop_origin: str | None = None
+        self._seen: set[int] = set()  # pending rows this session has handled
+        self._waiting: dict[int, dict[str, Any]] = {}  # set/inject rows seen, not yet due
+        self._replay: list[dict[str, Any]] = []
+        self._injections: list[tuple[dict[str, Any], list[dict[str, Any]], bool]] = []
+        self._last_poll = -math.inf  # last poll (or attempt to poll)
+        self._last_read = -math.inf  # last poll that read the store
+
+    # -- polling ----------------------------------------------------------------------------------
+    def start(self, generation: int) -> list[str]:
+        """Load what a previous session applied at ``generation`` (replayed at its boundary)
+        and the pending commands; the run actions applied (see :meth:`poll`)."""
+        self._replay = [
+            c
+            for c in self.store.controls(self.exp_id, status="applied")
+            if c["action"] in BOUNDARY_ACTIONS and c["generation"] == generation
+        ]
+        return self.poll(generation)
+
+    def poll(self, generation: int, wait: bool = True) -> list[str]:
+        """Read pending commands; apply pause/resume/stop/note at once and keep set/inject for
+        their boundary.  The run actions applied, in order (the loop updates the status).
+
+        Without ``wait`` a store busy committing is not waited for (unless the last poll is
+        ``MUST_POLL_S`` old): the next poll is then due ``RETRY_S`` later."""
+        now = time.monotonic()
+        must = wait or now - self._last_read >= MUST_POLL_S
+        rows = self.store.pending_controls(self.exp_id, wait=must)
+        if rows is None:
+            self._last_poll = now - POLL_S + RETRY_S
+            return []
+        self._last_poll = self._last_read = now
+        changed: list[str] = []
+        for c in rows:
+            cid, action = c["id"], c["action"]
+            if cid in self._seen or cid in self._waiting:
+                continue
+            if action in BOUNDARY_ACTIONS:
+                self._waiting[cid] = c
+                at = c["payload"].get("at_generation")
+                if at is not None and at > generation:
+                    self.store.event(
+                        self.exp_id,
+                        "control",
+                        f"{action} from {c['origin']} waits for generation {at}",
+                        {"id": cid, "action": action, "status": "pending", "generation": at},
+                    )
+                continue
+            self._seen.add(cid)
+            if action == "pause":
+                self.paused = True
+            elif action == "resume":
+                self.paused = False
+            elif action == "stop":
+                self.stop_origin = c["origin"]
+            self._resolve(c, "applied", generation)
+            if action in RUN_ACTIONS:
+                changed.append(action)
+        return changed
+
+    @property
+    def next_poll(self) -> float:
+        """When the next poll is due while a generation runs (``time.monotonic()`` clock)."""
+        return self._last_poll + POLL_S
+
+    def boundary_poll_due(self) -> bool:
+        """True if a generation boundary should poll (not for every very fast generation)."""
+        return time.monotonic() - self._last_poll >= BOUNDARY_POLL_S
+
+    def _resolve(
+        self, c: dict[str, Any], status: str, generation: int, message: str | None = None
+    ) -> None:
+        self.store.resolve_control(c["id"], status, generation, message)
+        what = f"{c['action']} from {c['origin']}"
+        if status == "refused":
+            what += f" refused: {message}"
+        elif message:
+            what += f" ({message})"
+        self.store.event(
+            self.exp_id,
+            "control",
+            what,
+            {"id": c["id"], "action": c["action"], "status": status, "generation": generation},
+        )
+
+    # -- generation boundary --------------------------------------------------------------------
+    def boundary(self, generation: int, optimizer: Optimizer, fresh: bool) -> None:
+        """Apply the ``set`` commands due at ``generation`` (replayed ones, and new ones if the
+        boundary is fresh) and stage the due ``inject`` commands, in submission order."""
+        todo = [(c, False) for c in self._replay if c["generation"] == generation]
+        self._replay = []
+        if fresh:
+            for c in list(self._waiting.values()):
+                at = c["payload"].get("at_generation")
+                if at is None or at <= generation:
+                    todo.append((c, True))
+                    del self._waiting[c["id"]]
+        todo.sort(key=lambda item: item[0]["id"])
+        self._injections = []
+        for c, new in todo:
+            if new:
+                self._seen.add(c["id"])
+            if c["action"] == "inject":
+                self._injections.append((c, stored_candidates(self.space, c), new))
+                continue
+            try:
+                optimizer.set_params(**c["payload"]["params"])
+            except (ValidationError, ValueError) as exc:
+                if new:
+                    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    self._resolve(c, "refused", generation, f"set: {reason}")
+                continue
+            if new:
+                self._resolve(c, "applied", generation, _late(c, generation))
+
+    def inject(
+        self, X: np.ndarray, candidates: list[dict[str, Any]], limit: int, generation: int
+    ) -> int:
+        """Put the staged candidates into the last slots of this generation's first ``limit``
+        candidates (and their unit vectors into ``X``); how many were injected.  A command
+        that does not fit beside earlier ones waits for the next generation; one larger than
+        the whole population is refused."""
+        chosen: list[tuple[dict[str, Any], list[dict[str, Any]], bool]] = []
+        total = 0
+        for c, cands, new in self._injections:
+            k = len(cands)
+            if total + k <= limit:
+                chosen.append((c, cands, new))
+                total += k
+            elif new and k > limit:
+                self._resolve(
+                    c,
+                    "refused",
+                    generation,
+                    f"inject: {k} candidates exceed the {limit} evaluations of generation "
+                    f"{generation}",
+                )
+            elif new:
+                self._seen.discard(c["id"])
+                self._waiting[c["id"]] = c  # no room left: the next generation
+        self._injections = []
+        pos = limit - total
+        for c, cands, new in chosen:
+            first = pos
+            for params in cands:
+                candidates[pos] = params
+                X[pos] = self.space.encode(params)
+                pos += 1
+            if new:
+                where = f"indices {first}..{pos - 1}" if pos - 1 > first else f"index {first}"
+                late = _late(c, generation)
+                msg = f"evaluated as {where}" + (f"; {late}" if late else "")
+                self._resolve(c, "applied", generation, msg)
+        return total
+
+    # -- end of the session -----------------------------------------------------------------------
+    def finish(self, generation: int, finished: bool) -> None:
+        """Close the books: pending commands of a finished run are refused; of a run that
+        stopped or was interrupted only pause/resume/stop are (set/inject wait for resume)."""
+        for c in self.store.controls(self.exp_id, status="pending"):
+            if c["id"] in self._seen:
+                continue
+            if finished:
+                self._resolve(c, "refused", generation, "the run finished before it was applied")
+            elif c["action"] in RUN_ACTIONS:
+                self._resolve(c, "refused", generation, "the run ended before it was applied")
+            elif c["action"] == "note":
+                self._resolve(c, "applied", generation)
+
+
+def _late(c: dict[str, Any], generation: int) -> str | None:
+    at = c["payload"].get("at_generation")
+    if at is not None and at < generation:
+        return f"requested for generation {at}, which had already started"
+    return None
