@@ -1,4 +1,5 @@
-"""Command line: ``metaloop run | resume | status | export | plot | control``.
+"""Command line: ``metaloop run | resume | status | export | plot | control | slurm-script |
+dashboard | report``.
 
 User errors (bad config, bad arguments, unknown experiment) print one line per problem to
 stderr and exit with code 2, before anything is written.  Ctrl-C stops a run at a safe point,
@@ -17,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from metaloop import __version__
+from metaloop.dashboard.cli import DASHBOARD_COMMANDS, add_dashboard_commands
 from metaloop.executors import EXECUTOR_KINDS
 from metaloop.store import DEFAULT_STORAGE
 from metaloop.store.postgres import mask_password
@@ -185,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     storage_arg(pl)
     pl.add_argument("--name", required=True, help="experiment name")
     pl.add_argument("-o", "--output", required=True, help="output image file (.png, .svg, .pdf)")
+    add_dashboard_commands(sub)
     return p
 
 
@@ -559,6 +562,7 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "control": cmd_control,
+    **DASHBOARD_COMMANDS,
     "run": cmd_run,
     "resume": cmd_resume,
     "status": cmd_status,
