@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import numpy as np
 import pytest
 import yaml
 
@@ -239,6 +240,84 @@ def test_inject_is_refused_for_optimizers_that_cannot_take_foreign_points(tmp_pa
         store.set_status(info.id, "stopped")
         with pytest.raises(ControlError, match="optimizer 'es' cannot take injected"):
             submit_control(store, "e", "inject", {"candidates": [{"x": [0.0, 0.0]}]}, "t")
+
+
+
+def test_setup_only_hyperparameters_are_refused(tmp_path: Path) -> None:
+    """A change the optimizer would silently ignore (read only at the start) is refused."""
+    with open_store(f"sqlite:///{tmp_path / 's.db'}") as store:
+        info = store.create_experiment(
+            "c", {"optimizer": {"kind": "cmaes"}, "optimizee": {"kind": "function",
+                  "name": "sphere", "dims": 3}}, seed=1)
+        store.set_status(info.id, "stopped")
+        with pytest.raises(ControlError, match="set: pop_size: optimizer 'cmaes' reads it only "
+                                               "when the run starts"):
+            submit_control(store, "c", "set", {"params": {"pop_size": 12}}, "t")
+        row = submit_control(store, "c", "set", {"params": {"sigma0": 0.1}}, "t")
+        assert row["payload"] == {"params": {"sigma0": 0.1}}
+
+
+# -- the loop's side, without a loop -----------------------------------------------------------
+def test_controller_applies_in_order_refuses_what_fails_and_replays(tmp_path: Path) -> None:
+    from metaloop.controller import Controller
+    from metaloop.optimizers.ga import GeneticAlgorithm
+    from metaloop.space import Space
+
+    space = Space.from_config(GA_CONFIG["space"])
+    with open_store(f"sqlite:///{tmp_path / 's.db'}") as store:
+        info = store.create_experiment("e", {"name": "e"}, seed=1)
+        # written directly (validated against some other state): refused when applied
+        bad = store.add_control(info.id, "set", {"params": {"elitism": 9}}, "test")
+        good = store.add_control(info.id, "set", {"params": {"mut_sigma": 0.2}}, "test")
+        later = store.add_control(info.id, "set", {"params": {"mut_sigma": 0.4},
+                                                   "at_generation": 2}, "test")
+        big = store.add_control(info.id, "inject", {"candidates": [
+            {"x": 0.0, "n": 1, "act": "relu"}] * 7}, "test")
+        two = store.add_control(info.id, "inject", {"candidates": [
+            {"x": 1.0, "n": 2, "act": "tanh"}] * 2}, "test")
+        three = store.add_control(info.id, "inject", {"candidates": [
+            {"x": 2.0, "n": 3, "act": "relu"}] * 3}, "test")
+        opt = GeneticAlgorithm(space, {"pop_size": 6}, seed=1)
+        c = Controller(store, info.id, space)
+        assert c.start(0) == []
+        c.boundary(0, opt, fresh=False)  # evaluations of generation 0 stored: nothing new
+        assert opt.params.mut_sigma == 0.1
+        c.boundary(0, opt, fresh=True)
+        assert (opt.params.elitism, opt.params.mut_sigma) == (1, 0.2)
+        X = opt.ask()
+        cands = space.decode_many(X)
+        assert c.inject(X, cands, 4, 0) == 2  # `three` does not fit beside `two`: it waits
+        assert cands[2:4] == [{"x": 1.0, "n": 2, "act": "tanh"}] * 2
+        assert np.allclose(X[2], space.encode(cands[2]))
+        store.flush()
+        rows = {r["id"]: r for r in store.controls(info.id)}
+        assert (rows[bad]["status"], rows[bad]["message"]) == (
+            "refused", "set: elitism (9) must be less than pop_size (6)")
+        assert (rows[good]["status"], rows[good]["generation"]) == ("applied", 0)
+        assert rows[later]["status"] == "pending"
+        assert (rows[big]["status"], rows[big]["message"]) == (
+            "refused", "inject: 7 candidates exceed the 4 evaluations of generation 0")
+        assert (rows[two]["status"], rows[two]["message"]) == (
+            "applied", "evaluated as indices 2..3")
+        assert rows[three]["status"] == "pending"
+        c.boundary(1, opt, fresh=True)
+        X = opt.ask()
+        cands = space.decode_many(X)
+        assert c.inject(X, cands, len(X), 1) == 3
+        c.boundary(2, opt, fresh=True)
+        assert opt.params.mut_sigma == 0.4
+        store.flush()
+        rows = {r["id"]: r for r in store.controls(info.id)}
+        assert (rows[three]["generation"], rows[later]["generation"]) == (1, 2)
+
+        # a new session resuming in generation 2 replays what was applied there, and only it
+        fresh_opt = GeneticAlgorithm(space, {"pop_size": 6}, seed=1)
+        again = Controller(store, info.id, space)
+        again.start(2)
+        again.boundary(2, fresh_opt, fresh=False)
+        assert fresh_opt.params.mut_sigma == 0.4
+        store.flush()
+        assert {r["id"]: r for r in store.controls(info.id)} == rows  # nothing re-recorded
 
 
 # -- real steered runs ------------------------------------------------------------------------

@@ -17,6 +17,7 @@ only applied at a *fresh* boundary (no evaluation of the generation stored yet).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from typing import Any
@@ -26,7 +27,12 @@ from pydantic import ValidationError
 
 from metaloop.optimizers.base import Optimizer
 from metaloop.space import Space
-from metaloop.steering import BOUNDARY_ACTIONS, RUN_ACTIONS, stored_candidates
+from metaloop.steering import (
+    BOUNDARY_ACTIONS,
+    RUN_ACTIONS,
+    stored_candidates,
+    validation_text,
+)
 from metaloop.store.base import Store
 
 #: how often the store is polled for new commands while a generation runs
@@ -152,13 +158,13 @@ class Controller:
             if c["action"] == "inject":
                 self._injections.append((c, stored_candidates(self.space, c), new))
                 continue
-            try:
-                optimizer.set_params(**c["payload"]["params"])
-            except (ValidationError, ValueError) as exc:
-                if new:
-                    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            changes = c["payload"]["params"]
+            if new:
+                reason = _try_set(optimizer, changes)
+                if reason is not None:
                     self._resolve(c, "refused", generation, f"set: {reason}")
-                continue
+                    continue
+            optimizer.set_params(**changes)
             if new:
                 self._resolve(c, "applied", generation, _late(c, generation))
 
@@ -215,6 +221,25 @@ class Controller:
                 self._resolve(c, "refused", generation, "the run ended before it was applied")
             elif c["action"] == "note":
                 self._resolve(c, "applied", generation)
+
+
+def _try_set(optimizer: Optimizer, changes: dict[str, Any]) -> str | None:
+    """Why ``changes`` cannot be applied to ``optimizer`` now (None if they can): they are
+    tried on a copy, which must then ask without an error."""
+    try:
+        trial = type(optimizer)(
+            optimizer.space, optimizer.params, seed=optimizer.seed,
+            n_objectives=optimizer.n_objectives,
+        )
+        trial.load_state(copy.deepcopy(optimizer.state()))
+        trial.set_params(**changes)
+        trial.ask()
+    except ValidationError as exc:
+        return validation_text(exc)
+    except (ValueError, RuntimeError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return text
+    return None
 
 
 def _late(c: dict[str, Any], generation: int) -> str | None:

@@ -50,6 +50,20 @@ NO_INJECTION = {
 }
 
 
+#: hyperparameters read only when an optimizer starts (a change would silently do nothing);
+#: ``"*"``: all of them.  (Optimizers refuse some changes themselves, e.g. sa's n_chains.)
+SETUP_ONLY = {
+    "cmaes": ("pop_size", "x0"),
+    "de": ("pop_size", "pop_per_dim"),
+    "enkf": ("pop_size",),
+    "nes": ("mu0", "sigma0"),
+    "xnes": ("mu0", "sigma0"),
+    "es": ("x0",),
+    "gd": ("x0",),
+    "grid": ("*",),
+}
+
+
 class ControlError(ValueError):
     """A refused command; ``str(exc)`` is one line with the reason."""
 
@@ -97,7 +111,8 @@ def _current_generation(info: ExperimentInfo) -> int:
 
 
 # -- validation ---------------------------------------------------------------------------------
-def _validation_lines(exc: ValidationError) -> str:
+def validation_text(exc: ValidationError) -> str:
+    """A pydantic error as one line: ``field: message (got value)``, joined by ``; ``."""
     parts = []
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
@@ -132,12 +147,19 @@ def check_set(
             f"set: unknown hyperparameter {unknown[0]!r} of optimizer {kind!r}; "
             f"expected one of {sorted(cls.Params.model_fields)}"
         )
+    fixed = SETUP_ONLY.get(kind, ())
+    frozen = [k for k in changes if k in fixed or "*" in fixed]
+    if frozen:
+        raise ControlError(
+            f"set: {frozen[0]}: optimizer {kind!r} reads it only when the run starts; "
+            "it cannot change a running one"
+        )
     try:
         optimizer = cls(experiment_space(config), current, seed=seed,
                         n_objectives=_n_objectives(config))
         optimizer.set_params(**changes)
     except ValidationError as exc:
-        raise ControlError(f"set: {_validation_lines(exc)}") from None
+        raise ControlError(f"set: {validation_text(exc)}") from None
     except ValueError as exc:
         raise ControlError(f"set: {exc}") from None
     dumped = optimizer.params.model_dump(mode="json")
