@@ -183,6 +183,8 @@ def main() -> None:
             mpi_lines = mpi_part(args, scale, tmp)
     if "local" in wanted:
         efficiency_row(store, "local", scale)
+    if "dask" in executors:
+        efficiency_row(store, "dask", scale)
     for line in mpi_lines:
         print(line)
 
