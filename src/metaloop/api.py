@@ -143,7 +143,8 @@ def resume(
     observer: RunObserver | None = None,
     executor: dict[str, Any] | None = None,
 ) -> RunSummary:
-    """Continue an interrupted experiment exactly where its store says it stopped.
+    """Continue an interrupted (or stopped) experiment exactly where its store says it
+    stopped; steering changes recorded for the generation it resumes in are replayed.
 
     ``executor`` overrides the stored executor section (e.g. ``{"kind": "local"}`` to finish
     on this machine a campaign started under MPI): evaluations do not depend on where they run.
