@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from metaloop.space import ParamSpec, Space
 
@@ -33,12 +41,63 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class TaskFamilySpec(_Strict):
+    """Evaluate every candidate on ``per_generation`` tasks sampled (seeded, the same for all
+    candidates) from a task family each generation; see docs/tutorials/task_families.md."""
+
+    per_generation: StrictInt = Field(ge=1)
+    family: str | None = None  # 'file.py:Name' (default: the optimizee's `family` attribute)
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # for a family class
+    aggregate: Literal["mean", "median", "quantile"] = "mean"
+    q: float | None = Field(default=None, ge=0.0, le=1.0)  # the quantile (aggregate: quantile)
+
+
 class PythonOptimizeeSpec(_Strict):
     """A Python callable or class: ``module:function`` or ``path/to/file.py:function``."""
 
     kind: Literal["python"]
     target: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    tasks: TaskFamilySpec | None = None
+
+
+class L2LOptimizeeSpec(_Strict):
+    """An optimizee written for L2L (``Class(traj, parameters)``, ``create_individual``,
+    ``bounding_func``, ``simulate``); see docs/coming_from_l2l.md."""
+
+    kind: Literal["l2l"]
+    target: str | None = None  # 'file.py:Class' or 'module:Class'
+    instance: str | None = None  # set by metaloop.compat.l2l.wrap(): the pickled instance
+    parameters: dict[str, Any] = Field(default_factory=dict)  # the constructor's namedtuple
+    weights: list[float] | None = Field(default=None, min_length=1)  # optimizee_fitness_weights
+
+    @field_validator("weights")
+    @classmethod
+    def _nonzero(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and any(w == 0 or not math.isfinite(w) for w in value):
+            raise ValueError("weights must be finite and non-zero (negative minimizes)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> L2LOptimizeeSpec:
+        if (self.target is None) == (self.instance is None):
+            raise ValueError("give 'target' ('file.py:Class') or, through wrap(), 'instance'")
+        if self.instance is not None and self.parameters:
+            raise ValueError("parameters: only with 'target' (a wrapped instance is built)")
+        return self
+
+
+class NestedOptimizeeSpec(_Strict):
+    """Each evaluation runs an inner experiment configured by ``inner`` with the candidate's
+    values written at the paths of ``map``; see docs/tutorials/nested.md."""
+
+    kind: Literal["nested"]
+    inner: dict[str, Any]
+    map: dict[str, str] = Field(min_length=1)  # outer parameter -> dotted path in `inner`
+    objective: Literal["best", "final_best", "final_mean", "mean"] = "best"
+    metric: str | None = None  # use this metric of the inner evaluations, not their fitness
+    storage: str = "outer"  # outer | workdir | a storage URL
+    outer: dict[str, str] | None = None  # set by metaloop: the outer experiment's name, store
 
 
 class FunctionOptimizeeSpec(_Strict):
@@ -70,7 +129,11 @@ class CommandOptimizeeSpec(_Strict):
 
 
 OptimizeeSpec = Annotated[
-    PythonOptimizeeSpec | FunctionOptimizeeSpec | CommandOptimizeeSpec,
+    PythonOptimizeeSpec
+    | FunctionOptimizeeSpec
+    | CommandOptimizeeSpec
+    | L2LOptimizeeSpec
+    | NestedOptimizeeSpec,
     Field(discriminator="kind"),
 ]
 
@@ -220,14 +283,15 @@ class Config:
         return self.model.model_dump(mode="json", exclude_none=True)
 
 
+_OPTIMIZEE_KINDS = ("python", "function", "command", "l2l", "nested")
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
     """Dotted field path without pydantic's union tags: ``space.x.real.low`` -> ``space.x.low``."""
     parts = [str(p) for p in loc]
     if len(parts) > 2 and parts[0] == "space" and parts[2] in ("real", "int", "choice"):
         del parts[2]
-    elif (
-        len(parts) > 1 and parts[0] == "optimizee" and parts[1] in ("python", "function", "command")
-    ):
+    elif len(parts) > 1 and parts[0] == "optimizee" and parts[1] in _OPTIMIZEE_KINDS:
         del parts[1]
     return ".".join(parts) or "config"
 
@@ -287,7 +351,14 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
 
     if model.weights is not None and model.direction is not None:
         errors.append("direction: give either 'direction' or 'weights', not both")
-    weights = model.weights or [1.0 if model.direction == "maximize" else -1.0]
+    l2l = isinstance(model.optimizee, L2LOptimizeeSpec)
+    spec_weights = model.optimizee.weights if l2l else None  # type: ignore[union-attr]
+    if spec_weights is not None and (model.weights is not None or model.direction is not None):
+        errors.append(
+            "optimizee.weights: give the fitness weights once (here or as the top-level "
+            "weights/direction)"
+        )
+    weights = model.weights or spec_weights or [1.0 if model.direction == "maximize" else -1.0]
     if model.target is not None and len(weights) > 1:
         errors.append("target: only for single-objective runs (weights has several components)")
 
@@ -297,8 +368,20 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
         errors.append(str(exc))
 
     space: Space | None = None
+    start: list[float] | None = None  # an L2L optimizee's create_individual(), in the cube
     spec = model.optimizee
-    if isinstance(spec, FunctionOptimizeeSpec):
+    if isinstance(spec, L2LOptimizeeSpec):
+        from metaloop.compat.l2l import resolve_spec
+
+        try:
+            resolved = resolve_spec(spec.model_dump(), model.space, base)
+        except ValueError as exc:  # L2LSpaceError, OptimizeeLoadError: "field: message"
+            errors.append(str(exc))
+        else:
+            model.optimizee = spec.model_copy(update={"target": resolved.target})
+            model.space = resolved.space_config
+            space, start = resolved.space, resolved.start
+    elif isinstance(spec, FunctionOptimizeeSpec):
         from metaloop.optimizees.functions import FunctionOptimizee
 
         if model.space is not None:
@@ -319,11 +402,21 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
     else:
         if isinstance(spec, PythonOptimizeeSpec):
             target = resolve_target_path(spec.target, base)
-            model.optimizee = spec.model_copy(update={"target": target})
+            tasks = spec.tasks
+            if tasks is not None and tasks.family is not None:
+                tasks = tasks.model_copy(update={"family": resolve_target_path(tasks.family, base)})
+            model.optimizee = spec.model_copy(update={"target": target, "tasks": tasks})
             try:
-                check_python_target(load_target(target), spec.kwargs)
+                obj = load_target(target)
+                check_python_target(obj, spec.kwargs)
+                if tasks is not None:
+                    from metaloop.optimizees.families import check_tasks
+
+                    check_tasks(obj, tasks.model_dump())
             except OptimizeeLoadError as exc:
                 errors.append(str(exc))
+        elif isinstance(spec, NestedOptimizeeSpec):
+            pass  # checked below, once the (outer) space is known
         else:
             from metaloop.optimizees.command import check_command
 
@@ -340,8 +433,17 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
             errors.append("space: must define at least one parameter")
         else:
             space = Space(model.space)
+        if isinstance(spec, NestedOptimizeeSpec) and space is not None:
+            from metaloop.optimizees.nested import resolve_nested
+
+            try:
+                model.optimizee = resolve_nested(spec, space, model.name, model.storage, base)
+            except ConfigError as exc:
+                errors.extend(exc.lines)
 
     kind = model.optimizer["kind"]
+    if start is not None:  # optimizers that start from a point start from create_individual()
+        model.optimizer = _with_start(model.optimizer, start)
     try:
         cls = get_optimizer_class(kind)
     except KeyError as exc:
@@ -370,6 +472,21 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
         raise ConfigError(errors)
     assert space is not None
     return Config(model, space, weights, base)
+
+
+def _with_start(optimizer: dict[str, Any], start: list[float]) -> dict[str, Any]:
+    """Set an L2L optimizee's start point as the optimizer's ``x0`` (es, gd, cmaes) or
+    ``mu0`` (nes, xnes) unless the config gives one (population optimizers have none)."""
+    from metaloop.optimizers.registry import get_optimizer_class
+
+    try:
+        fields = get_optimizer_class(optimizer["kind"]).Params.model_fields
+    except KeyError:
+        return optimizer
+    for key in ("x0", "mu0"):
+        if key in fields and key not in optimizer:
+            return {**optimizer, key: start}
+    return optimizer
 
 
 def _executor_problems(ex: ExecutorSpec) -> list[str]:

@@ -24,6 +24,7 @@ import numpy as np
 from metaloop.records import Status
 
 _EVAL_STREAM = 0xE7A1
+_TASK_STREAM = 0x7A5C  # per-generation seed shared by all candidates (task families)
 
 #: file in an evaluation's workdir that ``ctx.report`` appends to (one JSON object per line)
 REPORTS_FILE = "reports.jsonl"
@@ -39,6 +40,12 @@ def evaluation_dir(workdir: Path | str, generation: int, index: int) -> Path:
 def evaluation_seed(experiment_seed: int, generation: int, index: int) -> int:
     """The seed of one evaluation, derived from (experiment seed, generation, index)."""
     seq = np.random.SeedSequence(experiment_seed, spawn_key=(_EVAL_STREAM, generation, index))
+    return int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def generation_task_seed(experiment_seed: int, generation: int) -> int:
+    """The seed every candidate of ``generation`` shares (e.g. to sample the same tasks)."""
+    seq = np.random.SeedSequence(experiment_seed, spawn_key=(_TASK_STREAM, generation))
     return int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
@@ -62,6 +69,8 @@ class Context:
         "_seed",
         "_workdir_path",
         "touched",
+        "task",
+        "task_index",
     )
 
     def __init__(
@@ -81,6 +90,15 @@ class Context:
         self._seed: int | None = None
         self._workdir_path = workdir
         self.touched = False  # the workdir was used (it may hold reports and artifacts)
+        self.task: Any = None  # the task being evaluated (task families), else None
+        self.task_index: int | None = None
+
+    @property
+    def task_seed(self) -> int:
+        """A seed shared by every candidate of this generation (and only this generation),
+        derived from (experiment seed, generation): task families sample their tasks from it,
+        so all candidates are compared on the same tasks."""
+        return generation_task_seed(self._experiment_seed, self.generation)
 
     @property
     def seed(self) -> int:

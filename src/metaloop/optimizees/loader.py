@@ -2,7 +2,10 @@
 
 ``{kind: python, target: "module:function"}`` or ``"path/to/file.py:function"`` (a path is
 relative to the config file's directory); a class target is instantiated with ``kwargs``.
-``{kind: function, name: rastrigin, dims: 10}`` is the built-in benchmark suite.
+``{kind: function, name: rastrigin, dims: 10}`` is the built-in benchmark suite; ``tasks``
+evaluates a python optimizee on a task family (:mod:`.families`), ``{kind: l2l}`` builds an
+L2L-style optimizee (:mod:`metaloop.compat.l2l`), ``{kind: nested}`` runs an inner experiment
+per evaluation (:mod:`.nested`).
 """
 
 from __future__ import annotations
@@ -98,6 +101,23 @@ def check_python_target(obj: Any, kwargs: dict[str, Any]) -> None:
         )
 
 
+def _python_optimizee(spec: dict[str, Any]) -> Any:
+    obj = load_target(spec["target"])
+    kwargs = spec.get("kwargs") or {}
+    if inspect.isclass(obj):
+        try:
+            return obj(**kwargs)
+        except Exception as exc:
+            raise OptimizeeLoadError(
+                f"optimizee: constructing {spec['target']} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+    if kwargs:
+        raise OptimizeeLoadError("optimizee.kwargs: only allowed when target is a class")
+    if not callable(obj):
+        raise OptimizeeLoadError(f"optimizee.target: {spec['target']} is not callable")
+    return obj
+
+
 def build_optimizee(spec: dict[str, Any]) -> Any:
     """The optimizee object (a callable or an object with ``evaluate``) for a validated spec."""
     kind = spec["kind"]
@@ -111,22 +131,29 @@ def build_optimizee(spec: dict[str, Any]) -> Any:
             bounds=spec.get("bounds"),
         )
     if kind == "python":
-        obj = load_target(spec["target"])
-        kwargs = spec.get("kwargs") or {}
-        if inspect.isclass(obj):
-            try:
-                return obj(**kwargs)
-            except Exception as exc:
-                raise OptimizeeLoadError(
-                    f"optimizee: constructing {spec['target']} failed: {type(exc).__name__}: {exc}"
-                ) from exc
-        if kwargs:
-            raise OptimizeeLoadError("optimizee.kwargs: only allowed when target is a class")
-        if not callable(obj):
-            raise OptimizeeLoadError(f"optimizee.target: {spec['target']} is not callable")
-        return obj
+        optimizee = _python_optimizee(spec)
+        tasks = spec.get("tasks")
+        if tasks:
+            from metaloop.optimizees.families import family_optimizee
+
+            return family_optimizee(optimizee, tasks)
+        return optimizee
     if kind == "command":
         from metaloop.optimizees.command import CommandOptimizee
 
         return CommandOptimizee(spec)
+    if kind == "l2l":
+        from metaloop.compat.l2l import build
+
+        try:
+            return build(spec)
+        except Exception as exc:
+            what = spec.get("target") or "the wrapped optimizee"
+            raise OptimizeeLoadError(
+                f"optimizee: building {what} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+    if kind == "nested":
+        from metaloop.optimizees.nested import NestedOptimizee
+
+        return NestedOptimizee(spec)
     raise OptimizeeLoadError(f"optimizee.kind: unknown kind {kind!r}")
