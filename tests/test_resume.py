@@ -381,7 +381,7 @@ def test_kill9_at_random_instants_then_resume_matches_uninterrupted_run(
 # -- 3: export and status while running; resume refused while the driver is alive --------------
 def test_export_and_status_while_running_and_after_kill(reference: Any, tmp_path: Path) -> None:
     ref = reference("random")
-    cfg, db, log = _write_config(tmp_path, "live", "random", scale=4.0)
+    cfg, db, log = _write_config(tmp_path, "live", "random", scale=10.0)
     mark = uuid.uuid4().hex
     proc = _popen(["run", str(cfg), "--quiet"], mark)
     try:
