@@ -1,7 +1,6 @@
 """Optimizees with task families for tests/test_families.py."""
 
 
-
 class Shifts:
     """Tasks: a target value t and a weight, drawn from the generator it is given."""
 
