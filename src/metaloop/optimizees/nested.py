@@ -17,7 +17,8 @@ The inner experiment is named ``<outer>.g<generation>.i<index>`` and stored in t
 experiment's store when the worker can open it (``storage: outer``, the default), else — or
 with ``storage: workdir`` — in ``inner.db`` in the outer evaluation's working directory; or in
 any store URL given as ``storage``.  The outer evaluation's metrics ``inner_experiment`` and
-``inner_storage`` say where, for ``metaloop status/export``.  A retried outer evaluation
+``inner_storage`` say where, for ``metaloop status/export``; the metrics of the inner run's
+best evaluation are kept as ``inner_best.<name>``.  A retried outer evaluation
 finds its inner experiment: a finished one is read, an interrupted one resumed.  An inner run
 that fails makes the outer evaluation fail with the reason.
 """
@@ -206,6 +207,7 @@ class NestedOptimizee:
                 "inner_generations": 1 + max(e.generation for e in evaluations),
                 "inner_best": best.fitness[0] if len(best.fitness) == 1 else list(best.fitness),  # type: ignore[arg-type]
                 "inner_stop_reason": stop_reason,
+                **{f"inner_best.{k}": v for k, v in best.metrics.items()},
             },
         }
 
