@@ -1,5 +1,7 @@
-"""Optimizee of ``nest_reservoir.yaml``: a spiking reservoir simulated by NEST classifies
-handwritten digits; the outer loop tunes the reservoir's hyperparameters.
+"""Optimizees of ``nest_reservoir.yaml`` and ``nest_reservoir_enkf.yaml``: a spiking reservoir
+simulated by NEST classifies handwritten digits; the outer loop tunes the reservoir's
+hyperparameters (:class:`Reservoir`, GA) or trains its readout weights
+(:class:`ReservoirReadout`, ensemble Kalman filter).
 
 Data: scikit-learn's bundled 8×8 digits (no download), classes ``CLASSES``, a fixed stratified
 split into training, validation and held-out test images.  Each image is shown for 40 ms
@@ -173,4 +175,103 @@ class Reservoir:
                 "test_accuracy": acc["test"],
                 "rate_hz": rate,
             },
+        }
+
+
+# -- the readout trained by the ensemble Kalman filter (nest_reservoir_enkf.yaml) -------------
+#: hyperparameters of the reservoir whose readout the EnKF trains (found by nest_reservoir.yaml)
+TUNED = {"w_in": 280.0, "w_rec": 34.0, "g": 7.9, "bias": 176.0}
+READOUT_RES_MS = 1.0  # the readout neurons are leaky integrators: 1 ms steps are plenty
+TARGET_MV = 1.0  # target depolarisation of the right class's readout neuron
+
+
+def reservoir_spikes(
+    nest: Any, images: np.ndarray, hp: dict[str, float], seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per image: (neuron index, spike time within the image) of the reservoir's spikes."""
+    reservoir_states(nest, images, {**hp, "ridge": 1.0}, seed)  # leaves the kernel as is
+    recorder = nest.GetNodes({"model": "spike_recorder"})
+    events = recorder.get("events")
+    first = nest.GetNodes({"model": "iaf_psc_exp"})[0].global_id
+    senders = np.asarray(events["senders"], dtype=int) - first
+    times = np.asarray(events["times"]) - START_MS
+    period = SHOW_MS + GAP_MS
+    image = np.floor(times / period).astype(int)
+    return [(senders[image == i], times[image == i] - i * period) for i in range(len(images))]
+
+
+class ReservoirReadout:
+    """Readout neurons in NEST, one per class, driven by a fixed reservoir: their input
+    weights ``w`` (reservoir neuron × class, pA) and bias currents ``b`` (pA) are the
+    parameters the EnKF trains.
+
+    The reservoir (``TUNED`` hyperparameters, ``seed``) is simulated once per worker and its
+    spikes replayed into the readout by ``spike_generator``s: the reservoir does not depend on
+    the readout, so this is the same as simulating both, and much cheaper.  The readout
+    neurons never fire (threshold out of reach): their mean depolarisation during an image
+    is the class score.  Every evaluation simulates the mini-batch the EnKF chose
+    (``ctx.info["batch"]``, indices into the training images) and the held-out test images;
+    ``outputs`` are the batch's scores and one-hot targets (``TARGET_MV``), the fitness is the
+    batch accuracy and ``metrics.test_accuracy`` the accuracy on the test images.
+    """
+
+    def __init__(self, seed: int = 1):
+        self.nest = import_nest()
+        self.split = load_split()
+        images = np.concatenate([self.split["train"][0], self.split["test"][0]])
+        self.spikes = reservoir_spikes(self.nest, images, TUNED, seed)
+        self.n_train = len(self.split["train"][1])
+
+    def scores(self, weights: np.ndarray, bias: np.ndarray, images: list[int]) -> np.ndarray:
+        """Mean depolarisation (mV) of each readout neuron during each image (by index into
+        train + test images): shape (images, classes)."""
+        nest = self.nest
+        nest.ResetKernel()
+        nest.set(local_num_threads=1, resolution=READOUT_RES_MS)
+        period = SHOW_MS + GAP_MS
+        per_neuron: list[list[np.ndarray]] = [[] for _ in range(N_NEURONS)]
+        for slot, image in enumerate(images):
+            senders, times = self.spikes[image]
+            for neuron, t in zip(senders, times):
+                per_neuron[neuron].append(START_MS + slot * period + t)
+        replay = nest.Create(
+            "spike_generator", N_NEURONS,
+            params=[{"spike_times": sorted(t), "allow_offgrid_times": True} for t in per_neuron],
+        )  # fmt: skip
+        readout = nest.Create(
+            "iaf_psc_exp", len(CLASSES), params=[{"I_e": float(b), "V_th": 1e9} for b in bias]
+        )
+        nest.Connect(
+            replay, readout, "all_to_all",
+            {"weight": np.ascontiguousarray(weights.T), "delay": READOUT_RES_MS},
+        )  # fmt: skip
+        meter = nest.Create("multimeter", params={"record_from": ["V_m"], "interval": 1.0})
+        nest.Connect(meter, readout)
+        nest.Simulate(START_MS + len(images) * period + READOUT_RES_MS)
+        events = meter.get("events")
+        slot = np.floor((np.asarray(events["times"]) - START_MS) / period).astype(int)
+        cls = np.asarray(events["senders"], dtype=int) - readout[0].global_id
+        keep = (slot >= 0) & (slot < len(images))
+        total = np.zeros((len(images), len(CLASSES)))
+        np.add.at(total, (slot[keep], cls[keep]), np.asarray(events["V_m"])[keep])
+        count = np.zeros_like(total)
+        np.add.at(count, (slot[keep], cls[keep]), 1.0)
+        e_l = readout[0].get("E_L")
+        return total / np.maximum(count, 1.0) - e_l
+
+    def evaluate(self, params: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        weights = np.asarray(params["w"], dtype=float)
+        bias = np.asarray(params["b"], dtype=float)
+        info = getattr(ctx, "info", None) or {}
+        batch = [int(i) for i in info.get("batch", range(self.n_train))]
+        test = list(range(self.n_train, len(self.spikes)))
+        scores = self.scores(weights, bias, batch + test)
+        labels = self.split["train"][1][batch]
+        onehot = np.eye(len(CLASSES))[labels] * TARGET_MV
+        batch_scores = scores[: len(batch)]
+        test_acc = float(np.mean(scores[len(batch) :].argmax(1) == self.split["test"][1]))
+        return {
+            "fitness": float(np.mean(batch_scores.argmax(1) == labels)),
+            "metrics": {"test_accuracy": test_acc},
+            "outputs": {"prediction": batch_scores, "target": onehot},
         }
