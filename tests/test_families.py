@@ -145,6 +145,7 @@ def test_a_failing_task_fails_the_evaluation_with_its_reason(tmp_path: Path) -> 
     Experiment(raw).run()
     evals = history("fam", raw["storage"])
     assert all(e.status.value == "failed" for e in evals)
+    assert re.search(r"TaskFailed: task \d \(\{.t.: ", evals[0].error)
     assert "ValueError: task out of range" in evals[0].error
 
 

@@ -93,7 +93,12 @@ class FamilyOptimizee:
         try:
             for i, task in enumerate(self.tasks(ctx)):
                 ctx.task, ctx.task_index = task, i
-                raw = self.fn(params, ctx)
+                try:
+                    raw = self.fn(params, ctx)
+                except Exception as exc:
+                    raise TaskFailed(
+                        f"task {i} ({_short(task)}): {type(exc).__name__}: {exc}"
+                    ) from exc
                 result = parse_result(raw, _components(raw))
                 if result.status is not Status.OK or result.fitness is None:
                     raise TaskFailed(f"task {i} ({_short(task)}): {result.error}")
