@@ -189,7 +189,13 @@ def test_a_retried_evaluation_reads_or_resumes_its_inner_run(
     [
         ({"map": {"sigma": "optimizer.mut_sigma"}}, r"^optimizee.map: space parameter 'pop'"),
         (
-            {"map": {"sigma": "optimizer.mut_sigma", "pop": "optimizer.pop_size", "z": "optimizer.cx_prob"}},
+            {
+                "map": {
+                    "sigma": "optimizer.mut_sigma",
+                    "pop": "optimizer.pop_size",
+                    "z": "optimizer.cx_prob",
+                }
+            },
             r"^optimizee.map.z: not a parameter of space",
         ),
         (
