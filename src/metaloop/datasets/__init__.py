@@ -18,7 +18,18 @@ _DIR = Path(__file__).resolve().parent
 
 @lru_cache(maxsize=1)
 def _digits() -> tuple[np.ndarray, np.ndarray]:
-    with np.load(_DIR / "digits.npz") as data:
+    path = _DIR / "digits.npz"
+    if not path.is_file():  # an installation without the package data: scikit-learn's copy
+        try:
+            from sklearn.datasets import load_digits as sklearn_digits
+        except ImportError:
+            raise FileNotFoundError(
+                f"the digits data set is missing from this installation ({path}) and "
+                "scikit-learn is not installed to provide it"
+            ) from None
+        ref = sklearn_digits()
+        return ref.data.astype(np.uint8), ref.target.astype(np.uint8)
+    with np.load(path) as data:
         return data["images"], data["labels"]
 
 
