@@ -226,3 +226,78 @@ def test_config_errors_are_one_line(tmp_path: Path, change: dict, expected: str)
         load_config(data=raw)
     assert len(info.value.lines) == 1, info.value.lines
     assert re.match(expected, info.value.lines[0]), info.value.lines
+
+
+def test_kill_9_during_an_inner_run_then_resume_gives_the_same_outer_results(
+    tmp_path: Path,
+) -> None:
+    """The outer driver (serial: the inner runs in it) is killed while an inner experiment
+    runs; ``metaloop resume`` re-runs that outer evaluation, which resumes its inner run."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import time
+
+    import yaml
+
+    def write(name: str) -> Path:
+        raw = outer_config(tmp_path, name=name, generations=2)
+        raw["storage"] = f"sqlite:///{tmp_path / (name + '.db')}"
+        raw["optimizer"] = {"kind": "random", "pop_size": 3}
+        raw["optimizee"]["inner"] = inner_config(
+            generations=4, optimizee={"kind": "python", "target": f"{INNER}:slow_quadratic"}
+        )
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        return path
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["metaloop", *args, "--quiet"], capture_output=True, text=True, timeout=120
+        )
+
+    ref, cut = write("ref"), write("cut")
+    assert cli("run", str(ref)).returncode == 0
+    db = tmp_path / "cut.db"
+    proc = subprocess.Popen(
+        ["metaloop", "run", str(cut), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # kill once an outer evaluation is recorded and
+            time.sleep(0.05)  # the next inner run has recorded some of its evaluations
+            if not db.exists():
+                continue
+            with sqlite3.connect(db, timeout=10) as con:
+                rows = con.execute(
+                    "SELECT e.name, count(v.idx) FROM experiments e LEFT JOIN evaluations v "
+                    "ON v.exp_id = e.id GROUP BY e.id"
+                ).fetchall()
+            counts = dict(rows)
+            outer_done = counts.get("cut", 0)
+            running = counts.get(f"cut.g00000.i{outer_done:05d}", 0)
+            if outer_done >= 1 and running >= 2:
+                break
+        else:
+            pytest.fail("the run did not reach the point to kill it")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    interrupted = f"cut.g00000.i{outer_done:05d}"
+    before = len(history(interrupted, f"sqlite:///{db}"))
+    assert 2 <= before < 20
+    done = cli("resume", "--name", "cut", "--storage", f"sqlite:///{db}")
+    assert done.returncode == 0, done.stderr
+    a = history("ref", f"sqlite:///{tmp_path / 'ref.db'}")
+    b = history("cut", f"sqlite:///{db}")
+    assert [(e.generation, e.index, e.params, e.fitness) for e in a] == [
+        (e.generation, e.index, e.params, e.fitness) for e in b
+    ]
+    resumed = history(interrupted, f"sqlite:///{db}")
+    assert experiment_info(interrupted, f"sqlite:///{db}").status == "finished"
+    ref_inner = history(interrupted.replace("cut", "ref", 1), f"sqlite:///{tmp_path / 'ref.db'}")
+    assert [(e.params, e.fitness) for e in resumed] == [(e.params, e.fitness) for e in ref_inner]

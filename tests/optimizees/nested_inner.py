@@ -20,3 +20,11 @@ def interrupt_once(params, ctx):
         mark.write_text("interrupted")
         raise KeyboardInterrupt
     return (params["x"] - 1.0) ** 2
+
+
+def slow_quadratic(params, ctx):
+    """quadratic, 20 ms per evaluation (so a run can be killed in the middle)."""
+    import time
+
+    time.sleep(0.02)
+    return (params["x"] - 1.0) ** 2
