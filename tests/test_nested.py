@@ -272,11 +272,14 @@ def test_kill_9_during_an_inner_run_then_resume_gives_the_same_outer_results(
             time.sleep(0.05)  # the next inner run has recorded some of its evaluations
             if not db.exists():
                 continue
-            with sqlite3.connect(db, timeout=10) as con:
-                rows = con.execute(
-                    "SELECT e.name, count(v.idx) FROM experiments e LEFT JOIN evaluations v "
-                    "ON v.exp_id = e.id GROUP BY e.id"
-                ).fetchall()
+            try:
+                with sqlite3.connect(db, timeout=10) as con:
+                    rows = con.execute(
+                        "SELECT e.name, count(v.idx) FROM experiments e LEFT JOIN evaluations "
+                        "v ON v.exp_id = e.id GROUP BY e.id"
+                    ).fetchall()
+            except sqlite3.OperationalError:  # the store is being created
+                continue
             counts = dict(rows)
             outer_done = counts.get("cut", 0)
             running = counts.get(f"cut.g00000.i{outer_done:05d}", 0)
