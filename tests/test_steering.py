@@ -440,7 +440,9 @@ def control_trail(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 def test_pause_holds_new_evaluations_and_resume_continues(tmp_path: Path) -> None:
     """A pause lets the running evaluations finish, starts nothing new (status paused, the
     heartbeat goes on), and resume continues to exactly the evaluations of an unpaused run."""
-    path = write_config(tmp_path, "p", kwargs={"seconds": 0.3}, generations=3)
+    gate = tmp_path / "go"  # generation 1 waits for it: the run cannot end before the pause
+    path = write_config(tmp_path, "p", generations=3,
+                        kwargs={"seconds": 0.3, "gates": [[1, 0, str(gate)]]})
     storage = f"sqlite:///{tmp_path / 's.db'}"
     watch = Watch(storage, "p")
     run = popen("run", str(path), "--quiet")
@@ -451,10 +453,11 @@ def test_pause_holds_new_evaluations_and_resume_continues(tmp_path: Path) -> Non
     applied = next(c for c in watch.controls() if c["id"] == pause["id"])
     assert applied["status"] == "applied" and applied["generation"] in (0, 1)
     t_pause = applied["applied_time"]
+    gate.touch()  # what was handed out before the pause may finish now
 
     def settled() -> bool:  # the evaluations running at the pause have been recorded
         n = len(watch.evaluations())
-        time.sleep(1.5)  # five evaluation times
+        time.sleep(3.0)  # ten evaluation times
         return len(watch.evaluations()) == n
 
     wait_for(settled, "the running evaluations to finish")
@@ -490,8 +493,9 @@ def test_pause_holds_new_evaluations_and_resume_continues(tmp_path: Path) -> Non
 
 
 def test_stop_ends_with_exit_0_and_resume_finishes_the_same_run(tmp_path: Path) -> None:
-    log = tmp_path / "ran.log"
-    path = write_config(tmp_path, "s", kwargs={"seconds": 0.2, "log": str(log)})
+    log, gate = tmp_path / "ran.log", tmp_path / "go"
+    path = write_config(tmp_path, "s", kwargs={"seconds": 0.2, "log": str(log),
+                                               "gates": [[2, 0, str(gate)]]})
     storage = f"sqlite:///{tmp_path / 's.db'}"
     watch = Watch(storage, "s")
     run = popen("run", str(path), "--quiet")
@@ -499,6 +503,8 @@ def test_stop_ends_with_exit_0_and_resume_finishes_the_same_run(tmp_path: Path) 
     res = cli("control", "stop", "--storage", storage, "--name", "s")
     assert res.returncode == 0, res.stderr
     assert "stop for experiment 's' is pending" in res.stdout
+    wait_for(lambda: watch.controls()[0]["status"] == "applied", "the stop to be applied")
+    gate.touch()  # (generation 2 was held so that the run could not end before the stop)
     rc, out, err = finish(run)
     assert rc == 0, err
     assert "experiment 's': stopped (stop from cli)" in out
@@ -648,33 +654,36 @@ def test_a_steered_run_resumes_exactly_after_kill_9(tmp_path: Path) -> None:
     ]
     storage = f"sqlite:///{tmp_path / 's.db'}"
 
-    def start(name: str) -> tuple[subprocess.Popen[str], Watch, Path]:
-        gate = tmp_path / f"go-{name}"
+    def start(name: str, gates: list[list[Any]]) -> tuple[subprocess.Popen[str], Watch, Path]:
+        go = tmp_path / f"go-{name}"
         log = tmp_path / f"{name}.log"
         path = write_config(tmp_path, name, generations=6,
-                            kwargs={"seconds": 0.15, "gate": str(gate), "log": str(log)})
+                            kwargs={"seconds": 0.1, "gates": [[0, 0, str(go)], *gates],
+                                    "log": str(log)})
         watch = Watch(storage, name)
         run = popen("run", str(path), "--quiet")
         wait_for(watch.exists, "the experiment")
         for action, payload in commands:
             api.control(name, action, payload, storage=storage, origin="test")
         wait_scheduled(watch, len(commands))
-        gate.touch()
+        go.touch()
         return run, watch, log
 
-    run, a, _ = start("a")
+    run, a, _ = start("a", [])
     rc, _, err = finish(run)
     assert rc == 0, err
 
-    run, b, log = start("b")
-    stored_at_kill: list[set[tuple[int, int]]] = []
+    # b: indices 3 and 4 (the injected ones in generation 3) of generations 3 and 4 wait for
+    # gates, so each kill hits inside the generation, with indices 0..2 recorded
+    held = {gen: tmp_path / f"held-{gen}" for gen in (3, 4)}
+    run, b, log = start("b", [[gen, 3, str(path)] for gen, path in held.items()])
     for gen in (3, 4):
-        wait_for(lambda g=gen: 2 <= len(b.evaluations(g)), f"evaluations of generation {gen}")
+        wait_for(lambda g=gen: len(b.evaluations(g)) == 3, f"3 evaluations of generation {gen}")
         kill_group(run)
         stored = {(e.generation, e.index) for e in b.evaluations()}
-        assert 2 <= sum(1 for g, _ in stored if g == gen) < 5  # killed inside the generation
-        stored_at_kill.append(stored)
+        assert {i for g, i in stored if g == gen} == {0, 1, 2}
         lines_at_kill = len(log.read_text().splitlines())
+        held[gen].touch()
         run = popen("resume", "--storage", storage, "--name", "b", "--quiet")
         wait_for(lambda n=lines_at_kill: len(log.read_text().splitlines()) > n, "the resume")
         rerun = {tuple(int(v) for v in line.split(",")[:2])

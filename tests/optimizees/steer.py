@@ -28,25 +28,30 @@ def _wait_for(path: Path) -> None:
 
 
 class Paced:
-    """``quadratic`` after ``seconds`` of sleep; generation ``gate_generation``'s evaluations
-    first wait for the file ``gate`` (so a test can act before the run gets further).  With
-    ``log``, each evaluation actually run appends ``generation,index,attempt`` to it."""
+    """``quadratic`` after ``seconds`` of sleep.  ``gates``: ``[generation, first_index,
+    path]`` entries; an evaluation of that generation with an index from ``first_index`` on
+    first waits for the file ``path`` (so a test can act while the run is held at a known
+    point).  ``gate``: the same for every evaluation of ``gate_generation``.  With ``log``,
+    each evaluation actually run appends ``generation,index,attempt`` to it."""
 
     def __init__(
         self,
         seconds: float = 0.0,
         gate: str | None = None,
         gate_generation: int = 0,
+        gates: list[list[Any]] | None = None,
         log: str | None = None,
     ):
         self.seconds = seconds
-        self.gate = Path(gate) if gate else None
-        self.gate_generation = gate_generation
+        self.gates = [(int(g), int(i), Path(p)) for g, i, p in gates or []]
+        if gate:
+            self.gates.append((gate_generation, 0, Path(gate)))
         self.log = log
 
     def evaluate(self, params: dict[str, Any], ctx: Any) -> float:
-        if self.gate is not None and ctx.generation == self.gate_generation:
-            _wait_for(self.gate)
+        for generation, first, path in self.gates:
+            if ctx.generation == generation and ctx.index >= first:
+                _wait_for(path)
         if self.seconds:
             time.sleep(self.seconds)
         if self.log:
