@@ -160,11 +160,40 @@ def test_create_individual_is_the_start_of_point_optimizers(
         assert e0.params["gain"] == pytest.approx(first["gain"])
 
 
-def test_population_optimizers_keep_their_own_initial_design(tmp_path: Path) -> None:
-    cfg = load_config(data=sphere_config(tmp_path))
+def _individual(seed: int, i: int) -> dict:
+    """What ShiftedSphere.create_individual() gives (bounded) under the (seed, i) seeding."""
+    np.random.seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
+    coords = np.clip(np.random.uniform(-1.0, 1.0, 3), -1.0, 1.0)
+    return {"coords": coords, "gain": float(np.random.normal(1.0, 0.5))}
+
+
+@pytest.mark.parametrize("kind", ["ga", "random", "de"])
+def test_population_optimizers_start_from_create_individual(tmp_path: Path, kind: str) -> None:
+    """Upstream's initial population: generation 0 is create_individual() (bounded), one call
+    per member, seeded from the experiment seed; later generations are the optimizer's."""
+    raw = sphere_config(tmp_path, optimizer={"kind": kind, "pop_size": 8}, generations=2)
+    cfg = load_config(data=raw)
     assert "x0" not in cfg.model.optimizer and "mu0" not in cfg.model.optimizer
+    Experiment(raw).run()
+    evals = history("l2l", raw["storage"])
+    gen0 = [e for e in evals if e.generation == 0]
+    assert len(gen0) == 8
+    for e in gen0:
+        want = _individual(raw["seed"], e.index)
+        assert np.asarray(e.params["coords"]) == pytest.approx(want["coords"], abs=1e-9)
+        assert e.params["gain"] == pytest.approx(want["gain"], abs=1e-9)
+    other = sphere_config(
+        tmp_path, name="l2l-seed5", seed=5, optimizer={"kind": kind, "pop_size": 8}, generations=1
+    )
+    Experiment(other).run()
+    first5 = history("l2l-seed5", other["storage"])[0]
+    assert first5.params["gain"] == pytest.approx(_individual(5, 0)["gain"], abs=1e-9)
+    assert first5.params["gain"] != pytest.approx(gen0[0].params["gain"])
+
+
+def test_a_start_point_in_the_config_wins(tmp_path: Path) -> None:
     given = load_config(data=sphere_config(tmp_path, optimizer={"kind": "es", "x0": [0.5] * 4}))
-    assert given.model.optimizer["x0"] == [0.5] * 4  # a start in the config wins
+    assert given.model.optimizer["x0"] == [0.5] * 4
 
 
 def test_serial_and_local_agree(tmp_path: Path) -> None:

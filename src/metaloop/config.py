@@ -269,6 +269,9 @@ class Config:
         self.space = space
         self.weights = weights
         self.base_dir = base_dir
+        #: (n, seed) -> n unit-cube rows for generation 0 (an L2L optimizee's
+        #: create_individual(); used by population optimizers), or None
+        self.initial_population: Any = None
 
     @property
     def name(self) -> str:
@@ -369,6 +372,7 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
 
     space: Space | None = None
     start: list[float] | None = None  # an L2L optimizee's create_individual(), in the cube
+    initial = None  # an L2L optimizee's (n, seed) -> generation 0 from create_individual()
     spec = model.optimizee
     if isinstance(spec, L2LOptimizeeSpec):
         from metaloop.compat.l2l import resolve_spec
@@ -381,6 +385,7 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
             model.optimizee = spec.model_copy(update={"target": resolved.target})
             model.space = resolved.space_config
             space, start = resolved.space, resolved.start
+            initial = resolved.initial
     elif isinstance(spec, FunctionOptimizeeSpec):
         from metaloop.optimizees.functions import FunctionOptimizee
 
@@ -471,7 +476,9 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
     if errors:
         raise ConfigError(errors)
     assert space is not None
-    return Config(model, space, weights, base)
+    config = Config(model, space, weights, base)
+    config.initial_population = initial
+    return config
 
 
 def _with_start(optimizer: dict[str, Any], start: list[float]) -> dict[str, Any]:

@@ -289,6 +289,18 @@ class Loop:
             best_score=self.best_score,
         )
 
+    def _takes_initial_population(self) -> bool:
+        """An L2L optimizee's create_individual() population replaces generation 0 of
+        optimizers that evaluate the points they are told (those taking a start point
+        ``x0``/``mu0`` get only the first individual, at config time)."""
+        from metaloop.steering import NO_INJECTION
+
+        if self.config.initial_population is None:
+            return False
+        kind = self.config.model.optimizer["kind"]
+        fields = type(self.optimizer).Params.model_fields
+        return kind not in NO_INJECTION and "x0" not in fields and "mu0" not in fields
+
     def _run_generation(self, check_stored: bool) -> str | None:
         """Evaluate one generation and tell the optimizer; a stop reason if it ended early."""
         m = self.config.model
@@ -301,6 +313,8 @@ class Loop:
             return reason
         X = self.optimizer.ask()
         n = len(X)
+        if gen == 0 and self._takes_initial_population():
+            X[:] = self.config.initial_population(n, self.info.seed)
         before = self.n_evaluations - len(results)  # evaluations of earlier generations
         limit = n if m.budget is None else min(n, m.budget - before)
         self.generation_size, self.generation_done = limit, len(results)

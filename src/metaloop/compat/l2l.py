@@ -28,9 +28,12 @@ import collections
 import inspect
 import keyword
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from metaloop.compat.trajectory import Individual, ParameterGroup, Trajectory
 
@@ -135,6 +138,7 @@ class ResolvedL2L(NamedTuple):
     space_config: dict[str, Any]  # name -> parameter spec (given or inferred)
     space: Any  # the Space the loop decodes candidates with (bounding_func applied)
     start: list[float]  # create_individual() in unit-cube coordinates
+    initial: Callable[[int, int], np.ndarray]  # (n, seed) -> generation 0 in the unit cube
 
 
 def resolve_spec(
@@ -142,7 +146,13 @@ def resolve_spec(
 ) -> ResolvedL2L:
     """Build the optimizee once in the driver: check it, infer (or check) its space, find its
     start point.  Raises ValueError whose text is ``field: message``."""
-    from metaloop.compat.l2l_space import BoundedSpace, check_space, infer_space, start_point
+    from metaloop.compat.l2l_space import (
+        BoundedSpace,
+        check_space,
+        infer_space,
+        initial_population,
+        start_point,
+    )
     from metaloop.optimizees.loader import OptimizeeLoadError, load_target, resolve_target_path
     from metaloop.space import Space
 
@@ -187,7 +197,8 @@ def resolve_spec(
     start = start_point(instance, plain_space)
     bounding = getattr(instance, "bounding_func", None)
     space = BoundedSpace(plain_space.params, bounding) if callable(bounding) else plain_space
-    return ResolvedL2L(target, dict(plain_space.params), space, start)
+    initial = partial(initial_population, instance, plain_space)
+    return ResolvedL2L(target, dict(plain_space.params), space, start, initial)
 
 
 # -- wrap: an instance built in Python ------------------------------------------------------------

@@ -76,16 +76,20 @@ def _individual(raw: Any, what: str) -> dict[str, np.ndarray]:
     return {str(k): _value(str(k), v) for k, v in raw.items()}
 
 
-def sample_individuals(instance: Any, n: int = N_SAMPLES) -> list[dict[str, np.ndarray]]:
+def sample_individuals(
+    instance: Any, n: int = N_SAMPLES, seed: int | None = None
+) -> list[dict[str, np.ndarray]]:
     """``n`` bounded individuals from ``create_individual``, with the global generators
-    seeded ``0..n-1`` (their states are restored afterwards)."""
+    seeded ``0..n-1`` (or from ``(seed, i)`` when a seed is given; their states are restored
+    afterwards)."""
     cls = type(instance).__name__
     np_state, py_state = np.random.get_state(), random.getstate()
     out = []
     try:
         for i in range(n):
-            np.random.seed(i)
-            random.seed(i)
+            s = i if seed is None else int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+            np.random.seed(s)
+            random.seed(s)
             try:
                 raw = instance.create_individual()
             except Exception as exc:
@@ -195,16 +199,26 @@ def check_space(instance: Any, space: Space) -> None:
 def start_point(instance: Any, space: Space) -> list[float]:
     """The first bounded ``create_individual()`` (seeded as in sampling) in unit-cube
     coordinates, clipped into the space: the start of optimizers that take one."""
-    first = sample_individuals(instance, 1)[0]
+    return [float(u) for u in _encode(sample_individuals(instance, 1)[0], space)]
+
+
+def initial_population(instance: Any, space: Space, n: int, seed: int) -> np.ndarray:
+    """``n`` bounded ``create_individual()`` results, seeded from ``(seed, i)``, as unit-cube
+    rows clipped into the space: generation 0 of population optimizers (upstream L2L's
+    initial population)."""
+    return np.array([_encode(ind, space) for ind in sample_individuals(instance, n, seed)])
+
+
+def _encode(individual: Mapping[str, np.ndarray], space: Space) -> np.ndarray:
     clipped: dict[str, Any] = {}
     for name, spec in space.params.items():
-        value = first[name]
+        value = individual[name]
         if isinstance(spec, RealParam):
             value = np.clip(value, spec.low, spec.high)
             clipped[name] = float(value) if value.ndim == 0 else value
         else:
             clipped[name] = _nearest(spec, float(value))
-    return [float(u) for u in space.encode(clipped)]
+    return np.asarray(space.encode(clipped), dtype=float)
 
 
 def _nearest(spec: Any, value: float) -> Any:
