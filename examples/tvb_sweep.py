@@ -1,21 +1,23 @@
 """Optimizees of ``tvb_sweep.yaml`` and ``tvb_sweep_batch.yaml``: fit a neural-mass network's
 global coupling and noise to a target functional connectivity (FC).
 
-The model is The Virtual Brain's ``Generic2dOscillator`` (default parameters: an excitable
-node resting at a stable fixed point) on a 16-region connectome built in code (seeded, no
-download; tract lengths are zero, so there are no conduction delays), ``Linear`` coupling
-``a · Σ_j w_ij V_j``, additive noise of variance ``nsig`` and the stochastic Heun scheme —
-what TVB simulates for resting-state FC studies.  The target FC comes from the same model at
-``TRUE = {coupling: 1.2, noise: 0.01}`` driven by another noise realization (the "empirical"
-data).  Each candidate (``coupling``, ``noise``) is simulated for 60 s of model time and scored
+The model is The Virtual Brain's ``Generic2dOscillator`` (an excitable node resting at a stable
+fixed point; TVB's default parameters except the time scale ``d = 0.1`` instead of 0.02, so
+that 60 s of model time hold enough independent samples for a well-estimated FC) on a
+16-region connectome built in code (seeded, no download; tract lengths are zero, so there are
+no conduction delays), ``Linear`` coupling ``a · Σ_j w_ij V_j``, additive noise of variance
+``nsig`` and the stochastic Heun scheme — what TVB simulates for resting-state FC studies.
+The target FC comes from the same model at ``TRUE = {coupling: 1.2, noise: 0.01}`` driven by
+another noise realization (the "empirical" data).  Each candidate (``coupling``, ``noise``)
+is simulated for 60 s of model time and scored
 
     fitness = corr(FC_sim, FC_target) − amplitude_weight · |ln(σ_sim / σ_target)|
 
 (upper triangles, Pearson; σ is the mean standard deviation of the regions' V).  The first
 term is the classic FC fit; it is almost blind to the noise amplitude (FC is a correlation
-matrix, and near the fixed point the model is nearly linear), so coupling and noise trade
-off along a ridge.  The amplitude term breaks the tie: with it the maximum sits at the true
-values (``amplitude_weight: 0`` gives the pure FC fit).
+matrix, and near the fixed point the model is nearly linear), so it cannot tell the noise
+level.  The amplitude term can: with it the maximum sits at the true values
+(``amplitude_weight: 0`` gives the pure FC fit).
 
 Two implementations of the same model:
 
@@ -48,9 +50,9 @@ DT_MS = 1.0
 LENGTH_MS = 60_000.0
 PERIOD_MS = 5.0  # sampling period of the recorded V (TVB's SubSample monitor)
 TRANSIENT_MS = 2_000.0  # dropped before computing FC
-#: TVB's Generic2dOscillator defaults
+#: TVB's Generic2dOscillator defaults, but d (time scale) 0.1 instead of 0.02
 MODEL = {
-    "tau": 1.0, "I": 0.0, "a": -2.0, "b": -10.0, "c": 0.0, "d": 0.02,
+    "tau": 1.0, "I": 0.0, "a": -2.0, "b": -10.0, "c": 0.0, "d": 0.1,
     "e": 3.0, "f": 1.0, "g": 0.0, "alpha": 1.0, "beta": 1.0, "gamma": 1.0,
 }  # fmt: skip
 _CHUNK_STEPS = 2000  # noise is drawn this many steps at a time (same stream as step by step)
