@@ -58,8 +58,8 @@ class Controller:
         self._waiting: dict[int, dict[str, Any]] = {}  # set/inject rows seen, not yet due
         self._replay: list[dict[str, Any]] = []
         self._injections: list[tuple[dict[str, Any], list[dict[str, Any]], bool]] = []
-        self._last_poll = -math.inf  # last poll (or attempt to poll)
         self._last_read = -math.inf  # last poll that read the store
+        self._retry_at = -math.inf  # after a poll found the store busy: when to try again
 
     # -- polling ----------------------------------------------------------------------------------
     def start(self, generation: int) -> list[str]:
@@ -82,9 +82,9 @@ class Controller:
         must = wait or now - self._last_read >= MUST_POLL_S
         rows = self.store.pending_controls(self.exp_id, wait=must)
         if rows is None:
-            self._last_poll = now - POLL_S + RETRY_S
+            self._retry_at = now + RETRY_S
             return []
-        self._last_poll = self._last_read = now
+        self._last_read, self._retry_at = now, -math.inf
         changed: list[str] = []
         for c in rows:
             cid, action = c["id"], c["action"]
@@ -116,11 +116,11 @@ class Controller:
     @property
     def next_poll(self) -> float:
         """When the next poll is due while a generation runs (``time.monotonic()`` clock)."""
-        return self._last_poll + POLL_S
+        return max(self._last_read + POLL_S, self._retry_at)
 
     def boundary_poll_due(self) -> bool:
         """True if a generation boundary should poll (not for every very fast generation)."""
-        return time.monotonic() - self._last_poll >= BOUNDARY_POLL_S
+        return time.monotonic() >= max(self._last_read + BOUNDARY_POLL_S, self._retry_at)
 
     def _resolve(
         self, c: dict[str, Any], status: str, generation: int, message: str | None = None
