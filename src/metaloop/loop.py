@@ -393,9 +393,11 @@ class Loop:
         self._workers = max(1, ex.workers)
         self._refill(pending)
         next_poll = steering.next_poll
-        while ex.in_flight or (pending and steering.stop_origin is None):
-            if not ex.in_flight:  # paused with nothing running
-                self._hold()
+        while True:
+            if not ex.in_flight:
+                if not pending or steering.stop_origin is not None:
+                    break
+                self._hold()  # paused with nothing running
                 next_poll = steering.next_poll
                 if steering.stop_origin is None:
                     self._refill(pending)
@@ -413,7 +415,10 @@ class Loop:
                     mean = self._mean_eval
                     self._mean_eval = d if mean is None else 0.8 * mean + 0.2 * d
                 # files to collect: the evaluation used its workdir, or died (maybe in it)
-                files = type(outcome.metrics) is WorkdirUsed or outcome.status in _DIED
+                status = outcome.status
+                files = type(outcome.metrics) is WorkdirUsed or (
+                    status is not Status.OK and status in _DIED
+                )
                 retry = retry_of(outcome)
                 if retry is not None:
                     if files:
