@@ -1,5 +1,6 @@
-"""The simulator examples (NEST reservoir, Arbor cell fit, TVB sweep and its numpy twin) run as
-shipped and reach their results; each simulator test skips locally (fails in CI) without it."""
+"""The simulator examples (NEST reservoir, Arbor and NEURON cell fits, TVB sweep and its numpy
+twin) run as shipped and reach their results; each simulator test skips locally (fails in CI)
+without its simulator."""
 
 from __future__ import annotations
 
@@ -43,6 +44,10 @@ def need_nest() -> None:
 
 def need_arbor() -> None:
     need("Arbor", installed("arbor"), "pip install 'metaloop[arbor]' (arbor)")
+
+
+def need_neuron() -> None:
+    need("NEURON", installed("neuron"), "pip install 'metaloop[neuron]' (neuron)")
 
 
 def need_tvb() -> None:
@@ -144,6 +149,24 @@ def test_arbor_cell_recovers_the_channel_densities(tmp_path: Path) -> None:
     assert first > 2 * best.fitness[0]
 
 
+# -- NEURON ball-and-stick fit ----------------------------------------------------------------
+def test_neuron_cell_recovers_the_densities(tmp_path: Path) -> None:
+    """examples/neuron_cell.yaml as shipped (two workers): every density within 5 %."""
+    need_neuron()
+    evals = run_example(tmp_path, "neuron_cell.yaml")
+    assert len(evals) == 60 * 12 and all(e.status.value == "ok" for e in evals)
+    best = min(evals, key=lambda e: e.fitness[0])
+    true = example_module("neuron_cell").TRUE
+    # measured (seeds 1-8): within 0.2 % of every density, RMSE 0.501 mV (noise 0.5 mV)
+    for key, value in true.items():
+        assert abs(best.params[key] / value - 1.0) < 0.05, (key, best.params[key], value)
+    assert best.fitness[0] < 0.6
+    assert best.metrics["spikes"] == best.metrics["target_spikes"] > 0
+    logs = tmp_path / "neuron_cell-work" / "neuron_cell" / "logs"
+    text = "".join(p.read_text() for p in logs.glob("*.log"))
+    assert "DISPLAY" not in text, text[:500]
+
+
 # -- TVB sweep and its numpy twin -------------------------------------------------------------
 def test_numpy_network_is_the_tvb_network(tmp_path: Path) -> None:
     """The numpy integration reproduces TVB's traces (same noise stream), and the TVB sweep
@@ -219,6 +242,7 @@ def test_batch_evaluation_equals_one_by_one(tmp_path: Path) -> None:
     [
         ("nest_reservoir", "nest", lambda m: m.Reservoir(), "metaloop[nest]"),
         ("arbor_cell", "arbor", lambda m: m.CellFit(), "metaloop[arbor]"),
+        ("neuron_cell", "neuron", lambda m: m.CellFit(), "metaloop[neuron]"),
         ("tvb_sweep", "tvb.simulator.lab", lambda m: m.TVBSweep(), "metaloop[tvb]"),
     ],
 )
