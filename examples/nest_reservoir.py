@@ -3,10 +3,11 @@ simulated by NEST classifies handwritten digits; the outer loop tunes the reserv
 hyperparameters (:class:`Reservoir`, GA) or trains its readout weights
 (:class:`ReservoirReadout`, ensemble Kalman filter).
 
-Data: scikit-learn's bundled 8×8 digits (no download), classes ``CLASSES``, a fixed stratified
-split into training, validation and held-out test images.  Each image is shown for 40 ms
-(then 10 ms of silence) by 64 input neurons (NEST ``spike_generator``s, one per pixel) firing
-Poisson spike trains at ``pixel/16 · INPUT_RATE_HZ``.  Every reservoir neuron (200
+Data: the 8×8 handwritten digits (scikit-learn's set, bundled with metaloop: no download),
+classes ``CLASSES``, a fixed stratified split into training, validation and held-out test
+images.  Each image is shown for 40 ms (then 10 ms of silence) by 64 input neurons (NEST
+``spike_generator``s, one per pixel) firing Poisson spike trains at
+``pixel/16 · INPUT_RATE_HZ``.  Every reservoir neuron (200
 ``iaf_psc_exp``, 80 % excitatory, 20 % inhibitory) receives 16 input neurons and 10 % of the
 excitatory and inhibitory populations.  The state of the reservoir for an image is the
 square root of each neuron's spike count during that image; a ridge-regression readout is
@@ -61,17 +62,13 @@ def import_nest() -> Any:
 
 def load_split() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{"train"|"val"|"test": (images scaled to [0, 1], labels 0..len(CLASSES)-1)}``."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as exc:
-        raise ImportError(
-            f"nest_reservoir.yaml needs scikit-learn's digits: pip install scikit-learn — {exc}"
-        ) from None
-    digits = load_digits()
+    from metaloop.datasets import load_digits  # scikit-learn's digits, shipped with metaloop
+
+    data, target = load_digits()
     rng = np.random.default_rng(SPLIT_SEED)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in PER_CLASS}
     for cls in CLASSES:
-        idx = rng.permutation(np.flatnonzero(digits.target == cls))
+        idx = rng.permutation(np.flatnonzero(target == cls))
         start = 0
         for part, count in PER_CLASS.items():
             parts[part].append(idx[start : start + count])
@@ -79,7 +76,7 @@ def load_split() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     split = {}
     for part, chunks in parts.items():
         idx = rng.permutation(np.concatenate(chunks))
-        split[part] = (digits.data[idx] / 16.0, np.searchsorted(CLASSES, digits.target[idx]))
+        split[part] = (data[idx] / 16.0, np.searchsorted(CLASSES, target[idx]))
     return split
 
 

@@ -39,7 +39,6 @@ def example_module(name: str) -> Any:
 
 def need_nest() -> None:
     need("NEST", installed("nest"), "pip install 'metaloop[nest]' (nest-simulator)")
-    need("scikit-learn", installed("sklearn"), "pip install scikit-learn")
 
 
 def need_arbor() -> None:
