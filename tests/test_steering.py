@@ -349,12 +349,28 @@ def write_config(
     return path
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_run_left_behind() -> Iterator[None]:
+    """A failing test must not leave its run (paused, or waiting at a gate) behind."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=30)
+
+
 def popen(*args: str) -> subprocess.Popen[str]:
     """``metaloop ARGS`` in a session of its own (so its whole group can be killed)."""
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "metaloop", *args], stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
+    _STARTED.append(proc)
+    return proc
 
 
 def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
