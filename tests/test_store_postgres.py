@@ -612,7 +612,7 @@ def test_kill_9_mid_run_then_resume_on_postgres_matches_the_uninterrupted_run(
 
 def test_another_process_reads_rows_while_the_run_writes(pg_url: str, tmp_path: Path) -> None:
     ref, _ = _reference(tmp_path / "ref", "random")
-    cfg, _, log = _write_config(tmp_path, "live", "random", scale=4.0)
+    cfg, _, log = _write_config(tmp_path, "live", "random", scale=10.0)
     mark = uuid.uuid4().hex
     proc = _popen(["run", str(cfg), "--quiet", "--storage", pg_url], mark)
     try:

@@ -273,14 +273,13 @@ def _report(summary: Any, args: argparse.Namespace, storage: str) -> int:
             print(f"best params: {_short_params(best.params)}")
         else:
             print("best fitness: none (no successful evaluation)")
-    if summary.status == "interrupted":
+    if summary.status in ("interrupted", "stopped"):
         print(
-            "interrupted; continue with: "
+            f"{summary.status}; continue with: "
             f"metaloop resume --storage {mask_password(storage)} --name {summary.name}",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
-    return 0
+    return EXIT_INTERRUPTED if summary.status == "interrupted" else 0
 
 
 def _short_params(params: dict[str, Any]) -> str:
@@ -344,7 +343,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = []
     for info in infos:
         status = info.status
-        if status == "running" and not info.is_live:
+        if status in ("running", "paused") and not info.is_live:
             # the driver is gone: certainly on this host (no such process), probably elsewhere
             status = "interrupted" if info.host == here else "interrupted?"
         rows.append(

@@ -63,6 +63,8 @@ SCHEMA = (
     PRIMARY KEY (exp_id, generation, idx)
 )""",
     "CREATE INDEX IF NOT EXISTS evaluations_score ON evaluations (exp_id, score)",
+    # status, export and the dashboard count evaluations by status and generation
+    "CREATE INDEX IF NOT EXISTS evaluations_counts ON evaluations (exp_id, status, generation)",
     """CREATE TABLE IF NOT EXISTS checkpoints (
     exp_id BIGINT NOT NULL REFERENCES experiments(id),
     generation BIGINT NOT NULL,

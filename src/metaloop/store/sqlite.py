@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     PRIMARY KEY (exp_id, generation, idx)
 );
 CREATE INDEX IF NOT EXISTS evaluations_score ON evaluations (exp_id, score);
+CREATE INDEX IF NOT EXISTS evaluations_counts ON evaluations (exp_id, status, generation);
 CREATE TABLE IF NOT EXISTS checkpoints (
     exp_id INTEGER NOT NULL REFERENCES experiments(id),
     generation INTEGER NOT NULL,
