@@ -216,7 +216,7 @@ def test_table_messages_say_what_was_expected(table_results: dict[str, dict[str,
     expect = {
         "unknown-top-level-key": "unknown key",
         "unknown-optimizer-kind": "expected one of",
-        "unknown-executor-kind": "'serial', 'local', 'dask', 'slurm', 'pbs' or 'mpi'",
+        "unknown-executor-kind": "'serial', 'local', 'dask', 'slurm', 'pbs', 'mpi' or 'simulated'",
         "real-low-gt-high": "must be less than high",
         "log-low-zero": "low > 0",
         "missing-optimizee-file": "file not found",

@@ -156,6 +156,27 @@ JOB_KEYS = (
     "start_timeout_s",
 )
 JOBQUEUE_KINDS = ("slurm", "pbs")
+#: keys that only apply to the simulated executor
+SIMULATED_KEYS = ("duration", "failure_rate")
+
+
+class DurationSpec(_Strict):
+    """The simulated executor's evaluation times: ``constant``, ``lognormal`` (``sigma``, the
+    log-space standard deviation) or ``pareto`` (``alpha`` > 1, heavy-tailed), all with mean
+    ``mean_s`` virtual seconds."""
+
+    dist: Literal["constant", "lognormal", "pareto"] = "constant"
+    mean_s: float = Field(default=1.0, gt=0)
+    sigma: float | None = Field(default=None, gt=0)  # lognormal only (default 1.0)
+    alpha: float | None = Field(default=None, gt=1)  # pareto only (default 1.5)
+
+    @model_validator(mode="after")
+    def _per_dist(self) -> DurationSpec:
+        if self.sigma is not None and self.dist != "lognormal":
+            raise ValueError(f"sigma: only for dist 'lognormal' (dist is {self.dist!r})")
+        if self.alpha is not None and self.dist != "pareto":
+            raise ValueError(f"alpha: only for dist 'pareto' (dist is {self.dist!r})")
+        return self
 
 
 def walltime_seconds(walltime: str) -> int:
@@ -174,7 +195,7 @@ class ExecutorSpec(_Strict):
     ``memory``, ``walltime``, ``account``, ``partition`` and ``job_extra``; see docs/slurm.md.
     """
 
-    kind: Literal["serial", "local", "dask", "slurm", "pbs", "mpi"] = "local"
+    kind: Literal["serial", "local", "dask", "slurm", "pbs", "mpi", "simulated"] = "local"
     workers: StrictInt | None = Field(default=None, ge=1)
     address: str | None = None  # dask: an existing scheduler (default: a LocalCluster)
     timeout_s: float | None = Field(default=None, gt=0)
@@ -195,6 +216,9 @@ class ExecutorSpec(_Strict):
     # its walltime ends, so a fresh one takes over (default: 10 % of walltime, 60 s to 15 min)
     start_timeout_s: float | None = Field(default=None, gt=0)  # first worker must connect
     # within this (default 600 s): a job stuck in the queue or dying at start is a clear error
+    # -- simulated: virtual workers in virtual time (benchmarks of the driver) -----------------
+    duration: DurationSpec | None = None  # evaluation times (default constant 1 s)
+    failure_rate: float | None = Field(default=None, ge=0, le=1)  # P(an attempt's worker dies)
 
     @field_validator("walltime")
     @classmethod
@@ -505,6 +529,10 @@ def _executor_problems(ex: ExecutorSpec) -> list[str]:
         for key in JOB_KEYS:
             if getattr(ex, key) is not None:
                 errors.append(f"executor.{key}: only for executor kinds 'slurm' and 'pbs'")
+    if ex.kind != "simulated":
+        for key in SIMULATED_KEYS:
+            if getattr(ex, key) is not None:
+                errors.append(f"executor.{key}: only for executor kind 'simulated'")
     needs = {
         "dask": ("distributed", "Dask: pip install 'metaloop[dask]'"),
         "slurm": ("dask_jobqueue", "dask-jobqueue: pip install 'metaloop[hpc]'"),

@@ -1,6 +1,7 @@
 """Executors run optimizee evaluations: ``serial`` (in the driver), ``local`` (processes),
 ``dask`` (a Dask cluster), ``slurm``/``pbs`` (batch jobs through dask-jobqueue) and ``mpi``
-(MPI ranks through mpi4py.futures)."""
+(MPI ranks through mpi4py.futures); ``simulated`` (virtual workers in virtual time, to
+benchmark the driver)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from metaloop.executors.policy import RetryPolicy
 if TYPE_CHECKING:
     from metaloop.config import ExecutorSpec
 
-EXECUTOR_KINDS = ("serial", "local", "dask", "slurm", "pbs", "mpi")
+EXECUTOR_KINDS = ("serial", "local", "dask", "slurm", "pbs", "mpi", "simulated")
 
 
 def make_executor(spec: ExecutorSpec) -> Executor:
@@ -38,6 +39,19 @@ def make_executor(spec: ExecutorSpec) -> Executor:
         from metaloop.executors.mpi import MPIExecutor
 
         return MPIExecutor(workers=spec.workers, timeout_s=spec.timeout_s)
+    if kind == "simulated":
+        from metaloop.executors.simulated import Durations, SimulatedExecutor
+
+        d = spec.duration
+        durations = Durations()
+        if d is not None:
+            durations = Durations(d.dist, d.mean_s, d.sigma or 1.0, d.alpha or 1.5)
+        return SimulatedExecutor(
+            workers=spec.workers or 1,
+            durations=durations,
+            failure_rate=spec.failure_rate or 0.0,
+            timeout_s=spec.timeout_s,
+        )
     raise ValueError(
         f"executor.kind: unknown executor {kind!r}; expected one of {list(EXECUTOR_KINDS)}"
     )
