@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from metaloop.api import Experiment, history
+from metaloop.api import Experiment, history, resume
 from metaloop.config import ConfigError, load_config
 from metaloop.executors.simulated import LOST, Durations, uniforms
+from metaloop.loop import RunObserver
 from metaloop.records import Status
 
 HERE = Path(__file__).resolve()
@@ -124,6 +125,30 @@ def test_timeout_in_virtual_time(tmp_path: Path) -> None:
     assert timed_out and len(timed_out) < len(evals)
     assert all(e.duration == pytest.approx(2.0) for e in timed_out)
     assert all(e.duration < 2.0 for e in evals if e.status is Status.OK)
+
+
+class InterruptAt(RunObserver):
+    """Ctrl-C after ``n`` recorded evaluations (mid-generation)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def evaluated(self, evaluation: Any, loop: Any) -> None:
+        self.n -= 1
+        if self.n == 0:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_then_resumed_equals_serial(tmp_path: Path) -> None:
+    _, serial = run(config(tmp_path, "serial", {"kind": "serial"}))
+    ex = {"kind": "simulated", "workers": 4, "duration": {"dist": "pareto"}}
+    cfg = config(tmp_path, "cut", ex)
+    first = Experiment(cfg).run(InterruptAt(20))
+    assert first.status == "interrupted"
+    assert 0 < len(history("cut", cfg["storage"])) < len(serial)
+    final = resume("cut", cfg["storage"])
+    assert final.status == "finished"
+    assert key(history("cut", cfg["storage"])) == key(serial)
 
 
 def test_reproducible(tmp_path: Path) -> None:
