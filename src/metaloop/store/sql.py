@@ -81,6 +81,9 @@ def duplicate_name(name: str, where: str) -> StoreError:
 Op = tuple[str, tuple[Any, ...]]
 
 
+#: rows queued and not yet committed before ``append`` waits for the writer
+MAX_BACKLOG = 20_000
+
 class SQLStore(Store):
     """Store logic shared by the SQL dialects; subclasses open ``self._conn`` and set the
     class attributes below, then call :meth:`_start`."""
@@ -153,6 +156,10 @@ class SQLStore(Store):
                 self._writer.start()
             if len(self._queue) == 1:
                 self._cond.notify_all()
+            # back-pressure: a loop faster than the disk waits instead of queueing without
+            # bound (the driver's memory stays flat; a crash loses at most this backlog)
+            while self._queued - self._written > MAX_BACKLOG and self._error is None:
+                self._cond.wait(timeout=1.0)
 
     def _write_loop(self) -> None:
         while True:
