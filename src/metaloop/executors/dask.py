@@ -41,6 +41,7 @@ from distributed.comm import CommClosedError
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from metaloop.executors.base import Executor, ExecutorError, WorkerSetup
+from metaloop.executors.chunking import chunk_size, moving_mean
 from metaloop.optimizees.loader import OptimizeeLoadError
 from metaloop.records import Outcome, Status, Task
 
@@ -438,14 +439,15 @@ class DaskExecutor(Executor):
         return self._setup.batch_size if self._setup else None
 
     def _chunk_size(self) -> int:
-        if self._batch_size:
-            return self._batch_size
-        mean = self._mean_duration
-        if self.timeout_s is not None or mean is None or mean >= _TARGET_CHUNK_S:
-            return 1
-        k = int(_TARGET_CHUNK_S / max(mean, 1e-7))
-        fair = -(-len(self._queue) // max(self._slots, 1))  # ceil: keep every worker busy
-        return max(1, min(k, fair, _MAX_CHUNK))
+        return chunk_size(
+            self._mean_duration,
+            len(self._queue),
+            self._slots,
+            _TARGET_CHUNK_S,
+            _MAX_CHUNK,
+            batch_size=self._batch_size,
+            one_by_one=self.timeout_s is not None,
+        )
 
     def _dispatch(self) -> None:
         if self._cluster is None and (self._queue or self._isolated):
@@ -535,8 +537,7 @@ class DaskExecutor(Executor):
         self._names[address] = name
         for task, (status, fitness, metrics, outputs, error, t0, t1) in zip(pending.tasks, rows):
             self._in_flight -= 1
-            mean = self._mean_duration
-            self._mean_duration = t1 - t0 if mean is None else 0.8 * mean + 0.2 * (t1 - t0)
+            self._mean_duration = moving_mean(self._mean_duration, t1 - t0)
             self._outcomes.append(
                 Outcome(task, Status(status), fitness, metrics, error, t0, t1, host, name, outputs)
             )

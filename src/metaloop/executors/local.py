@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from metaloop.executors.base import Executor, ExecutorError, WorkerSetup
+from metaloop.executors.chunking import chunk_size, moving_mean
 from metaloop.executors.local_worker import worker_main
 from metaloop.optimizees.loader import OptimizeeLoadError
 from metaloop.records import Outcome, Status, Task
@@ -198,13 +199,15 @@ class LocalExecutor(Executor):
         self._in_flight += 1
 
     def _chunk_size(self) -> int:
-        if self._batch_size:
-            return self._batch_size
-        if self.timeout_s is not None or self._mean_duration >= _TARGET_CHUNK_S:
-            return 1
-        k = int(_TARGET_CHUNK_S / max(self._mean_duration, 1e-7))
-        fair = -(-len(self._queue) // self._n)  # ceil: keep every worker busy
-        return max(1, min(k, fair, _MAX_CHUNK))
+        return chunk_size(
+            self._mean_duration,
+            len(self._queue),
+            self._n,
+            _TARGET_CHUNK_S,
+            _MAX_CHUNK,
+            batch_size=self._batch_size,
+            one_by_one=self.timeout_s is not None,
+        )
 
     def _dispatch(self) -> None:
         if not self._queue:
@@ -285,7 +288,7 @@ class LocalExecutor(Executor):
             w.reported += 1
             w.busy_since = finished
             self._in_flight -= 1
-            self._mean_duration = 0.8 * self._mean_duration + 0.2 * (finished - started)
+            self._mean_duration = moving_mean(self._mean_duration, finished - started)
             self._outcomes.append(
                 Outcome(
                     task,
