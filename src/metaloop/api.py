@@ -153,7 +153,7 @@ def resume(
     validate_storage_url(storage)
     store = open_store(storage, create=False)
     try:
-        info = _get(store, name)
+        info = store.require_experiment(name)
         if info.status == "finished":
             return RunSummary(
                 name=name,
@@ -195,16 +195,6 @@ def _drive(
         executor.close()
 
 
-def _get(store: Store, name: str) -> ExperimentInfo:
-    info = store.get_experiment(name)
-    if info is None:
-        known = [e.name for e in store.list_experiments()]
-        raise StoreError(
-            f"name: no experiment named {name!r} in {store.url} (known: {known or 'none'})"
-        )
-    return info
-
-
 def _driven_elsewhere(info: ExperimentInfo) -> bool:
     """True if another live process is driving the experiment."""
     same_process = info.host == os.uname().nodename and info.pid == os.getpid()
@@ -214,7 +204,7 @@ def _driven_elsewhere(info: ExperimentInfo) -> bool:
 def experiment_info(name: str, storage: str = DEFAULT_STORAGE) -> ExperimentInfo:
     """Metadata and progress summary of one stored experiment."""
     with open_store(storage, create=False) as store:
-        return _get(store, name)
+        return store.require_experiment(name)
 
 
 def experiments(storage: str = DEFAULT_STORAGE) -> list[ExperimentInfo]:
@@ -231,7 +221,7 @@ def export(name: str, path: str | Path, storage: str = DEFAULT_STORAGE, fmt: str
     if writer is None:
         raise ValueError(f"fmt: expected 'csv' or 'json', got {fmt!r}")
     with open_store(storage, create=False) as store:
-        columns, rows = export_rows(store, _get(store, name))
+        columns, rows = export_rows(store, store.require_experiment(name))
         tmp = Path(f"{path}.tmp-{os.getpid()}")
         try:
             with open(tmp, "w", newline="") as out:
@@ -247,7 +237,7 @@ def plot(name: str, path: str | Path, storage: str = DEFAULT_STORAGE) -> None:
     from metaloop.plot import plot_fitness
 
     with open_store(storage, create=False) as store:
-        plot_fitness(store, _get(store, name), str(path))
+        plot_fitness(store, store.require_experiment(name), str(path))
 
 
 def control(
@@ -274,7 +264,7 @@ def control(
 def history(name: str, storage: str = DEFAULT_STORAGE) -> list[Evaluation]:
     """Every recorded evaluation of an experiment, in (generation, index) order."""
     with open_store(storage, create=False) as store:
-        return store.evaluations(_get(store, name).id)
+        return store.evaluations(store.require_experiment(name).id)
 
 
 def history_frame(name: str, storage: str = DEFAULT_STORAGE) -> Any:
@@ -286,7 +276,7 @@ def history_frame(name: str, storage: str = DEFAULT_STORAGE) -> Any:
     from metaloop.export import export_rows
 
     with open_store(storage, create=False) as store:
-        columns, rows = export_rows(store, _get(store, name))
+        columns, rows = export_rows(store, store.require_experiment(name))
         return pd.DataFrame(list(rows), columns=columns)
 
 

@@ -334,9 +334,7 @@ def _open_existing(storage: str) -> Any:
 def cmd_status(args: argparse.Namespace) -> int:
     with _open_existing(args.storage) as store:
         if args.name is not None:
-            from metaloop.api import _get
-
-            infos = [_get(store, args.name)]
+            infos = [store.require_experiment(args.name)]
         else:
             infos = store.list_experiments()
     here = os.uname().nodename
@@ -351,7 +349,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "name": info.name,
                 "status": status,
                 "stop_reason": info.stop_reason,
-                "progress": _progress(info),
+                "progress": info.progress,
                 "generation": info.generation,
                 "evaluations": info.n_evaluations,
                 "failed": info.n_failed,
@@ -387,19 +385,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(info: Any) -> float | None:
-    """Fraction done by the tightest count limit (1.0 once finished), None if unknown."""
-    if info.status == "finished":
-        return 1.0
-    fractions = []
-    budget, generations = info.config.get("budget"), info.config.get("generations")
-    if budget:
-        fractions.append(info.n_evaluations / budget)
-    if generations:
-        fractions.append(max(info.generation - 1, 0) / generations)
-    return round(min(max(fractions), 1.0), 4) if fractions else None
-
-
 def _term_width() -> int:
     try:
         return os.get_terminal_size().columns
@@ -414,7 +399,7 @@ def _check_output(path: str) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from metaloop.api import _get, export
+    from metaloop.api import export
     from metaloop.export import export_rows, write_csv, write_json
 
     if args.output is not None:
@@ -424,7 +409,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
     writer = write_csv if args.format == "csv" else write_json
     with _open_existing(args.storage) as store:
-        columns, rows = export_rows(store, _get(store, args.name))
+        columns, rows = export_rows(store, store.require_experiment(args.name))
         writer(columns, rows, sys.stdout)
     return 0
 

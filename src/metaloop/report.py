@@ -150,10 +150,9 @@ def render_report(data: dict[str, Any]) -> str:
 
 def write_report(name: str, output: str | Path, storage: str) -> int:
     """Write the report of experiment ``name`` to ``output`` atomically; its size in bytes."""
-    from metaloop.api import _get
 
     with open_store(storage, create=False) as store:
-        text = render_report(report_data(store, _get(store, name)))
+        text = render_report(report_data(store, store.require_experiment(name)))
     tmp = Path(f"{output}.tmp-{os.getpid()}")
     try:
         tmp.write_text(text, encoding="utf-8")

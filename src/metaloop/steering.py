@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from metaloop.space import ChoiceParam, IntParam, RealParam, Space, params_from_json, to_jsonable
-from metaloop.store.base import ExperimentInfo, Store, StoreError
+from metaloop.store.base import ExperimentInfo, Store
 
 ACTIONS = ("pause", "resume", "stop", "set", "inject", "note")
 #: act on the live run at once
@@ -331,16 +331,6 @@ def validate_control(
 
 
 # -- the public entry points ---------------------------------------------------------------------
-def _experiment(store: Store, name: str) -> ExperimentInfo:
-    info = store.get_experiment(name)
-    if info is None:
-        known = [e.name for e in store.list_experiments()]
-        raise StoreError(
-            f"name: no experiment named {name!r} in {store.url} (known: {known or 'none'})"
-        )
-    return info
-
-
 def submit_control(
     store: Store, name: str, action: str, payload: dict[str, Any] | None, origin: str
 ) -> dict[str, Any]:
@@ -349,7 +339,7 @@ def submit_control(
     Unknown experiment: StoreError.  Unknown action or bad payload: ControlError (one line,
     nothing written).  A ``note`` is applied at once; everything else is ``pending`` until
     the running loop applies it."""
-    info = _experiment(store, name)
+    info = store.require_experiment(name)
     clean = validate_control(store, info, action, payload)
     origin = str(origin or "unknown")[:200]
     cid = store.add_control(info.id, action, clean, origin)
@@ -363,7 +353,7 @@ def hyperparameters(store: Store, name: str) -> dict[str, Any]:
     """The optimizer's hyperparameters now and how they got there: ``{"current": {...},
     "history": [{"time", "origin", "generation", "params"}]}`` (the config's values at
     generation 0, then every applied ``set``)."""
-    info = _experiment(store, name)
+    info = store.require_experiment(name)
     _, initial = _optimizer_of(info.config)
     history = [{"time": info.created, "origin": "config", "generation": 0, "params": initial}]
     current = dict(initial)

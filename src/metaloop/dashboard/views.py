@@ -102,19 +102,6 @@ def expected_total(
     return min(totals) if totals else None
 
 
-def progress_fraction(info: ExperimentInfo) -> float | None:
-    """Fraction done by the tightest count limit (1.0 once finished), None if unknown."""
-    if info.status == "finished":
-        return 1.0
-    fractions = []
-    budget, generations = info.config.get("budget"), info.config.get("generations")
-    if budget:
-        fractions.append(info.n_evaluations / budget)
-    if generations:
-        fractions.append(max(info.generation - 1, 0) / generations)
-    return round(min(max(fractions), 1.0), 4) if fractions else None
-
-
 def experiment_row(info: ExperimentInfo) -> dict[str, Any]:
     """One line of the experiment list (``GET /api/experiments``)."""
     return jsonable(
@@ -128,7 +115,7 @@ def experiment_row(info: ExperimentInfo) -> dict[str, Any]:
             "generation": info.generation,
             "evaluations": info.n_evaluations,
             "failed": info.n_failed,
-            "progress": progress_fraction(info),
+            "progress": info.progress,
             "best": list(info.best_fitness) if info.best_fitness else None,
             "optimizer": (info.config.get("optimizer") or {}).get("kind"),
             "created": info.created,

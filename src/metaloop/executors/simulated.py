@@ -21,9 +21,8 @@ import time
 from collections import deque
 from pathlib import Path
 
-import numpy as np
-
 from metaloop.executors.base import Executor, WorkerSetup
+from metaloop.executors.serial import _copy
 from metaloop.optimizees.base import Evaluator
 from metaloop.optimizees.loader import build_optimizee
 from metaloop.records import Outcome, Status, Task
@@ -162,8 +161,7 @@ class SimulatedExecutor(Executor):
             return Outcome(task, status, None, {}, error, started, finished, "simulated", name)
         evaluate = self._evaluate
         assert evaluate is not None
-        params = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in task.params.items()}
-        item = (task.generation, task.index, task.attempt, params, task.info)
+        item = (task.generation, task.index, task.attempt, _copy(task.params), task.info)
         r = evaluate(*item)
         return Outcome(
             task,

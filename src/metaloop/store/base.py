@@ -48,6 +48,19 @@ class ExperimentInfo:
     best_fitness: tuple[float, ...] | None = None
 
     @property
+    def progress(self) -> float | None:
+        """Fraction done by the tightest count limit (1.0 once finished), None if unknown."""
+        if self.status == "finished":
+            return 1.0
+        fractions = []
+        budget, generations = self.config.get("budget"), self.config.get("generations")
+        if budget:
+            fractions.append(self.n_evaluations / budget)
+        if generations:
+            fractions.append(max(self.generation - 1, 0) / generations)
+        return round(min(max(fractions), 1.0), 4) if fractions else None
+
+    @property
     def is_live(self) -> bool:
         """Status says running (or paused: a live driver holding) and its driver is alive: on
         this host its process exists, on another host its heartbeat (refreshed every
@@ -126,6 +139,16 @@ class Store(ABC):
 
     @abstractmethod
     def list_experiments(self) -> list[ExperimentInfo]: ...
+
+    def require_experiment(self, name: str) -> ExperimentInfo:
+        """The experiment ``name``; StoreError naming the known ones if there is none."""
+        info = self.get_experiment(name)
+        if info is None:
+            known = [e.name for e in self.list_experiments()]
+            raise StoreError(
+                f"name: no experiment named {name!r} in {self.url} (known: {known or 'none'})"
+            )
+        return info
 
     @abstractmethod
     def set_status(self, exp_id: int, status: str, stop_reason: str | None = None) -> None:
