@@ -28,6 +28,7 @@ import numpy as np
 from metaloop.config import Config
 from metaloop.controller import Controller
 from metaloop.executors import Executor, RetryPolicy, WorkerSetup
+from metaloop.executors.chunking import moving_mean
 from metaloop.optimizees.base import WorkdirUsed
 from metaloop.optimizers.base import Optimizer
 from metaloop.optimizers.registry import get_optimizer_class
@@ -411,9 +412,8 @@ class Loop:
                 return "max_time"
             for outcome in outcomes:
                 if pending:  # the mean duration sizes the queue ahead (see _window)
-                    d = outcome.finished - outcome.started
-                    mean = self._mean_eval
-                    self._mean_eval = d if mean is None else 0.8 * mean + 0.2 * d
+                    took = outcome.finished - outcome.started
+                    self._mean_eval = moving_mean(self._mean_eval, took)
                 # files to collect: the evaluation used its workdir, or died (maybe in it)
                 status = outcome.status
                 files = type(outcome.metrics) is WorkdirUsed or (
