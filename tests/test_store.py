@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -388,3 +389,38 @@ def test_memory_store() -> None:
         s.append(info.id, make_eval(0, 0), 1.0)
         s.flush()
         assert len(s.evaluations(info.id)) == 1
+
+
+# -- completion order -------------------------------------------------------------------------
+def test_evaluations_in_order_follow_seq_not_index(store: SQLiteStore) -> None:
+    info = store.create_experiment("order", {}, 1)
+    order = [3, 0, 4, 1, 2]
+    for seq, idx in enumerate(order):
+        store.append(info.id, replace(make_eval(0, idx), seq=seq), 1.0)
+    store.flush()
+    assert [e.index for e in store.evaluations_in_order(info.id)] == order
+    assert [e.seq for e in store.evaluations_in_order(info.id, from_seq=2)] == [2, 3, 4]
+    assert [e.index for e in store.evaluations(info.id)] == [0, 1, 2, 3, 4]
+
+
+def test_store_made_before_seq_gains_the_column(tmp_path: Path) -> None:
+    """A store file from before evaluations had ``seq`` opens, keeps its rows and records
+    the order of new ones."""
+    path = tmp_path / "old.db"
+    s = SQLiteStore(url_of(path))
+    info = s.create_experiment("old", {}, 1)
+    s.append(info.id, make_eval(0, 0), 1.0)
+    s.close()
+    con = sqlite3.connect(path)
+    con.execute("DROP INDEX evaluations_seq")
+    con.execute("ALTER TABLE evaluations DROP COLUMN seq")
+    con.commit()
+    con.close()
+    s = SQLiteStore(url_of(path))
+    try:
+        s.append(info.id, replace(make_eval(0, 1), seq=1), 1.0)
+        s.flush()
+        got = s.evaluations(info.id)
+        assert [(e.index, e.seq) for e in got] == [(0, None), (1, 1)]
+    finally:
+        s.close()

@@ -674,3 +674,29 @@ def test_config_storage_key_accepts_postgres(pg_url: str, tmp_path: Path) -> Non
     _cli_ok("run", str(cfg), "--quiet")
     assert _status(pg_url)["fromcfg"]["evaluations"] == 3
 
+
+
+def test_completion_order_round_trips_and_old_stores_gain_it(store_url: str) -> None:
+    """``seq`` (the order evaluations completed in) reads back in that order; a store whose
+    evaluations table predates the column gets it when opened."""
+    with open_store(store_url) as store:
+        info = store.create_experiment("order", {}, seed=1)
+        for seq, idx in enumerate([2, 0, 1]):
+            e = make_eval(0, idx, (float(idx),))
+            store.append(info.id, type(e)(**{**_fields(e), "seq": seq}), float(idx))
+        store.flush()
+        assert [e.index for e in store.evaluations_in_order(info.id)] == [2, 0, 1]
+    if store_url.startswith("postgresql"):
+        with _admin(store_url) as con:
+            con.execute("DROP INDEX evaluations_seq")
+            con.execute("ALTER TABLE evaluations DROP COLUMN seq")
+    else:
+        query(store_url, "SELECT 1")  # (SQLite's migration is tested in test_store.py)
+    with open_store(store_url, create=False) as store:
+        info = store.require_experiment("order")
+        assert len(store.evaluations(info.id)) == 3
+        e = make_eval(1, 0, (1.0,))
+        store.append(info.id, type(e)(**{**_fields(e), "seq": 3}), 1.0)
+        store.flush()
+        old = [] if store_url.startswith("postgresql") else [0, 1, 2]  # dropped with the column
+        assert [x.seq for x in store.evaluations_in_order(info.id)] == [*old, 3]

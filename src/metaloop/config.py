@@ -179,6 +179,21 @@ class DurationSpec(_Strict):
         return self
 
 
+class EarlyStoppingSpec(_Strict):
+    """Stop unpromising evaluations from the values they report (``ctx.report``); see
+    docs/early_stopping.md.  ``metric`` names the reported value watched; it is better in the
+    experiment's direction unless ``direction`` says otherwise."""
+
+    rule: Literal["median", "asha"]
+    metric: str = Field(min_length=1)
+    direction: Literal["minimize", "maximize"] | None = None
+    min_step: float = Field(default=0.0, ge=0)  # no decision before this step (grace)
+    min_completed: StrictInt = Field(default=5, ge=1)  # median: peers needed at a step
+    min_resource: float = Field(default=1.0, gt=0)  # asha: the first rung's step
+    reduction_factor: float = Field(default=3.0, gt=1)  # asha: eta (keep the top 1/eta)
+    max_resource: float | None = Field(default=None, gt=0)  # asha: no rung at or beyond
+
+
 def walltime_seconds(walltime: str) -> int:
     """Seconds of a batch-system walltime ``[D-]HH:MM[:SS]``."""
     m = _WALLTIME.match(walltime.strip())
@@ -257,6 +272,12 @@ class ExperimentConfig(_Strict):
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     storage: str = "sqlite:///metaloop.db"
     workdir: str | None = None
+    #: sync: generations with a barrier; async: a free worker gets a new candidate at once
+    #: (docs/async.md); vectorized: whole populations as arrays in the driver
+    mode: Literal["sync", "async", "vectorized"] = "sync"
+    #: full: one row per evaluation; summary: one row per generation (vectorized mode only)
+    recording: Literal["full", "summary"] = "full"
+    early_stopping: EarlyStoppingSpec | None = None
 
     @field_validator("max_time", mode="before")
     @classmethod

@@ -425,7 +425,7 @@ class Loop:
                         self.reports.retrying(retry.index, retry.attempt)
                     pending.appendleft(retry)
                     continue
-                self._record(Evaluation.from_outcome(outcome), results)
+                self._record(Evaluation.from_outcome(outcome, self.n_evaluations), results)
                 if files:
                     self.reports.completed(outcome.task.index)
             if clock() >= next_poll:

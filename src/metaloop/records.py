@@ -67,6 +67,7 @@ class Evaluation:
     host: str
     worker: str
     outputs: Any = None  # model outputs returned beside the fitness (e.g. for the EnKF)
+    seq: int | None = None  # completion order within the experiment (0, 1, ...): the tell order
 
     @property
     def duration(self) -> float:
@@ -77,7 +78,7 @@ class Evaluation:
         return self.status is Status.OK
 
     @classmethod
-    def from_outcome(cls, outcome: Outcome) -> Evaluation:
+    def from_outcome(cls, outcome: Outcome, seq: int | None = None) -> Evaluation:
         t = outcome.task
         return cls(
             generation=t.generation,
@@ -93,4 +94,5 @@ class Evaluation:
             host=outcome.host,
             worker=outcome.worker,
             outputs=outcome.outputs,
+            seq=seq,
         )

@@ -169,6 +169,10 @@ class Store(ABC):
     @abstractmethod
     def iter_evaluations(self, exp_id: int) -> Iterator[Evaluation]: ...
 
+    @abstractmethod
+    def evaluations_in_order(self, exp_id: int, from_seq: int = 0) -> Iterator[Evaluation]:
+        """Evaluations in completion order (``seq``) from ``from_seq`` on (async replay)."""
+
     # -- checkpoints and events ------------------------------------------------------------
     @abstractmethod
     def checkpoint(self, exp_id: int, generation: int, state: dict[str, Any]) -> None:

@@ -63,6 +63,9 @@ SCHEMA = (
     PRIMARY KEY (exp_id, generation, idx)
 )""",
     "CREATE INDEX IF NOT EXISTS evaluations_score ON evaluations (exp_id, score)",
+    # completion order (stores made before it existed gain the column here)
+    "ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS seq BIGINT",
+    "CREATE INDEX IF NOT EXISTS evaluations_seq ON evaluations (exp_id, seq)",
     # status, export and the dashboard count evaluations by status and generation
     "CREATE INDEX IF NOT EXISTS evaluations_counts ON evaluations (exp_id, status, generation)",
     """CREATE TABLE IF NOT EXISTS checkpoints (
@@ -325,7 +328,7 @@ class PostgresStore(SQLStore):
         if not self._idempotent:
             super()._insert_evals(cur, rows)
             return
-        marks = ",".join(["%s"] * 15)
+        marks = ",".join(["%s"] * 16)
         cur.executemany(
             f"INSERT INTO evaluations (exp_id, score, {EVAL_COLUMNS}) VALUES ({marks}) "
             "ON CONFLICT (exp_id, generation, idx) DO NOTHING",
@@ -383,8 +386,8 @@ class PostgresStore(SQLStore):
                 )
 
     def _check_tables(self) -> bool:
-        """Refuse a missing or foreign store; True if the steering tables are still to be
-        created (a store written by an older metaloop)."""
+        """Refuse a missing or foreign store; True if tables or columns are still to be
+        created (a store written by an older metaloop: no steering tables, no ``seq``)."""
         found = self._columns()
         if not any(found[t] for t in TABLES):
             raise StoreMissing(
@@ -392,7 +395,7 @@ class PostgresStore(SQLStore):
                 "'metaloop run' creates them)"
             )
         self._refuse_foreign(found, absent_ok=False)
-        return not all(found[t] for t in STEERING_TABLES)
+        return not all(found[t] for t in STEERING_TABLES) or "seq" not in found["evaluations"]
 
     def _insert_id(self, sql: str, args: tuple[Any, ...]) -> int:
         return int(self._execute(sql + " RETURNING id", args).fetchone()[0])

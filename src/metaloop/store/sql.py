@@ -60,7 +60,7 @@ _OP_SQL = {
 
 EVAL_COLUMNS = (
     "generation, idx, status, attempts, fitness, params, metrics, error, started, finished, "
-    "host, worker, outputs"
+    "host, worker, outputs, seq"
 )
 
 
@@ -227,7 +227,7 @@ class SQLStore(Store):
         cur.execute("ROLLBACK")
 
     def _insert_evals(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
-        marks = ",".join(["?"] * 15)
+        marks = ",".join(["?"] * 16)
         cur.executemany(
             self._sql(f"INSERT INTO evaluations (exp_id, score, {EVAL_COLUMNS}) VALUES ({marks})"),
             rows,
@@ -363,6 +363,7 @@ class SQLStore(Store):
                 self._text(e.host),
                 self._text(e.worker),
                 None if e.outputs is None else codec.dumps(e.outputs),
+                e.seq,
             ),
         )
 
@@ -382,6 +383,7 @@ class SQLStore(Store):
             host=row[10],
             worker=row[11],
             outputs=None if row[12] is None else codec.loads(row[12]),
+            seq=row[13],
         )
 
     def evaluations(self, exp_id: int, generation: int | None = None) -> list[Evaluation]:
@@ -409,6 +411,22 @@ class SQLStore(Store):
             for r in rows:
                 yield self._evaluation(r)
             last = (rows[-1][0], rows[-1][1])
+
+    def evaluations_in_order(self, exp_id: int, from_seq: int = 0) -> Iterator[Evaluation]:
+        """Evaluations with ``seq >= from_seq`` in completion order (pages of 5000)."""
+        last = from_seq - 1
+        while True:
+            with self._lock:
+                rows = self._execute(
+                    f"SELECT {EVAL_COLUMNS} FROM evaluations WHERE exp_id=? AND seq > ? "
+                    "ORDER BY seq LIMIT 5000",
+                    (exp_id, last),
+                ).fetchall()
+            if not rows:
+                return
+            for r in rows:
+                yield self._evaluation(r)
+            last = rows[-1][13]
 
     # -- checkpoints and events ------------------------------------------------------------
     def checkpoint(self, exp_id: int, generation: int, state: dict[str, Any]) -> None:

@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     host TEXT NOT NULL,
     worker TEXT NOT NULL,
     outputs TEXT,
+    seq INTEGER,
     PRIMARY KEY (exp_id, generation, idx)
 );
 CREATE INDEX IF NOT EXISTS evaluations_score ON evaluations (exp_id, score);
@@ -135,6 +136,16 @@ class SQLiteStore(SQLStore):
                 self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(SCHEMA)
+            self._add_seq_column()
+
+    def _add_seq_column(self) -> None:
+        """Stores made before evaluations had a completion order gain the column."""
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(evaluations)")}
+        if "seq" not in columns:
+            self._conn.execute("ALTER TABLE evaluations ADD COLUMN seq INTEGER")
+        self._conn.execute(
+            "CREATE INDEX IF NOT EXISTS evaluations_seq ON evaluations (exp_id, seq)"
+        )
 
     def _is_unique_violation(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError)
