@@ -15,6 +15,7 @@ class Status(str, Enum):
     TIMEOUT = "timeout"  # killed after ``timeout_s``
     CRASHED = "crashed"  # the worker process died (segfault, os._exit, killed)
     INVALID = "invalid"  # returned garbage: NaN, inf, None, a string, wrong component count
+    PRUNED = "pruned"  # stopped early by the early-stopping rule (not a failure, not retried)
 
     def __str__(self) -> str:
         return self.value

@@ -16,6 +16,11 @@ it; while the generation's directory does not exist a look is one ``stat`` a sec
 final pass of a generation none of whose evaluations used its workdir does nothing.
 Every reported line is stored under its line number (``seq``), so re-reading a file after a
 restart stores nothing twice.
+
+Early stopping: given a :class:`~metaloop.pruning.Pruner`, the tailer looks every 0.2 s and
+hands the rule each line it reads; when the rule says stop, it writes the marker
+``<workdir>/PRUNE``, which the evaluation's next ``ctx.report`` (or a command optimizee's
+runner) sees.  On start it rebuilds the rule's history from the stored reports (resume).
 """
 
 from __future__ import annotations
@@ -29,11 +34,14 @@ import time
 from collections import deque
 from pathlib import Path
 
-from metaloop.optimizees.base import ARTIFACTS_DIR, REPORTS_FILE, evaluation_dir
+from metaloop.optimizees.base import ARTIFACTS_DIR, PRUNE_FILE, REPORTS_FILE, evaluation_dir
+from metaloop.pruning import Pruner
 from metaloop.store.base import ArtifactRow, ReportRow, Store
 
 #: how often the tailer looks for new lines (reports reach the store at most this late)
 INTERVAL_S = 1.0
+#: how often it looks with early stopping on (a decision reaches the evaluation this late)
+PRUNING_INTERVAL_S = 0.2
 _RESERVED = ("step", "attempt", "time", "values")
 
 
@@ -59,12 +67,23 @@ class ReportTailer:
     for each recorded evaluation, :meth:`retrying` before a retry, and :meth:`end` after the
     last one (the final pass, before the generation's checkpoint is queued)."""
 
-    def __init__(self, store: Store, exp_id: int, workdir: Path, interval: float = INTERVAL_S):
+    def __init__(
+        self,
+        store: Store,
+        exp_id: int,
+        workdir: Path,
+        interval: float | None = None,
+        pruner: Pruner | None = None,
+    ):
         self.store = store
         self.exp_id = exp_id
         self.workdir = Path(workdir).absolute()
         self._root = str(self.workdir)
+        if interval is None:
+            interval = INTERVAL_S if pruner is None else PRUNING_INTERVAL_S
         self.interval = interval
+        self.pruner = pruner
+        self.n_pruned = 0  # stop markers written by this tailer
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -79,6 +98,8 @@ class ReportTailer:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
+        if self.pruner is not None:
+            self.pruner.replay(self.store.reports(self.exp_id))  # a resumed run's history
         self._thread = threading.Thread(target=self._run, name="metaloop-reports", daemon=True)
         self._thread.start()
 
@@ -129,6 +150,7 @@ class ReportTailer:
             self._any_files = True
             forget = []
             for idx in rerun or ():
+                self._unprune(idx)
                 try:
                     (evaluation_dir(self.workdir, generation, idx) / REPORTS_FILE).unlink()
                     forget.append(idx)
@@ -154,6 +176,7 @@ class ReportTailer:
                 self._gen_exists = True
                 self._read(index)
             self._files.setdefault(index, _File()).attempt = attempt
+            self._unprune(index)
 
     def end(self) -> None:
         """The final pass over the current generation (every evaluation has completed)."""
@@ -220,6 +243,28 @@ class ReportTailer:
                 )
         if rows:
             self.store.add_reports(self.exp_id, rows)
+            if self.pruner is not None:
+                self._judge(idx, rows)
+
+    def _judge(self, idx: int, rows: list[ReportRow]) -> None:
+        """Hand the rule the new lines of ``idx``; write the stop marker if it says so."""
+        assert self.pruner is not None
+        key = (self._gen, idx)
+        for row in rows:
+            if self.pruner.report(key, row.step, row.values):
+                path = evaluation_dir(self.workdir, self._gen, idx) / PRUNE_FILE
+                path.write_bytes(f"{row.step}\n".encode())
+                self.n_pruned += 1
+
+    def _unprune(self, idx: int) -> None:
+        """``idx`` runs again from the start: no stale stop marker, no history in the rule."""
+        if self.pruner is None:
+            return
+        self.pruner.forget((self._gen, idx))
+        try:
+            (evaluation_dir(self.workdir, self._gen, idx) / PRUNE_FILE).unlink()
+        except FileNotFoundError:
+            pass
 
     def _parse(
         self, line: bytes, idx: int, seq: int, attempt: int, now: float

@@ -29,6 +29,7 @@ class WorkerSetup:
     timeout_s: float | None = None
     batch_size: int | None = None  # candidates per evaluate_batch call (None: one by one)
     experiment: str = ""  # the experiment's name (batch jobs are named after it)
+    early_stopping_metric: str | None = None  # the metric early stopping watches (None: off)
 
 
 class Executor(ABC):

@@ -167,7 +167,9 @@ class _OptimizeePlugin(WorkerPlugin):
         s = self.setup_spec
         try:
             optimizee = build_optimizee(s.optimizee)
-            evaluator = Evaluator(optimizee, s.n_objectives, s.seed, Path(s.workdir))
+            evaluator = Evaluator(
+                optimizee, s.n_objectives, s.seed, Path(s.workdir), s.early_stopping_metric
+            )
         except BaseException as exc:  # noqa: BLE001 - reported to the driver in one line
             if isinstance(exc, OptimizeeLoadError):
                 line = str(exc)

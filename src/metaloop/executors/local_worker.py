@@ -57,7 +57,13 @@ def worker_main(conn: Connection, setup: WorkerSetup, name: str, started: Any) -
 
     try:
         optimizee = build_optimizee(setup.optimizee)
-        evaluate = Evaluator(optimizee, setup.n_objectives, setup.seed, Path(setup.workdir))
+        evaluate = Evaluator(
+            optimizee,
+            setup.n_objectives,
+            setup.seed,
+            Path(setup.workdir),
+            setup.early_stopping_metric,
+        )
     except BaseException as exc:  # noqa: BLE001 - reported to the driver, which stops clearly
         traceback.print_exc()  # into this worker's log, for debugging
         if isinstance(exc, OptimizeeLoadError):

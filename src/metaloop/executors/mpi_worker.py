@@ -86,7 +86,9 @@ def _install(token: str, setup: WorkerSetup, rank: int, timeout_s: float | None)
     _install_handlers()
     _limits["timeout_s"] = timeout_s or 0.0
     optimizee = build_optimizee(setup.optimizee)
-    evaluator = Evaluator(optimizee, setup.n_objectives, setup.seed, Path(setup.workdir))
+    evaluator = Evaluator(
+        optimizee, setup.n_objectives, setup.seed, Path(setup.workdir), setup.early_stopping_metric
+    )
     _STATE[token] = (evaluator, hostname(), f"mpi-rank{rank}:{os.getpid()}")
 
 

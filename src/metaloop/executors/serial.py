@@ -34,7 +34,13 @@ class SerialExecutor(Executor):
 
     def start(self, setup: WorkerSetup) -> None:
         optimizee = build_optimizee(setup.optimizee)
-        self._evaluate = Evaluator(optimizee, setup.n_objectives, setup.seed, Path(setup.workdir))
+        self._evaluate = Evaluator(
+            optimizee,
+            setup.n_objectives,
+            setup.seed,
+            Path(setup.workdir),
+            setup.early_stopping_metric,
+        )
 
     def submit(self, task: Task) -> None:
         self._queue.append(task)

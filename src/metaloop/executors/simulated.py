@@ -108,7 +108,13 @@ class SimulatedExecutor(Executor):
 
     def start(self, setup: WorkerSetup) -> None:
         optimizee = build_optimizee(setup.optimizee)
-        self._evaluate = Evaluator(optimizee, setup.n_objectives, setup.seed, Path(setup.workdir))
+        self._evaluate = Evaluator(
+            optimizee,
+            setup.n_objectives,
+            setup.seed,
+            Path(setup.workdir),
+            setup.early_stopping_metric,
+        )
         self._seed = setup.seed
         self._t0 = time.time()
 

@@ -30,6 +30,21 @@ _TASK_STREAM = 0x7A5C  # per-generation seed shared by all candidates (task fami
 REPORTS_FILE = "reports.jsonl"
 #: folder in an evaluation's workdir whose files are kept as the evaluation's artifacts
 ARTIFACTS_DIR = "artifacts"
+#: marker file the driver writes into an evaluation's workdir to stop it (early stopping)
+PRUNE_FILE = "PRUNE"
+
+
+class Pruned(Exception):
+    """Raised by ``ctx.report`` when the driver's early-stopping rule stopped the evaluation;
+    the Evaluator records it as ``pruned`` with ``value``, the last value the evaluation
+    reported of the watched metric (None if unknown), at ``step``.  An optimizee may catch it
+    to clean up, and should then re-raise it."""
+
+    def __init__(self, step: float | None = None, value: float | None = None):
+        super().__init__(f"pruned at step {step}" if step is not None else "pruned")
+        self.step = step
+        self.value = value
+        self.context: Any = None  # the Context whose report raised it
 
 
 def evaluation_dir(workdir: Path | str, generation: int, index: int) -> Path:
@@ -71,6 +86,9 @@ class Context:
         "touched",
         "task",
         "task_index",
+        "prune_metric",
+        "last_value",
+        "_prune_path",
     )
 
     def __init__(
@@ -81,11 +99,15 @@ class Context:
         experiment_seed: int,
         workdir: Path,
         info: dict[str, Any] | None = None,
+        prune_metric: str | None = None,
     ):
         self.generation = generation
         self.index = index
         self.attempt = attempt
         self.info = info or {}
+        self.prune_metric = prune_metric  # the metric early stopping watches (None: off)
+        self.last_value: float | None = None  # its last reported finite value
+        self._prune_path: str | None = None
         self._experiment_seed = experiment_seed
         self._seed: int | None = None
         self._workdir_path = workdir
@@ -131,7 +153,9 @@ class Context:
 
         The line is appended (and flushed) to ``<workdir>/reports.jsonl`` at once; the driver
         stores it within about a second.  Values are JSON-able (numbers, strings, lists);
-        numpy values become plain numbers and non-finite floats become null.
+        numpy values become plain numbers and non-finite floats become null.  With early
+        stopping on, this raises :class:`Pruned` once the driver has decided to stop the
+        evaluation (it looks for the ``PRUNE`` marker in the workdir: one ``stat``).
         """
         if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, float, np.number)):
             raise TypeError(f"ctx.report: step must be a number, got {step!r}")
@@ -153,6 +177,16 @@ class Context:
             os.write(fd, data)  # one write of one line: readers never see half of it
         finally:
             os.close(fd)
+        if self.prune_metric is not None:
+            v = plain.get(self.prune_metric)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.last_value = float(v)
+        if self._prune_path is None:
+            self._prune_path = os.path.join(self._workdir_path, PRUNE_FILE)
+        if os.path.exists(self._prune_path):
+            exc = Pruned(line["step"], self.last_value)
+            exc.context = self  # which candidate of an evaluate_batch call was pruned
+            raise exc
 
     def save_artifact(self, path: str | os.PathLike[str], name: str | None = None) -> Path:
         """Copy the file at ``path`` into :attr:`artifacts_dir` (as ``name``, default its own
@@ -220,7 +254,14 @@ class Evaluator:
     ``evaluate_batch(params_list, ctx_list)`` method gets whole chunks through :meth:`batch`.
     """
 
-    def __init__(self, optimizee: Any, n_objectives: int, experiment_seed: int, workdir: Path):
+    def __init__(
+        self,
+        optimizee: Any,
+        n_objectives: int,
+        experiment_seed: int,
+        workdir: Path,
+        prune_metric: str | None = None,
+    ):
         fn = optimizee.evaluate if hasattr(optimizee, "evaluate") else optimizee
         batch_fn = getattr(optimizee, "evaluate_batch", None)
         if not callable(fn) and not callable(batch_fn):
@@ -231,12 +272,15 @@ class Evaluator:
         self.n_objectives = n_objectives
         self.experiment_seed = experiment_seed
         self.workdir = Path(workdir)
+        self.prune_metric = prune_metric  # early stopping's metric: a pruned result's value
 
     def context(
         self, generation: int, index: int, attempt: int, info: dict[str, Any] | None = None
     ) -> Context:
         path = self.workdir / f"g{generation:05d}" / f"i{index:05d}"  # = evaluation_dir(...)
-        return Context(generation, index, attempt, self.experiment_seed, path, info)
+        return Context(
+            generation, index, attempt, self.experiment_seed, path, info, self.prune_metric
+        )
 
     def __call__(
         self,
@@ -257,6 +301,8 @@ class Evaluator:
         ctx = self.context(generation, index, attempt, info)
         try:
             raw = self.fn(params, ctx)
+        except Pruned as exc:
+            return _mark(self._pruned(exc), True)
         except Exception as exc:  # noqa: BLE001 - any optimizee error is data
             return _mark(_failed(exc), ctx.touched)
         return _mark(parse_result(raw, self.n_objectives), ctx.touched)
@@ -269,12 +315,42 @@ class Evaluator:
         ctxs = [self.context(g, i, a, info) for g, i, a, _, info in tasks]
         try:
             raw = list(self.batch_fn(params, ctxs))
+        except Pruned as exc:
+            return self._batch_pruned(exc, ctxs)
         except Exception as exc:  # noqa: BLE001 - the whole batch failed
             return [_mark(_failed(exc), c.touched) for c in ctxs]
         if len(raw) != len(tasks):
             error = f"evaluate_batch returned {len(raw)} results for {len(tasks)} candidates"
             return [_mark(Result(Status.INVALID, None, {}, None, error), c.touched) for c in ctxs]
         return [_mark(parse_result(r, self.n_objectives), c.touched) for r, c in zip(raw, ctxs)]
+
+    def _pruned(self, exc: Pruned) -> Result:
+        """The result of an evaluation stopped by early stopping: its last reported value of
+        the watched metric is its fitness (single objective), and a metric."""
+        value = exc.value
+        ok = value is not None and math.isfinite(value)
+        metrics: dict[str, Any] = {"pruned_step": exc.step}
+        if self.prune_metric is not None:
+            metrics[self.prune_metric] = value if ok else None
+        fitness = (float(value),) if ok and self.n_objectives == 1 else None  # type: ignore[arg-type]
+        return Result(Status.PRUNED, fitness, metrics, None, None)
+
+    def _batch_pruned(self, exc: Pruned, ctxs: list[Context]) -> list[Result]:
+        """A Pruned escaped ``evaluate_batch``: the candidate whose report raised it is
+        pruned; the others of the call were interrupted and are recorded as failed."""
+        who = exc.context
+        out = []
+        for c in ctxs:
+            if c is who:
+                out.append(_mark(self._pruned(exc), True))
+            else:
+                error = (
+                    f"evaluate_batch was interrupted: candidate {who.index if who else '?'} "
+                    "of the same call was pruned (catch metaloop.Pruned inside evaluate_batch "
+                    "to go on with the others)"
+                )
+                out.append(_mark(Result(Status.FAILED, None, {}, None, error), c.touched))
+        return out
 
 
 class WorkdirUsed(dict):  # type: ignore[type-arg]

@@ -8,6 +8,11 @@ Per evaluation, in the evaluation's private working directory:
   ``{workdir}`` the directory; ``METALOOP_*`` environment variables carry the same, and
   ``METALOOP_REPORTS`` (a file to append intermediate values to, one JSON line each) and
   ``METALOOP_ARTIFACTS`` (a folder whose files are kept) serve steering and the dashboard.
+  ``METALOOP_PRUNE`` is the path of the early-stopping marker: when that file exists the
+  driver has stopped the evaluation, and the program may exit (any code); with early
+  stopping on, the runner also looks for it every 0.2 s and ends the process group
+  (SIGTERM, SIGKILL 2 s later).  Either way the evaluation is recorded ``pruned`` with the
+  watched metric's last value in ``METALOOP_REPORTS``.
 * The program runs as ``launcher + argv`` with the workdir as cwd, stdin from /dev/null, in
   its own process group.  stdout/stderr stream through pipes into ``stdout.txt`` /
   ``stderr.txt``, each capped at ``log_limit_bytes`` (the first half is written as it comes,
@@ -44,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from metaloop.optimizees.base import ARTIFACTS_DIR, REPORTS_FILE
+from metaloop.optimizees.base import ARTIFACTS_DIR, PRUNE_FILE, REPORTS_FILE, Pruned
 from metaloop.optimizees.loader import OptimizeeLoadError
 
 RESERVED = ("params", "workdir")
@@ -52,6 +57,7 @@ _KILL_GRACE_S = 2.0  # SIGTERM -> SIGKILL
 _DRAIN_S = 2.0  # after the program exits, how long to wait for escaped holders of its pipes
 _ERR_TAIL_LINES = 20
 _ERR_TAIL_BYTES = 2048
+_PRUNE_POLL_S = 0.2  # how often the runner looks for the stop marker (early stopping on)
 # When the evaluating worker dies, its end of the pipe closes and the watcher ends the group:
 # SIGTERM first (srun then cancels its job step; a SIGKILLed srun would leave the step
 # running), SIGKILL two seconds later for whatever ignored it.  The watcher ignores TERM itself.
@@ -300,6 +306,32 @@ def _in_group(pgid: int) -> dict[str, Any]:
     return {"preexec_fn": lambda: os.setpgid(0, pgid)}  # pragma: no cover - Python 3.10
 
 
+def _pruned(reports: Path, metric: str | None) -> Pruned:
+    """The Pruned of a stopped program: the last step it reported and the last finite
+    value of ``metric`` in its reports file (None if there is none)."""
+    step: float | None = None
+    value: float | None = None
+    try:
+        lines = reports.read_bytes().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(obj, dict):
+            continue
+        s = obj.get("step")
+        if isinstance(s, (int, float)) and not isinstance(s, bool):
+            step = s
+        values = obj.get("values") if isinstance(obj.get("values"), dict) else obj
+        v = values.get(metric) if metric is not None else None
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v):
+            value = float(v)
+    return Pruned(step, value)
+
+
 def parse_output(text: str) -> Any:
     """A result text: a number -> float; whitespace-separated numbers -> list of floats;
     a JSON object or array -> the parsed value; anything else -> the stripped string."""
@@ -370,6 +402,8 @@ class CommandOptimizee:
             METALOOP_REPORTS=str(workdir / REPORTS_FILE),
             # files written here are kept as the evaluation's artifacts
             METALOOP_ARTIFACTS=str(artifacts),
+            # this file appears when early stopping stops the evaluation
+            METALOOP_PRUNE=str(workdir / PRUNE_FILE),
         )
         for name, value in plain.items():
             if not isinstance(value, (list, dict)):
@@ -377,13 +411,20 @@ class CommandOptimizee:
         env.update(self.env)
 
         cmd = self.command_line(params, workdir)
+        metric = getattr(ctx, "prune_metric", None)
+        marker = workdir / PRUNE_FILE
         out = _Capture(workdir / "stdout.txt", self.log_limit)
         err = _Capture(workdir / "stderr.txt", self.log_limit)
         try:
-            code, timed_out = self._run(cmd, workdir, env, out, err)
+            code, timed_out = self._run(
+                cmd, workdir, env, out, err, str(marker) if metric is not None else None
+            )
         finally:
             out.finish()
             err.finish()
+        if not timed_out and marker.exists():
+            if code != 0 or not self._has_result(result_path, out):
+                raise _pruned(workdir / REPORTS_FILE, metric)
 
         if timed_out:
             raise CommandTimeout(
@@ -413,6 +454,13 @@ class CommandOptimizee:
         return parse_output(lines[-1])
 
     @staticmethod
+    def _has_result(result_path: Path | None, out: _Capture) -> bool:
+        """The program left a result (it finished before it saw the stop marker)."""
+        if result_path is not None:
+            return result_path.exists()
+        return bool(out.text()[0].strip())
+
+    @staticmethod
     def _stderr_tail(err: _Capture) -> str:
         tail = err.last_bytes(_ERR_TAIL_BYTES)
         lines = tail.splitlines()[-_ERR_TAIL_LINES:]
@@ -421,7 +469,13 @@ class CommandOptimizee:
         return "; last lines of stderr:\n" + "\n".join(lines)
 
     def _run(
-        self, cmd: list[str], workdir: Path, env: dict[str, str], out: _Capture, err: _Capture
+        self,
+        cmd: list[str],
+        workdir: Path,
+        env: dict[str, str],
+        out: _Capture,
+        err: _Capture,
+        marker: str | None = None,
     ) -> tuple[int, bool]:
         """Run ``cmd`` to its end; (exit code, whether it timed out)."""
         guard_r, guard_w = os.pipe()
@@ -454,7 +508,7 @@ class CommandOptimizee:
                 )
             except OSError as exc:
                 raise CommandFailed(f"cannot start {shlex.join(cmd)}: {exc}") from None
-            return self._supervise(proc, pgid, out, err)
+            return self._supervise(proc, pgid, out, err, marker)
         finally:
             _killpg(pgid, signal.SIGKILL)  # leftovers of the program, and the watcher
             os.close(guard_w)
@@ -468,10 +522,19 @@ class CommandOptimizee:
                 proc.wait()
 
     def _supervise(
-        self, proc: subprocess.Popen[bytes], pgid: int, out: _Capture, err: _Capture
+        self,
+        proc: subprocess.Popen[bytes],
+        pgid: int,
+        out: _Capture,
+        err: _Capture,
+        marker: str | None = None,
     ) -> tuple[int, bool]:
+        """Feed the output captures until the program ends; end it at ``timeout_s`` or when
+        the stop ``marker`` file appears (looked for every 0.2 s when given)."""
         assert proc.stdout is not None and proc.stderr is not None
         deadline = time.monotonic() + self.timeout_s if self.timeout_s else None
+        next_look = time.monotonic() if marker is not None else None
+        stopping = False
         kill_at: float | None = None
         drain_until: float | None = None
         timed_out = False
@@ -492,7 +555,8 @@ class CommandOptimizee:
                 if code is not None and (streams == 0 or time.monotonic() >= drain_until):
                     break
                 now = time.monotonic()
-                waits = [t - now for t in (deadline, kill_at, drain_until) if t is not None]
+                times = (deadline, kill_at, drain_until, next_look)
+                waits = [t - now for t in times if t is not None]
                 if pidfd < 0 and code is None:
                     waits.append(0.05)  # no pidfd (not Linux): notice the exit by polling
                 for key, _ in sel.select(max(0.0, min(waits)) if waits else None):
@@ -515,6 +579,14 @@ class CommandOptimizee:
                     timed_out = True
                     _terminate(proc, pgid, signal.SIGTERM)
                     kill_at = now + _KILL_GRACE_S
+                if next_look is not None and code is None and now >= next_look:
+                    next_look = now + _PRUNE_POLL_S
+                    if not stopping and not timed_out and os.path.exists(marker):  # type: ignore[arg-type]
+                        stopping = True
+                        _terminate(proc, pgid, signal.SIGTERM)
+                        kill_at = now + _KILL_GRACE_S
+                elif code is not None:
+                    next_look = None
                 if kill_at is not None and now >= kill_at:
                     _terminate(proc, pgid, signal.SIGKILL)
                     kill_at = None

@@ -280,7 +280,8 @@ class SQLStore(Store):
     def _info(self, row: tuple[Any, ...]) -> ExperimentInfo:
         exp_id = row[0]
         count, failed, gen = self._execute(
-            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END), 0), "
+            "SELECT COUNT(*), "
+            "COALESCE(SUM(CASE WHEN status NOT IN ('ok', 'pruned') THEN 1 ELSE 0 END), 0), "
             "COALESCE(MAX(generation) + 1, 0) FROM evaluations WHERE exp_id=?",
             (exp_id,),
         ).fetchone()

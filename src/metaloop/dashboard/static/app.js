@@ -13,7 +13,7 @@
   const TOKEN_KEY = "metaloop-token";
   const POLL_MS = 1000;
   const LIST_MS = 1500;
-  const STATUSES = ["ok", "failed", "timeout", "crashed", "invalid", "running"];
+  const STATUSES = ["ok", "pruned", "failed", "timeout", "crashed", "invalid", "running"];
 
   const S = {
     token: null,
