@@ -166,6 +166,36 @@ class Space:
         names = list(self.params)
         return [dict(zip(names, row)) for row in zip(*columns)]
 
+    def decode_columns(self, U: np.ndarray) -> dict[str, np.ndarray]:
+        """Decode a population column-wise: name -> array with the population on axis 0.
+
+        Reals are float64 of shape ``(n,)`` or ``(n, *shape)``, ints int64, choices an array
+        of the chosen values (typed when all values share one plain type, else ``object``).
+        Row ``i`` holds exactly the values ``decode_many(U)[i]`` holds; no per-row objects
+        are built (the vectorized mode's hot path).
+        """
+        U = np.clip(np.atleast_2d(np.asarray(U, dtype=float)), 0.0, 1.0)
+        n = len(U)
+        out: dict[str, np.ndarray] = {}
+        for name, spec in self.params.items():
+            part = U[:, self.slices[name]]
+            if isinstance(spec, RealParam):
+                if spec.log:
+                    lo, hi = math.log(spec.low), math.log(spec.high)
+                    vals = np.clip(np.exp(lo + part * (hi - lo)), spec.low, spec.high)
+                else:
+                    vals = np.clip(spec.low + part * (spec.high - spec.low), spec.low, spec.high)
+                out[name] = vals.reshape((n, *spec.shape)) if spec.shape else vals[:, 0].copy()
+                continue
+            k = spec.high - spec.low + 1 if isinstance(spec, IntParam) else len(spec.values)
+            idx = np.minimum((part[:, 0] * k).astype(np.int64), k - 1)
+            if isinstance(spec, IntParam):
+                out[name] = idx + np.int64(spec.low)
+            else:
+                out[name] = choice_array(spec.values)[idx]
+        return out
+
+
     # -- values -> unit cube -------------------------------------------------------------
     def encode(self, params: Mapping[str, Any]) -> np.ndarray:
         """Map a candidate dict to its unit-cube vector; raises ValueError naming a bad value."""
@@ -251,3 +281,23 @@ def params_from_json(space: Space | None, raw: Mapping[str, Any]) -> dict[str, A
             if isinstance(spec, RealParam) and spec.shape and name in out:
                 out[name] = np.asarray(out[name], dtype=float)
     return out
+
+
+def choice_array(values: list[Any]) -> np.ndarray:
+    """The values of a choice parameter as an array indexable by bin: typed (str, int64,
+    float64, bool) when every value has that exact type, else ``object`` (mixed values keep
+    their own types, as :meth:`Space.decode` returns them)."""
+    kinds = {type(v) for v in values}
+    if len(kinds) == 1:
+        kind = kinds.pop()
+        if kind is str:
+            return np.array(values, dtype=str)
+        if kind is float:
+            return np.array(values, dtype=np.float64)
+        if kind is bool:
+            return np.array(values, dtype=bool)
+        if kind is int and all(-(2**63) <= v < 2**63 for v in values):
+            return np.array(values, dtype=np.int64)
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr

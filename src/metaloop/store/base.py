@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metaloop.records import Evaluation
+import numpy as np
+
+from metaloop.records import Evaluation, Status
 
 
 class StoreError(Exception):
@@ -250,3 +252,68 @@ class Store(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- evaluations as columns (vectorized mode) -------------------------------------------
+    def append_many(
+        self,
+        exp_id: int,
+        generation: int,
+        index: np.ndarray,
+        params: Mapping[str, Any],
+        status: Sequence[str],
+        fitness: np.ndarray,
+        score: np.ndarray,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        errors: Sequence[str | None] | None = None,
+        attempts: int = 1,
+        started: float = 0.0,
+        finished: float = 0.0,
+        host: str = "",
+        worker: str = "",
+        seq: int | None = None,
+    ) -> None:
+        """Queue a block of evaluations of one generation given as columns (row ``j`` of
+        every column is one evaluation); they read back exactly like appended ones.
+
+        ``index``: candidate indices, ``params``/``metrics``: name -> column of values (arrays
+        with the population on axis 0), ``status``: status values, ``fitness``: ``(n, k)``
+        floats (a row with a non-finite value is stored without fitness), ``score``: ``(n,)``
+        (NaN: none), ``errors``: per-row messages or None; ``seq``: completion order of the
+        first row (row ``j`` gets ``seq + j``).  This default appends row by row; the SQL
+        stores encode whole columns at once.
+        """
+        fit = np.asarray(fitness, dtype=float).reshape(len(index), -1)
+        scores = np.asarray(score, dtype=float).reshape(-1)
+        names = list(params)
+        cols = [_values(params[k]) for k in names]
+        mnames = list(metrics or {})
+        mcols = [_values(metrics[k]) for k in mnames] if metrics else []  # type: ignore[index]
+        for j, i in enumerate(np.asarray(index).tolist()):
+            row = fit[j]
+            self.append(
+                exp_id,
+                Evaluation(
+                    generation=generation,
+                    index=i,
+                    params={k: c[j] for k, c in zip(names, cols)},
+                    status=Status(status[j]),
+                    fitness=tuple(row.tolist()) if np.isfinite(row).all() else None,
+                    metrics={k: c[j] for k, c in zip(mnames, mcols)},
+                    attempts=attempts,
+                    error=None if errors is None else errors[j],
+                    started=started,
+                    finished=finished,
+                    host=host,
+                    worker=worker,
+                    seq=None if seq is None else seq + j,
+                ),
+                None if np.isnan(scores[j]) else float(scores[j]),
+            )
+
+
+def _values(column: Any) -> list[Any]:
+    """A column as a list of per-row values (arrays for rows of a multi-dimensional one)."""
+    if isinstance(column, np.ndarray) and column.ndim > 1:
+        return list(column)
+    return column.tolist() if isinstance(column, np.ndarray) else list(column)

@@ -1,0 +1,569 @@
+"""``mode: vectorized``: whole populations as arrays, from the optimizer to the store.
+
+The generation flow is the sync loop's (ask -> evaluate -> record -> tell -> checkpoint),
+but a population never becomes per-candidate Python objects on the hot path: the unit-cube
+population is decoded column-wise (:meth:`Space.decode_columns`), the optimizee's
+``evaluate_population(params, ctx)`` gets name -> array (population on axis 0) and returns
+an array of fitnesses, and the store receives columns (:meth:`Store.append_many`).
+
+Recording (``recording`` in the config):
+
+* ``full``: one row per candidate, exactly as the sync loop stores it (params, fitness, score,
+  status, ``seq``, ``attempts``), written in blocks by the store's writer thread;
+* ``summary``: per generation one row (the generation's best candidate; the first candidate
+  if none is ok) and one ``summary`` event with the counts, fitness statistics and the best
+  params; every other candidate is evaluated, told to the optimizer and then forgotten.
+
+Resume: the checkpoint after every generation holds the optimizer state and the loop's
+counts (a summary store has fewer rows than evaluations).  A resumed generation is
+evaluated again as a whole (one call); rows already stored for it (always a prefix of its
+indices: rows are queued in index order and committed in order) are kept and their values
+are what the optimizer is told, the missing rows are written.
+
+An optimizee without ``evaluate_population`` but with ``evaluate_batch(params_list,
+ctx_list)`` runs through an adapter: the population is decoded to dicts, each candidate
+gets its own context (seed, workdir) and result check, and rows are appended one by one;
+the cost per candidate is then the sync loop's (tens of microseconds).  See
+docs/vectorized.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from metaloop.config import Config, ConfigError
+from metaloop.executors import Executor
+from metaloop.loop import Loop, RunObserver
+from metaloop.optimizees.base import Evaluator, call_style, generation_task_seed, hostname
+from metaloop.optimizees.loader import build_optimizee
+from metaloop.records import Evaluation, Status
+from metaloop.space import params_from_json, to_jsonable
+from metaloop.store.base import ExperimentInfo, Store
+from metaloop.store.sql import json_objects
+
+_POPULATION_STREAM = 0x9E7A
+#: quantiles of the fitness kept per generation by ``recording: summary``
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+_OK, _INVALID, _FAILED = Status.OK.value, Status.INVALID.value, Status.FAILED.value
+
+
+def population_seed(experiment_seed: int, generation: int) -> int:
+    """The seed of one generation's ``evaluate_population`` call."""
+    seq = np.random.SeedSequence(experiment_seed, spawn_key=(_POPULATION_STREAM, generation))
+    return int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+class PopulationContext:
+    """What ``evaluate_population`` knows about the population it evaluates.
+
+    ``rng`` is a numpy Generator seeded from (experiment seed, generation): draw the noise of
+    all candidates from it (e.g. ``ctx.rng.normal(size=n)``) and the run stays reproducible;
+    ``info`` is the optimizer's word to every candidate (as ``ctx.info`` in sync mode);
+    ``task_seed`` is the same per-generation seed the sync contexts carry.
+    """
+
+    __slots__ = ("generation", "size", "experiment_seed", "seed", "rng", "info", "workdir")
+
+    def __init__(
+        self,
+        generation: int,
+        size: int,
+        experiment_seed: int,
+        info: dict[str, Any] | None,
+        workdir: Path,
+    ):
+        self.generation = generation
+        self.size = size
+        self.experiment_seed = experiment_seed
+        self.seed = population_seed(experiment_seed, generation)
+        self.rng = np.random.default_rng(self.seed)
+        self.info = info or {}
+        self.workdir = workdir
+
+    @property
+    def task_seed(self) -> int:
+        return generation_task_seed(self.experiment_seed, self.generation)
+
+    def __repr__(self) -> str:
+        return f"PopulationContext(generation={self.generation}, size={self.size})"
+
+
+class Outcomes(NamedTuple):
+    """One evaluated population: raw fitness ``(n, k)`` (NaN where not ok) and the rest."""
+
+    F: np.ndarray
+    ok: np.ndarray  # bool (n,)
+    status: list[str] | None  # None: ok / invalid from ``ok``
+    errors: list[str | None] | None
+    metrics: dict[str, np.ndarray] | None
+    attempts: int
+    started: float
+    finished: float
+    evaluations: list[Evaluation] | None = None  # adapter only: the rows as the sync loop has
+    traceback: str | None = None  # the call raised (every attempt): recorded as an event
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A float array from numpy or anything with ``__array__`` (JAX); CuPy (``.get()``) and
+    PyTorch (``.detach().cpu()``) arrays on a GPU are copied to the host first."""
+    try:
+        return np.asarray(value, dtype=float)
+    except TypeError:
+        if hasattr(value, "get"):  # CuPy
+            return np.asarray(value.get(), dtype=float)
+        if hasattr(value, "detach"):  # PyTorch
+            return np.asarray(value.detach().cpu().numpy(), dtype=float)
+        raise
+
+
+class BadPopulationResult(ValueError):
+    """What ``evaluate_population`` returned cannot be read: the whole population is
+    recorded ``invalid`` with this message."""
+
+
+def parse_population(
+    raw: Any, n: int, n_objectives: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray] | None]:
+    """Check what ``evaluate_population`` returned: ``(F, ok, metrics)`` with ``F`` of shape
+    ``(n, n_objectives)`` and ``ok`` False for rows with a non-finite value."""
+    metrics: dict[str, np.ndarray] | None = None
+    if isinstance(raw, Mapping):
+        if "fitness" not in raw:
+            raise BadPopulationResult("evaluate_population returned a mapping without 'fitness'")
+        raw_metrics = raw.get("metrics") or {}
+        if not isinstance(raw_metrics, Mapping):
+            raise BadPopulationResult("evaluate_population: 'metrics' must be a mapping")
+        metrics = {}
+        for name, col in raw_metrics.items():
+            try:
+                arr = np.asarray(col)
+            except TypeError:
+                arr = to_numpy(col)
+            if arr.shape != (n,):
+                raise BadPopulationResult(
+                    f"evaluate_population: metric {name!r} has shape {list(arr.shape)}, "
+                    f"expected [{n}]"
+                )
+            metrics[str(name)] = arr
+        raw = raw["fitness"]
+    try:
+        F = to_numpy(raw)
+    except (TypeError, ValueError) as exc:
+        raise BadPopulationResult(f"evaluate_population: fitness is not numeric ({exc})") from None
+    if not F.flags.writeable:
+        F = F.copy()  # e.g. a view of a (read-only) parameter column
+    if F.shape == (n,):
+        F = F.reshape(n, 1)
+    if F.shape != (n, n_objectives):
+        raise BadPopulationResult(
+            f"evaluate_population returned shape {list(F.shape)} for {n} candidates and "
+            f"{n_objectives} objective(s); expected [{n}] or [{n}, {n_objectives}]"
+        )
+    return F, np.isfinite(F).all(axis=1), metrics
+
+
+class PopulationEvaluator:
+    """Calls the optimizee on whole populations (or through the ``evaluate_batch`` adapter)."""
+
+    def __init__(self, optimizee: Any, n_objectives: int, seed: int, workdir: Path, attempts: int):
+        self.fn = getattr(optimizee, "evaluate_population", None)
+        if not callable(self.fn):
+            self.fn = None
+            if not callable(getattr(optimizee, "evaluate_batch", None)):
+                raise ConfigError(
+                    "optimizee: mode: vectorized needs evaluate_population(params, ctx) or "
+                    f"evaluate_batch(params_list, ctx_list); {optimizee!r} has neither "
+                    "(use mode: sync)"
+                )
+        self.with_ctx = call_style(self.fn) if self.fn is not None else True
+        self.adapter = None if self.fn is not None else Evaluator(
+            optimizee, n_objectives, seed, workdir
+        )
+        self.n_objectives = n_objectives
+        self.seed = seed
+        self.workdir = workdir
+        self.max_attempts = max(1, attempts)
+        self.host = hostname()
+
+    @property
+    def vectorized(self) -> bool:
+        return self.fn is not None
+
+    def __call__(
+        self, generation: int, params: dict[str, np.ndarray], n: int, info: dict[str, Any] | None
+    ) -> Outcomes:
+        k = self.n_objectives
+        for column in params.values():  # the record must not change: writes raise
+            column.flags.writeable = False
+        for attempt in range(1, self.max_attempts + 1):
+            ctx = PopulationContext(generation, n, self.seed, info, self.workdir)
+            started = time.time()
+            try:
+                raw = self.fn(params, ctx) if self.with_ctx else self.fn(params)  # type: ignore[misc]
+            except Exception as exc:  # noqa: BLE001 - an optimizee error is data
+                finished = time.time()
+                if attempt < self.max_attempts:
+                    continue
+                tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                error = f"{type(exc).__name__}: {exc}"
+                F = np.full((n, k), np.nan)
+                return Outcomes(
+                    F,
+                    np.zeros(n, bool),
+                    [_FAILED] * n,
+                    [error] * n,
+                    None,
+                    attempt,
+                    started,
+                    finished,
+                    traceback=tb,
+                )
+            finished = time.time()
+            try:
+                F, ok, metrics = parse_population(raw, n, k)
+            except BadPopulationResult as exc:
+                F = np.full((n, k), np.nan)
+                bad = np.zeros(n, bool)
+                return Outcomes(
+                    F, bad, [_INVALID] * n, [str(exc)] * n, None, attempt, started, finished
+                )
+            errors = None
+            if not ok.all():
+                errors = [None if good else "fitness is not finite" for good in ok.tolist()]
+            return Outcomes(F, ok, None, errors, metrics, attempt, started, finished)
+        raise AssertionError("unreachable")
+
+    def batch(
+        self, generation: int, candidates: list[dict[str, Any]], info: dict[str, Any] | None
+    ) -> list[Evaluation]:
+        """The adapter: per-candidate contexts and checks, as the serial executor does."""
+        tasks = [(generation, i, 1, p, info) for i, p in enumerate(candidates)]
+        started = time.time()
+        assert self.adapter is not None
+        results = self.adapter.batch(tasks)
+        finished = time.time()
+        return [
+            Evaluation(
+                generation=generation,
+                index=i,
+                params=p,
+                status=r.status,
+                fitness=r.fitness,
+                metrics=dict(r.metrics),
+                attempts=1,
+                error=r.error,
+                started=started,
+                finished=finished,
+                host=self.host,
+                worker="main",
+                outputs=r.outputs,
+            )
+            for i, (p, r) in enumerate(zip(candidates, results))
+        ]
+
+
+def _executor_optimizee(executor: Executor) -> Any:
+    """The optimizee the (serial) executor already built, or None."""
+    ev = getattr(executor, "_evaluate", None)
+    if not isinstance(ev, Evaluator):
+        return None
+    if getattr(ev, "optimizee", None) is not None:
+        return ev.optimizee  # type: ignore[attr-defined]
+    fn = ev.batch_fn or ev.fn
+    return getattr(fn, "__self__", fn)
+
+
+class VectorizedLoop(Loop):
+    """Drives a ``mode: vectorized`` experiment (see the module docstring); same constructor
+    and :meth:`run` as :class:`~metaloop.loop.Loop`, whose stopping rules, steering at
+    generation boundaries and interrupt handling it reuses.
+
+    The observer's ``evaluated`` is called once per generation, with the generation's best
+    evaluation (or its first one if none is ok), not once per candidate.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        info: ExperimentInfo,
+        executor: Executor,
+        observer: RunObserver | None = None,
+    ):
+        super().__init__(config, store, info, executor, observer)
+        m = config.model
+        if self.optimizer.uses_outputs:
+            raise ConfigError(
+                f"optimizer.kind: {m.optimizer['kind']!r} learns from optimizee outputs, "
+                "which mode: vectorized does not carry (use mode: sync)"
+            )
+        optimizee = _executor_optimizee(executor)
+        if optimizee is None:
+            optimizee = build_optimizee(m.optimizee.model_dump(mode="json"))
+        self.population = PopulationEvaluator(
+            optimizee, len(self.weights), info.seed, self.workdir, m.executor.max_attempts
+        )
+        self.summary_only = m.recording == "summary"
+        self._first = True  # the session's first generation may have rows stored already
+
+    # -- resume -------------------------------------------------------------------------------
+    def _restore(self) -> None:
+        """Optimizer state and the loop's counts from the last checkpoint (the store's row
+        count is not the evaluation count under ``recording: summary``)."""
+        self.n_evaluations, self.n_failed, self.best_score, self.best = 0, 0, None, None
+        ckpt = self.store.last_checkpoint(self.info.id)
+        if ckpt is None:
+            return
+        state = ckpt[1]
+        self.optimizer.load_state(state["optimizer"])
+        loop = state["loop"]
+        self.elapsed_before = float(loop["elapsed_s"])
+        self.generation = self.optimizer.generation
+        self.n_evaluations = int(loop["n_evaluations"])
+        self.n_failed = int(loop["n_failed"])
+        self.best_score = loop["best_score"]
+        if loop.get("best") is not None:
+            gen, index = loop["best"]
+            for e in self.store.evaluations(self.info.id, gen):
+                if e.index == index:
+                    self.best = e
+
+    # -- one generation -----------------------------------------------------------------------
+    def _run_generation(self, check_stored: bool) -> str | None:
+        m = self.config.model
+        gen = self.generation
+        stored = self.store.evaluations(self.info.id, gen) if self._first else []
+        self._first = False
+        reason = self._boundary(fresh=not stored)
+        if reason is not None:
+            return reason
+        X = self.optimizer.ask()
+        n = len(X)
+        if gen == 0 and self._takes_initial_population():
+            X[:] = self.config.initial_population(n, self.info.seed)
+        before = self.n_evaluations
+        limit = n if m.budget is None else min(n, m.budget - before)
+        self.generation_size, self.generation_done = limit, 0
+        self.observer.generation_started(gen, limit, self)
+        injected: dict[int, dict[str, Any]] = {}
+        self.steering.inject(X, injected, limit, gen)  # type: ignore[arg-type]
+        info = self.optimizer.task_info()
+        space = self.config.space
+        if self.population.vectorized:
+            params: Any = space.decode_columns(X[:limit])
+            for i, p in injected.items():
+                for name, value in p.items():
+                    params[name][i] = value
+            out = self.population(gen, params, limit, info)
+        else:
+            params = space.decode_many(X[:limit])
+            for i, p in injected.items():
+                params[i] = p
+            out = _adapted(self.population.batch(gen, params, info), len(self.weights))
+        if out.traceback is not None:
+            self.store.event(
+                self.info.id,
+                "error",
+                f"evaluate_population failed at generation {gen}",
+                {"traceback": out.traceback, "attempts": out.attempts},
+            )
+        F, ok = out.F, out.ok
+        done = 0  # rows of this generation already stored (full recording: a prefix)
+        if stored and not self.summary_only:
+            done = len(stored)
+            for e in stored:
+                good = e.status is Status.OK and e.fitness is not None
+                ok[e.index] = good
+                F[e.index] = e.fitness if good else np.nan
+        scores = self._scores(F, ok)
+        best_i = int(np.argmax(np.where(ok, scores, -math.inf))) if ok.any() else 0
+        if self.summary_only:
+            if not stored:
+                self._record_summary(gen, params, out, scores, best_i, before)
+        else:
+            self._record_full(gen, params, out, scores, done, before)
+        n_bad = limit - int(ok.sum())
+        self.n_evaluations = before + limit
+        self.n_failed += n_bad
+        self.generation_done = limit
+        top = self._evaluation(gen, params, out, scores, best_i, before) if limit else None
+        if ok.any() and (self.best_score is None or scores[best_i] > self.best_score):
+            self.best_score, self.best = float(scores[best_i]), top
+        if top is not None:
+            self.observer.evaluated(top, self)
+        if limit < n:
+            return "budget"
+        told = np.where(ok[:, None], self.weights * np.nan_to_num(F), -math.inf)
+        self.optimizer.tell(X, told, None)
+        self.generation = self.optimizer.generation
+        diagnostics = self.optimizer.diagnostics()
+        if diagnostics:
+            self.store.event(self.info.id, "optimizer", f"after generation {gen}", diagnostics)
+        best_at = None if self.best is None else [self.best.generation, self.best.index]
+        self.store.checkpoint(
+            self.info.id,
+            self.generation,
+            {
+                "optimizer": self.optimizer.state(),
+                "loop": {
+                    "elapsed_s": self.elapsed,
+                    "n_evaluations": self.n_evaluations,
+                    "n_failed": self.n_failed,
+                    "best_score": self.best_score,
+                    "best": best_at,
+                },
+            },
+        )
+        self.observer.generation_finished(gen, self)
+        return None
+
+    def _scores(self, F: np.ndarray, ok: np.ndarray) -> np.ndarray:
+        """The maximized weighted sum, summed as :meth:`Loop.score` sums (NaN where not ok)."""
+        s = np.zeros(len(F))
+        for j, w in enumerate(self._weight_list):
+            s = s + w * F[:, j]
+        s[~ok] = np.nan
+        return s
+
+    # -- recording ----------------------------------------------------------------------------
+    def _statuses(self, out: Outcomes) -> list[str]:
+        if out.status is not None:
+            return out.status
+        if out.ok.all():
+            return [_OK] * len(out.ok)
+        return [_OK if good else _INVALID for good in out.ok.tolist()]
+
+    def _record_full(
+        self, gen: int, params: Any, out: Outcomes, scores: np.ndarray, done: int, before: int
+    ) -> None:
+        """Rows ``done..n-1`` of the generation (``done`` of them are stored already)."""
+        n = len(scores)
+        if done >= n:
+            return
+        if out.evaluations is not None:  # adapter: as the sync loop records them
+            for e in out.evaluations[done:]:
+                e = _with_seq(e, before + e.index)
+                self.store.append(self.info.id, e, self.score(e))
+            return
+        sl = slice(done, n)
+        metrics = out.metrics
+        self.store.append_many(
+            self.info.id,
+            gen,
+            np.arange(done, n),
+            {k: v[sl] for k, v in params.items()},
+            self._statuses(out)[sl],
+            out.F[sl],
+            scores[sl],
+            metrics={k: v[sl] for k, v in metrics.items()} if metrics else None,
+            errors=out.errors[sl] if out.errors is not None else None,
+            attempts=out.attempts,
+            started=out.started,
+            finished=out.finished,
+            host=self.population.host,
+            worker="main",
+            seq=before + done,
+        )
+
+    def _record_summary(
+        self, gen: int, params: Any, out: Outcomes, scores: np.ndarray, i: int, before: int
+    ) -> None:
+        """One row (candidate ``i``) and one ``summary`` event for the generation."""
+        e = self._evaluation(gen, params, out, scores, i, before)
+        self.store.append(self.info.id, e, self.score(e))
+        ok = out.ok
+        good = out.F[ok]
+        n = len(ok)
+        stats: dict[str, Any] = {"generation": gen, "n": n, "n_invalid": n - int(ok.sum())}
+        stats["n_failed"] = 0 if out.status is None else out.status.count(_FAILED)
+        if len(good):
+            stats.update(
+                best_index=i,
+                best_score=float(scores[i]),
+                best_fitness=list(e.fitness or ()),
+                best_params=to_jsonable(e.params),
+                mean=good.mean(axis=0).tolist(),
+                std=good.std(axis=0).tolist(),
+                min=good.min(axis=0).tolist(),
+                max=good.max(axis=0).tolist(),
+                quantiles={
+                    str(q): v.tolist()
+                    for q, v in zip(QUANTILES, np.quantile(good, QUANTILES, axis=0))
+                },
+            )
+        self.store.event(self.info.id, "summary", f"generation {gen}: {n} evaluations", stats)
+
+    def _evaluation(
+        self, gen: int, params: Any, out: Outcomes, scores: np.ndarray, i: int, before: int
+    ) -> Evaluation:
+        """Candidate ``i`` as an Evaluation (exactly as it reads back from the store)."""
+        if out.evaluations is not None:
+            return _with_seq(out.evaluations[i], before + i)
+        sl = slice(i, i + 1)
+        values = params_from_json(
+            self.config.space, _loads(json_objects({k: v[sl] for k, v in params.items()})[0])
+        )
+        metrics = out.metrics
+        row = out.F[i]
+        return Evaluation(
+            generation=gen,
+            index=i,
+            params=values,
+            status=Status(out.status[i] if out.status is not None else _ok(out.ok[i])),
+            fitness=tuple(row.tolist()) if out.ok[i] else None,
+            metrics=_loads(json_objects({k: v[sl] for k, v in metrics.items()})[0])
+            if metrics
+            else {},
+            attempts=out.attempts,
+            error=None if out.errors is None else out.errors[i],
+            started=out.started,
+            finished=out.finished,
+            host=self.population.host,
+            worker="main",
+            seq=before + i,
+        )
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text)
+
+
+def _ok(good: bool) -> str:
+    return _OK if good else _INVALID
+
+
+def _with_seq(e: Evaluation, seq: int) -> Evaluation:
+    return replace(e, seq=seq)
+
+
+def _adapted(evaluations: list[Evaluation], k: int) -> Outcomes:
+    """The adapter's per-candidate evaluations as population outcomes."""
+    n = len(evaluations)
+    F = np.full((n, k), np.nan)
+    ok = np.zeros(n, bool)
+    for e in evaluations:
+        if e.status is Status.OK and e.fitness is not None:
+            F[e.index] = e.fitness
+            ok[e.index] = True
+    started = evaluations[0].started if evaluations else time.time()
+    finished = evaluations[0].finished if evaluations else started
+    return Outcomes(
+        F,
+        ok,
+        [e.status.value for e in evaluations],
+        [e.error for e in evaluations],
+        None,
+        1,
+        started,
+        finished,
+        evaluations,
+    )
