@@ -1,17 +1,20 @@
-"""One driver, many workers: completions per second and sync-loop utilisation (simulated).
+"""One driver, many workers: completions per second and utilisation, sync vs async.
 
 The ``simulated`` executor runs ``workers`` virtual workers in virtual time, evaluating a
 trivial optimizee in the driver, so what is measured is the driver itself: the optimizer
-(random search), the loop, the retry policy and the SQLite store.  For 100 / 1,000 / 10,000
-workers (population = workers, a few generations) and constant, lognormal (sigma 1) and
-Pareto (alpha 1.5, heavy-tailed) evaluation times with a mean of 60 virtual seconds it prints
+(random search; ``--optimizer ga`` for the steady-state GA), the loop, the retry policy and
+the SQLite store.  For 100 / 1,000 / 10,000 workers and constant, lognormal (sigma 1) and
+Pareto (alpha 1.5, heavy-tailed) evaluation times with a mean of 60 virtual seconds, the same
+number of evaluations (``rounds`` x workers) runs in ``mode: sync`` (population = workers,
+``rounds`` generations) and in ``mode: async``; per run it prints
 
 * completions/s: evaluations per wall-clock second from the loop's start to its end;
-* utilisation: busy worker-time / (workers * virtual makespan), read back from the store —
-  how much of the allocation the generation barrier of the synchronous loop leaves busy.
+* utilisation: busy worker-time / (workers * virtual makespan), read back from the store;
+* steady: the same up to the last candidate's start (async drains at the end: the last
+  candidates finish one by one, which says nothing about the steady state).
 
-    python benchmarks/scale.py            # 3 generations per row (about a minute)
-    python benchmarks/scale.py --quick    # 100 and 1,000 workers, 2 generations
+    python benchmarks/scale.py            # 10 rounds per row (a few minutes)
+    python benchmarks/scale.py --quick    # 100 and 1,000 workers, 5 rounds
 """
 
 from __future__ import annotations
@@ -43,44 +46,73 @@ class LoopClock(RunObserver):
         self.t0 = time.perf_counter()
 
 
-def row(store: str, workers: int, dist: str, generations: int) -> tuple[int, float, float]:
-    """(evaluations, completions per wall second, sync utilisation) of one run."""
-    name = f"scale-{workers}-{dist}"
+def row(
+    store: str, workers: int, dist: str, rounds: int, mode: str, optimizer: str
+) -> tuple[int, float, float, float]:
+    """(evaluations, completions per wall second, utilisation, steady utilisation)."""
+    name = f"scale-{mode}-{workers}-{dist}"
     config = {
         "name": name,
         "seed": 3,
-        "generations": generations,
+        "mode": mode,
         "storage": store,
         "space": {"x": {"type": "real", "low": 0.0, "high": 1.0}},
         "optimizee": {"kind": "python", "target": TRIVIAL},
-        "optimizer": {"kind": "random", "pop_size": workers},
+        "optimizer": {"kind": optimizer, "pop_size": workers},
         "executor": {"kind": "simulated", "workers": workers, "duration": DISTS[dist]},
     }
+    config["generations" if mode == "sync" else "budget"] = (
+        rounds if mode == "sync" else rounds * workers
+    )
     clock = LoopClock()
     summary = Experiment(config).run(clock)
     wall = time.perf_counter() - clock.t0
     evals = history(name, store)
-    assert summary.n_evaluations == len(evals) == workers * generations, summary
+    assert summary.n_evaluations == len(evals), summary
+    return len(evals), len(evals) / wall, *utilisation(evals, workers)
+
+
+def utilisation(evals: list, workers: int) -> tuple[float, float]:
+    """Busy fraction of ``workers`` over the makespan, and up to the last start."""
+    t0 = min(e.started for e in evals)
+    end = max(e.finished for e in evals)
+    last_start = max(e.started for e in evals)
     busy = sum(e.duration for e in evals)
-    makespan = max(e.finished for e in evals) - min(e.started for e in evals)
-    return len(evals), len(evals) / wall, busy / (workers * makespan)
+    steady = sum(max(0.0, min(e.finished, last_start) - e.started) for e in evals)
+    return busy / (workers * (end - t0)), steady / (workers * max(last_start - t0, 1e-9))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="100 and 1,000 workers only")
-    parser.add_argument("--generations", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=None, help="evaluations per worker")
+    parser.add_argument("--optimizer", default="random", choices=("random", "ga"))
+    parser.add_argument("--workers", default=None, help="comma-separated worker counts")
     args = parser.parse_args()
     sizes = (100, 1000) if args.quick else (100, 1000, 10_000)
-    generations = args.generations or (2 if args.quick else 3)
-    print(f"sync loop, simulated executor, SQLite store, random search, {generations} generations")
-    print(f"{'workers':>8} {'times':<10} {'evals':>7} {'completions/s':>14} {'utilisation':>12}")
+    if args.workers:
+        sizes = tuple(int(w) for w in args.workers.split(","))
+    rounds = args.rounds or (5 if args.quick else 10)
+    print(
+        f"simulated executor, SQLite store, {args.optimizer}, {rounds} evaluations per worker; "
+        "utilisation over the makespan / up to the last start"
+    )
+    head = f"{'workers':>8} {'times':<10} {'evals':>7}"
+    print(f"{head} {'sync /s':>9} {'async /s':>9} {'sync use':>9} {'async use':>10} "
+          f"{'sync steady':>12} {'async steady':>13}")
     with tempfile.TemporaryDirectory() as tmp:
         store = f"sqlite:///{tmp}/scale.db"
         for workers in sizes:
             for dist in DISTS:
-                n, rate, util = row(store, workers, dist, generations)
-                print(f"{workers:>8} {dist:<10} {n:>7} {rate:>14,.0f} {util:>12.3f}", flush=True)
+                n, s_rate, s_use, s_steady = row(store, workers, dist, rounds, "sync",
+                                                 args.optimizer)
+                _, a_rate, a_use, a_steady = row(store, workers, dist, rounds, "async",
+                                                 args.optimizer)
+                print(
+                    f"{workers:>8} {dist:<10} {n:>7} {s_rate:>9,.0f} {a_rate:>9,.0f} "
+                    f"{s_use:>9.3f} {a_use:>10.3f} {s_steady:>12.3f} {a_steady:>13.3f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -256,7 +256,7 @@ def test_storage_from_config_file(tmp_path: Path) -> None:
 def _rows_without_timing(url: str, name: str) -> list[list[str]]:
     header, rows = read_csv(export(url, name))
     keep = [i for i, c in enumerate(header)
-            if c not in ("duration_s", "started", "finished", "host", "worker")]
+            if c not in ("duration_s", "started", "finished", "host", "worker", "seq")]
     return [[row[i] for i in keep] for row in rows]
 
 

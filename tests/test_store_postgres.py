@@ -521,7 +521,7 @@ def test_missing_psycopg_is_one_line_with_the_install_command(tmp_path: Path) ->
 
 
 # -- the CLI end to end --------------------------------------------------------------------------
-TIMING = ("duration_s", "started", "finished", "host", "worker")
+TIMING = ("duration_s", "started", "finished", "host", "worker", "seq")
 
 
 def _cli_ok(*args: str) -> subprocess.CompletedProcess[str]:

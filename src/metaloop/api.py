@@ -47,9 +47,23 @@ class Experiment:
         try:
             with open_store(m.storage) as store:
                 info = store.create_experiment(m.name, self.config.to_dict(), m.seed)
-                return Loop(self.config, store, info, executor, observer).run()
+                return loop_class(self.config)(self.config, store, info, executor, observer).run()
         finally:
             executor.close()
+
+
+def loop_class(config: Config) -> type[Loop]:
+    """The driver of the config's ``mode``: generations (sync), async or vectorized."""
+    mode = config.model.mode
+    if mode == "async":
+        from metaloop.async_loop import AsyncLoop
+
+        return AsyncLoop
+    if mode == "vectorized":
+        from metaloop.vectorized import VectorizedLoop
+
+        return VectorizedLoop  # type: ignore[return-value]
+    return Loop
 
 
 def _refuse_existing_name(storage: str, name: str) -> None:
@@ -190,7 +204,7 @@ def _drive(
 ) -> RunSummary:
     executor = _start_executor(config, info.seed)
     try:
-        return Loop(config, store, info, executor, observer).run()
+        return loop_class(config)(config, store, info, executor, observer).run()
     finally:
         executor.close()
 

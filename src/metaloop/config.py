@@ -515,6 +515,7 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
                 "generations: no stopping criterion; set generations, budget, target or max_time"
             )
 
+    errors.extend(_mode_problems(model))
     errors.extend(_executor_problems(model.executor))
     if model.workdir is not None:
         model.workdir = str((base / model.workdir).resolve())
@@ -539,6 +540,42 @@ def _with_start(optimizer: dict[str, Any], start: list[float]) -> dict[str, Any]
         if key in fields and key not in optimizer:
             return {**optimizer, key: start}
     return optimizer
+
+
+def _mode_problems(model: ExperimentConfig) -> list[str]:
+    """Keys that do not go with the run's ``mode``; vectorized runs use the serial executor
+    (the population is evaluated in the driver)."""
+    from metaloop.optimizers.registry import async_kinds, get_optimizer_class
+
+    errors = []
+    kind = model.optimizer["kind"]
+    if model.mode == "async":
+        try:
+            ok = get_optimizer_class(kind).supports_async
+        except KeyError:
+            ok = True  # reported as optimizer.kind
+        if not ok:
+            errors.append(
+                f"mode: async works with optimizer kinds {', '.join(async_kinds())} "
+                f"(optimizer.kind is {kind!r}; use mode: sync)"
+            )
+    if model.mode == "vectorized":
+        if "kind" in model.executor.model_fields_set and model.executor.kind != "serial":
+            errors.append(
+                "executor.kind: mode: vectorized evaluates populations in the driver; expected "
+                f"'serial' or no executor section (got {model.executor.kind!r})"
+            )
+        model.executor = model.executor.model_copy(update={"kind": "serial"})
+        if model.early_stopping is not None:
+            errors.append(
+                "early_stopping: needs evaluations that report; not with mode: vectorized"
+            )
+    elif model.recording != "full":
+        errors.append(
+            f"recording: 'summary' keeps one row per generation and needs mode: vectorized "
+            f"(mode is {model.mode!r})"
+        )
+    return errors
 
 
 def _executor_problems(ex: ExecutorSpec) -> list[str]:

@@ -208,6 +208,14 @@ class Controller:
                 self._resolve(c, "applied", generation, msg)
         return total
 
+    def refuse_waiting(self, generation: int, reason: str) -> None:
+        """Refuse the ``set``/``inject`` commands seen so far (a run without generation
+        boundaries, ``mode: async``, cannot apply them)."""
+        for cid, c in list(self._waiting.items()):
+            del self._waiting[cid]
+            self._seen.add(cid)
+            self._resolve(c, "refused", generation, reason)
+
     # -- end of the session -----------------------------------------------------------------------
     def finish(self, generation: int, finished: bool) -> None:
         """Close the books: pending commands of a finished run are refused; of a run that

@@ -4,7 +4,8 @@ Columns: ``generation, index, status, attempts, duration_s, error``, then ``fitn
 ``fitness.0, fitness.1, ...`` for several objectives, followed by ``pareto``: 1 for the
 evaluations non-dominated among all ok evaluations of the experiment under its ``weights``,
 0 for the other ok ones, empty for failed ones), ``param.<name>`` (arrays flattened as
-``param.<name>.<i>`` in C order), ``metric.<name>``, and ``started, finished, host, worker``.
+``param.<name>.<i>`` in C order), ``metric.<name>``, and ``started, finished, host, worker,
+seq`` (``seq``: the completion order).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from metaloop.records import Evaluation
 from metaloop.store.base import ExperimentInfo, Store
 
 BASE_COLUMNS = ["generation", "index", "status", "attempts", "duration_s", "error"]
-TAIL_COLUMNS = ["started", "finished", "host", "worker"]
+TAIL_COLUMNS = ["started", "finished", "host", "worker", "seq"]
 
 
 def n_objectives(info: ExperimentInfo) -> int:
@@ -104,7 +105,7 @@ def _row(e: Evaluation, m: int, param_cols: list[str], metric_names: list[str]) 
         + fitness
         + [flat.get(c) for c in param_cols]
         + metrics
-        + [e.started, e.finished, e.host, e.worker]
+        + [e.started, e.finished, e.host, e.worker, e.seq]
     )
 
 

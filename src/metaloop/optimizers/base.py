@@ -38,6 +38,9 @@ class Optimizer(ABC):
     Params: ClassVar[type[OptimizerParams]]
     #: True for optimizers that learn from the optimizee's ``outputs`` (see ``tell``).
     uses_outputs: ClassVar[bool] = False
+    #: True for optimizers with an ask-one/tell-one variant (``mode: async``, see
+    #: :mod:`metaloop.optimizers.asynchronous`).
+    supports_async: ClassVar[bool] = False
 
     def __init__(
         self,

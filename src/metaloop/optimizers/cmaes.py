@@ -173,6 +173,7 @@ class CMAES(Optimizer):
     """CMA-ES with pycma's defaults, bound transformation and IPOP (see module docstring)."""
 
     kind = "cmaes"
+    supports_async = True
     Params = CMAESParams
 
     # -- setup and restarts ---------------------------------------------------------------------

@@ -103,6 +103,7 @@ class DifferentialEvolution(Optimizer):
     """Generational differential evolution (see module docstring)."""
 
     kind = "de"
+    supports_async = True
     Params = DifferentialEvolutionParams
 
     def _setup(self) -> None:

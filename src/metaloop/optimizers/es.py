@@ -62,6 +62,7 @@ class EvolutionStrategies(PointOptimizer):
     """OpenAI-ES with mirrored sampling and rank fitness shaping (see module docstring)."""
 
     kind = "es"
+    supports_async = True
     Params = EvolutionStrategiesParams
 
     def _noise(self) -> np.ndarray:
@@ -78,7 +79,12 @@ class EvolutionStrategies(PointOptimizer):
         p, s = self.params, scores(F)
         center = float(s[0]) if p.evaluate_center else None
         s = s[1:] if p.evaluate_center else s
-        Z = self._noise()
+        self.step(self._noise(), s, center)
+
+    def step(self, Z: np.ndarray, s: np.ndarray, center: float | None = None) -> None:
+        """Move the point along the search gradient from perturbations ``Z`` and their
+        scores ``s`` (also used by the asynchronous variant, with the perturbations told)."""
+        p = self.params
         g = search_weights(s, p.fitness_shaping) @ Z / p.noise_std
         if p.optimizer == "adam":
             self._t += 1

@@ -83,6 +83,7 @@ class GeneticAlgorithm(Optimizer):
     """Elitist real-coded GA (see module docstring)."""
 
     kind = "ga"
+    supports_async = True
     Params = GeneticAlgorithmParams
 
     def _setup(self) -> None:

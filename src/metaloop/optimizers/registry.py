@@ -39,3 +39,8 @@ def get_optimizer_class(kind: str) -> type[Optimizer]:
         ) from None
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
+
+
+def async_kinds() -> list[str]:
+    """The kinds that can run in ``mode: async`` (ask one, tell one)."""
+    return [k for k in optimizer_kinds() if get_optimizer_class(k).supports_async]
