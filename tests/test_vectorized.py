@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -390,3 +391,23 @@ def test_interrupted_and_resumed_equals_uninterrupted(
             2,
             3,
         ]
+
+
+class StopCommand(RunObserver):
+    """Submits a ``stop`` (as ``metaloop control`` would) after generation 1."""
+
+    def generation_finished(self, generation: int, loop: Any) -> None:
+        if generation == 1:
+            from metaloop.steering import submit_control
+
+            submit_control(loop.store, loop.info.name, "stop", None, "test")
+            time.sleep(0.06)  # past the boundary poll interval
+
+
+def test_stop_command_at_a_generation_boundary(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "st", generations=50, pop=10, recording="summary")
+    summary = drive(cfg, StopCommand())
+    assert summary.status == "stopped" and summary.generation == 2
+    assert summary.n_evaluations == 20
+    evs, ckpt, _ = rows(cfg["storage"], "st")
+    assert len(evs) == 2 and ckpt[1]["loop"]["n_evaluations"] == 20
