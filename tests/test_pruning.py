@@ -221,6 +221,8 @@ def test_the_tailer_writes_the_marker_for_the_rule_and_replays_on_start(tmp_path
             while time.monotonic() < deadline:
                 ctxs[2].report(2, loss=4.0)
                 time.sleep(0.01)
+        while tailer.n_pruned < 1 and time.monotonic() < deadline:  # counted after the write
+            time.sleep(0.01)
         assert got.value.step == 2 and tailer.n_pruned == 1
         for i in range(3):
             tailer.completed(i)
@@ -313,7 +315,9 @@ def learner(params, ctx):
 '''
 
 
-def run(tmp_path: Path, executor: dict[str, Any], rule: dict[str, Any]) -> tuple[Any, list, list]:
+def run(
+    tmp_path: Path, executor: dict[str, Any], rule: dict[str, Any], mode: str = "sync"
+) -> tuple[Any, list, list]:
     from metaloop.api import Experiment
 
     target = tmp_path / "learner.py"
@@ -325,6 +329,7 @@ def run(tmp_path: Path, executor: dict[str, Any], rule: dict[str, Any]) -> tuple
         "optimizer": {"kind": "random", "pop_size": 8},
         "executor": executor,
         "early_stopping": {"metric": "loss", **rule},
+        "mode": mode,
     }
     summary = Experiment(cfg).run()
     with open_store(cfg["storage"], create=False) as s:
@@ -333,7 +338,10 @@ def run(tmp_path: Path, executor: dict[str, Any], rule: dict[str, Any]) -> tuple
 
 
 @pytest.mark.parametrize(
-    "executor", [{"kind": "serial"}, {"kind": "local", "workers": 2}], ids=["serial", "local"]
+    ("executor", "mode"),
+    [({"kind": "serial"}, "sync"), ({"kind": "local", "workers": 2}, "sync"),
+     ({"kind": "local", "workers": 2}, "async")],
+    ids=["serial", "local", "local-async"],
 )
 @pytest.mark.parametrize(
     "rule",
@@ -342,9 +350,9 @@ def run(tmp_path: Path, executor: dict[str, Any], rule: dict[str, Any]) -> tuple
     ids=["median", "asha"],
 )
 def test_a_run_prunes_unpromising_curves(
-    tmp_path: Path, executor: dict[str, Any], rule: dict[str, Any]
+    tmp_path: Path, executor: dict[str, Any], mode: str, rule: dict[str, Any]
 ) -> None:
-    summary, evals, reports = run(tmp_path, executor, rule)
+    summary, evals, reports = run(tmp_path, executor, rule, mode)
     assert summary.status == "finished" and len(evals) == 16
     pruned = [e for e in evals if e.status is Status.PRUNED]
     ok = [e for e in evals if e.status is Status.OK]

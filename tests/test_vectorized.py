@@ -12,17 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metaloop.api import _start_executor
-from metaloop.config import ConfigError, load_config, validate_config
-from metaloop.executors import make_executor
-from metaloop.loop import Loop, RunObserver
+from metaloop.api import Experiment, experiment_info
+from metaloop.api import resume as api_resume
+from metaloop.config import ConfigError, load_config
+from metaloop.loop import RunObserver
 from metaloop.records import Status
 from metaloop.space import Space
 from metaloop.store import open_store
 from metaloop.store.base import Store
 from metaloop.store.codec import dumps_plain
 from metaloop.store.sql import json_objects, json_rows
-from metaloop.vectorized import VectorizedLoop
 
 HERE = Path(__file__).resolve()
 
@@ -40,6 +39,11 @@ class Sphere:
         X = np.array([p["x"] for p in params_list])
         n = np.array([p["n"] for p in params_list])
         return list(np.sum(X * X, axis=1) + n)
+
+
+class PopulationOnly:
+    def evaluate_population(self, params: dict[str, np.ndarray], ctx: Any) -> Any:
+        return np.sum(params["x"] ** 2, axis=1)
 
 
 class BatchOnly:
@@ -97,37 +101,12 @@ def config(tmp: Path, name: str, mode: str = "vectorized", **over: Any) -> dict[
     return cfg
 
 
-def executor_for(conf: Any, seed: int) -> Any:
-    """Sync runs start the serial executor; a vectorized loop builds its optimizee itself
-    from an executor that was not started (the serial executor's Evaluator cannot hold an
-    optimizee with evaluate_population only)."""
-    if conf.model.mode == "vectorized":
-        return make_executor(conf.model.executor)
-    return _start_executor(conf, seed)
-
-
 def drive(cfg: dict[str, Any], observer: RunObserver | None = None) -> Any:
-    """What api.Experiment.run does, with the loop class chosen by mode."""
-    conf = load_config(data=cfg)
-    executor = executor_for(conf, cfg["seed"])
-    try:
-        with open_store(conf.model.storage) as store:
-            info = store.create_experiment(conf.name, conf.to_dict(), cfg["seed"])
-            cls = VectorizedLoop if conf.model.mode == "vectorized" else Loop
-            return cls(conf, store, info, executor, observer).run()
-    finally:
-        executor.close()
+    return Experiment(cfg).run(observer)
 
 
 def resume(storage: str, name: str) -> Any:
-    with open_store(storage) as store:
-        info = store.require_experiment(name)
-        conf = validate_config({**info.config, "storage": storage}, Path.cwd())
-        executor = executor_for(conf, info.seed)
-        try:
-            return VectorizedLoop(conf, store, info, executor).run()
-        finally:
-            executor.close()
+    return api_resume(name, storage)
 
 
 def rows(storage: str, name: str) -> tuple[list[Any], Any, Any]:
@@ -329,6 +308,8 @@ def test_summary_keeps_one_row_and_one_event_per_generation(tmp_path: Path) -> N
     assert s1["mean"] == [g1.mean()] and s1["min"] == [g1.min()] and s1["max"] == [g1.max()]
     assert s1["quantiles"]["0.5"] == [np.quantile(g1, 0.5)]
     assert s1["best_fitness"] == [g1.min()]
+    info = experiment_info("s", storage)  # what status and the dashboard show
+    assert (info.n_evaluations, info.n_failed, info.generation) == (250, 0, 5)
 
 
 def test_failures_and_refusals(tmp_path: Path) -> None:
@@ -411,3 +392,31 @@ def test_stop_command_at_a_generation_boundary(tmp_path: Path) -> None:
     assert summary.n_evaluations == 20
     evs, ckpt, _ = rows(cfg["storage"], "st")
     assert len(evs) == 2 and ckpt[1]["loop"]["n_evaluations"] == 20
+
+
+def test_refused_before_the_store_is_touched(tmp_path: Path) -> None:
+    """Config errors of vectorized mode are one line each, and an optimizee that cannot take
+    populations is refused before any experiment is created."""
+    with pytest.raises(ConfigError, match="optimizee: mode: vectorized needs"):
+        drive(config(tmp_path, "p", target_cls="PlainOnly"))
+    assert not (tmp_path / "v.db").exists()
+    bad = [
+        ({"executor": {"kind": "local"}}, "executor.kind: mode: vectorized evaluates"),
+        ({"optimizer": {"kind": "enkf"}}, "learns from optimizee outputs"),
+        ({"early_stopping": {"rule": "median", "metric": "loss"}}, "early_stopping: needs"),
+    ]
+    for over, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            load_config(data=config(tmp_path, "c", **over))
+
+
+def test_a_population_only_optimizee_in_sync_mode_says_which_mode_it_needs(
+    tmp_path: Path,
+) -> None:
+    cfg = config(tmp_path, "s", mode="sync", generations=1, pop=3, target_cls="PopulationOnly")
+    summary = drive(cfg)
+    evs = rows(cfg["storage"], "s")[0]
+    assert summary.n_failed == 3
+    assert "only has evaluate_population(); set mode: vectorized" in (evs[0].error or "")
+    cfg = config(tmp_path, "v", generations=2, pop=3, target_cls="PopulationOnly")
+    assert drive(cfg).n_evaluations == 6  # the same optimizee through the real API

@@ -45,6 +45,10 @@ class Experiment:
         _refuse_existing_name(m.storage, m.name)
         executor = _start_executor(self.config, m.seed)
         try:
+            if m.mode == "vectorized":
+                from metaloop.vectorized import check_optimizee
+
+                check_optimizee(self.config, executor)
             with open_store(m.storage) as store:
                 info = store.create_experiment(m.name, self.config.to_dict(), m.seed)
                 return loop_class(self.config)(self.config, store, info, executor, observer).run()

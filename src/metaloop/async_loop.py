@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from metaloop.executors.chunking import moving_mean
-from metaloop.loop import Loop
+from metaloop.loop import TOLD, Loop
 from metaloop.optimizees.base import WorkdirUsed
 from metaloop.optimizers.asynchronous import AsyncOptimizer, make_async
 from metaloop.records import Evaluation, Status, Task
@@ -83,7 +83,7 @@ class AsyncLoop(Loop):
     def _tell(self, evaluation: Evaluation) -> None:
         x = self.pending.pop(evaluation.index)
         f = np.full(len(self.weights), -math.inf)
-        if evaluation.status is Status.OK and evaluation.fitness is not None:
+        if evaluation.status in TOLD and evaluation.fitness is not None:
             f = self.weights * np.asarray(evaluation.fitness, dtype=float)
         self.aopt.tell(evaluation.index, x, f)
         self.generation = self.aopt.generation
@@ -234,10 +234,11 @@ class AsyncLoop(Loop):
         self.store.append(self.info.id, evaluation, score)
         self.n_evaluations += 1
         self.generation_done += 1
-        if evaluation.status is not Status.OK:
+        if evaluation.status is Status.OK:
+            if self.best_score is None or score > self.best_score:  # type: ignore[operator]
+                self.best_score, self.best = score, evaluation
+        elif evaluation.status is not Status.PRUNED:
             self.n_failed += 1
-        elif self.best_score is None or score > self.best_score:  # type: ignore[operator]
-            self.best_score, self.best = score, evaluation
         before = self.generation
         self._tell(evaluation)
         self.observer.evaluated(evaluation, self)

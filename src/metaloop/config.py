@@ -193,6 +193,15 @@ class EarlyStoppingSpec(_Strict):
     reduction_factor: float = Field(default=3.0, gt=1)  # asha: eta (keep the top 1/eta)
     max_resource: float | None = Field(default=None, gt=0)  # asha: no rung at or beyond
 
+    @model_validator(mode="after")
+    def _rungs(self) -> EarlyStoppingSpec:
+        if self.max_resource is not None and self.max_resource <= self.min_resource:
+            raise ValueError(
+                f"max_resource: must exceed min_resource ({self.min_resource:g}), or no rung "
+                f"is ever reached (got {self.max_resource:g})"
+            )
+        return self
+
 
 def walltime_seconds(walltime: str) -> int:
     """Seconds of a batch-system walltime ``[D-]HH:MM[:SS]``."""
@@ -560,6 +569,15 @@ def _mode_problems(model: ExperimentConfig) -> list[str]:
                 f"(optimizer.kind is {kind!r}; use mode: sync)"
             )
     if model.mode == "vectorized":
+        try:
+            outputs = get_optimizer_class(kind).uses_outputs
+        except KeyError:
+            outputs = False
+        if outputs:
+            errors.append(
+                f"optimizer.kind: {kind!r} learns from optimizee outputs, which mode: vectorized "
+                "does not carry (use mode: sync)"
+            )
         if "kind" in model.executor.model_fields_set and model.executor.kind != "serial":
             errors.append(
                 "executor.kind: mode: vectorized evaluates populations in the driver; expected "

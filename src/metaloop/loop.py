@@ -32,6 +32,7 @@ from metaloop.executors.chunking import moving_mean
 from metaloop.optimizees.base import WorkdirUsed
 from metaloop.optimizers.base import Optimizer
 from metaloop.optimizers.registry import get_optimizer_class
+from metaloop.pruning import make_pruner
 from metaloop.records import Evaluation, Status, Task
 from metaloop.reports import ReportTailer
 from metaloop.store.base import ExperimentInfo, Store
@@ -39,6 +40,9 @@ from metaloop.store.base import ExperimentInfo, Store
 #: a paused run with nothing running polls this often
 HOLD_POLL_S = 0.2
 _DIED = (Status.CRASHED, Status.TIMEOUT)
+#: statuses whose fitness the optimizer is told (a pruned evaluation's is its last reported
+#: value: a pessimistic estimate of what it would have reached)
+TOLD = (Status.OK, Status.PRUNED)
 #: evaluations shorter than this (on average) are queued ahead in the executor ...
 CHEAP_S = 0.1
 #: ... up to about this much work per worker (the most a pause lets start after it)
@@ -84,6 +88,7 @@ def worker_setup(config: Config, seed: int) -> WorkerSetup:
         timeout_s=m.executor.timeout_s,
         batch_size=m.executor.batch_size,
         experiment=m.name,
+        early_stopping_metric=m.early_stopping.metric if m.early_stopping else None,
     )
 
 
@@ -136,7 +141,9 @@ class Loop:
         self.generation_done = 0
         self.stop_reason: str | None = None
         self.steering = Controller(store, info.id, config.space)
-        self.reports = ReportTailer(store, info.id, self.workdir)
+        minimize = bool(self.weights[0] < 0)
+        pruner = make_pruner(m.early_stopping, minimize)
+        self.reports = ReportTailer(store, info.id, self.workdir, pruner=pruner)
         self._paused_s = 0.0  # time held by pauses (not counted by ``max_time``)
         self._mean_eval: float | None = None  # seconds per evaluation (running mean)
         self._workers = 1
@@ -347,7 +354,7 @@ class Loop:
         F = np.full((n, len(self.weights)), -math.inf)
         outputs: list[Any] = [None] * n
         for i, e in results.items():
-            if e.status is Status.OK and e.fitness is not None:
+            if e.status in TOLD and e.fitness is not None:
                 F[i] = self.weights * np.asarray(e.fitness)
                 outputs[i] = e.outputs
         self.optimizer.tell(X, F, outputs if self.optimizer.uses_outputs else None)
@@ -442,10 +449,11 @@ class Loop:
         results[evaluation.index] = evaluation
         self.n_evaluations += 1
         self.generation_done += 1
-        if evaluation.status is not Status.OK:
+        if evaluation.status is Status.OK:
+            if self.best_score is None or score > self.best_score:  # type: ignore[operator]
+                self.best_score, self.best = score, evaluation
+        elif evaluation.status is not Status.PRUNED:
             self.n_failed += 1
-        elif self.best_score is None or score > self.best_score:  # type: ignore[operator]
-            self.best_score, self.best = score, evaluation
         self.observer.evaluated(evaluation, self)
 
 

@@ -282,6 +282,15 @@ def _executor_optimizee(executor: Executor) -> Any:
     return getattr(fn, "__self__", fn)
 
 
+def check_optimizee(config: Config, executor: Executor) -> None:
+    """Refuse, before the store is touched, an optimizee that cannot take populations (a
+    ConfigError naming what it needs)."""
+    optimizee = _executor_optimizee(executor)
+    if optimizee is None:
+        optimizee = build_optimizee(config.model.optimizee.model_dump(mode="json"))
+    PopulationEvaluator(optimizee, config.n_objectives, 0, Path("."), 1)
+
+
 class VectorizedLoop(Loop):
     """Drives a ``mode: vectorized`` experiment (see the module docstring); same constructor
     and :meth:`run` as :class:`~metaloop.loop.Loop`, whose stopping rules, steering at
@@ -485,6 +494,9 @@ class VectorizedLoop(Loop):
         n = len(ok)
         stats: dict[str, Any] = {"generation": gen, "n": n, "n_invalid": n - int(ok.sum())}
         stats["n_failed"] = 0 if out.status is None else out.status.count(_FAILED)
+        # the run's counts so far: what status and the dashboard show (rows are 1 per generation)
+        stats["total_evaluations"] = before + n
+        stats["total_failed"] = self.n_failed + stats["n_invalid"]
         if len(good):
             stats.update(
                 best_index=i,

@@ -264,7 +264,7 @@ def generation_block(evaluations: list[Evaluation], weights: list[float]) -> dic
                 values=vals.tolist(),
             )
         objectives.append(row)
-    failed = sum(1 for e in evaluations if e.status is not Status.OK)
+    failed = sum(1 for e in evaluations if e.status not in (Status.OK, Status.PRUNED))
     return {"objectives": objectives, "failed": failed}
 
 

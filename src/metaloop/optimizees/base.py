@@ -264,8 +264,12 @@ class Evaluator:
     ):
         fn = optimizee.evaluate if hasattr(optimizee, "evaluate") else optimizee
         batch_fn = getattr(optimizee, "evaluate_batch", None)
+        population_fn = getattr(optimizee, "evaluate_population", None)
         if not callable(fn) and not callable(batch_fn):
-            raise TypeError(f"optimizee {optimizee!r} is not callable and has no evaluate()")
+            if not callable(population_fn):
+                raise TypeError(f"optimizee {optimizee!r} is not callable and has no evaluate()")
+            batch_fn = _population_only(optimizee)
+        self.optimizee = optimizee  # (mode: vectorized takes it from the serial executor)
         self.fn = fn if callable(fn) else None
         self.batch_fn = batch_fn if callable(batch_fn) else None
         self.with_ctx = call_style(fn) if self.fn is not None else True
@@ -351,6 +355,19 @@ class Evaluator:
                 )
                 out.append(_mark(Result(Status.FAILED, None, {}, None, error), c.touched))
         return out
+
+
+def _population_only(optimizee: Any) -> Callable[..., Any]:
+    """The evaluate_batch of an optimizee that only evaluates whole populations: an error
+    saying which mode it needs (outside ``mode: vectorized`` nothing else can call it)."""
+
+    def refuse(params_list: Any, ctx_list: Any) -> Any:
+        raise TypeError(
+            f"optimizee {optimizee!r} only has evaluate_population(); set mode: vectorized "
+            "(or give it evaluate() or evaluate_batch())"
+        )
+
+    return refuse
 
 
 class WorkdirUsed(dict):  # type: ignore[type-arg]

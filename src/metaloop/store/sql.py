@@ -293,10 +293,20 @@ class SQLStore(Store):
             "ORDER BY score DESC, generation, idx LIMIT 1",
             (exp_id,),
         ).fetchone()
+        config = json.loads(row[2])
+        if config.get("recording") == "summary":  # one row per generation: counts in events
+            last = self._execute(
+                "SELECT data FROM events WHERE exp_id=? AND kind='summary' "
+                "ORDER BY id DESC LIMIT 1",
+                (exp_id,),
+            ).fetchone()
+            if last is not None:
+                data = json.loads(last[0])
+                count, failed = data["total_evaluations"], data["total_failed"]
         return ExperimentInfo(
             id=exp_id,
             name=row[1],
-            config=json.loads(row[2]),
+            config=config,
             seed=row[3],
             status=row[4],
             stop_reason=row[5],
