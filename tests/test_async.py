@@ -135,12 +135,13 @@ def test_window_one_is_the_same_on_every_executor(tmp_path: Path) -> None:
     """With one worker the completion order is the ask order whatever runs it."""
     runs = {}
     for ex in ({"kind": "serial"}, {"kind": "local", "workers": 1},
-               {"kind": "simulated", "workers": 1, "duration": {"dist": "pareto"}}):
+               {"kind": "simulated", "workers": 1, "duration": {"dist": "pareto"}},
+               {"kind": "dask", "workers": 1}):
         cfg = config(tmp_path, f"w1-{ex['kind']}", "cmaes", ex, budget=40)
         Experiment(cfg).run()
         runs[ex["kind"]] = [(e.index, e.seq, e.params, e.fitness)
                             for e in history(cfg["name"], cfg["storage"])]
-    assert runs["serial"] == runs["local"] == runs["simulated"]
+    assert runs["serial"] == runs["local"] == runs["simulated"] == runs["dask"]
 
 
 # -- resume -----------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """The asynchronous driver (``mode: async``): no generation barrier.
 
 A free worker gets a new candidate at once.  The loop keeps ``window`` candidates asked and
-not yet told (the executor's worker count when the session started); each completion is
-recorded, told to the optimizer (:mod:`metaloop.optimizers.asynchronous`) and replaced by a
-new ask.  Every evaluation is stored with ``generation`` 0, ``index`` = its ask number and
-``seq`` = its place in the completion order.
+not yet told (the evaluations the executor can run at once, as configured or found when the
+session started: workers x ``tasks_per_job`` for batch jobs); each completion is recorded,
+told to the optimizer (:mod:`metaloop.optimizers.asynchronous`) and replaced by a new ask.
+Every evaluation is stored with ``generation`` 0, ``index`` = its ask number and ``seq`` =
+its place in the completion order.
 
 Promises, restated for async:
 
@@ -145,8 +146,7 @@ class AsyncLoop(Loop):
 
     def _run_generation(self, check_stored: bool) -> str | None:
         """The whole asynchronous session (named for the base class's driver loop)."""
-        ex = self.executor
-        self.window = max(1, ex.workers)
+        self.window = self._capacity()
         self._ask_due(self.window)
         rerun = sorted(self.pending)
         self._ready.extend(self._task(k) for k in rerun)
@@ -160,6 +160,13 @@ class AsyncLoop(Loop):
             self.reports.end()
         self._checkpoint()
         return reason
+
+    def _capacity(self) -> int:
+        """Evaluations that can run at once: the executor's workers, or what the config asks
+        for if more (batch-system jobs still queued count: they will take work)."""
+        spec = self.config.model.executor
+        configured = (spec.workers or 0) * (spec.tasks_per_job or 1)
+        return max(1, self.executor.workers, configured)
 
     def _drive(self) -> str:
         m = self.config.model
