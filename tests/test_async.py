@@ -271,3 +271,11 @@ def test_cli_run_and_status_in_async_mode(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     rows = _query(db, "SELECT COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq) FROM evaluations")
     assert rows == [(40, 40, 0, 39)]
+
+
+def test_progress_counts_evaluations_in_async_mode(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "prog", "ga", generations=5)
+    del cfg["budget"]
+    Experiment(cfg).run(InterruptAt(30))
+    info = api.experiment_info("prog", cfg["storage"])
+    assert info.progress == 30 / 60  # 5 "generations" of 12 results

@@ -58,7 +58,11 @@ class ExperimentInfo:
         budget, generations = self.config.get("budget"), self.config.get("generations")
         if budget:
             fractions.append(self.n_evaluations / budget)
-        if generations:
+        pop = self.config.get("optimizer", {}).get("pop_size")
+        if generations and self.config.get("mode") == "async":  # all evaluations: generation 0
+            if pop:
+                fractions.append(self.n_evaluations / (generations * pop))
+        elif generations:
             fractions.append(max(self.generation - 1, 0) / generations)
         return round(min(max(fractions), 1.0), 4) if fractions else None
 
