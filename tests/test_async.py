@@ -71,9 +71,13 @@ def config(tmp: Path, name: str, kind: str = "ga", executor: dict[str, Any] | No
     return cfg
 
 
-def replay(cfg: dict[str, Any], evaluations: list[Evaluation], window: int) -> int:
+def replay(
+    cfg: dict[str, Any], evaluations: list[Evaluation], window: int | dict[int, int]
+) -> int:
     """Re-derive every stored candidate from scratch by telling the stored results in their
-    completion order on the async schedule; the number of candidates checked."""
+    completion order on the async schedule (``window``, or {tells: window from then on} when
+    sessions differed); the number of candidates checked."""
+    windows = window if isinstance(window, dict) else {0: window}
     config = load_config(data=cfg)
     opt_cfg = dict(config.model.optimizer)
     cls = get_optimizer_class(opt_cfg.pop("kind"))
@@ -84,7 +88,8 @@ def replay(cfg: dict[str, Any], evaluations: list[Evaluation], window: int) -> i
     assert [e.seq for e in ordered] == list(range(len(ordered))), "seq is not 0..n-1"
 
     def ask_due() -> None:
-        while aopt.n_asked < min(aopt.n_told + window, len(ordered)):
+        w = windows[max(t for t in windows if t <= aopt.n_told)]
+        while aopt.n_asked < min(aopt.n_told + w, len(ordered)):
             k = aopt.n_asked
             pending[k] = aopt.ask()
 
@@ -156,6 +161,18 @@ def test_interrupted_twice_then_resumed_loses_nothing(tmp_path: Path, kind: str)
     evals = history(cfg["name"], cfg["storage"])
     assert sorted(e.index for e in evals) == list(range(120))
     assert replay(cfg, evals, window=5) == 120
+
+
+def test_resumed_on_more_workers_changes_the_window_from_then_on(tmp_path: Path) -> None:
+    cfg = config(tmp_path, "more", "de")
+    assert Experiment(cfg).run(InterruptAt(30)).status == "interrupted"
+    ex = {**cfg["executor"], "workers": 9}
+    assert resume("more", cfg["storage"], executor=ex).status == "finished"
+    evals = history("more", cfg["storage"])
+    assert sorted(e.index for e in evals) == list(range(120))
+    assert replay(cfg, evals, {0: 5, 30: 9}) == 120
+    with pytest.raises((AssertionError, KeyError)):  # not re-derived, or never asked
+        replay(cfg, evals, 5)  # the schedule matters: the first window alone does not fit
 
 
 def test_kill_9_then_resume_runs_nothing_twice(tmp_path: Path) -> None:
