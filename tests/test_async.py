@@ -296,3 +296,4 @@ def test_progress_counts_evaluations_in_async_mode(tmp_path: Path) -> None:
     Experiment(cfg).run(InterruptAt(30))
     info = api.experiment_info("prog", cfg["storage"])
     assert info.progress == 30 / 60  # 5 "generations" of 12 results
+    assert info.generation == 2  # as the loop counts them: 30 results, 12 per generation

@@ -294,6 +294,9 @@ class SQLStore(Store):
             (exp_id,),
         ).fetchone()
         config = json.loads(row[2])
+        pop = (config.get("optimizer") or {}).get("pop_size")
+        if config.get("mode") == "async" and pop:  # results told, in populations (as the loop)
+            gen = count // pop
         if config.get("recording") == "summary":  # one row per generation: counts in events
             last = self._execute(
                 "SELECT data FROM events WHERE exp_id=? AND kind='summary' "
