@@ -38,12 +38,10 @@ import numpy as np
 
 from metaloop.executors.chunking import moving_mean
 from metaloop.loop import TOLD, Loop
-from metaloop.optimizees.base import WorkdirUsed
 from metaloop.optimizers.asynchronous import AsyncOptimizer, make_async
 from metaloop.records import Evaluation, Status, Task
 from metaloop.store.base import StoreError
 
-_DIED = (Status.CRASHED, Status.TIMEOUT)
 NO_BOUNDARY = "set and inject need a generation boundary; not in mode: async"
 
 
@@ -171,7 +169,7 @@ class AsyncLoop(Loop):
     def _drive(self) -> str:
         m = self.config.model
         ex, steering = self.executor, self.steering
-        retry_of, clock = self.policy.retry, time.monotonic
+        clock = time.monotonic
         every = max(self.window, self.aopt.batch)
         self._refuse_boundary_commands()
         self._submit()
@@ -197,15 +195,8 @@ class AsyncLoop(Loop):
             for outcome in outcomes:
                 took = outcome.finished - outcome.started
                 self._mean_eval = moving_mean(self._mean_eval, took)
-                status = outcome.status
-                files = type(outcome.metrics) is WorkdirUsed or (
-                    status is not Status.OK and status in _DIED
-                )
-                retry = retry_of(outcome)
-                if retry is not None:
-                    if files:
-                        self.reports.retrying(retry.index, retry.attempt)
-                    self._ready.appendleft(retry)
+                files = self._route(outcome, self._ready.appendleft)
+                if files is None:
                     continue
                 self._record_and_tell(Evaluation.from_outcome(outcome, self.aopt.n_told))
                 if files:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from metaloop.optimizees.base import WorkdirUsed
 from metaloop.optimizers.base import Optimizer
 from metaloop.optimizers.registry import get_optimizer_class
 from metaloop.pruning import make_pruner
-from metaloop.records import Evaluation, Status, Task
+from metaloop.records import Evaluation, Outcome, Status, Task
 from metaloop.reports import ReportTailer
 from metaloop.store.base import ExperimentInfo, Store
 
@@ -396,7 +397,6 @@ class Loop:
         max_time = self.config.model.max_time
         ex = self.executor
         steering = self.steering
-        retry_of = self.policy.retry
         clock = time.monotonic
         self._workers = max(1, ex.workers)
         self._refill(pending)
@@ -421,16 +421,8 @@ class Loop:
                 if pending:  # the mean duration sizes the queue ahead (see _window)
                     took = outcome.finished - outcome.started
                     self._mean_eval = moving_mean(self._mean_eval, took)
-                # files to collect: the evaluation used its workdir, or died (maybe in it)
-                status = outcome.status
-                files = type(outcome.metrics) is WorkdirUsed or (
-                    status is not Status.OK and status in _DIED
-                )
-                retry = retry_of(outcome)
-                if retry is not None:
-                    if files:
-                        self.reports.retrying(retry.index, retry.attempt)
-                    pending.appendleft(retry)
+                files = self._route(outcome, pending.appendleft)
+                if files is None:
                     continue
                 self._record(Evaluation.from_outcome(outcome, self.n_evaluations), results)
                 if files:
@@ -442,6 +434,22 @@ class Loop:
             if pending and not steering.paused and steering.stop_origin is None:
                 self._refill(pending)
         return "stopped" if pending else None
+
+    def _route(self, outcome: Outcome, requeue: Callable[[Task], Any]) -> bool | None:
+        """The retry policy's word on ``outcome``: None once a retry is handed to
+        ``requeue``; else whether the evaluation's files (reports, artifacts) are to be
+        collected after it is recorded — it used its workdir, or died (maybe in it)."""
+        status = outcome.status
+        files = type(outcome.metrics) is WorkdirUsed or (
+            status is not Status.OK and status in _DIED
+        )
+        retry = self.policy.retry(outcome)
+        if retry is None:
+            return files
+        if files:
+            self.reports.retrying(retry.index, retry.attempt)
+        requeue(retry)
+        return None
 
     def _record(self, evaluation: Evaluation, results: dict[int, Evaluation]) -> None:
         score = self.score(evaluation)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metaloop.records import Outcome, Task
+
+if TYPE_CHECKING:
+    from metaloop.optimizees.base import Evaluator
 
 
 class ExecutorError(Exception):
@@ -30,6 +33,17 @@ class WorkerSetup:
     batch_size: int | None = None  # candidates per evaluate_batch call (None: one by one)
     experiment: str = ""  # the experiment's name (batch jobs are named after it)
     early_stopping_metric: str | None = None  # the metric early stopping watches (None: off)
+
+
+def evaluator_for(optimizee: Any, setup: WorkerSetup) -> Evaluator:
+    """The Evaluator every executor wraps a built optimizee in (same rules everywhere)."""
+    from pathlib import Path
+
+    from metaloop.optimizees.base import Evaluator
+
+    return Evaluator(
+        optimizee, setup.n_objectives, setup.seed, Path(setup.workdir), setup.early_stopping_metric
+    )
 
 
 class Executor(ABC):

@@ -40,7 +40,7 @@ from distributed.client import FutureCancelledError, FuturesCancelledError
 from distributed.comm import CommClosedError
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from metaloop.executors.base import Executor, ExecutorError, WorkerSetup
+from metaloop.executors.base import Executor, ExecutorError, WorkerSetup, evaluator_for
 from metaloop.executors.chunking import chunk_size, moving_mean
 from metaloop.optimizees.loader import OptimizeeLoadError
 from metaloop.records import Outcome, Status, Task
@@ -161,15 +161,13 @@ class _OptimizeePlugin(WorkerPlugin):
         self.build(worker, log)
 
     def build(self, worker: Any, log: Path | None = None) -> tuple[Any, str, str, str]:
-        from metaloop.optimizees.base import Evaluator, hostname
+        from metaloop.optimizees.base import hostname
         from metaloop.optimizees.loader import build_optimizee
 
         s = self.setup_spec
         try:
             optimizee = build_optimizee(s.optimizee)
-            evaluator = Evaluator(
-                optimizee, s.n_objectives, s.seed, Path(s.workdir), s.early_stopping_metric
-            )
+            evaluator = evaluator_for(optimizee, s)
         except BaseException as exc:  # noqa: BLE001 - reported to the driver in one line
             if isinstance(exc, OptimizeeLoadError):
                 line = str(exc)

@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from metaloop.executors.base import WorkerSetup
+from metaloop.executors.base import WorkerSetup, evaluator_for
 
 _PR_SET_PDEATHSIG = 1
 _BATCH_S = 0.005  # a finished result waits at most this long before it is sent
@@ -52,18 +52,12 @@ def worker_main(conn: Connection, setup: WorkerSetup, name: str, started: Any) -
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C means
     _redirect_output(Path(setup.workdir) / "logs" / f"worker-{name}.log")
-    from metaloop.optimizees.base import Evaluator, hostname
+    from metaloop.optimizees.base import hostname
     from metaloop.optimizees.loader import OptimizeeLoadError, build_optimizee
 
     try:
         optimizee = build_optimizee(setup.optimizee)
-        evaluate = Evaluator(
-            optimizee,
-            setup.n_objectives,
-            setup.seed,
-            Path(setup.workdir),
-            setup.early_stopping_metric,
-        )
+        evaluate = evaluator_for(optimizee, setup)
     except BaseException as exc:  # noqa: BLE001 - reported to the driver, which stops clearly
         traceback.print_exc()  # into this worker's log, for debugging
         if isinstance(exc, OptimizeeLoadError):

@@ -27,7 +27,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from metaloop.executors.base import WorkerSetup
+from metaloop.executors.base import WorkerSetup, evaluator_for
 
 #: True in a process that serves as an MPI worker rank (a run started there is refused).
 IN_WORKER = False
@@ -78,7 +78,7 @@ def _install(token: str, setup: WorkerSetup, rank: int, timeout_s: float | None)
     global IN_WORKER
     IN_WORKER = True
     from metaloop.executors.local_worker import _redirect_output
-    from metaloop.optimizees.base import Evaluator, hostname
+    from metaloop.optimizees.base import hostname
     from metaloop.optimizees.loader import build_optimizee
 
     _STATE.clear()  # a previous experiment's optimizee (shared pool under mpirun)
@@ -86,9 +86,7 @@ def _install(token: str, setup: WorkerSetup, rank: int, timeout_s: float | None)
     _install_handlers()
     _limits["timeout_s"] = timeout_s or 0.0
     optimizee = build_optimizee(setup.optimizee)
-    evaluator = Evaluator(
-        optimizee, setup.n_objectives, setup.seed, Path(setup.workdir), setup.early_stopping_metric
-    )
+    evaluator = evaluator_for(optimizee, setup)
     _STATE[token] = (evaluator, hostname(), f"mpi-rank{rank}:{os.getpid()}")
 
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 
-from metaloop.executors.base import Executor, WorkerSetup
+from metaloop.executors.base import Executor, WorkerSetup, evaluator_for
 from metaloop.optimizees.base import Evaluator, hostname
 from metaloop.optimizees.loader import build_optimizee
 from metaloop.records import Outcome, Task
@@ -34,13 +33,7 @@ class SerialExecutor(Executor):
 
     def start(self, setup: WorkerSetup) -> None:
         optimizee = build_optimizee(setup.optimizee)
-        self._evaluate = Evaluator(
-            optimizee,
-            setup.n_objectives,
-            setup.seed,
-            Path(setup.workdir),
-            setup.early_stopping_metric,
-        )
+        self._evaluate = evaluator_for(optimizee, setup)
 
     def submit(self, task: Task) -> None:
         self._queue.append(task)

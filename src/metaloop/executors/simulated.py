@@ -19,9 +19,8 @@ import heapq
 import math
 import time
 from collections import deque
-from pathlib import Path
 
-from metaloop.executors.base import Executor, WorkerSetup
+from metaloop.executors.base import Executor, WorkerSetup, evaluator_for
 from metaloop.executors.serial import _copy
 from metaloop.optimizees.base import Evaluator
 from metaloop.optimizees.loader import build_optimizee
@@ -108,13 +107,7 @@ class SimulatedExecutor(Executor):
 
     def start(self, setup: WorkerSetup) -> None:
         optimizee = build_optimizee(setup.optimizee)
-        self._evaluate = Evaluator(
-            optimizee,
-            setup.n_objectives,
-            setup.seed,
-            Path(setup.workdir),
-            setup.early_stopping_metric,
-        )
+        self._evaluate = evaluator_for(optimizee, setup)
         self._seed = setup.seed
         self._t0 = time.time()
 
