@@ -39,7 +39,7 @@ import numpy as np
 from metaloop.executors.chunking import moving_mean
 from metaloop.loop import TOLD, Loop
 from metaloop.optimizers.asynchronous import AsyncOptimizer, make_async
-from metaloop.records import Evaluation, Status, Task
+from metaloop.records import Evaluation, Task
 from metaloop.store.base import StoreError
 
 NO_BOUNDARY = "set and inject need a generation boundary; not in mode: async"
@@ -228,15 +228,7 @@ class AsyncLoop(Loop):
         self.steering.refuse_waiting(self.generation, NO_BOUNDARY)
 
     def _record_and_tell(self, evaluation: Evaluation) -> None:
-        score = self.score(evaluation)
-        self.store.append(self.info.id, evaluation, score)
-        self.n_evaluations += 1
-        self.generation_done += 1
-        if evaluation.status is Status.OK:
-            if self.best_score is None or score > self.best_score:  # type: ignore[operator]
-                self.best_score, self.best = score, evaluation
-        elif evaluation.status is not Status.PRUNED:
-            self.n_failed += 1
+        self._store_and_count(evaluation)
         before = self.generation
         self._tell(evaluation)
         self.observer.evaluated(evaluation, self)

@@ -452,9 +452,14 @@ class Loop:
         return None
 
     def _record(self, evaluation: Evaluation, results: dict[int, Evaluation]) -> None:
+        self._store_and_count(evaluation)
+        results[evaluation.index] = evaluation
+        self.observer.evaluated(evaluation, self)
+
+    def _store_and_count(self, evaluation: Evaluation) -> None:
+        """Queue ``evaluation`` in the store; update the counts and the best so far."""
         score = self.score(evaluation)
         self.store.append(self.info.id, evaluation, score)
-        results[evaluation.index] = evaluation
         self.n_evaluations += 1
         self.generation_done += 1
         if evaluation.status is Status.OK:
@@ -462,7 +467,6 @@ class Loop:
                 self.best_score, self.best = score, evaluation
         elif evaluation.status is not Status.PRUNED:
             self.n_failed += 1
-        self.observer.evaluated(evaluation, self)
 
 
 def summary_dict(summary: RunSummary) -> dict[str, Any]:
