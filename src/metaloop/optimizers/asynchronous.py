@@ -47,6 +47,10 @@ from metaloop.optimizers.common import as_rows, reflect, scores
 from metaloop.optimizers.de import _N_SAMPLES
 
 _ASYNC_STREAM = 0x0A5
+_BLOCK_STREAM = 0x0A6
+#: asks whose plain uniform/normal draws come from one generator (building a seeded generator
+#: costs more than the rest of an ask; a block is a pure function of its number all the same)
+BLOCK = 256
 
 
 class AsyncOptimizer:
@@ -57,6 +61,7 @@ class AsyncOptimizer:
         self.space = sync.space
         self.n_asked = 0
         self.n_told = 0
+        self._blocks: dict[str, tuple[int, np.ndarray]] = {}
         self._setup()
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -82,6 +87,22 @@ class AsyncOptimizer:
         """The draws of ask ``k`` (reproducible from the seed and ``k`` alone)."""
         seq = np.random.SeedSequence(self.sync.seed, spawn_key=(_ASYNC_STREAM, k, stream))
         return np.random.default_rng(seq)
+
+    def draw(self, k: int, kind: str) -> np.ndarray:
+        """Ask ``k``'s vector of ``dim`` uniforms (``kind`` "uniform") or standard normals
+        ("normal"): row ``k mod BLOCK`` of a block drawn from a generator keyed by the block
+        number, so a pure function of ``k`` that costs one generator per ``BLOCK`` asks."""
+        b, row = divmod(k, BLOCK)
+        cached = self._blocks.get(kind)
+        if cached is None or cached[0] != b:
+            seq = np.random.SeedSequence(
+                self.sync.seed, spawn_key=(_BLOCK_STREAM, b, 0 if kind == "uniform" else 1)
+            )
+            gen = np.random.default_rng(seq)
+            shape = (BLOCK, self.space.dim)
+            block = gen.random(shape) if kind == "uniform" else gen.standard_normal(shape)
+            cached = self._blocks[kind] = (b, block)
+        return cached[1][row].copy()
 
     @property
     def generation(self) -> int:
@@ -122,7 +143,7 @@ class AsyncOptimizer:
 
 class AsyncRandom(AsyncOptimizer):
     def _ask_one(self, k: int) -> np.ndarray:
-        return self.space.sample(self.rng(k), 1)[0]
+        return self.draw(k, "uniform")
 
 
 class _Population(AsyncOptimizer):
@@ -146,7 +167,7 @@ class SteadyStateGA(_Population):
     def _ask_one(self, k: int) -> np.ndarray:
         p = self.sync.params
         if k < p.pop_size or len(self.pop_x) < 2:  # type: ignore[attr-defined]
-            return self.space.sample(self.rng(k), 1)[0]
+            return self.draw(k, "uniform")
         ga = self.sync
         saved = ga.generation, ga._pop_x, ga._pop_f  # type: ignore[attr-defined]
         # the GA's operators draw from ga.rng(stream), keyed by its generation: key them by k
@@ -282,7 +303,7 @@ class AsyncCMAES(_Buffered):
         from metaloop.optimizers.cmaes import to_box
 
         s = self.sync._s  # type: ignore[attr-defined]
-        z = self.rng(k).standard_normal(self.space.dim)
+        z = self.draw(k, "normal")
         g = s["mean"] + (s["sigma"] * s["sigma_scale"]) * (s["B"] @ (s["D"] * z))
         return to_box(g)
 
@@ -300,8 +321,8 @@ class AsyncES(_Buffered):
 
     def _z(self, k: int) -> np.ndarray:
         if not self.sync.params.mirrored:  # type: ignore[attr-defined]
-            return self.rng(k).standard_normal(self.space.dim)
-        z = self.rng(k // 2).standard_normal(self.space.dim)
+            return self.draw(k, "normal")
+        z = self.draw(k // 2, "normal")
         return -z if k % 2 else z
 
     def _ask_one(self, k: int) -> np.ndarray:
