@@ -5,8 +5,9 @@ In ``mode: async`` a free worker gets a new candidate at once; there is no gener
 hyperparameters mean the same in both modes, and adds:
 
 * ``ask()`` — the next candidate, number ``k = n_asked``: a pure function of the state and
-  ``k`` (its random draws come from a generator keyed by ``k``), so a resumed run re-asks
-  exactly what the first run asked, given the same tells before it;
+  ``k`` (its random draws are a function of ``k`` alone: :meth:`AsyncOptimizer.draw`, or a
+  generator keyed by ``k``), so a resumed run re-asks exactly what the first run asked,
+  given the same tells before it;
 * ``tell(k, x, f)`` — the result of candidate ``k`` (asked as ``x``; weighted "larger is
   better" fitness row ``f``, ``-inf`` if it failed), in completion order.
 
