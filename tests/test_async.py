@@ -303,3 +303,54 @@ def test_progress_counts_evaluations_in_async_mode(tmp_path: Path) -> None:
     info = api.experiment_info("prog", cfg["storage"])
     assert info.progress == 30 / 60  # 5 "generations" of 12 results
     assert info.generation == 2  # as the loop counts them: 30 results, 12 per generation
+
+
+def test_dashboard_groups_an_async_run_by_results_and_reads_only_new_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dashboard shows an async run's results in populations of ``pop_size`` in
+    completion order (as status counts generations), and a poll reads only new results."""
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    from metaloop.dashboard.reader import INFO_MAX_AGE_S
+    from metaloop.dashboard.server import make_app
+    from metaloop.store.sql import SQLStore
+
+    reads: list[int] = []
+    real = SQLStore.evaluations_in_order
+
+    def counted(self: Any, exp_id: int, from_seq: int = 0) -> Any:
+        for e in real(self, exp_id, from_seq):
+            reads.append(e.seq)
+            yield e
+
+    monkeypatch.setattr(SQLStore, "evaluations_in_order", counted)
+    cfg = config(tmp_path, "dash", "ga")  # 120 results, pop_size 12
+    Experiment(cfg).run(InterruptAt(50))
+    client = TestClient(make_app(cfg["storage"], "tok-0123456789abcdef"),
+                        base_url="http://127.0.0.1:8765")
+    auth = {"Authorization": "Bearer tok-0123456789abcdef"}
+
+    def generations() -> list[dict[str, Any]]:
+        r = client.get("/api/experiments/dash/generations", headers=auth)
+        assert r.status_code == 200, r.text
+        return r.json()["objectives"][0]["generations"]
+
+    reads.clear()
+    rows = generations()
+    assert [(r["generation"], r["n"]) for r in rows] == [(g, 12) for g in range(4)] + [(4, 2)]
+    by_seq = sorted(history("dash", cfg["storage"]), key=lambda e: e.seq)
+    assert rows[1]["best"] == min(e.fitness[0] for e in by_seq[12:24])
+    assert sorted(reads) == list(range(50))
+    resume("dash", cfg["storage"])
+    time.sleep(INFO_MAX_AGE_S + 0.1)  # the page's look at the experiment's counts expires
+    reads.clear()
+    rows = generations()
+    assert [r["n"] for r in rows] == [12] * 10
+    assert sorted(reads) == list(range(50, 120))  # only the new results were read

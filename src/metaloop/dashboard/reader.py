@@ -16,6 +16,7 @@ from typing import Any
 
 from metaloop.records import Evaluation
 from metaloop.store import ExperimentInfo, Store, StoreError, StoreMissing, open_store
+from metaloop.store.base import async_group_size
 
 #: seconds an experiment's info (counts, status) is reused before the store is asked again
 INFO_MAX_AGE_S = 0.5
@@ -113,6 +114,10 @@ class StoreReader:
                 return cache
             store = self.store
             assert store is not None
+            group = async_group_size(info.config)
+            if group is not None:
+                _add_in_completion_order(store, info.id, cache, group)
+                return cache
             start = max(cache.by_generation, default=0)
             # the run appends only to its current generation (newer rows than the count
             # may already be there: they are read too, and counted)
@@ -132,6 +137,22 @@ class StoreReader:
             if self._store is not None:
                 self._store.close()
                 self._store = None
+
+
+def _add_in_completion_order(store: Store, exp_id: int, cache: EvaluationCache, group: int) -> None:
+    """An async run (every evaluation is generation 0): read only the results recorded since
+    the cache's count, in completion order, and file result ``seq`` under the displayed
+    generation ``seq // group`` (what status and progress count too)."""
+    fresh = list(store.evaluations_in_order(exp_id, from_seq=max(cache.count, 0)))
+    if cache.count < 0:
+        cache.count = 0
+    first = cache.count // group
+    for key in [k for k in cache.memo if k[1] >= first]:
+        del cache.memo[key]
+    for e in fresh:
+        cache.by_generation.setdefault((e.seq or 0) // group, []).append(e)
+    cache.count += len(fresh)
+    cache.derived = {}
 
 
 def _from_generation(store: Store, exp_id: int, start: int, generation: int) -> list[Evaluation]:

@@ -58,10 +58,10 @@ class ExperimentInfo:
         budget, generations = self.config.get("budget"), self.config.get("generations")
         if budget:
             fractions.append(self.n_evaluations / budget)
-        pop = self.config.get("optimizer", {}).get("pop_size")
-        if generations and self.config.get("mode") == "async":  # all evaluations: generation 0
-            if pop:
-                fractions.append(self.n_evaluations / (generations * pop))
+        group = async_group_size(self.config)
+        if generations and group is not None:  # async: results (all are stored as generation 0)
+            if (self.config.get("optimizer") or {}).get("pop_size"):
+                fractions.append(self.n_evaluations / (generations * group))
         elif generations:
             fractions.append(max(self.generation - 1, 0) / generations)
         return round(min(max(fractions), 1.0), 4) if fractions else None
@@ -76,6 +76,21 @@ class ExperimentInfo:
         if self.host == os.uname().nodename:
             return _process_alive(self.pid)
         return time.time() - self.updated < HEARTBEAT_STALE_S
+
+
+#: results per displayed "generation" of an async run whose config leaves the population size
+#: to the optimizer
+ASYNC_GROUP_DEFAULT = 100
+
+
+def async_group_size(config: dict[str, Any]) -> int | None:
+    """For an async run (all evaluations are stored as generation 0), how many results count
+    as one generation in status, progress and the dashboard: the population size; None for
+    other runs."""
+    if config.get("mode") != "async":
+        return None
+    pop = (config.get("optimizer") or {}).get("pop_size")
+    return pop if isinstance(pop, int) and pop > 0 else ASYNC_GROUP_DEFAULT
 
 
 def _process_alive(pid: int) -> bool:

@@ -37,6 +37,7 @@ from metaloop.store.base import (
     ReportRow,
     Store,
     StoreError,
+    async_group_size,
 )
 
 #: the tables every metaloop store has
@@ -294,9 +295,9 @@ class SQLStore(Store):
             (exp_id,),
         ).fetchone()
         config = json.loads(row[2])
-        pop = (config.get("optimizer") or {}).get("pop_size")
-        if config.get("mode") == "async" and pop:  # results told, in populations (as the loop)
-            gen = count // pop
+        group = async_group_size(config)
+        if group is not None:  # async: results told, in populations (as the loop counts them)
+            gen = count // group
         if config.get("recording") == "summary":  # one row per generation: counts in events
             last = self._execute(
                 "SELECT data FROM events WHERE exp_id=? AND kind='summary' "
