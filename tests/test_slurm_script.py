@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -309,6 +310,8 @@ def test_walltime_stop_requeues_and_resumes(tmp_path, slurm):
 
 
 def test_local_executor_spans_nodes_when_evaluations_are_srun_steps(tmp_path):
+    # the config check finds the launcher's program on PATH
+    need("SLURM", shutil.which("srun") is not None, "srun is not installed (see .ci/run)")
     config = _config(tmp_path, "steps")
     raw = yaml.safe_load(config.read_text())
     raw["optimizee"] = {
