@@ -324,3 +324,20 @@ def test_experiment_runs_end_to_end(tmp_path):
     assert summary.status == "finished" and len(evals) == 12 * 12
     first = min(e.fitness[0] for e in evals if e.generation == 0)
     assert summary.best_score is not None and -summary.best_score < first / 3
+
+
+@pytest.mark.parametrize(("n", "k"), [(6, 5), (50, 3), (200000, 4)])
+def test_member_samples_are_distinct_others_and_uniform(n, k):
+    opt = make(2, seed=3, pop_size=max(n, 6))
+    counts = np.zeros(n)
+    rounds = 1 if n > 1000 else 200
+    for g in range(rounds):  # the draws are keyed by the generation
+        opt.generation = g
+        r = opt._samples(n, k)
+        assert r.shape == (n, k)
+        assert not (r == np.arange(n)[:, None]).any()
+        s = np.sort(r, axis=1)
+        assert not (s[:, 1:] == s[:, :-1]).any()
+        counts += np.bincount(r.ravel(), minlength=n)
+    expected = rounds * k  # each member is one of the k others of k rows in expectation
+    assert np.all(np.abs(counts - expected) < 6 * np.sqrt(expected)), (counts.min(), counts.max())

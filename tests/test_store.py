@@ -424,3 +424,27 @@ def test_store_made_before_seq_gains_the_column(tmp_path: Path) -> None:
         assert [(e.index, e.seq) for e in got] == [(0, None), (1, 1)]
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("dtype", ["<f8", ">f8", "<f4", "<i8", "|u1", "|b1", "<c16"])
+def test_codec_large_arrays_are_exact_base64(dtype: str) -> None:
+    """Arrays of B64_MIN elements or more are stored as base64 of their bytes: bit-exact
+    (NaN payloads included), writable when read back, and smaller than the list form."""
+    rng = np.random.default_rng(4)
+    raw = rng.integers(0, 256, size=16 * 3 * codec.B64_MIN, dtype=np.uint8)
+    arr = raw.view(np.dtype(dtype))[: 3 * codec.B64_MIN].reshape(3, -1)
+    arr = np.asarray(arr.T)  # a non-contiguous view's values, transposed
+    text = codec.dumps({"a": arr[::2]})
+    back = codec.loads(text)["a"]
+    assert back.dtype == arr.dtype and back.shape == arr[::2].shape
+    assert np.ascontiguousarray(arr[::2]).tobytes() == back.tobytes()
+    assert back.flags.writeable and "__ndarray_b64__" in text
+    small = np.arange(codec.B64_MIN - 1, dtype=float)
+    assert "__ndarray_b64__" not in codec.dumps(small)
+
+
+def test_codec_reads_list_tagged_arrays_written_before_base64() -> None:
+    values = np.linspace(0, 1, 2000).tolist()
+    old = json.dumps({"a": {"__ndarray__": values, "dtype": "<f8", "shape": [2000]}})
+    back = codec.loads(old)["a"]
+    assert back.dtype == np.float64 and back.tolist() == values

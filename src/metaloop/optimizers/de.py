@@ -164,13 +164,19 @@ class DifferentialEvolution(Optimizer):
         return np.column_stack([strata[rng.permutation(n), j] for j in range(dim)])
 
     def _samples(self, n: int, k: int) -> np.ndarray:
-        """``k`` distinct member indices per target ``i``, none equal to ``i``."""
+        """``k`` distinct member indices per target ``i``, none equal to ``i``: rows of ``k``
+        draws from the ``n - 1`` others, redrawn whole while they repeat a member (rejection
+        sampling, so every ordered choice of distinct members is equally likely; vectorized,
+        as populations may have millions of members)."""
         rng = self.rng(2)
-        r = np.empty((n, k), dtype=int)
-        for i in range(n):
-            pick = rng.choice(n - 1, size=k, replace=False)
-            r[i] = pick + (pick >= i)
-        return r
+        r = rng.integers(0, n - 1, size=(n, k))
+        while True:
+            s = np.sort(r, axis=1)
+            repeated = (s[:, 1:] == s[:, :-1]).any(axis=1)
+            if not repeated.any():
+                break
+            r[repeated] = rng.integers(0, n - 1, size=(int(repeated.sum()), k))
+        return r + (r >= np.arange(n)[:, None])
 
     def _in_bounds(self, X: np.ndarray) -> np.ndarray:
         if self.params.bounds == "reflect":

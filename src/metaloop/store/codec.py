@@ -1,24 +1,36 @@
 """Exact JSON encoding of plain data with numpy arrays (optimizer checkpoints, params).
 
 Floats go through ``repr`` so they round-trip bit for bit; arrays are tagged with their dtype
-and shape.  No pickles: a checkpoint stays readable by any tool and any later version.
+and shape: small ones as JSON lists, large ones (``B64_MIN`` elements or more: populations,
+covariance matrices, model outputs) as the base64 of their raw bytes, which is exact too and
+about 25 times faster to write than a list of float reprs, at half the size.  No pickles: a
+checkpoint stays readable by any tool (JSON + base64 + the dtype string) and any later version;
+list-tagged arrays written before the base64 form existed still load.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 import numpy as np
 
 _TAG = "__ndarray__"
+_B64 = "__ndarray_b64__"
+#: arrays with at least this many elements are stored as base64 of their bytes
+B64_MIN = 1024
 
 
 def _default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         if obj.dtype == object:
             raise TypeError("object arrays cannot be stored")
-        return {_TAG: obj.reshape(-1).tolist(), "dtype": obj.dtype.str, "shape": list(obj.shape)}
+        shape = list(obj.shape)
+        if obj.size >= B64_MIN and obj.dtype.kind in "biufc":
+            data = base64.b64encode(np.ascontiguousarray(obj).tobytes()).decode("ascii")
+            return {_B64: data, "dtype": obj.dtype.str, "shape": shape}
+        return {_TAG: obj.reshape(-1).tolist(), "dtype": obj.dtype.str, "shape": shape}
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, (set, frozenset)):
@@ -29,6 +41,9 @@ def _default(obj: Any) -> Any:
 def _hook(obj: dict[str, Any]) -> Any:
     if _TAG in obj:
         return np.asarray(obj[_TAG], dtype=np.dtype(obj["dtype"])).reshape(obj["shape"])
+    if _B64 in obj:
+        raw = base64.b64decode(obj[_B64])
+        return np.frombuffer(raw, dtype=np.dtype(obj["dtype"])).reshape(obj["shape"]).copy()
     return obj
 
 
