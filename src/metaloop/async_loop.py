@@ -101,11 +101,7 @@ class AsyncLoop(Loop):
         if window is not None:
             self._replay(window)
         self.generation = self.aopt.generation
-        if self.best_score is not None:
-            for e in self.store.evaluations(self.info.id):
-                if self.score(e) == self.best_score:
-                    self.best = e
-                    break
+        self._find_best()
 
     def _replay(self, window: int) -> None:
         """Tell what was recorded after the checkpoint, in completion order, re-asking on

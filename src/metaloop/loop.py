@@ -194,8 +194,13 @@ class Loop:
             self.optimizer.load_state(state["optimizer"])
             self.elapsed_before = float(state["loop"]["elapsed_s"])
             self.generation = self.optimizer.generation
+        self._find_best()
+
+    def _find_best(self) -> None:
+        """The stored evaluation with the best score (streamed: the history stays in the
+        store)."""
         if self.best_score is not None:
-            for e in self.store.evaluations(self.info.id):
+            for e in self.store.iter_evaluations(self.info.id):
                 if self.score(e) == self.best_score:
                     self.best = e
                     break
