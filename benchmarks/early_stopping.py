@@ -12,7 +12,7 @@ to the end (the quality) and wall time.
     python benchmarks/early_stopping.py --pipeline      # + real runs: serial executor, ctx.report
     python benchmarks/early_stopping.py --report-cost   # what the stop-marker check costs
 
-The virtual mode runs the real rules (metaloop.pruning) on curves computed in-process, one
+The virtual mode runs the real rules (metaloop.drivers.pruning) on curves computed in-process, one
 evaluation at a time (the serial executor's order) or ``--workers`` interleaved; a decision
 takes effect ``--delay`` epochs later (the pipeline: at the evaluation's next report at the
 soonest).  The pipeline mode runs whole experiments (random search, serial executor, epochs
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from metaloop.pruning import AshaPruner, MedianPruner, Pruner
+from metaloop.drivers.pruning import AshaPruner, MedianPruner, Pruner
 
 EPOCHS = 27
 RULES: dict[str, dict[str, Any]] = {
@@ -165,12 +165,12 @@ def virtual(args: argparse.Namespace) -> None:
 
 # -- the whole pipeline ---------------------------------------------------------------------------
 def pipeline_run(tmp: Path, seed: int, rule: str, args: argparse.Namespace) -> dict[str, Any]:
-    import metaloop.reports
+    import metaloop.drivers.tailer
     from metaloop.api import Experiment
     from metaloop.records import Status
     from metaloop.store import open_store
 
-    metaloop.reports.PRUNING_INTERVAL_S = args.interval
+    metaloop.drivers.tailer.PRUNING_INTERVAL_S = args.interval
     cfg: dict[str, Any] = {
         "name": f"es-{seed}-{rule}", "seed": seed, "generations": args.pipeline_n // 10,
         "storage": f"sqlite:///{tmp / 'es.db'}",

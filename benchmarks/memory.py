@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from metaloop.api import Experiment
-from metaloop.loop import Loop, RunObserver
+from metaloop.drivers.loop import Loop, RunObserver
 from metaloop.records import Evaluation
 
 HERE = Path(__file__).resolve().parent

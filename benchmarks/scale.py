@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from metaloop.api import Experiment, history
-from metaloop.loop import Loop, RunObserver
+from metaloop.drivers.loop import Loop, RunObserver
 
 HERE = Path(__file__).resolve().parent
 TRIVIAL = f"{HERE / 'trivial_optimizee.py'}:trivial"

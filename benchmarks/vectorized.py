@@ -64,9 +64,9 @@ def run(cfg: dict[str, Any]) -> tuple[float, int]:
     """Wall seconds and evaluations of one whole run (the loop chosen by ``mode``)."""
     from metaloop.api import Experiment
     from metaloop.config import load_config
+    from metaloop.drivers.vectorized import VectorizedLoop
     from metaloop.executors import make_executor
     from metaloop.store import open_store
-    from metaloop.vectorized import VectorizedLoop
 
     t0 = time.perf_counter()
     if cfg["mode"] == "sync":

@@ -28,7 +28,7 @@ from test_resume import (
 from metaloop import api
 from metaloop.api import Experiment, history, resume
 from metaloop.config import ConfigError, load_config
-from metaloop.loop import RunObserver
+from metaloop.drivers.loop import RunObserver
 from metaloop.optimizers.asynchronous import make_async
 from metaloop.optimizers.common import reflect
 from metaloop.optimizers.registry import get_optimizer_class

@@ -346,7 +346,7 @@ def test_pareto_front_chart(
 def test_report_in_the_browser(
     page: Page, finished_store: tuple[str, Path], tmp_path: Path
 ) -> None:
-    from metaloop.report import write_report
+    from metaloop.dashboard.report import write_report
 
     url, _ = finished_store
     out = tmp_path / "plain.html"
@@ -637,7 +637,7 @@ def test_live_run_watch_and_steer(browser: Any, tmp_path: Path) -> None:
         assert page.dialogs == [] and page.errors == [], page.errors
 
         # the report of the steered run: same curves and image, from one offline file
-        from metaloop.report import write_report
+        from metaloop.dashboard.report import write_report
 
         report = tmp_path / "live.html"
         write_report("live", report, run.url)

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from metaloop.api import Experiment, experiment_info, history
+from metaloop.drivers.loop import RunObserver
 from metaloop.executors.base import WorkerSetup
 from metaloop.executors.local import LocalExecutor
-from metaloop.loop import RunObserver
 from metaloop.records import Status, Task
 
 FAULTY = Path(__file__).resolve().parent / "optimizees" / "faulty.py"

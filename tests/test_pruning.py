@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 import metaloop
+from metaloop.drivers.pruning import AshaPruner, MedianPruner, make_pruner
+from metaloop.drivers.tailer import PRUNING_INTERVAL_S, ReportTailer
 from metaloop.optimizees.base import PRUNE_FILE, REPORTS_FILE, Context, Evaluator, Pruned
 from metaloop.optimizees.command import CommandOptimizee
-from metaloop.pruning import AshaPruner, MedianPruner, make_pruner
 from metaloop.records import RETRYABLE, Evaluation, Status
-from metaloop.reports import PRUNING_INTERVAL_S, ReportTailer
 from metaloop.store import open_store
 
 

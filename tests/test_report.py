@@ -16,8 +16,8 @@ import pytest
 
 from metaloop.api import Experiment
 from metaloop.dashboard import views
+from metaloop.dashboard.report import embed_json, render_report, report_data, write_report
 from metaloop.records import Evaluation, Status
-from metaloop.report import embed_json, render_report, report_data, write_report
 from metaloop.store import open_store
 
 WEIRD = "<script>alert(1)</script>"
@@ -206,7 +206,7 @@ def test_report_embeds_reports_and_image_artifacts(tmp_path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from metaloop.report import MAX_IMAGE_BYTES
+    from metaloop.dashboard.report import MAX_IMAGE_BYTES
     from metaloop.store.base import ArtifactRow, ReportRow
 
     (tmp_path / "opt.py").write_text(OPTIMIZEE)

@@ -526,7 +526,7 @@ def test_resume_finished_unknown_and_missing_store(tmp_path: Path) -> None:
 
 # -- 7: evaluations are committed promptly ---------------------------------------------------
 def test_each_evaluation_is_visible_to_other_processes_promptly(tmp_path: Path) -> None:
-    from metaloop.export import export_rows
+    from metaloop.readers.export import export_rows
     from metaloop.store import open_store
 
     # one generation of 10 x 0.3 s on 2 workers lasts 1.5 s: holding commits to the end of a

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from metaloop.api import Experiment, history, resume
-from metaloop.loop import RunObserver
+from metaloop.drivers.loop import RunObserver
 from metaloop.optimizers import get_optimizer_class, optimizer_kinds
 
 KINDS = [k for k in optimizer_kinds() if not get_optimizer_class(k).uses_outputs]

@@ -15,8 +15,8 @@ import pytest
 
 from metaloop.api import Experiment, history, resume
 from metaloop.config import ConfigError, load_config
+from metaloop.drivers.loop import RunObserver
 from metaloop.executors.simulated import LOST, Durations, uniforms
-from metaloop.loop import RunObserver
 from metaloop.records import Status
 
 HERE = Path(__file__).resolve()

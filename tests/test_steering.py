@@ -259,7 +259,7 @@ def test_setup_only_hyperparameters_are_refused(tmp_path: Path) -> None:
 
 # -- the loop's side, without a loop -----------------------------------------------------------
 def test_controller_applies_in_order_refuses_what_fails_and_replays(tmp_path: Path) -> None:
-    from metaloop.controller import Controller
+    from metaloop.drivers.controller import Controller
     from metaloop.optimizers.ga import GeneticAlgorithm
     from metaloop.space import Space
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from metaloop.api import Experiment, experiment_info
 from metaloop.api import resume as api_resume
 from metaloop.config import ConfigError, load_config
-from metaloop.loop import RunObserver
+from metaloop.drivers.loop import RunObserver
 from metaloop.records import Status
 from metaloop.space import Space
 from metaloop.store import open_store

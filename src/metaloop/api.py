@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from metaloop.config import Config, ConfigError, load_config, validate_config
+from metaloop.drivers.loop import Loop, RunObserver, RunSummary, experiment_workdir, worker_setup
 from metaloop.executors import Executor, make_executor
-from metaloop.loop import Loop, RunObserver, RunSummary, experiment_workdir, worker_setup
 from metaloop.records import Evaluation
 from metaloop.store import DEFAULT_STORAGE, ExperimentInfo, Store, open_store, validate_storage_url
 from metaloop.store.base import StoreError, StoreMissing
@@ -46,7 +46,7 @@ class Experiment:
         executor = _start_executor(self.config, m.seed)
         try:
             if m.mode == "vectorized":
-                from metaloop.vectorized import check_optimizee
+                from metaloop.drivers.vectorized import check_optimizee
 
                 check_optimizee(self.config, executor)
             with open_store(m.storage) as store:
@@ -60,11 +60,11 @@ def loop_class(config: Config) -> type[Loop]:
     """The driver of the config's ``mode``: generations (sync), async or vectorized."""
     mode = config.model.mode
     if mode == "async":
-        from metaloop.async_loop import AsyncLoop
+        from metaloop.drivers.async_loop import AsyncLoop
 
         return AsyncLoop
     if mode == "vectorized":
-        from metaloop.vectorized import VectorizedLoop
+        from metaloop.drivers.vectorized import VectorizedLoop
 
         return VectorizedLoop  # type: ignore[return-value]
     return Loop
@@ -233,7 +233,7 @@ def experiments(storage: str = DEFAULT_STORAGE) -> list[ExperimentInfo]:
 
 def export(name: str, path: str | Path, storage: str = DEFAULT_STORAGE, fmt: str = "csv") -> int:
     """Write one row per evaluation to ``path`` as CSV or JSON (``metaloop export``)."""
-    from metaloop.export import export_rows, write_csv, write_json
+    from metaloop.readers.export import export_rows, write_csv, write_json
 
     writer = {"csv": write_csv, "json": write_json}.get(fmt)
     if writer is None:
@@ -252,7 +252,7 @@ def export(name: str, path: str | Path, storage: str = DEFAULT_STORAGE, fmt: str
 
 def plot(name: str, path: str | Path, storage: str = DEFAULT_STORAGE) -> None:
     """Best and population fitness per generation as an image (``metaloop plot``)."""
-    from metaloop.plot import plot_fitness
+    from metaloop.readers.plot import plot_fitness
 
     with open_store(storage, create=False) as store:
         plot_fitness(store, store.require_experiment(name), str(path))
@@ -291,7 +291,7 @@ def history_frame(name: str, storage: str = DEFAULT_STORAGE) -> Any:
         import pandas as pd
     except ImportError:
         raise ImportError("history_frame needs pandas: pip install 'metaloop[pandas]'") from None
-    from metaloop.export import export_rows
+    from metaloop.readers.export import export_rows
 
     with open_store(storage, create=False) as store:
         columns, rows = export_rows(store, store.require_experiment(name))

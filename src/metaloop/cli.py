@@ -19,20 +19,13 @@ from typing import Any
 
 from metaloop import __version__
 from metaloop.dashboard.cli import DASHBOARD_COMMANDS, add_dashboard_commands
+from metaloop.errors import UserError
 from metaloop.executors import EXECUTOR_KINDS
 from metaloop.store import DEFAULT_STORAGE
 from metaloop.store.postgres import mask_password
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-
-class UserError(Exception):
-    """A problem with the user's input: reported in one line per problem, exit code 2."""
-
-    def __init__(self, lines: list[str] | str):
-        self.lines = [lines] if isinstance(lines, str) else list(lines)
-        super().__init__("\n".join(self.lines))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -242,13 +235,13 @@ def _interrupt_on_sigterm() -> None:
 def _observer(args: argparse.Namespace) -> Any:
     if args.quiet:
         return None
-    from metaloop.progress import ProgressObserver
+    from metaloop.readers.progress import ProgressObserver
 
     return ProgressObserver()
 
 
 def _report(summary: Any, args: argparse.Namespace, storage: str) -> int:
-    from metaloop.loop import summary_dict
+    from metaloop.drivers.loop import summary_dict
     from metaloop.space import to_jsonable
 
     if summary.status == "already_finished":
@@ -400,7 +393,7 @@ def _check_output(path: str) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from metaloop.api import export
-    from metaloop.export import export_rows, write_csv, write_json
+    from metaloop.readers.export import export_rows, write_csv, write_json
 
     if args.output is not None:
         _check_output(args.output)

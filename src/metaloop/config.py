@@ -23,18 +23,12 @@ from pydantic import (
     model_validator,
 )
 
+from metaloop.errors import ConfigError
+from metaloop.executors.walltime import walltime_seconds
 from metaloop.space import ParamSpec, Space
 
 ConfigDictT = dict[str, Any]
 StrictInt = Annotated[int, Strict()]  # `generations: true` is a mistake, not 1
-
-
-class ConfigError(Exception):
-    """Invalid user input; ``lines`` holds one message per problem."""
-
-    def __init__(self, lines: list[str] | str):
-        self.lines = [lines] if isinstance(lines, str) else list(lines)
-        super().__init__("\n".join(self.lines))
 
 
 class _Strict(BaseModel):
@@ -138,7 +132,6 @@ OptimizeeSpec = Annotated[
 ]
 
 
-_WALLTIME = re.compile(r"^(?:(\d+)-)?(\d{1,3}):(\d{2})(?::(\d{2}))?$")
 _MEMORY = re.compile(r"^\s*\d+(?:\.\d+)?\s*(?:[KMGTP]i?B|B)\s*$", re.IGNORECASE)
 #: keys that only apply to the batch-system executors (slurm, pbs)
 JOB_KEYS = (
@@ -201,15 +194,6 @@ class EarlyStoppingSpec(_Strict):
                 f"is ever reached (got {self.max_resource:g})"
             )
         return self
-
-
-def walltime_seconds(walltime: str) -> int:
-    """Seconds of a batch-system walltime ``[D-]HH:MM[:SS]``."""
-    m = _WALLTIME.match(walltime.strip())
-    if not m:
-        raise ValueError(f"expected a walltime like '01:30:00' or '2-00:00:00', got {walltime!r}")
-    days, hours, minutes, seconds = (int(g) if g else 0 for g in m.groups())
-    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
 class ExecutorSpec(_Strict):
@@ -493,7 +477,7 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
         else:
             space = Space(model.space)
         if isinstance(spec, NestedOptimizeeSpec) and space is not None:
-            from metaloop.optimizees.nested import resolve_nested
+            from metaloop.nested import resolve_nested
 
             try:
                 model.optimizee = resolve_nested(spec, space, model.name, model.storage, base)

@@ -23,7 +23,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metaloop.config import Config, walltime_seconds
+from metaloop.config import Config
+from metaloop.executors.walltime import walltime_seconds
 
 SCRIPT_EXECUTORS = ("mpi", "local", "dask", "slurm")
 

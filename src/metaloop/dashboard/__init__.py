@@ -4,7 +4,7 @@
 JSON API under ``/api/`` (:mod:`metaloop.dashboard.server`).  Everything it shows is read from
 the store (:mod:`metaloop.dashboard.reader`, :mod:`metaloop.dashboard.views`); steering
 commands are written into the store through :mod:`metaloop.steering`.  ``metaloop report``
-(:mod:`metaloop.report`) reuses the same views and chart code for one self-contained file.
+(:mod:`metaloop.dashboard.report`) reuses the same views and chart code for one self-contained file.
 The web server (Starlette + uvicorn, ``pip install 'metaloop[dashboard]'``) is imported only
 by the server module.
 """

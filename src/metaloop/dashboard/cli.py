@@ -74,7 +74,7 @@ def add_dashboard_commands(sub: Any) -> None:
 
 
 def _user_error(message: str) -> Exception:
-    from metaloop.cli import UserError
+    from metaloop.errors import UserError
 
     return UserError(message)
 
@@ -183,7 +183,7 @@ def _stop(signum: int, frame: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from metaloop.report import write_report
+    from metaloop.dashboard.report import write_report
     from metaloop.store import validate_storage_url
 
     validate_storage_url(args.storage)

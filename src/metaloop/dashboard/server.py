@@ -30,7 +30,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from metaloop.dashboard import detail, steer, views
+from metaloop.dashboard import detail, steering_routes, views
 from metaloop.dashboard.assets import static_dir
 from metaloop.dashboard.launch import Launcher, LaunchError, check_config, parse_config
 from metaloop.dashboard.reader import StoreReader
@@ -138,7 +138,7 @@ class Dashboard:
             "storage": mask_password(self.storage) if authorized or self.public_read else None,
             "public_read": self.public_read,
             "authorized": authorized,
-            "steering": steer.available(),
+            "steering": steering_routes.available(),
             "launch": self.launcher is not None,
             "max_body": MAX_BODY_BYTES,
         }
@@ -184,8 +184,8 @@ class Dashboard:
         # events change with the evaluations or the status (start, resume, generation ends)
         key = f"events:{info.status}:{info.updated if info.status != 'running' else ''}"
         events = self._derived(cache, key, lambda: store.events(info.id))
-        trail = steer.controls(store, info)
-        current = steer.hyperparameters(store, info)["current"] if trail else None
+        trail = steering_routes.controls(store, info)
+        current = steering_routes.hyperparameters(store, info)["current"] if trail else None
         out = views.summary(
             info, cache.by_generation, events, memo=cache.derived, hyperparameters=current
         )
@@ -281,11 +281,11 @@ class Dashboard:
 
     def hyperparameters(self, request: Request, name: str) -> Any:
         info = self._info(name)
-        return steer.hyperparameters(self._store(), info)
+        return steering_routes.hyperparameters(self._store(), info)
 
     def controls(self, request: Request, name: str) -> Any:
         info = self._info(name)
-        return {"controls": steer.controls(self._store(), info)}
+        return {"controls": steering_routes.controls(self._store(), info)}
 
     def events(self, request: Request, name: str) -> Any:
         info = self._info(name)
@@ -293,14 +293,14 @@ class Dashboard:
 
     def control(self, request: Request, name: str) -> Any:
         body = _body(request)
-        if not steer.available():
+        if not steering_routes.available():
             raise ApiError(501, "control: this metaloop has no steering support")
         from metaloop.steering import ControlError
 
         self._info(name)  # 404 for an unknown experiment
         client = request.client.host if request.client else "unknown"
         try:
-            row = steer.submit(self._store(), name, body, origin=f"web:{client}")
+            row = steering_routes.submit(self._store(), name, body, origin=f"web:{client}")
         except ControlError as exc:
             raise ApiError(400, str(exc)) from None
         return {"control": row}

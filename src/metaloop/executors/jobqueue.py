@@ -38,7 +38,6 @@ import dask
 from distributed import Client
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from metaloop.config import walltime_seconds
 from metaloop.executors.base import ExecutorError, WorkerSetup
 from metaloop.executors.dask import (
     SCHEDULER_CONFIG,
@@ -46,6 +45,7 @@ from metaloop.executors.dask import (
     _OptimizeePlugin,
     quiet_dask_logs,
 )
+from metaloop.executors.walltime import walltime_seconds
 
 if TYPE_CHECKING:
     from metaloop.config import ExecutorSpec

@@ -153,7 +153,7 @@ def build_optimizee(spec: dict[str, Any]) -> Any:
                 f"optimizee: building {what} failed: {type(exc).__name__}: {exc}"
             ) from exc
     if kind == "nested":
-        from metaloop.optimizees.nested import NestedOptimizee
+        from metaloop.nested import NestedOptimizee
 
         return NestedOptimizee(spec)
     raise OptimizeeLoadError(f"optimizee.kind: unknown kind {kind!r}")

@@ -1,7 +1,7 @@
 """Whole populations through an optimizee: ``evaluate_population(params, ctx)`` (arrays with
 the population on axis 0) or, through an adapter, ``evaluate_batch``; the result checked
 into fitness rows, statuses and metric columns.  Used by ``mode: vectorized``
-(:mod:`metaloop.vectorized`); see docs/vectorized.md for the interface.
+(:mod:`metaloop.drivers.vectorized`); see docs/vectorized.md for the interface.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from metaloop.config import ConfigError
+from metaloop.errors import ConfigError
 from metaloop.optimizees.base import Evaluator, call_style, generation_task_seed, hostname
 from metaloop.records import Evaluation, Status
 

@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 
 from metaloop.config import Config, ConfigError
+from metaloop.drivers.loop import Loop, RunObserver
 from metaloop.executors import Executor
-from metaloop.loop import Loop, RunObserver
 from metaloop.optimizees.base import Evaluator
 from metaloop.optimizees.loader import build_optimizee
 from metaloop.optimizees.population import Outcomes, PopulationEvaluator
@@ -76,7 +76,7 @@ def check_optimizee(config: Config, executor: Executor) -> None:
 
 class VectorizedLoop(Loop):
     """Drives a ``mode: vectorized`` experiment (see the module docstring); same constructor
-    and :meth:`run` as :class:`~metaloop.loop.Loop`, whose stopping rules, steering at
+    and :meth:`run` as :class:`~metaloop.drivers.loop.Loop`, whose stopping rules, steering at
     generation boundaries and interrupt handling it reuses.
 
     The observer's ``evaluated`` is called once per generation, with the generation's best

@@ -6,12 +6,12 @@ that generation already in the store are reused, and only the missing ones run. 
 optimizer is told a generation's results in index order, never in completion order, so the
 outcome does not depend on the executor or on the number of workers.
 
-Steering (:mod:`metaloop.controller`): the loop polls the store for commands about once a
+Steering (:mod:`metaloop.drivers.controller`): the loop polls the store for commands about once a
 second while a generation runs and at every generation boundary.  Tasks are handed to the
 executor only as workers can take them (plus about half a second of work per worker for
 cheap evaluations), so a ``pause`` or ``stop`` holds back everything not yet started.
 Intermediate values and artifacts of running evaluations are copied into the store by a
-:class:`~metaloop.reports.ReportTailer` thread.
+:class:`~metaloop.drivers.tailer.ReportTailer` thread.
 """
 
 from __future__ import annotations
@@ -27,15 +27,15 @@ from typing import Any
 import numpy as np
 
 from metaloop.config import Config
-from metaloop.controller import Controller
+from metaloop.drivers.controller import Controller
+from metaloop.drivers.pruning import make_pruner
+from metaloop.drivers.tailer import ReportTailer
 from metaloop.executors import Executor, RetryPolicy, WorkerSetup
 from metaloop.executors.chunking import moving_mean
 from metaloop.optimizees.base import WorkdirUsed
 from metaloop.optimizers.base import Optimizer
 from metaloop.optimizers.registry import get_optimizer_class
-from metaloop.pruning import make_pruner
 from metaloop.records import Evaluation, Outcome, Status, Task
-from metaloop.reports import ReportTailer
 from metaloop.store.base import ExperimentInfo, Store
 
 #: a paused run with nothing running polls this often

@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from metaloop.drivers.loop import TOLD, Loop
 from metaloop.executors.chunking import moving_mean
-from metaloop.loop import TOLD, Loop
 from metaloop.optimizers.asynchronous import AsyncOptimizer, make_async
 from metaloop.records import Evaluation, Task
 from metaloop.store.base import StoreError

@@ -17,7 +17,7 @@ final pass of a generation none of whose evaluations used its workdir does nothi
 Every reported line is stored under its line number (``seq``), so re-reading a file after a
 restart stores nothing twice.
 
-Early stopping: given a :class:`~metaloop.pruning.Pruner`, the tailer looks every 0.2 s and
+Early stopping: given a :class:`~metaloop.drivers.pruning.Pruner`, the tailer looks every 0.2 s and
 hands the rule each line it reads; when the rule says stop, it writes the marker
 ``<workdir>/PRUNE``, which the evaluation's next ``ctx.report`` (or a command optimizee's
 runner) sees.  On start it rebuilds the rule's history from the stored reports (resume).
@@ -34,8 +34,8 @@ import time
 from collections import deque
 from pathlib import Path
 
+from metaloop.drivers.pruning import Pruner
 from metaloop.optimizees.base import ARTIFACTS_DIR, PRUNE_FILE, REPORTS_FILE, evaluation_dir
-from metaloop.pruning import Pruner
 from metaloop.store.base import ArtifactRow, ReportRow, Store
 
 #: how often the tailer looks for new lines (reports reach the store at most this late)

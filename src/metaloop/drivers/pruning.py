@@ -2,7 +2,7 @@
 evaluation should stop (be *pruned*).
 
 The rules are plain in-memory classes with no I/O, fed by the driver's
-:class:`~metaloop.reports.ReportTailer` with every report line it reads, in the order it
+:class:`~metaloop.drivers.tailer.ReportTailer` with every report line it reads, in the order it
 reads them: :meth:`Pruner.report` answers True once for an evaluation that should stop.
 An evaluation is named by a key ``(generation, index)``; the history is kept across
 generations (and in the asynchronous mode, where every evaluation is in generation 0).

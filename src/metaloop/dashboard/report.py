@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from metaloop.dashboard import detail, steer, views
+from metaloop.dashboard import detail, steering_routes, views
 from metaloop.dashboard.assets import read_asset as _asset
 from metaloop.store import ExperimentInfo, Store, open_store
 from metaloop.store.postgres import mask_password
@@ -89,7 +89,7 @@ def report_data(store: Store, info: ExperimentInfo, now: float | None = None) ->
             a["data"] = _image_data(store, info.id, g, i, a, budget)
         details[f"{g}/{i}"] = d
     by_generation = views.group(evaluations)
-    hyper = steer.hyperparameters(store, info)
+    hyper = steering_routes.hyperparameters(store, info)
     summary = views.summary(info, by_generation, events, now=now, hyperparameters=hyper["current"])
     return {
         "generated": now,
@@ -99,7 +99,7 @@ def report_data(store: Store, info: ExperimentInfo, now: float | None = None) ->
         "exploration": views.exploration(evaluations, weights),
         "pareto": views.pareto(evaluations, weights),
         "hyperparameters": hyper,
-        "controls": steer.controls(store, info),
+        "controls": steering_routes.controls(store, info),
         "events": events[-500:],
         "rows": rows,
         "columns": views.columns(rows, len(weights)),

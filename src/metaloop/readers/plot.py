@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from metaloop.export import n_objectives
+from metaloop.readers.export import n_objectives
 from metaloop.records import Status
 from metaloop.store.base import ExperimentInfo, Store
 

@@ -21,10 +21,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from metaloop.loop import RunObserver
+from metaloop.drivers.loop import RunObserver
 
 if TYPE_CHECKING:
-    from metaloop.loop import Loop
+    from metaloop.drivers.loop import Loop
     from metaloop.records import Evaluation
 
 
