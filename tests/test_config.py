@@ -22,7 +22,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metaloop.config import ConfigError, load_config, validate_config, walltime_seconds
+from metaloop.config import ConfigError, load_config, validate_config
+from metaloop.executors.walltime import walltime_seconds
 
 DATA = Path(__file__).parent / "data"
 GOOD: dict[str, Any] = yaml.safe_load((DATA / "good.yaml").read_text())
@@ -335,6 +336,43 @@ def test_every_problem_reported_at_once() -> None:
         load_config(data=raw)
     fields = [line.split(":", 1)[0] for line in exc.value.lines]
     assert {"direction", "target", "storage", "optimizer.kind"} <= set(fields)
+
+
+def _fields(raw: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        validate_config(raw, DATA)
+    return [line.split(":", 1)[0] for line in exc.value.lines]
+
+
+def test_schema_errors_do_not_hide_the_other_sections() -> None:
+    """A section pydantic rejects does not stop the optimizee, optimizer, storage and
+    executor checks of the others: every problem in one run."""
+    raw = mutate(generations=0, space__x={"type": "real", "low": 1, "high": 0},
+                 optimizee__target="nofile.py:f",
+                 optimizer={"kind": "ga", "pop_size": -3, "bogus": 1},
+                 storage="mysql://x", executor={"kind": "serial", "cores": 2})
+    fields = _fields(raw)
+    assert fields == ["generations", "space.x", "storage", "optimizee.target",
+                      "optimizer.pop_size", "optimizer.bogus", "executor.cores"], fields
+
+
+def test_rejected_sections_raise_no_false_alarms() -> None:
+    """A rejected optimizee, optimizer or stop key is reported once; the sections standing in
+    for it add nothing (no 'no stopping criterion', no space complaint)."""
+    assert _fields(mutate(generations=-1)) == ["generations"]
+    assert _fields(mutate(optimizee={"kind": "python"})) == ["optimizee.target"]
+    assert _fields(mutate(optimizer=["ga"])) == ["optimizer"]
+    assert _fields(mutate(executor={"kind": "serial", "workers": 0},
+                          optimizer={"kind": "ga", "pop_size": 1})) == [
+        "executor.workers", "optimizer.pop_size"]
+    assert _fields(mutate(name="bad name!", optimizer__mut_sigma=-1.0)) == [
+        "name", "optimizer.mut_sigma"]
+
+
+def test_an_optimizee_error_and_an_optimizer_error_together() -> None:
+    fields = _fields(mutate(optimizee__target="optimizees.py:nothing_here",
+                            optimizer={"kind": "cmaes", "sigma0": -1.0}))
+    assert fields == ["optimizee.target", "optimizer.sigma0"]
 
 
 @pytest.mark.parametrize("param, spec", [

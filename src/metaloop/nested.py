@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from metaloop.optimizees.kinds import CheckedSpec, OptimizeeKind, SpecCheck
 from metaloop.records import Evaluation, Status
 
 OBJECTIVES = ("best", "final_best", "final_mean", "mean")
@@ -337,3 +338,15 @@ def _inner_line(line: str) -> str:
     if head == "config":
         return f"optimizee.inner: {rest}"
     return f"optimizee.inner.{head}{sep}{rest}" if sep else f"optimizee.inner: {line}"
+
+
+def _check(req: SpecCheck) -> CheckedSpec:
+    """The ``nested`` kind's config check (once the outer space is known)."""
+    if req.space is None:
+        return CheckedSpec(req.spec)  # the missing space is reported by the config
+    return CheckedSpec(
+        resolve_nested(req.spec, req.space, req.experiment, req.storage, req.base_dir)
+    )
+
+
+NESTED_KIND = OptimizeeKind("nested", check=_check, build=NestedOptimizee)

@@ -36,6 +36,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from metaloop.compat.trajectory import Individual, ParameterGroup, Trajectory
+from metaloop.errors import ConfigError
+from metaloop.optimizees.kinds import CheckedSpec, OptimizeeKind, SpecCheck
+from metaloop.optimizees.target import OptimizeeLoadError, load_target, resolve_target_path
 
 
 class Optimizee:
@@ -120,8 +123,6 @@ def instance_from_spec(spec: Mapping[str, Any]) -> tuple[Any, Trajectory]:
     if spec.get("instance"):
         instance, traj = unpack(spec["instance"])
         return instance, traj
-    from metaloop.optimizees.loader import load_target
-
     return construct(load_target(spec["target"]), spec.get("parameters") or {})
 
 
@@ -153,7 +154,6 @@ def resolve_spec(
         initial_population,
         start_point,
     )
-    from metaloop.optimizees.loader import OptimizeeLoadError, load_target, resolve_target_path
     from metaloop.space import Space
 
     target = resolve_target_path(spec["target"], base) if spec.get("target") else None
@@ -199,6 +199,35 @@ def resolve_spec(
     space = BoundedSpace(plain_space.params, bounding) if callable(bounding) else plain_space
     initial = partial(initial_population, instance, plain_space)
     return ResolvedL2L(target, dict(plain_space.params), space, start, initial)
+
+
+def _check(req: SpecCheck) -> CheckedSpec:
+    """The ``l2l`` kind's config check: build the instance once, infer or check its space."""
+    spec = req.spec
+    try:
+        resolved = resolve_spec(spec.model_dump(), req.space_config, req.base_dir)
+    except ValueError as exc:  # L2LSpaceError, OptimizeeLoadError: "field: message"
+        raise ConfigError(str(exc)) from None
+    return CheckedSpec(
+        spec.model_copy(update={"target": resolved.target}),
+        space=resolved.space,
+        space_config=resolved.space_config,
+        start=resolved.start,
+        initial=resolved.initial,
+    )
+
+
+def _build_checked(spec: Mapping[str, Any]) -> L2LOptimizee:
+    try:
+        return build(spec)
+    except Exception as exc:
+        what = spec.get("target") or "the wrapped optimizee"
+        raise OptimizeeLoadError(
+            f"optimizee: building {what} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+L2L_KIND = OptimizeeKind("l2l", check=_check, build=_build_checked, brings_space=True)
 
 
 # -- wrap: an instance built in Python ------------------------------------------------------------

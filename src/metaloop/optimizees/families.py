@@ -180,7 +180,7 @@ def _load_family(tasks: Mapping[str, Any]) -> Any:
     """The family named by ``tasks.family`` (a class is instantiated with ``tasks.kwargs``)."""
     import inspect
 
-    from metaloop.optimizees.loader import OptimizeeLoadError, load_target
+    from metaloop.optimizees.target import OptimizeeLoadError, load_target
 
     try:
         obj = load_target(tasks["family"])
@@ -205,7 +205,7 @@ def check_tasks(optimizee: Any, tasks: Mapping[str, Any]) -> None:
     """Config-time checks of ``optimizee.tasks`` (OptimizeeLoadError, one line, if wrong)."""
     import inspect
 
-    from metaloop.optimizees.loader import OptimizeeLoadError
+    from metaloop.optimizees.target import OptimizeeLoadError
 
     if tasks.get("aggregate") == "quantile" and tasks.get("q") is None:
         raise OptimizeeLoadError("optimizee.tasks.q: required with aggregate: quantile")

@@ -1,0 +1,304 @@
+"""Resolving a config: everything that needs the optimizee, the optimizer or the store.
+
+``validate_config`` reports every problem of a config in one go, each in one line, before
+anything is written: the sections pydantic rejects, then the optimizee's own check (its kind's
+``check``, see :mod:`metaloop.optimizees.kinds`), the optimizer's hyperparameters (its class's
+``Params``), the storage URL, and the keys that do not go together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from metaloop.config.reading import format_validation_error, read_yaml
+from metaloop.config.schema import (
+    JOB_KEYS,
+    JOBQUEUE_KINDS,
+    SIMULATED_KEYS,
+    ConfigDictT,
+    ExecutorSpec,
+    ExperimentConfig,
+    L2LOptimizeeSpec,
+)
+from metaloop.errors import ConfigError
+from metaloop.executors.walltime import walltime_seconds
+from metaloop.space import Space
+
+
+class Config:
+    """A validated config plus what it resolves to (space, weights, optimizer params)."""
+
+    def __init__(self, model: ExperimentConfig, space: Space, weights: list[float], base_dir: Path):
+        self.model = model
+        self.space = space
+        self.weights = weights
+        self.base_dir = base_dir
+        #: (n, seed) -> n unit-cube rows for generation 0 (an L2L optimizee's
+        #: create_individual(); used by population optimizers), or None
+        self.initial_population: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def n_objectives(self) -> int:
+        return len(self.weights)
+
+    def to_dict(self) -> ConfigDictT:
+        """Plain, resolved config (stored with the experiment; enough to resume anywhere)."""
+        return self.model.model_dump(mode="json", exclude_none=True)
+
+
+#: stand-ins for required sections pydantic rejected, so the other sections still get checked
+_STAND_INS: dict[str, Any] = {
+    "name": "config",
+    "optimizee": {"kind": "function", "name": "sphere"},
+    "optimizer": {"kind": "random"},
+}
+
+
+def _validate_sections(raw: ConfigDictT) -> tuple[ExperimentConfig | None, list[str], set[str]]:
+    """The model, pydantic's problems, and the top-level keys it rejected.
+
+    The sections are independent, so a config whose sections fail is validated again without
+    them (stand-ins for required ones) and the rest is still checked; the model is then only
+    good for finding further problems."""
+    try:
+        return ExperimentConfig.model_validate(raw), [], set()
+    except ValidationError as exc:
+        lines = format_validation_error(exc)
+        if any(not err["loc"] for err in exc.errors()):
+            return None, lines, set()
+        broken = {str(err["loc"][0]) for err in exc.errors()}
+    rest = {k: v for k, v in raw.items() if k not in broken}
+    for key, stand_in in _STAND_INS.items():
+        if key not in rest:
+            rest[key] = stand_in
+            broken.add(key)
+    try:
+        return ExperimentConfig.model_validate(rest), lines, broken
+    except ValidationError:
+        return None, lines, broken
+
+
+def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
+    """Validate a config mapping completely (raises ConfigError listing every problem)."""
+    from metaloop.optimizees.kinds import SpecCheck, optimizee_kind
+    from metaloop.optimizers.registry import get_optimizer_class
+    from metaloop.store import StoreError, validate_storage_url
+
+    base = Path(base_dir).resolve()
+    model, errors, broken = _validate_sections(raw)
+    if model is None:
+        raise ConfigError(errors)
+
+    if model.weights is not None and model.direction is not None:
+        errors.append("direction: give either 'direction' or 'weights', not both")
+    l2l = isinstance(model.optimizee, L2LOptimizeeSpec) and "optimizee" not in broken
+    spec_weights = model.optimizee.weights if l2l else None  # type: ignore[union-attr]
+    if spec_weights is not None and (model.weights is not None or model.direction is not None):
+        errors.append(
+            "optimizee.weights: give the fitness weights once (here or as the top-level "
+            "weights/direction)"
+        )
+    weights = model.weights or spec_weights or [1.0 if model.direction == "maximize" else -1.0]
+    if model.target is not None and len(weights) > 1:
+        errors.append("target: only for single-objective runs (weights has several components)")
+
+    try:
+        validate_storage_url(model.storage)
+    except StoreError as exc:
+        errors.append(str(exc))
+
+    space: Space | None = None
+    start: list[float] | None = None  # an L2L optimizee's create_individual(), in the cube
+    initial = None  # an L2L optimizee's (n, seed) -> generation 0 from create_individual()
+    spec = model.optimizee
+    if "optimizee" not in broken:
+        kind = optimizee_kind(spec.kind)
+        space_errors = []
+        if not kind.brings_space and "space" not in broken:
+            if model.space is None:
+                space_errors.append(
+                    f"space: required for {spec.kind} optimizees "
+                    "(name -> {type: real|int|choice, ...})"
+                )
+            elif not model.space:
+                space_errors.append("space: must define at least one parameter")
+            else:
+                space = Space(model.space)
+        given = None if "space" in broken else model.space
+        request = SpecCheck(spec, given, space, base, model.name, model.storage)
+        try:
+            checked = kind.check(request)
+        except ConfigError as exc:
+            errors.extend(exc.lines)
+        else:
+            model.optimizee = checked.spec
+            if checked.space_config is not None:
+                model.space = checked.space_config
+            if checked.space is not None:
+                space = checked.space
+            start, initial = checked.start, checked.initial
+        errors.extend(space_errors)
+
+    if "optimizer" not in broken:
+        kind_name = model.optimizer["kind"]
+        if start is not None:  # optimizers that start from a point start from create_individual()
+            model.optimizer = _with_start(model.optimizer, start)
+        try:
+            cls = get_optimizer_class(kind_name)
+        except KeyError as exc:
+            errors.append(f"optimizer.kind: {exc.args[0]}")
+        else:
+            params = {k: v for k, v in model.optimizer.items() if k != "kind"}
+            try:
+                validated = cls.Params.model_validate(params)
+                model.optimizer = {"kind": kind_name, **validated.model_dump(mode="json")}
+                if space is not None:  # the constructor checks what needs the space (grid size)
+                    cls(space, validated, seed=0, n_objectives=len(weights))
+            except ValidationError as exc:
+                errors.extend(format_validation_error(exc, prefix="optimizer"))
+            except ValueError as exc:
+                errors.append(f"optimizer: {exc}")
+            stops = (model.generations, model.budget, model.target, model.max_time)
+            rejected = broken & {"generations", "budget", "target", "max_time"}
+            if kind_name != "grid" and not rejected and all(s is None for s in stops):
+                errors.append(
+                    "generations: no stopping criterion; set generations, budget, target or "
+                    "max_time"
+                )
+    # a rejected optimizer or executor section stands in as random / local: no false alarms
+    errors.extend(_mode_problems(model))
+    errors.extend(_executor_problems(model.executor))
+    if model.workdir is not None:
+        model.workdir = str((base / model.workdir).resolve())
+    if errors:
+        raise ConfigError(errors)
+    assert space is not None
+    config = Config(model, space, weights, base)
+    config.initial_population = initial
+    return config
+
+
+def _with_start(optimizer: dict[str, Any], start: list[float]) -> dict[str, Any]:
+    """Set an L2L optimizee's start point as the optimizer's ``x0`` (es, gd, cmaes) or
+    ``mu0`` (nes, xnes) unless the config gives one (population optimizers have none)."""
+    from metaloop.optimizers.registry import get_optimizer_class
+
+    try:
+        fields = get_optimizer_class(optimizer["kind"]).Params.model_fields
+    except KeyError:
+        return optimizer
+    for key in ("x0", "mu0"):
+        if key in fields and key not in optimizer:
+            return {**optimizer, key: start}
+    return optimizer
+
+
+def _mode_problems(model: ExperimentConfig) -> list[str]:
+    """Keys that do not go with the run's ``mode``; vectorized runs use the serial executor
+    (the population is evaluated in the driver)."""
+    from metaloop.optimizers.registry import async_kinds, get_optimizer_class
+
+    errors = []
+    kind = model.optimizer["kind"]
+    if model.mode == "async":
+        try:
+            ok = get_optimizer_class(kind).supports_async
+        except KeyError:
+            ok = True  # reported as optimizer.kind
+        if not ok:
+            errors.append(
+                f"mode: async works with optimizer kinds {', '.join(async_kinds())} "
+                f"(optimizer.kind is {kind!r}; use mode: sync)"
+            )
+    if model.mode == "vectorized":
+        try:
+            outputs = get_optimizer_class(kind).uses_outputs
+        except KeyError:
+            outputs = False
+        if outputs:
+            errors.append(
+                f"optimizer.kind: {kind!r} learns from optimizee outputs, which mode: vectorized "
+                "does not carry (use mode: sync)"
+            )
+        if "kind" in model.executor.model_fields_set and model.executor.kind != "serial":
+            errors.append(
+                "executor.kind: mode: vectorized evaluates populations in the driver; expected "
+                f"'serial' or no executor section (got {model.executor.kind!r})"
+            )
+        model.executor = model.executor.model_copy(update={"kind": "serial"})
+        if model.early_stopping is not None:
+            errors.append(
+                "early_stopping: needs evaluations that report; not with mode: vectorized"
+            )
+    elif model.recording != "full":
+        errors.append(
+            f"recording: 'summary' keeps one row per generation and needs mode: vectorized "
+            f"(mode is {model.mode!r})"
+        )
+    return errors
+
+
+def _executor_problems(ex: ExecutorSpec) -> list[str]:
+    """Keys that do not apply to the chosen executor, and missing optional dependencies."""
+    errors = []
+    if ex.address is not None and ex.kind != "dask":
+        errors.append("executor.address: only for executor kind 'dask'")
+    if ex.kind not in JOBQUEUE_KINDS:
+        for key in JOB_KEYS:
+            if getattr(ex, key) is not None:
+                errors.append(f"executor.{key}: only for executor kinds 'slurm' and 'pbs'")
+    if ex.kind != "simulated":
+        for key in SIMULATED_KEYS:
+            if getattr(ex, key) is not None:
+                errors.append(f"executor.{key}: only for executor kind 'simulated'")
+    needs = {
+        "dask": ("distributed", "Dask: pip install 'metaloop[dask]'"),
+        "slurm": ("dask_jobqueue", "dask-jobqueue: pip install 'metaloop[hpc]'"),
+        "pbs": ("dask_jobqueue", "dask-jobqueue: pip install 'metaloop[hpc]'"),
+        "mpi": ("mpi4py", "mpi4py and an MPI library: pip install 'metaloop[mpi]'"),
+    }
+    if ex.kind in needs:
+        module, what = needs[ex.kind]
+        import importlib.util
+
+        if importlib.util.find_spec(module) is None:
+            errors.append(f"executor.kind: {ex.kind!r} needs {what}")
+    if ex.walltime is not None and ex.replace_before_s is not None:
+        if ex.replace_before_s >= walltime_seconds(ex.walltime):
+            errors.append(
+                f"executor.replace_before_s: must be shorter than the walltime {ex.walltime} "
+                f"(got {ex.replace_before_s:g})"
+            )
+    return errors
+
+
+def load_config(
+    path: str | Path | None = None,
+    data: ConfigDictT | None = None,
+    overrides: ConfigDictT | None = None,
+) -> Config:
+    """Read (from ``path`` or ``data``), apply command-line overrides, validate."""
+    if (path is None) == (data is None):
+        raise ValueError("give exactly one of path or data")
+    raw = read_yaml(path) if path is not None else dict(data or {})
+    base_dir = Path(path).parent if path is not None else Path(".")
+    raw = dict(raw)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key.startswith("executor."):
+            executor = dict(raw.get("executor") or {})
+            executor[key.split(".", 1)[1]] = value
+            raw["executor"] = executor
+        else:
+            raw[key] = value
+    if "name" not in raw and path is not None:
+        raw["name"] = Path(path).stem
+    return validate_config(raw, base_dir)
