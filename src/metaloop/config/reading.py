@@ -40,18 +40,26 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]
     return lines
 
 
+def mapping_from_yaml(text: str, source: str = "") -> ConfigDictT:
+    """The mapping a YAML (or JSON) text holds; ConfigError naming ``source`` (a file) if given,
+    for bad YAML or a text that is not a mapping."""
+    in_source = f" in {source}" if source else ""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config: YAML syntax error{in_source}{where}: {problem}") from None
+    if not isinstance(data, dict):
+        what = f"{source} must hold" if source else "must be"
+        raise ConfigError(f"config: {what} a mapping of keys, got {type(data).__name__}")
+    return data
+
+
 def read_yaml(path: str | Path) -> ConfigDictT:
     """Read a YAML config file; ConfigError for a missing file or bad YAML."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config: file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"config: YAML syntax error in {p}{where}: {problem}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config: {p} must hold a mapping of keys, got {type(data).__name__}")
-    return data
+    return mapping_from_yaml(p.read_text(), str(p))

@@ -21,6 +21,9 @@ from typing import Any
 
 import yaml
 
+from metaloop.config.reading import mapping_from_yaml
+from metaloop.errors import ConfigError
+
 #: seconds the validating process may take (it imports the optimizee)
 CHECK_TIMEOUT_S = 120.0
 
@@ -50,15 +53,9 @@ def parse_config(config: Any) -> dict[str, Any]:
             f"config: expected YAML or JSON text or a mapping, got {type(config).__name__}"
         )
     try:
-        data = yaml.safe_load(config)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise LaunchError(f"config: YAML syntax error{where}: {problem}") from None
-    if not isinstance(data, dict):
-        raise LaunchError(f"config: must be a mapping of keys, got {type(data).__name__}")
-    return data
+        return mapping_from_yaml(config)
+    except ConfigError as exc:
+        raise LaunchError(exc.lines) from None
 
 
 def check_config(raw: dict[str, Any], storage: str, base_dir: Path) -> dict[str, Any]:
