@@ -212,7 +212,7 @@ def pipeline(args: argparse.Namespace) -> None:
 
 # -- what the marker check costs in ctx.report ---------------------------------------------
 def report_cost() -> None:
-    from metaloop.optimizees.base import Context
+    from metaloop.optimizees.context import Context
 
     n = 20000
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,8 +23,10 @@ import yaml
 
 from metaloop.api import Experiment, history
 from metaloop.config import ConfigError, validate_config
-from metaloop.optimizees.base import Evaluator, Result, evaluation_seed
 from metaloop.optimizees.command import CommandOptimizee, format_value, parse_output
+from metaloop.optimizees.context import evaluation_seed
+from metaloop.optimizees.evaluator import Evaluator
+from metaloop.optimizees.results import Result
 from metaloop.records import Status
 
 PROGRAMS = Path(__file__).resolve().parent / "programs"

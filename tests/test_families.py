@@ -11,7 +11,7 @@ import pytest
 
 from metaloop.api import Experiment, history
 from metaloop.config import ConfigError, load_config
-from metaloop.optimizees.base import Context, generation_task_seed
+from metaloop.optimizees.context import Context, generation_task_seed
 from metaloop.optimizees.families import FamilyOptimizee, aggregate, sample_tasks
 
 MODULE = Path(__file__).parent / "optimizees" / "family_opt.py"

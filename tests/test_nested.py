@@ -12,7 +12,7 @@ import pytest
 from metaloop.api import Experiment, experiment_info, experiments, history
 from metaloop.config import ConfigError, load_config
 from metaloop.nested import NestedOptimizee, inner_weights, outcome
-from metaloop.optimizees.base import Context, evaluation_seed
+from metaloop.optimizees.context import Context, evaluation_seed
 
 INNER = Path(__file__).parent / "optimizees" / "nested_inner.py"
 

@@ -16,8 +16,9 @@ import pytest
 import metaloop
 from metaloop.drivers.pruning import AshaPruner, MedianPruner, make_pruner
 from metaloop.drivers.tailer import PRUNING_INTERVAL_S, ReportTailer
-from metaloop.optimizees.base import PRUNE_FILE, REPORTS_FILE, Context, Evaluator, Pruned
 from metaloop.optimizees.command import CommandOptimizee
+from metaloop.optimizees.context import PRUNE_FILE, REPORTS_FILE, Context, Pruned
+from metaloop.optimizees.evaluator import Evaluator
 from metaloop.records import RETRYABLE, Evaluation, Status
 from metaloop.store import open_store
 

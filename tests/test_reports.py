@@ -22,7 +22,8 @@ import yaml
 from services import MPI_ENV, mpi_available, need, slurm_running
 
 from metaloop.api import Experiment
-from metaloop.optimizees.base import Context, Evaluator, WorkdirUsed
+from metaloop.optimizees.context import Context
+from metaloop.optimizees.evaluator import Evaluator, WorkdirUsed
 from metaloop.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent

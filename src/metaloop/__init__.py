@@ -9,7 +9,7 @@ __all__ = ["Pruned"]
 def __getattr__(name: str) -> Any:
     """``metaloop.Pruned`` without making ``import metaloop`` import numpy."""
     if name == "Pruned":
-        from metaloop.optimizees.base import Pruned
+        from metaloop.optimizees.context import Pruned
 
         return Pruned
     raise AttributeError(f"module 'metaloop' has no attribute {name!r}")

@@ -242,7 +242,7 @@ def _observer(args: argparse.Namespace) -> Any:
 
 def _report(summary: Any, args: argparse.Namespace, storage: str) -> int:
     from metaloop.drivers.loop import summary_dict
-    from metaloop.space import to_jsonable
+    from metaloop.jsonable import to_jsonable
 
     if summary.status == "already_finished":
         print(

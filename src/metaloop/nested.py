@@ -35,6 +35,7 @@ import numpy as np
 
 from metaloop.optimizees.kinds import CheckedSpec, OptimizeeKind, SpecCheck
 from metaloop.records import Evaluation, Status
+from metaloop.scoring import weighted_score
 
 OBJECTIVES = ("best", "final_best", "final_mean", "mean")
 #: inner config keys metaloop sets for every outer evaluation
@@ -116,7 +117,7 @@ def outcome(
         return float(v)
 
     if objective in ("best", "final_best"):
-        best = max(ok, key=lambda e: sum(w * f for w, f in zip(weights, e.fitness)))  # type: ignore[arg-type]
+        best = max(ok, key=lambda e: weighted_score(e.fitness, weights))  # type: ignore[arg-type]
         return value(best)
     if objective in ("final_mean", "mean"):
         return float(np.mean([value(e) for e in ok]))
@@ -197,7 +198,7 @@ class NestedOptimizee:
         weights = inner_weights(raw)
         value = outcome(evaluations, weights, self.objective, self.metric, name)
         ok = [e for e in evaluations if e.status is Status.OK and e.fitness is not None]
-        best = max(ok, key=lambda e: sum(w * f for w, f in zip(weights, e.fitness)))  # type: ignore[arg-type]
+        best = max(ok, key=lambda e: weighted_score(e.fitness, weights))  # type: ignore[arg-type]
         return {
             "fitness": value,
             "metrics": {

@@ -260,21 +260,9 @@ def _is_integral(value: Any) -> bool:
     return isinstance(value, (float, np.floating)) and float(value).is_integer()
 
 
-def to_jsonable(value: Any) -> Any:
-    """Plain-JSON form of a candidate value (arrays become nested lists)."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {k: to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    return value
-
-
 def params_from_json(space: Space | None, raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Inverse of :func:`to_jsonable` for a candidate dict: arrays come back as numpy arrays."""
+    """Inverse of :func:`metaloop.jsonable.to_jsonable` for a candidate dict: arrays come
+    back as numpy arrays."""
     out = dict(raw)
     if space is not None:
         for name, spec in space.params.items():

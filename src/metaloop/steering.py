@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from metaloop.space import ChoiceParam, IntParam, RealParam, Space, params_from_json, to_jsonable
+from metaloop.jsonable import to_jsonable
+from metaloop.space import ChoiceParam, IntParam, RealParam, Space, params_from_json
 from metaloop.store.base import ExperimentInfo, Store
 
 ACTIONS = ("pause", "resume", "stop", "set", "inject", "note")

@@ -127,7 +127,7 @@ class Trajectory:
     ``traj.par``), ``traj["group.name"]`` and ``traj.<name>`` read them (an unknown root name
     reads as None, as upstream).  ``traj.individual`` is the candidate being evaluated;
     ``traj.generation`` and ``traj.ind_idx`` say which one, and ``traj.ctx`` is metaloop's
-    :class:`~metaloop.optimizees.base.Context` of the evaluation (None outside one).
+    :class:`~metaloop.optimizees.context.Context` of the evaluation (None outside one).
     """
 
     def __init__(self, name: str = "trajectory", **_: Any):

@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from metaloop.jsonable import to_jsonable
 from metaloop.optimizers.pareto import non_dominated_mask
 from metaloop.records import Evaluation, Status
+from metaloop.scoring import weighted_fitness, weighted_score
 from metaloop.store import ExperimentInfo
 
 #: seconds of finished evaluations the evaluation rate and active workers are measured over
@@ -35,22 +37,9 @@ TABLE_ARRAY_LIMIT = 8
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` as strict JSON data: numpy to Python, non-finite floats to strings."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return jsonable(value.item())
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, Status):
-        return value.value
-    return str(value)
+    """``value`` as strict JSON data: numpy to Python, non-finite floats to strings
+    (``"nan"``, ``"inf"``, ``"-inf"``), other objects to their ``str``."""
+    return to_jsonable(value, nonfinite="str", other="str")
 
 
 def weights_of(config: dict[str, Any]) -> list[float]:
@@ -65,7 +54,7 @@ def score_of(e: Evaluation, weights: list[float]) -> float | None:
     """The weighted sum the loop maximizes (None unless the evaluation is ok)."""
     if e.status is not Status.OK or e.fitness is None or len(e.fitness) != len(weights):
         return None
-    return float(sum(w * f for w, f in zip(weights, e.fitness)))
+    return float(weighted_score(e.fitness, weights))
 
 
 def is_live(info: ExperimentInfo) -> bool:
@@ -411,7 +400,7 @@ def pareto(evaluations: list[Evaluation], weights: list[float]) -> dict[str, Any
     ]
     front: list[bool] = []
     if ok:
-        F = np.asarray([e.fitness for e in ok], dtype=float) * np.asarray(weights)
+        F = weighted_fitness([e.fitness for e in ok], weights)
         front = non_dominated_mask(F).tolist()
     points = [[e.generation, e.index, *e.fitness] for e in ok]  # type: ignore[misc]
     return jsonable({"objectives": m, "weights": weights, "points": points, "front": front})

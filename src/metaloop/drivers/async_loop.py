@@ -40,6 +40,7 @@ from metaloop.drivers.loop import TOLD, Loop
 from metaloop.executors.chunking import moving_mean
 from metaloop.optimizers.asynchronous import AsyncOptimizer, make_async
 from metaloop.records import Evaluation, Task
+from metaloop.scoring import weighted_fitness
 from metaloop.store.base import StoreError
 
 NO_BOUNDARY = "set and inject need a generation boundary; not in mode: async"
@@ -83,7 +84,7 @@ class AsyncLoop(Loop):
         x = self.pending.pop(evaluation.index)
         f = np.full(len(self.weights), -math.inf)
         if evaluation.status in TOLD and evaluation.fitness is not None:
-            f = self.weights * np.asarray(evaluation.fitness, dtype=float)
+            f = weighted_fitness(evaluation.fitness, self.weights)
         self.aopt.tell(evaluation.index, x, f)
         self.generation = self.aopt.generation
 

@@ -32,10 +32,11 @@ from metaloop.drivers.pruning import make_pruner
 from metaloop.drivers.tailer import ReportTailer
 from metaloop.executors import Executor, RetryPolicy, WorkerSetup
 from metaloop.executors.chunking import moving_mean
-from metaloop.optimizees.base import WorkdirUsed
+from metaloop.optimizees.evaluator import WorkdirUsed
 from metaloop.optimizers.base import Optimizer
 from metaloop.optimizers.registry import get_optimizer_class
 from metaloop.records import Evaluation, Outcome, Status, Task
+from metaloop.scoring import weighted_fitness, weighted_score
 from metaloop.store.base import ExperimentInfo, Store
 
 #: a paused run with nothing running polls this often
@@ -164,7 +165,7 @@ class Loop:
         """The weighted sum that is maximized (None unless the evaluation is ok)."""
         if evaluation.status is not Status.OK or evaluation.fitness is None:
             return None
-        return sum(w * f for w, f in zip(self._weight_list, evaluation.fitness))
+        return weighted_score(evaluation.fitness, self._weight_list)
 
     def _target_reached(self) -> bool:
         t = self.config.model.target
@@ -361,7 +362,7 @@ class Loop:
         outputs: list[Any] = [None] * n
         for i, e in results.items():
             if e.status in TOLD and e.fitness is not None:
-                F[i] = self.weights * np.asarray(e.fitness)
+                F[i] = weighted_fitness(e.fitness, self.weights)
                 outputs[i] = e.outputs
         self.optimizer.tell(X, F, outputs if self.optimizer.uses_outputs else None)
         self.generation = self.optimizer.generation

@@ -11,7 +11,7 @@ time and lists its artifacts (name, size, media type, absolute path).
 
 Cheap runs pay nothing per evaluation: an evaluation that never touches its workdir creates
 no directory, and its metrics come back as a plain dict (not a
-:class:`~metaloop.optimizees.base.WorkdirUsed`), so the loop tells the tailer nothing about
+:class:`~metaloop.optimizees.evaluator.WorkdirUsed`), so the loop tells the tailer nothing about
 it; while the generation's directory does not exist a look is one ``stat`` a second, and the
 final pass of a generation none of whose evaluations used its workdir does nothing.
 Every reported line is stored under its line number (``seq``), so re-reading a file after a
@@ -35,7 +35,7 @@ from collections import deque
 from pathlib import Path
 
 from metaloop.drivers.pruning import Pruner
-from metaloop.optimizees.base import ARTIFACTS_DIR, PRUNE_FILE, REPORTS_FILE, evaluation_dir
+from metaloop.optimizees.context import ARTIFACTS_DIR, PRUNE_FILE, REPORTS_FILE, evaluation_dir
 from metaloop.store.base import ArtifactRow, ReportRow, Store
 
 #: how often the tailer looks for new lines (reports reach the store at most this late)

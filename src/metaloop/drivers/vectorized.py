@@ -41,11 +41,13 @@ import numpy as np
 from metaloop.config import Config, ConfigError
 from metaloop.drivers.loop import Loop, RunObserver
 from metaloop.executors import Executor
-from metaloop.optimizees.base import Evaluator
+from metaloop.jsonable import to_jsonable
+from metaloop.optimizees.evaluator import Evaluator
 from metaloop.optimizees.loader import build_optimizee
 from metaloop.optimizees.population import Outcomes, PopulationEvaluator
 from metaloop.records import Evaluation, Status
-from metaloop.space import params_from_json, to_jsonable
+from metaloop.scoring import weighted_fitness, weighted_scores
+from metaloop.space import params_from_json
 from metaloop.store.base import ExperimentInfo, Store
 from metaloop.store.sql import json_objects
 
@@ -194,7 +196,7 @@ class VectorizedLoop(Loop):
             self.observer.evaluated(top, self)
         if limit < n:
             return "budget"
-        told = np.where(ok[:, None], self.weights * np.nan_to_num(F), -math.inf)
+        told = weighted_fitness(F, self.weights, ok)
         self.optimizer.tell(X, told, None)
         self.generation = self.optimizer.generation
         diagnostics = self.optimizer.diagnostics()
@@ -220,9 +222,7 @@ class VectorizedLoop(Loop):
 
     def _scores(self, F: np.ndarray, ok: np.ndarray) -> np.ndarray:
         """The maximized weighted sum, summed as :meth:`Loop.score` sums (NaN where not ok)."""
-        s = np.zeros(len(F))
-        for j, w in enumerate(self._weight_list):
-            s = s + w * F[:, j]
+        s = weighted_scores(F, self._weight_list)
         s[~ok] = np.nan
         return s
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from metaloop.records import Outcome, Task
 
 if TYPE_CHECKING:
-    from metaloop.optimizees.base import Evaluator
+    from metaloop.optimizees.evaluator import Evaluator
 
 
 class ExecutorError(Exception):
@@ -39,7 +39,7 @@ def evaluator_for(optimizee: Any, setup: WorkerSetup) -> Evaluator:
     """The Evaluator every executor wraps a built optimizee in (same rules everywhere)."""
     from pathlib import Path
 
-    from metaloop.optimizees.base import Evaluator
+    from metaloop.optimizees.evaluator import Evaluator
 
     return Evaluator(
         optimizee, setup.n_objectives, setup.seed, Path(setup.workdir), setup.early_stopping_metric

@@ -161,7 +161,7 @@ class _OptimizeePlugin(WorkerPlugin):
         self.build(worker, log)
 
     def build(self, worker: Any, log: Path | None = None) -> tuple[Any, str, str, str]:
-        from metaloop.optimizees.base import hostname
+        from metaloop.optimizees.evaluator import hostname
         from metaloop.optimizees.loader import build_optimizee
 
         s = self.setup_spec

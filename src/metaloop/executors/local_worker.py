@@ -52,7 +52,7 @@ def worker_main(conn: Connection, setup: WorkerSetup, name: str, started: Any) -
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C means
     _redirect_output(Path(setup.workdir) / "logs" / f"worker-{name}.log")
-    from metaloop.optimizees.base import hostname
+    from metaloop.optimizees.evaluator import hostname
     from metaloop.optimizees.loader import OptimizeeLoadError, build_optimizee
 
     try:

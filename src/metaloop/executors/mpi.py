@@ -43,7 +43,7 @@ from typing import Any
 from metaloop.executors import mpi_worker
 from metaloop.executors.base import Executor, ExecutorError, WorkerSetup
 from metaloop.executors.chunking import chunk_size, moving_mean
-from metaloop.optimizees.base import hostname
+from metaloop.optimizees.evaluator import hostname
 from metaloop.optimizees.loader import OptimizeeLoadError
 from metaloop.records import Outcome, Status, Task
 

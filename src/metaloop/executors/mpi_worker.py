@@ -78,7 +78,7 @@ def _install(token: str, setup: WorkerSetup, rank: int, timeout_s: float | None)
     global IN_WORKER
     IN_WORKER = True
     from metaloop.executors.local_worker import _redirect_output
-    from metaloop.optimizees.base import hostname
+    from metaloop.optimizees.evaluator import hostname
     from metaloop.optimizees.loader import build_optimizee
 
     _STATE.clear()  # a previous experiment's optimizee (shared pool under mpirun)
@@ -99,7 +99,7 @@ def _rank() -> tuple[Any, int]:
 
 def hello() -> list[tuple[int, int, str]]:
     """Every worker rank's (rank, pid, host), before anything can go wrong on one."""
-    from metaloop.optimizees.base import hostname
+    from metaloop.optimizees.evaluator import hostname
 
     comm, rank = _rank()
     return comm.allgather((rank, os.getpid(), hostname()))

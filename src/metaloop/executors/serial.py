@@ -13,7 +13,7 @@ from collections import deque
 import numpy as np
 
 from metaloop.executors.base import Executor, WorkerSetup, evaluator_for
-from metaloop.optimizees.base import Evaluator, hostname
+from metaloop.optimizees.evaluator import Evaluator, hostname
 from metaloop.optimizees.loader import build_optimizee
 from metaloop.records import Outcome, Task
 

@@ -22,7 +22,7 @@ from collections import deque
 
 from metaloop.executors.base import Executor, WorkerSetup, evaluator_for
 from metaloop.executors.serial import _copy
-from metaloop.optimizees.base import Evaluator
+from metaloop.optimizees.evaluator import Evaluator
 from metaloop.optimizees.loader import build_optimizee
 from metaloop.records import Outcome, Status, Task
 

@@ -48,7 +48,8 @@ from typing import Any
 
 import numpy as np
 
-from metaloop.optimizees.base import ARTIFACTS_DIR, PRUNE_FILE, REPORTS_FILE, Pruned
+from metaloop.jsonable import to_jsonable
+from metaloop.optimizees.context import ARTIFACTS_DIR, PRUNE_FILE, REPORTS_FILE, Pruned
 
 _KILL_GRACE_S = 2.0  # SIGTERM -> SIGKILL
 _DRAIN_S = 2.0  # after the program exits, how long to wait for escaped holders of its pipes
@@ -69,22 +70,10 @@ class CommandTimeout(TimeoutError):
     """The program ran longer than ``timeout_s`` and its process group was killed."""
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def format_value(value: Any) -> str:
     """A parameter as text: strings as they are, everything else as JSON (floats as
     ``repr``, which parses back to the identical double; arrays as nested lists)."""
-    value = _plain(value)
+    value = to_jsonable(value)
     if isinstance(value, str):
         return value
     if isinstance(value, float):
@@ -264,7 +253,7 @@ class CommandOptimizee:
     def evaluate(self, params: dict[str, Any], ctx: Any) -> Any:
         workdir = Path(ctx.workdir).absolute()
         params_path = workdir / "params.json"
-        plain = {str(k): _plain(v) for k, v in params.items()}
+        plain = to_jsonable(params)
         params_path.write_text(json.dumps(plain, indent=1) + "\n")
         result_path = None
         if self._result_t is not None:

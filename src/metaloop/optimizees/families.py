@@ -21,7 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from metaloop.optimizees.base import Context, Status, call_style, parse_result
+from metaloop.optimizees.context import Context
+from metaloop.optimizees.protocol import plain_fn, takes_ctx
+from metaloop.optimizees.results import parse_result
+from metaloop.records import Status
 
 AGGREGATES = ("mean", "median", "quantile")
 
@@ -72,8 +75,8 @@ class FamilyOptimizee:
         how: str = "mean",
         q: float | None = None,
     ):
-        fn = optimizee.evaluate if hasattr(optimizee, "evaluate") else optimizee
-        if not callable(fn) or not call_style(fn):
+        fn = plain_fn(optimizee)
+        if fn is None or not takes_ctx(fn):
             raise TypeError("with tasks the optimizee must take (params, ctx) to see ctx.task")
         self.fn = fn
         self.sample = family_sampler(family)
@@ -230,7 +233,7 @@ def check_tasks(optimizee: Any, tasks: Mapping[str, Any]) -> None:
     except TypeError as exc:
         raise OptimizeeLoadError(f"{where}: {exc}") from None
     fn = getattr(optimizee, "evaluate", optimizee)
-    takes_ctx = call_style(fn)
+    with_ctx = takes_ctx(fn)
     if inspect.isclass(optimizee) and inspect.isfunction(fn):  # unbound: self counts
         params = [
             p
@@ -238,8 +241,8 @@ def check_tasks(optimizee: Any, tasks: Mapping[str, Any]) -> None:
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         ]
         var = any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(fn).parameters.values())
-        takes_ctx = var or len(params) >= 3
-    if not takes_ctx:
+        with_ctx = var or len(params) >= 3
+    if not with_ctx:
         raise OptimizeeLoadError(
             "optimizee.tasks: the optimizee must take (params, ctx) to read ctx.task"
         )

@@ -15,7 +15,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from metaloop.errors import ConfigError
-from metaloop.optimizees.base import Evaluator, call_style, generation_task_seed, hostname
+from metaloop.optimizees.context import generation_task_seed
+from metaloop.optimizees.evaluator import Evaluator, hostname
+from metaloop.optimizees.protocol import batch_fn, population_fn, takes_ctx
 from metaloop.records import Evaluation, Status
 
 _POPULATION_STREAM = 0x9E7A
@@ -141,16 +143,15 @@ class PopulationEvaluator:
     """Calls the optimizee on whole populations (or through the ``evaluate_batch`` adapter)."""
 
     def __init__(self, optimizee: Any, n_objectives: int, seed: int, workdir: Path, attempts: int):
-        self.fn = getattr(optimizee, "evaluate_population", None)
-        if not callable(self.fn):
-            self.fn = None
-            if not callable(getattr(optimizee, "evaluate_batch", None)):
+        self.fn = population_fn(optimizee)
+        if self.fn is None:
+            if batch_fn(optimizee) is None:
                 raise ConfigError(
                     "optimizee: mode: vectorized needs evaluate_population(params, ctx) or "
                     f"evaluate_batch(params_list, ctx_list); {optimizee!r} has neither "
                     "(use mode: sync)"
                 )
-        self.with_ctx = call_style(self.fn) if self.fn is not None else True
+        self.with_ctx = takes_ctx(self.fn) if self.fn is not None else True
         self.adapter = None if self.fn is not None else Evaluator(
             optimizee, n_objectives, seed, workdir
         )

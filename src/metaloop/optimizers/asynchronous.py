@@ -43,9 +43,10 @@ from typing import Any
 
 import numpy as np
 
-from metaloop.optimizers.base import Optimizer, scalarize
+from metaloop.optimizers.base import Optimizer
 from metaloop.optimizers.common import as_rows, reflect, scores
 from metaloop.optimizers.de import _N_SAMPLES
+from metaloop.scoring import scalarize
 
 _ASYNC_STREAM = 0x0A5
 _BLOCK_STREAM = 0x0A6

@@ -147,12 +147,3 @@ class Optimizer(ABC):
     def set_params(self, **changes: Any) -> None:
         """Change hyperparameters (validated against ``Params``; raises ValueError if bad)."""
         self.params = self.Params.model_validate({**self.params.model_dump(), **changes})
-
-
-def scalarize(F: np.ndarray) -> np.ndarray:
-    """One score per row (sum of weighted objectives; ``-inf`` if any is ``-inf`` or NaN)."""
-    F = np.asarray(F, dtype=float)
-    with np.errstate(invalid="ignore"):
-        s = F.sum(axis=1) if F.ndim == 2 else F.copy()
-    s[np.isnan(s)] = -np.inf
-    return s

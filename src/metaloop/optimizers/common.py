@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from metaloop.optimizers.base import scalarize
+from metaloop.scoring import scalarize
 
 
 def scores(F: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ import numpy as np
 
 from metaloop.optimizers.pareto import non_dominated_mask
 from metaloop.records import Evaluation
+from metaloop.scoring import weighted_fitness
 from metaloop.store.base import ExperimentInfo, Store
 
 BASE_COLUMNS = ["generation", "index", "status", "attempts", "duration_s", "error"]
@@ -91,7 +92,7 @@ def _pareto_front(
     """(generation, index) -> 1 if non-dominated (weighted fitness, larger is better), else 0."""
     if not keys:
         return {}
-    F = np.asarray(fits, dtype=float) * np.asarray(weights, dtype=float)
+    F = weighted_fitness(fits, weights)
     mask = non_dominated_mask(F)
     return {k: int(v) for k, v in zip(keys, mask, strict=True)}
 

@@ -1,0 +1,62 @@
+"""Plain JSON data from Python and numpy values: the one conversion every JSON writer uses.
+
+:func:`to_jsonable` turns numpy arrays into (nested) lists, numpy scalars into Python
+numbers, tuples into lists and mapping keys into strings.  Callers differ in two things
+only, each chosen by a keyword:
+
+* ``nonfinite``: what NaN and the infinities become — ``"keep"`` (the float itself; the
+  caller writes JSON that allows them or re-reads numbers only), ``"null"`` (``None``: strict
+  JSON, e.g. ``ctx.report``) or ``"str"`` (``"nan"``, ``"inf"``, ``"-inf"``: the dashboard);
+* ``other``: what any other object becomes — ``"keep"`` (itself), ``"repr"`` (its ``repr``:
+  a metric never costs an evaluation its result) or ``"str"`` (its ``str``: the dashboard).
+
+This module imports nothing of metaloop.  The exact checkpoint codec (base64 arrays, tagged
+types) is :mod:`metaloop.store.codec`, a different thing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import numpy as np
+
+NonFinite = Literal["keep", "null", "str"]
+Other = Literal["keep", "repr", "str"]
+
+_PRIMITIVE = (bool, int, float, str)
+
+
+def to_jsonable(value: Any, *, nonfinite: NonFinite = "keep", other: Other = "keep") -> Any:
+    """``value`` as plain JSON data (see the module docstring for ``nonfinite`` and
+    ``other``).  Numpy values become Python ones first; then ``None``, bools, ints, floats
+    and strings (subclasses included, e.g. a ``str`` enum) stay as they are, except
+    non-finite floats under ``nonfinite="null"`` or ``"str"``."""
+    if isinstance(value, np.ndarray):
+        items = value.tolist()
+        if nonfinite == "keep" and (value.dtype != object or other == "keep"):
+            return items
+        return to_jsonable(items, nonfinite=nonfinite, other=other)
+    if isinstance(value, np.generic):
+        item = value.item()
+        if isinstance(item, float) or other == "str":
+            return to_jsonable(item, nonfinite=nonfinite, other=other)
+        return item
+    if value is None:
+        return None
+    if isinstance(value, _PRIMITIVE):
+        if nonfinite != "keep" and isinstance(value, float) and not math.isfinite(value):
+            return None if nonfinite == "null" else str(value)
+        return value
+    if isinstance(value, Mapping):
+        return {
+            str(k): to_jsonable(v, nonfinite=nonfinite, other=other) for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v, nonfinite=nonfinite, other=other) for v in value]
+    if other == "keep":
+        return value
+    if other == "repr":
+        return repr(value)
+    return str(value)

@@ -1,0 +1,166 @@
+"""The worker side of one task: :class:`Evaluator` calls an optimizee (any variant of
+:mod:`metaloop.optimizees.protocol`) with its :class:`~metaloop.optimizees.context.Context`
+and turns what it returns, or raises, into a checked
+:class:`~metaloop.optimizees.results.Result`.  Every executor uses it, so the rules are the
+same everywhere."""
+
+from __future__ import annotations
+
+import math
+import os
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from metaloop.optimizees.context import Context, Pruned
+from metaloop.optimizees.protocol import check_optimizee, takes_ctx
+from metaloop.optimizees.results import Result, parse_result
+from metaloop.records import Status
+
+#: One task as it travels to a worker: (generation, index, attempt, params, info).
+TaskTuple = tuple[int, int, int, dict[str, Any], "dict[str, Any] | None"]
+
+
+class Evaluator:
+    """Calls an optimizee on tasks and turns what it returns (or raises) into a Result.
+
+    Exceptions become ``failed`` with the traceback, garbage becomes ``invalid``.  Every
+    executor uses this class, so the rules are the same everywhere.  An optimizee with an
+    ``evaluate_batch(params_list, ctx_list)`` method (the batch variant) gets whole chunks
+    through :meth:`batch`; an object that offers no variant of the contract is a TypeError.
+    """
+
+    def __init__(
+        self,
+        optimizee: Any,
+        n_objectives: int,
+        experiment_seed: int,
+        workdir: Path,
+        prune_metric: str | None = None,
+    ):
+        offered = check_optimizee(optimizee)
+        batch_fn = offered.batch
+        if offered.evaluate is None and batch_fn is None:
+            batch_fn = _population_only(optimizee)  # it has evaluate_population only
+        self.optimizee = optimizee  # (mode: vectorized takes it from the serial executor)
+        self.fn = offered.evaluate
+        self.batch_fn = batch_fn
+        self.with_ctx = takes_ctx(self.fn) if self.fn is not None else True
+        self.n_objectives = n_objectives
+        self.experiment_seed = experiment_seed
+        self.workdir = Path(workdir)
+        self.prune_metric = prune_metric  # early stopping's metric: a pruned result's value
+
+    def context(
+        self, generation: int, index: int, attempt: int, info: dict[str, Any] | None = None
+    ) -> Context:
+        path = self.workdir / f"g{generation:05d}" / f"i{index:05d}"  # = evaluation_dir(...)
+        return Context(
+            generation, index, attempt, self.experiment_seed, path, info, self.prune_metric
+        )
+
+    def __call__(
+        self,
+        generation: int,
+        index: int,
+        attempt: int,
+        params: dict[str, Any],
+        info: dict[str, Any] | None = None,
+    ) -> Result:
+        if self.fn is None:
+            return self.batch([(generation, index, attempt, params, info)])[0]
+        if not self.with_ctx:
+            try:
+                raw = self.fn(params)
+            except Exception as exc:  # noqa: BLE001 - any optimizee error is data
+                return _failed(exc)
+            return parse_result(raw, self.n_objectives)
+        ctx = self.context(generation, index, attempt, info)
+        try:
+            raw = self.fn(params, ctx)
+        except Pruned as exc:
+            return _mark(self._pruned(exc), True)
+        except Exception as exc:  # noqa: BLE001 - any optimizee error is data
+            return _mark(_failed(exc), ctx.touched)
+        return _mark(parse_result(raw, self.n_objectives), ctx.touched)
+
+    def batch(self, tasks: list[TaskTuple]) -> list[Result]:
+        """Evaluate several tasks in one ``evaluate_batch`` call (or one by one without it)."""
+        if self.batch_fn is None:
+            return [self(*t) for t in tasks]
+        params = [t[3] for t in tasks]
+        ctxs = [self.context(g, i, a, info) for g, i, a, _, info in tasks]
+        try:
+            raw = list(self.batch_fn(params, ctxs))
+        except Pruned as exc:
+            return self._batch_pruned(exc, ctxs)
+        except Exception as exc:  # noqa: BLE001 - the whole batch failed
+            return [_mark(_failed(exc), c.touched) for c in ctxs]
+        if len(raw) != len(tasks):
+            error = f"evaluate_batch returned {len(raw)} results for {len(tasks)} candidates"
+            return [_mark(Result(Status.INVALID, None, {}, None, error), c.touched) for c in ctxs]
+        return [_mark(parse_result(r, self.n_objectives), c.touched) for r, c in zip(raw, ctxs)]
+
+    def _pruned(self, exc: Pruned) -> Result:
+        """The result of an evaluation stopped by early stopping: its last reported value of
+        the watched metric is its fitness (single objective), and a metric."""
+        value = exc.value
+        ok = value is not None and math.isfinite(value)
+        metrics: dict[str, Any] = {"pruned_step": exc.step}
+        if self.prune_metric is not None:
+            metrics[self.prune_metric] = value if ok else None
+        fitness = (float(value),) if ok and self.n_objectives == 1 else None  # type: ignore[arg-type]
+        return Result(Status.PRUNED, fitness, metrics, None, None)
+
+    def _batch_pruned(self, exc: Pruned, ctxs: list[Context]) -> list[Result]:
+        """A Pruned escaped ``evaluate_batch``: the candidate whose report raised it is
+        pruned; the others of the call were interrupted and are recorded as failed."""
+        who = exc.context
+        out = []
+        for c in ctxs:
+            if c is who:
+                out.append(_mark(self._pruned(exc), True))
+            else:
+                error = (
+                    f"evaluate_batch was interrupted: candidate {who.index if who else '?'} "
+                    "of the same call was pruned (catch metaloop.Pruned inside evaluate_batch "
+                    "to go on with the others)"
+                )
+                out.append(_mark(Result(Status.FAILED, None, {}, None, error), c.touched))
+        return out
+
+
+def _population_only(optimizee: Any) -> Callable[..., Any]:
+    """The evaluate_batch of an optimizee that only evaluates whole populations: an error
+    saying which mode it needs (outside ``mode: vectorized`` nothing else can call it)."""
+
+    def refuse(params_list: Any, ctx_list: Any) -> Any:
+        raise TypeError(
+            f"optimizee {optimizee!r} only has evaluate_population(); set mode: vectorized "
+            "(or give it evaluate() or evaluate_batch())"
+        )
+
+    return refuse
+
+
+class WorkdirUsed(dict):  # type: ignore[type-arg]
+    """The metrics of an evaluation that used its workdir: a plain dict to everyone, and to
+    the driver the sign that the evaluation may have left reports or artifacts to collect.
+
+    The mark travels with the metrics, which every executor carries back (pickled, so the
+    type survives), and costs an evaluation that never touches its workdir nothing."""
+
+
+def _mark(result: Result, touched: bool) -> Result:
+    return result._replace(metrics=WorkdirUsed(result.metrics)) if touched else result
+
+
+def _failed(exc: BaseException) -> Result:
+    # Drop the caller's frame: the traceback starts in the user's code.
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))
+    return Result(Status.FAILED, None, {}, None, f"{type(exc).__name__}: {exc}\n{tb}")
+
+
+def hostname() -> str:
+    return os.uname().nodename

@@ -1,0 +1,57 @@
+"""The weighted score: what the outer loop maximizes, from an evaluation's fitness.
+
+Every objective ``k`` has a weight ``w_k`` (positive maximizes, negative minimizes); the
+**weighted fitness** is ``w * f`` per objective (what optimizers are told, larger is
+better) and the **score** of one evaluation is its sum ``w_0 f_0 + w_1 f_1 + ...``, summed
+left to right from 0 (bit-identical whether one evaluation is scored with
+:func:`weighted_score` or a whole population with :func:`weighted_scores`).  Rows that are
+not ok are told ``-inf`` (:func:`weighted_fitness` with ``ok``).
+
+:func:`scalarize` is the optimizers' score of rows that are already weighted (failed rows
+``-inf``): numpy's row sum, with NaN as ``-inf``.
+
+This module imports nothing of metaloop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+
+def weighted_score(fitness: Iterable[Any], weights: Iterable[Any]) -> Any:
+    """``sum(w * f)`` over the objectives of one evaluation, left to right from 0 (a Python
+    float for float inputs; NaN or infinities propagate: callers score ok evaluations)."""
+    return sum(w * f for w, f in zip(weights, fitness))
+
+
+def weighted_scores(F: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """:func:`weighted_score` of each row of ``F`` (shape ``(n, k)``), summed the same way
+    (objective by objective from 0), so row ``i`` equals ``weighted_score(F[i], weights)``
+    bit for bit."""
+    s = np.zeros(len(F))
+    for j, w in enumerate(weights):
+        s = s + w * F[:, j]
+    return s
+
+
+def weighted_fitness(fitness: Any, weights: Any, ok: np.ndarray | None = None) -> np.ndarray:
+    """``weights * fitness`` per objective (one row ``(k,)`` or rows ``(n, k)``) as float64:
+    what optimizers are told.  With ``ok`` (bool ``(n,)``), rows not ok are ``-inf`` (their
+    fitness, NaN included, is not looked at)."""
+    w = np.asarray(weights, dtype=float)
+    if ok is None:
+        return w * np.asarray(fitness, dtype=float)
+    F = np.nan_to_num(np.asarray(fitness, dtype=float))
+    return np.where(ok[:, None], w * F, -np.inf)
+
+
+def scalarize(F: np.ndarray) -> np.ndarray:
+    """One score per row (sum of weighted objectives; ``-inf`` if any is ``-inf`` or NaN)."""
+    F = np.asarray(F, dtype=float)
+    with np.errstate(invalid="ignore"):
+        s = F.sum(axis=1) if F.ndim == 2 else F.copy()
+    s[np.isnan(s)] = -np.inf
+    return s
