@@ -1,5 +1,5 @@
 """Command line: ``metaloop run | resume | status | export | plot | control | slurm-script |
-dashboard | report``.
+optimizers | dashboard | report``.
 
 User errors (bad config, bad arguments, unknown experiment) print one line per problem to
 stderr and exit with code 2, before anything is written.  Ctrl-C stops a run at a safe point,
@@ -180,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     storage_arg(pl)
     pl.add_argument("--name", required=True, help="experiment name")
     pl.add_argument("-o", "--output", required=True, help="output image file (.png, .svg, .pdf)")
+    op = sub.add_parser(
+        "optimizers", help="list the optimizer kinds (built-in and plugins) and what they can do"
+    )
+    op.add_argument("--json", action="store_true", help="machine-readable output")
     add_dashboard_commands(sub)
     return p
 
@@ -537,6 +541,27 @@ def cmd_control(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_optimizers(args: argparse.Namespace) -> int:
+    """Every kind, where it comes from and its capabilities; plugins that cannot be used are
+    reported after the list (exit 2)."""
+    from metaloop.optimizers.registry import describe_all
+
+    rows, problems = describe_all()
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        table = [("kind", "from", "async", "injection", "start point")]
+        for r in rows:
+            yes = ("yes" if r["async"] else "no", "yes" if r["injection"] else "no")
+            table.append((r["kind"], r["origin"], *yes, r["start_param"] or "-"))
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+        for row in table:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    if problems:
+        raise UserError(problems)
+    return 0
+
+
 _COMMANDS = {
     "control": cmd_control,
     **DASHBOARD_COMMANDS,
@@ -546,6 +571,7 @@ _COMMANDS = {
     "export": cmd_export,
     "plot": cmd_plot,
     "slurm-script": cmd_slurm_script,
+    "optimizers": cmd_optimizers,
 }
 
 

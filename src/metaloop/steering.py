@@ -40,31 +40,6 @@ BOUNDARY_ACTIONS = ("set", "inject")
 MAX_TEXT = 10_000
 MAX_CANDIDATES = 10_000
 
-_SAMPLER = "its update uses the perturbations it drew itself, not the evaluated points"
-#: optimizers that cannot take injected candidates, and why
-NO_INJECTION = {
-    "es": _SAMPLER,
-    "nes": _SAMPLER,
-    "xnes": _SAMPLER,
-    "gd": "its gradient estimate uses the steps it drew itself, not the evaluated points",
-    "grid": "it proposes every grid point once; an injected candidate would displace one",
-}
-
-
-#: hyperparameters read only when an optimizer starts (a change would silently do nothing);
-#: ``"*"``: all of them.  (Optimizers refuse some changes themselves, e.g. sa's n_chains.)
-SETUP_ONLY = {
-    "cmaes": ("pop_size", "x0"),
-    "de": ("pop_size", "pop_per_dim"),
-    "enkf": ("pop_size",),
-    "nes": ("mu0", "sigma0"),
-    "xnes": ("mu0", "sigma0"),
-    "es": ("x0",),
-    "gd": ("x0",),
-    "grid": ("*",),
-}
-
-
 class ControlError(ValueError):
     """A refused command; ``str(exc)`` is one line with the reason."""
 
@@ -91,6 +66,17 @@ def experiment_space(config: Mapping[str, Any]) -> Space:
 def _optimizer_of(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     opt = dict(config.get("optimizer") or {})
     return str(opt.pop("kind", "")), opt
+
+
+def _optimizer_class(kind: str) -> Any:
+    """The optimizer class of ``kind`` (its declared capabilities say what steering may do);
+    KeyError for an unknown kind, ControlError for a plugin that cannot be used."""
+    from metaloop.optimizers.registry import PluginError, get_optimizer_class
+
+    try:
+        return get_optimizer_class(kind)
+    except PluginError as exc:
+        raise ControlError(str(exc)) from None
 
 
 def _n_objectives(config: Mapping[str, Any]) -> int:
@@ -139,17 +125,14 @@ def check_set(
             "set: expected {'params': {hyperparameter: value, ...}} with at least one entry"
         )
     kind, _ = _optimizer_of(config)
-    from metaloop.optimizers.registry import get_optimizer_class
-
-    cls = get_optimizer_class(kind)
+    cls = _optimizer_class(kind)
     unknown = [k for k in changes if k not in cls.Params.model_fields]
     if unknown:
         raise ControlError(
             f"set: unknown hyperparameter {unknown[0]!r} of optimizer {kind!r}; "
             f"expected one of {sorted(cls.Params.model_fields)}"
         )
-    fixed = SETUP_ONLY.get(kind, ())
-    frozen = [k for k in changes if k in fixed or "*" in fixed]
+    frozen = cls.setup_only_among(changes)
     if frozen:
         raise ControlError(
             f"set: {frozen[0]}: optimizer {kind!r} reads it only when the run starts; "
@@ -316,9 +299,12 @@ def validate_control(
         return {"params": changes, **extra}
     _allowed_keys(action, payload, ("candidates", "at_generation"))
     kind, _ = _optimizer_of(config)
-    if kind in NO_INJECTION:
-        raise ControlError(f"inject: optimizer {kind!r} cannot take injected candidates: "
-                           f"{NO_INJECTION[kind]}")
+    try:
+        reason = _optimizer_class(kind).refuses_injection
+    except KeyError:  # an unknown kind: the loop cannot run it anyway
+        reason = None
+    if reason is not None:
+        raise ControlError(f"inject: optimizer {kind!r} cannot take injected candidates: {reason}")
     raw = payload.get("candidates")
     if isinstance(raw, Mapping):
         raw = [raw]

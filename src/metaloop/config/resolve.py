@@ -167,7 +167,7 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
                 errors.append(f"optimizer: {exc}")
             stops = (model.generations, model.budget, model.target, model.max_time)
             rejected = broken & {"generations", "budget", "target", "max_time"}
-            if kind_name != "grid" and not rejected and all(s is None for s in stops):
+            if not cls.ends_by_itself and not rejected and all(s is None for s in stops):
                 errors.append(
                     "generations: no stopping criterion; set generations, budget, target or "
                     "max_time"
@@ -186,17 +186,16 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
 
 
 def _with_start(optimizer: dict[str, Any], start: list[float]) -> dict[str, Any]:
-    """Set an L2L optimizee's start point as the optimizer's ``x0`` (es, gd, cmaes) or
-    ``mu0`` (nes, xnes) unless the config gives one (population optimizers have none)."""
+    """Set an L2L optimizee's start point as the optimizer's ``start_param`` (``x0``, ``mu0``)
+    unless the config gives one (population optimizers have none)."""
     from metaloop.optimizers.registry import get_optimizer_class
 
     try:
-        fields = get_optimizer_class(optimizer["kind"]).Params.model_fields
+        key = get_optimizer_class(optimizer["kind"]).start_param
     except KeyError:
         return optimizer
-    for key in ("x0", "mu0"):
-        if key in fields and key not in optimizer:
-            return {**optimizer, key: start}
+    if key is not None and key not in optimizer:
+        return {**optimizer, key: start}
     return optimizer
 
 

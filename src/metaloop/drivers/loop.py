@@ -308,13 +308,9 @@ class Loop:
         """An L2L optimizee's create_individual() population replaces generation 0 of
         optimizers that evaluate the points they are told (those taking a start point
         ``x0``/``mu0`` get only the first individual, at config time)."""
-        from metaloop.steering import NO_INJECTION
-
         if self.config.initial_population is None:
             return False
-        kind = self.config.model.optimizer["kind"]
-        fields = type(self.optimizer).Params.model_fields
-        return kind not in NO_INJECTION and "x0" not in fields and "mu0" not in fields
+        return type(self.optimizer).takes_initial_population()
 
     def _run_generation(self, check_stored: bool) -> str | None:
         """Evaluate one generation and tell the optimizer; a stop reason if it ended early."""

@@ -46,6 +46,7 @@ import numpy as np
 from metaloop.optimizers.base import Optimizer
 from metaloop.optimizers.common import as_rows, reflect, scores
 from metaloop.optimizers.de import _N_SAMPLES
+from metaloop.optimizers.registry import PluginError, _one_line, load_target
 from metaloop.scoring import scalarize
 
 _ASYNC_STREAM = 0x0A5
@@ -337,15 +338,22 @@ class AsyncES(_Buffered):
         es.generation += 1
 
 
-ASYNC_VARIANTS: dict[str, type[AsyncOptimizer]] = {
-    "random": AsyncRandom,
-    "ga": SteadyStateGA,
-    "de": AsyncDE,
-    "cmaes": AsyncCMAES,
-    "es": AsyncES,
-}
+def async_class(cls: type[Optimizer]) -> type[AsyncOptimizer]:
+    """The ask-one/tell-one variant ``cls`` declares (:attr:`Optimizer.async_variant`);
+    ValueError if it has none, PluginError (one line) if it cannot be used."""
+    target = cls.async_variant
+    if target is None:
+        raise ValueError(f"optimizer {cls.kind!r} has no asynchronous variant")
+    where = f"optimizer {cls.kind!r}: async_variant {target!r}"
+    try:
+        variant = load_target(target)
+    except Exception as exc:
+        raise PluginError(f"{where} cannot be imported: {_one_line(exc)}") from None
+    if not (isinstance(variant, type) and issubclass(variant, AsyncOptimizer)):
+        raise PluginError(f"{where} is not a subclass of {__name__}.AsyncOptimizer")
+    return variant
 
 
 def make_async(sync: Optimizer) -> AsyncOptimizer:
-    """The asynchronous driver of ``sync`` (its kind must be in :data:`ASYNC_VARIANTS`)."""
-    return ASYNC_VARIANTS[sync.kind](sync)
+    """The asynchronous driver of ``sync`` (its class declares an ``async_variant``)."""
+    return async_class(type(sync))(sync)

@@ -14,6 +14,7 @@ twice returns the same population.  State is plain data (numbers, lists, numpy a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,13 +35,58 @@ class OptimizerParams(BaseModel):
 class Optimizer(ABC):
     """Base class of all optimizers (see module docstring for the contract)."""
 
+    #: The config name (``optimizer: {kind: ...}``); a plugin's entry-point name.
     kind: ClassVar[str]
+    #: The hyperparameter schema (validates the config's ``optimizer`` section and ``set``).
     Params: ClassVar[type[OptimizerParams]]
+
+    # -- capabilities: what the drivers, the config and steering may do with this optimizer ---
     #: True for optimizers that learn from the optimizee's ``outputs`` (see ``tell``).
     uses_outputs: ClassVar[bool] = False
-    #: True for optimizers with an ask-one/tell-one variant (``mode: async``, see
-    #: :mod:`metaloop.optimizers.asynchronous`).
+    #: Why the optimizer cannot take injected candidates (steering ``inject``, an L2L
+    #: optimizee's initial population), as a phrase that completes "cannot take injected
+    #: candidates: ..."; None: it learns from whatever points it is told, so it takes them.
+    refuses_injection: ClassVar[str | None] = None
+    #: Hyperparameters read only when the optimizer starts (a change would silently do
+    #: nothing, so steering ``set`` refuses them); ``("*",)``: all of them.  (``set_params``
+    #: may still refuse other changes itself, e.g. sa's ``n_chains``.)
+    setup_only: ClassVar[tuple[str, ...]] = ()
+    #: The hyperparameter holding the start point (unit-cube coordinates, e.g. ``"x0"`` or
+    #: ``"mu0"``): an L2L optimizee's first individual goes there unless the config gives one.
+    #: None: the optimizer starts from a population (which an L2L optimizee's
+    #: ``create_individual()`` population replaces, if the optimizer takes injection).
+    start_param: ClassVar[str | None] = None
+    #: The ask-one/tell-one variant for ``mode: async``, as ``"module:Class"`` naming a
+    #: subclass of :class:`metaloop.optimizers.asynchronous.AsyncOptimizer` (imported only
+    #: when an async run starts); None: sync and vectorized modes only.
+    async_variant: ClassVar[str | None] = None
+    #: True for optimizers that end by themselves (``done`` after a known number of
+    #: generations, e.g. grid search): a config needs no stopping criterion for them.
+    ends_by_itself: ClassVar[bool] = False
+    #: Derived from :attr:`async_variant` (do not set it): the kind runs in ``mode: async``.
     supports_async: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "supports_async" in cls.__dict__:
+            raise TypeError(
+                f"{cls.__qualname__}: supports_async is derived from async_variant; "
+                "declare async_variant = 'module:Class' instead"
+            )
+        cls.supports_async = cls.async_variant is not None
+
+    @classmethod
+    def takes_initial_population(cls) -> bool:
+        """May a given population (an L2L optimizee's ``create_individual()``) replace the
+        first generation?  Only where injection is taken and there is no start point (an
+        optimizer with one gets the first individual there instead, at config time)."""
+        return cls.refuses_injection is None and cls.start_param is None
+
+    @classmethod
+    def setup_only_among(cls, names: Iterable[str]) -> list[str]:
+        """The ``names`` a running optimizer cannot change (steering ``set`` refuses them)."""
+        fixed = cls.setup_only
+        return [n for n in names if "*" in fixed or n in fixed]
 
     def __init__(
         self,

@@ -173,8 +173,10 @@ class CMAES(Optimizer):
     """CMA-ES with pycma's defaults, bound transformation and IPOP (see module docstring)."""
 
     kind = "cmaes"
-    supports_async = True
     Params = CMAESParams
+    setup_only = ("pop_size", "x0")
+    start_param = "x0"
+    async_variant = "metaloop.optimizers.asynchronous:AsyncCMAES"
 
     # -- setup and restarts ---------------------------------------------------------------------
     def _setup(self) -> None:

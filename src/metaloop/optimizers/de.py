@@ -103,8 +103,9 @@ class DifferentialEvolution(Optimizer):
     """Generational differential evolution (see module docstring)."""
 
     kind = "de"
-    supports_async = True
     Params = DifferentialEvolutionParams
+    setup_only = ("pop_size", "pop_per_dim")
+    async_variant = "metaloop.optimizers.asynchronous:AsyncDE"
 
     def _setup(self) -> None:
         dim, m = self.space.dim, self.n_objectives

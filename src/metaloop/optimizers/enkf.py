@@ -90,6 +90,7 @@ class EnsembleKalmanFilter(Optimizer):
     kind = "enkf"
     Params = EnsembleKalmanFilterParams
     uses_outputs = True
+    setup_only = ("pop_size",)
 
     def _setup(self) -> None:
         self._U = np.empty((0, self.space.dim))

@@ -62,8 +62,13 @@ class EvolutionStrategies(PointOptimizer):
     """OpenAI-ES with mirrored sampling and rank fitness shaping (see module docstring)."""
 
     kind = "es"
-    supports_async = True
     Params = EvolutionStrategiesParams
+    refuses_injection = (
+        "its update uses the perturbations it drew itself, not the evaluated points"
+    )
+    setup_only = ("x0",)
+    start_param = "x0"
+    async_variant = "metaloop.optimizers.asynchronous:AsyncES"
 
     def _noise(self) -> np.ndarray:
         z = self.rng(0).standard_normal((self.params.pop_size, self.space.dim))

@@ -83,7 +83,7 @@ class GeneticAlgorithm(Optimizer):
     """Elitist real-coded GA (see module docstring)."""
 
     kind = "ga"
-    supports_async = True
+    async_variant = "metaloop.optimizers.asynchronous:SteadyStateGA"
     Params = GeneticAlgorithmParams
 
     def _setup(self) -> None:

@@ -102,6 +102,11 @@ class GradientDescent(PointOptimizer):
 
     kind = "gd"
     Params = GradientDescentParams
+    refuses_injection = (
+        "its gradient estimate uses the steps it drew itself, not the evaluated points"
+    )
+    setup_only = ("x0",)
+    start_param = "x0"
 
     def _steps(self) -> np.ndarray:
         p = self.params

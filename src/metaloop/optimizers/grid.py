@@ -69,6 +69,11 @@ class GridSearch(Optimizer):
 
     kind = "grid"
     Params = GridSearchParams
+    refuses_injection = (
+        "it proposes every grid point once; an injected candidate would displace one"
+    )
+    setup_only = ("*",)
+    ends_by_itself = True
 
     def _setup(self) -> None:
         self._check_size(grid_axes(self.space, self.params))

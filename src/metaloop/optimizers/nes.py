@@ -71,6 +71,12 @@ class ExponentialNESParams(SeparableNESParams):
 class _NESBase(Optimizer):
     """Sampling, ranking and state shared by SNES and xNES; subclasses define the shape."""
 
+    refuses_injection = (
+        "its update uses the perturbations it drew itself, not the evaluated points"
+    )
+    setup_only = ("mu0", "sigma0")
+    start_param = "mu0"
+
     def _setup(self) -> None:
         dim, mu0 = self.space.dim, self.params.mu0
         if mu0 is not None and len(mu0) != dim:

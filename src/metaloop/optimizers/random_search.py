@@ -21,7 +21,7 @@ class RandomSearch(Optimizer):
     """Uniform sampling of the unit cube (uniform per parameter, log-uniform on log scales)."""
 
     kind = "random"
-    supports_async = True
+    async_variant = "metaloop.optimizers.asynchronous:AsyncRandom"
     Params = RandomSearchParams
 
     def _ask(self) -> np.ndarray:
