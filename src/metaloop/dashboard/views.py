@@ -7,17 +7,29 @@ exploration with a 2-D PCA projection, the Pareto front, and the evaluation tabl
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
+from enum import Enum
 from typing import Any
 
 import numpy as np
 
 from metaloop.optimizers.pareto import non_dominated_mask
-from metaloop.records import Evaluation, Status
+from metaloop.records import (
+    ArtifactRow,
+    ControlRow,
+    Evaluation,
+    EventRow,
+    ExperimentStatus,
+    ReportRow,
+    Status,
+)
 from metaloop.store import ExperimentInfo
+from metaloop.store.liveness import LIVE_STATUSES, driver_alive
+
+#: the store's rows, sent in the shape their ``as_dict`` gives
+STORE_ROWS = (ReportRow, ArtifactRow, ControlRow, EventRow)
 
 #: seconds of finished evaluations the evaluation rate and active workers are measured over
 RATE_WINDOW_S = 60.0
@@ -35,9 +47,14 @@ TABLE_ARRAY_LIMIT = 8
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` as strict JSON data: numpy to Python, non-finite floats to strings."""
+    """``value`` as strict JSON data: numpy to Python, non-finite floats to strings, enums to
+    their values, the store's rows to their dicts (the one place they become JSON)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, STORE_ROWS):
+        return jsonable(value.as_dict())
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, np.ndarray):
@@ -48,8 +65,6 @@ def jsonable(value: Any) -> Any:
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
-    if isinstance(value, Status):
-        return value.value
     return str(value)
 
 
@@ -70,16 +85,14 @@ def score_of(e: Evaluation, weights: list[float]) -> float | None:
 
 def is_live(info: ExperimentInfo) -> bool:
     """A driver is alive for the experiment (running or paused)."""
-    if info.status not in ("running", "paused"):
-        return False
-    return dataclasses.replace(info, status="running").is_live
+    return driver_alive(info)
 
 
 def shown_status(info: ExperimentInfo) -> str:
     """The status as shown: a running/paused experiment whose driver is gone is interrupted."""
-    if info.status in ("running", "paused") and not is_live(info):
-        return "interrupted"
-    return info.status
+    if info.status in LIVE_STATUSES and not is_live(info):
+        return ExperimentStatus.INTERRUPTED.value
+    return info.status.value
 
 
 def expected_total(
@@ -125,11 +138,11 @@ def experiment_row(info: ExperimentInfo) -> dict[str, Any]:
     )
 
 
-def session_start(events: list[dict[str, Any]]) -> float | None:
+def session_start(events: list[EventRow]) -> float | None:
     """Time the current driver session started (the last start/resume event)."""
     for ev in reversed(events):
-        if ev["kind"] in ("start", "resume"):
-            return float(ev["time"])
+        if ev.kind in ("start", "resume"):
+            return float(ev.time or 0.0)
     return None
 
 
@@ -147,7 +160,7 @@ def group(evaluations: Iterable[Evaluation]) -> dict[int, list[Evaluation]]:
 def summary(
     info: ExperimentInfo,
     by_generation: ByGeneration,
-    events: list[dict[str, Any]],
+    events: list[EventRow],
     now: float | None = None,
     memo: dict[str, Any] | None = None,
     hyperparameters: dict[str, Any] | None = None,
@@ -195,7 +208,7 @@ def summary(
     eta = remaining / rate if live and remaining is not None and rate > 0 else None
     active = sorted({f"{e.host}/{e.worker}" for e in recent}) if live else []
     running = None
-    if live and info.status == "running" and isinstance(pop, int):
+    if live and info.status == ExperimentStatus.RUNNING and isinstance(pop, int):
         left = max(pop - in_current, 0) if in_current else pop
         running = min(left, configured_workers) if configured_workers else left
 
