@@ -32,7 +32,7 @@ from metaloop.drivers.loop import RunObserver
 from metaloop.optimizers.asynchronous import make_async
 from metaloop.optimizers.common import reflect
 from metaloop.optimizers.registry import get_optimizer_class
-from metaloop.records import Evaluation
+from metaloop.records import ControlRow, Evaluation
 from metaloop.store import open_store
 
 HERE = Path(__file__).resolve()
@@ -277,12 +277,12 @@ def test_stop_finishes_running_work_and_set_is_refused(tmp_path: Path) -> None:
     assert summary.status == "stopped"
     evals = history("steer", storage)
     assert len(evals) < 5000 and sorted(e.seq for e in evals) == list(range(len(evals)))
-    refused = [c for c in api_controls(storage, "steer") if c["action"] == "set"]
-    assert refused and refused[0]["status"] == "refused"
-    assert "mode: async" in refused[0]["message"]
+    refused = [c for c in api_controls(storage, "steer") if c.action == "set"]
+    assert refused and refused[0].status == "refused"
+    assert "mode: async" in refused[0].message
 
 
-def api_controls(storage: str, name: str) -> list[dict[str, Any]]:
+def api_controls(storage: str, name: str) -> list[ControlRow]:
     with open_store(storage, create=False) as store:
         return store.controls(store.require_experiment(name).id)
 

@@ -393,8 +393,10 @@ def test_hyperparameters_from_the_config(client: TestClient) -> None:
 
 
 def test_events(client: TestClient) -> None:
-    kinds = [e["kind"] for e in get(client, "/api/experiments/single/events")["events"]]
+    events = get(client, "/api/experiments/single/events")["events"]
+    kinds = [e["kind"] for e in events]
     assert kinds[0] == "start" and kinds[-1] == "finish"
+    assert all(list(e) == ["time", "kind", "message", "data"] for e in events)  # the JSON shape
 
 
 # -- launch ----------------------------------------------------------------------------------
@@ -529,7 +531,7 @@ def evaluations_or_none(url: str, name: str) -> list[Evaluation]:
 def steer_store(tmp_path: Path) -> Any:
     """A store whose experiment 'held' was interrupted (so it can be steered but not paused)
     and whose first evaluation reported values and kept artifacts."""
-    from metaloop.store.base import ArtifactRow, ReportRow
+    from metaloop.records import ArtifactRow, ReportRow
 
     (tmp_path / "opt.py").write_text(OPTIMIZEE)
     url = f"sqlite:///{tmp_path / 'steer.db'}"
@@ -605,6 +607,8 @@ def test_control_set_inject_note(steer_store: Any) -> None:
         ("note", "applied"),
     ]
     assert trail[2]["payload"] == {"text": WEIRD}
+    assert all(list(x) == ["id", "time", "origin", "action", "payload", "status", "generation",
+                           "message", "applied_time"] for x in trail)  # the JSON shape
     # pending changes are not in the history yet (the run applies them)
     assert get(c, "/api/experiments/held/hyperparameters")["current"] == {"pop_size": 8}
 
@@ -655,7 +659,7 @@ def test_artifacts_served_from_stored_paths_only(steer_store: Any) -> None:
 def test_running_evaluations_show_in_the_table(steer_store: Any) -> None:
     """An evaluation that reports values before it has a result is listed as running while
     the experiment's driver is alive (here: this process claims it)."""
-    from metaloop.store.base import ReportRow
+    from metaloop.records import ReportRow
 
     url, _ = steer_store
     with open_store(url) as store:

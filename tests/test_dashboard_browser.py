@@ -487,7 +487,7 @@ class Run:
         with open_store(self.url, create=False) as store:
             return store.get_experiment("live")
 
-    def controls(self) -> list[dict[str, Any]]:
+    def controls(self) -> list[Any]:
         with open_store(self.url, create=False) as store:
             info = store.get_experiment("live")
             return store.controls(info.id)
@@ -574,9 +574,9 @@ def test_live_run_watch_and_steer(browser: Any, tmp_path: Path) -> None:
         cells = row.locator("td").all_text_contents()
         assert cells[1] == "web:127.0.0.1"
         applied = int(cells[2])
-        (control,) = [c for c in run.controls() if c["action"] == "set"]
-        assert control["status"] == "applied" and control["generation"] == applied
-        assert control["origin"] == "web:127.0.0.1"
+        (control,) = [c for c in run.controls() if c.action == "set"]
+        assert control.status == "applied" and control.generation == applied
+        assert control.origin == "web:127.0.0.1"
 
         def sizes() -> dict[int, int]:
             out: dict[int, int] = {}
@@ -606,8 +606,8 @@ def test_live_run_watch_and_steer(browser: Any, tmp_path: Path) -> None:
 
         inj = _wait("the injected candidate's evaluation", injected)
         assert inj.ok and inj.fitness == (0.123**2 + 0.456**2,)
-        (control,) = [c for c in run.controls() if c["action"] == "inject"]
-        assert control["status"] == "applied" and control["generation"] == inj.generation
+        (control,) = [c for c in run.controls() if c.action == "inject"]
+        assert control.status == "applied" and control.generation == inj.generation
 
         # its detail view: reported curves and the artifact image
         pg.fill("#f-text", "x=0.123")

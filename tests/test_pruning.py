@@ -19,7 +19,7 @@ from metaloop.drivers.tailer import PRUNING_INTERVAL_S, ReportTailer
 from metaloop.optimizees.command import CommandOptimizee
 from metaloop.optimizees.context import PRUNE_FILE, REPORTS_FILE, Context, Pruned
 from metaloop.optimizees.evaluator import Evaluator
-from metaloop.records import RETRYABLE, Evaluation, Status
+from metaloop.records import RETRYABLE, Evaluation, ReportRow, Status
 from metaloop.store import open_store
 
 
@@ -124,10 +124,10 @@ def test_asha_forget_and_replay() -> None:
     for i, curve in enumerate([[1.0, 0.5], [2.0, 1.0], [0.3, 0.2], [3.0, 3.0]]):
         for s, v in enumerate(curve, 1):
             t += 1
-            rows.append({"generation": 0, "index": i, "step": s, "values": {"loss": v}, "time": t})
+            rows.append(ReportRow(0, i, s - 1, 1, s, {"loss": v}, t))
     live = AshaPruner("loss", reduction_factor=2)
     for r in rows:
-        live.report((0, r["index"]), r["step"], r["values"])
+        live.report((0, r.index), r.step, r.values)
     resumed = AshaPruner("loss", reduction_factor=2)
     assert resumed.replay(reversed(rows)) == len(rows)  # sorted by time again
     assert resumed._rungs == live._rungs and resumed.pruned == live.pruned
@@ -361,8 +361,8 @@ def test_a_run_prunes_unpromising_curves(
     epochs = {(e.generation, e.index): 0 for e in evals}
     last: dict[tuple[int, int], float] = {}
     for r in reports:
-        epochs[(r["generation"], r["index"])] += 1
-        last[(r["generation"], r["index"])] = r["values"]["loss"]
+        epochs[(r.generation, r.index)] += 1
+        last[(r.generation, r.index)] = r.values["loss"]
     for e in pruned:  # stopped at the report that saw the marker (rarely the 20th, the last)
         key = (e.generation, e.index)
         assert e.fitness == (last[key],) and e.metrics == {"pruned_step": epochs[key],

@@ -207,7 +207,7 @@ def test_report_embeds_reports_and_image_artifacts(tmp_path: Path) -> None:
     import matplotlib.pyplot as plt
 
     from metaloop.dashboard.report import MAX_IMAGE_BYTES
-    from metaloop.store.base import ArtifactRow, ReportRow
+    from metaloop.records import ArtifactRow, ReportRow
 
     (tmp_path / "opt.py").write_text(OPTIMIZEE)
     url = f"sqlite:///{tmp_path / 'art.db'}"

@@ -24,6 +24,7 @@ from services import MPI_ENV, mpi_available, need, slurm_running
 from metaloop.api import Experiment
 from metaloop.optimizees.context import Context
 from metaloop.optimizees.evaluator import Evaluator, WorkdirUsed
+from metaloop.records import ArtifactRow, EventRow, ReportRow
 from metaloop.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,16 +61,16 @@ class Store:
         except Exception:  # noqa: BLE001 - not created yet
             return []
 
-    def reports(self, *args: Any) -> list[dict[str, Any]]:
+    def reports(self, *args: Any) -> list[ReportRow]:
         return self._read("reports", *args)
 
-    def artifacts(self, *args: Any) -> list[dict[str, Any]]:
+    def artifacts(self, *args: Any) -> list[ArtifactRow]:
         return self._read("artifacts", *args)
 
     def evaluations(self, *args: Any) -> list[Any]:
         return self._read("evaluations", *args)
 
-    def events(self) -> list[dict[str, Any]]:
+    def events(self) -> list[EventRow]:
         return self._read("events")
 
 
@@ -134,8 +135,8 @@ def release_each_while_watching(store: Store, tmp: Path, pop: int, gen: int = 0)
     for idx in range(pop):
         rows = wait_for(lambda i=idx: store.reports(gen, i), f"the report of index {idx}")
         assert idx not in {e.index for e in store.evaluations(gen)}  # still running
-        assert rows[0]["step"] == 0 and rows[0]["attempt"] >= 1
-        assert rows[0]["values"]["rate"] == 8.1 + idx and rows[0]["values"]["index"] == idx
+        assert rows[0].step == 0 and rows[0].attempt >= 1
+        assert rows[0].values["rate"] == 8.1 + idx and rows[0].values["index"] == idx
         (tmp / f"go-{gen}-{idx}").touch()
 
 
@@ -144,16 +145,16 @@ def check_finished_run(store: Store, pop: int, gen: int = 0) -> None:
     assert len(evals) == pop and all(e.ok for e in evals)
     assert all(not isinstance(e.metrics, WorkdirUsed) and e.metrics == {} for e in evals)
     for e in evals:
-        steps = [(r["step"], r["values"]["rate"]) for r in store.reports(gen, e.index)]
+        steps = [(r.step, r.values["rate"]) for r in store.reports(gen, e.index)]
         assert steps == [(0, 8.1 + e.index), (1.5, 9.5)]
         arts = store.artifacts(gen, e.index)
-        assert [(a["name"], a["media_type"]) for a in arts] == [
+        assert [(a.name, a.media_type) for a in arts] == [
             ("notes/summary.txt", "text/plain"), ("trace.png", "image/png")
         ]
-        png = Path(arts[1]["path"])
-        assert png.is_absolute() and arts[1]["size"] == len(Reporting.PNG)
+        png = Path(arts[1].path)
+        assert png.is_absolute() and arts[1].size == len(Reporting.PNG)
         assert png.read_bytes() == Reporting.PNG
-        assert Path(arts[0]["path"]).read_text() == f"index {e.index}\n"
+        assert Path(arts[0].path).read_text() == f"index {e.index}\n"
 
 
 EXECUTORS = {
@@ -226,15 +227,15 @@ def test_a_command_program_reports_through_the_environment(tmp_path: Path) -> No
     store = Store(cfg["storage"], "cmd")
     for idx in range(3):
         rows = store.reports(0, idx)
-        assert [(r["step"], r["attempt"], r["values"]) for r in rows] == [
+        assert [(r.step, r.attempt, r.values) for r in rows] == [
             (1, 7, {"rate": 3.0}), (2.5, 1, {"rate": 4.0, "trace": [1, 2]}),
             (3, 1, {"rate": 5.0}),  # no step: its line number
         ]
-        assert [(a["name"], a["media_type"]) for a in store.artifacts(0, idx)] == [
+        assert [(a.name, a.media_type) for a in store.artifacts(0, idx)] == [
             ("raster.svg", "image/svg+xml"), ("weights.npy", "application/octet-stream")
         ]
-    skipped = [e for e in store.events() if e["kind"] == "report"]
-    assert len(skipped) == 3 and "line 2 of" in skipped[0]["message"]
+    skipped = [e for e in store.events() if e.kind == "report"]
+    assert len(skipped) == 3 and "line 2 of" in skipped[0].message
 
 
 def test_retried_attempts_keep_their_attempt_numbers(tmp_path: Path) -> None:
@@ -247,7 +248,7 @@ def test_retried_attempts_keep_their_attempt_numbers(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 's.db'}", "retry")
     for e in store.evaluations(0):
         assert e.attempts == 2
-        assert [(r["step"], r["attempt"]) for r in store.reports(0, e.index)] == [
+        assert [(r.step, r.attempt) for r in store.reports(0, e.index)] == [
             (0, 1), (0, 2), (1.5, 2)
         ]
 
@@ -278,10 +279,10 @@ def test_cheap_reporting_evaluations_are_all_collected(tmp_path: Path) -> None:
         info = s.get_experiment("fast")
         reports, artifacts = s.reports(info.id), s.artifacts(info.id)
     assert len(reports) == 3 * 40 * 3 and len(artifacts) == 3 * 40
-    assert all(r["values"]["nan"] is None for r in reports)  # strict JSON
-    assert {a["media_type"] for a in artifacts} == {"application/json"}
-    last = [r for r in reports if r["generation"] == 2 and r["index"] == 39]
-    assert [r["step"] for r in last] == [0, 1, 2]
+    assert all(r.values["nan"] is None for r in reports)  # strict JSON
+    assert {a.media_type for a in artifacts} == {"application/json"}
+    last = [r for r in reports if r.generation == 2 and r.index == 39]
+    assert [r.step for r in last] == [0, 1, 2]
 
 
 def test_runs_that_never_use_their_workdir_leave_nothing(tmp_path: Path) -> None:

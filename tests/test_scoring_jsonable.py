@@ -92,4 +92,5 @@ def test_to_jsonable_other_objects(other: Any, want: str | None) -> None:
     value = {1, 2}
     got = to_jsonable([value], other=other)
     assert got == [value if want is None else want]
-    assert to_jsonable(Status.OK, other=other) is Status.OK  # a str enum is a str
+    plain = to_jsonable(Status.OK, other=other)  # an enum becomes its value
+    assert plain == Status.OK.value and type(plain) is str

@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from metaloop import api
+from metaloop.records import ArtifactRow, ControlRow, ControlStatus, EventRow, ReportRow
 from metaloop.steering import ControlError, hyperparameters, submit_control
-from metaloop.store import StoreError, open_store
-from metaloop.store.base import ArtifactRow, ReportRow
+from metaloop.store import StoreError, driver_alive, open_store
 
 WAIT_S = 60.0
 
@@ -78,24 +78,29 @@ def test_store_keeps_commands_reports_and_artifacts(any_store_url: str) -> None:
     with open_store(any_store_url) as store:
         exp = store.create_experiment("e", {"name": "e"}, seed=1)
         other = store.create_experiment("o", {"name": "o"}, seed=2)
-        a = store.add_control(exp.id, "set", {"params": {"mut_prob": 0.5}}, "cli")
-        b = store.add_control(exp.id, "note", {"text": "é <b>"}, "web:127.0.0.1")
-        c = store.add_control(other.id, "pause", {}, "api")
+        ra = store.add_control(exp.id, ControlRow("set", {"params": {"mut_prob": 0.5}}, "cli"))
+        rb = store.add_control(exp.id, ControlRow("note", {"text": "é <b>"}, "web:127.0.0.1"))
+        rc = store.add_control(other.id, ControlRow("pause", {}, "api"))
+        a, b, c = ra.id, rb.id, rc.id
         assert a < b and c > b
         rows = store.controls(exp.id)
-        assert [r["id"] for r in rows] == [a, b]
-        assert rows[0]["payload"] == {"params": {"mut_prob": 0.5}}
-        assert rows[1]["payload"] == {"text": "é <b>"}
-        assert all(r["status"] == "pending" and r["generation"] is None for r in rows)
-        store.resolve_control(a, "applied", 3, None)
+        assert rows == [ra, rb]  # the stored rows, as add_control returned them
+        assert [r.id for r in rows] == [a, b]
+        assert rows[0].payload == {"params": {"mut_prob": 0.5}}
+        assert rows[1].payload == {"text": "é <b>"}
+        assert all(r.status is ControlStatus.PENDING and r.generation is None for r in rows)
+        store.resolve_control(a, ControlStatus.APPLIED, 3, None)
         store.resolve_control(b, "refused", 3, "the run finished before it was applied")
         store.flush()
-        got = {r["id"]: r for r in store.controls(exp.id)}
-        assert (got[a]["status"], got[a]["generation"], got[a]["message"]) == ("applied", 3, None)
-        assert got[b]["status"] == "refused" and "finished" in got[b]["message"]
-        assert got[a]["applied_time"] >= got[a]["time"]
-        assert store.controls(exp.id, status="pending") == []
-        assert [r["id"] for r in store.controls(other.id, status="pending")] == [c]
+        got = {r.id: r for r in store.controls(exp.id)}
+        assert (got[a].status, got[a].generation, got[a].message) == (ControlStatus.APPLIED, 3,
+                                                                       None)
+        assert got[b].status is ControlStatus.REFUSED and "finished" in got[b].message
+        assert got[a].applied_time >= got[a].time
+        assert store.controls(exp.id, status=ControlStatus.PENDING) == []
+        assert [r.id for r in store.controls(other.id, status="pending")] == [c]
+        with pytest.raises(ValueError):
+            store.controls(exp.id, status="done")
 
         reports = [
             ReportRow(0, 1, seq, 1, step, {"rate": 8.1 + seq, "tag": "a"}, 100.0 + seq)
@@ -112,17 +117,16 @@ def test_store_keeps_commands_reports_and_artifacts(any_store_url: str) -> None:
                                                  "image/png")])
         store.flush()
         got_reports = store.reports(exp.id, 0, 1)
-        assert [(r["step"], r["attempt"], r["values"]["rate"]) for r in got_reports] == [
+        assert got_reports == [*reports, ReportRow(0, 1, 3, 2, 7, {"rate": 1.0}, 9.0)]
+        assert [(r.step, r.attempt, r.values["rate"]) for r in got_reports] == [
             (0, 1, 8.1), (0.5, 1, 9.1), (1, 1, 10.1), (7, 2, 1.0)
         ]
-        assert isinstance(got_reports[0]["step"], int) and got_reports[1]["step"] == 0.5
-        assert [r["values"] for r in store.reports(exp.id, generation=1)] == [{"loss": 0.25}]
+        assert isinstance(got_reports[0].step, int) and got_reports[1].step == 0.5
+        assert [r.values for r in store.reports(exp.id, generation=1)] == [{"loss": 0.25}]
         assert len(store.reports(exp.id)) == 5 and store.reports(other.id) == []
         assert store.artifacts(exp.id, 0, 1) == [
-            {"generation": 0, "index": 1, "name": "raster.svg", "path": "/a/raster.svg",
-             "size": 20, "media_type": "image/svg+xml"},
-            {"generation": 0, "index": 1, "name": "trace.png", "path": "/b/trace.png",
-             "size": 11, "media_type": "image/png"},
+            ArtifactRow(0, 1, "raster.svg", "/a/raster.svg", 20, "image/svg+xml"),
+            ArtifactRow(0, 1, "trace.png", "/b/trace.png", 11, "image/png"),
         ]
         store.delete_reports(exp.id, 0, [1])
         assert store.reports(exp.id, 0) == [] and len(store.reports(exp.id, 1)) == 1
@@ -143,8 +147,8 @@ def test_postgres_store_from_before_steering_gets_the_new_tables(pg_store_url: s
     with open_store(pg_store_url, create=False) as store:
         info = store.get_experiment("old")
         assert info is not None and store.controls(info.id) == []
-        store.add_control(info.id, "note", {"text": "hi"}, "cli")
-        assert [c["action"] for c in store.controls(info.id)] == ["note"]
+        store.add_control(info.id, ControlRow("note", {"text": "hi"}, "cli"))
+        assert [c.action for c in store.controls(info.id)] == ["note"]
     with psycopg.connect(pg_store_url, autocommit=True) as con:
         con.execute("DROP TABLE reports")
         con.execute("CREATE TABLE reports (foo TEXT)")
@@ -216,17 +220,17 @@ def test_good_commands_are_stored_normalized(stopped_store: Any) -> None:
     s = stopped_store
     a = submit_control(s, "e", "set", {"params": {"mut_sigma": "0.05", "pop_size": 8},
                                        "at_generation": 2}, "cli")
-    assert a["status"] == "pending" and a["origin"] == "cli"
-    assert a["payload"] == {"params": {"mut_sigma": 0.05, "pop_size": 8}, "at_generation": 2}
+    assert a.status == "pending" and a.origin == "cli"
+    assert a.payload == {"params": {"mut_sigma": 0.05, "pop_size": 8}, "at_generation": 2}
     # validated against the parameters it will meet: pop_size 8 is pending, so elitism 7 is ok
     b = submit_control(s, "e", "set", {"params": {"elitism": 7}}, "api")
-    assert b["payload"] == {"params": {"elitism": 7}}
+    assert b.payload == {"params": {"elitism": 7}}
     c = submit_control(s, "e", "inject", {"candidates": [{"x": 1, "n": 2.0, "act": "tanh"}]},
                        "web:127.0.0.1")
-    assert c["payload"] == {"candidates": [{"x": 1.0, "n": 2, "act": "tanh"}]}
-    assert isinstance(c["payload"]["candidates"][0]["x"], float)
+    assert c.payload == {"candidates": [{"x": 1.0, "n": 2, "act": "tanh"}]}
+    assert isinstance(c.payload["candidates"][0]["x"], float)
     note = submit_control(s, "e", "note", {"text": "looks good"}, "cli")
-    assert note["status"] == "applied"  # a note is just recorded
+    assert note.status == "applied"  # a note is just recorded
     hp = hyperparameters(s, "e")
     assert hp["current"]["mut_sigma"] == 0.1  # pending changes are not current yet
     assert [h["origin"] for h in hp["history"]] == ["config"]
@@ -254,10 +258,15 @@ def test_setup_only_hyperparameters_are_refused(tmp_path: Path) -> None:
                                                "when the run starts"):
             submit_control(store, "c", "set", {"params": {"pop_size": 12}}, "t")
         row = submit_control(store, "c", "set", {"params": {"sigma0": 0.1}}, "t")
-        assert row["payload"] == {"params": {"sigma0": 0.1}}
+        assert row.payload == {"params": {"sigma0": 0.1}}
 
 
 # -- the loop's side, without a loop -----------------------------------------------------------
+def add_command(store: Any, exp_id: int, action: str, payload: dict[str, Any], origin: str) -> int:
+    """Record a command directly (unvalidated); its id."""
+    return store.add_control(exp_id, ControlRow(action, payload, origin)).id
+
+
 def test_controller_applies_in_order_refuses_what_fails_and_replays(tmp_path: Path) -> None:
     from metaloop.drivers.controller import Controller
     from metaloop.optimizers.ga import GeneticAlgorithm
@@ -267,15 +276,15 @@ def test_controller_applies_in_order_refuses_what_fails_and_replays(tmp_path: Pa
     with open_store(f"sqlite:///{tmp_path / 's.db'}") as store:
         info = store.create_experiment("e", {"name": "e"}, seed=1)
         # written directly (validated against some other state): refused when applied
-        bad = store.add_control(info.id, "set", {"params": {"elitism": 9}}, "test")
-        good = store.add_control(info.id, "set", {"params": {"mut_sigma": 0.2}}, "test")
-        later = store.add_control(info.id, "set", {"params": {"mut_sigma": 0.4},
+        bad = add_command(store, info.id, "set", {"params": {"elitism": 9}}, "test")
+        good = add_command(store, info.id, "set", {"params": {"mut_sigma": 0.2}}, "test")
+        later = add_command(store, info.id, "set", {"params": {"mut_sigma": 0.4},
                                                    "at_generation": 2}, "test")
-        big = store.add_control(info.id, "inject", {"candidates": [
+        big = add_command(store, info.id, "inject", {"candidates": [
             {"x": 0.0, "n": 1, "act": "relu"}] * 7}, "test")
-        two = store.add_control(info.id, "inject", {"candidates": [
+        two = add_command(store, info.id, "inject", {"candidates": [
             {"x": 1.0, "n": 2, "act": "tanh"}] * 2}, "test")
-        three = store.add_control(info.id, "inject", {"candidates": [
+        three = add_command(store, info.id, "inject", {"candidates": [
             {"x": 2.0, "n": 3, "act": "relu"}] * 3}, "test")
         opt = GeneticAlgorithm(space, {"pop_size": 6}, seed=1)
         c = Controller(store, info.id, space)
@@ -290,16 +299,16 @@ def test_controller_applies_in_order_refuses_what_fails_and_replays(tmp_path: Pa
         assert cands[2:4] == [{"x": 1.0, "n": 2, "act": "tanh"}] * 2
         assert np.allclose(X[2], space.encode(cands[2]))
         store.flush()
-        rows = {r["id"]: r for r in store.controls(info.id)}
-        assert (rows[bad]["status"], rows[bad]["message"]) == (
-            "refused", "set: elitism (9) must be less than pop_size (6)")
-        assert (rows[good]["status"], rows[good]["generation"]) == ("applied", 0)
-        assert rows[later]["status"] == "pending"
-        assert (rows[big]["status"], rows[big]["message"]) == (
+        rows = {r.id: r for r in store.controls(info.id)}
+        assert (rows[bad].status, rows[bad].message) == (
+            ControlStatus.REFUSED, "set: elitism (9) must be less than pop_size (6)")
+        assert (rows[good].status, rows[good].generation) == ("applied", 0)
+        assert rows[later].status == "pending"
+        assert (rows[big].status, rows[big].message) == (
             "refused", "inject: 7 candidates exceed the 4 evaluations of generation 0")
-        assert (rows[two]["status"], rows[two]["message"]) == (
+        assert (rows[two].status, rows[two].message) == (
             "applied", "evaluated as indices 2..3")
-        assert rows[three]["status"] == "pending"
+        assert rows[three].status == "pending"
         c.boundary(1, opt, fresh=True)
         X = opt.ask()
         cands = space.decode_many(X)
@@ -307,8 +316,8 @@ def test_controller_applies_in_order_refuses_what_fails_and_replays(tmp_path: Pa
         c.boundary(2, opt, fresh=True)
         assert opt.params.mut_sigma == 0.4
         store.flush()
-        rows = {r["id"]: r for r in store.controls(info.id)}
-        assert (rows[three]["generation"], rows[later]["generation"]) == (1, 2)
+        rows = {r.id: r for r in store.controls(info.id)}
+        assert (rows[three].generation, rows[later].generation) == (1, 2)
 
         # a new session resuming in generation 2 replays what was applied there, and only it
         fresh_opt = GeneticAlgorithm(space, {"pop_size": 6}, seed=1)
@@ -317,7 +326,7 @@ def test_controller_applies_in_order_refuses_what_fails_and_replays(tmp_path: Pa
         again.boundary(2, fresh_opt, fresh=False)
         assert fresh_opt.params.mut_sigma == 0.4
         store.flush()
-        assert {r["id"]: r for r in store.controls(info.id)} == rows  # nothing re-recorded
+        assert {r.id: r for r in store.controls(info.id)} == rows  # nothing re-recorded
 
 
 # -- real steered runs ------------------------------------------------------------------------
@@ -409,11 +418,11 @@ class Watch:
             info = s.get_experiment(self.name)
             return [] if info is None else s.evaluations(info.id, generation)
 
-    def controls(self) -> list[dict[str, Any]]:
+    def controls(self) -> list[ControlRow]:
         with open_store(self.storage, create=False) as s:
             return s.controls(s.get_experiment(self.name).id)
 
-    def events(self) -> list[dict[str, Any]]:
+    def events(self) -> list[EventRow]:
         with open_store(self.storage, create=False) as s:
             return s.events(s.get_experiment(self.name).id)
 
@@ -443,13 +452,13 @@ def reference(tmp: Path, name: str, **config: Any) -> list[tuple[Any, ...]]:
 def wait_scheduled(watch: Watch, n: int) -> None:
     """Wait until the running loop has seen ``n`` commands held for a later generation."""
     wait_for(
-        lambda: sum("waits for generation" in e["message"] for e in watch.events()) >= n,
+        lambda: sum("waits for generation" in e.message for e in watch.events()) >= n,
         f"the loop to see {n} scheduled command(s)",
     )
 
 
-def control_trail(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    return [(c["action"], c["status"], c["generation"], c["message"], json.dumps(c["payload"]))
+def control_trail(rows: list[ControlRow]) -> list[tuple[Any, ...]]:
+    return [(c.action, c.status, c.generation, c.message, json.dumps(c.payload))
             for c in rows]
 
 
@@ -466,9 +475,9 @@ def test_pause_holds_new_evaluations_and_resume_continues(tmp_path: Path) -> Non
     pause = api.control("p", "pause", storage=storage, origin="test")
     assert pause["status"] == "pending"
     wait_for(lambda: watch.info().status == "paused", "status paused")
-    applied = next(c for c in watch.controls() if c["id"] == pause["id"])
-    assert applied["status"] == "applied" and applied["generation"] in (0, 1)
-    t_pause = applied["applied_time"]
+    applied = next(c for c in watch.controls() if c.id == pause["id"])
+    assert applied.status == "applied" and applied.generation in (0, 1)
+    t_pause = applied.applied_time
     gate.touch()  # what was handed out before the pause may finish now
 
     def settled() -> bool:  # the evaluations running at the pause have been recorded
@@ -482,7 +491,7 @@ def test_pause_holds_new_evaluations_and_resume_continues(tmp_path: Path) -> Non
     wait_for(lambda: watch.info().updated > beat, "a heartbeat while paused")
     time.sleep(1.0)
     info = watch.info()
-    assert info.status == "paused" and info.is_live and run.poll() is None
+    assert info.status == "paused" and driver_alive(info) and run.poll() is None
     assert signature(watch.evaluations()) == signature(held)  # nothing new started
     assert len(held) < 16
     late = [e for e in held if e.started > t_pause]
@@ -494,15 +503,15 @@ def test_pause_holds_new_evaluations_and_resume_continues(tmp_path: Path) -> Non
     assert "finished (generations)" in out
     final = watch.evaluations()
     assert len(final) == 16
-    t_resume = next(c for c in watch.controls() if c["id"] == resume["id"])["applied_time"]
+    t_resume = next(c for c in watch.controls() if c.id == resume["id"]).applied_time
     after = [e for e in final if (e.generation, e.index) not in {(h.generation, h.index)
                                                                  for h in held}]
     assert after and all(e.started > t_resume for e in after)  # nothing ran in between
     assert signature(final) == reference(tmp_path, "p_ref", generations=3)
-    assert [(c["action"], c["status"]) for c in watch.controls()] == [
+    assert [(c.action, c.status) for c in watch.controls()] == [
         ("pause", "applied"), ("resume", "applied")
     ]
-    assert [e["message"] for e in watch.events() if e["kind"] == "control"] == [
+    assert [e.message for e in watch.events() if e.kind == "control"] == [
         "pause from test", "resume from test"
     ]
     assert watch.info().status == "finished"
@@ -519,18 +528,18 @@ def test_stop_ends_with_exit_0_and_resume_finishes_the_same_run(tmp_path: Path) 
     res = cli("control", "stop", "--storage", storage, "--name", "s")
     assert res.returncode == 0, res.stderr
     assert "stop for experiment 's' is pending" in res.stdout
-    wait_for(lambda: watch.controls()[0]["status"] == "applied", "the stop to be applied")
+    wait_for(lambda: watch.controls()[0].status == "applied", "the stop to be applied")
     gate.touch()  # (generation 2 was held so that the run could not end before the stop)
     rc, out, err = finish(run)
     assert rc == 0, err
     assert "experiment 's': stopped (stop from cli)" in out
     info = watch.info()
     assert (info.status, info.stop_reason) == ("stopped", "stop from cli")
-    assert not info.is_live
+    assert not driver_alive(info)
     n_stopped = len(watch.evaluations())
     assert 6 <= n_stopped < 21
     stop = watch.controls()[0]
-    assert (stop["action"], stop["status"], stop["origin"]) == ("stop", "applied", "cli")
+    assert (stop.action, stop.status, stop.origin) == ("stop", "applied", "cli")
     assert "no longer running" not in res.stdout
     # a stopped run cannot be paused; it is continued with resume
     again = cli("control", "pause", "--storage", storage, "--name", "s")
@@ -586,7 +595,7 @@ def test_set_changes_the_next_generation_and_bad_values_are_refused(tmp_path: Pa
         [e for e in ref_evals if e.generation < 2]
     )
     (applied,) = watch.controls()
-    assert (applied["status"], applied["generation"], applied["origin"]) == ("applied", 2, "cli")
+    assert (applied.status, applied.generation, applied.origin) == ("applied", 2, "cli")
     hp = hyperparameters(open_store(storage, create=False), "g")
     assert hp["current"]["cx_prob"] == 0.0 and hp["current"]["mut_prob"] == 0.0
     assert [(h["origin"], h["generation"]) for h in hp["history"]] == [("config", 0), ("cli", 2)]
@@ -637,25 +646,25 @@ def test_inject_evaluates_exactly_the_given_candidates_in_the_next_generation(
     rc, _, err = finish(run)
     assert rc == 0, err
     rows = watch.controls()
-    assert [(c["action"], c["status"]) for c in rows] == [
+    assert [(c.action, c.status) for c in rows] == [
         ("inject", "applied"), ("inject", "applied"), ("note", "applied")
     ]
-    assert rows[0]["generation"] == 1  # as requested; the other one wherever the loop saw it
-    assert rows[1]["generation"] >= 1
+    assert rows[0].generation == 1  # as requested; the other one wherever the loop saw it
+    assert rows[1].generation >= 1
     for row in rows[:2]:  # the record says where each candidate was evaluated
-        where = row["message"].removeprefix("evaluated as ")
+        where = row.message.removeprefix("evaluated as ")
         first, _, last = where.split()[-1].partition("..")
         indices = list(range(int(first), int(last or first) + 1))
-        gen = watch.evaluations(row["generation"])
+        gen = watch.evaluations(row.generation)
         assert len(gen) == 5 and indices[-1] <= 4  # pop 6, elitism 1: the last slots
-        assert [gen[i].params for i in indices] == row["payload"]["candidates"]
+        assert [gen[i].params for i in indices] == row.payload["candidates"]
         assert all(gen[i].fitness is not None for i in indices)
-    assert rows[0]["payload"]["candidates"] == [
+    assert rows[0].payload["candidates"] == [
         {"x": 0.123456789012345, "n": 2, "act": "relu"}, {"x": -0.1, "n": 4, "act": "tanh"}
     ]
     gen1 = watch.evaluations(1)
-    assert gen1[3 if rows[1]["generation"] > 1 else 2].params["x"] == 0.123456789012345
-    assert rows[2]["payload"] == {"text": "two from a colleague, one of mine"}
+    assert gen1[3 if rows[1].generation > 1 else 2].params["x"] == 0.123456789012345
+    assert rows[2].payload == {"text": "two from a colleague, one of mine"}
 
 
 def test_a_steered_run_resumes_exactly_after_kill_9(tmp_path: Path) -> None:
@@ -712,7 +721,7 @@ def test_a_steered_run_resumes_exactly_after_kill_9(tmp_path: Path) -> None:
     assert len(a.evaluations()) == 31
     assert signature(b.evaluations()) == signature(a.evaluations())
     assert control_trail(b.controls()) == control_trail(a.controls())
-    assert [(c["action"], c["generation"]) for c in a.controls()] == [
+    assert [(c.action, c.generation) for c in a.controls()] == [
         ("set", 2), ("inject", 3), ("set", 4)
     ]
     gen3 = a.evaluations(3)

@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from metaloop.records import Evaluation, Status
-from metaloop.store import StoreError, codec, open_store, validate_storage_url
+from metaloop.records import Evaluation, EventRow, ExperimentStatus, Status
+from metaloop.store import StoreError, codec, driver_alive, open_store, validate_storage_url
 from metaloop.store.sqlite import SQLiteStore
 
 
@@ -233,9 +233,9 @@ def test_events_round_trip(store: SQLiteStore) -> None:
     store.event(info.id, "note", "no data")
     store.flush()
     evs = store.events(info.id)
-    assert [(e["kind"], e["message"]) for e in evs] == [("start", "started"), ("note", "no data")]
-    assert_exact({"x": np.arange(2)}, evs[0]["data"])
-    assert evs[1]["data"] is None
+    assert [(e.kind, e.message) for e in evs] == [("start", "started"), ("note", "no data")]
+    assert_exact({"x": np.arange(2)}, evs[0].data)
+    assert evs[1].data is None and all(isinstance(e, EventRow) and e.time > 0 for e in evs)
 
 
 # -- concurrency: WAL readers and the group-commit thread ---------------------------------------
@@ -344,10 +344,14 @@ def test_status_and_claim(store: SQLiteStore) -> None:
     info = store.create_experiment("st", {}, seed=0)
     store.claim(info.id)
     claimed = store.get_experiment("st")
-    assert claimed.status == "running" and claimed.is_live and claimed.pid > 0
-    store.set_status(info.id, "finished", "generations")
+    assert claimed.status is ExperimentStatus.RUNNING and claimed.pid > 0
+    assert driver_alive(claimed)
+    store.set_status(info.id, ExperimentStatus.FINISHED, "generations")
     done = store.get_experiment("st")
-    assert (done.status, done.stop_reason, done.is_live) == ("finished", "generations", False)
+    assert (done.status, done.stop_reason, driver_alive(done)) == (
+        ExperimentStatus.FINISHED, "generations", False)
+    with pytest.raises(ValueError):
+        store.set_status(info.id, "done")
 
 
 # -- URLs and missing stores ------------------------------------------------------------------

@@ -40,9 +40,17 @@ from test_resume import (
 )
 from test_store import STATE, assert_exact, bits, make_eval
 
-from metaloop.records import Status
-from metaloop.store import StoreError, StoreMissing, open_store, validate_storage_url
-from metaloop.store.base import HEARTBEAT_S
+from metaloop.records import (
+    ArtifactRow,
+    ControlRow,
+    ControlStatus,
+    EventRow,
+    ExperimentStatus,
+    ReportRow,
+    Status,
+)
+from metaloop.store import StoreError, StoreMissing, driver_alive, open_store, validate_storage_url
+from metaloop.store.liveness import HEARTBEAT_S
 
 WAIT_S = 30.0  # generous bound for conditions that normally hold within milliseconds
 
@@ -211,11 +219,11 @@ def test_events_in_order_with_data(store_url: str) -> None:
         store.event(info.id, "finish", "done", [1.5, None])
         store.flush()
         evs = store.events(info.id)
-    assert [(e["kind"], e["message"]) for e in evs] == [
+    assert [(e.kind, e.message) for e in evs] == [
         ("start", "started"), ("note", "no data"), ("finish", "done")]
-    assert_exact({"x": np.arange(2)}, evs[0]["data"])
-    assert evs[1]["data"] is None and evs[2]["data"] == [1.5, None]
-    assert evs[0]["time"] <= evs[1]["time"] <= evs[2]["time"]
+    assert_exact({"x": np.arange(2)}, evs[0].data)
+    assert evs[1].data is None and evs[2].data == [1.5, None]
+    assert evs[0].time <= evs[1].time <= evs[2].time
 
 
 def test_close_commits_pending_writes(store_url: str) -> None:
@@ -296,7 +304,8 @@ KILLED_WRITER = textwrap.dedent("""
 
 
 def test_committed_rows_survive_kill_9_of_the_writer(store_url: str) -> None:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    path = [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
     proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, store_url], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -352,7 +361,8 @@ def test_claim_status_and_heartbeat(store_url: str) -> None:
         info = store.create_experiment("st", {}, seed=0)
         store.claim(info.id)
         claimed = store.get_experiment("st")
-        assert claimed.status == "running" and claimed.is_live and claimed.pid == os.getpid()
+        assert claimed.status == "running" and driver_alive(claimed)
+        assert claimed.pid == os.getpid()
         # no writes at all: the writer thread still refreshes `updated` every HEARTBEAT_S
         store.event(info.id, "start", "started")
         store.flush()
@@ -361,7 +371,81 @@ def test_claim_status_and_heartbeat(store_url: str) -> None:
                  "the heartbeat")
         store.set_status(info.id, "finished", "generations")
         done = store.get_experiment("st")
-        assert (done.status, done.stop_reason, done.is_live) == ("finished", "generations", False)
+        assert (done.status, done.stop_reason, driver_alive(done)) == (
+            "finished", "generations", False)
+
+
+def test_rows_round_trip_as_the_same_typed_records(store_url: str) -> None:
+    """Reports, artifacts, commands and events go in and come out as equal frozen records
+    (the same on both backends); floats bit for bit, statuses as enum members."""
+    report = ReportRow(2, 3, 0, 1, 0.1 + 0.2, {"loss": 1 / 3, "tags": ["a", None]}, 12.5)
+    integral = ReportRow(2, 3, 1, 2, 4, {"loss": 0.0}, 13.0)
+    artifact = ArtifactRow(2, 3, "sub/trace.png", "/w/artifacts/sub/trace.png", 123, "image/png")
+    command = ControlRow("set", {"params": {"mut_sigma": 0.05}, "at_generation": 4}, "api",
+                         time=1000.25)
+    done = ControlRow("note", {"text": "é"}, "cli", ControlStatus.APPLIED, time=1001.0,
+                      generation=3, message="ok", applied_time=1002.0)
+    event = EventRow("summary", "generation 2", {"x": [1.5, 2 ** 0.5]}, time=999.125)
+    with open_store(store_url) as store:
+        info = store.create_experiment("rows", {}, seed=0)
+        stored = store.add_control(info.id, command)
+        stored_done = store.add_control(info.id, done)
+        assert stored == ControlRow(**{**_fields(command), "id": stored.id})
+        assert stored_done.id == stored.id + 1 and stored_done.status is ControlStatus.APPLIED
+        store.add_reports(info.id, [report, integral])
+        store.add_artifacts(info.id, [artifact])
+        store.add_event(info.id, event)
+        store.flush()
+        with open_store(store_url, create=False) as reader:  # another connection
+            assert reader.reports(info.id) == [report, integral]
+            assert reader.artifacts(info.id) == [artifact]
+            assert reader.controls(info.id) == [stored, stored_done]
+            assert reader.events(info.id) == [event]
+            got = reader.reports(info.id)
+            assert bits(got[0].step) == bits(0.1 + 0.2) and type(got[1].step) is int
+            assert all(type(r) is ReportRow for r in got)
+            assert type(reader.controls(info.id)[0]) is ControlRow
+            assert type(reader.events(info.id)[0]) is EventRow
+            assert reader.pending_controls(info.id) == [stored]
+
+
+def _fields(row: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return {f.name: getattr(row, f.name) for f in dataclasses.fields(row)}
+
+
+def test_statuses_are_stored_as_their_values_and_read_back_as_enums(store_url: str) -> None:
+    with open_store(store_url) as store:
+        info = store.create_experiment("en", {}, seed=0)
+        assert store.get_experiment("en").status is ExperimentStatus.CREATED
+        cid = store.add_control(info.id, ControlRow("pause", {}, "t")).id
+        seen = []
+        for status in ExperimentStatus:
+            store.set_status(info.id, status, None)
+            got = store.get_experiment("en").status
+            assert got is status and got == status.value and str(got) == status.value
+            raw = query(store_url, "SELECT status FROM experiments WHERE id=?", info.id)
+            seen.append(raw[0][0])
+        assert seen == [s.value for s in ExperimentStatus]
+        assert all(type(v) is str for v in seen)
+        store.set_status(info.id, "stopped")  # a value is accepted too
+        assert store.get_experiment("en").status is ExperimentStatus.STOPPED
+        with pytest.raises(ValueError):
+            store.set_status(info.id, "exploded")
+        store.resolve_control(cid, "refused", 1, "no")
+        store.flush()
+        (row,) = store.controls(info.id, status=ControlStatus.REFUSED)
+        assert row.status is ControlStatus.REFUSED
+        assert query(store_url, "SELECT status FROM controls WHERE id=?", cid) == [("refused",)]
+        with pytest.raises(ValueError):
+            store.resolve_control(cid, "maybe", 1)
+    assert {s.value for s in ExperimentStatus} == {
+        "created", "running", "paused", "finished", "stopped", "interrupted", "failed"}
+    assert [s.value for s in ControlStatus] == ["pending", "applied", "refused"]
+    assert json.dumps({"s": ExperimentStatus.PAUSED, "c": ControlStatus.APPLIED}) == (
+        '{"s": "paused", "c": "applied"}')
+    assert ExperimentStatus.RUNNING in {"running"} and {"pending": 1}[ControlStatus.PENDING] == 1
 
 
 # -- PostgreSQL only -----------------------------------------------------------------------------
@@ -475,8 +559,8 @@ def test_nul_characters_do_not_lose_the_batch(pg_url: str) -> None:
         s.flush()
         got = s.evaluations(info.id)
         assert [e.error for e in got] == ["bad\ufffdout", None]
-        assert s.events(info.id)[0]["message"] == "a\ufffdb"
-        assert s.events(info.id)[0]["data"] == {"k": "x\x00y"}  # JSON escapes it: exact
+        assert s.events(info.id)[0].message == "a\ufffdb"
+        assert s.events(info.id)[0].data == {"k": "x\x00y"}  # JSON escapes it: exact
 
 
 def _terminate_store_connections(url: str) -> int:

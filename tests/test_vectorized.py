@@ -300,7 +300,7 @@ def test_summary_keeps_one_row_and_one_event_per_generation(tmp_path: Path) -> N
         gen_rows = [r for r in f_rows if r.generation == e.generation]
         best = max(gen_rows, key=lambda r: -sum(r.fitness))
         assert key(e) == key(by_key[(e.generation, e.index)]) == key(best)
-    stats = [ev["data"] for ev in events if ev["kind"] == "summary"]
+    stats = [ev.data for ev in events if ev.kind == "summary"]
     assert [s["generation"] for s in stats] == list(range(5))
     g1 = np.array([r.fitness[0] for r in f_rows if r.generation == 1])
     s1 = stats[1]
@@ -318,7 +318,7 @@ def test_failures_and_refusals(tmp_path: Path) -> None:
     evs, _, events = rows(cfg["storage"], "r")
     assert summary.n_failed == 5 and all(e.status is Status.FAILED for e in evs)
     assert evs[0].error == "RuntimeError: boom" and evs[0].attempts == 2  # default retry
-    assert any(ev["kind"] == "error" and "boom" in ev["data"]["traceback"] for ev in events)
+    assert any(ev.kind == "error" and "boom" in ev.data["traceback"] for ev in events)
     cfg = config(tmp_path, "w", target_cls="WrongShape", generations=1, pop=5)
     drive(cfg)
     evs = rows(cfg["storage"], "w")[0]
@@ -366,7 +366,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(
     assert _same(i_ckpt[1]["optimizer"], w_ckpt[1]["optimizer"])
     assert where(again.best) == where(whole.best) and again.best_score == whole.best_score
     if recording == "summary":
-        assert [ev["data"]["generation"] for ev in i_events if ev["kind"] == "summary"] == [
+        assert [ev.data["generation"] for ev in i_events if ev.kind == "summary"] == [
             0,
             1,
             2,

@@ -11,9 +11,10 @@ from typing import Any
 from metaloop.config import Config, ConfigError, load_config, validate_config
 from metaloop.drivers.loop import Loop, RunObserver, RunSummary, experiment_workdir, worker_setup
 from metaloop.executors import Executor, make_executor
-from metaloop.records import Evaluation
+from metaloop.records import Evaluation, ExperimentStatus
 from metaloop.store import DEFAULT_STORAGE, ExperimentInfo, Store, open_store, validate_storage_url
 from metaloop.store.base import StoreError, StoreMissing
+from metaloop.store.liveness import driver_alive
 
 
 class Experiment:
@@ -172,7 +173,7 @@ def resume(
     store = open_store(storage, create=False)
     try:
         info = store.require_experiment(name)
-        if info.status == "finished":
+        if info.status == ExperimentStatus.FINISHED:
             return RunSummary(
                 name=name,
                 status="already_finished",
@@ -216,7 +217,7 @@ def _drive(
 def _driven_elsewhere(info: ExperimentInfo) -> bool:
     """True if another live process is driving the experiment."""
     same_process = info.host == os.uname().nodename and info.pid == os.getpid()
-    return info.is_live and not same_process
+    return driver_alive(info) and not same_process
 
 
 def experiment_info(name: str, storage: str = DEFAULT_STORAGE) -> ExperimentInfo:
@@ -276,7 +277,7 @@ def control(
 
     validate_storage_url(storage)
     with open_store(storage, create=False) as store:
-        return submit_control(store, name, action, payload, origin)
+        return submit_control(store, name, action, payload, origin).as_dict()
 
 
 def history(name: str, storage: str = DEFAULT_STORAGE) -> list[Evaluation]:

@@ -329,6 +329,8 @@ def _open_existing(storage: str) -> Any:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from metaloop.store.liveness import LIVE_STATUSES, driver_alive
+
     with _open_existing(args.storage) as store:
         if args.name is not None:
             infos = [store.require_experiment(args.name)]
@@ -337,8 +339,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     here = os.uname().nodename
     rows = []
     for info in infos:
-        status = info.status
-        if status in ("running", "paused") and not info.is_live:
+        status = info.status.value
+        if info.status in LIVE_STATUSES and not driver_alive(info):
             # the driver is gone: certainly on this host (no such process), probably elsewhere
             status = "interrupted" if info.host == here else "interrupted?"
         rows.append(
@@ -514,6 +516,7 @@ def _control_payload(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def cmd_control(args: argparse.Namespace) -> int:
+    from metaloop.records import ControlStatus
     from metaloop.steering import ControlError, submit_control
 
     payload = _control_payload(args)
@@ -523,19 +526,19 @@ def cmd_control(args: argparse.Namespace) -> int:
         except ControlError as exc:
             raise UserError(str(exc)) from None
     if args.json:
-        print(json.dumps(row))
-    elif row["status"] == "applied":
-        print(f"control #{row['id']}: {args.action} recorded for experiment {args.name!r}")
+        print(json.dumps(row.as_dict()))
+    elif row.status == ControlStatus.APPLIED:
+        print(f"control #{row.id}: {args.action} recorded for experiment {args.name!r}")
     else:
         when = (
-            f"at the start of generation {row['payload']['at_generation']}"
-            if row["payload"].get("at_generation") is not None
+            f"at the start of generation {row.payload['at_generation']}"
+            if row.payload.get("at_generation") is not None
             else "at the next generation boundary"
             if args.action in ("set", "inject")
             else "within about a second"
         )
         print(
-            f"control #{row['id']}: {args.action} for experiment {args.name!r} is pending; "
+            f"control #{row.id}: {args.action} for experiment {args.name!r} is pending; "
             f"the run applies it {when}"
         )
     return 0

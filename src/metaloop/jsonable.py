@@ -10,6 +10,9 @@ only, each chosen by a keyword:
 * ``other``: what any other object becomes — ``"keep"`` (itself), ``"repr"`` (its ``repr``:
   a metric never costs an evaluation its result) or ``"str"`` (its ``str``: the dashboard).
 
+Enums become their values and typed records (objects with ``as_dict()``, such as the
+store's rows) their dicts.
+
 This module imports nothing of metaloop.  The exact checkpoint codec (base64 arrays, tagged
 types) is :mod:`metaloop.store.codec`, a different thing.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from enum import Enum
 from typing import Any, Literal
 
 import numpy as np
@@ -45,6 +49,8 @@ def to_jsonable(value: Any, *, nonfinite: NonFinite = "keep", other: Other = "ke
         return item
     if value is None:
         return None
+    if isinstance(value, Enum):
+        return to_jsonable(value.value, nonfinite=nonfinite, other=other)
     if isinstance(value, _PRIMITIVE):
         if nonfinite != "keep" and isinstance(value, float) and not math.isfinite(value):
             return None if nonfinite == "null" else str(value)
@@ -55,6 +61,9 @@ def to_jsonable(value: Any, *, nonfinite: NonFinite = "keep", other: Other = "ke
         }
     if isinstance(value, (list, tuple)):
         return [to_jsonable(v, nonfinite=nonfinite, other=other) for v in value]
+    as_dict = getattr(value, "as_dict", None)
+    if callable(as_dict):  # a typed record (the store's rows): its dict
+        return to_jsonable(as_dict(), nonfinite=nonfinite, other=other)
     if other == "keep":
         return value
     if other == "repr":

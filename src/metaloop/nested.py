@@ -218,6 +218,7 @@ def _run(raw: dict[str, Any], name: str, url: str) -> tuple[str, str]:
     """Run the inner experiment (or resume it, or read it if it finished before): a retried
     outer evaluation continues its inner run instead of starting it again."""
     from metaloop.api import Experiment, resume
+    from metaloop.records import ExperimentStatus
     from metaloop.store import open_store
     from metaloop.store.base import StoreMissing
 
@@ -228,7 +229,7 @@ def _run(raw: dict[str, Any], name: str, url: str) -> tuple[str, str]:
         info = None
     if info is None:
         summary = Experiment(raw).run()
-    elif info.status == "finished":
+    elif info.status == ExperimentStatus.FINISHED:
         return "already_finished", info.stop_reason or ""
     else:
         summary = resume(name, url, executor={"kind": "serial"})

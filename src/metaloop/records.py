@@ -97,3 +97,139 @@ class Evaluation:
             outputs=outcome.outputs,
             seq=seq,
         )
+
+
+# -- rows of the store beside the evaluations (the same type goes in and comes out) ----------
+class ExperimentStatus(str, Enum):
+    """Lifecycle of an experiment as the store records it (``experiments.status``).
+
+    A ``str`` enum: members equal, hash and serialize (JSON, SQL) as their values."""
+
+    CREATED = "created"  # registered, no driver has claimed it yet
+    RUNNING = "running"  # a driver holds it and keeps its heartbeat fresh
+    PAUSED = "paused"  # a driver holds it but hands out no new evaluations (steering)
+    FINISHED = "finished"  # a stopping criterion was met
+    STOPPED = "stopped"  # a ``stop`` command (or a stop file) ended it; resumable
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM; resumable
+    FAILED = "failed"  # the driver raised; resumable once the cause is fixed
+
+    def __str__(self) -> str:
+        return self.value
+
+    __hash__ = str.__hash__
+
+
+class ControlStatus(str, Enum):
+    """State of a steering command (``controls.status``); a ``str`` enum as above."""
+
+    PENDING = "pending"  # recorded, not yet seen through by the running loop
+    APPLIED = "applied"  # the loop applied it (at ``ControlRow.generation``)
+    REFUSED = "refused"  # the loop refused it (the reason in ``ControlRow.message``)
+
+    def __str__(self) -> str:
+        return self.value
+
+    __hash__ = str.__hash__
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    """One set of intermediate values reported by a running evaluation (``ctx.report``).
+
+    ``seq`` is the line number in the evaluation's reports file, which makes re-reading the
+    file after a restart idempotent; ``step`` reads back as an ``int`` when it is integral."""
+
+    generation: int
+    index: int
+    seq: int
+    attempt: int
+    step: float
+    values: dict[str, Any]
+    time: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape (dashboard, report): ``seq`` is internal and left out."""
+        return {
+            "generation": self.generation,
+            "index": self.index,
+            "attempt": self.attempt,
+            "step": self.step,
+            "values": self.values,
+            "time": self.time,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactRow:
+    """One file kept by an evaluation (in its ``artifacts/`` folder)."""
+
+    generation: int
+    index: int
+    name: str  # path relative to the artifacts folder
+    path: str  # absolute path
+    size: int
+    media_type: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape: every field."""
+        return {
+            "generation": self.generation,
+            "index": self.index,
+            "name": self.name,
+            "path": self.path,
+            "size": self.size,
+            "media_type": self.media_type,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRow:
+    """One steering command and its outcome (the audit trail).
+
+    Submitted with ``id`` None (the store assigns it) and ``time`` None (the store's clock);
+    ``generation`` is where it was applied (or refused), ``applied_time`` when."""
+
+    action: str  # pause | resume | stop | set | inject | note
+    payload: dict[str, Any]
+    origin: str  # who sent it: "cli", "api", "web:<address>", ...
+    status: ControlStatus = ControlStatus.PENDING
+    id: int | None = None
+    time: float | None = None
+    generation: int | None = None
+    message: str | None = None
+    applied_time: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape (``metaloop control --json``, the API, the dashboard)."""
+        return {
+            "id": self.id,
+            "time": self.time,
+            "origin": self.origin,
+            "action": self.action,
+            "payload": self.payload,
+            "status": self.status.value,
+            "generation": self.generation,
+            "message": self.message,
+            "applied_time": self.applied_time,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One entry of an experiment's event log (start, resume, control, summary, error, ...).
+
+    ``data`` is plain data with numpy arrays (encoded exactly); ``time`` None: the store's
+    clock when it is queued."""
+
+    kind: str
+    message: str
+    data: Any = None
+    time: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape (dashboard, report)."""
+        return {"time": self.time, "kind": self.kind, "message": self.message, "data": self.data}
+
+
+#: the store's rows that have a JSON shape (:meth:`as_dict`)
+StoreRow = ReportRow | ArtifactRow | ControlRow | EventRow

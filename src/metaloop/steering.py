@@ -29,8 +29,10 @@ import numpy as np
 from pydantic import ValidationError
 
 from metaloop.jsonable import to_jsonable
+from metaloop.records import ControlRow, ControlStatus, ExperimentStatus
 from metaloop.space import ChoiceParam, IntParam, RealParam, Space, params_from_json
 from metaloop.store.base import ExperimentInfo, Store
+from metaloop.store.liveness import driver_alive
 
 ACTIONS = ("pause", "resume", "stop", "set", "inject", "note")
 #: act on the live run at once
@@ -83,12 +85,12 @@ def _n_objectives(config: Mapping[str, Any]) -> int:
     return len(config.get("weights") or [1.0])
 
 
-def params_after(config: Mapping[str, Any], controls: list[dict[str, Any]]) -> dict[str, Any]:
+def params_after(config: Mapping[str, Any], controls: list[ControlRow]) -> dict[str, Any]:
     """The optimizer's hyperparameters after the config's values and every applied ``set``."""
     _, params = _optimizer_of(config)
     for c in controls:
-        if c["action"] == "set" and c["status"] == "applied":
-            params.update(c["payload"]["params"])
+        if c.action == "set" and c.status == ControlStatus.APPLIED:
+            params.update(c.payload["params"])
     return params
 
 
@@ -270,10 +272,10 @@ def validate_control(
         raise ControlError(f"{action}: payload must be a mapping, got {type(payload).__name__}")
     if action in RUN_ACTIONS:
         _allowed_keys(action, payload, ())
-        if not info.is_live:
+        if not driver_alive(info):
             hint = (
                 f"; continue it with 'metaloop resume --name {info.name}'"
-                if action == "resume" and info.status != "finished"
+                if action == "resume" and info.status != ExperimentStatus.FINISHED
                 else ""
             )
             raise ControlError(
@@ -283,7 +285,7 @@ def validate_control(
     if action == "note":
         _allowed_keys(action, payload, ("text",))
         return _check_text(payload)
-    if info.status == "finished":
+    if info.status == ExperimentStatus.FINISHED:
         raise ControlError(f"{action}: experiment {info.name!r} has finished; nothing to change")
     at = _at_generation(action, payload, info)
     extra = {} if at is None else {"at_generation": at}
@@ -293,8 +295,8 @@ def validate_control(
         controls = store.controls(info.id)
         current = params_after(config, controls)
         for c in controls:  # pending ones come first
-            if c["action"] == "set" and c["status"] == "pending":
-                current.update(c["payload"]["params"])
+            if c.action == "set" and c.status == ControlStatus.PENDING:
+                current.update(c.payload["params"])
         changes = check_set(config, current, payload.get("params"), info.seed)
         return {"params": changes, **extra}
     _allowed_keys(action, payload, ("candidates", "at_generation"))
@@ -320,7 +322,7 @@ def validate_control(
 # -- the public entry points ---------------------------------------------------------------------
 def submit_control(
     store: Store, name: str, action: str, payload: dict[str, Any] | None, origin: str
-) -> dict[str, Any]:
+) -> ControlRow:
     """Validate a command for experiment ``name`` and record it; the stored row.
 
     Unknown experiment: StoreError.  Unknown action or bad payload: ControlError (one line,
@@ -329,11 +331,11 @@ def submit_control(
     info = store.require_experiment(name)
     clean = validate_control(store, info, action, payload)
     origin = str(origin or "unknown")[:200]
-    cid = store.add_control(info.id, action, clean, origin)
+    cid = store.add_control(info.id, ControlRow(action, clean, origin)).id
     if action == "note":
-        store.resolve_control(cid, "applied", max(_current_generation(info), 0))
+        store.resolve_control(cid, ControlStatus.APPLIED, max(_current_generation(info), 0))
         store.flush()
-    return next(c for c in store.controls(info.id) if c["id"] == cid)
+    return next(c for c in store.controls(info.id) if c.id == cid)
 
 
 def hyperparameters(store: Store, name: str) -> dict[str, Any]:
@@ -344,15 +346,15 @@ def hyperparameters(store: Store, name: str) -> dict[str, Any]:
     _, initial = _optimizer_of(info.config)
     history = [{"time": info.created, "origin": "config", "generation": 0, "params": initial}]
     current = dict(initial)
-    for c in store.controls(info.id, status="applied"):
-        if c["action"] == "set":
-            current.update(c["payload"]["params"])
+    for c in store.controls(info.id, status=ControlStatus.APPLIED):
+        if c.action == "set":
+            current.update(c.payload["params"])
             history.append(
                 {
-                    "time": c["applied_time"],
-                    "origin": c["origin"],
-                    "generation": c["generation"],
-                    "params": c["payload"]["params"],
+                    "time": c.applied_time,
+                    "origin": c.origin,
+                    "generation": c.generation,
+                    "params": c.payload["params"],
                 }
             )
     return {"current": current, "history": history}
@@ -423,6 +425,6 @@ def candidates_from_file(path: str | Path) -> list[Any]:
     return data
 
 
-def stored_candidates(space: Space, control: Mapping[str, Any]) -> list[dict[str, Any]]:
+def stored_candidates(space: Space, control: ControlRow) -> list[dict[str, Any]]:
     """The candidates of a stored ``inject`` command, arrays as numpy arrays."""
-    return [params_from_json(space, c) for c in control["payload"]["candidates"]]
+    return [params_from_json(space, c) for c in control.payload["candidates"]]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from metaloop.dashboard.views import jsonable, score_of
-from metaloop.records import Evaluation
+from metaloop.records import ArtifactRow, Evaluation
 from metaloop.store import ExperimentInfo, Store
 
 #: bytes kept from the end of each log file
@@ -98,17 +98,17 @@ def reports_of(store: Store, exp_id: int, generation: int, index: int) -> dict[s
     rows = get(exp_id, generation=generation, index=index)
     if not rows:
         return {"supported": True, "attempt": None, "series": {}, "count": 0}
-    attempt = max(r["attempt"] for r in rows)
+    attempt = max(r.attempt for r in rows)
     series: dict[str, list[list[Any]]] = {}
     for r in rows:
-        if r["attempt"] != attempt:
+        if r.attempt != attempt:
             continue
-        for key, value in (r.get("values") or {}).items():
+        for key, value in (r.values or {}).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                series.setdefault(str(key), []).append([r["step"], value])
+                series.setdefault(str(key), []).append([r.step, value])
     for pts in series.values():
         pts.sort(key=lambda p: (p[0] is None, p[0]))
-    last = max((r["time"] for r in rows), default=None)
+    last = max((r.time for r in rows), default=None)
     return jsonable(
         {"supported": True, "attempt": attempt, "series": series, "count": len(rows), "last": last}
     )
@@ -121,11 +121,11 @@ def artifacts_of(store: Store, exp_id: int, generation: int, index: int) -> list
         return []
     out = []
     for a in get(exp_id, generation=generation, index=index):
-        media = a.get("media_type") or "application/octet-stream"
+        media = a.media_type or "application/octet-stream"
         out.append(
             {
-                "name": a["name"],
-                "size": a.get("size"),
+                "name": a.name,
+                "size": a.size,
                 "media_type": media,
                 "image": media in INLINE_IMAGES,
             }
@@ -135,7 +135,7 @@ def artifacts_of(store: Store, exp_id: int, generation: int, index: int) -> list
 
 def artifact_path(
     store: Store, exp_id: int, generation: int, index: int, name: str
-) -> tuple[Path, dict[str, Any]] | None:
+) -> tuple[Path, ArtifactRow] | None:
     """The stored path and record of the evaluation's artifact ``name`` (None if unknown).
 
     Only a name the store lists is served, from the path the store recorded for it.
@@ -144,8 +144,8 @@ def artifact_path(
     if get is None:
         return None
     for row in get(exp_id, generation=generation, index=index):
-        if row["name"] == name:
-            return Path(row["path"]), row
+        if row.name == name:
+            return Path(row.path), row
     return None
 
 

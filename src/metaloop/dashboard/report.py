@@ -74,9 +74,9 @@ def report_data(store: Store, info: ExperimentInfo, now: float | None = None) ->
     artifacts = getattr(store, "artifacts", None)
     with_files: set[tuple[int, int]] = set()
     if reports is not None:
-        with_files |= {(r["generation"], r["index"]) for r in reports(info.id)}
+        with_files |= {(r.generation, r.index) for r in reports(info.id)}
     if artifacts is not None:
-        with_files |= {(a["generation"], a["index"]) for a in artifacts(info.id)}
+        with_files |= {(a.generation, a.index) for a in artifacts(info.id)}
     by_key = {(e.generation, e.index): e for e in evaluations}
     details: dict[str, Any] = {}
     budget = [MAX_IMAGES_BYTES]

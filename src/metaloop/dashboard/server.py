@@ -254,8 +254,8 @@ class Dashboard:
         seen: dict[tuple[int, int], float] = {}
         for g in (current, current + 1):
             for r in get(info.id, generation=g):
-                key = (r["generation"], r["index"])
-                seen[key] = min(seen.get(key, r["time"]), r["time"])
+                key = (r.generation, r.index)
+                seen[key] = min(seen.get(key, r.time), r.time)
         return [
             views.running_row(g, i, t)
             for (g, i), t in sorted(seen.items())
@@ -329,13 +329,13 @@ class Dashboard:
             )
         path, record = found
         if not path.is_file():
-            return _json({"error": f"artifact: the file {record['name']!r} is gone"}, 404)
-        media = record.get("media_type") or "application/octet-stream"
+            return _json({"error": f"artifact: the file {record.name!r} is gone"}, 404)
+        media = record.media_type or "application/octet-stream"
         inline = media in detail.INLINE_IMAGES
         return FileResponse(
             path,
             media_type=media if inline else "application/octet-stream",
-            filename=Path(record["name"]).name or "artifact",
+            filename=Path(record.name).name or "artifact",
             content_disposition_type="inline" if inline else "attachment",
             headers={
                 **COMMON_HEADERS,

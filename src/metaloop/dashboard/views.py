@@ -7,7 +7,6 @@ exploration with a 2-D PCA projection, the Pareto front, and the evaluation tabl
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -17,9 +16,17 @@ import numpy as np
 
 from metaloop.jsonable import to_jsonable
 from metaloop.optimizers.pareto import non_dominated_mask
-from metaloop.records import Evaluation, Status
+from metaloop.records import (
+    Evaluation,
+    EventRow,
+    ExperimentStatus,
+    Status,
+)
 from metaloop.scoring import weighted_fitness, weighted_score
 from metaloop.store import ExperimentInfo
+from metaloop.store.liveness import LIVE_STATUSES, driver_alive
+
+#: the store's rows, sent in the shape their ``as_dict`` gives
 
 #: seconds of finished evaluations the evaluation rate and active workers are measured over
 RATE_WINDOW_S = 60.0
@@ -38,7 +45,8 @@ TABLE_ARRAY_LIMIT = 8
 
 def jsonable(value: Any) -> Any:
     """``value`` as strict JSON data: numpy to Python, non-finite floats to strings
-    (``"nan"``, ``"inf"``, ``"-inf"``), other objects to their ``str``."""
+    (``"nan"``, ``"inf"``, ``"-inf"``), enums to their values, the store's rows to their
+    dicts (the one place they become JSON), other objects to their ``str``."""
     return to_jsonable(value, nonfinite="str", other="str")
 
 
@@ -59,16 +67,14 @@ def score_of(e: Evaluation, weights: list[float]) -> float | None:
 
 def is_live(info: ExperimentInfo) -> bool:
     """A driver is alive for the experiment (running or paused)."""
-    if info.status not in ("running", "paused"):
-        return False
-    return dataclasses.replace(info, status="running").is_live
+    return driver_alive(info)
 
 
 def shown_status(info: ExperimentInfo) -> str:
     """The status as shown: a running/paused experiment whose driver is gone is interrupted."""
-    if info.status in ("running", "paused") and not is_live(info):
-        return "interrupted"
-    return info.status
+    if info.status in LIVE_STATUSES and not is_live(info):
+        return ExperimentStatus.INTERRUPTED.value
+    return info.status.value
 
 
 def expected_total(
@@ -114,11 +120,11 @@ def experiment_row(info: ExperimentInfo) -> dict[str, Any]:
     )
 
 
-def session_start(events: list[dict[str, Any]]) -> float | None:
+def session_start(events: list[EventRow]) -> float | None:
     """Time the current driver session started (the last start/resume event)."""
     for ev in reversed(events):
-        if ev["kind"] in ("start", "resume"):
-            return float(ev["time"])
+        if ev.kind in ("start", "resume"):
+            return float(ev.time or 0.0)
     return None
 
 
@@ -136,7 +142,7 @@ def group(evaluations: Iterable[Evaluation]) -> dict[int, list[Evaluation]]:
 def summary(
     info: ExperimentInfo,
     by_generation: ByGeneration,
-    events: list[dict[str, Any]],
+    events: list[EventRow],
     now: float | None = None,
     memo: dict[str, Any] | None = None,
     hyperparameters: dict[str, Any] | None = None,
@@ -184,7 +190,7 @@ def summary(
     eta = remaining / rate if live and remaining is not None and rate > 0 else None
     active = sorted({f"{e.host}/{e.worker}" for e in recent}) if live else []
     running = None
-    if live and info.status == "running" and isinstance(pop, int):
+    if live and info.status == ExperimentStatus.RUNNING and isinstance(pop, int):
         left = max(pop - in_current, 0) if in_current else pop
         running = min(left, configured_workers) if configured_workers else left
 

@@ -26,6 +26,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from metaloop.optimizers.base import Optimizer
+from metaloop.records import ControlRow, ControlStatus
 from metaloop.space import Space
 from metaloop.steering import (
     BOUNDARY_ACTIONS,
@@ -34,6 +35,8 @@ from metaloop.steering import (
     validation_text,
 )
 from metaloop.store.base import Store
+
+APPLIED, REFUSED = ControlStatus.APPLIED, ControlStatus.REFUSED
 
 #: how often the store is polled for new commands while a generation runs
 POLL_S = 1.0
@@ -55,9 +58,9 @@ class Controller:
         self.paused = False
         self.stop_origin: str | None = None
         self._seen: set[int] = set()  # pending rows this session has handled
-        self._waiting: dict[int, dict[str, Any]] = {}  # set/inject rows seen, not yet due
-        self._replay: list[dict[str, Any]] = []
-        self._injections: list[tuple[dict[str, Any], list[dict[str, Any]], bool]] = []
+        self._waiting: dict[int, ControlRow] = {}  # set/inject rows seen, not yet due
+        self._replay: list[ControlRow] = []
+        self._injections: list[tuple[ControlRow, list[dict[str, Any]], bool]] = []
         self._last_read = -math.inf  # last poll that read the store
         self._retry_at = -math.inf  # after a poll found the store busy: when to try again
 
@@ -67,8 +70,8 @@ class Controller:
         and the pending commands; the run actions applied (see :meth:`poll`)."""
         self._replay = [
             c
-            for c in self.store.controls(self.exp_id, status="applied")
-            if c["action"] in BOUNDARY_ACTIONS and c["generation"] == generation
+            for c in self.store.controls(self.exp_id, status=APPLIED)
+            if c.action in BOUNDARY_ACTIONS and c.generation == generation
         ]
         return self.poll(generation)
 
@@ -87,17 +90,17 @@ class Controller:
         self._last_read, self._retry_at = now, -math.inf
         changed: list[str] = []
         for c in rows:
-            cid, action = c["id"], c["action"]
+            cid, action = c.id, c.action
             if cid in self._seen or cid in self._waiting:
                 continue
             if action in BOUNDARY_ACTIONS:
                 self._waiting[cid] = c
-                at = c["payload"].get("at_generation")
+                at = c.payload.get("at_generation")
                 if at is not None and at > generation:
                     self.store.event(
                         self.exp_id,
                         "control",
-                        f"{action} from {c['origin']} waits for generation {at}",
+                        f"{action} from {c.origin} waits for generation {at}",
                         {"id": cid, "action": action, "status": "pending", "generation": at},
                     )
                 continue
@@ -107,8 +110,8 @@ class Controller:
             elif action == "resume":
                 self.paused = False
             elif action == "stop":
-                self.stop_origin = c["origin"]
-            self._resolve(c, "applied", generation)
+                self.stop_origin = c.origin
+            self._resolve(c, APPLIED, generation)
             if action in RUN_ACTIONS:
                 changed.append(action)
         return changed
@@ -123,11 +126,11 @@ class Controller:
         return time.monotonic() >= max(self._last_read + BOUNDARY_POLL_S, self._retry_at)
 
     def _resolve(
-        self, c: dict[str, Any], status: str, generation: int, message: str | None = None
+        self, c: ControlRow, status: ControlStatus, generation: int, message: str | None = None
     ) -> None:
-        self.store.resolve_control(c["id"], status, generation, message)
-        what = f"{c['action']} from {c['origin']}"
-        if status == "refused":
+        self.store.resolve_control(c.id, status, generation, message)
+        what = f"{c.action} from {c.origin}"
+        if status == REFUSED:
             what += f" refused: {message}"
         elif message:
             what += f" ({message})"
@@ -135,38 +138,38 @@ class Controller:
             self.exp_id,
             "control",
             what,
-            {"id": c["id"], "action": c["action"], "status": status, "generation": generation},
+            {"id": c.id, "action": c.action, "status": status.value, "generation": generation},
         )
 
     # -- generation boundary --------------------------------------------------------------------
     def boundary(self, generation: int, optimizer: Optimizer, fresh: bool) -> None:
         """Apply the ``set`` commands due at ``generation`` (replayed ones, and new ones if the
         boundary is fresh) and stage the due ``inject`` commands, in submission order."""
-        todo = [(c, False) for c in self._replay if c["generation"] == generation]
+        todo = [(c, False) for c in self._replay if c.generation == generation]
         self._replay = []
         if fresh:
             for c in list(self._waiting.values()):
-                at = c["payload"].get("at_generation")
+                at = c.payload.get("at_generation")
                 if at is None or at <= generation:
                     todo.append((c, True))
-                    del self._waiting[c["id"]]
-        todo.sort(key=lambda item: item[0]["id"])
+                    del self._waiting[c.id]
+        todo.sort(key=lambda item: item[0].id)
         self._injections = []
         for c, new in todo:
             if new:
-                self._seen.add(c["id"])
-            if c["action"] == "inject":
+                self._seen.add(c.id)
+            if c.action == "inject":
                 self._injections.append((c, stored_candidates(self.space, c), new))
                 continue
-            changes = c["payload"]["params"]
+            changes = c.payload["params"]
             if new:
                 reason = _try_set(optimizer, changes)
                 if reason is not None:
-                    self._resolve(c, "refused", generation, f"set: {reason}")
+                    self._resolve(c, REFUSED, generation, f"set: {reason}")
                     continue
             optimizer.set_params(**changes)
             if new:
-                self._resolve(c, "applied", generation, _late(c, generation))
+                self._resolve(c, APPLIED, generation, _late(c, generation))
 
     def inject(
         self, X: np.ndarray, candidates: list[dict[str, Any]], limit: int, generation: int
@@ -175,7 +178,7 @@ class Controller:
         candidates (and their unit vectors into ``X``); how many were injected.  A command
         that does not fit beside earlier ones waits for the next generation; one larger than
         the whole population is refused."""
-        chosen: list[tuple[dict[str, Any], list[dict[str, Any]], bool]] = []
+        chosen: list[tuple[ControlRow, list[dict[str, Any]], bool]] = []
         total = 0
         for c, cands, new in self._injections:
             k = len(cands)
@@ -185,14 +188,14 @@ class Controller:
             elif new and k > limit:
                 self._resolve(
                     c,
-                    "refused",
+                    REFUSED,
                     generation,
                     f"inject: {k} candidates exceed the {limit} evaluations of generation "
                     f"{generation}",
                 )
             elif new:
-                self._seen.discard(c["id"])
-                self._waiting[c["id"]] = c  # no room left: the next generation
+                self._seen.discard(c.id)
+                self._waiting[c.id] = c  # no room left: the next generation
         self._injections = []
         pos = limit - total
         for c, cands, new in chosen:
@@ -205,7 +208,7 @@ class Controller:
                 where = f"indices {first}..{pos - 1}" if pos - 1 > first else f"index {first}"
                 late = _late(c, generation)
                 msg = f"evaluated as {where}" + (f"; {late}" if late else "")
-                self._resolve(c, "applied", generation, msg)
+                self._resolve(c, APPLIED, generation, msg)
         return total
 
     def refuse_waiting(self, generation: int, reason: str) -> None:
@@ -214,21 +217,21 @@ class Controller:
         for cid, c in list(self._waiting.items()):
             del self._waiting[cid]
             self._seen.add(cid)
-            self._resolve(c, "refused", generation, reason)
+            self._resolve(c, REFUSED, generation, reason)
 
     # -- end of the session -----------------------------------------------------------------------
     def finish(self, generation: int, finished: bool) -> None:
         """Close the books: pending commands of a finished run are refused; of a run that
         stopped or was interrupted only pause/resume/stop are (set/inject wait for resume)."""
-        for c in self.store.controls(self.exp_id, status="pending"):
-            if c["id"] in self._seen:
+        for c in self.store.controls(self.exp_id, status=ControlStatus.PENDING):
+            if c.id in self._seen:
                 continue
             if finished:
-                self._resolve(c, "refused", generation, "the run finished before it was applied")
-            elif c["action"] in RUN_ACTIONS:
-                self._resolve(c, "refused", generation, "the run ended before it was applied")
-            elif c["action"] == "note":
-                self._resolve(c, "applied", generation)
+                self._resolve(c, REFUSED, generation, "the run finished before it was applied")
+            elif c.action in RUN_ACTIONS:
+                self._resolve(c, REFUSED, generation, "the run ended before it was applied")
+            elif c.action == "note":
+                self._resolve(c, APPLIED, generation)
 
 
 def _try_set(optimizer: Optimizer, changes: dict[str, Any]) -> str | None:
@@ -250,8 +253,8 @@ def _try_set(optimizer: Optimizer, changes: dict[str, Any]) -> str | None:
     return None
 
 
-def _late(c: dict[str, Any], generation: int) -> str | None:
-    at = c["payload"].get("at_generation")
+def _late(c: ControlRow, generation: int) -> str | None:
+    at = c.payload.get("at_generation")
     if at is not None and at < generation:
         return f"requested for generation {at}, which had already started"
     return None

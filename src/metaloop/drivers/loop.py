@@ -35,7 +35,7 @@ from metaloop.executors.chunking import moving_mean
 from metaloop.optimizees.evaluator import WorkdirUsed
 from metaloop.optimizers.base import Optimizer
 from metaloop.optimizers.registry import get_optimizer_class
-from metaloop.records import Evaluation, Outcome, Status, Task
+from metaloop.records import Evaluation, ExperimentStatus, Outcome, Status, Task
 from metaloop.scoring import weighted_fitness, weighted_score
 from metaloop.store.base import ExperimentInfo, Store
 
@@ -233,14 +233,16 @@ class Loop:
             self.stop_reason = "interrupted"
             self.steering.finish(self.generation, finished=False)
             self.store.event(self.info.id, "interrupt", "interrupted (Ctrl-C or SIGTERM)")
-            self.store.set_status(self.info.id, "interrupted", "interrupted")
+            self.store.set_status(self.info.id, ExperimentStatus.INTERRUPTED, "interrupted")
             self.observer.finished(self)
             return self._summary("interrupted")
         except BaseException as exc:
             self.executor.cancel_all()
             self.reports.close()
             self.store.event(self.info.id, "error", f"{type(exc).__name__}: {exc}")
-            self.store.set_status(self.info.id, "failed", f"{type(exc).__name__}: {exc}")
+            self.store.set_status(
+                self.info.id, ExperimentStatus.FAILED, f"{type(exc).__name__}: {exc}"
+            )
             raise
         self.reports.close()
         self.stop_reason = reason
@@ -248,12 +250,12 @@ class Loop:
             self.stop_reason = f"stop from {self.steering.stop_origin}"
             self.steering.finish(self.generation, finished=False)
             self.store.event(self.info.id, "stop", f"stopped at generation {self.generation}")
-            self.store.set_status(self.info.id, "stopped", self.stop_reason)
+            self.store.set_status(self.info.id, ExperimentStatus.STOPPED, self.stop_reason)
             self.observer.finished(self)
             return self._summary("stopped")
         self.steering.finish(self.generation, finished=True)
         self.store.event(self.info.id, "finish", f"finished: {reason}")
-        self.store.set_status(self.info.id, "finished", reason)
+        self.store.set_status(self.info.id, ExperimentStatus.FINISHED, reason)
         self.observer.finished(self)
         return self._summary("finished")
 
@@ -267,7 +269,7 @@ class Loop:
         """Reflect applied pause/resume commands in the experiment's status."""
         if not actions or "pause" not in actions and "resume" not in actions:
             return
-        status = "paused" if self.steering.paused else "running"
+        status = ExperimentStatus.PAUSED if self.steering.paused else ExperimentStatus.RUNNING
         self.store.set_status(self.info.id, status, None)
 
     def _hold(self) -> None:

@@ -33,6 +33,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from metaloop.records import ReportRow
+
 Key = tuple[int, int]  # (generation, index)
 _REL_TOL = 1e-9  # a step this close below a rung counts as reaching it (float rungs)
 
@@ -75,13 +77,13 @@ class Pruner:
         self._pruned.discard(key)
         self._drop(key)
 
-    def replay(self, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Rebuild the history from stored report rows (``Store.reports``: dicts with
-        generation, index, step, values, time), in the order they were reported; returns
-        how many rows were taken.  Decisions made while replaying are not acted upon."""
-        ordered = sorted(rows, key=lambda r: (r.get("time") or 0.0))
+    def replay(self, rows: Iterable[ReportRow]) -> int:
+        """Rebuild the history from stored report rows (``Store.reports``), in the order they
+        were reported; returns how many rows were taken.  Decisions made while replaying are
+        not acted upon."""
+        ordered = sorted(rows, key=lambda r: (r.time or 0.0))
         for r in ordered:
-            self.report((int(r["generation"]), int(r["index"])), float(r["step"]), r["values"])
+            self.report((int(r.generation), int(r.index)), float(r.step), r.values)
         return len(ordered)
 
     @property

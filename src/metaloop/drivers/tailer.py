@@ -36,7 +36,8 @@ from pathlib import Path
 
 from metaloop.drivers.pruning import Pruner
 from metaloop.optimizees.context import ARTIFACTS_DIR, PRUNE_FILE, REPORTS_FILE, evaluation_dir
-from metaloop.store.base import ArtifactRow, ReportRow, Store
+from metaloop.records import ArtifactRow, ReportRow
+from metaloop.store.base import Store
 
 #: how often the tailer looks for new lines (reports reach the store at most this late)
 INTERVAL_S = 1.0

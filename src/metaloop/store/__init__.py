@@ -2,11 +2,22 @@
 
 ``sqlite:///path.db`` (the default, :mod:`metaloop.store.sqlite`) or
 ``postgresql://user[:password]@host[:port]/database`` (:mod:`metaloop.store.postgres`).
+The contract every store keeps (thread safety, what readers see, durability, every method's
+arguments, returns and errors) is :class:`metaloop.store.base.Store`.
 """
 
 from __future__ import annotations
 
+from metaloop.records import (
+    ArtifactRow,
+    ControlRow,
+    ControlStatus,
+    EventRow,
+    ExperimentStatus,
+    ReportRow,
+)
 from metaloop.store.base import ExperimentInfo, Store, StoreError, StoreMissing
+from metaloop.store.liveness import driver_alive
 
 DEFAULT_STORAGE = "sqlite:///metaloop.db"
 EXPECTED = (
@@ -53,10 +64,17 @@ def open_store(url: str, create: bool = True) -> Store:
 
 __all__ = [
     "DEFAULT_STORAGE",
+    "ArtifactRow",
+    "ControlRow",
+    "ControlStatus",
+    "EventRow",
     "ExperimentInfo",
+    "ExperimentStatus",
+    "ReportRow",
     "Store",
     "StoreError",
     "StoreMissing",
+    "driver_alive",
     "open_store",
     "validate_storage_url",
 ]

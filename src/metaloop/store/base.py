@@ -4,21 +4,50 @@ Append-only evaluations, optimizer checkpoints, experiment metadata and an event
 steering commands (with their audit trail), intermediate values reported by running
 evaluations and the artifacts they kept.  The running loop writes; status, export, plot and
 the dashboard read, from any process; ``metaloop control`` and the dashboard add commands.
+
+Rows go in and come out as the same typed, frozen records (:mod:`metaloop.records`):
+:class:`~metaloop.records.Evaluation`, :class:`~metaloop.records.ReportRow`,
+:class:`~metaloop.records.ArtifactRow`, :class:`~metaloop.records.ControlRow` and
+:class:`~metaloop.records.EventRow`; statuses are ``str`` enums
+(:class:`~metaloop.records.ExperimentStatus`, :class:`~metaloop.records.ControlStatus`,
+:class:`~metaloop.records.Status`).  Whether a driver is alive is not a property of these
+records: see :mod:`metaloop.store.liveness`.  The store imports nothing of optimizers,
+executors or the config.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from metaloop.records import Evaluation, Status
+from metaloop.records import (
+    ArtifactRow,
+    ControlRow,
+    ControlStatus,
+    Evaluation,
+    EventRow,
+    ExperimentStatus,
+    ReportRow,
+    Status,
+)
+from metaloop.store.info import ExperimentInfo, async_group_size
+
+__all__ = [
+    "ArtifactRow",
+    "ControlRow",
+    "ControlStatus",
+    "EventRow",
+    "ExperimentInfo",
+    "ExperimentStatus",
+    "ReportRow",
+    "Store",
+    "StoreError",
+    "StoreMissing",
+    "async_group_size",
+]
 
 
 class StoreError(Exception):
@@ -29,140 +58,118 @@ class StoreMissing(StoreError):
     """``open_store(..., create=False)`` found no store there (no file, no metaloop tables)."""
 
 
-@dataclass(frozen=True)
-class ExperimentInfo:
-    """Metadata and a progress summary of one experiment."""
-
-    id: int
-    name: str
-    config: dict[str, Any]
-    seed: int
-    status: str  # created | running | paused | finished | stopped | interrupted | failed
-    stop_reason: str | None
-    created: float
-    updated: float
-    host: str
-    pid: int
-    n_evaluations: int = 0
-    n_failed: int = 0
-    generation: int = 0  # generations with at least one recorded evaluation
-    best_score: float | None = None
-    best_fitness: tuple[float, ...] | None = None
-
-    @property
-    def progress(self) -> float | None:
-        """Fraction done by the tightest count limit (1.0 once finished), None if unknown."""
-        if self.status == "finished":
-            return 1.0
-        fractions = []
-        budget, generations = self.config.get("budget"), self.config.get("generations")
-        if budget:
-            fractions.append(self.n_evaluations / budget)
-        group = async_group_size(self.config)
-        if generations and group is not None:  # async: results (all are stored as generation 0)
-            if (self.config.get("optimizer") or {}).get("pop_size"):
-                fractions.append(self.n_evaluations / (generations * group))
-        elif generations:
-            fractions.append(max(self.generation - 1, 0) / generations)
-        return round(min(max(fractions), 1.0), 4) if fractions else None
-
-    @property
-    def is_live(self) -> bool:
-        """Status says running (or paused: a live driver holding) and its driver is alive: on
-        this host its process exists, on another host its heartbeat (refreshed every
-        ``HEARTBEAT_S``) is recent."""
-        if self.status not in LIVE_STATUSES:
-            return False
-        if self.host == os.uname().nodename:
-            return _process_alive(self.pid)
-        return time.time() - self.updated < HEARTBEAT_STALE_S
-
-
-#: results per displayed "generation" of an async run whose config leaves the population size
-#: to the optimizer
-ASYNC_GROUP_DEFAULT = 100
-
-
-def async_group_size(config: dict[str, Any]) -> int | None:
-    """For an async run (all evaluations are stored as generation 0), how many results count
-    as one generation in status, progress and the dashboard: the population size; None for
-    other runs."""
-    if config.get("mode") != "async":
-        return None
-    pop = (config.get("optimizer") or {}).get("pop_size")
-    return pop if isinstance(pop, int) and pop > 0 else ASYNC_GROUP_DEFAULT
-
-
-def _process_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a recycled pid belongs to some other program
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True
-    return b"python" in cmdline or b"metaloop" in cmdline
-
-
-HEARTBEAT_S = 2.0
-HEARTBEAT_STALE_S = 30.0
-#: statuses of an experiment whose driver holds it (its heartbeat is kept fresh)
-LIVE_STATUSES = ("running", "paused")
-#: states of a steering command
-CONTROL_STATES = ("pending", "applied", "refused")
-
-
-@dataclass(frozen=True, slots=True)
-class ReportRow:
-    """One intermediate value set reported by a running evaluation (``ctx.report``).
-
-    ``seq`` is the line number in the evaluation's reports file, which makes re-reading the
-    file after a restart idempotent."""
-
-    generation: int
-    index: int
-    seq: int
-    attempt: int
-    step: float
-    values: dict[str, Any]
-    time: float
-
-
-@dataclass(frozen=True, slots=True)
-class ArtifactRow:
-    """One file kept by an evaluation (in its ``artifacts/`` folder)."""
-
-    generation: int
-    index: int
-    name: str  # path relative to the artifacts folder
-    path: str  # absolute path
-    size: int
-    media_type: str
-
-
 class Store(ABC):
-    """Abstract store; :func:`metaloop.store.open_store` picks the implementation by URL."""
+    """The store of a campaign; :func:`metaloop.store.open_store` picks the implementation
+    by URL (:class:`~metaloop.store.sqlite.SQLiteStore`,
+    :class:`~metaloop.store.postgres.PostgresStore`).
 
+    **Writes, queued and synchronous.**  The loop's writes are *queued*: :meth:`append`,
+    :meth:`append_many`, :meth:`checkpoint`, :meth:`add_event` (:meth:`event`),
+    :meth:`resolve_control`, :meth:`add_reports` and :meth:`add_artifacts` return at once
+    and a background *writer thread* (named ``metaloop-store``, started on the first queued
+    write) commits what has gathered every ``commit_interval`` (20 ms) as one transaction, a
+    group commit, in the order it was queued.  While more than ``MAX_BACKLOG`` rows wait, a
+    queued write blocks until the writer catches up (back-pressure).  The other writes are
+    committed before they return: :meth:`create_experiment`, :meth:`claim`,
+    :meth:`add_control`, and :meth:`set_status` and :meth:`delete_reports`, which first wait
+    for everything queued before them (:meth:`flush`).
+
+    **Thread safety.**  Every method may be called from any thread of the process that opened
+    the store (the loop, the report tailer's thread, a web server's worker threads): queued
+    writes are appended under one condition variable, and the writer's transactions and
+    every read share one connection guarded by one lock, so a read never runs inside an open
+    group commit.  Writes queued by different threads are committed in the order their calls
+    took the queue.  Reads do *not* wait for queued writes: to read what this process has
+    just queued, call :meth:`flush` first.  :meth:`close` is called once, after the other
+    threads have stopped using the store; no method may be called after it.  A store must not
+    be shared across a ``fork``: each process opens its own.
+
+    **Errors of the writer thread.**  A failed group commit (disk full, a database gone for
+    longer than the reconnect window) is kept and raised as a :class:`StoreError`
+    (``storage: writing to ... failed: ...``) in the caller's thread by the next queued write,
+    :meth:`flush` or :meth:`close`; the failed group is lost.  Besides the errors listed per
+    method, a call that reaches the database can fail with it: PostgreSQL raises
+    :class:`StoreError` for a lost connection that cannot be reopened, SQLite its driver's
+    ``OperationalError`` for a file locked longer than the 30 s busy timeout.
+
+    **Readers in other processes** (status, export, plot, the dashboard, another host on
+    PostgreSQL) see committed transactions only: a group commit appears whole or not at all,
+    each queued row typically within ``commit_interval`` plus the commit's own time (well
+    under 100 ms) of being queued, and in queue order; a checkpoint is never visible before
+    the evaluations queued ahead of it.  Evaluations are append-only ((experiment,
+    generation, index) is unique); a row read once never changes, except a steering command
+    (pending, then applied or refused once), an artifact entry (replaced by a file of the
+    same name), the reports of a resumed generation (deleted before it reruns) and the
+    experiment's own row (status, heartbeat).
+
+    **Durability.**  SQLite (WAL journal, ``synchronous=NORMAL``): every committed
+    transaction survives the run being killed (``kill -9``, out of memory), so a crash loses
+    at most what was still queued (about the last ``commit_interval``, up to ``MAX_BACKLOG``
+    rows under back-pressure), which ``metaloop resume`` evaluates again; an OS crash or power
+    loss can drop the last commits (the WAL is not synced at every commit) but leaves the
+    file consistent.  An SQLite file must live on a local file system (not NFS, GPFS or
+    Lustre).  PostgreSQL: a commit is durable once COMMIT returns (as the server's
+    ``fsync``/``synchronous_commit`` settings promise), across a killed driver and a server
+    restart; a dropped connection is reopened and the group commit retried for up to
+    ``RECONNECT_S`` seconds (its evaluations inserted idempotently, since the lost COMMIT may
+    have gone through).
+
+    **Liveness.**  While an experiment is claimed (:meth:`claim`, until :meth:`set_status`
+    leaves running/paused) the writer thread refreshes its ``updated`` column every
+    ``HEARTBEAT_S`` seconds even when nothing is queued; see :mod:`metaloop.store.liveness`.
+    """
+
+    #: the URL the store was opened with (a PostgreSQL password masked)
     url: str
 
     # -- experiments --------------------------------------------------------------------------
     @abstractmethod
     def create_experiment(self, name: str, config: dict[str, Any], seed: int) -> ExperimentInfo:
-        """Register a new experiment; StoreError if the name is taken."""
+        """Register a new experiment, status ``created``, committed before returning.
+
+        Args:
+            name: unique name of the experiment in this store.
+            config: the validated run config as plain JSON data (stored as is).
+            seed: the run's master seed.
+
+        Returns:
+            The new experiment (no evaluations yet).
+
+        Raises:
+            StoreError: the name is taken (the message suggests ``metaloop resume``).
+        """
 
     @abstractmethod
-    def get_experiment(self, name: str) -> ExperimentInfo | None: ...
+    def get_experiment(self, name: str) -> ExperimentInfo | None:
+        """The experiment ``name`` with a fresh progress summary (counts, best).
+
+        Args:
+            name: the experiment's name.
+
+        Returns:
+            Its metadata and summary, or None if the store has no experiment of that name.
+        """
 
     @abstractmethod
-    def list_experiments(self) -> list[ExperimentInfo]: ...
+    def list_experiments(self) -> list[ExperimentInfo]:
+        """Every experiment of the store, oldest first, each as :meth:`get_experiment`.
+
+        Returns:
+            The experiments in creation order (empty for a new store).
+        """
 
     def require_experiment(self, name: str) -> ExperimentInfo:
-        """The experiment ``name``; StoreError naming the known ones if there is none."""
+        """The experiment ``name``, which must exist.
+
+        Args:
+            name: the experiment's name.
+
+        Returns:
+            As :meth:`get_experiment`.
+
+        Raises:
+            StoreError: there is none (the message lists the known names).
+        """
         info = self.get_experiment(name)
         if info is None:
             known = [e.name for e in self.list_experiments()]
@@ -172,99 +179,311 @@ class Store(ABC):
         return info
 
     @abstractmethod
-    def set_status(self, exp_id: int, status: str, stop_reason: str | None = None) -> None:
-        """Record the run's status (committed synchronously, after pending writes)."""
+    def set_status(
+        self, exp_id: int, status: ExperimentStatus | str, stop_reason: str | None = None
+    ) -> None:
+        """Record the experiment's status, after everything queued before (committed before
+        returning); a status other than running/paused ends this process's heartbeat.
+
+        Args:
+            exp_id: the experiment's id.
+            status: the new status (a member or its value).
+            stop_reason: why it stopped (a criterion, ``interrupted``, an error), or None.
+
+        Raises:
+            ValueError: ``status`` is not an :class:`ExperimentStatus` value.
+            StoreError: a queued write failed (see the class docstring).
+        """
 
     @abstractmethod
     def claim(self, exp_id: int) -> None:
-        """Mark the experiment as driven by this process (status running, host, pid)."""
+        """Mark the experiment as driven by this process (status running, stop reason
+        cleared, this host and pid) and start its heartbeat; committed before returning.
+
+        Args:
+            exp_id: the experiment's id.
+        """
 
     # -- evaluations --------------------------------------------------------------------------
     @abstractmethod
     def append(self, exp_id: int, evaluation: Evaluation, score: float | None) -> None:
-        """Queue one evaluation; committed within the group-commit interval."""
+        """Queue one evaluation (committed by the writer thread within the group-commit
+        interval).
+
+        Args:
+            exp_id: the experiment's id.
+            evaluation: the final result of one candidate; (generation, index) must be new.
+            score: the weighted fitness the loop maximizes (None or NaN: no score), used for
+                the best of :class:`ExperimentInfo`.
+
+        Raises:
+            StoreError: an earlier queued write failed.
+        """
 
     @abstractmethod
-    def evaluations(self, exp_id: int, generation: int | None = None) -> list[Evaluation]: ...
+    def evaluations(self, exp_id: int, generation: int | None = None) -> list[Evaluation]:
+        """The committed evaluations of an experiment (or of one generation).
+
+        Args:
+            exp_id: the experiment's id.
+            generation: only this generation; None: all.
+
+        Returns:
+            Evaluations in (generation, index) order, exactly as appended (floats bit for
+            bit, ``outputs`` with their numpy dtypes).
+        """
 
     @abstractmethod
-    def iter_evaluations(self, exp_id: int) -> Iterator[Evaluation]: ...
+    def iter_evaluations(self, exp_id: int) -> Iterator[Evaluation]:
+        """The committed evaluations in (generation, index) order, read in pages (memory
+        stays flat for millions of rows); rows committed while iterating past the current
+        position are included.
+
+        Args:
+            exp_id: the experiment's id.
+
+        Returns:
+            An iterator of evaluations as :meth:`evaluations` returns them.
+        """
 
     @abstractmethod
     def evaluations_in_order(self, exp_id: int, from_seq: int = 0) -> Iterator[Evaluation]:
-        """Evaluations in completion order (``seq``) from ``from_seq`` on (async replay)."""
+        """The committed evaluations in completion order (``seq``) from ``from_seq`` on, in
+        pages (the async loop replays them).  Evaluations without a ``seq`` are left out.
+
+        Args:
+            exp_id: the experiment's id.
+            from_seq: the first completion number wanted.
+
+        Returns:
+            An iterator of evaluations by increasing ``seq``.
+        """
 
     # -- checkpoints and events ------------------------------------------------------------
     @abstractmethod
     def checkpoint(self, exp_id: int, generation: int, state: dict[str, Any]) -> None:
-        """Queue an optimizer checkpoint, committed after every evaluation queued before it."""
+        """Queue an optimizer checkpoint, committed with or after every evaluation queued
+        before it; older checkpoints than the previous one are dropped.
+
+        Args:
+            exp_id: the experiment's id.
+            generation: the generation the state resumes at (a later one replaces it).
+            state: plain data with numpy arrays (encoded exactly, see
+                :mod:`metaloop.store.codec`).
+
+        Raises:
+            StoreError: an earlier queued write failed.
+        """
 
     @abstractmethod
-    def last_checkpoint(self, exp_id: int) -> tuple[int, dict[str, Any]] | None: ...
+    def last_checkpoint(self, exp_id: int) -> tuple[int, dict[str, Any]] | None:
+        """The newest committed checkpoint.
+
+        Args:
+            exp_id: the experiment's id.
+
+        Returns:
+            ``(generation, state)`` with arrays restored to their dtype and shape, or None if
+            none was committed.
+        """
 
     @abstractmethod
-    def event(self, exp_id: int, kind: str, message: str, data: Any = None) -> None: ...
+    def add_event(self, exp_id: int, event: EventRow) -> None:
+        """Queue an entry of the event log.
+
+        Args:
+            exp_id: the experiment's id.
+            event: the entry; ``time`` None is stamped with the clock now.
+
+        Raises:
+            StoreError: an earlier queued write failed.
+        """
+
+    def event(self, exp_id: int, kind: str, message: str, data: Any = None) -> None:
+        """Queue an entry of the event log stamped now (:meth:`add_event` of an
+        :class:`EventRow` built from the arguments).
+
+        Args:
+            exp_id: the experiment's id.
+            kind: what happened (start, resume, finish, control, summary, error, ...).
+            message: one line for people.
+            data: plain data for programs (numpy arrays allowed), or None.
+
+        Raises:
+            StoreError: an earlier queued write failed.
+        """
+        self.add_event(exp_id, EventRow(kind, message, data))
 
     @abstractmethod
-    def events(self, exp_id: int) -> list[dict[str, Any]]: ...
+    def events(self, exp_id: int) -> list[EventRow]:
+        """The committed event log.
+
+        Args:
+            exp_id: the experiment's id.
+
+        Returns:
+            The entries in the order they were queued, each with its ``time``.
+        """
 
     # -- steering commands ----------------------------------------------------------------------
     @abstractmethod
-    def add_control(
-        self, exp_id: int, action: str, payload: dict[str, Any], origin: str
-    ) -> int:
-        """Record a pending command (committed before returning); its id."""
+    def add_control(self, exp_id: int, control: ControlRow) -> ControlRow:
+        """Record a steering command, committed before returning (the running loop of another
+        process sees it at its next poll).
+
+        Args:
+            exp_id: the experiment's id.
+            control: the command, normally pending; its ``id`` is ignored, ``time`` None is
+                stamped with the clock now; the other fields are stored as given.
+
+        Returns:
+            The stored command (with its ``id`` and ``time``), equal to what
+            :meth:`controls` reads back.
+
+        Raises:
+            ValueError: ``control.status`` is not a :class:`ControlStatus` value.
+        """
 
     @abstractmethod
-    def controls(self, exp_id: int, status: str | None = None) -> list[dict[str, Any]]:
-        """Commands in submission order, each ``{"id", "time", "origin", "action", "payload",
-        "status", "generation", "message", "applied_time"}`` (``generation``: where it was
-        applied; ``status`` pending | applied | refused)."""
+    def controls(
+        self, exp_id: int, status: ControlStatus | str | None = None
+    ) -> list[ControlRow]:
+        """The committed steering commands of an experiment (the audit trail).
 
-    def pending_controls(self, exp_id: int, wait: bool = True) -> list[dict[str, Any]] | None:
-        """The pending commands (as :meth:`controls`); with ``wait=False``, None instead of
-        waiting while the store is busy committing (the running loop polls again later)."""
-        return self.controls(exp_id, status="pending")
+        Args:
+            exp_id: the experiment's id.
+            status: only commands in this state; None: all.
+
+        Returns:
+            Commands in submission order (by ``id``).
+
+        Raises:
+            ValueError: ``status`` is not a :class:`ControlStatus` value.
+        """
+
+    def pending_controls(self, exp_id: int, wait: bool = True) -> list[ControlRow] | None:
+        """The pending commands, as :meth:`controls` with ``status=PENDING``.
+
+        Args:
+            exp_id: the experiment's id.
+            wait: False: return None instead of waiting while the writer thread holds the
+                connection for a group commit (the running loop polls again shortly).
+
+        Returns:
+            The pending commands, or None (only with ``wait=False``) if the store was busy.
+        """
+        return self.controls(exp_id, status=ControlStatus.PENDING)
 
     @abstractmethod
     def resolve_control(
-        self, control_id: int, status: str, generation: int | None, message: str | None = None
+        self,
+        control_id: int,
+        status: ControlStatus | str,
+        generation: int | None,
+        message: str | None = None,
     ) -> None:
-        """Queue the outcome of a command (committed in order with the evaluations)."""
+        """Queue the outcome of a command (committed in order with the evaluations; stamped
+        with the clock now as its ``applied_time``).
+
+        Args:
+            control_id: the command's ``id``.
+            status: applied or refused.
+            generation: where it was applied or refused.
+            message: the reason of a refusal (or a remark), or None.
+
+        Raises:
+            ValueError: ``status`` is not a :class:`ControlStatus` value.
+            StoreError: an earlier queued write failed.
+        """
 
     # -- intermediate values and artifacts --------------------------------------------------
     @abstractmethod
-    def add_reports(self, exp_id: int, rows: list[ReportRow]) -> None:
-        """Queue reported values; a row already stored (same evaluation and seq) is skipped."""
+    def add_reports(self, exp_id: int, rows: Sequence[ReportRow]) -> None:
+        """Queue reported values; a row already stored (same generation, index and ``seq``)
+        is skipped, so re-reading a reports file is harmless.
+
+        Args:
+            exp_id: the experiment's id.
+            rows: the reported values.
+
+        Raises:
+            StoreError: an earlier queued write failed.
+        """
 
     @abstractmethod
     def reports(
         self, exp_id: int, generation: int | None = None, index: int | None = None
-    ) -> list[dict[str, Any]]:
-        """Reported values, each ``{"generation", "index", "attempt", "step", "values",
-        "time"}``, in (generation, index, order of reporting)."""
+    ) -> list[ReportRow]:
+        """The committed reported values.
+
+        Args:
+            exp_id: the experiment's id.
+            generation: only this generation; None: all.
+            index: only this candidate index; None: all.
+
+        Returns:
+            Rows in (generation, index, seq) order, equal to those queued (an integral
+            ``step`` reads back as an ``int``).
+        """
 
     @abstractmethod
     def delete_reports(self, exp_id: int, generation: int, indices: list[int]) -> None:
-        """Forget the reports of evaluations that will run again (a resumed generation)."""
+        """Forget the reports of evaluations that will run again (a resumed generation),
+        after everything queued before; committed before returning.
+
+        Args:
+            exp_id: the experiment's id.
+            generation: their generation.
+            indices: their candidate indices (empty: nothing to do).
+
+        Raises:
+            StoreError: a queued write failed.
+        """
 
     @abstractmethod
-    def add_artifacts(self, exp_id: int, rows: list[ArtifactRow]) -> None:
-        """Queue artifact entries (an entry of the same evaluation and name is replaced)."""
+    def add_artifacts(self, exp_id: int, rows: Sequence[ArtifactRow]) -> None:
+        """Queue artifact entries; an entry of the same evaluation and name is replaced.
+
+        Args:
+            exp_id: the experiment's id.
+            rows: the entries (the files stay where they are; only the entries are stored).
+
+        Raises:
+            StoreError: an earlier queued write failed.
+        """
 
     @abstractmethod
     def artifacts(
         self, exp_id: int, generation: int | None = None, index: int | None = None
-    ) -> list[dict[str, Any]]:
-        """Artifacts, each ``{"generation", "index", "name", "path", "size", "media_type"}``."""
+    ) -> list[ArtifactRow]:
+        """The committed artifact entries.
+
+        Args:
+            exp_id: the experiment's id.
+            generation: only this generation; None: all.
+            index: only this candidate index; None: all.
+
+        Returns:
+            Entries in (generation, index, name) order, equal to those queued.
+        """
 
     # -- lifecycle ------------------------------------------------------------------------------
     @abstractmethod
     def flush(self) -> None:
-        """Block until everything queued is committed."""
+        """Block until everything queued before the call (by any thread) is committed.
+
+        Raises:
+            StoreError: a queued write failed.
+        """
 
     @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Commit what is queued, stop the writer thread and close the connection.  Called
+        once, last (also by ``with store:``); the connection is closed even if it raises.
+
+        Raises:
+            StoreError: a queued write failed.
+        """
 
     def __enter__(self) -> Store:
         return self
@@ -293,14 +512,26 @@ class Store(ABC):
         seq: int | None = None,
     ) -> None:
         """Queue a block of evaluations of one generation given as columns (row ``j`` of
-        every column is one evaluation); they read back exactly like appended ones.
+        every column is one evaluation); they read back exactly like appended ones.  This
+        default appends row by row; the SQL stores encode whole columns at once.
 
-        ``index``: candidate indices, ``params``/``metrics``: name -> column of values (arrays
-        with the population on axis 0), ``status``: status values, ``fitness``: ``(n, k)``
-        floats (a row with a non-finite value is stored without fitness), ``score``: ``(n,)``
-        (NaN: none), ``errors``: per-row messages or None; ``seq``: completion order of the
-        first row (row ``j`` gets ``seq + j``).  This default appends row by row; the SQL
-        stores encode whole columns at once.
+        Args:
+            exp_id: the experiment's id.
+            generation: the generation of every row.
+            index: candidate indices, ``(n,)``.
+            params: name -> column of values (arrays with the population on axis 0).
+            status: :class:`~metaloop.records.Status` values, one per row.
+            fitness: ``(n, k)`` floats (a row with a non-finite value is stored without
+                fitness).
+            score: ``(n,)`` weighted fitness (NaN: none).
+            metrics: name -> column, as ``params``; None: no metrics.
+            errors: per-row messages or None.
+            attempts, started, finished, host, worker: the same for every row.
+            seq: completion order of the first row (row ``j`` gets ``seq + j``); None: none.
+
+        Raises:
+            ValueError: a status is not a :class:`~metaloop.records.Status` value.
+            StoreError: an earlier queued write failed.
         """
         fit = np.asarray(fitness, dtype=float).reshape(len(index), -1)
         scores = np.asarray(score, dtype=float).reshape(-1)

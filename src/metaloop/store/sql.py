@@ -1,24 +1,18 @@
-"""A store on any DB-API database: group commits from a writer thread, and every query.
+"""A store on any DB-API database: the queries, on top of the group-commit writer.
 
-The loop queues writes (evaluations, checkpoints, events, reported values, artifact entries,
-the outcome of steering commands); a background thread commits them
-every ``commit_interval`` seconds as one transaction (a group commit), so recording an
-evaluation costs the loop microseconds while each one is durable well within 100 ms of
-completing.  While an experiment is claimed, the writer also refreshes its ``updated`` column
-every ``HEARTBEAT_S`` (the heartbeat other hosts use to tell a live run from a dead one).
-
-Dialects (:mod:`metaloop.store.sqlite`, :mod:`metaloop.store.postgres`) supply the
-connection, the schema and a few SQL spellings; the tables and their columns are the same.
-One connection serves both the writer thread and the caller's reads, guarded by one lock, so
-a read never runs inside the writer's open transaction.
+:mod:`metaloop.store.writer` owns the connection and the writer thread that commits queued
+writes in groups; this module turns the typed records of :mod:`metaloop.records` into rows
+and back.  Dialects (:mod:`metaloop.store.sqlite`, :mod:`metaloop.store.postgres`) supply
+the connection, the schema and a few SQL spellings; the tables and their columns are the
+same.  The guarantees are stated on :class:`metaloop.store.base.Store`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
-import threading
 import time
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,18 +21,33 @@ from typing import Any
 
 import numpy as np
 
-from metaloop.records import Evaluation, Status
-from metaloop.store import codec
-from metaloop.store.base import (
-    HEARTBEAT_S,
-    LIVE_STATUSES,
+from metaloop.records import (
     ArtifactRow,
-    ExperimentInfo,
+    ControlRow,
+    ControlStatus,
+    Evaluation,
+    EventRow,
+    ExperimentStatus,
     ReportRow,
-    Store,
-    StoreError,
-    async_group_size,
+    Status,
 )
+from metaloop.store import codec
+from metaloop.store.base import ExperimentInfo, Store, StoreError, async_group_size
+from metaloop.store.columns import APPEND_BLOCK, json_objects, json_rows
+from metaloop.store.liveness import LIVE_STATUSES
+from metaloop.store.writer import EVAL_COLUMNS, MAX_BACKLOG, GroupCommitWriter
+
+__all__ = [
+    "EVAL_COLUMNS",
+    "MAX_BACKLOG",
+    "STEERING_TABLES",
+    "TABLES",
+    "SQLStore",
+    "duplicate_name",
+    "fitness_json",
+    "json_objects",
+    "json_rows",
+]
 
 #: the tables every metaloop store has
 TABLES = ("experiments", "evaluations", "checkpoints", "events")
@@ -46,26 +55,6 @@ TABLES = ("experiments", "evaluations", "checkpoints", "events")
 STEERING_TABLES = ("controls", "reports", "artifacts")
 
 CONTROL_COLUMNS = "id, time, origin, action, payload, status, generation, message, applied"
-
-#: statements of the queued operations other than evaluations (one row each)
-_OP_SQL = {
-    "event": "INSERT INTO events (exp_id, time, kind, message, data) VALUES (?,?,?,?,?)",
-    "report": (
-        "INSERT INTO reports (exp_id, generation, idx, seq, attempt, step, data, time) "
-        "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (exp_id, generation, idx, seq) DO NOTHING"
-    ),
-    "artifact": (
-        "INSERT INTO artifacts (exp_id, generation, idx, name, path, size, media_type) "
-        "VALUES (?,?,?,?,?,?,?) ON CONFLICT (exp_id, generation, idx, name) DO UPDATE SET "
-        "path=excluded.path, size=excluded.size, media_type=excluded.media_type"
-    ),
-    "control": "UPDATE controls SET status=?, generation=?, message=?, applied=? WHERE id=?",
-}
-
-EVAL_COLUMNS = (
-    "generation, idx, status, attempts, fitness, params, metrics, error, started, finished, "
-    "host, worker, outputs, seq"
-)
 
 
 def fitness_json(fitness: tuple[float, ...]) -> str:
@@ -82,42 +71,10 @@ def duplicate_name(name: str, where: str) -> StoreError:
     )
 
 
-Op = tuple[str, tuple[Any, ...]]
-
-
-#: rows queued and not yet committed before ``append`` waits for the writer
-MAX_BACKLOG = 20_000
-
-class SQLStore(Store):
+class SQLStore(GroupCommitWriter, Store):
     """Store logic shared by the SQL dialects; subclasses open ``self._conn`` and set the
-    class attributes below, then call :meth:`_start`."""
-
-    #: parameter marker of the driver ("?" for sqlite3, "%s" for psycopg)
-    PARAM = "?"
-    #: statement that opens a write transaction
-    BEGIN = "BEGIN"
-    #: insert-or-replace of one checkpoint row (exp_id, generation, state, created)
-    UPSERT_CHECKPOINT = (
-        "INSERT INTO checkpoints VALUES (?, ?, ?, ?) ON CONFLICT (exp_id, generation) "
-        "DO UPDATE SET state=excluded.state, created=excluded.created"
-    )
-
-    _conn: Any
-    #: where the store is, for messages (a path, or a URL with its password masked)
-    where: str
-
-    def _start(self, commit_interval: float) -> None:
-        self._lock = threading.RLock()
-        self.commit_interval = commit_interval
-        self._cond = threading.Condition()
-        self._queue: list[Op] = []
-        self._queued = 0
-        self._written = 0
-        self._closing = False
-        self._error: BaseException | None = None
-        self._writer: threading.Thread | None = None
-        self._heartbeat_exp: int | None = None
-        self._sql_cache: dict[str, str] = {}
+    class attributes of :class:`~metaloop.store.writer.GroupCommitWriter`, then call
+    :meth:`_start`."""
 
     # -- dialect hooks ----------------------------------------------------------------------
     @abstractmethod
@@ -128,140 +85,6 @@ class SQLStore(Store):
         """Free text as the database can hold it (PostgreSQL refuses NUL characters)."""
         return value
 
-    def _sql(self, text: str) -> str:
-        """``text`` (written with ``?`` markers) in the driver's parameter style."""
-        if self.PARAM == "?":
-            return text
-        out = self._sql_cache.get(text)
-        if out is None:
-            out = self._sql_cache[text] = text.replace("?", self.PARAM)
-        return out
-
-    def _execute(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
-        """Run one statement on the shared connection (caller holds ``self._lock``)."""
-        return self._conn.execute(self._sql(sql), args)
-
-    # -- writer thread ------------------------------------------------------------------------
-    def _failed(self) -> StoreError:
-        assert self._error is not None
-        reason = "; ".join(ln.strip() for ln in str(self._error).splitlines() if ln.strip())
-        return StoreError(f"storage: writing to {self.where} failed: {reason}")
-
-    def _enqueue(self, op: str, row: tuple[Any, ...]) -> None:
-        if self._error is not None:
-            raise self._failed() from self._error
-        with self._cond:
-            self._queue.append((op, row))
-            self._queued += 1
-            if self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._write_loop, name="metaloop-store", daemon=True
-                )
-                self._writer.start()
-            if len(self._queue) == 1:
-                self._cond.notify_all()
-            # back-pressure: a loop faster than the disk waits instead of queueing without
-            # bound (the driver's memory stays flat; a crash loses at most this backlog)
-            while self._queued - self._written > MAX_BACKLOG and self._error is None:
-                self._cond.wait(timeout=1.0)
-
-    def _write_loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._closing:
-                    signalled = self._cond.wait(timeout=HEARTBEAT_S)
-                    if not signalled and self._heartbeat_exp is not None:
-                        break
-                if self._closing and not self._queue:
-                    return
-            if self._queue and not self._closing:
-                time.sleep(self.commit_interval)  # let a group gather: one commit for many rows
-            with self._cond:
-                batch, self._queue = self._queue, []
-            try:
-                self._write_batch(batch)
-            except BaseException as exc:  # noqa: BLE001 - reported to the loop's thread
-                self._error = exc
-            with self._cond:
-                self._written += len(batch)
-                self._cond.notify_all()
-
-    def _write_batch(self, batch: list[Op]) -> None:
-        """Commit ``batch`` (and the heartbeat) in one transaction, in queue order."""
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute(self.BEGIN)
-            try:
-                run: list[tuple[Any, ...]] = []  # consecutive rows of one op: one executemany
-                run_op = ""
-                for op, row in batch:
-                    if op != run_op and run:
-                        self._insert_run(cur, run_op, run)
-                        run = []
-                    run_op = op
-                    if op == "checkpoint":
-                        cur.execute(self._sql(self.UPSERT_CHECKPOINT), row)
-                        # resume needs only the newest; keep one more as a spare
-                        cur.execute(
-                            self._sql("DELETE FROM checkpoints WHERE exp_id=? AND generation < ?"),
-                            (row[0], row[1] - 1),
-                        )
-                        run_op = ""
-                    else:
-                        run.append(row)
-                if run:
-                    self._insert_run(cur, run_op, run)
-                if self._heartbeat_exp is not None:
-                    cur.execute(
-                        self._sql("UPDATE experiments SET updated=? WHERE id=?"),
-                        (time.time(), self._heartbeat_exp),
-                    )
-                cur.execute("COMMIT")
-            except BaseException:
-                self._rollback(cur)
-                raise
-
-    def _insert_run(self, cur: Any, op: str, rows: list[tuple[Any, ...]]) -> None:
-        if op == "eval":
-            self._insert_evals(cur, rows)
-        else:
-            cur.executemany(self._sql(_OP_SQL[op]), rows)
-
-    def _rollback(self, cur: Any) -> None:
-        cur.execute("ROLLBACK")
-
-    def _insert_evals(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
-        marks = ",".join(["?"] * 16)
-        cur.executemany(
-            self._sql(f"INSERT INTO evaluations (exp_id, score, {EVAL_COLUMNS}) VALUES ({marks})"),
-            rows,
-        )
-
-    def flush(self) -> None:
-        with self._cond:
-            target = self._queued
-            if self._writer is not None:
-                self._cond.notify_all()
-            while self._written < target and self._error is None:
-                self._cond.wait(timeout=1.0)
-        if self._error is not None:
-            raise self._failed() from self._error
-
-    def close(self) -> None:
-        try:
-            if self._writer is not None:
-                try:
-                    self.flush()
-                finally:
-                    with self._cond:
-                        self._closing = True
-                        self._cond.notify_all()
-                    self._writer.join()
-                    self._writer = None
-        finally:
-            with self._lock:
-                self._conn.close()
-
     # -- experiments --------------------------------------------------------------------------
     def create_experiment(self, name: str, config: dict[str, Any], seed: int) -> ExperimentInfo:
         now = time.time()
@@ -270,8 +93,17 @@ class SQLStore(Store):
                 self._execute(
                     "INSERT INTO experiments "
                     "(name, config, seed, status, created, updated, host, pid)"
-                    " VALUES (?, ?, ?, 'created', ?, ?, ?, ?)",
-                    (name, json.dumps(config), seed, now, now, os.uname().nodename, os.getpid()),
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        name,
+                        json.dumps(config),
+                        seed,
+                        ExperimentStatus.CREATED.value,
+                        now,
+                        now,
+                        os.uname().nodename,
+                        os.getpid(),
+                    ),
                 )
             except Exception as exc:
                 if self._is_unique_violation(exc):
@@ -312,7 +144,7 @@ class SQLStore(Store):
             name=row[1],
             config=config,
             seed=row[3],
-            status=row[4],
+            status=ExperimentStatus(row[4]),
             stop_reason=row[5],
             created=row[6],
             updated=row[7],
@@ -339,22 +171,31 @@ class SQLStore(Store):
             rows = self._execute(f"SELECT {self._EXP_COLUMNS} FROM experiments ORDER BY id")
             return [self._info(r) for r in rows.fetchall()]
 
-    def set_status(self, exp_id: int, status: str, stop_reason: str | None = None) -> None:
+    def set_status(
+        self, exp_id: int, status: ExperimentStatus | str, stop_reason: str | None = None
+    ) -> None:
+        status = ExperimentStatus(status)
         self.flush()
         if status not in LIVE_STATUSES:
             self._heartbeat_exp = None
         with self._lock:
             self._execute(
                 "UPDATE experiments SET status=?, stop_reason=?, updated=? WHERE id=?",
-                (status, self._text(stop_reason), time.time(), exp_id),
+                (status.value, self._text(stop_reason), time.time(), exp_id),
             )
 
     def claim(self, exp_id: int) -> None:
         with self._lock:
             self._execute(
-                "UPDATE experiments SET status='running', stop_reason=NULL, "
+                "UPDATE experiments SET status=?, stop_reason=NULL, "
                 "updated=?, host=?, pid=? WHERE id=?",
-                (time.time(), os.uname().nodename, os.getpid(), exp_id),
+                (
+                    ExperimentStatus.RUNNING.value,
+                    time.time(),
+                    os.uname().nodename,
+                    os.getpid(),
+                    exp_id,
+                ),
             )
         self._heartbeat_exp = exp_id
 
@@ -459,25 +300,25 @@ class SQLStore(Store):
             ).fetchone()
         return (row[0], codec.loads(row[1])) if row else None
 
-    def event(self, exp_id: int, kind: str, message: str, data: Any = None) -> None:
+    def add_event(self, exp_id: int, event: EventRow) -> None:
         self._enqueue(
             "event",
             (
                 exp_id,
-                time.time(),
-                self._text(kind),
-                self._text(message),
-                None if data is None else codec.dumps(data),
+                time.time() if event.time is None else event.time,
+                self._text(event.kind),
+                self._text(event.message),
+                None if event.data is None else codec.dumps(event.data),
             ),
         )
 
-    def events(self, exp_id: int) -> list[dict[str, Any]]:
+    def events(self, exp_id: int) -> list[EventRow]:
         with self._lock:
             rows = self._execute(
                 "SELECT time, kind, message, data FROM events WHERE exp_id=? ORDER BY id", (exp_id,)
             ).fetchall()
         return [
-            {"time": t, "kind": k, "message": m, "data": None if d is None else codec.loads(d)}
+            EventRow(kind=k, message=m, data=None if d is None else codec.loads(d), time=t)
             for t, k, m, d in rows
         ]
 
@@ -486,56 +327,81 @@ class SQLStore(Store):
         """Run an INSERT on the shared connection and return the new row's id."""
         return int(self._execute(sql, args).lastrowid)
 
-    def add_control(
-        self, exp_id: int, action: str, payload: dict[str, Any], origin: str
-    ) -> int:
+    def add_control(self, exp_id: int, control: ControlRow) -> ControlRow:
+        c = control
+        stamp = time.time() if c.time is None else c.time
+        status = ControlStatus(c.status)
         with self._lock:
-            return self._insert_id(
-                "INSERT INTO controls (exp_id, time, origin, action, payload, status) "
-                "VALUES (?, ?, ?, ?, ?, 'pending')",
-                (exp_id, time.time(), self._text(origin), action, codec.dumps_plain(payload)),
+            cid = self._insert_id(
+                "INSERT INTO controls (exp_id, time, origin, action, payload, status, "
+                "generation, message, applied) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    exp_id,
+                    stamp,
+                    self._text(c.origin),
+                    c.action,
+                    codec.dumps_plain(c.payload),
+                    status.value,
+                    c.generation,
+                    self._text(c.message),
+                    c.applied_time,
+                ),
             )
+        return dataclasses.replace(c, id=cid, time=stamp, status=status)
 
-    def controls(self, exp_id: int, status: str | None = None) -> list[dict[str, Any]]:
+    def controls(
+        self, exp_id: int, status: ControlStatus | str | None = None
+    ) -> list[ControlRow]:
         sql = f"SELECT {CONTROL_COLUMNS} FROM controls WHERE exp_id=?"
         args: tuple[Any, ...] = (exp_id,)
         if status is not None:
             sql += " AND status=?"
-            args += (status,)
+            args += (ControlStatus(status).value,)
         with self._lock:
             rows = self._execute(sql + " ORDER BY id", args).fetchall()
         return [
-            {
-                "id": r[0],
-                "time": r[1],
-                "origin": r[2],
-                "action": r[3],
-                "payload": json.loads(r[4]),
-                "status": r[5],
-                "generation": r[6],
-                "message": r[7],
-                "applied_time": r[8],
-            }
+            ControlRow(
+                id=r[0],
+                time=r[1],
+                origin=r[2],
+                action=r[3],
+                payload=json.loads(r[4]),
+                status=ControlStatus(r[5]),
+                generation=r[6],
+                message=r[7],
+                applied_time=r[8],
+            )
             for r in rows
         ]
 
-    def pending_controls(self, exp_id: int, wait: bool = True) -> list[dict[str, Any]] | None:
+    def pending_controls(self, exp_id: int, wait: bool = True) -> list[ControlRow] | None:
         if not self._lock.acquire(blocking=wait):
             return None  # the writer holds the connection for a group commit
         try:
-            return self.controls(exp_id, status="pending")
+            return self.controls(exp_id, status=ControlStatus.PENDING)
         finally:
             self._lock.release()
 
     def resolve_control(
-        self, control_id: int, status: str, generation: int | None, message: str | None = None
+        self,
+        control_id: int,
+        status: ControlStatus | str,
+        generation: int | None,
+        message: str | None = None,
     ) -> None:
         self._enqueue(
-            "control", (status, generation, self._text(message), time.time(), control_id)
+            "control",
+            (
+                ControlStatus(status).value,
+                generation,
+                self._text(message),
+                time.time(),
+                control_id,
+            ),
         )
 
     # -- intermediate values and artifacts --------------------------------------------------
-    def add_reports(self, exp_id: int, rows: list[ReportRow]) -> None:
+    def add_reports(self, exp_id: int, rows: Sequence[ReportRow]) -> None:
         for r in rows:
             self._enqueue(
                 "report",
@@ -566,25 +432,26 @@ class SQLStore(Store):
 
     def reports(
         self, exp_id: int, generation: int | None = None, index: int | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[ReportRow]:
         where, args = self._where(exp_id, generation, index)
         with self._lock:
             rows = self._execute(
-                "SELECT generation, idx, attempt, step, data, time FROM reports"
+                "SELECT generation, idx, seq, attempt, step, data, time FROM reports"
                 + where
                 + " ORDER BY generation, idx, seq",
                 args,
             ).fetchall()
         return [
-            {
-                "generation": g,
-                "index": i,
-                "attempt": a,
-                "step": int(step) if float(step).is_integer() else step,
-                "values": json.loads(data),
-                "time": t,
-            }
-            for g, i, a, step, data, t in rows
+            ReportRow(
+                generation=g,
+                index=i,
+                seq=q,
+                attempt=a,
+                step=int(step) if float(step).is_integer() else step,
+                values=json.loads(data),
+                time=t,
+            )
+            for g, i, q, a, step, data, t in rows
         ]
 
     def delete_reports(self, exp_id: int, generation: int, indices: list[int]) -> None:
@@ -598,7 +465,7 @@ class SQLStore(Store):
                     (exp_id, generation, i),
                 )
 
-    def add_artifacts(self, exp_id: int, rows: list[ArtifactRow]) -> None:
+    def add_artifacts(self, exp_id: int, rows: Sequence[ArtifactRow]) -> None:
         for r in rows:
             self._enqueue(
                 "artifact",
@@ -615,7 +482,7 @@ class SQLStore(Store):
 
     def artifacts(
         self, exp_id: int, generation: int | None = None, index: int | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[ArtifactRow]:
         where, args = self._where(exp_id, generation, index)
         with self._lock:
             rows = self._execute(
@@ -625,7 +492,7 @@ class SQLStore(Store):
                 args,
             ).fetchall()
         return [
-            {"generation": g, "index": i, "name": n, "path": p, "size": sz, "media_type": mt}
+            ArtifactRow(generation=g, index=i, name=n, path=p, size=sz, media_type=mt)
             for g, i, n, p, sz, mt in rows
         ]
 
@@ -694,66 +561,3 @@ class SQLStore(Store):
                 )
             )
             self._enqueue_rows("eval", rows)
-
-    def _enqueue_rows(self, op: str, rows: list[tuple[Any, ...]]) -> None:
-        """Queue many rows of one op at once (as :meth:`_enqueue` does one)."""
-        if self._error is not None:
-            raise self._failed() from self._error
-        with self._cond:
-            was_empty = not self._queue
-            self._queue.extend(zip(repeat(op), rows))
-            self._queued += len(rows)
-            if self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._write_loop, name="metaloop-store", daemon=True
-                )
-                self._writer.start()
-            if was_empty:
-                self._cond.notify_all()
-            while self._queued - self._written > MAX_BACKLOG and self._error is None:
-                self._cond.wait(timeout=1.0)
-
-
-#: rows encoded and queued at a time by ``append_many``
-APPEND_BLOCK = 20_000
-_ENCODE = codec.dumps_plain
-
-
-def json_rows(column: Any) -> list[str]:
-    """The JSON text of each row of ``column``, exactly as ``codec.dumps_plain(column[i])``.
-
-    Numeric and boolean arrays are encoded in one call and the text is split at the
-    separators between rows (which no number contains); other values one by one, each
-    distinct value once."""
-    arr = column if isinstance(column, np.ndarray) else np.asarray(column, dtype=object)
-    n = len(arr)
-    if n == 0:
-        return []
-    if arr.dtype.kind in "biuf":
-        k = arr.ndim - 1
-        text = _ENCODE(arr.tolist())
-        if k == 0:
-            return text[1:-1].split(",")
-        opening, closing = "[" * k, "]" * k
-        parts = text[k + 1 : -(k + 1)].split(closing + "," + opening)
-        return [opening + p + closing for p in parts]
-    if arr.ndim == 1 and arr.dtype.kind == "U":
-        distinct, inverse = np.unique(arr, return_inverse=True)
-        texts = [_ENCODE(v) for v in distinct.tolist()]
-        return [texts[i] for i in inverse.tolist()]
-    return [_ENCODE(v) for v in (arr.tolist() if arr.dtype != object else list(arr))]
-
-
-def json_objects(columns: Mapping[str, Any]) -> list[str]:
-    """One JSON object per row from name -> column, as ``codec.dumps_plain({...})`` of the
-    row's values (keys in the given order)."""
-    if not columns:
-        return []
-    names = list(columns)
-    keys = [_ENCODE(k) for k in names]
-    texts = [json_rows(columns[k]) for k in names]
-    if len(names) == 1:
-        head = "{" + keys[0] + ":"
-        return [head + t + "}" for t in texts[0]]
-    fmt = "{" + ",".join(k.replace("%", "%%") + ":%s" for k in keys) + "}"
-    return [fmt % row for row in zip(*texts)]

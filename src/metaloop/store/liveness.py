@@ -1,0 +1,68 @@
+"""Is an experiment's driver alive?  A question about processes and clocks, not about data.
+
+A driver claims its experiment (:meth:`metaloop.store.base.Store.claim` records status
+``running``, its host name and pid) and, while it holds it, its store's writer thread
+refreshes the experiment's ``updated`` column every :data:`HEARTBEAT_S` seconds.  From the
+recorded :class:`~metaloop.store.base.ExperimentInfo` alone, :func:`driver_alive` tells a
+live run from a dead one: on the same host by looking the process up, on another host by the
+age of the heartbeat.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from metaloop.records import ExperimentStatus
+
+if TYPE_CHECKING:
+    from metaloop.store.info import ExperimentInfo
+
+#: how often the writer thread of a claimed experiment refreshes its ``updated`` column
+HEARTBEAT_S = 2.0
+#: a heartbeat older than this (seconds) means the driver on another host is gone
+HEARTBEAT_STALE_S = 30.0
+#: statuses of an experiment whose driver holds it (its heartbeat is kept fresh)
+LIVE_STATUSES = (ExperimentStatus.RUNNING, ExperimentStatus.PAUSED)
+
+
+def process_alive(pid: int) -> bool:
+    """True if a process ``pid`` exists on this host and looks like a metaloop driver (its
+    command line names python or metaloop; a recycled pid belongs to some other program).
+
+    A pid we may not signal (another user's) counts as alive; so does one whose command line
+    cannot be read (no ``/proc``)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+    return b"python" in cmdline or b"metaloop" in cmdline
+
+
+def driver_alive(info: ExperimentInfo, now: float | None = None) -> bool:
+    """True if ``info``'s status says a driver holds the experiment (running or paused) and
+    that driver is alive: on this host its process exists (:func:`process_alive`), on another
+    host its heartbeat (``info.updated``) is younger than :data:`HEARTBEAT_STALE_S`.
+
+    Args:
+        info: the experiment as read from the store (its status, host, pid, updated).
+        now: the clock to judge the heartbeat by (default ``time.time()``).
+
+    Returns:
+        Whether a live driver holds the experiment.  Never raises.
+    """
+    if info.status not in LIVE_STATUSES:
+        return False
+    if info.host == os.uname().nodename:
+        return process_alive(info.pid)
+    return (time.time() if now is None else now) - info.updated < HEARTBEAT_STALE_S
