@@ -79,7 +79,8 @@ class RunSummary:
 
 
 def worker_setup(config: Config, seed: int) -> WorkerSetup:
-    """What every worker needs to build the optimizee of ``config``."""
+    """What every worker needs to build the optimizee of ``config``, and the execution
+    policy of its ``executor`` section (the one channel by which executors learn it)."""
     m = config.model
     return WorkerSetup(
         optimizee=m.optimizee.model_dump(mode="json"),
