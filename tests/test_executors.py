@@ -22,6 +22,7 @@ from metaloop.api import Experiment, experiment_info, history
 from metaloop.drivers.loop import RunObserver
 from metaloop.executors.base import WorkerSetup
 from metaloop.executors.local import LocalExecutor
+from metaloop.executors.policy import ExecutionPolicy
 from metaloop.records import Status, Task
 
 FAULTY = Path(__file__).resolve().parent / "optimizees" / "faulty.py"
@@ -341,8 +342,9 @@ class _SlowKill(LocalExecutor):
 
 
 def test_result_arriving_during_timeout_kill_does_not_break_executor(tmp_path):
-    ex = _SlowKill(workers=1, timeout_s=0.5)
-    ex.start(WorkerSetup({"kind": "python", "target": target("sleepy")}, 1, 1, str(tmp_path)))
+    ex = _SlowKill(workers=1)
+    sleepy = {"kind": "python", "target": target("sleepy")}
+    ex.start(WorkerSetup(sleepy, 1, 1, str(tmp_path), policy=ExecutionPolicy(timeout_s=0.5)))
     try:
         ex.submit(Task(0, 0, {"s": 0.8}))  # finishes during the (slowed) kill
         ex.submit(Task(0, 1, {"s": 0.0}))

@@ -30,7 +30,7 @@ from metaloop.config import Config
 from metaloop.drivers.controller import Controller
 from metaloop.drivers.pruning import make_pruner
 from metaloop.drivers.tailer import ReportTailer
-from metaloop.executors import Executor, RetryPolicy, WorkerSetup
+from metaloop.executors import ExecutionPolicy, Executor, WorkerSetup
 from metaloop.executors.chunking import moving_mean
 from metaloop.optimizees.evaluator import WorkdirUsed
 from metaloop.optimizers.base import Optimizer
@@ -80,15 +80,15 @@ class RunSummary:
 
 
 def worker_setup(config: Config, seed: int) -> WorkerSetup:
-    """What every worker needs to build the optimizee of ``config``."""
+    """What every worker needs to build the optimizee of ``config``, and the execution
+    policy of its ``executor`` section (the one channel by which executors learn it)."""
     m = config.model
     return WorkerSetup(
         optimizee=m.optimizee.model_dump(mode="json"),
         n_objectives=config.n_objectives,
         seed=seed,
         workdir=str(experiment_workdir(config)),
-        timeout_s=m.executor.timeout_s,
-        batch_size=m.executor.batch_size,
+        policy=ExecutionPolicy.from_spec(m.executor),
         experiment=m.name,
         early_stopping_metric=m.early_stopping.metric if m.early_stopping else None,
     )
@@ -129,7 +129,7 @@ class Loop:
         m = config.model
         self.weights = np.asarray(config.weights, dtype=float)
         self._weight_list = [float(w) for w in config.weights]
-        self.policy = RetryPolicy(m.executor.max_attempts)
+        self.policy = ExecutionPolicy.from_spec(m.executor).retry
         self.workdir = experiment_workdir(config)
         self.optimizer = self._make_optimizer()
         self.n_evaluations = info.n_evaluations

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from metaloop.executors.base import Executor, WorkerSetup
-from metaloop.executors.policy import RetryPolicy
+from metaloop.executors.policy import ExecutionPolicy, RetryPolicy
 
 if TYPE_CHECKING:
     from metaloop.config import ExecutorSpec
@@ -17,20 +17,25 @@ EXECUTOR_KINDS = ("serial", "local", "dask", "slurm", "pbs", "mpi", "simulated")
 
 
 def make_executor(spec: ExecutorSpec) -> Executor:
-    """An executor for the (validated) ``executor`` section of a config."""
+    """An executor for the (validated) ``executor`` section of a config, read duck-typed.
+
+    Only where and on how many workers come from here; the execution policy (timeout,
+    attempts, batch size) reaches the executor at ``start`` in ``WorkerSetup.policy``
+    (:meth:`ExecutionPolicy.from_spec`).
+    """
     kind = spec.kind
     if kind == "serial":
         from metaloop.executors.serial import SerialExecutor
 
-        return SerialExecutor(batch_size=spec.batch_size)
+        return SerialExecutor()
     if kind == "local":
         from metaloop.executors.local import LocalExecutor
 
-        return LocalExecutor(workers=spec.workers, timeout_s=spec.timeout_s)
+        return LocalExecutor(workers=spec.workers)
     if kind == "dask":
         from metaloop.executors.dask import DaskExecutor
 
-        return DaskExecutor(workers=spec.workers, address=spec.address, timeout_s=spec.timeout_s)
+        return DaskExecutor(workers=spec.workers, address=spec.address)
     if kind in ("slurm", "pbs"):
         from metaloop.executors.jobqueue import JobQueueExecutor
 
@@ -38,7 +43,7 @@ def make_executor(spec: ExecutorSpec) -> Executor:
     if kind == "mpi":
         from metaloop.executors.mpi import MPIExecutor
 
-        return MPIExecutor(workers=spec.workers, timeout_s=spec.timeout_s)
+        return MPIExecutor(workers=spec.workers)
     if kind == "simulated":
         from metaloop.executors.simulated import Durations, SimulatedExecutor
 
@@ -50,11 +55,17 @@ def make_executor(spec: ExecutorSpec) -> Executor:
             workers=spec.workers or 1,
             durations=durations,
             failure_rate=spec.failure_rate or 0.0,
-            timeout_s=spec.timeout_s,
         )
     raise ValueError(
         f"executor.kind: unknown executor {kind!r}; expected one of {list(EXECUTOR_KINDS)}"
     )
 
 
-__all__ = ["EXECUTOR_KINDS", "Executor", "RetryPolicy", "WorkerSetup", "make_executor"]
+__all__ = [
+    "EXECUTOR_KINDS",
+    "ExecutionPolicy",
+    "Executor",
+    "RetryPolicy",
+    "WorkerSetup",
+    "make_executor",
+]

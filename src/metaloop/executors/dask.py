@@ -1,8 +1,9 @@
 """Dask executor: evaluations run on a Dask cluster (a LocalCluster by default, or the
 scheduler at ``address``).  See docs/dask.md.
 
-* The optimizee is built once per worker process by a worker plugin (also on workers that
-  join or are restarted later); ``start`` registers it on every worker, so an optimizee that
+* The optimizee is built once per worker process by a worker plugin
+  (:class:`metaloop.executors.dask_worker.OptimizeePlugin`, also on workers that join or are
+  restarted later); ``start`` registers it on every worker, so an optimizee that
   cannot be built raises :class:`OptimizeeLoadError` before anything is recorded.
 * The driver keeps at most one future per worker thread at the scheduler and the rest of the
   work in its own queue, so a worker that dies takes exactly the future it was running with
@@ -13,7 +14,7 @@ scheduler at ``address``).  See docs/dask.md.
 * Our LocalCluster's scheduler runs with ``allowed-failures: 0``: a worker lost mid-task is at
   once a ``KilledWorker`` error, reported ``crashed`` and retried by the shared policy (Dask
   does not rerun it behind the policy's back).
-* ``timeout_s``: a running Dask task cannot be interrupted, so the driver cancels the future,
+* ``policy.timeout_s``: a running Dask task cannot be interrupted, so the driver cancels the future,
   kills the worker process that runs it (with the processes it started) and reports
   ``timeout``; the worker's nanny starts a fresh worker, which builds the optimizee again.
 """
@@ -23,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-import sys
 import time
 import traceback
 import uuid
@@ -34,19 +33,22 @@ from pathlib import Path
 from typing import Any
 
 import dask
-from distributed import Client, KilledWorker, LocalCluster, get_worker
+from distributed import Client, KilledWorker, LocalCluster
 from distributed import wait as dask_wait
 from distributed.client import FutureCancelledError, FuturesCancelledError
 from distributed.comm import CommClosedError
-from distributed.diagnostics.plugin import WorkerPlugin
 
-from metaloop.executors.base import Executor, ExecutorError, WorkerSetup, evaluator_for
-from metaloop.executors.chunking import chunk_size, moving_mean
+from metaloop.executors.base import ExecutorError, WorkerSetup
+from metaloop.executors.dask_worker import (
+    OptimizeePlugin,
+    has_evaluator,
+    kill_this_worker,
+    run_tasks,
+)
+from metaloop.executors.queueing import QueuedExecutor, seconds_to_deadline
 from metaloop.optimizees.loader import OptimizeeLoadError
-from metaloop.records import Outcome, Status, Task
+from metaloop.records import Status, Task
 
-_TARGET_CHUNK_S = 0.1  # cheap evaluations: aim for futures of about this much work
-_MAX_CHUNK = 1024
 _CONNECT_TIMEOUT_S = 30.0  # connecting to an existing scheduler
 _WORKERS_TIMEOUT_S = 120.0  # an existing scheduler must have (or get) a worker within this
 _CLOSE_TIMEOUT_S = 20.0
@@ -106,136 +108,6 @@ def quiet_dask_logs() -> None:
             logger.addFilter(_FILTER)
 
 
-# -- worker side ----------------------------------------------------------------------------------
-#: token -> (evaluator, host, worker name, worker address), in each worker process
-_EVALUATORS: dict[str, tuple[Any, str, str, str]] = {}
-
-
-def _redirect_output(log_path: Path) -> None:
-    """The optimizee's prints (and the worker's own log) go to a per-worker file."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-
-
-def _worker_name(worker: Any, job_env: str | None = None, label: str = "dask") -> str:
-    """The record's worker column: ``dask-<name>:<pid>``, or ``<label>-<job id>:<pid>`` in a
-    batch job whose id is in the environment variable ``job_env`` (e.g. SLURM_JOB_ID)."""
-    job = os.environ.get(job_env) if job_env else None
-    if job:
-        return f"{label}-{job}:{os.getpid()}"
-    return f"dask-{worker.name}:{os.getpid()}"
-
-
-class _OptimizeePlugin(WorkerPlugin):
-    """Builds the optimizee once in every worker process (a Dask WorkerPlugin).
-
-    ``own``: the worker belongs to a cluster this executor started; its output (the
-    optimizee's prints, the worker's log) goes to ``<workdir>/logs/dask-worker-<name>.log``.
-    ``job_env``/``label``: workers in batch jobs are named after their job (``_worker_name``).
-    """
-
-    def __init__(
-        self,
-        token: str,
-        setup: WorkerSetup,
-        own: bool,
-        job_env: str | None = None,
-        label: str = "dask",
-    ):
-        self.token = token
-        self.setup_spec = setup
-        self.own = own
-        self.job_env = job_env
-        self.label = label
-
-    def setup(self, worker: Any) -> None:
-        s = self.setup_spec
-        log = Path(s.workdir) / "logs" / f"dask-worker-{worker.name}.log"
-        if self.own:  # (Dask's worker processes exit by themselves when the driver dies)
-            _redirect_output(log)
-        self.build(worker, log)
-
-    def build(self, worker: Any, log: Path | None = None) -> tuple[Any, str, str, str]:
-        from metaloop.optimizees.evaluator import hostname
-        from metaloop.optimizees.loader import build_optimizee
-
-        s = self.setup_spec
-        try:
-            optimizee = build_optimizee(s.optimizee)
-            evaluator = evaluator_for(optimizee, s)
-        except BaseException as exc:  # noqa: BLE001 - reported to the driver in one line
-            if isinstance(exc, OptimizeeLoadError):
-                line = str(exc)
-            else:
-                line = f"optimizee: building it failed: {type(exc).__name__}: {exc}"
-            where = ""
-            if log is not None:
-                try:
-                    log.parent.mkdir(parents=True, exist_ok=True)
-                    with open(log, "a") as out:
-                        traceback.print_exc(file=out)
-                    where = f" (traceback in {log})"
-                except OSError:
-                    pass
-            raise OptimizeeLoadError(f"{line}{where}") from None
-        name = _worker_name(worker, self.job_env, self.label)
-        entry = (evaluator, hostname(), name, worker.address)
-        _EVALUATORS[self.token] = entry
-        return entry
-
-    def teardown(self, worker: Any) -> None:
-        _EVALUATORS.pop(self.token, None)
-
-
-def _evaluator(token: str) -> tuple[Any, str, str, str]:
-    entry = _EVALUATORS.get(token)
-    if entry is None:  # the plugin's setup failed on this (restarted) worker: try once more
-        worker = get_worker()
-        plugin = worker.plugins.get(token)
-        if plugin is None:
-            raise RuntimeError(f"worker {worker.name} has no metaloop optimizee plugin {token}")
-        entry = plugin.build(worker)
-    return entry
-
-
-def _run_tasks(token: str, tasks: list[tuple], batch: bool) -> tuple[str, str, str, list[tuple]]:
-    """The Dask task: evaluate ``tasks`` here; (host, worker name, address, per-task results)."""
-    evaluate, host, name, address = _evaluator(token)
-    clock = time.time
-    out: list[tuple] = []
-    if batch:  # the chunk is one evaluate_batch call
-        t0 = clock()
-        try:
-            results = evaluate.batch(tasks)
-        except SystemExit as exc:
-            return host, name, address, [_exited(exc, t0, clock())] * len(tasks)
-        t1 = clock()
-        return host, name, address, [_message(r, t0, t1) for r in results]
-    for task in tasks:
-        t0 = clock()
-        try:
-            r = evaluate(*task)
-        except SystemExit as exc:
-            out.append(_exited(exc, t0, clock()))
-            continue
-        out.append(_message(r, t0, clock()))
-    return host, name, address, out
-
-
-def _message(r: Any, t0: float, t1: float) -> tuple:
-    return (r.status.value, r.fitness, r.metrics, r.outputs, r.error, t0, t1)
-
-
-def _exited(exc: SystemExit, t0: float, t1: float) -> tuple:
-    error = f"optimizee called exit({exc.code!r}) (the dask worker stays up)"
-    return (Status.CRASHED.value, None, {}, None, error, t0, t1)
-
-
 def _drop_tracebacks(exc: BaseException | None) -> None:
     """Detach the tracebacks of an exception and of the exceptions it chains."""
     seen: set[int] = set()
@@ -243,26 +115,6 @@ def _drop_tracebacks(exc: BaseException | None) -> None:
         seen.add(id(exc))
         exc.__traceback__ = None
         exc = exc.__cause__ or exc.__context__
-
-
-def _has_evaluator(token: str) -> bool:
-    return token in _EVALUATORS
-
-
-def _kill_this_worker() -> None:
-    """Kill this worker process and every process it started (runs on the worker)."""
-    try:
-        import psutil
-
-        children = psutil.Process().children(recursive=True)
-    except Exception:  # noqa: BLE001 - best effort
-        children = []
-    for child in children:
-        try:
-            child.kill()
-        except Exception:  # noqa: BLE001 - already gone
-            pass
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 # -- driver side ----------------------------------------------------------------------------------
@@ -273,30 +125,23 @@ class _Pending:
     isolated: bool = False  # re-run alone after its chunk was lost with a worker
 
 
-class DaskExecutor(Executor):
+class DaskExecutor(QueuedExecutor):
     kind = "dask"
+    target_chunk_s = 0.1  # cheap evaluations: aim for futures of about this much work
+    max_chunk = 1024
 
-    def __init__(
-        self,
-        workers: int | None = None,
-        address: str | None = None,
-        timeout_s: float | None = None,
-    ):
+    def __init__(self, workers: int | None = None, address: str | None = None):
+        super().__init__()
         self._n_requested = workers
         self.address = address
-        self.timeout_s = timeout_s
         self._setup: WorkerSetup | None = None
         self._cluster: Any = None
         self._client: Any = None
         self._token = ""
         self._slots = 0
         self._slots_counted = 0.0
-        self._queue: deque[Task] = deque()
         self._isolated: deque[Task] = deque()  # tasks of a lost chunk, sent one per future
         self._futures: dict[Any, _Pending] = {}
-        self._outcomes: list[Outcome] = []
-        self._in_flight = 0
-        self._mean_duration: float | None = None  # seconds; from completed tasks
         self._killed: set[str] = set()  # worker addresses this executor killed (timeouts)
         self._names: dict[str, str] = {}  # worker address -> name shown in the records
 
@@ -315,6 +160,7 @@ class DaskExecutor(Executor):
         ExecutorError if the cluster cannot be reached or has no workers.
         """
         self._setup = setup
+        self._use(setup.policy)
         try:
             self._connect(setup)
             self._install(setup)
@@ -380,15 +226,15 @@ class DaskExecutor(Executor):
             raise ExecutorError(
                 f"dask: setting up the workers failed: {type(exc).__name__}: {exc}"
             ) from None
-        ready = client.run(_has_evaluator, self._token)
+        ready = client.run(has_evaluator, self._token)
         missing = [addr for addr, ok in ready.items() if not ok]
         if missing or not ready:
             raise ExecutorError(f"dask: the optimizee was not built on workers {missing}")
         self._slots = self._count_slots()
 
-    def _make_plugin(self, setup: WorkerSetup) -> _OptimizeePlugin:
+    def _make_plugin(self, setup: WorkerSetup) -> OptimizeePlugin:
         """The worker plugin that builds the optimizee (subclasses name workers their way)."""
-        return _OptimizeePlugin(self._token, setup, own=self._cluster is not None)
+        return OptimizeePlugin(self._token, setup, own=self._cluster is not None)
 
     def _count_slots(self) -> int:
         info = self._client.scheduler_info(n_workers=-1)
@@ -426,29 +272,6 @@ class DaskExecutor(Executor):
     def workers(self) -> int:
         return self._slots or self._n_requested or 1
 
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    def submit(self, task: Task) -> None:
-        self._queue.append(task)  # dispatched by wait(), which sees the whole batch of submits
-        self._in_flight += 1
-
-    @property
-    def _batch_size(self) -> int | None:
-        return self._setup.batch_size if self._setup else None
-
-    def _chunk_size(self) -> int:
-        return chunk_size(
-            self._mean_duration,
-            len(self._queue),
-            self._slots,
-            _TARGET_CHUNK_S,
-            _MAX_CHUNK,
-            batch_size=self._batch_size,
-            one_by_one=self.timeout_s is not None,
-        )
-
     def _dispatch(self) -> None:
         if self._cluster is None and (self._queue or self._isolated):
             now = time.monotonic()  # an existing cluster's workers come and go: recount
@@ -458,50 +281,42 @@ class DaskExecutor(Executor):
         slots = max(self._slots, 1)
         while self._isolated and len(self._futures) < slots:
             self._send([self._isolated.popleft()], isolated=True)
-        k = self._chunk_size()  # once per pass: the queue is shared fairly among free slots
+        k = self._chunk_size(self._slots)  # once per pass: the queue is shared among free slots
         while self._queue and len(self._futures) < slots:
-            self._send([self._queue.popleft() for _ in range(min(k, len(self._queue)))])
+            self._send(self._take(k))
 
     def _send(self, tasks: list[Task], isolated: bool = False) -> None:
         t = tasks[0]
         key = f"metaloop-{t.generation}-{t.index}-{t.attempt}-{len(tasks)}-{uuid.uuid4().hex}"
-        payload = [(x.generation, x.index, x.attempt, x.params, x.info) for x in tasks]
         future = self._client.submit(
-            _run_tasks, self._token, payload, bool(self._batch_size), key=key, pure=False
+            run_tasks,
+            self._token,
+            self._payload(tasks),
+            bool(self._batch_size),
+            key=key,
+            pure=False,
         )
         self._futures[future] = _Pending(tasks, time.time(), isolated)
 
-    def wait(self, timeout: float | None = None) -> list[Outcome]:
-        end = None if timeout is None else time.monotonic() + timeout
-        self._dispatch()
-        while not self._outcomes:
-            if not self._futures:
-                return []
-            wait_for = self._seconds_to_next_deadline()
-            if end is not None:
-                left = end - time.monotonic()
-                if left <= 0:
-                    return []
-                wait_for = left if wait_for is None else min(wait_for, left)
-            watched = list(self._futures)
-            try:
-                with self._client.as_current():
-                    dask_wait(watched, timeout=wait_for, return_when="FIRST_COMPLETED")
-            except (TimeoutError, asyncio.TimeoutError, FuturesCancelledError) as exc:
-                # nothing finished in time / cancelled futures: sorted out below.  Dask's
-                # sync() leaves the exception in a reference cycle with its traceback, whose
-                # frames (this one included) hold our futures: without the two lines below,
-                # finished results stay pinned on the workers until the next gc, and are
-                # recomputed if such a worker leaves
-                watched.clear()
-                _drop_tracebacks(exc)
-            done = [f for f in self._futures if f.done()]
-            if done:
-                self._collect(done)
-            self._enforce_timeouts()
-            self._dispatch()
-        out, self._outcomes = self._outcomes, []
-        return out
+    def _busy(self) -> bool:
+        return bool(self._futures)
+
+    def _block(self, timeout: float | None) -> None:
+        watched = list(self._futures)
+        try:
+            with self._client.as_current():
+                dask_wait(watched, timeout=timeout, return_when="FIRST_COMPLETED")
+        except (TimeoutError, asyncio.TimeoutError, FuturesCancelledError) as exc:
+            # nothing finished in time / cancelled futures: sorted out below.  Dask's sync()
+            # leaves the exception in a reference cycle with its traceback, whose frames
+            # (this one included) hold our futures: without the two lines below, finished
+            # results stay pinned on the workers until the next gc, and are recomputed if
+            # such a worker leaves
+            watched.clear()
+            _drop_tracebacks(exc)
+        done = [f for f in self._futures if f.done()]
+        if done:
+            self._collect(done)
 
     def _collect(self, done: list[Any]) -> None:
         finished = [f for f in done if f.status == "finished"]
@@ -521,7 +336,7 @@ class DaskExecutor(Executor):
             if isinstance(value, BaseException):
                 self._lost(f, pending, value)
             else:
-                self._record(pending, value)
+                self._record_chunk(pending, value)
         for f in done:
             if f.status == "finished":
                 continue
@@ -532,15 +347,12 @@ class DaskExecutor(Executor):
                 exc = err
             self._lost(f, pending, exc)
 
-    def _record(self, pending: _Pending, value: tuple[str, str, str, list[tuple]]) -> None:
+    def _record_chunk(self, pending: _Pending, value: tuple[str, str, str, list[tuple]]) -> None:
         host, name, address, rows = value
         self._names[address] = name
-        for task, (status, fitness, metrics, outputs, error, t0, t1) in zip(pending.tasks, rows):
-            self._in_flight -= 1
-            self._mean_duration = moving_mean(self._mean_duration, t1 - t0)
-            self._outcomes.append(
-                Outcome(task, Status(status), fitness, metrics, error, t0, t1, host, name, outputs)
-            )
+        record = self._record
+        for task, row in zip(pending.tasks, rows):
+            record(task, row, host, name)
 
     def _lost(self, future: Any, pending: _Pending, exc: BaseException | None) -> None:
         """A future that did not return a result: worker loss, cancellation, or a bug."""
@@ -551,7 +363,7 @@ class DaskExecutor(Executor):
             self._isolated.extendleft(reversed(pending.tasks))
             return
         if isinstance(exc, OptimizeeLoadError):
-            self._report(pending, Status.FAILED, str(exc))
+            self._report(pending.tasks, Status.FAILED, str(exc), pending.since)
             return
         if isinstance(exc, KilledWorker) or self._is_worker_loss(exc):
             self._check_scheduler()
@@ -561,16 +373,16 @@ class DaskExecutor(Executor):
                 return
             who = f" ({getattr(last, 'name', address)})" if last is not None else ""
             self._report(
-                pending,
+                pending.tasks,
                 Status.CRASHED,
                 f"dask worker process died during the evaluation{who}: {type(exc).__name__}",
+                pending.since,
                 worker=self._names.get(address or "", f"dask-{getattr(last, 'name', '?')}"),
             )
             return
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        self._report(
-            pending, Status.FAILED, f"dask task failed: {type(exc).__name__}: {exc}\n{text}"
-        )
+        error = f"dask task failed: {type(exc).__name__}: {exc}\n{text}"
+        self._report(pending.tasks, Status.FAILED, error, pending.since)
 
     @staticmethod
     def _is_worker_loss(exc: BaseException | None) -> bool:
@@ -584,20 +396,9 @@ class DaskExecutor(Executor):
             where = self.address or "the LocalCluster"
             raise ExecutorError(f"lost the connection to the Dask scheduler ({where})")
 
-    def _report(self, pending: _Pending, status: Status, error: str, worker: str = "") -> None:
-        now = time.time()
-        for task in pending.tasks:
-            self._in_flight -= 1
-            self._outcomes.append(
-                Outcome(task, status, None, {}, error, pending.since, now, "", worker)
-            )
-
     # -- timeouts ---------------------------------------------------------------------------------
     def _seconds_to_next_deadline(self) -> float | None:
-        if self.timeout_s is None or not self._futures:
-            return None
-        first = min(p.since for p in self._futures.values())
-        return max(0.0, first + self.timeout_s - time.time())
+        return seconds_to_deadline((p.since for p in self._futures.values()), self.timeout_s)
 
     def _enforce_timeouts(self) -> None:
         if self.timeout_s is None:
@@ -619,9 +420,10 @@ class DaskExecutor(Executor):
             f.cancel()
             victims.add(addr)
             self._report(
-                pending,
+                pending.tasks,
                 Status.TIMEOUT,
                 f"timed out after {self.timeout_s:g} s (dask worker process killed)",
+                pending.since,
                 worker=self._names.get(addr, ""),
             )
         if victims:
@@ -631,18 +433,16 @@ class DaskExecutor(Executor):
         """Kill worker processes (their nannies start fresh ones)."""
         self._killed.update(addresses)
         try:
-            self._client.run(_kill_this_worker, workers=sorted(addresses), on_error="ignore")
+            self._client.run(kill_this_worker, workers=sorted(addresses), on_error="ignore")
         except Exception:  # noqa: BLE001 - the worker is gone either way
             pass
 
     def cancel_all(self) -> None:
         """Drop queued tasks; cancel the futures and kill the workers running them."""
-        self._queue.clear()
+        self._forget_work()
         self._isolated.clear()
         futures = list(self._futures)
         self._futures.clear()
-        self._in_flight = 0
-        self._outcomes.clear()
         if not futures or self._client is None:
             return
         try:

@@ -16,6 +16,9 @@ decides which jobs exist:
   (``scancel``, walltime, node failure), is cancelled and a fresh job submitted.  A
   :class:`_JobWatch` scheduler plugin sees workers come and go; the batch system is asked
   (``squeue``/``qstat``) only about jobs whose workers went missing or never arrived.
+
+What differs between SLURM and PBS is in :mod:`metaloop.executors.batch_systems` (one small
+class each); job sizing (:class:`JobSpec`, :func:`job_script`) too.
 """
 
 from __future__ import annotations
@@ -25,12 +28,9 @@ import logging
 import math
 import os
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,22 +39,27 @@ from distributed import Client
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from metaloop.executors.base import ExecutorError, WorkerSetup
-from metaloop.executors.dask import (
-    SCHEDULER_CONFIG,
-    DaskExecutor,
-    _OptimizeePlugin,
-    quiet_dask_logs,
+from metaloop.executors.batch_systems import (
+    DEFAULT_CORES,
+    DEFAULT_MEMORY,
+    DEFAULT_WALLTIME,
+    BatchSystem,
+    JobSpec,
+    batch_system,
+    dask_jobqueue,
+    default_replace_before_s,
+    job_kwargs,
+    job_script,
+    one_line,
 )
-from metaloop.executors.walltime import walltime_seconds
+from metaloop.executors.dask import SCHEDULER_CONFIG, DaskExecutor, quiet_dask_logs
+from metaloop.executors.dask_worker import OptimizeePlugin
 
 if TYPE_CHECKING:
     from metaloop.config import ExecutorSpec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CORES = 1
-DEFAULT_MEMORY = "2GB"
-DEFAULT_WALLTIME = "01:00:00"
 #: how long ``start`` waits for the first worker (a queue wait counts); env var overrides
 START_TIMEOUT_ENV = "METALOOP_JOB_START_TIMEOUT_S"
 DEFAULT_START_TIMEOUT_S = 600.0
@@ -63,221 +68,6 @@ _LOST_CHECK_S = 2.0  # a job whose workers vanished: ask the batch system this o
 _LOST_GRACE_S = 30.0  # ... and replace it after this long even if it claims to be running
 _PENDING_CHECK_S = 30.0  # jobs whose workers never arrived: ask the batch system this often
 _MAX_LAUNCH_FAILURES = 3  # jobs in a row that ended before their worker connected
-_QUERY_TIMEOUT_S = 30.0
-
-
-# -- sizing --------------------------------------------------------------------------------------
-def default_replace_before_s(walltime_s: float) -> float:
-    """10 % of the walltime, clamped to [60 s, 900 s], never more than half the walltime."""
-    return min(max(0.1 * walltime_s, 60.0), 900.0, 0.5 * walltime_s)
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """One worker job, resolved from the executor config (defaults filled in)."""
-
-    kind: str  # slurm | pbs
-    cores: int = DEFAULT_CORES
-    memory: str = DEFAULT_MEMORY
-    walltime: str = DEFAULT_WALLTIME
-    account: str | None = None
-    partition: str | None = None
-    job_extra: tuple[str, ...] = ()
-    prologue: tuple[str, ...] = ()
-    interface: str | None = None
-    python: str = field(default_factory=lambda: sys.executable)
-    tasks_per_job: int = 1
-    replace_before_s: float | None = None
-
-    @classmethod
-    def from_config(cls, spec: ExecutorSpec) -> JobSpec:
-        return cls(
-            kind=spec.kind,
-            cores=spec.cores or DEFAULT_CORES,
-            memory=spec.memory or DEFAULT_MEMORY,
-            walltime=spec.walltime or DEFAULT_WALLTIME,
-            account=spec.account,
-            partition=spec.partition,
-            job_extra=tuple(spec.job_extra or ()),
-            prologue=tuple(spec.prologue or ()),
-            interface=spec.interface,
-            python=spec.python or sys.executable,
-            tasks_per_job=spec.tasks_per_job or 1,
-            replace_before_s=spec.replace_before_s,
-        )
-
-    @property
-    def walltime_s(self) -> int:
-        return walltime_seconds(self.walltime)
-
-    @property
-    def lifetime_s(self) -> float:
-        """A worker retires this long after it started (Dask's ``--lifetime``)."""
-        before = self.replace_before_s
-        if before is None:
-            before = default_replace_before_s(self.walltime_s)
-        return max(self.walltime_s - before, 1.0)
-
-    @property
-    def stagger_s(self) -> float:
-        """``--lifetime-stagger``: jobs started together do not all retire at once."""
-        before = self.walltime_s - self.lifetime_s
-        return round(min(0.05 * self.lifetime_s, 0.25 * before), 1)
-
-
-def dask_jobqueue() -> Any:
-    """Import dask_jobqueue, keeping our SIGINT handler: importing it installs
-    ``signal.signal(SIGINT, lambda *_: sys.exit())`` (dask_jobqueue/runner.py), which would
-    turn Ctrl-C into a silent exit with status 0 instead of a clean, resumable stop."""
-    if "dask_jobqueue" not in sys.modules and threading.current_thread() is threading.main_thread():
-        handler = signal.getsignal(signal.SIGINT)
-        try:
-            import dask_jobqueue as module
-        finally:
-            if handler is not None:
-                signal.signal(signal.SIGINT, handler)
-        return module
-    import dask_jobqueue as module
-
-    return module
-
-
-def _batch_memory(kind: str, memory: str) -> str:
-    """``memory`` as the batch system writes it (binary units, rounded up)."""
-    from dask.utils import parse_bytes
-
-    n = parse_bytes(memory)
-    jq = dask_jobqueue()
-    if kind == "slurm":
-        return jq.slurm.slurm_format_bytes_ceil(n)
-    return jq.pbs.pbs_format_bytes_ceil(n)
-
-
-def job_kwargs(job: JobSpec, workdir: str | Path, job_name: str) -> dict[str, Any]:
-    """dask-jobqueue's job arguments for ``job`` (logs and scratch under ``workdir``)."""
-    work = Path(workdir)
-    args: dict[str, Any] = {
-        # `cores` and `processes` are dask-jobqueue's: tasks_per_job processes of 1 thread;
-        # what the batch system is asked for is `cores` CPUs (job_cpu / resource_spec below)
-        "cores": job.tasks_per_job,
-        "processes": job.tasks_per_job,
-        "memory": job.memory,
-        "walltime": job.walltime,
-        "account": job.account,
-        "queue": job.partition,
-        "job_extra_directives": list(job.job_extra),
-        "job_script_prologue": list(job.prologue),
-        "interface": job.interface,
-        "python": job.python,
-        "job_name": job_name,
-        "local_directory": str(work / "dask-scratch"),
-        "log_directory": str(work / "logs"),
-        "worker_extra_args": [
-            "--lifetime",
-            f"{job.lifetime_s:g}s",
-            "--lifetime-stagger",
-            f"{job.stagger_s:g}s",
-        ],
-    }
-    if job.kind == "slurm":
-        args["job_cpu"] = job.cores
-        args["job_mem"] = _batch_memory("slurm", job.memory)
-    else:
-        args["resource_spec"] = f"select=1:ncpus={job.cores}:mem={_batch_memory('pbs', job.memory)}"
-    return args
-
-
-def _job_class(kind: str) -> Any:
-    jq = dask_jobqueue()
-    return jq.slurm.SLURMJob if kind == "slurm" else jq.pbs.PBSJob
-
-
-def job_script(job: JobSpec, workdir: str | Path, job_name: str) -> str:
-    """The batch script one worker job runs (no scheduler or batch system needed)."""
-    cls = _job_class(job.kind)
-    kwargs = job_kwargs(job, workdir, job_name)
-    return cls("tcp://<scheduler>:8786", name=f"{job_name}-<n>", **kwargs).job_script()
-
-
-def _cluster_class(kind: str) -> Any:
-    """dask-jobqueue's cluster class, minus SpecCluster's own handling of lost workers (it
-    closes a job 15 s after its worker left, but not for jobs of several processes, and
-    keeps the name so the next scale resubmits it): :class:`JobQueueExecutor` does that."""
-    jq = dask_jobqueue()
-    base = jq.SLURMCluster if kind == "slurm" else jq.PBSCluster
-    return type(f"Metaloop{base.__name__}", (base,), {"_update_worker_status": _plain_status})
-
-
-def _plain_status(self: Any, op: str, msg: Any) -> None:
-    from distributed.deploy.cluster import Cluster
-
-    Cluster._update_worker_status(self, op, msg)
-
-
-# -- the batch system's view of a job ------------------------------------------------------------
-#: states in which a job may still run (or is running)
-_ALIVE = {
-    "slurm": {
-        "PENDING",
-        "RUNNING",
-        "CONFIGURING",
-        "SUSPENDED",
-        "REQUEUED",
-        "REQUEUE_HOLD",
-        "REQUEUE_FED",
-        "RESIZING",
-        "SIGNALING",
-        "STAGE_OUT",
-    },
-    "pbs": {"Q", "R", "H", "W", "T", "S", "B", "U"},
-}
-
-
-def _one_line(text: str) -> str:
-    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
-def query_jobs(kind: str, ids: list[str]) -> dict[str, tuple[str, str]] | None:
-    """``{job id: (state, reason)}`` from squeue/qstat; a job the batch system no longer
-    knows is ``("GONE", "")``.  None if the query itself failed (state unknown)."""
-    if not ids:
-        return {}
-    if kind == "slurm":
-        cmd = ["squeue", "-h", "-t", "all", "-j", ",".join(ids), "-o", "%i|%T|%r"]
-    else:
-        cmd = ["qstat", *ids]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=_QUERY_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    out: dict[str, tuple[str, str]] = {}
-    if kind == "slurm":
-        if r.returncode != 0:
-            # every id unknown (purged): "Invalid job id specified"; anything else: unknown
-            return dict.fromkeys(ids, ("GONE", "")) if "Invalid job id" in r.stderr else None
-        for line in r.stdout.splitlines():
-            parts = line.strip().split("|")
-            if len(parts) == 3:
-                out[parts[0]] = (parts[1], parts[2])
-        return {i: out.get(i, ("GONE", "")) for i in ids}
-    # PBS (untested here: no PBS on the test machine): "Job id Name User Time S Queue" rows
-    for line in r.stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 6:
-            for i in ids:
-                if parts[0] == i or i.startswith(parts[0].rstrip("*")):
-                    out[i] = (parts[4], "")
-    finished = re.search(r"Unknown Job Id|has finished", r.stderr) is not None
-    for i in ids:
-        if i not in out:
-            if r.returncode != 0 and not (finished and i in r.stderr):
-                return None  # qstat failed for another reason: unknown
-            out[i] = ("GONE", "")
-    return out
-
-
-def is_alive(kind: str, state: str) -> bool:
-    return state in _ALIVE[kind]
 
 
 # -- which workers belong to which job (runs in the scheduler) -----------------------------------
@@ -351,10 +141,13 @@ class JobQueueExecutor(DaskExecutor):
     """Dask workers in SLURM or PBS batch jobs (see the module docstring)."""
 
     def __init__(self, spec: ExecutorSpec, start_timeout_s: float | None = None):
+        """Job sizing, number of jobs and start timeout from the ``executor`` section (read
+        duck-typed); the execution policy comes with ``start``'s setup, like everywhere."""
         self.job = JobSpec.from_config(spec)
+        self.system: BatchSystem = batch_system(spec.kind)
         self.max_jobs = spec.workers or 1
-        super().__init__(workers=self.max_jobs * self.job.tasks_per_job, timeout_s=spec.timeout_s)
-        self.kind = spec.kind
+        super().__init__(workers=self.max_jobs * self.job.tasks_per_job)
+        self.kind = self.system.kind
         if start_timeout_s is None:
             start_timeout_s = getattr(spec, "start_timeout_s", None)
         if start_timeout_s is None:
@@ -379,9 +172,7 @@ class JobQueueExecutor(DaskExecutor):
         """The job's stderr file (SLURM); for PBS the directory its logs go to."""
         if self.log_dir is None:
             return None
-        if self.kind == "slurm":
-            return self.log_dir / f"{self.job_name}-{job_id}.err"
-        return self.log_dir
+        return self.system.log_path(self.log_dir, self.job_name, job_id)
 
     @property
     def job_ids(self) -> list[str]:
@@ -396,7 +187,7 @@ class JobQueueExecutor(DaskExecutor):
         work = Path(setup.workdir)
         (work / "dask-scratch").mkdir(parents=True, exist_ok=True)
         (work / "logs").mkdir(parents=True, exist_ok=True)
-        cls = _cluster_class(self.kind)
+        cls = self.system.cluster_class()
         options: dict[str, Any] = {"dashboard_address": "127.0.0.1:0"}  # loopback, any port
         if self.job.interface:
             options["interface"] = self.job.interface
@@ -414,7 +205,7 @@ class JobQueueExecutor(DaskExecutor):
             except Exception as exc:  # noqa: BLE001 - e.g. an interface that does not exist
                 raise ExecutorError(
                     f"{self.kind}: starting the Dask scheduler failed: "
-                    f"{type(exc).__name__}: {_one_line(str(exc))}"
+                    f"{type(exc).__name__}: {one_line(str(exc))}"
                 ) from None
             finally:
                 spec_log.setLevel(level)
@@ -426,9 +217,10 @@ class JobQueueExecutor(DaskExecutor):
     async def _add_watch(self) -> None:
         self._cluster.scheduler.add_plugin(self._watch, name=self._watch.name)
 
-    def _make_plugin(self, setup: WorkerSetup) -> _OptimizeePlugin:
-        env = "SLURM_JOB_ID" if self.kind == "slurm" else "PBS_JOBID"
-        return _OptimizeePlugin(self._token, setup, own=True, job_env=env, label=self.kind)
+    def _make_plugin(self, setup: WorkerSetup) -> OptimizeePlugin:
+        return OptimizeePlugin(
+            self._token, setup, own=True, job_env=self.system.job_env, label=self.kind
+        )
 
     def _wait_for_first_worker(self) -> None:
         t0 = time.monotonic()
@@ -447,10 +239,10 @@ class JobQueueExecutor(DaskExecutor):
             if now >= next_query or now >= deadline:
                 # ask the batch system less often the longer the job waits in the queue
                 next_query = now + min(2.0 + (now - t0) / 10, 30.0)
-                states = query_jobs(self.kind, self.job_ids) or {}
+                states = self.system.query(self.job_ids) or {}
                 for job in self._jobs.values():
                     state, reason = states.get(job.job_id, ("UNKNOWN", ""))
-                    if state != "UNKNOWN" and not is_alive(self.kind, state):
+                    if state != "UNKNOWN" and not self.system.is_alive(state):
                         if self._watch.snapshot()[0]:
                             return  # it connected after all (and already ended?)
                         raise ExecutorError(f"{self.kind}: {self._ended_early(job, state)}")
@@ -567,11 +359,11 @@ class JobQueueExecutor(DaskExecutor):
             elif now - max(job.queried, job.submitted) >= _PENDING_CHECK_S:
                 ask.append(job)  # still queued, or did it fail before its worker started?
         if ask:
-            states = query_jobs(self.kind, [j.job_id for j in ask]) or {}
+            states = self.system.query([j.job_id for j in ask]) or {}
             for job in ask:
                 job.queried = now
                 state, _ = states.get(job.job_id, ("UNKNOWN", ""))
-                if state == "UNKNOWN" or is_alive(self.kind, state):
+                if state == "UNKNOWN" or self.system.is_alive(state):
                     continue
                 dead.append(job.name)
                 if job.name not in seen:
@@ -608,5 +400,18 @@ def _submit_error(exc: BaseException) -> str:
     text = str(exc)
     m = re.search(r"stderr:\s*\n(.*)", text, re.S)
     if m and m.group(1).strip():
-        return _one_line(m.group(1))
-    return f"{type(exc).__name__}: {_one_line(text)}"
+        return one_line(m.group(1))
+    return f"{type(exc).__name__}: {one_line(text)}"
+
+
+__all__ = [
+    "DEFAULT_CORES",
+    "DEFAULT_MEMORY",
+    "DEFAULT_WALLTIME",
+    "JobQueueExecutor",
+    "JobSpec",
+    "dask_jobqueue",
+    "default_replace_before_s",
+    "job_kwargs",
+    "job_script",
+]

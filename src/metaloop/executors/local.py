@@ -5,8 +5,8 @@
   sentinels, so a finished task or a dead worker wakes it at once (no polling).
 * Cheap evaluations are sent in chunks sized from the measured evaluation time, with the
   next chunk queued before the current one ends, so per-task overhead is amortized.
-* ``timeout_s``: the task's worker is killed with its whole process group, the task is
-  reported ``timeout`` and a fresh worker takes its place.
+* ``policy.timeout_s``: the task's worker is killed with its whole process group, the task
+  is reported ``timeout`` and a fresh worker takes its place.
 * A worker that dies (segfault, ``os._exit``, OOM kill) is replaced; its current task is
   reported ``crashed`` and the tasks queued behind it are run elsewhere.
 """
@@ -25,14 +25,12 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from metaloop.executors.base import Executor, ExecutorError, WorkerSetup
-from metaloop.executors.chunking import chunk_size, moving_mean
+from metaloop.executors.base import ExecutorError, WorkerSetup
 from metaloop.executors.local_worker import worker_main
+from metaloop.executors.queueing import QueuedExecutor, seconds_to_deadline
 from metaloop.optimizees.loader import OptimizeeLoadError
-from metaloop.records import Outcome, Status, Task
+from metaloop.records import Status, Task
 
-_TARGET_CHUNK_S = 0.01  # aim for chunks of about this much work
-_MAX_CHUNK = 512
 _START_TIMEOUT_S = 600.0  # importing a simulator on a busy shared filesystem can be slow
 
 
@@ -87,25 +85,20 @@ class _Worker:
         self.ready = False
 
 
-class LocalExecutor(Executor):
+class LocalExecutor(QueuedExecutor):
     kind = "local"
+    target_chunk_s = 0.01  # aim for chunks of about this much work
+    max_chunk = 512
+    initial_mean_s = 0.05  # seconds; updated from completed tasks
 
-    def __init__(self, workers: int | None = None, timeout_s: float | None = None):
+    def __init__(self, workers: int | None = None):
+        super().__init__()
         self._n = workers or os.cpu_count() or 1
-        self.timeout_s = timeout_s
         self._ctx = mp.get_context("spawn")
         self._setup: WorkerSetup | None = None
         self._workers: list[_Worker] = []
-        self._queue: deque[Task] = deque()
-        self._in_flight = 0
-        self._mean_duration = 0.05  # seconds; updated from completed tasks
-        self._outcomes: list[Outcome] = []
 
     # -- lifecycle ------------------------------------------------------------------------------
-    @property
-    def _batch_size(self) -> int | None:
-        return self._setup.batch_size if self._setup else None
-
     def start(self, setup: WorkerSetup) -> None:
         """Start the workers and wait until each has built the optimizee.
 
@@ -113,6 +106,7 @@ class LocalExecutor(Executor):
         anything is recorded) and ExecutorError if a worker dies or hangs while starting.
         """
         self._setup = setup
+        self._use(setup.policy)
         self._workers = []
         deadline = time.monotonic() + _START_TIMEOUT_S
         try:
@@ -190,29 +184,10 @@ class LocalExecutor(Executor):
     def workers(self) -> int:
         return self._n
 
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    def submit(self, task: Task) -> None:
-        self._queue.append(task)  # dispatched by wait(), which sees the whole batch of submits
-        self._in_flight += 1
-
-    def _chunk_size(self) -> int:
-        return chunk_size(
-            self._mean_duration,
-            len(self._queue),
-            self._n,
-            _TARGET_CHUNK_S,
-            _MAX_CHUNK,
-            batch_size=self._batch_size,
-            one_by_one=self.timeout_s is not None,
-        )
-
     def _dispatch(self) -> None:
         if not self._queue:
             return
-        k = self._chunk_size()
+        k = self._chunk_size(self._n)
         # Cheap tasks: keep the next chunk in the pipe so workers never wait for the driver.
         refill_at = k // 2 if k > 1 and not self._batch_size else 0
         now = time.time()
@@ -221,44 +196,32 @@ class LocalExecutor(Executor):
                 break
             if len(w.pending) > refill_at:
                 continue
-            chunk = [self._queue.popleft() for _ in range(min(k, len(self._queue)))]
+            chunk = self._take(k)
             if not w.pending:
                 w.busy_since = now
             w.pending.extend(chunk)
-            w.conn.send([(t.generation, t.index, t.attempt, t.params, t.info) for t in chunk])
+            w.conn.send(self._payload(chunk))
 
-    def wait(self, timeout: float | None = None) -> list[Outcome]:
-        end = None if timeout is None else time.monotonic() + timeout
-        self._dispatch()
-        while not self._outcomes:
-            if self._in_flight == 0:
-                return []
-            wait_for = self._seconds_to_next_deadline()
-            if end is not None:
-                left = end - time.monotonic()
-                if left <= 0:
-                    return []
-                wait_for = left if wait_for is None else min(wait_for, left)
-            by_handle: dict[Any, _Worker] = {}
-            for w in self._workers:
-                by_handle[w.conn] = w
-                by_handle[w.proc.sentinel] = w
-            ready = wait(list(by_handle), timeout=wait_for)
-            dead: list[_Worker] = []
-            for handle in ready:
-                w = by_handle[handle]
-                if handle is w.conn:
-                    if not self._drain(w):
-                        dead.append(w)
-                elif w not in dead:
-                    self._drain(w)
+    def _busy(self) -> bool:
+        return self._in_flight > 0
+
+    def _block(self, timeout: float | None) -> None:
+        by_handle: dict[Any, _Worker] = {}
+        for w in self._workers:
+            by_handle[w.conn] = w
+            by_handle[w.proc.sentinel] = w
+        ready = wait(list(by_handle), timeout=timeout)
+        dead: list[_Worker] = []
+        for handle in ready:
+            w = by_handle[handle]
+            if handle is w.conn:
+                if not self._drain(w):
                     dead.append(w)
-            for w in dead:
-                self._replace(w, Status.CRASHED, self._exit_text(w))
-            self._enforce_timeouts()
-            self._dispatch()
-        out, self._outcomes = self._outcomes, []
-        return out
+            elif w not in dead:
+                self._drain(w)
+                dead.append(w)
+        for w in dead:
+            self._replace(w, Status.CRASHED, self._exit_text(w))
 
     def _drain(self, w: _Worker) -> bool:
         """Read every message waiting on ``w``'s pipe; False if the pipe is closed."""
@@ -280,37 +243,20 @@ class LocalExecutor(Executor):
             workdir = Path(self._setup.workdir if self._setup else ".")
             log = workdir / "logs" / f"worker-{w.slot}.log"
             raise OptimizeeLoadError(f"{msg[1]} (traceback in {log})")
-        for gen, idx, attempt, status, fitness, metrics, outputs, error, started, finished in msg[
-            1
-        ]:
-            task = w.pending.popleft()
+        record, pending, host, name = self._record, w.pending, w.host, w.name
+        for gen, idx, attempt, row in msg[1]:
+            task = pending.popleft()
             assert (task.generation, task.index, task.attempt) == (gen, idx, attempt)
             w.reported += 1
-            w.busy_since = finished
-            self._in_flight -= 1
-            self._mean_duration = moving_mean(self._mean_duration, finished - started)
-            self._outcomes.append(
-                Outcome(
-                    task,
-                    Status(status),
-                    fitness,
-                    metrics,
-                    error,
-                    started,
-                    finished,
-                    w.host,
-                    w.name,
-                    outputs,
-                )
-            )
+            w.busy_since = row[6]  # finished
+            record(task, row, host, name)
 
     def _seconds_to_next_deadline(self) -> float | None:
         if self.timeout_s is None:
             return None
-        starts = [w.busy_since for w in self._workers if w.pending and w.ready]
-        if not starts:
-            return None
-        return max(0.0, min(starts) + self.timeout_s - time.time())
+        return seconds_to_deadline(
+            (w.busy_since for w in self._workers if w.pending and w.ready), self.timeout_s
+        )
 
     def _enforce_timeouts(self) -> None:
         if self.timeout_s is None:
@@ -348,14 +294,12 @@ class LocalExecutor(Executor):
             blamed = range(0)
         else:
             blamed = range(begun) if self._batch_size else range(begun - 1, begun)
-        now = time.time()
+        tasks = []
         for i in reversed(blamed):
-            task = w.pending[i]
+            tasks.append(w.pending[i])
             del w.pending[i]
-            self._in_flight -= 1
-            self._outcomes.append(
-                Outcome(task, status, None, {}, error, w.busy_since or now, now, w.host, w.name)
-            )
+        since = w.busy_since or time.time()
+        self._report(tasks, status, error, since=since, worker=w.name, host=w.host)
         self._queue.extendleft(reversed(w.pending))
         w.pending.clear()
         self._workers[self._workers.index(w)] = self._spawn(w.slot)
@@ -373,11 +317,9 @@ class LocalExecutor(Executor):
 
     def cancel_all(self) -> None:
         """Drop queued tasks and kill busy workers (used at an interrupt or a time limit)."""
-        self._queue.clear()
+        self._forget_work()
         for w in list(self._workers):
             if w.pending:
                 self._kill(w)
                 w.conn.close()
                 self._workers.remove(w)
-        self._in_flight = 0
-        self._outcomes.clear()

@@ -4,7 +4,8 @@ The worker leads its own process group (so a timeout kills everything it started
 the kernel to kill it when the driver dies (Linux), so no worker outlives a killed run.
 Messages: the driver sends lists of ``(generation, index, attempt, params, info)`` or ``None`` to
 stop; the worker answers ``("ready", pid, host)``, ``("done", [result, ...])`` or
-``("fatal", one_line_reason)``.
+``("fatal", one_line_reason)``; a result is ``(generation, index, attempt, row)`` with the
+row every executor's workers send (:data:`metaloop.executors.queueing.Row`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from metaloop.executors.base import WorkerSetup, evaluator_for
+from metaloop.executors.base import (
+    WorkerSetup,
+    build_error_line,
+    evaluator_for,
+    redirect_output,
+)
 
 _PR_SET_PDEATHSIG = 1
 _BATCH_S = 0.005  # a finished result waits at most this long before it is sent
@@ -34,42 +40,28 @@ def _die_with_parent() -> None:
             pass
 
 
-def _redirect_output(log_path: Path) -> None:
-    """Send the optimizee's prints to a per-worker log instead of the driver's terminal."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-
-
 def worker_main(conn: Connection, setup: WorkerSetup, name: str, started: Any) -> None:
     """Run tasks until told to stop; ``started`` is a shared counter of tasks begun, which
     tells the driver which task was running if this process dies."""
     os.setsid()
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C means
-    _redirect_output(Path(setup.workdir) / "logs" / f"worker-{name}.log")
+    redirect_output(Path(setup.workdir) / "logs" / f"worker-{name}.log")
     from metaloop.optimizees.evaluator import hostname
-    from metaloop.optimizees.loader import OptimizeeLoadError, build_optimizee
+    from metaloop.optimizees.loader import build_optimizee
 
     try:
         optimizee = build_optimizee(setup.optimizee)
         evaluate = evaluator_for(optimizee, setup)
     except BaseException as exc:  # noqa: BLE001 - reported to the driver, which stops clearly
         traceback.print_exc()  # into this worker's log, for debugging
-        if isinstance(exc, OptimizeeLoadError):
-            line = str(exc)
-        else:
-            line = f"optimizee: building it failed: {type(exc).__name__}: {exc}"
-        conn.send(("fatal", line))
+        conn.send(("fatal", build_error_line(exc)))
         return
     host = hostname()
     conn.send(("ready", os.getpid(), host))
     send = conn.send
     clock = time.time
+    batch = bool(setup.policy.batch_size)
     while True:
         try:
             chunk = conn.recv()
@@ -77,7 +69,7 @@ def worker_main(conn: Connection, setup: WorkerSetup, name: str, started: Any) -
             return
         if chunk is None:
             return
-        if setup.batch_size:  # the chunk is one evaluate_batch call
+        if batch:  # the chunk is one evaluate_batch call
             started.value += len(chunk)
             t0 = clock()
             results = evaluate.batch(chunk)
@@ -101,15 +93,5 @@ def worker_main(conn: Connection, setup: WorkerSetup, name: str, started: Any) -
 
 
 def _message(task: tuple, r: Any, t0: float, t1: float) -> tuple:
-    return (
-        task[0],
-        task[1],
-        task[2],
-        r.status.value,
-        r.fitness,
-        r.metrics,
-        r.outputs,
-        r.error,
-        t0,
-        t1,
-    )
+    row = (r.status.value, r.fitness, r.metrics, r.outputs, r.error, t0, t1)
+    return (task[0], task[1], task[2], row)

@@ -15,7 +15,7 @@ How it keeps the promises:
 * At most two futures per worker rank are at the pool (one running, one ready), the rest of
   the work waits in the driver's queue; cheap evaluations travel in chunks sized from the
   measured evaluation time.  ``wait`` blocks in ``concurrent.futures.wait`` (FIRST_COMPLETED).
-* ``timeout_s`` is enforced on the worker (SIGALRM around each evaluation, see
+* ``policy.timeout_s`` is enforced on the worker (SIGALRM around each evaluation, see
   :mod:`metaloop.executors.mpi_worker`): it reports ``timeout`` and stays in the pool.
 * A lost rank: under mpirun, Open MPI ends the whole job (``metaloop resume`` continues it).
   Spawned workers die as a group too, but the driver survives: it notices through pidfds,
@@ -41,14 +41,12 @@ from pathlib import Path
 from typing import Any
 
 from metaloop.executors import mpi_worker
-from metaloop.executors.base import Executor, ExecutorError, WorkerSetup
-from metaloop.executors.chunking import chunk_size, moving_mean
+from metaloop.executors.base import ExecutorError, WorkerSetup
+from metaloop.executors.queueing import QueuedExecutor
 from metaloop.optimizees.evaluator import hostname
 from metaloop.optimizees.loader import OptimizeeLoadError
-from metaloop.records import Outcome, Status, Task
+from metaloop.records import Status, Task
 
-_TARGET_CHUNK_S = 0.1  # cheap evaluations: aim for futures of about this much work
-_MAX_CHUNK = 1024
 _PER_WORKER = 2  # futures at the pool per worker rank: one running, one ready to go
 _START_TIMEOUT_S = 600.0  # importing a simulator on a busy shared filesystem can be slow
 _STOP_GRACE_S = 5.0  # close(): time for interrupted evaluations to return
@@ -150,12 +148,15 @@ def _import_mpi() -> tuple[Any, Any]:
     return MPI, _core
 
 
-class MPIExecutor(Executor):
+class MPIExecutor(QueuedExecutor):
     kind = "mpi"
+    target_chunk_s = 0.1  # cheap evaluations: aim for futures of about this much work
+    max_chunk = 1024
+    timeout_per_message = False  # the worker times each evaluation of a chunk (SIGALRM)
 
-    def __init__(self, workers: int | None = None, timeout_s: float | None = None):
+    def __init__(self, workers: int | None = None):
+        super().__init__()
         self._n_requested = workers
-        self.timeout_s = timeout_s
         self._setup: WorkerSetup | None = None
         self._spawn = False
         self._pool: Any = None
@@ -163,13 +164,9 @@ class MPIExecutor(Executor):
         self._n = 0
         self._ranks: list[tuple[int, int, str]] = []  # (rank, pid, host) of the pool's workers
         self._watch: _DeathWatch | None = None
-        self._queue: deque[Task] = deque()
         self._suspects: deque[Task] = deque()  # were running when the pool was lost
         self._futures: dict[cf.Future, _Pending] = {}
         self._leftover: set[cf.Future] = set()  # abandoned by cancel_all, maybe still running
-        self._outcomes: list[Outcome] = []
-        self._in_flight = 0
-        self._mean_duration: float | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self, setup: WorkerSetup) -> None:
@@ -179,6 +176,7 @@ class MPIExecutor(Executor):
         MPI is missing, the launch is wrong or the workers cannot be started.
         """
         self._setup = setup
+        self._use(setup.policy)
         if mpi_worker.IN_WORKER:
             raise ExecutorError(
                 "executor.kind: 'mpi': a run was started on an MPI worker rank; the script "
@@ -243,7 +241,6 @@ class MPIExecutor(Executor):
                 mpi_worker.build,
                 self._token,
                 self._setup,
-                self.timeout_s,
             )
         finally:
             _spawn_waiters.remove(failed)
@@ -323,28 +320,6 @@ class MPIExecutor(Executor):
     def workers(self) -> int:
         return self._n or self._n_requested or 1
 
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    def submit(self, task: Task) -> None:
-        self._queue.append(task)  # dispatched by wait(), which sees the whole batch of submits
-        self._in_flight += 1
-
-    @property
-    def _batch_size(self) -> int | None:
-        return self._setup.batch_size if self._setup else None
-
-    def _chunk_size(self) -> int:
-        return chunk_size(
-            self._mean_duration,
-            len(self._queue),
-            self._n,
-            _TARGET_CHUNK_S,
-            _MAX_CHUNK,
-            batch_size=self._batch_size,
-        )
-
     def _dispatch(self) -> None:
         if self._pool is None:
             return
@@ -354,12 +329,12 @@ class MPIExecutor(Executor):
                 self._send([self._suspects.popleft()], isolated=True)
             return
         limit = _PER_WORKER * max(self._n, 1)
-        k = self._chunk_size()  # once per pass: the queue is shared fairly among the workers
+        k = self._chunk_size(self._n)  # once per pass: the queue is shared fairly among workers
         while self._queue and len(self._futures) < limit:
-            self._send([self._queue.popleft() for _ in range(min(k, len(self._queue)))])
+            self._send(self._take(k))
 
     def _send(self, tasks: list[Task], isolated: bool = False) -> None:
-        payload = [(t.generation, t.index, t.attempt, t.params, t.info) for t in tasks]
+        payload = self._payload(tasks)
         batch = bool(self._batch_size)
         try:
             future = self._pool.submit(mpi_worker.run, self._token, payload, batch)
@@ -367,30 +342,20 @@ class MPIExecutor(Executor):
             raise ExecutorError(f"mpi: the worker pool is broken: {exc}") from None
         self._futures[future] = _Pending(tasks, isolated)
 
-    def wait(self, timeout: float | None = None) -> list[Outcome]:
-        end = None if timeout is None else time.monotonic() + timeout
-        self._dispatch()
-        while not self._outcomes:
-            if not self._futures:
-                return []
-            waits: list[cf.Future] = list(self._futures)
-            if self._watch is not None:
-                waits.append(self._watch.future)
-            left = None
-            if end is not None:
-                left = end - time.monotonic()
-                if left <= 0:
-                    return []
-            done, _ = cf.wait(waits, timeout=left, return_when=cf.FIRST_COMPLETED)
-            for f in done:
-                pending = self._futures.pop(f, None)
-                if pending is not None:
-                    self._collect(f, pending)
-            if self._watch is not None and self._watch.future.done():
-                self._pool_lost()
-            self._dispatch()
-        out, self._outcomes = self._outcomes, []
-        return out
+    def _busy(self) -> bool:
+        return bool(self._futures)
+
+    def _block(self, timeout: float | None) -> None:
+        waits: list[cf.Future] = list(self._futures)
+        if self._watch is not None:
+            waits.append(self._watch.future)
+        done, _ = cf.wait(waits, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+        for f in done:
+            pending = self._futures.pop(f, None)
+            if pending is not None:
+                self._collect(f, pending)
+        if self._watch is not None and self._watch.future.done():
+            self._pool_lost()
 
     def _collect(self, future: cf.Future, pending: _Pending) -> None:
         exc = future.exception()
@@ -402,25 +367,16 @@ class MPIExecutor(Executor):
         name, host, rows = future.result()
         tasks = pending.tasks
         done = 0
-        for task, (status, fitness, metrics, outputs, error, t0, t1) in zip(tasks, rows):
-            if status == mpi_worker.INTERRUPTED:
+        record = self._record
+        for task, row in zip(tasks, rows):
+            if row[0] == mpi_worker.INTERRUPTED:
                 # A SIGTERM/SIGINT that is not ours (cancelled futures are never collected):
                 # Open MPI ending a lost pool's other workers, or someone signalling the rank.
                 # The evaluation is not at fault: it runs again, like the ones not begun.
                 break
             done += 1
-            self._in_flight -= 1
-            self._mean_duration = moving_mean(self._mean_duration, t1 - t0)
-            self._outcomes.append(
-                Outcome(task, Status(status), fitness, metrics, error, t0, t1, host, name, outputs)
-            )
+            record(task, row, host, name)
         self._queue.extendleft(reversed(tasks[done:]))
-
-    def _report(self, tasks: list[Task], status: Status, error: str, worker: str = "") -> None:
-        now = time.time()
-        for task in tasks:
-            self._in_flight -= 1
-            self._outcomes.append(Outcome(task, status, None, {}, error, now, now, "", worker))
 
     # -- a lost pool (spawned workers) ------------------------------------------------------------
     def _pool_lost(self) -> None:
@@ -460,10 +416,8 @@ class MPIExecutor(Executor):
 
     def cancel_all(self) -> None:
         """Drop queued tasks; running evaluations are interrupted (SIGTERM) where possible."""
-        self._queue.clear()
+        self._forget_work()
         self._suspects.clear()
-        self._outcomes.clear()
-        self._in_flight = 0
         running = False
         for future in self._futures:
             if not future.cancel():

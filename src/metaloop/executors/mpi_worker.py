@@ -11,10 +11,11 @@ in the rank's main thread:
 * :func:`run` evaluates a chunk of tasks (or one ``evaluate_batch`` call) there.
 
 A running MPI task cannot be cancelled from the driver, so limits are enforced here:
-``timeout_s`` is a SIGALRM timer around each evaluation (Python code is interrupted, a
-command optimizee's process group is killed by its own clean-up) and SIGTERM/SIGINT during
-an evaluation abandon it; either way the rank stays in the pool.  Outside an evaluation
-these signals are ignored: the driver decides when a worker rank stops.
+``setup.policy.timeout_s`` is a SIGALRM timer around each evaluation (Python code is
+interrupted, a command optimizee's process group is killed by its own clean-up) and
+SIGTERM/SIGINT during an evaluation abandon it; either way the rank stays in the pool.
+Outside an evaluation these signals are ignored: the driver decides when a worker rank
+stops.
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from metaloop.executors.base import WorkerSetup, evaluator_for
+from metaloop.executors.base import (
+    WorkerSetup,
+    build_error_line,
+    evaluator_for,
+    redirect_output,
+)
 
 #: True in a process that serves as an MPI worker rank (a run started there is refused).
 IN_WORKER = False
@@ -74,17 +80,16 @@ def _install_handlers() -> None:
     signal.signal(signal.SIGINT, _on_stop)
 
 
-def _install(token: str, setup: WorkerSetup, rank: int, timeout_s: float | None) -> None:
+def _install(token: str, setup: WorkerSetup, rank: int) -> None:
     global IN_WORKER
     IN_WORKER = True
-    from metaloop.executors.local_worker import _redirect_output
     from metaloop.optimizees.evaluator import hostname
     from metaloop.optimizees.loader import build_optimizee
 
     _STATE.clear()  # a previous experiment's optimizee (shared pool under mpirun)
-    _redirect_output(Path(setup.workdir) / "logs" / f"mpi-rank{rank}.log")
+    redirect_output(Path(setup.workdir) / "logs" / f"mpi-rank{rank}.log")
     _install_handlers()
-    _limits["timeout_s"] = timeout_s or 0.0
+    _limits["timeout_s"] = setup.policy.timeout_s or 0.0
     optimizee = build_optimizee(setup.optimizee)
     evaluator = evaluator_for(optimizee, setup)
     _STATE[token] = (evaluator, hostname(), f"mpi-rank{rank}:{os.getpid()}")
@@ -105,20 +110,16 @@ def hello() -> list[tuple[int, int, str]]:
     return comm.allgather((rank, os.getpid(), hostname()))
 
 
-def build(token: str, setup: WorkerSetup, timeout_s: float | None) -> list[tuple[int, str | None]]:
-    """Build the optimizee on this rank; every rank's (rank, error line or None)."""
-    from metaloop.optimizees.loader import OptimizeeLoadError
-
+def build(token: str, setup: WorkerSetup) -> list[tuple[int, str | None]]:
+    """Build the optimizee on this rank (its time limit: ``setup.policy.timeout_s``); every
+    rank's (rank, error line or None)."""
     comm, rank = _rank()
     error = None
     try:
-        _install(token, setup, rank, timeout_s)
+        _install(token, setup, rank)
     except BaseException as exc:  # noqa: BLE001 - reported to the driver in one line
         traceback.print_exc()  # into this rank's log (when the redirect worked)
-        if isinstance(exc, OptimizeeLoadError):
-            error = str(exc)
-        else:
-            error = f"optimizee: building it failed: {type(exc).__name__}: {exc}"
+        error = build_error_line(exc)
     return comm.allgather((rank, error))
 
 

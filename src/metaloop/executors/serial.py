@@ -25,13 +25,15 @@ def _copy(params: dict) -> dict:
 class SerialExecutor(Executor):
     kind = "serial"
 
-    def __init__(self, batch_size: int | None = None) -> None:
+    def __init__(self) -> None:
         self._queue: deque[Task] = deque()
         self._evaluate: Evaluator | None = None
         self._host = hostname()
-        self.batch_size = batch_size or 1
+        self.batch_size = 1
 
     def start(self, setup: WorkerSetup) -> None:
+        self.policy = setup.policy  # (its timeout cannot be enforced in the driver's process)
+        self.batch_size = setup.policy.batch_size or 1
         optimizee = build_optimizee(setup.optimizee)
         self._evaluate = evaluator_for(optimizee, setup)
 

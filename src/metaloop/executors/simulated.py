@@ -89,12 +89,10 @@ class SimulatedExecutor(Executor):
         workers: int = 1,
         durations: Durations | None = None,
         failure_rate: float = 0.0,
-        timeout_s: float | None = None,
     ) -> None:
         self._workers = workers
         self.durations = durations or Durations()
         self.failure_rate = failure_rate
-        self.timeout_s = timeout_s
         self._queue: deque[Task] = deque()  # submitted, waiting for a free virtual worker
         # running: (finish_v, seq, start_v, worker, status, task); seq keeps ties in submit order
         self._running: list[tuple[float, int, float, int, Status, Task]] = []
@@ -110,6 +108,12 @@ class SimulatedExecutor(Executor):
         self._evaluate = evaluator_for(optimizee, setup)
         self._seed = setup.seed
         self._t0 = time.time()
+        self.policy = setup.policy
+
+    @property
+    def timeout_s(self) -> float | None:
+        """The policy's timeout, applied to the drawn (virtual) evaluation times."""
+        return self.policy.timeout_s
 
     def _begin(self, task: Task) -> None:
         """Start ``task`` on a free virtual worker at the current virtual time."""
