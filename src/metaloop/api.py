@@ -15,6 +15,7 @@ from metaloop.records import Evaluation, ExperimentStatus
 from metaloop.store import DEFAULT_STORAGE, ExperimentInfo, Store, open_store, validate_storage_url
 from metaloop.store.base import StoreError, StoreMissing
 from metaloop.store.liveness import driver_alive
+from metaloop.store.sql import duplicate_name
 
 
 class Experiment:
@@ -78,10 +79,7 @@ def _refuse_existing_name(storage: str, name: str) -> None:
         return  # no store yet: the name is free (an unreachable server is an error)
     with store:
         if store.get_experiment(name) is not None:
-            raise StoreError(
-                f"name: an experiment named {name!r} already exists in {store.url} "
-                f"(use 'metaloop resume --name {name}' or choose another --name)"
-            )
+            raise duplicate_name(name, store.url)
 
 
 def _start_executor(config: Config, seed: int) -> Executor:

@@ -24,6 +24,7 @@ from metaloop.executors import EXECUTOR_KINDS
 from metaloop.store import DEFAULT_STORAGE
 from metaloop.store.postgres import mask_password
 
+EXIT_FAILED = 1  # the run ended, but not one evaluation succeeded
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -276,7 +277,17 @@ def _report(summary: Any, args: argparse.Namespace, storage: str) -> int:
             f"metaloop resume --storage {mask_password(storage)} --name {summary.name}",
             file=sys.stderr,
         )
-    return EXIT_INTERRUPTED if summary.status == "interrupted" else 0
+    if summary.status == "interrupted":
+        return EXIT_INTERRUPTED
+    if summary.status == "finished" and summary.n_evaluations > 0 and summary.best is None:
+        print(
+            f"metaloop: error: every one of the {summary.n_evaluations} evaluations failed; "
+            f"see their errors with: metaloop export --storage {mask_password(storage)} "
+            f"--name {summary.name} --format csv",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return 0
 
 
 def _short_params(params: dict[str, Any]) -> str:
@@ -307,6 +318,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         "executor.address": args.address,
     }
     experiment = Experiment(args.config, **overrides)
+    if experiment.config.model.storage.endswith(":memory:"):
+        raise UserError(
+            "storage: sqlite:///:memory: keeps nothing once the run ends; give a file, "
+            "e.g. sqlite:///results.db"
+        )
     _interrupt_on_sigterm()
     summary = experiment.run(observer=_observer(args))
     return _report(summary, args, experiment.config.model.storage)
@@ -392,9 +408,14 @@ def _term_width() -> int:
 
 
 def _check_output(path: str) -> None:
+    """A file ``-o`` may write (atomically, through a temporary file beside it)."""
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise UserError(f"-o: directory does not exist: {parent}")
+    if os.path.isdir(path):
+        raise UserError(f"-o: {path} is a directory; expected a file name")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"-o: cannot write in {parent} (permission denied)")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -457,8 +478,10 @@ def cmd_slurm_script(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from metaloop.api import plot
+    from metaloop.readers.plot import check_plot_output
 
     _check_output(args.output)
+    check_plot_output(args.output)
     plot(args.name, args.output, args.storage)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0

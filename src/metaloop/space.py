@@ -20,7 +20,13 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-_MAX_ARRAY_SIZE = 100_000_000
+#: the most components a candidate may have (all parameters, arrays counted element-wise):
+#: a million float64 values is 8 MB per candidate, a population of them already gigabytes
+MAX_DIM = 1_000_000
+#: int bounds stay within the integers a float64 (the unit-cube encoding) holds exactly
+MAX_INT = 2**53
+#: the most values a choice may have
+MAX_CHOICES = 100_000
 
 
 class _ParamModel(BaseModel):
@@ -44,8 +50,10 @@ class RealParam(_ParamModel):
             raise ValueError(f"low ({self.low}) must be less than high ({self.high})")
         if not math.isfinite(self.high - self.low):
             raise ValueError(f"the range high - low must be finite, got {self.low}..{self.high}")
-        if self.shape and math.prod(self.shape) > _MAX_ARRAY_SIZE:
-            raise ValueError(f"shape {self.shape} has more than {_MAX_ARRAY_SIZE} elements")
+        if self.shape and math.prod(self.shape) > MAX_DIM:
+            raise ValueError(
+                f"shape {self.shape} has {math.prod(self.shape):,} elements; at most {MAX_DIM:,}"
+            )
         if self.log and self.low <= 0:
             raise ValueError(f"log scale needs low > 0, got low={self.low}")
         return self
@@ -66,6 +74,11 @@ class IntParam(_ParamModel):
     def _check(self) -> IntParam:
         if self.low > self.high:
             raise ValueError(f"low ({self.low}) must not be greater than high ({self.high})")
+        if max(abs(self.low), abs(self.high)) > MAX_INT:
+            raise ValueError(
+                f"low and high must lie within -2**53..2**53 ({MAX_INT}), got {self.low}, "
+                f"{self.high}"
+            )
         return self
 
     @property
@@ -77,7 +90,14 @@ class ChoiceParam(_ParamModel):
     """One of a list of values (strings, numbers, booleans)."""
 
     type: Literal["choice"] = "choice"
-    values: list[Any] = Field(min_length=1)
+    values: list[Any] = Field(min_length=1, max_length=MAX_CHOICES)
+
+    @model_validator(mode="after")
+    def _check(self) -> ChoiceParam:
+        for value in self.values:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"values must be finite, got {value}")
+        return self
 
     @property
     def size(self) -> int:
@@ -99,6 +119,10 @@ class Space:
         for name, spec in self.params.items():
             self.slices[name] = slice(start, start + spec.size)
             start += spec.size
+        if start > MAX_DIM:
+            raise ValueError(
+                f"the parameters have {start:,} components in all; at most {MAX_DIM:,}"
+            )
         self.dim = start
 
     @classmethod

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from metaloop.config.schema import OPTIMIZEE_KINDS, ConfigDictT
+from metaloop.config.yamltext import load_yaml
 from metaloop.errors import ConfigError
 
 
@@ -40,17 +40,11 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> list[str]
     return lines
 
 
-def mapping_from_yaml(text: str, source: str = "") -> ConfigDictT:
-    """The mapping a YAML (or JSON) text holds; ConfigError naming ``source`` (a file) if given,
-    for bad YAML or a text that is not a mapping."""
-    in_source = f" in {source}" if source else ""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"config: YAML syntax error{in_source}{where}: {problem}") from None
+def mapping_from_yaml(text: str | bytes, source: str = "") -> ConfigDictT:
+    """The mapping a YAML (or JSON) text holds, read within bounds (:mod:`.yamltext`);
+    ConfigError naming ``source`` (a file) if given, for bad YAML or a text that is not a
+    mapping."""
+    data = load_yaml(text, source)
     if not isinstance(data, dict):
         what = f"{source} must hold" if source else "must be"
         raise ConfigError(f"config: {what} a mapping of keys, got {type(data).__name__}")
@@ -58,8 +52,14 @@ def mapping_from_yaml(text: str, source: str = "") -> ConfigDictT:
 
 
 def read_yaml(path: str | Path) -> ConfigDictT:
-    """Read a YAML config file; ConfigError for a missing file or bad YAML."""
+    """Read a YAML config file; ConfigError for a missing file, an unreadable one or bad YAML."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config: {p} is a directory; expected a YAML file")
     if not p.is_file():
         raise ConfigError(f"config: file not found: {p}")
-    return mapping_from_yaml(p.read_text(), str(p))
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {p}: {exc.strerror or exc}") from None
+    return mapping_from_yaml(data, str(p))

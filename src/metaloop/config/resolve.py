@@ -130,7 +130,10 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
             elif not model.space:
                 space_errors.append("space: must define at least one parameter")
             else:
-                space = Space(model.space)
+                try:
+                    space = Space(model.space)
+                except ValueError as exc:  # the whole space (each parameter passed)
+                    space_errors.append(f"space: {exc}")
         given = None if "space" in broken else model.space
         request = SpecCheck(spec, given, space, base, model.name, model.storage)
         try:
@@ -177,12 +180,36 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
     errors.extend(_executor_problems(model.executor))
     if model.workdir is not None:
         model.workdir = str((base / model.workdir).resolve())
+    if "name" not in broken and "storage" not in broken:
+        errors.extend(_workdir_problems(model))
     if errors:
         raise ConfigError(errors)
     assert space is not None
     config = Config(model, space, weights, base)
     config.initial_population = initial
     return config
+
+
+def default_workdir(storage: str, name: str) -> Path:
+    """Per-experiment working directory: beside the SQLite file, or under the current dir."""
+    if storage.startswith("sqlite:///") and not storage.endswith(":memory:"):
+        db = Path(storage[len("sqlite:///") :])
+        return (db.parent / f"{db.stem}-work" / name).resolve()
+    return (Path("metaloop-work") / name).resolve()
+
+
+def _workdir_problems(model: ExperimentConfig) -> list[str]:
+    """The working directory (given or the default) must be a directory or creatable."""
+    given = model.workdir is not None
+    path = Path(model.workdir) if given else default_workdir(model.storage, model.name)
+    field = "workdir" if given else "workdir (default, beside the store)"
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                what = "is" if part == path else f"lies under {part}, which is"
+                return [f"{field}: {path} {what} a file, not a directory"]
+            return []
+    return []
 
 
 def _with_start(optimizer: dict[str, Any], start: list[float]) -> dict[str, Any]:
@@ -293,9 +320,13 @@ def load_config(
         if value is None:
             continue
         if key.startswith("executor."):
-            executor = dict(raw.get("executor") or {})
-            executor[key.split(".", 1)[1]] = value
-            raw["executor"] = executor
+            given = raw.get("executor") or {}
+            if not isinstance(given, dict):
+                raise ConfigError(
+                    f"executor: expected a mapping like {{kind: local, workers: 2}}, got "
+                    f"{given!r}"
+                )
+            raw["executor"] = {**given, key.split(".", 1)[1]: value}
         else:
             raw[key] = value
     if "name" not in raw and path is not None:

@@ -28,7 +28,9 @@ StrictInt = Annotated[int, Strict()]  # `generations: true` is a mistake, not 1
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown keys are errors; numbers must be finite (``.nan``, ``.inf`` are refused)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TaskFamilySpec(_Strict):

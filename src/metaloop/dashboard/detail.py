@@ -33,7 +33,7 @@ def experiment_workdirs(info: ExperimentInfo, store_url: str) -> list[Path]:
     The config's ``workdir`` if set, else the default beside the store as the dashboard sees
     it, else as the run saw it (a relative SQLite path resolves against the run's directory).
     """
-    from metaloop.drivers.loop import default_workdir
+    from metaloop.config.resolve import default_workdir
 
     out: list[Path] = []
     if info.config.get("workdir"):

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from metaloop.config import Config
+from metaloop.config.resolve import default_workdir
 from metaloop.drivers.controller import Controller
 from metaloop.drivers.pruning import make_pruner
 from metaloop.drivers.tailer import ReportTailer
@@ -97,14 +98,6 @@ def worker_setup(config: Config, seed: int) -> WorkerSetup:
 def experiment_workdir(config: Config) -> Path:
     m = config.model
     return Path(m.workdir) if m.workdir else default_workdir(m.storage, m.name)
-
-
-def default_workdir(storage: str, name: str) -> Path:
-    """Per-experiment working directory: beside the SQLite file, or under the current dir."""
-    if storage.startswith("sqlite:///") and not storage.endswith(":memory:"):
-        db = Path(storage[len("sqlite:///") :])
-        return (db.parent / f"{db.stem}-work" / name).resolve()
-    return (Path("metaloop-work") / name).resolve()
 
 
 class Loop:

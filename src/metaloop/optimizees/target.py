@@ -58,21 +58,40 @@ def load_target(target: str) -> Any:
                 sys.path.insert(0, parent)
             try:
                 spec.loader.exec_module(module)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 del sys.modules[mod_key]
                 raise OptimizeeLoadError(
-                    f"optimizee.target: importing {path} failed: {type(exc).__name__}: {exc}"
-                ) from exc
+                    f"optimizee.target: importing {path} failed: {_describe(exc)}"
+                ) from None
     else:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise OptimizeeLoadError(
-                f"optimizee.target: cannot import module {module_name!r}: {exc}"
-            ) from exc
+                f"optimizee.target: cannot import module {module_name!r}: {_describe(exc, False)}"
+            ) from None
+        except (Exception, SystemExit) as exc:
+            raise OptimizeeLoadError(
+                f"optimizee.target: importing module {module_name!r} failed: {_describe(exc)}"
+            ) from None
     if not hasattr(module, attr):
         raise OptimizeeLoadError(f"optimizee.target: {module_name!r} has no attribute {attr!r}")
     return getattr(module, attr)
+
+
+def _describe(exc: BaseException, with_type: bool = True) -> str:
+    """One line about an exception raised while importing a target (even one that cannot be
+    printed, or a ``sys.exit()`` at import)."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r}) while being imported"
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - an exception whose __str__ raises
+        text = "<unprintable message>"
+    first = text.strip().splitlines()[0][:500] if text.strip() else ""
+    if not with_type:
+        return first
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def check_python_target(obj: Any, kwargs: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from metaloop.errors import UserError
 from metaloop.readers.export import n_objectives
 from metaloop.records import Status
 from metaloop.store.base import ExperimentInfo, Store
@@ -19,8 +20,23 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("plotting needs matplotlib: pip install 'metaloop[plot]'") from None
+        raise UserError("plot: needs matplotlib: pip install 'metaloop[plot]'") from None
     return plt
+
+
+def check_plot_output(output: str) -> None:
+    """The image format (from the file's extension) is one matplotlib writes; UserError
+    naming the formats otherwise (checked before the store is read)."""
+    _pyplot()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    formats = sorted(FigureCanvasAgg.get_supported_filetypes())
+    ext = os.path.splitext(output)[1].lstrip(".").lower()
+    if ext not in formats:
+        got = f"'.{ext}'" if ext else "no extension"
+        raise UserError(
+            f"-o: unsupported image format ({got}); expected one of {', '.join(formats)}"
+        )
 
 
 def plot_fitness(store: Store, info: ExperimentInfo, output: str) -> None:

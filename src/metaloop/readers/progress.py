@@ -28,11 +28,47 @@ if TYPE_CHECKING:
     from metaloop.records import Evaluation
 
 
-def format_best(loop: Loop) -> str:
+def format_best(loop: Loop, digits: int = 6) -> str:
     best = loop.best
     if best is None or best.fitness is None:
         return "-"
-    return ", ".join(f"{v:.6g}" for v in best.fitness)
+    return ", ".join(f"{v:.{digits}g}" for v in best.fitness)
+
+
+#: the longest experiment name shown in the bar (longer ones are cut with an ellipsis)
+NAME_WIDTH = 16
+
+
+def _description(name: str, generation: int) -> str:
+    short = name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 1] + "…"
+    return f"{short} gen {generation}"
+
+
+def progress_columns(width: int) -> list[Any]:
+    """The bar's columns for a terminal ``width`` wide: everything from 120 columns, a short
+    bar with count, best and time left from 80, the count and best below."""
+    count = TextColumn("{task.completed}/{task.total}")
+    best = TextColumn("best {task.fields[best]}")
+    if width >= 120:
+        return [
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            count,
+            TextColumn("{task.fields[rate]} eval/s"),
+            TextColumn("failed {task.fields[failed]}"),
+            best,
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        ]
+    if width >= 80:
+        return [
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=10),
+            count,
+            best,
+            TimeRemainingColumn(),
+        ]
+    return [TextColumn("[bold]{task.description}"), count, best]
 
 
 class ProgressObserver(RunObserver):
@@ -48,6 +84,8 @@ class ProgressObserver(RunObserver):
         self._n0 = 0
         self._last_line = 0.0
         self._total: int | None = None
+        #: significant digits of the best fitness: fewer on narrow terminals
+        self._digits = 6 if self.console.width >= 120 else 4
 
     def started(self, loop: Loop) -> None:
         m = loop.config.model
@@ -60,25 +98,18 @@ class ProgressObserver(RunObserver):
         self._total = min(totals) if totals else None
         if self.live:
             self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TextColumn("{task.fields[rate]} eval/s"),
-                TextColumn("failed {task.fields[failed]}"),
-                TextColumn("best {task.fields[best]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
+                *progress_columns(self.console.width),
                 console=self.console,
                 refresh_per_second=4,
             )
             self._progress.start()
             self._task = self._progress.add_task(
-                f"{loop.info.name} gen {loop.generation}",
+                _description(loop.info.name, loop.generation),
                 total=self._total,
                 completed=loop.n_evaluations,
                 rate="-",
                 failed=loop.n_failed,
-                best=format_best(loop),
+                best=format_best(loop, self._digits),
             )
 
     def generation_started(self, generation: int, size: int, loop: Loop) -> None:
@@ -92,13 +123,14 @@ class ProgressObserver(RunObserver):
         self._total = min(totals) if totals else None
         if self._progress is not None and self._task is not None:
             self._progress.update(
-                self._task, total=self._total, description=f"{loop.info.name} gen {generation}"
+                self._task, total=self._total, description=_description(loop.info.name, generation)
             )
 
     def _fields(self, loop: Loop) -> dict[str, Any]:
         dt = time.monotonic() - self._t0
         rate = (loop.n_evaluations - self._n0) / dt if dt > 0 else 0.0
-        return {"rate": f"{rate:.1f}", "failed": loop.n_failed, "best": format_best(loop)}
+        best = format_best(loop, self._digits)
+        return {"rate": f"{rate:.1f}", "failed": loop.n_failed, "best": best}
 
     def evaluated(self, evaluation: Evaluation, loop: Loop) -> None:
         if self._progress is not None and self._task is not None:

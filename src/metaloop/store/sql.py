@@ -67,7 +67,7 @@ def fitness_json(fitness: tuple[float, ...]) -> str:
 def duplicate_name(name: str, where: str) -> StoreError:
     return StoreError(
         f"name: an experiment named {name!r} already exists in {where} "
-        f"(use 'metaloop resume --name {name}' or choose another --name)"
+        f"(use 'metaloop resume --storage {where} --name {name}' or choose another --name)"
     )
 
 
