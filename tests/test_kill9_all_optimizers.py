@@ -85,9 +85,7 @@ def enkf_slow(params, ctx):
 
 def _config(tmp: Path, kind: str, tag: str, speed: str) -> dict[str, Any]:
     target = str(tmp / "opt.py")
-    executor = (
-        {"kind": "serial"} if KINDS.index(kind) % 2 == 0 else {"kind": "local", "workers": 2}
-    )
+    executor = {"kind": "serial"} if KINDS.index(kind) % 2 == 0 else {"kind": "local", "workers": 2}
     if get_optimizer_class(kind).uses_outputs:  # enkf learns from outputs: its example
         cfg = yaml.safe_load(ENKF_EXAMPLE.read_text())
         cfg["optimizer"].update(SMALL.get(kind, {}))
