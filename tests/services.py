@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 from types import ModuleType
 
@@ -42,6 +43,14 @@ def has_module(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
         return False
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child a test sends SIGINT (Ctrl-C): restore the default handler.
+
+    A shell starts background jobs (``nohup ... &``) with SIGINT ignored, and an ignored signal
+    stays ignored across exec, so without this the child would never see the Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def slurm_running() -> bool:

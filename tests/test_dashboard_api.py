@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from services import need_module
+from services import default_sigint, need_module
 
 need_module("starlette")
 need_module("httpx")
@@ -751,6 +751,7 @@ def _dashboard(args: list[str], env: dict[str, str] | None = None, cwd: Path | N
         text=True,
         cwd=cwd,
         env={**os.environ, **(env or {})},
+        preexec_fn=default_sigint,  # the tests end it with Ctrl-C
     )
 
 

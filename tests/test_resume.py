@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
+from services import default_sigint
 
 OPTIMIZEE = Path(__file__).resolve().parent / "optimizees" / "resume_logged.py"
 MARK_VAR = "METALOOP_TEST_MARK"
@@ -85,7 +86,7 @@ def _env(mark: str | None) -> dict[str, str]:
 def _popen(args: list[str], mark: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         ["metaloop", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=_env(mark), start_new_session=True,
+        env=_env(mark), start_new_session=True, preexec_fn=default_sigint,  # Ctrl-C tests
     )
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from services import has_module, need, slurm_running
+from services import default_sigint, has_module, need, slurm_running
 
 from metaloop.api import Experiment, history
 from metaloop.config import ExecutorSpec, load_config
@@ -528,6 +528,7 @@ def test_cli_run_interrupt_and_resume(slurm, tmp_path, opt_file):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,  # it gets Ctrl-C
     )
     try:
         deadline = time.monotonic() + 120
