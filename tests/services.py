@@ -1,11 +1,16 @@
-"""Real external components for tests (MPI, SLURM, PostgreSQL): skip locally when one is
-absent, fail in CI, where `.ci/run` installs and starts them all (METALOOP_TEST_REQUIRE_ALL=1)."""
+"""Real external components for tests (MPI, SLURM, PostgreSQL, a C compiler, the optional
+Python packages of the test extras): skip locally when one is absent, fail in CI, where
+`.ci/run` installs and starts them all (METALOOP_TEST_REQUIRE_ALL=1)."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import shutil
+import signal
 import subprocess
+from types import ModuleType
 
 import pytest
 
@@ -19,7 +24,33 @@ def need(component: str, available: bool, reason: str) -> None:
     message = f"{component} not available: {reason}"
     if REQUIRE_ALL:
         pytest.fail(f"{message} (METALOOP_TEST_REQUIRE_ALL=1: CI must provide it)")
-    pytest.skip(message)
+    pytest.skip(message, allow_module_level=True)  # also at module level (a whole file)
+
+
+def need_module(name: str, reason: str = "") -> ModuleType:
+    """Import ``name`` (a Python package the test extras install) or skip locally / fail in
+    CI, like ``need``: the ``pytest.importorskip`` that CI cannot silently pass."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        need(f"Python package {name!r}", False, f"{reason or 'pip install -e .[test]'} ({exc})")
+        raise  # not reached: need() skipped or failed
+
+
+def has_module(name: str) -> bool:
+    """``name`` can be imported (found without importing it)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child a test sends SIGINT (Ctrl-C): restore the default handler.
+
+    A shell starts background jobs (``nohup ... &``) with SIGINT ignored, and an ignored signal
+    stays ignored across exec, so without this the child would never see the Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def slurm_running() -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from services import need_module
 from test_resume import (
     _cli,
     _finish,
@@ -310,8 +311,8 @@ def test_dashboard_groups_an_async_run_by_results_and_reads_only_new_ones(
 ) -> None:
     """The dashboard shows an async run's results in populations of ``pop_size`` in
     completion order (as status counts generations), and a poll reads only new results."""
-    pytest.importorskip("starlette")
-    pytest.importorskip("httpx")
+    need_module("starlette")
+    need_module("httpx")
     import warnings
 
     with warnings.catch_warnings():

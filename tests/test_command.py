@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from services import need
 
 from metaloop.api import Experiment, history
 from metaloop.config import ConfigError, validate_config
@@ -418,8 +419,8 @@ def test_cli_relative_program_from_another_cwd(tmp_path):
     assert (wd / "stderr.txt").read_text() == f"sphere.sh in {wd}\n"
 
 
-@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler (cc)")
 def test_cli_cmaes_on_a_c_program(tmp_path):
+    need("a C compiler (cc)", shutil.which("cc") is not None, "apt-get install gcc (.ci/run)")
     exe = tmp_path / "sphere"
     subprocess.run(
         ["cc", "-O2", "-ffp-contract=off", "-o", str(exe), str(PROGRAMS / "sphere.c")],

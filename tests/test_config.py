@@ -52,10 +52,6 @@ def metaloop_cmd() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "metaloop.cli"]
 
 
-def xfail(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 def regression(case: tuple[Any, ...], bug: str) -> Any:
     """A case that once failed (``bug`` says how); kept as a regression test."""
     return pytest.param(case, id=case[0])

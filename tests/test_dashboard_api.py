@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from services import default_sigint, need_module
 
-pytest.importorskip("starlette")
-pytest.importorskip("httpx")
+need_module("starlette")
+need_module("httpx")
 
 with warnings.catch_warnings():  # newer Starlette prefers httpx2 for its test client
     warnings.simplefilter("ignore")
@@ -685,7 +686,7 @@ def test_static_assets_are_package_data() -> None:
 
     from metaloop.dashboard.assets import ASSETS, static_dir
 
-    tomllib = pytest.importorskip("tomllib")
+    tomllib = need_module("tomllib", "Python >= 3.11")
     pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
     data = tomllib.loads(pyproject.read_text())
     globs = data["tool"]["setuptools"]["package-data"]["metaloop.dashboard"]
@@ -750,6 +751,7 @@ def _dashboard(args: list[str], env: dict[str, str] | None = None, cwd: Path | N
         text=True,
         cwd=cwd,
         env={**os.environ, **(env or {})},
+        preexec_fn=default_sigint,  # the tests end it with Ctrl-C
     )
 
 

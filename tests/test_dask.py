@@ -20,15 +20,14 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from services import need_module
 
 from metaloop.api import Experiment, history
 from metaloop.executors.base import ExecutorError, WorkerSetup
 from metaloop.optimizees.loader import OptimizeeLoadError
 from metaloop.records import Status, Task
 
-pytest.importorskip(
-    "distributed", reason="the dask executor needs dask.distributed (pip install 'metaloop[dask]')"
-)
+need_module("distributed", "the dask executor needs it (pip install 'metaloop[dask]')")
 
 import dask  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402

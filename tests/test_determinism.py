@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from metaloop.api import Experiment, history
-from metaloop.optimizers.registry import get_optimizer_class
 
 FAULTY = Path(__file__).resolve().parent / "optimizees" / "faulty.py"
 GENERATIONS = 4
@@ -30,13 +29,6 @@ OPTIMIZEES: dict[str, dict[str, Any]] = {
         },
     },
 }
-
-
-def _optimizer_available(kind: str) -> None:
-    try:
-        get_optimizer_class(kind)
-    except (ImportError, AttributeError) as exc:
-        pytest.skip(f"optimizer {kind!r} not importable yet: {exc}")
 
 
 def _plain(value: Any) -> Any:
@@ -83,7 +75,6 @@ def _completion_order_differs(evals) -> bool:
 @pytest.mark.parametrize("optimizer", ["random", "ga"])
 @pytest.mark.parametrize("optimizee", sorted(OPTIMIZEES))
 def test_same_seed_same_results_on_every_executor(tmp_path, optimizer, optimizee):
-    _optimizer_available(optimizer)
     results = {}
     reordered = False
     for kind, workers in EXECUTORS:
@@ -107,7 +98,6 @@ def test_same_seed_same_results_on_every_executor(tmp_path, optimizer, optimizee
 
 @pytest.mark.parametrize("optimizer", ["random", "ga"])
 def test_different_seed_different_results(tmp_path, optimizer):
-    _optimizer_available(optimizer)
     _, a = _run(tmp_path, "seed-a", "noisy-sphere", optimizer, 1, "serial", None)
     _, a2 = _run(tmp_path, "seed-a2", "noisy-sphere", optimizer, 1, "local", 2)
     _, b = _run(tmp_path, "seed-b", "noisy-sphere", optimizer, 2, "serial", None)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
+from services import need_module
 
 from metaloop.api import Experiment, experiment_info, history
 from metaloop.datasets import load_digits, train_test_split
@@ -32,7 +32,7 @@ def test_digits_are_shipped_and_match_scikit_learn() -> None:
     assert images.min() == 0 and images.max() == 16 and set(labels) == set(range(10))
     train, test = train_test_split(1797, 0.3, 0)
     assert len(test) == 539 and not set(train) & set(test)
-    sklearn = pytest.importorskip("sklearn.datasets")
+    sklearn = need_module("sklearn.datasets")
     ref = sklearn.load_digits()
     assert np.array_equal(images, ref.data) and np.array_equal(labels, ref.target)
 

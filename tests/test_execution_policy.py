@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from services import MPI_ENV, mpi_available, need
+from services import MPI_ENV, mpi_available, need, need_module
 
 from metaloop.api import Experiment, history
 from metaloop.config import ExecutorSpec, validate_config
@@ -128,8 +128,8 @@ def _check(evals: list, cfg: dict) -> None:
 
 @pytest.mark.parametrize("kind", ["local", "dask"])
 def test_a_configured_timeout_reaches_the_evaluations(kind, tmp_path):
-    if kind == "dask" and importlib.util.find_spec("distributed") is None:
-        pytest.skip("dask is not installed")
+    if kind == "dask":
+        need_module("distributed", "the dask executor needs it (pip install 'metaloop[dask]')")
     cfg = _config(tmp_path, kind)
     summary = Experiment(cfg).run()
     assert summary.n_evaluations == 4

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from services import need_module
 
 from metaloop.api import Experiment, history
 from metaloop.optimizers.cmaes import CMAES, from_box, strategy, to_box
@@ -62,7 +63,7 @@ def evals_to(opt: CMAES, f: Cost, target: float, max_evals: int = 50_000) -> flo
 
 
 def pycma_evals_to(f: Cost, dim: int, seed: int, target: float) -> float:
-    cma = pytest.importorskip("cma")
+    cma = need_module("cma")
     opts = {"bounds": [0, 1], "seed": seed + 1, "verbose": -9}
     es = cma.CMAEvolutionStrategy(dim * [0.5], 0.3, opts)
     used = 0
@@ -121,7 +122,7 @@ def test_state_round_trip_continues_identically_across_restarts(convert):
 # -- pycma parity --------------------------------------------------------------------------------
 @pytest.mark.parametrize(("n", "lam"), [(2, None), (10, None), (10, 40), (10, 320), (100, 100)])
 def test_strategy_constants_equal_pycma(n, lam):
-    cma = pytest.importorskip("cma")
+    cma = need_module("cma")
     opts = {"verbose": -9, "seed": 1, **({"popsize": lam} if lam else {})}
     es = cma.CMAEvolutionStrategy(n * [0.5], 0.3, opts)
     st = strategy(n, es.sp.popsize, True)
@@ -135,7 +136,7 @@ def test_strategy_constants_equal_pycma(n, lam):
 
 
 def test_bound_transformation_is_pycmas():
-    cma = pytest.importorskip("cma")
+    cma = need_module("cma")
     tf = cma.transformations.BoxConstraintsLinQuadTransformation([[0, 1]])
     y = np.random.default_rng(0).normal(0.5, 2.0, 400)
     y[:6] = [0.05, 0.95, -0.05, 1.05, -0.6, 1.6]
@@ -147,7 +148,7 @@ def test_bound_transformation_is_pycmas():
 
 def test_one_update_equals_pycmas_on_the_same_samples():
     """Fed pycma's own samples, our update follows pycma's to rounding for 60 generations."""
-    cma = pytest.importorskip("cma")
+    cma = need_module("cma")
     f = ellipsoid(C10)
     es = cma.CMAEvolutionStrategy(10 * [0.5], 0.3, {"seed": 3, "verbose": -9, "bounds": [0, 1]})
     opt = CMAES(cube(10), {}, seed=0)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from services import need_module
 
 from metaloop.api import Experiment, history
 from metaloop.optimizers.de import DifferentialEvolution
@@ -231,7 +232,7 @@ def test_reaches_the_optimum(f, d, budget, strategy, worst):
 
 
 def test_comparable_to_scipy():
-    scipy_opt = pytest.importorskip("scipy.optimize")
+    scipy_opt = need_module("scipy.optimize")
     d, pop, gens = 4, 60, 20
 
     def reference(seed):

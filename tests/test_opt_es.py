@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from services import need_module
 
 from metaloop.api import Experiment, history
 from metaloop.optimizers.base import Optimizer
@@ -301,7 +302,7 @@ def test_nes_and_xnes_work_in_one_dimension():
 
 # -- against the references ----------------------------------------------------------------------
 def _cma_evals_to(tol: float, seed: int, diagonal: bool) -> int:
-    cma = pytest.importorskip("cma")
+    cma = need_module("cma")
     opts = {"bounds": [0, 1], "seed": seed + 1, "verbose": -9, "CMA_diagonal": diagonal}
     es, used = cma.CMAEvolutionStrategy(np.full(5, 0.5), 0.3, opts), 0
     while True:
@@ -323,7 +324,7 @@ def test_same_order_of_evaluations_as_pycma(kind, diagonal, factor):
 
 
 def test_es_no_worse_than_nevergrad_es():
-    pytest.importorskip("nevergrad")
+    need_module("nevergrad")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from quality_refs.common import problem, run_ours
     from quality_refs.es_family import run_nevergrad_es

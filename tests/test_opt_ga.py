@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from services import need_module
 
 from metaloop.api import Experiment, history
 from metaloop.optimizers.common import reflect, scores
@@ -291,7 +292,7 @@ def test_comparable_to_deap_on_a_small_problem():
     """Same setup as DEAP's eaSimple + elitism (benchmarks/quality_refs/ga.py): medians over
     9 seeds on the 5-D sphere within a factor 3 (measured: the distributions over 100 seeds
     agree, Mann-Whitney p > 0.2 on every benchmark cell but one)."""
-    pytest.importorskip("deap")
+    need_module("deap")
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
     try:
         from quality_refs.common import problem, run_ours

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydantic import ValidationError
+from services import need_module
 
 from metaloop.api import Experiment, export, history
 from metaloop.optimizers.nsga2 import NSGA2, polynomial_mutation, sbx
@@ -289,7 +290,7 @@ def test_zdt1_front_hypervolume():
 
 
 def test_comparable_to_deap():
-    pytest.importorskip("deap")
+    need_module("deap")
     sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
     try:
         import quality_nsga2

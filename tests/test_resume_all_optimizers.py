@@ -1,9 +1,9 @@
 """Resume is exact for every optimizer: interrupt mid-generation, resume, compare.
 
 The interrupt is an in-process Ctrl-C raised after a chosen number of recorded evaluations
-(the loop's safe-point handling is the same as for a real SIGINT; kill -9 of real processes
-is covered in tests/test_resume.py). Optimizers that learn from outputs (`enkf`) have their
-own kill -9 test in tests/test_opt_enkf.py.
+(the loop's safe-point handling is the same as for a real SIGINT). kill -9 of a real CLI
+run at an arbitrary instant is tested for every optimizer in
+tests/test_kill9_all_optimizers.py (and in depth for random/ga in tests/test_resume.py).
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ job a test left behind (after the test has checked itself that there is none).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from services import need, slurm_running
+from services import default_sigint, has_module, need, slurm_running
 
 from metaloop.api import Experiment, history
 from metaloop.config import ExecutorSpec, load_config
@@ -32,8 +31,8 @@ from metaloop.executors.base import ExecutorError
 from metaloop.optimizees.loader import OptimizeeLoadError
 from metaloop.records import Status
 
-if importlib.util.find_spec("dask_jobqueue") is None:  # (importing it would take over Ctrl-C)
-    pytest.skip("slurm/pbs need dask-jobqueue ('metaloop[hpc]')", allow_module_level=True)
+# (find_spec, not import: importing dask_jobqueue here would take over Ctrl-C)
+need("dask-jobqueue", has_module("dask_jobqueue"), "slurm/pbs need it ('metaloop[hpc]')")
 
 from metaloop.executors.jobqueue import (  # noqa: E402
     JobSpec,
@@ -529,6 +528,7 @@ def test_cli_run_interrupt_and_resume(slurm, tmp_path, opt_file):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,  # it gets Ctrl-C
     )
     try:
         deadline = time.monotonic() + 120

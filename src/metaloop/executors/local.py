@@ -32,6 +32,28 @@ from metaloop.optimizees.loader import OptimizeeLoadError
 from metaloop.records import Status, Task
 
 _START_TIMEOUT_S = 600.0  # importing a simulator on a busy shared filesystem can be slow
+#: exit code of a spawned child that, while importing the parent's main script, reached
+#: LocalExecutor.start (the script starts a run at import time, without a __main__ guard)
+_MAIN_REEXECUTED = 87
+MAIN_GUARD_ADVICE = (
+    "worker processes import your main script again and it started the run again: "
+    'put the code that starts the run under `if __name__ == "__main__":`'
+)
+
+
+def _bootstrapping_spawned_child() -> bool:
+    """True in a spawned child while it imports the parent's main module (the case
+    multiprocessing refuses with "An attempt has been made to start a new process before
+    the current process has finished its bootstrapping phase")."""
+    return bool(getattr(mp.process.current_process(), "_inheriting", False))
+
+
+def _worker_log_hint(workdir: str, slot: int) -> str:
+    """Where to look: the worker's log if it exists, or that none was written."""
+    log = Path(workdir) / "logs" / f"worker-{slot}.log"
+    if log.exists():
+        return f"log: {log}"
+    return "it wrote no log: it failed before it started; its error, if any, is on stderr"
 
 
 @contextmanager
@@ -105,6 +127,10 @@ class LocalExecutor(QueuedExecutor):
         Raises OptimizeeLoadError if the optimizee cannot be built (so a run fails before
         anything is recorded) and ExecutorError if a worker dies or hangs while starting.
         """
+        if _bootstrapping_spawned_child():
+            # A worker is importing the user's unguarded main script, which started a run:
+            # leave at once (touching nothing); the driver reports MAIN_GUARD_ADVICE.
+            os._exit(_MAIN_REEXECUTED)
         self._setup = setup
         self._use(setup.policy)
         self._workers = []
@@ -115,9 +141,10 @@ class LocalExecutor(QueuedExecutor):
             while not all(w.ready for w in self._workers):
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    logs = Path(setup.workdir) / "logs"
+                    where = f"logs in {logs}" if logs.is_dir() else "they wrote no logs"
                     raise ExecutorError(
-                        f"workers did not start within {_START_TIMEOUT_S:g} s "
-                        f"(logs in {Path(setup.workdir) / 'logs'})"
+                        f"workers did not start within {_START_TIMEOUT_S:g} s ({where})"
                     )
                 waiting = {}
                 for w in self._workers:
@@ -128,9 +155,12 @@ class LocalExecutor(QueuedExecutor):
                     w = waiting[handle]
                     if handle is w.conn and self._drain(w):
                         continue
+                    text = self._exit_text(w)
+                    if w.proc.exitcode == _MAIN_REEXECUTED:
+                        raise ExecutorError(f"a worker could not start: {MAIN_GUARD_ADVICE}")
                     raise ExecutorError(
-                        f"a worker died while starting: {self._exit_text(w)} "
-                        f"(log: {Path(setup.workdir) / 'logs' / f'worker-{w.slot}.log'})"
+                        f"a worker died while starting: {text} "
+                        f"({_worker_log_hint(setup.workdir, w.slot)})"
                     )
         except BaseException:
             self.close()
