@@ -447,7 +447,8 @@ def test_launch_refuses_a_bad_config_with_every_problem(launch_client: Any) -> N
     assert r.json()["error"] == "config: must be a mapping of keys, got list"
     r = c.post("/api/experiments", headers=AUTH, json={"nothing": 1})
     assert r.status_code == 400 and r.json()["error"].startswith("config: required key")
-    r = c.post("/api/experiments", headers=AUTH, content=b"{not json")
+    json_type = {**AUTH, "Content-Type": "application/json"}
+    r = c.post("/api/experiments", headers=json_type, content=b"{not json")
     assert r.status_code == 400 and r.json()["error"].startswith("body: not valid JSON")
     mpi = "name: m\noptimizee: {kind: function, name: sphere, dims: 2}\noptimizer: {kind: random}\n"
     mpi += "generations: 1\nexecutor: {kind: mpi}\n"
