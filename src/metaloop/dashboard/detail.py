@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from metaloop.dashboard.views import jsonable, score_of
+from metaloop.optimizees.context import ARTIFACTS_DIR
 from metaloop.records import ArtifactRow, Evaluation
 from metaloop.store import ExperimentInfo, Store
 
@@ -184,15 +185,19 @@ def artifact_file(path: Path, row: ArtifactRow) -> Path | None:
     """The real path of a recorded artifact if it is a regular file inside its evaluation's
     artifact folder, else None.
 
-    The folder is the stored path less the artifact's name (``<workdir>/artifacts``, itself
-    not a link); the name may not hold ``..``; every link is resolved, and a file whose real
-    path leaves the folder (a link to ``/etc/passwd``, a linked sub-folder) is refused."""
+    The folder is the stored path less the artifact's name, and must be the evaluation's
+    ``g<generation>/i<index>/artifacts`` (not itself a link); the name may not hold ``..``;
+    every link is resolved, and a file whose real path leaves the folder (a link to
+    ``/etc/passwd``, a linked sub-folder) is refused."""
     name = Path(row.name)
     if name.is_absolute() or ".." in name.parts or not name.parts:
         return None
     if tuple(path.parts[-len(name.parts) :]) != name.parts:
         return None
     folder = Path(*path.parts[: -len(name.parts)])
+    expected = (f"g{row.generation:05d}", f"i{row.index:05d}", ARTIFACTS_DIR)
+    if tuple(folder.parts[-3:]) != expected:
+        return None
     try:
         root = folder.parent.resolve(strict=True) / folder.name
         if root.is_symlink() or not root.is_dir():
