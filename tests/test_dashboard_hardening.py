@@ -386,3 +386,188 @@ def test_a_slow_validation_does_not_hold_up_the_views(
     assert time.monotonic() - t0 >= 6.0
     assert answer["status"] == 400, answer
     assert "missing" in answer["body"]["error"], answer
+
+
+# -- the token ---------------------------------------------------------------------------------
+def _start(args: list[str], cwd: Any, env: dict[str, str] | None = None) -> Any:
+    return subprocess.Popen(
+        [sys.executable, "-m", "metaloop", "dashboard", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "METALOOP_TOKEN": "", **(env or {})},
+    )
+
+
+def test_token_file(store: dict[str, Any], tmp_path: Any) -> None:
+    path = tmp_path / "token"
+    path.write_text(TOKEN + "\n")
+    path.chmod(0o600)
+    proc = _start(["--storage", store["url"], "--token-file", str(path)], tmp_path)
+    try:
+        assert proc.stdout is not None
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/", proc.stdout.readline())
+        assert m
+        line = proc.stdout.readline()
+        assert line.startswith("token: the one given by --token-file") and TOKEN not in line
+        srv = Server(proc, int(m.group(1)))
+        code, _, raw = srv.request("GET", "/api/info", headers=AUTH)
+        assert code == 200 and json.loads(raw)["authorized"] is True
+        assert srv.request("GET", "/api/experiments")[0] == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert err.strip() == "metaloop dashboard stopped", err  # no warning for a token file
+
+
+@pytest.mark.parametrize(
+    "mode, content, message",
+    [
+        (0o644, TOKEN, "is readable or writable by other users (mode 0644); run: chmod 600"),
+        (0o620, TOKEN, "is readable or writable by other users (mode 0620)"),
+        (0o600, "short", "--token-file: the token must have at least 16 characters (got 5)"),
+        (0o600, "\n\n", "is empty"),
+    ],
+)
+def test_token_file_refused(tmp_path: Any, mode: int, content: str, message: str) -> None:
+    path = tmp_path / "token"
+    path.write_text(content)
+    path.chmod(mode)
+    proc = _start(["--token-file", str(path)], tmp_path)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, (out, err)
+    assert err.startswith("metaloop: error: --token-file: ") and message in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_token_file_missing_or_with_token(tmp_path: Any) -> None:
+    proc = _start(["--token-file", str(tmp_path / "none")], tmp_path)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "--token-file: cannot read" in err, err
+    path = tmp_path / "token"
+    path.write_text(TOKEN)
+    path.chmod(0o600)
+    proc = _start(["--token-file", str(path), "--token", TOKEN], tmp_path)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "give one of them, not both" in err, err
+
+
+def test_token_option_warns_about_ps(store: dict[str, Any], tmp_path: Any) -> None:
+    proc = _start(["--storage", store["url"], "--token", TOKEN], tmp_path)
+    try:
+        assert proc.stdout is not None
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/", proc.stdout.readline())
+        assert m
+        assert Server(proc, int(m.group(1))).request("GET", "/api/info")[0] == 200  # up
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    first = err.splitlines()[0]
+    assert first.startswith("warning: --token is visible to every user of this machine (ps")
+    assert "--token-file" in first and "METALOOP_TOKEN" in first
+
+
+@pytest.mark.parametrize(
+    "host, public, expected",
+    [
+        ("127.0.0.1", True, []),
+        ("0.0.0.0", False, ["reachable from other machines"]),
+        ("0.0.0.0", True, ["reachable from other machines", "the Host header check is off"]),
+        ("10.1.2.3", True, ["reachable from other machines", "accepts only 10.1.2.3"]),
+    ],
+)
+def test_public_read_warning(
+    capsys: pytest.CaptureFixture[str], host: str, public: bool, expected: list[str]
+) -> None:
+    """What the dashboard says at start for each address (no socket is opened here)."""
+    import argparse
+
+    from metaloop.dashboard.cli import _announce
+
+    args = argparse.Namespace(host=host, public_read=public)
+    _announce(args, 8765, TOKEN, "environment", "sqlite:///s.db", False)
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == len(expected)
+    for line, part in zip(warnings, expected, strict=True):
+        assert line.startswith("warning: ") and part in line, line
+    if public and expected:
+        line = warnings[-1]
+        assert line.startswith(f"warning: --public-read on {host}: anyone who can reach")
+        assert "without a token, every experiment of sqlite:///s.db" in line
+        for what in ("configs", "parameters", "fitness", "errors", "logs", "artifacts"):
+            assert what in line
+
+
+# -- the expected total: one rule ------------------------------------------------------------
+def test_expected_total_rule() -> None:
+    from metaloop.records import ExperimentStatus
+    from metaloop.store import ExperimentInfo
+    from metaloop.store.info import expected_total
+
+    ga = {"optimizer": {"kind": "ga", "pop_size": 10, "elitism": 3}, "generations": 5}
+    assert expected_total(ga) == 10 + 4 * 7
+    assert expected_total({**ga, "budget": 30}) == 30
+    assert expected_total(ga, pop=20, done_before=17, current=2) == 17 + 3 * 17  # steered
+    assert expected_total(ga, done_before=17, current=2, current_size=5) == 17 + 5 + 2 * 7
+    assert expected_total(ga, done_before=38, current=5) == 38  # past the last generation
+    plain = {"optimizer": {"kind": "random", "pop_size": 10}, "generations": 5}
+    assert expected_total(plain) == 50
+    assert expected_total({**plain, "mode": "vectorized"}) == 50
+    assert expected_total({**ga, "mode": "async"}) == 50  # results, no elites
+    assert expected_total({"optimizer": {"kind": "cmaes"}, "generations": 5}) is None
+    over = {"optimizer": {"pop_size": 4, "elitism": 9}, "generations": 3}
+    assert expected_total(over) == 4 + 2 * 1  # at least one new candidate a generation
+
+    def info(n: int, status: ExperimentStatus) -> ExperimentInfo:
+        return ExperimentInfo(1, "x", ga, 1, status, None, 0.0, 0.0, "h", 1, n, 0, 3)
+
+    assert info(19, ExperimentStatus.RUNNING).progress == 0.5
+    assert info(24, ExperimentStatus.STOPPED).progress == round(24 / 38, 4)
+    assert info(24, ExperimentStatus.FINISHED).progress == 1.0
+
+
+def test_cli_status_progress_and_dashboard_agree(store: dict[str, Any], server: Server) -> None:
+    """The GA 'ga' (pop 6, elitism 2, 3 generations) made 6 + 2 * 4 evaluations: the total
+    the dashboard shows; ``metaloop status`` and the list say 100 %."""
+    code, _, raw = server.request("GET", "/api/experiments/ga", headers=AUTH)
+    summary = json.loads(raw)
+    assert code == 200 and summary["evaluations"] == summary["total"] == 14
+    assert summary["remaining"] == 0 and summary["progress"] == 1.0
+    out = subprocess.run(
+        [sys.executable, "-m", "metaloop", "status", "--storage", store["url"], "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    rows = {r["name"]: r for r in json.loads(out.stdout)}
+    assert rows["ga"]["progress"] == 1.0 and rows["ga"]["evaluations"] == 14
+
+
+def test_run_progress_line_counts_elites_once(tmp_path: Any) -> None:
+    """``metaloop run`` (not on a terminal) prints its progress with the same total."""
+    config = tmp_path / "ga.yaml"
+    config.write_text(
+        "name: ga\noptimizee: {kind: function, name: sphere, dims: 2}\n"
+        "optimizer: {kind: ga, pop_size: 10, elitism: 3}\ngenerations: 5\n"
+        "executor: {kind: serial}\n"
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "metaloop",
+            "run",
+            str(config),
+            "--storage",
+            f"sqlite:///{tmp_path / 's.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("[ga] generation")]
+    assert lines and all("/38 " in ln for ln in lines), lines
+    assert "evaluations 38/38" in lines[-1]
