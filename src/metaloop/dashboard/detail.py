@@ -90,7 +90,7 @@ def capped(text: str | None, limit: int = TEXT_CAP) -> str | None:
     head_n = limit - tail_n
     note = (
         f"\n[... {len(text) - limit:,} characters not shown ({len(text):,} in all); the full "
-        "text is kept in the store (metaloop export) and the evaluation's workdir ...]\n"
+        "text is kept in the store: metaloop export writes it ...]\n"
     )
     return text[:head_n] + note + text[-tail_n:]
 

@@ -149,7 +149,9 @@ def summary(
     if not isinstance(pop, int) and current > 0:  # the optimizer's default: as in generation 0
         pop = len(by_generation.get(gens[0], ()))
     done_before = sum(len(by_generation[g]) for g in gens if g < current)
-    total = expected_total(info.config, pop, done_before, current)
+    optimizer = {**(info.config.get("optimizer") or {}), **(hyperparameters or {})}
+    steered = {**info.config, "optimizer": optimizer}
+    total = expected_total(steered, pop, done_before, current)  # a steered elitism counts too
     configured_workers = (info.config.get("executor") or {}).get("workers")
 
     recent: list[Evaluation] = []  # finished within the window: only the newest generations
