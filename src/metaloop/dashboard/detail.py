@@ -230,7 +230,7 @@ def evaluation_detail(
             params={k: _full_param(v) for k, v in e.params.items()},
             fitness=list(e.fitness) if e.fitness is not None else None,
             score=score_of(e, weights),
-            metrics=e.metrics,
+            metrics={k: capped(v) if isinstance(v, str) else v for k, v in e.metrics.items()},
             attempts=e.attempts,
             error=capped(e.error),
             started=e.started,
