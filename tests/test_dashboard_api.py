@@ -448,7 +448,8 @@ def test_launch_refuses_a_bad_config_with_every_problem(launch_client: Any) -> N
     assert r.json()["error"] == "config: must be a mapping of keys, got list"
     r = c.post("/api/experiments", headers=AUTH, json={"nothing": 1})
     assert r.status_code == 400 and r.json()["error"].startswith("config: required key")
-    r = c.post("/api/experiments", headers=AUTH, content=b"{not json")
+    json_type = {**AUTH, "Content-Type": "application/json"}
+    r = c.post("/api/experiments", headers=json_type, content=b"{not json")
     assert r.status_code == 400 and r.json()["error"].startswith("body: not valid JSON")
     mpi = "name: m\noptimizee: {kind: function, name: sphere, dims: 2}\noptimizer: {kind: random}\n"
     mpi += "generations: 1\nexecutor: {kind: mpi}\n"
@@ -538,11 +539,13 @@ def steer_store(tmp_path: Path) -> Any:
     url = f"sqlite:///{tmp_path / 'steer.db'}"
     config = _config("held", url, f"{tmp_path / 'opt.py'}:evaluate", generations=2)
     Experiment(config).run()
-    png = tmp_path / "trace.png"
+    folder = tmp_path / "work" / "g00000" / "i00000" / "artifacts"  # as the run keeps them
+    folder.mkdir(parents=True)
+    png = folder / "trace.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"fake image bytes")
-    svg = tmp_path / "evil.svg"
+    svg = folder / "evil.svg"
     svg.write_text('<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>')
-    gone = tmp_path / "gone.png"
+    gone = folder / "gone.png"
     with open_store(url) as store:
         info = store.get_experiment("held")
         assert info is not None

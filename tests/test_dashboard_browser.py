@@ -401,6 +401,148 @@ def test_launch_from_the_page(page: Page, finished_dashboard: Dashboard) -> None
     assert "6 evals" in item.text_content()
 
 
+# -- one converged experiment: landing, log scale, rank colours, evaluation URLs --------------
+STEEP = """
+def evaluate(params):
+    return (params["x"] ** 2 + params["y"] ** 2) ** 4
+"""
+
+
+@pytest.fixture(scope="module")
+def converged_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """A store holding one experiment whose fitness spans many decades."""
+    root = tmp_path_factory.mktemp("converged")
+    (root / "opt.py").write_text(STEEP)
+    url = f"sqlite:///{root / 'store.db'}"
+    Experiment(
+        {
+            "name": "converged",
+            "storage": url,
+            "seed": 8,
+            "optimizee": {"kind": "python", "target": f"{root / 'opt.py'}:evaluate"},
+            "space": {
+                "x": {"type": "real", "low": -2.0, "high": 2.0},
+                "y": {"type": "real", "low": -2.0, "high": 2.0},
+            },
+            "optimizer": {"kind": "ga", "pop_size": 20, "elitism": 2},
+            "generations": 12,
+            "executor": {"kind": "serial"},
+        }
+    ).run()
+    return url, root
+
+
+def test_charts_scales_and_colours_in_the_browser(page: Page) -> None:
+    """The scale rule and the rank colours, on the chart code itself."""
+    pg = page.page
+    pg.goto("about:blank")
+    pg.add_script_tag(content=(Path(charts_js())).read_text())
+    got = pg.evaluate(
+        """() => {
+        const C = window.MetaloopCharts;
+        const kind = (v, m) => { const s = C.yScale(v, m); return s ? s.kind : null; };
+        return {
+            spans: kind([1e-6, 3, 40], "auto"),
+            narrow: kind([1, 50], "auto"),
+            negative: kind([-1e-6, 3, 4000], "auto"),
+            forced: kind([1, 50], "log"),
+            zero: kind([0, 1e-3, 10], "log"),
+            linear: kind([1e-6, 3, 40], "linear"),
+            symlog: [-100, -1, 0, 1, 100].map(C.yScale([-100, 0, 1, 100], "log").f),
+            ranks: C.ranks([3, 1, 2, null, 2, -Infinity]),
+        };
+    }"""
+    )
+    assert got["spans"] == "log" and got["narrow"] is None and got["negative"] is None
+    assert got["forced"] == "log" and got["zero"] == "symlog" and got["linear"] is None
+    sym = got["symlog"]
+    assert sym[2] == 0 and sym[0] == -sym[4] and sym[1] == -sym[3]
+    assert sym[0] < sym[1] < sym[2] < sym[3] < sym[4]
+    assert got["ranks"] == [1, 0, 0.5, None, 0.5, None]
+
+
+def charts_js() -> Path:
+    from metaloop.dashboard.assets import static_dir
+
+    return static_dir() / "charts.js"
+
+
+def test_one_experiment_log_scale_rank_colours_and_evaluation_urls(
+    page: Page, browser: Any, converged_store: tuple[str, Path], tmp_path: Path
+) -> None:
+    url, root = converged_store
+    dash = Dashboard(url, root)
+    try:
+        pg = page.page
+        pg.goto(dash.url + f"#token={TOKEN}")  # no experiment named: the only one opens
+        pg.wait_for_function(
+            "() => document.getElementById('exp-name')?.textContent === 'converged'"
+        )
+        assert pg.url.endswith("#exp=converged")
+        pg.wait_for_selector("#chart-fitness svg[data-yscale='log']")  # automatic
+        assert pg.locator("#chart-dist svg").get_attribute("data-yscale") == "log"
+        assert "log scale" in pg.locator("#y-scale-note").text_content()
+        # colours by rank: spread over the whole range although most fitness values are tiny
+        fills = pg.locator("#chart-pca circle").evaluate_all(
+            "cs => cs.map(c => c.getAttribute('fill'))"
+        )
+        assert len(fills) == 20 + 11 * 18
+        assert len(set(fills)) > 50, len(set(fills))
+        yellow = sum(f == "rgb(236,214,40)" for f in fills)
+        assert 1 <= yellow <= 3, yellow  # only the best (and its exact ties) is yellow
+        shot(page, "dashboard-log-scale")
+        pg.select_option("#y-scale", "linear")
+        pg.wait_for_function(
+            "() => !document.querySelector('#chart-fitness svg').hasAttribute('data-yscale')"
+        )
+        shot(page, "dashboard-linear-scale")
+        pg.select_option("#y-scale", "log")
+        pg.wait_for_selector("#chart-fitness svg[data-yscale='log']")
+        # the evaluation detail has its own address, which opens it on load
+        row = pg.locator("#eval-table tbody tr").nth(3)
+        g, i = row.get_attribute("data-g"), row.get_attribute("data-i")
+        row.click()
+        pg.wait_for_selector("#detail-fields")
+        assert pg.url.endswith(f"#exp=converged&eval={g}/{i}"), pg.url
+        address = pg.url
+        other = Page(browser)
+        try:
+            other.page.goto(address)  # the token is in this tab's sessionStorage only
+            other.page.wait_for_selector("#token-form")
+            other.page.fill("#token-input", TOKEN)
+            other.page.click("#token-form button")
+            other.page.wait_for_function(
+                "t => document.querySelector('#detail h2')?.textContent === t",
+                arg=f"Evaluation {g}/{i}",
+            )
+            assert other.page.url == address and other.errors == []
+            shot(other, "dashboard-evaluation-url")
+        finally:
+            other.close()
+        pg.click("#detail-close")
+        assert pg.url.endswith("#exp=converged")
+    finally:
+        dash.close()
+    # the report: the same address form opens the detail there too
+    from metaloop.dashboard.report import write_report
+
+    out = tmp_path / "converged.html"
+    write_report("converged", out, url)
+    pg.goto(out.as_uri() + f"#exp=converged&eval={g}/{i}")
+    pg.wait_for_function(
+        "t => document.querySelector('#detail h2')?.textContent === t", arg=f"Evaluation {g}/{i}"
+    )
+    pg.wait_for_selector("#chart-fitness svg[data-yscale='log']")
+
+
+def test_several_experiments_wait_for_a_choice(page: Page, finished_dashboard: Dashboard) -> None:
+    pg = page.page
+    pg.goto(finished_dashboard.url + f"#token={TOKEN}")
+    pg.locator("#exp-list .exp-name", has_text="plain").wait_for()
+    pg.wait_for_timeout(1200)
+    assert pg.locator("#placeholder").is_visible() and pg.locator("#experiment").is_hidden()
+
+
 # -- a live run: watch and steer it from the page ----------------------------------------------
 SLOW = """
 import time

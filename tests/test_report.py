@@ -226,15 +226,23 @@ def test_report_embeds_reports_and_image_artifacts(tmp_path: Path) -> None:
             "executor": {"kind": "serial"},
         }
     ).run()
-    png = tmp_path / "plot.png"
+    folder = tmp_path / "w" / "g00000" / "i00001" / "artifacts"  # where the run keeps them
+    folder.mkdir(parents=True)
+    png = folder / "plot.png"
     fig, ax = plt.subplots(figsize=(2, 1.5))
     ax.plot([0, 1], [1, 0])
     fig.savefig(png, dpi=50)
     plt.close(fig)
-    big = tmp_path / "big.png"
+    big = folder / "big.png"
     big.write_bytes(b"\0" * (MAX_IMAGE_BYTES + 1))
-    svg = tmp_path / "v.svg"
+    svg = folder / "v.svg"
     svg.write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+    # a real image outside the folder, reached by a link to it and through a linked folder
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(png.read_bytes() + b"a secret trailer")
+    (folder / "link.png").symlink_to(secret)
+    (folder / "sub").symlink_to(tmp_path)
+    linked = folder / "sub" / "secret.png"
     with open_store(url) as store:
         info = store.get_experiment("art")
         assert info is not None
@@ -247,6 +255,9 @@ def test_report_embeds_reports_and_image_artifacts(tmp_path: Path) -> None:
                 ArtifactRow(0, 1, "plot.png", str(png), png.stat().st_size, "image/png"),
                 ArtifactRow(0, 1, "big.png", str(big), big.stat().st_size, "image/png"),
                 ArtifactRow(0, 1, "v.svg", str(svg), svg.stat().st_size, "image/svg+xml"),
+                ArtifactRow(0, 1, "link.png", str(folder / "link.png"), 10, "image/png"),
+                ArtifactRow(0, 1, "sub/secret.png", str(linked), 10, "image/png"),
+                ArtifactRow(0, 1, "up.png", str(folder / ".." / ".." / "x.png"), 10, "image/png"),
             ],
         )
         store.flush()
@@ -260,3 +271,38 @@ def test_report_embeds_reports_and_image_artifacts(tmp_path: Path) -> None:
     assert base64.b64decode(arts["plot.png"]["data"][len(prefix) :]) == png.read_bytes()
     assert arts["big.png"]["data"] is None  # over the per-image limit: listed, not embedded
     assert arts["v.svg"]["data"] is None  # not an inline image type
+    for name in ("link.png", "sub/secret.png", "up.png"):  # out of the folder: not embedded
+        assert arts[name]["data"] is None, name
+    assert base64.b64encode(secret.read_bytes()).decode() not in out.read_text()
+
+
+def test_report_total_counts_ga_elites_once(store_url: str, tmp_path: Path) -> None:
+    """The GA (pop 10, elitism 1, 6 generations) evaluates 10 + 5 * 9 candidates: the
+    report's expected total is that, as ``metaloop status`` and the dashboard count."""
+    from metaloop.store.info import expected_total
+
+    with open_store(store_url) as store:
+        info = store.require_experiment("demo")
+        data = report_data(store, info)
+    assert info.n_evaluations == 55 == expected_total(info.config)
+    assert data["summary"]["total"] == 55 and data["summary"]["remaining"] == 0
+    assert data["summary"]["progress"] == 1.0
+
+
+def test_huge_error_message_gives_a_small_report(tmp_path: Path) -> None:
+    from metaloop.dashboard.detail import TEXT_CAP
+
+    url = f"sqlite:///{tmp_path / 'big.db'}"
+    message = "Traceback (most recent call last):\n" + "x" * 50_000_000 + "\nValueError: end"
+    with open_store(url) as store:
+        info = store.create_experiment("big", {"optimizer": {"kind": "random"}}, 1)
+        e = Evaluation(0, 0, {"x": 1.0}, Status.FAILED, None, {}, 1, message, 1.0, 2.0, "h", "w")
+        store.append(info.id, e, None)
+        store.set_status(info.id, "finished", "generations")
+    out = tmp_path / "big.html"
+    size = write_report("big", out, url)
+    assert size < 1_000_000  # the 50 MB message is capped at 64 KiB in the detail
+    d = embedded(out.read_text())["details"]["0/0"]
+    assert len(d["error"]) < TEXT_CAP + 500
+    assert d["error"].startswith("Traceback") and d["error"].endswith("ValueError: end")
+    assert "characters not shown" in d["error"] and "the full text is kept" in d["error"]

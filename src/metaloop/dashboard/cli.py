@@ -51,7 +51,14 @@ def add_dashboard_commands(sub: Any) -> None:
     )
     d.add_argument(
         "--token",
-        help="access token (default: $METALOOP_TOKEN, else a new one, printed at start)",
+        help="access token (visible to other users in ps: prefer --token-file or "
+        "$METALOOP_TOKEN; default: $METALOOP_TOKEN, else a new one, printed at start)",
+    )
+    d.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="read the access token from this file (its first line; the file must not be "
+        "readable by other users: chmod 600)",
     )
     d.add_argument(
         "--public-read",
@@ -111,7 +118,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
             "dashboard: needs starlette and uvicorn: pip install 'metaloop[dashboard]'"
         ) from None
     try:
-        token, origin = resolve_token(args.token)
+        token, origin = resolve_token(args.token, args.token_file)
     except ValueError as exc:
         raise _user_error(str(exc)) from None
     from metaloop.dashboard.launch import Launcher, default_launch_dir
@@ -163,15 +170,34 @@ def _announce(
     if origin == "generated":
         print(f"open: {url}#token={token}", flush=True)
     else:
-        where = "--token" if origin == "option" else "$METALOOP_TOKEN"
+        where = {"option": "--token", "file": "--token-file"}.get(origin, "$METALOOP_TOKEN")
         print(f"token: the one given by {where}; open {url}#token=<token>", flush=True)
-    if not is_loopback(args.host):
-        print(
-            f"warning: listening on {args.host}, reachable from other machines over plain HTTP; "
-            "anyone with the token can steer and launch runs",
-            file=sys.stderr,
-            flush=True,
+    if origin == "option":
+        _warn(
+            "--token is visible to every user of this machine (ps, /proc); "
+            "use --token-file PATH (chmod 600) or $METALOOP_TOKEN instead"
         )
+    if not is_loopback(args.host):
+        _warn(
+            f"listening on {args.host}, reachable from other machines over plain HTTP; "
+            "anyone with the token can steer and launch runs"
+        )
+        if args.public_read:
+            every = args.host in ("0.0.0.0", "::", "")
+            host_check = (
+                "the Host header check is off (listening on every address)"
+                if every
+                else f"the Host header check accepts only {args.host}"
+            )
+            _warn(
+                f"--public-read on {args.host}: anyone who can reach this port reads, without "
+                f"a token, every experiment of {shown}: configs, parameters, fitness, metrics, "
+                f"errors, logs, reported values and artifacts; {host_check}"
+            )
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 class _Stopped(Exception):

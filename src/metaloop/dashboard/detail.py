@@ -3,22 +3,30 @@ intermediate values and artifacts.
 
 Log tails come from the evaluation's private workdir (``stdout.txt``/``stderr.txt``, as the
 command optimizee writes them); artifacts are served only from the paths the store recorded
-for them, never from a path a request names.
+for them, never from a path a request names, and only if the file's real path (links
+resolved) lies inside the evaluation's ``artifacts/`` folder.  Long texts are capped
+(:data:`TEXT_CAP` characters of an error, :data:`LOG_TAIL_BYTES` of a log) so that a huge
+stored message cannot make a huge page.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from metaloop.dashboard.views import jsonable, score_of
+from metaloop.optimizees.context import ARTIFACTS_DIR
 from metaloop.records import ArtifactRow, Evaluation
 from metaloop.store import ExperimentInfo, Store
 
 #: bytes kept from the end of each log file
 LOG_TAIL_BYTES = 16_384
+#: most characters of an error message (with its traceback) sent to the page: the first
+#: 48 KiB and the last 16 KiB, with a note between them
+TEXT_CAP = 65_536
 LOG_FILES = ("stdout.txt", "stderr.txt")
 #: most array elements shown in the detail view
 ARRAY_LIMIT = 1000
@@ -71,6 +79,30 @@ def tail(path: Path, limit: int = LOG_TAIL_BYTES) -> dict[str, Any] | None:
         "truncated": size > limit,
         "text": data.decode("utf-8", errors="replace"),
     }
+
+
+def capped(text: str | None, limit: int = TEXT_CAP) -> str | None:
+    """``text`` if it has at most ``limit`` characters, else its head and tail with a note
+    saying how much was left out and where the whole text is."""
+    if text is None or len(text) <= limit:
+        return text
+    tail_n = limit // 4
+    head_n = limit - tail_n
+    note = (
+        f"\n[... {len(text) - limit:,} characters not shown ({len(text):,} in all); the full "
+        "text is kept in the store: metaloop export writes it ...]\n"
+    )
+    return text[:head_n] + note + text[-tail_n:]
+
+
+def capped_events(events: list[Any]) -> list[Any]:
+    """Events with their messages capped at :data:`TEXT_CAP` characters."""
+    out = []
+    for ev in events:
+        if isinstance(ev.message, str) and len(ev.message) > TEXT_CAP:
+            ev = dataclasses.replace(ev, message=capped(ev.message))
+        out.append(ev)
+    return out
 
 
 def logs(workdir: Path) -> list[dict[str, Any]]:
@@ -149,6 +181,35 @@ def artifact_path(
     return None
 
 
+def artifact_file(path: Path, row: ArtifactRow) -> Path | None:
+    """The real path of a recorded artifact if it is a regular file inside its evaluation's
+    artifact folder, else None.
+
+    The folder is the stored path less the artifact's name, and must be the evaluation's
+    ``g<generation>/i<index>/artifacts`` (not itself a link); the name may not hold ``..``;
+    every link is resolved, and a file whose real path leaves the folder (a link to
+    ``/etc/passwd``, a linked sub-folder) is refused."""
+    name = Path(row.name)
+    if name.is_absolute() or ".." in name.parts or not name.parts:
+        return None
+    if tuple(path.parts[-len(name.parts) :]) != name.parts:
+        return None
+    folder = Path(*path.parts[: -len(name.parts)])
+    expected = (f"g{row.generation:05d}", f"i{row.index:05d}", ARTIFACTS_DIR)
+    if tuple(folder.parts[-3:]) != expected:
+        return None
+    try:
+        root = folder.parent.resolve(strict=True) / folder.name
+        if root.is_symlink() or not root.is_dir():
+            return None
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if not real.is_relative_to(root) or not real.is_file():
+        return None
+    return real
+
+
 def evaluation_detail(
     store: Store,
     info: ExperimentInfo,
@@ -169,9 +230,9 @@ def evaluation_detail(
             params={k: _full_param(v) for k, v in e.params.items()},
             fitness=list(e.fitness) if e.fitness is not None else None,
             score=score_of(e, weights),
-            metrics=e.metrics,
+            metrics={k: capped(v) if isinstance(v, str) else v for k, v in e.metrics.items()},
             attempts=e.attempts,
-            error=e.error,
+            error=capped(e.error),
             started=e.started,
             finished=e.finished,
             duration=e.duration,

@@ -100,7 +100,7 @@ def report_data(store: Store, info: ExperimentInfo, now: float | None = None) ->
         "pareto": views.pareto(evaluations, weights),
         "hyperparameters": hyper,
         "controls": steering_routes.controls(store, info),
-        "events": events[-500:],
+        "events": detail.capped_events(events[-500:]),
         "rows": rows,
         "columns": views.columns(rows, len(weights)),
         "details": details,
@@ -116,7 +116,9 @@ def _image_data(
     found = detail.artifact_path(store, exp_id, g, i, a["name"])
     if found is None:
         return None
-    path, _ = found
+    path = detail.artifact_file(*found)  # links out of the artifact folder are not embedded
+    if path is None:
+        return None
     try:
         size = path.stat().st_size
         if size > MAX_IMAGE_BYTES or size > budget[0]:

@@ -16,6 +16,7 @@ import ipaddress
 import json
 import os
 import secrets
+import stat
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,14 +27,47 @@ MIN_TOKEN_LENGTH = 16
 TOKEN_ENV = "METALOOP_TOKEN"
 
 
-def resolve_token(given: str | None) -> tuple[str, str]:
-    """The token and where it came from: ``--token``, the environment, or generated."""
+def resolve_token(given: str | None, token_file: str | None = None) -> tuple[str, str]:
+    """The token and where it came from: ``--token-file``, ``--token``, the environment, or
+    generated (``"file"``, ``"option"``, ``"environment"``, ``"generated"``)."""
+    if given is not None and token_file is not None:
+        raise ValueError("--token, --token-file: give one of them, not both")
+    if token_file is not None:
+        return _checked(read_token_file(token_file), "--token-file"), "file"
     if given is not None:
         return _checked(given, "--token"), "option"
     env = os.environ.get(TOKEN_ENV)
     if env:
         return _checked(env, TOKEN_ENV), "environment"
     return secrets.token_urlsafe(24), "generated"
+
+
+def read_token_file(path: str) -> str:
+    """The token in ``path`` (its first line, surrounding blanks stripped).
+
+    The file must be a regular file that neither its group nor other users may read or
+    write (``chmod 600``): a token others can read is no secret, so such a file is refused.
+    """
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ValueError(f"--token-file: cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"--token-file: {path} is not a regular file")
+    if st.st_mode & 0o077:
+        raise ValueError(
+            f"--token-file: {path} is readable or writable by other users "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
+        )
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(4096)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--token-file: cannot read {path}: {exc}") from None
+    lines = text.strip().splitlines()
+    if not lines:
+        raise ValueError(f"--token-file: {path} is empty")
+    return lines[0].strip()
 
 
 def _checked(token: str, where: str) -> str:

@@ -12,12 +12,16 @@ Routes (all JSON under ``/api/``; see docs/dashboard.md for the reference):
 * ``POST /api/experiments/{name}/control`` — a steering command (token).
 
 Handlers are plain functions: Starlette runs them in its thread pool, and the store's own
-lock serializes them on its one connection.
+lock serializes them on its one connection.  Launching does not take the readers' lock: its
+validation (a child process that imports the optimizee) runs in its own worker thread while
+the views go on answering.  Every malformed request gets a 4xx with a one-line JSON error
+(:mod:`metaloop.dashboard.bodies`); an unexpected failure is a JSON 500 and one line on stderr.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +29,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
@@ -32,6 +37,7 @@ from starlette.staticfiles import StaticFiles
 
 from metaloop.dashboard import detail, steering_routes, views
 from metaloop.dashboard.assets import static_dir
+from metaloop.dashboard.bodies import BadRequest, json_body, path_int, query_int
 from metaloop.dashboard.launch import Launcher, LaunchError, check_config, parse_config
 from metaloop.dashboard.reader import StoreReader
 from metaloop.dashboard.security import MAX_BODY_BYTES, Guard, allowed_hosts, token_matches
@@ -85,8 +91,13 @@ class Dashboard:
     def _authorized(self, request: Request) -> bool:
         return token_matches(request.headers.get("authorization"), self.token)
 
-    def endpoint(self, fn: Callable[..., Any], write: bool = False) -> Callable[..., Response]:
-        """Wrap a handler: token check, path parameters, errors as JSON."""
+    def endpoint(
+        self, fn: Callable[..., Any], write: bool = False, locked: bool = True
+    ) -> Callable[..., Response]:
+        """Wrap a handler: token check, path parameters, errors as JSON.
+
+        ``locked`` handlers run under the readers' lock (they share the caches); the launch
+        handler does not, so a slow validation never holds up the views."""
 
         async def handler(request: Request) -> Response:
             if (write or not self.public_read) and not self._authorized(request):
@@ -98,17 +109,25 @@ class Dashboard:
 
         def call(request: Request) -> Response:
             try:
-                with self.lock:  # one request at a time on the caches (the store: one lock too)
-                    data = fn(request, **request.path_params)
+                params = _checked_path(request.path_params)
+                if locked:  # one request at a time on the caches (the store: one lock too)
+                    with self.lock:
+                        data = fn(request, **params)
+                else:
+                    data = fn(request, **params)
                 return _json(data)
             except ApiError as exc:
                 body: dict[str, Any] = {"error": exc.error}
                 if exc.lines is not None:
                     body["errors"] = exc.lines
                 return _json(body, exc.status)
+            except BadRequest as exc:
+                return _json({"error": exc.error}, exc.status)
             except StoreError as exc:
                 status = 404 if str(exc).startswith("name: no experiment") else 400
-                return _json({"error": str(exc)}, status)
+                return _json({"error": _one_line(str(exc))}, status)
+            except Exception as exc:  # a bug: one line on stderr, a JSON 500 to the client
+                return _internal(request, exc)
 
         return handler
 
@@ -289,7 +308,7 @@ class Dashboard:
 
     def events(self, request: Request, name: str) -> Any:
         info = self._info(name)
-        return {"events": self._store().events(info.id)[-500:]}
+        return {"events": detail.capped_events(self._store().events(info.id)[-500:])}
 
     def control(self, request: Request, name: str) -> Any:
         body = _body(request)
@@ -313,23 +332,33 @@ class Dashboard:
         """
         if not self.public_read and not self._authorized(request):
             return _json({"error": "unauthorized: send 'Authorization: Bearer <token>'"}, 401)
-        p = request.path_params
+        try:
+            p = _checked_path(request.path_params)
+        except BadRequest as exc:
+            return _json({"error": exc.error}, exc.status)
         generation, index = p["generation"], p["index"]
         wanted = request.query_params.get("name", "")
         try:
             info = self._info(p["name"])
             store = self._store()
         except (StoreError, ApiError) as exc:
-            return _json({"error": str(exc)}, 404)
+            return _json({"error": _one_line(str(exc))}, 404)
         found = detail.artifact_path(store, info.id, generation, index, wanted)
         if found is None:
             return _json(
                 {"error": f"artifact: ({generation}, {index}) has no artifact named {wanted!r}"},
                 404,
             )
-        path, record = found
-        if not path.is_file():
-            return _json({"error": f"artifact: the file {record.name!r} is gone"}, 404)
+        record = found[1]
+        path = detail.artifact_file(*found)
+        if path is None:
+            return _json(
+                {
+                    "error": f"artifact: {record.name!r} is gone or is not a file inside its "
+                    "evaluation's artifact folder (links out of it are not served)"
+                },
+                404,
+            )
         media = record.media_type or "application/octet-stream"
         inline = media in detail.INLINE_IMAGES
         return FileResponse(
@@ -363,7 +392,9 @@ class Dashboard:
             Route("/favicon.ico", lambda request: Response(status_code=204)),
             Route("/api/info", self._open(self.api_info)),
             Route("/api/experiments", e(self.list_experiments), methods=["GET"]),
-            Route("/api/experiments", e(self.launch, write=True), methods=["POST"]),
+            Route(
+                "/api/experiments", e(self.launch, write=True, locked=False), methods=["POST"]
+            ),
             Route(one + "/reports", e(self.reports)),
             Route(one + "/artifact", self.artifact),
             Route(one, e(self.evaluation)),
@@ -392,29 +423,47 @@ class Dashboard:
 
 
 def _body(request: Request) -> dict[str, Any]:
-    """The request's JSON object body (400 with the reason otherwise)."""
-    raw = request.state.body
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError as exc:
-        raise ApiError(400, f"body: not valid JSON ({exc})") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, f"body: expected a JSON object, got {type(body).__name__}")
-    return body
+    """The request's JSON object body (4xx with the reason otherwise)."""
+    return json_body(request.state.body, request.headers.get("content-type"))
 
 
-def _int(q: Any, key: str, default: int | None, lo: int = 0, hi: int | None = None) -> Any:
-    text = q.get(key)
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ApiError(400, f"{key}: expected an integer, got {text!r}") from None
-    if value < lo or (hi is not None and value > hi):
-        upper = f"..{hi}" if hi is not None else " or more"
-        raise ApiError(400, f"{key}: expected {lo}{upper}, got {value}")
-    return value
+_int = query_int
+
+
+def _checked_path(params: dict[str, Any]) -> dict[str, Any]:
+    """Path parameters with generation and index range-checked (400 otherwise)."""
+    out = dict(params)
+    for key in ("generation", "index"):
+        if key in out:
+            out[key] = path_int(key, out[key])
+    return out
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def _internal(request: Request, exc: BaseException) -> Response:
+    what = f"{type(exc).__name__}: {_one_line(str(exc), 300)}"
+    print(
+        f"metaloop dashboard: {request.method} {request.url.path}: internal error: {what}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return _json({"error": f"internal: {what}"}, 500)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no such route) and 405 (wrong method) as JSON errors."""
+    status = getattr(exc, "status_code", 500)
+    if status == 404:
+        message = f"not found: no route for {request.url.path[:200]!r}"
+    elif status == 405:
+        message = f"method: {request.method} is not allowed here"
+    else:
+        message = _one_line(str(getattr(exc, "detail", "")) or "error")
+    return _json({"error": message}, status)
 
 
 def make_app(
@@ -427,7 +476,7 @@ def make_app(
 ) -> Any:
     """The ASGI app of a dashboard on ``storage`` (``app.state.dashboard`` holds its state)."""
     dash = Dashboard(storage, token, public_read, launcher)
-    app = Starlette(routes=dash.routes())
+    app = Starlette(routes=dash.routes(), exception_handlers={HTTPException: _http_error})
     app.state.dashboard = dash
     guarded = Guard(app, max_body, allowed_hosts(bind_host))
     guarded.dashboard = dash  # type: ignore[attr-defined]

@@ -24,6 +24,7 @@ from metaloop.records import (
 )
 from metaloop.scoring import weighted_fitness, weighted_score
 from metaloop.store import ExperimentInfo
+from metaloop.store.info import expected_total
 from metaloop.store.liveness import LIVE_STATUSES, driver_alive
 
 #: the store's rows, sent in the shape their ``as_dict`` gives
@@ -41,6 +42,8 @@ MAX_EXPLORATION = 5000
 MAX_COMPONENTS = 64
 #: arrays up to this size get one table column per element
 TABLE_ARRAY_LIMIT = 8
+#: most characters of a table cell's text (an error's first line, a text metric)
+ROW_TEXT_CAP = 1024
 
 
 def jsonable(value: Any) -> Any:
@@ -75,26 +78,6 @@ def shown_status(info: ExperimentInfo) -> str:
     if info.status in LIVE_STATUSES and not is_live(info):
         return ExperimentStatus.INTERRUPTED.value
     return info.status.value
-
-
-def expected_total(
-    config: dict[str, Any], pop: int | None = None, done_before: int = 0, current: int = 0
-) -> int | None:
-    """Evaluations the run will make at most, from its stopping criteria (None if unknown).
-
-    ``pop`` is the population size from generation ``current`` on (the config's, or the
-    optimizer's default, or a value steered since), ``done_before`` the evaluations of the
-    generations before it.
-    """
-    totals = []
-    if pop is None:
-        configured = (config.get("optimizer") or {}).get("pop_size")
-        pop = configured if isinstance(configured, int) else None
-    if config.get("generations") and isinstance(pop, int):
-        totals.append(done_before + max(int(config["generations"]) - current, 0) * pop)
-    if config.get("budget"):
-        totals.append(int(config["budget"]))
-    return min(totals) if totals else None
 
 
 def experiment_row(info: ExperimentInfo) -> dict[str, Any]:
@@ -166,7 +149,9 @@ def summary(
     if not isinstance(pop, int) and current > 0:  # the optimizer's default: as in generation 0
         pop = len(by_generation.get(gens[0], ()))
     done_before = sum(len(by_generation[g]) for g in gens if g < current)
-    total = expected_total(info.config, pop, done_before, current)
+    optimizer = {**(info.config.get("optimizer") or {}), **(hyperparameters or {})}
+    steered = {**info.config, "optimizer": optimizer}
+    total = expected_total(steered, pop, done_before, current)  # a steered elitism counts too
     configured_workers = (info.config.get("executor") or {}).get("workers")
 
     recent: list[Evaluation] = []  # finished within the window: only the newest generations
@@ -187,6 +172,9 @@ def summary(
             memo["span"] = (max(ended) - min(began)) if began and ended else 0.0
         rate = n_all / memo["span"] if memo["span"] > 0 else 0.0
     remaining = None if total is None else max(total - info.n_evaluations, 0)
+    progress = info.progress
+    if total and info.status != ExperimentStatus.FINISHED:  # the steered pop_size counts too
+        progress = round(min(info.n_evaluations / total, 1.0), 4)
     eta = remaining / rate if live and remaining is not None and rate > 0 else None
     active = sorted({f"{e.host}/{e.worker}" for e in recent}) if live else []
     running = None
@@ -205,6 +193,7 @@ def summary(
             "weights": weights,
             "objectives": len(weights),
             "total": total,
+            "progress": progress,
             "remaining": remaining,
             "rate": rate,
             "eta_s": eta,
@@ -426,7 +415,11 @@ def evaluation_row(e: Evaluation, weights: list[float]) -> dict[str, Any]:
         else:
             params[name] = value
     metrics = {
-        k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
+        k: (
+            _short(v)
+            if isinstance(v, str)
+            else v if isinstance(v, (int, float, bool)) or v is None else _short(str(v))
+        )
         for k, v in e.metrics.items()
     }
     return jsonable(
@@ -444,9 +437,14 @@ def evaluation_row(e: Evaluation, weights: list[float]) -> dict[str, Any]:
             "finished": e.finished,
             "host": e.host,
             "worker": e.worker,
-            "error": (e.error or "").split("\n", 1)[0] or None,
+            "error": _short((e.error or "")[: ROW_TEXT_CAP + 1].split("\n", 1)[0]) or None,
         }
     )
+
+
+def _short(text: str) -> str:
+    """A table cell's text: at most :data:`ROW_TEXT_CAP` characters (the detail has more)."""
+    return text if len(text) <= ROW_TEXT_CAP else text[:ROW_TEXT_CAP] + " [... cut]"
 
 
 def running_row(generation: int, index: int, since: float | None) -> dict[str, Any]:

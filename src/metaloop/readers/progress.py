@@ -22,6 +22,7 @@ from rich.progress import (
 )
 
 from metaloop.drivers.loop import RunObserver
+from metaloop.store.info import expected_total
 
 if TYPE_CHECKING:
     from metaloop.drivers.loop import Loop
@@ -88,14 +89,8 @@ class ProgressObserver(RunObserver):
         self._digits = 6 if self.console.width >= 120 else 4
 
     def started(self, loop: Loop) -> None:
-        m = loop.config.model
         self._t0, self._n0 = time.monotonic(), loop.n_evaluations
-        totals = []
-        if m.budget is not None:
-            totals.append(m.budget)
-        if m.generations is not None and hasattr(loop.optimizer.params, "pop_size"):
-            totals.append(m.generations * int(loop.optimizer.params.pop_size))
-        self._total = min(totals) if totals else None
+        self._total = self._expected(loop, loop.generation)
         if self.live:
             self._progress = Progress(
                 *progress_columns(self.console.width),
@@ -114,17 +109,30 @@ class ProgressObserver(RunObserver):
 
     def generation_started(self, generation: int, size: int, loop: Loop) -> None:
         """Refine the expected total from the actual generation size (GA asks fewer)."""
-        m = loop.config.model
-        totals = [] if m.budget is None else [m.budget]
-        if m.generations is not None:
-            totals.append(
-                loop.n_evaluations - loop.generation_done + size * (m.generations - generation)
-            )
-        self._total = min(totals) if totals else None
+        self._total = self._expected(loop, generation, size)
         if self._progress is not None and self._task is not None:
             self._progress.update(
                 self._task, total=self._total, description=_description(loop.info.name, generation)
             )
+
+    @staticmethod
+    def _expected(loop: Loop, generation: int, size: int | None = None) -> int | None:
+        """The expected total by the shared rule (:func:`metaloop.store.info.expected_total`,
+        as ``metaloop status`` and the dashboard count), with the optimizer's current
+        population size and the size generation ``generation`` actually asked if known."""
+        m = loop.config.model
+        params = loop.optimizer.params
+        pop = getattr(params, "pop_size", None)
+        config = {
+            "generations": m.generations,
+            "budget": m.budget,
+            "mode": m.mode,
+            "optimizer": {"pop_size": pop, "elitism": getattr(params, "elitism", None)},
+        }
+        done_before = loop.n_evaluations - loop.generation_done
+        return expected_total(
+            config, pop if isinstance(pop, int) else None, done_before, generation, size
+        )
 
     def _fields(self, loop: Loop) -> dict[str, Any]:
         dt = time.monotonic() - self._t0

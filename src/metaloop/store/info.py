@@ -35,20 +35,63 @@ class ExperimentInfo:
 
     @property
     def progress(self) -> float | None:
-        """Fraction done by the tightest count limit (1.0 once finished), None if unknown."""
+        """Fraction done (1.0 once finished), None if unknown: the evaluations made over
+        :func:`expected_total` of the config, else the generations over ``generations``."""
         if self.status == ExperimentStatus.FINISHED:
             return 1.0
-        fractions = []
-        budget, generations = self.config.get("budget"), self.config.get("generations")
-        if budget:
-            fractions.append(self.n_evaluations / budget)
-        group = async_group_size(self.config)
-        if generations and group is not None:  # async: results (all are stored as generation 0)
-            if (self.config.get("optimizer") or {}).get("pop_size"):
-                fractions.append(self.n_evaluations / (generations * group))
-        elif generations:
-            fractions.append(max(self.generation - 1, 0) / generations)
-        return round(min(max(fractions), 1.0), 4) if fractions else None
+        total = expected_total(self.config)
+        if total:
+            return round(min(self.n_evaluations / total, 1.0), 4)
+        generations = self.config.get("generations")
+        if generations and async_group_size(self.config) is None:
+            return round(min(max(self.generation - 1, 0) / generations, 1.0), 4)
+        return None
+
+
+def expected_total(
+    config: dict[str, Any],
+    pop: int | None = None,
+    done_before: int = 0,
+    current: int = 0,
+    current_size: int | None = None,
+) -> int | None:
+    """Evaluations a run makes at most by its stopping criteria (None if unknown): the one
+    rule of ``metaloop status``, the progress bar of ``metaloop run``, the dashboard and the
+    report.
+
+    ``pop`` is the population size from generation ``current`` on (default: the config's
+    ``optimizer.pop_size``), ``done_before`` the evaluations of the generations before it,
+    ``current_size`` how many generation ``current`` asked if known.  A sync or vectorized run
+    asks ``pop`` candidates in generation 0 and ``pop - elitism`` in each later one when its
+    optimizer has an ``elitism`` parameter (the GA: the elite parents are carried over, not
+    evaluated again); an async run makes ``generations * pop`` results.  ``budget`` caps
+    the total.
+    """
+    opt = config.get("optimizer") or {}
+    if pop is None:
+        pop = opt.get("pop_size") if isinstance(opt.get("pop_size"), int) else None
+    totals = []
+    generations = config.get("generations")
+    if generations and isinstance(pop, int) and pop > 0:
+        generations = int(generations)
+        if async_group_size(config) is not None:
+            totals.append(generations * pop)
+        else:
+            elitism = opt.get("elitism")
+            carried = min(elitism, pop - 1) if isinstance(elitism, int) and elitism > 0 else 0
+            later = pop - carried
+            total = done_before
+            if current < generations:
+                if current_size is not None:
+                    total += current_size
+                else:
+                    total += pop if current == 0 else later
+                total += (generations - current - 1) * later
+            totals.append(total)
+    budget = config.get("budget")
+    if budget:
+        totals.append(int(budget))
+    return min(totals) if totals else None
 
 
 #: results per displayed "generation" of an async run whose config leaves the population size

@@ -25,6 +25,8 @@
     detail: null, // {g, i}
     detailData: null,
     objective: 0,
+    yScale: "auto", // fitness axis: "auto" (log when the values span 2+ decades), "linear", "log"
+    evalFromUrl: null, // {g, i} named by the URL (#exp=NAME&eval=G/I), opened once loaded
     param: null,
     paretoAxes: [0, 1],
     hp: null,
@@ -334,7 +336,24 @@
       section(
         "charts",
         "Fitness and exploration",
-        multi ? h("div", { class: "row" }, h("label", {}, "objective ", h("select", { id: "objective", onchange: (e) => { S.objective = Number(e.target.value); renderCharts(); } }))) : null,
+        h(
+          "div",
+          { class: "row" },
+          multi ? h("label", {}, "objective ", h("select", { id: "objective", onchange: (e) => { S.objective = Number(e.target.value); renderCharts(); } })) : null,
+          h(
+            "label",
+            {},
+            "fitness axis ",
+            h(
+              "select",
+              { id: "y-scale", onchange: (e) => { S.yScale = e.target.value; renderCharts(); } },
+              h("option", { value: "auto" }, "auto"),
+              h("option", { value: "linear" }, "linear"),
+              h("option", { value: "log" }, "log")
+            )
+          ),
+          h("span", { id: "y-scale-note", class: "muted small" }, "")
+        ),
         h(
           "div",
           { class: "grid" },
@@ -346,8 +365,8 @@
             h("figcaption", {}, "Parameter against generation ", h("select", { id: "param-select", onchange: (e) => { S.param = e.target.value; renderCharts(); } })),
             h("div", { id: "chart-param" })
           ),
-          h("figure", { class: "chart-card" }, h("figcaption", { id: "pca-caption" }, "2-D projection (PCA) coloured by fitness"), h("div", { id: "chart-pca" })),
-          h("figure", { class: "chart-card wide" }, h("figcaption", {}, "Parallel coordinates (colour: fitness, yellow is best)"), h("div", { id: "chart-parallel" })),
+          h("figure", { class: "chart-card" }, h("figcaption", { id: "pca-caption" }, "2-D projection (PCA) coloured by fitness rank"), h("div", { id: "chart-pca" })),
+          h("figure", { class: "chart-card wide" }, h("figcaption", {}, "Parallel coordinates (colour: fitness rank, yellow is best)"), h("div", { id: "chart-parallel" })),
           multi
             ? h(
                 "figure",
@@ -620,10 +639,18 @@
     const rows = obj.generations;
     const dots = [];
     for (const r of rows) for (const v of r.points || []) dots.push({ x: r.generation, y: v, color: "#9aa5b1", r: 2 });
+    const plotted = dots.map((d) => d.y);
+    for (const r of rows) plotted.push(r.min, r.max, r.best_so_far);
+    const scale = C.yScale(plotted, S.yScale);
+    const scaleName = scale ? (scale.kind === "log" ? "log scale" : "symlog scale: values ≤ 0 present") : "linear scale";
+    fill("y-scale-note", S.yScale === "auto" ? `${scaleName} (auto: log when the values span 2 decades or more)` : scaleName);
+    if ($("y-scale")) $("y-scale").value = S.yScale;
+    const suffix = scale ? `, ${scale.kind}` : "";
     C.lineChart($("chart-fitness"), {
       xLabel: "generation",
       xInteger: true,
-      yLabel: `${label} (${better(obj.weight)} is better)`,
+      yScale: scale,
+      yLabel: `${label} (${better(obj.weight)} is better${suffix})`,
       dots,
       series: [
         { name: "median", color: "#1f77b4", width: 1.5, points: rows.filter((r) => r.median !== undefined).map((r) => [r.generation, r.median]) },
@@ -634,13 +661,13 @@
     C.boxChart($("chart-dist"), {
       xLabel: "generation",
       xInteger: true,
-      yLabel: label,
+      yScale: scale,
+      yLabel: label + (scale ? ` (${scale.kind})` : ""),
       boxes: rows
         .filter((r) => r.median !== undefined)
         .map((r) => ({ x: r.generation, min: r.min, q1: r.q1, median: r.median, q3: r.q3, max: r.max, title: `generation ${r.generation}: n=${r.n}, ok=${r.ok}, median ${C.fmt(r.median)}, IQR ${C.fmt(r.q1)}–${C.fmt(r.q3)}` })),
     });
-    const norm = C.normalizer(expl.score);
-    const t = expl.score.map(norm);
+    const t = C.ranks(expl.score); // colour by rank: 0 worst, 1 best, whatever the spread
     const titleOf = (k) =>
       `generation ${expl.generation[k]}, index ${expl.index[k]}: ${expl.status[k]}${expl.fitness[k] ? ", fitness " + fitnessText(expl.fitness[k]) : ""}`;
     const open = (k) => () => openDetail(expl.generation[k], expl.index[k]);
@@ -659,7 +686,7 @@
       xInteger: true,
         yLabel: name,
         yCategories: cats,
-        colorLabel: "fitness",
+        colorLabel: "fitness rank",
         points: expl.values[j].map((v, k) => ({ x: expl.generation[k], y: v, t: t[k], title: `${name}=${cats ? cats[v] : C.fmt(v)}; ${titleOf(k)}`, onclick: open(k) })),
       });
     } else {
@@ -671,7 +698,7 @@
       C.scatterChart($("chart-pca"), {
         xLabel: `PC1 (${ex1} % of variance)`,
         yLabel: `PC2 (${ex2} %)`,
-        colorLabel: "fitness",
+        colorLabel: "fitness rank",
         points: expl.pca.x.map((x, k) => ({ x, y: expl.pca.y[k], t: t[k], title: titleOf(k), onclick: open(k) })),
       });
     } else {
@@ -687,7 +714,7 @@
       t,
       titles: expl.score.map((_, k) => titleOf(k)),
       onclick: (k) => openDetail(expl.generation[k], expl.index[k]),
-      colorLabel: "fitness",
+      colorLabel: "fitness rank",
     });
     renderPareto();
   }
@@ -824,10 +851,34 @@
     );
   }
 
+  // ---- URLs -------------------------------------------------------------------------------
+  // The page's address names what it shows: #exp=NAME, and #exp=NAME&eval=G/I while an
+  // evaluation's detail is open, so either can be copied, bookmarked or reloaded.
+  function hashParams() {
+    return new URLSearchParams(location.hash.replace(/^#/, ""));
+  }
+
+  function evalFromHash() {
+    const m = /^(\d+)\/(\d+)$/.exec(hashParams().get("eval") || "");
+    return m ? { g: Number(m[1]), i: Number(m[2]) } : null;
+  }
+
+  function setHash(name, detail) {
+    let hash = "#exp=" + encodeURIComponent(name);
+    if (detail) hash += `&eval=${detail.g}/${detail.i}`;
+    if (location.hash === hash) return;
+    try {
+      history.replaceState(null, "", location.pathname + location.search + hash);
+    } catch (e) {
+      // a report opened from a file may refuse: the view works without the address
+    }
+  }
+
   // ---- detail -----------------------------------------------------------------------------
   function openDetail(g, i) {
     S.detail = { g, i };
     S.detailData = null;
+    if (S.exp !== null) setHash(S.exp, S.detail);
     refreshDetail(true);
   }
 
@@ -930,6 +981,7 @@
     S.detail = null;
     S.detailData = null;
     $("detail").hidden = true;
+    if (S.exp !== null) setHash(S.exp, null);
   }
 
   // ---- the loop ---------------------------------------------------------------------------
@@ -945,7 +997,8 @@
     S.paretoAxes = [0, 1];
     S.query.offset = 0;
     charts = { gens: null, expl: null, pareto: null };
-    if (!REPORT) history.replaceState(null, "", location.pathname + location.search + "#exp=" + encodeURIComponent(name));
+    S.evalFromUrl = hashParams().get("exp") === name ? evalFromHash() : null;
+    if (!REPORT) setHash(name, S.evalFromUrl);
     $("experiment").hidden = true;
     schedule(0);
   }
@@ -978,10 +1031,14 @@
     }
     const list = S.list;
     if (!S.exp) {
-      const wanted = new URLSearchParams(location.hash.replace(/^#/, "")).get("exp");
+      const wanted = hashParams().get("exp");
       const names = list.experiments.map((x) => x.name);
       if (REPORT || (wanted && names.includes(wanted))) S.exp = REPORT ? names[0] : wanted;
+      else if (!wanted && names.length === 1) S.exp = names[0]; // the only one: open it
       if (!S.exp) return;
+      S.evalFromUrl = evalFromHash();
+      setHash(S.exp, S.evalFromUrl);
+      renderList(list);
     }
     const sum = await source.summary(S.exp);
     if (!S.summary || $("experiment").hidden) {
@@ -994,6 +1051,12 @@
     if (changed) {
       S.version = sum.version;
       await refreshAll(sum);
+    }
+    if (S.evalFromUrl) {
+      const { g, i } = S.evalFromUrl;
+      S.evalFromUrl = null;
+      openDetail(g, i);
+      return;
     }
     if (S.detail && (changed || !S.detailData || S.detailData.status === "running")) await refreshDetail(false);
   }
@@ -1057,8 +1120,10 @@
     // a URL with a new token or experiment pasted into an open page
     const t = readToken();
     if (t) S.token = t;
-    const wanted = new URLSearchParams(location.hash.replace(/^#/, "")).get("exp");
+    const wanted = hashParams().get("exp");
+    const detail = evalFromHash();
     if (wanted && wanted !== S.exp) select(wanted);
+    else if (detail && (!S.detail || S.detail.g !== detail.g || S.detail.i !== detail.i)) openDetail(detail.g, detail.i);
     else schedule(0);
   }
 

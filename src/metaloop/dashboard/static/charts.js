@@ -73,6 +73,17 @@
     return String(Number(v.toPrecision(5)));
   }
 
+  /* A log axis's tick: 1e-6 rather than 1.000e-6. */
+  function fmtShort(v) {
+    const a = Math.abs(v);
+    if (a !== 0 && (a < 1e-3 || a >= 1e6)) {
+      const one = v.toExponential(0);
+      const text = Math.abs(Number(one) - v) <= a * 1e-9 ? one : v.toExponential(2);
+      return text.replace("e+", "e");
+    }
+    return fmt(v);
+  }
+
   // Colours from dark violet (worst) to yellow (best); our own stops.
   const STOPS = [
     [72, 30, 112],
@@ -94,6 +105,92 @@
   function normalizer(values) {
     const [lo, hi] = extent(values);
     return (v) => (finite(v) ? (hi > lo ? (v - lo) / (hi - lo) : 1) : null);
+  }
+
+  /* Colour positions by rank: the worst finite value 0, the best 1, ties share their mean
+   * rank, evenly spaced whatever the values' spread (a converged run's points still differ);
+   * non-finite values (failures) null. */
+  function ranks(values) {
+    const idx = [];
+    values.forEach((v, i) => {
+      if (finite(v)) idx.push(i);
+    });
+    idx.sort((a, b) => values[a] - values[b]);
+    const out = values.map(() => null);
+    const n = idx.length;
+    for (let k = 0; k < n; ) {
+      let m = k;
+      while (m + 1 < n && values[idx[m + 1]] === values[idx[k]]) m++;
+      const t = n > 1 ? (k + m) / 2 / (n - 1) : 1;
+      for (let q = k; q <= m; q++) out[idx[q]] = t;
+      k = m + 1;
+    }
+    return out;
+  }
+
+  /* The y scale of a fitness chart: null for linear, else {kind, f, ticks} where f maps a
+   * value to the plotted coordinate.  mode "auto" takes a log scale when no value is negative
+   * and the positive values span 2 decades or more; "log" always.  With every value > 0 the
+   * scale is log10; otherwise symlog: sign(v) * log10(1 + |v| / c), c the smallest non-zero
+   * |v|, so 0 and negative values keep their place (about linear within ±c). */
+  function yScale(values, mode) {
+    if (mode !== "log" && mode !== "auto") return null;
+    let lo = Infinity;
+    let hi = -Infinity;
+    let small = Infinity;
+    let negative = false;
+    let nonPositive = false;
+    let any = false;
+    for (const v of values) {
+      if (!finite(v)) continue;
+      any = true;
+      if (v > 0) {
+        lo = Math.min(lo, v);
+        hi = Math.max(hi, v);
+      } else nonPositive = true;
+      if (v < 0) negative = true;
+      if (v !== 0) small = Math.min(small, Math.abs(v));
+    }
+    if (!any) return null;
+    const decades = hi >= lo ? Math.log10(hi / lo) : 0;
+    if (mode === "auto" && (negative || decades < 2)) return null;
+    if (!nonPositive) {
+      return { kind: "log", f: Math.log10, ticks: (a, b) => decadeTicks(a, b, (k) => Math.pow(10, k)) };
+    }
+    const c = small === Infinity ? 1 : small;
+    const f = (v) => Math.sign(v) * Math.log10(1 + Math.abs(v) / c);
+    const ticks = (a, b) => {
+      const out = [0];
+      for (let k = 0; k < 400; k++) {
+        const v = c * Math.pow(10, k);
+        if (f(v) > Math.max(Math.abs(a), Math.abs(b)) + 1e-9) break;
+        out.push(v, -v);
+      }
+      const inside = out.filter((v) => f(v) >= a - 1e-9 && f(v) <= b + 1e-9).sort((x, y) => x - y);
+      const step = Math.ceil(inside.length / 9);
+      return inside.filter((v, i) => v === 0 || i % step === 0);
+    };
+    return { kind: "symlog", f, ticks };
+  }
+
+  /* Ticks of a log10 axis over [a, b] (in decades): 10^k, thinned to about 8; with under two
+   * decades also 2 and 5 times them. */
+  function decadeTicks(a, b, value) {
+    const out = [];
+    const k0 = Math.ceil(a - 1e-9);
+    const k1 = Math.floor(b + 1e-9);
+    const step = Math.max(1, Math.ceil((k1 - k0 + 1) / 8));
+    for (let k = k0; k <= k1; k += step) out.push(value(k));
+    if (k1 - k0 < 2) {
+      for (let k = Math.floor(a) - 1; k <= Math.ceil(b); k++) {
+        for (const m of [2, 5]) {
+          const v = m * value(k);
+          const lv = Math.log10(v);
+          if (lv >= a - 1e-9 && lv <= b + 1e-9) out.push(v);
+        }
+      }
+    }
+    return out.sort((x, y) => x - y);
   }
 
   function root(container, height, width) {
@@ -123,7 +220,8 @@
     const [xl, xh] = o.xDomain;
     const [yl, yh] = o.yDomain;
     const x = (v) => x0 + ((v - xl) / (xh - xl || 1)) * (x1 - x0);
-    const y = (v) => y0 - ((v - yl) / (yh - yl || 1)) * (y0 - y1);
+    const ys = o.yScale;
+    const y = (v) => y0 - (((ys ? ys.f(v) : v) - yl) / (yh - yl || 1)) * (y0 - y1);
     const g = el("g", { class: "axes" });
     const xt = o.xCategories ? o.xCategories.map((_, i) => i) : ticks(xl, xh, 7);
     for (const t of xt) {
@@ -132,10 +230,10 @@
       const label = o.xCategories ? o.xCategories[t] : fmt(t);
       g.appendChild(el("text", { x: x(t), y: y0 + 16, "text-anchor": "middle" }, label));
     }
-    const yt = o.yCategories ? o.yCategories.map((_, i) => i) : ticks(yl, yh, 5);
+    const yt = o.yCategories ? o.yCategories.map((_, i) => i) : ys ? ys.ticks(yl, yh) : ticks(yl, yh, 5);
     for (const t of yt) {
       g.appendChild(el("line", { x1: x0, x2: x1, y1: y(t), y2: y(t), class: "grid" }));
-      const label = o.yCategories ? o.yCategories[t] : fmt(t);
+      const label = o.yCategories ? o.yCategories[t] : ys ? fmtShort(t) : fmt(t);
       g.appendChild(el("text", { x: x0 - 6, y: y(t) + 4, "text-anchor": "end" }, label));
     }
     g.appendChild(el("line", { x1: x0, x2: x1, y1: y0, y2: y0, class: "axis" }));
@@ -149,6 +247,7 @@
       );
     }
     svg.appendChild(g);
+    if (ys) svg.setAttribute("data-yscale", ys.kind);
     return { x, y, x0, x1, y0, y1 };
   }
 
@@ -183,7 +282,8 @@
     for (const d of dots) { xs.push(d.x); ys.push(d.y); }
     if (!xs.some(finite)) return empty(container, o.emptyText || "no data yet");
     const svg = root(container, o.height);
-    const f = frame(svg, { ...o, xDomain: extent(xs), yDomain: extent(ys) });
+    const fy = o.yScale ? o.yScale.f : (v) => v;
+    const f = frame(svg, { ...o, xDomain: extent(xs), yDomain: extent(ys.map(fy)) });
     const gd = el("g", { class: "dots" });
     for (const d of dots) {
       if (!finite(d.x) || !finite(d.y)) continue;
@@ -217,7 +317,7 @@
     const f = frame(svg, {
       ...o,
       xDomain: [xl - 0.5, xh + 0.5],
-      yDomain: extent(boxes.flatMap((b) => [b.min, b.max])),
+      yDomain: extent(boxes.flatMap((b) => [b.min, b.max]).map(o.yScale ? o.yScale.f : (v) => v)),
       xInteger: true,
     });
     const half = Math.max(1.5, Math.min(14, ((f.x1 - f.x0) / (xh - xl + 1)) * 0.35));
@@ -337,6 +437,8 @@
     empty,
     color,
     normalizer,
+    ranks,
+    yScale,
     fmt,
   };
 })(window);
