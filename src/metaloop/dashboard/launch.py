@@ -26,9 +26,6 @@ from metaloop.errors import ConfigError
 
 #: seconds the validating process may take (it imports the optimizee)
 CHECK_TIMEOUT_S = 120.0
-#: deepest nesting, and most values once aliases are expanded, of a config's YAML text
-MAX_YAML_DEPTH = 64
-MAX_YAML_NODES = 100_000
 
 
 class LaunchError(Exception):
@@ -55,57 +52,10 @@ def parse_config(config: Any) -> dict[str, Any]:
         raise LaunchError(
             f"config: expected YAML or JSON text or a mapping, got {type(config).__name__}"
         )
-    check_yaml_bounds(config)
-    try:
+    try:  # read within bounds: no alias bomb, no deep nesting (config/yamltext.py)
         return mapping_from_yaml(config)
     except ConfigError as exc:
         raise LaunchError(exc.lines) from None
-    except RecursionError:  # pragma: no cover - the depth check comes first
-        raise LaunchError(f"config: nested more than {MAX_YAML_DEPTH} levels deep") from None
-
-
-def check_yaml_bounds(text: str) -> None:
-    """Refuse, before building anything, a YAML text nested deeper than
-    :data:`MAX_YAML_DEPTH` or whose aliases would expand it past :data:`MAX_YAML_NODES` nodes
-    (an "alias bomb": a few lines that stand for billions of values)."""
-    depth = 0
-    anchors: dict[str, int] = {}  # anchor -> nodes its value stands for
-    open_: list[list[Any]] = []  # per open collection: [anchor, nodes so far]
-    total = 0
-    try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent):
-                size = anchors.get(event.anchor or "", 1)
-            elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
-                depth += 1
-                if depth > MAX_YAML_DEPTH:
-                    raise LaunchError(f"config: nested more than {MAX_YAML_DEPTH} levels deep")
-                open_.append([event.anchor, 1])
-                continue
-            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
-                depth -= 1
-                anchor, size = open_.pop()
-                if anchor:
-                    anchors[anchor] = size
-                if open_:
-                    open_[-1][1] += size
-                continue
-            elif isinstance(event, yaml.ScalarEvent):
-                size = 1
-                if event.anchor:
-                    anchors[event.anchor] = 1
-            else:
-                continue
-            total += size
-            if open_:
-                open_[-1][1] += size
-            if total > MAX_YAML_NODES or (open_ and open_[-1][1] > MAX_YAML_NODES):
-                raise LaunchError(
-                    f"config: expands to more than {MAX_YAML_NODES} values "
-                    "(aliases that repeat aliases?)"
-                )
-    except yaml.YAMLError:
-        return  # mapping_from_yaml reports the syntax error with its place
 
 
 def check_config(raw: dict[str, Any], storage: str, base_dir: Path) -> dict[str, Any]:
