@@ -83,6 +83,7 @@ class GeneticAlgorithm(Optimizer):
     """Elitist real-coded GA (see module docstring)."""
 
     kind = "ga"
+    size_params = ("pop_size", "tourn_size", "hall_of_fame")
     async_variant = "metaloop.optimizers.asynchronous:SteadyStateGA"
     Params = GeneticAlgorithmParams
 
