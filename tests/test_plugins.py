@@ -114,7 +114,7 @@ def test_steering_refuses_what_the_old_tables_refused(tmp_path: Path, kind: str)
                 f"{OLD_NO_INJECTION[kind]}"
             )
         else:
-            assert submit_control(store, "e", "inject", inject, "t")["status"] == "pending"
+            assert submit_control(store, "e", "inject", inject, "t").status == "pending"
         fields = get_optimizer_class(kind).Params.model_fields
         fixed = OLD_SETUP_ONLY.get(kind, ())
         for name in fields:
