@@ -387,8 +387,8 @@ def test_command_failing_in_the_driver_is_refused_and_never_retried(
     _wait(lambda: any(c.id == sid and c.status == ControlStatus.APPLIED
                       for c in store_rows("controls")), "the stop to be applied")
     (tmp_path / "gate2").touch()
-    rc = proc.wait(timeout=WAIT_S)
-    assert rc == 0, proc.stderr.read() if proc.stderr else ""
+    _, err = proc.communicate(timeout=WAIT_S)
+    assert proc.returncode == 0, err
     with open_store(url, create=False) as st:
         assert st.require_experiment("flaky").status.value == "stopped"
     by_id = {c.id: c for c in store_rows("controls")}
@@ -487,7 +487,8 @@ def test_dashboard_refuses_bad_values_and_cancels(campaign: Campaign) -> None:
     unchanged(before, campaign.root)
     assert campaign.controls("g") == trail
     # and a pending one is withdrawn
-    client = TestClient(make_app(campaign.url, TOKEN), base_url="http://127.0.0.1:8765")
+    app = make_app(campaign.url, TOKEN)
+    client = TestClient(app, base_url="http://127.0.0.1:8765")
     r = client.post(exp + "/control", json={"action": "set", "params": {"mut_prob": 0.4}},
                     headers=AUTH)
     assert r.status_code == 200 and r.json()["control"]["status"] == "pending"
@@ -497,3 +498,4 @@ def test_dashboard_refuses_bad_values_and_cancels(campaign: Campaign) -> None:
     assert r.json()["control"]["status"] == "cancelled"
     assert r.json()["control"]["message"] == "cancelled by web:testclient"
     assert campaign.controls("g")[-1].status == ControlStatus.CANCELLED
+    app.dashboard.close()
