@@ -428,8 +428,9 @@ def test_command_failing_in_the_driver_is_refused_and_never_retried(
     # the optimizer's values: the applied change replayed, the refused and cancelled not
     generation, state = store_rows("checkpoint")
     assert generation == 5
-    assert state["optimizer"]["params"]["mut_sigma"] == 0.1 and state["optimizer"]["params"]["pop_size"] == 4
-    assert state["optimizer"]["params"]["mut_prob"] == 0.5 and state["optimizer"]["params"]["cx_prob"] == 0.7
+    params = state["optimizer"]["params"]
+    assert (params["mut_sigma"], params["pop_size"]) == (0.1, 4)
+    assert (params["mut_prob"], params["cx_prob"]) == (0.5, 0.7)
     with open_store(url, create=False) as st:
         assert st.require_experiment("flaky").status.value == "finished"
     assert per_generation() == [4, 3, 3, 3, 3]
