@@ -12,7 +12,7 @@ samples or tournament draws, see :meth:`Optimizer.population_sizes`) must keep t
 
     size × (dim × 8 × 16 + 4096) ≤ 2 GiB
 
-which allows about 490,000 candidates in 2 dimensions, 16,000 in 1,000 and 1,600 in 10,000.
+which allows about 490,000 candidates in 2 dimensions, 16,000 in 1,000 and 1,700 in 10,000.
 Non-finite numbers (NaN, ±Infinity) are refused by every optimizer's ``Params`` schema
 (:class:`~metaloop.optimizers.base.OptimizerParams` sets ``allow_inf_nan=False``).
 """
