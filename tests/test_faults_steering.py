@@ -500,3 +500,59 @@ def test_dashboard_refuses_bad_values_and_cancels(campaign: Campaign) -> None:
     assert r.json()["control"]["message"] == "cancelled by web:testclient"
     assert campaign.controls("g")[-1].status == ControlStatus.CANCELLED
     app.dashboard.close()
+
+
+# -- cancel against the running loop: the first to commit wins ---------------------------------
+def test_settle_is_atomic_across_two_store_handles(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    with open_store(url) as loop, open_store(url, create=False) as user:
+        exp = loop.create_experiment("e", {"name": "e"}, seed=1).id
+        first = loop.add_control(exp, ControlRow("set", {"params": {"mut_sigma": 0.2}}, "cli"))
+        second = loop.add_control(exp, ControlRow("pause", {}, "cli"))
+        assert loop.settle_control(first.id, ControlStatus.APPLIED, 3, "ok") is True
+        assert user.settle_control(first.id, ControlStatus.CANCELLED, None) is False
+        assert user.settle_control(second.id, ControlStatus.CANCELLED, None, "by me") is True
+        assert loop.settle_control(second.id, ControlStatus.APPLIED, 3) is False
+        assert loop.settle_control(999, ControlStatus.APPLIED, 3) is False
+        with pytest.raises(ValueError):
+            loop.settle_control(first.id, "withdrawn", None)
+        rows = user.controls(exp)
+        assert [(r.status, r.generation, r.message) for r in rows] == [
+            (ControlStatus.APPLIED, 3, "ok"), (ControlStatus.CANCELLED, None, "by me")]
+        assert [r.id for r in user.controls(exp, status="cancelled")] == [second.id]
+
+
+def test_a_command_cancelled_after_the_loop_saw_it_is_never_applied(tmp_path: Path) -> None:
+    """The loop has seen the set and the inject (held for their boundary); a user cancels
+    both; at the boundary neither changes the optimizer or the population."""
+    from metaloop.drivers.controller import Controller
+    from metaloop.optimizers.ga import GeneticAlgorithm
+    from metaloop.space import Space
+    from metaloop.steering import ControlError, cancel_control
+
+    space = Space.from_config({"x": {"type": "real", "low": -5.0, "high": 5.0}})
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    with open_store(url) as loop, open_store(url, create=False) as user:
+        exp = loop.create_experiment("e", {"name": "e"}, seed=1).id
+        s = loop.add_control(exp, ControlRow("set", {"params": {"mut_sigma": 0.3}}, "cli"))
+        i = loop.add_control(exp, ControlRow("inject", {"candidates": [{"x": 4.5}]}, "cli"))
+        kept = loop.add_control(exp, ControlRow("set", {"params": {"mut_prob": 0.5}}, "cli"))
+        opt = GeneticAlgorithm(space, {"pop_size": 4}, seed=1)
+        c = Controller(loop, exp, space)
+        c.start(0)  # seen and held for the boundary
+        assert cancel_control(user, "e", s.id, "cli").status == ControlStatus.CANCELLED
+        assert cancel_control(user, "e", i.id, "web:x").message == "cancelled by web:x"
+        c.boundary(0, opt, fresh=True)
+        assert (opt.params.mut_sigma, opt.params.mut_prob) == (0.1, 0.5)
+        X = opt.ask()
+        cands = space.decode_many(X)
+        assert c.inject(X, cands, len(X), 0) == 0
+        assert all(cand["x"] != 4.5 for cand in cands)
+        c.finish(0, finished=True)
+        loop.flush()
+        rows = {r.id: r for r in user.controls(exp)}
+        assert [rows[k].status for k in (s.id, i.id, kept.id)] == [
+            ControlStatus.CANCELLED, ControlStatus.CANCELLED, ControlStatus.APPLIED]
+        assert rows[s.id].generation is None and rows[i.id].generation is None
+        with pytest.raises(ControlError, match=r"\(set\) is already applied at generation 0"):
+            cancel_control(user, "e", kept.id, "cli")
