@@ -113,6 +113,8 @@ CASES: list[tuple[str, str, list[str], list[str]]] = [
     ("pop-size-huge-int", "set g", ["--param", f"pop_size={BIG}"], ["pop_size", "limit"]),
     ("tourn-size-huge", "set g", ["--param", "tourn_size=10000000"],
      ["tourn_size: 10000000 is above the limit"]),
+    ("tournament-draws", "set g", ["--param", "pop_size=100000", "--param", "tourn_size=100000"],
+     ["set: tourn_size: pop_size × tourn_size (100000 × 100000) must be at most 268435456"]),
     ("hall-of-fame-huge", "set g", ["--param", "hall_of_fame=1000000000000"],
      ["hall_of_fame", "above the limit"]),
     ("cmaes-restarts-growth", "set c", ["--param", "restarts=200", "--param", "inc_pop_size=10"],
@@ -503,8 +505,29 @@ def test_dashboard_refuses_bad_values_and_cancels(campaign: Campaign) -> None:
 
 
 # -- cancel against the running loop: the first to commit wins ---------------------------------
-def test_settle_is_atomic_across_two_store_handles(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 's.db'}"
+@pytest.fixture
+def pg_store_url(postgres_url: str) -> Iterator[str]:
+    """A fresh database on the session's PostgreSQL server; dropped afterwards."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    db = f"steerfault_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute(f'CREATE DATABASE "{db}"')
+    p = urlsplit(postgres_url)
+    yield urlunsplit((p.scheme, p.netloc, "/" + db, p.query, ""))
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_settle_is_atomic_across_two_store_handles(
+    tmp_path: Path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    url = (f"sqlite:///{tmp_path / 's.db'}" if backend == "sqlite"
+           else request.getfixturevalue("pg_store_url"))
     with open_store(url) as loop, open_store(url, create=False) as user:
         exp = loop.create_experiment("e", {"name": "e"}, seed=1).id
         first = loop.add_control(exp, ControlRow("set", {"params": {"mut_sigma": 0.2}}, "cli"))

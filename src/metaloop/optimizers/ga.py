@@ -40,6 +40,9 @@ from pydantic import Field, model_validator
 from metaloop.optimizers.base import Optimizer, OptimizerParams
 from metaloop.optimizers.common import as_rows, best_order, reflect, scores
 
+#: the tournament draws of a generation (``pop_size × tourn_size`` integers) within 2 GiB
+MAX_TOURNAMENT_DRAWS = 2**28
+
 Selection = Literal["tournament", "roulette", "best", "random"]
 Crossover = Literal["blend", "uniform", "one_point", "two_point", "sbx"]
 Mutation = Literal["gaussian", "polynomial", "uniform"]
@@ -75,6 +78,12 @@ class GeneticAlgorithmParams(OptimizerParams):
         if self.elitism >= self.pop_size:
             raise ValueError(
                 f"elitism ({self.elitism}) must be less than pop_size ({self.pop_size})"
+            )
+        if self.pop_size * self.tourn_size > MAX_TOURNAMENT_DRAWS:
+            raise ValueError(
+                f"tourn_size: pop_size × tourn_size ({self.pop_size} × {self.tourn_size}) "
+                f"must be at most {MAX_TOURNAMENT_DRAWS} (the tournament draws of a "
+                "generation, 8 bytes each, within 2 GiB)"
             )
         return self
 
