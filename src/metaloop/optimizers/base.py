@@ -104,6 +104,12 @@ class Optimizer(ABC):
                 out[name] = value
         return out
 
+    @classmethod
+    def check_limits(cls, params: OptimizerParams, dim: int) -> None:
+        """ValueError (one line) if ``params`` would make a generation too large for a
+        ``dim``-dimensional space (:mod:`metaloop.optimizers.limits`)."""
+        check_sizes(cls.population_sizes(params, dim), dim)
+
     def __init__(
         self,
         space: Space,
@@ -117,7 +123,7 @@ class Optimizer(ABC):
             if isinstance(params, OptimizerParams)
             else self.Params.model_validate(params or {})
         )
-        check_sizes(self.population_sizes(self.params, space.dim), space.dim)
+        self.check_limits(self.params, space.dim)
         self.seed = int(seed)
         self.n_objectives = n_objectives
         self.generation = 0
@@ -211,5 +217,5 @@ class Optimizer(ABC):
         """Change hyperparameters (validated against ``Params`` and the size limits of
         :mod:`metaloop.optimizers.limits`; raises ValueError if bad, changing nothing)."""
         params = self.Params.model_validate({**self.params.model_dump(), **changes})
-        check_sizes(self.population_sizes(params, self.space.dim), self.space.dim)
+        self.check_limits(params, self.space.dim)
         self.params = params

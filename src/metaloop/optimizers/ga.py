@@ -79,12 +79,6 @@ class GeneticAlgorithmParams(OptimizerParams):
             raise ValueError(
                 f"elitism ({self.elitism}) must be less than pop_size ({self.pop_size})"
             )
-        if self.pop_size * self.tourn_size > MAX_TOURNAMENT_DRAWS:
-            raise ValueError(
-                f"tourn_size: pop_size × tourn_size ({self.pop_size} × {self.tourn_size}) "
-                f"must be at most {MAX_TOURNAMENT_DRAWS} (the tournament draws of a "
-                "generation, 8 bytes each, within 2 GiB)"
-            )
         return self
 
 
@@ -93,6 +87,18 @@ class GeneticAlgorithm(Optimizer):
 
     kind = "ga"
     size_params = ("pop_size", "tourn_size", "hall_of_fame")
+
+    @classmethod
+    def check_limits(cls, params: OptimizerParams, dim: int) -> None:
+        """The size limits, and the tournament draws of a generation within 2 GiB."""
+        super().check_limits(params, dim)
+        pop, tourn = getattr(params, "pop_size", 0), getattr(params, "tourn_size", 0)
+        if pop * tourn > MAX_TOURNAMENT_DRAWS:
+            raise ValueError(
+                f"tourn_size: pop_size × tourn_size ({pop} × {tourn}) must be at most "
+                f"{MAX_TOURNAMENT_DRAWS} (the tournament draws of a generation, 8 bytes "
+                "each, within 2 GiB)"
+            )
     async_variant = "metaloop.optimizers.asynchronous:SteadyStateGA"
     Params = GeneticAlgorithmParams
 
