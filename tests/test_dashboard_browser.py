@@ -778,6 +778,24 @@ def test_live_run_watch_and_steer(browser: Any, tmp_path: Path) -> None:
         assert run.info().status == "stopped"
         assert page.dialogs == [] and page.errors == [], page.errors
 
+        # a set sent to the stopped run waits for the resume; the log's Cancel withdraws it
+        pg.select_option("#hp-name", "pop_size")
+        pg.fill("#hp-value", "5")
+        pg.click("#btn-set")
+        button = pg.locator("#controls-table button.cancel-control")
+        button.wait_for()
+        assert button.count() == 1
+        button.click()
+        pg.wait_for_function(
+            "() => document.getElementById('control-message').textContent.includes('cancelled')"
+        )
+        pg.locator("#controls-table tbody td", has_text="cancelled by web:127.0.0.1").wait_for()
+        assert pg.locator("#controls-table button.cancel-control").count() == 0
+        pending = [c for c in run.controls() if c.payload.get("params") == {"pop_size": 5}]
+        assert [(c.status, c.message) for c in pending] == [
+            ("cancelled", "cancelled by web:127.0.0.1")]
+        assert page.errors == [], page.errors
+
         # the report of the steered run: same curves and image, from one offline file
         from metaloop.dashboard.report import write_report
 

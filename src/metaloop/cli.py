@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from metaloop import __version__
+from metaloop.control_cli import add_control_command, cmd_control
 from metaloop.dashboard.cli import DASHBOARD_COMMANDS, add_dashboard_commands
 from metaloop.errors import UserError
 from metaloop.executors import EXECUTOR_KINDS
@@ -152,30 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ss.add_argument("-o", "--write", metavar="FILE", help="write the script here (default: stdout)")
 
-    ct = sub.add_parser(
-        "control",
-        help="steer an experiment: pause, resume, stop, set hyperparameters, inject, note",
-        description="Record a steering command in the store; the running loop applies it at "
-        "the next safe point (see docs/steering.md).",
-    )
-    ct.add_argument("action", choices=["pause", "resume", "stop", "set", "inject", "note"])
-    storage_arg(ct)
-    ct.add_argument("--name", required=True, help="experiment name")
-    ct.add_argument(
-        "--param", action="append", default=[], metavar="NAME=VALUE",
-        help="set: a hyperparameter, e.g. --param mut_sigma=0.05 (repeatable)",
-    )
-    ct.add_argument(
-        "--candidate", action="append", default=[], metavar="JSON",
-        help="""inject: a candidate, e.g. --candidate '{"x": 1.0}' (repeatable)""",
-    )
-    ct.add_argument("--file", help="inject: candidates from a .json, .yaml or .csv file")
-    ct.add_argument("--text", help="note: the text to record")
-    ct.add_argument(
-        "--at-generation", type=_seed, metavar="N",
-        help="set/inject: apply at the start of generation N (default: the next one)",
-    )
-    ct.add_argument("--json", action="store_true", help="print the recorded command as JSON")
+    add_control_command(sub, DEFAULT_STORAGE)
 
     pl = sub.add_parser("plot", help="best and population fitness per generation, as PNG")
     storage_arg(pl)
@@ -484,86 +462,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
     check_plot_output(args.output)
     plot(args.name, args.output, args.storage)
     print(f"wrote {args.output}", file=sys.stderr)
-    return 0
-
-
-def _control_payload(args: argparse.Namespace) -> dict[str, Any] | None:
-    """The command's payload from the options, each refused where it does not belong."""
-    from metaloop.steering import ControlError, candidates_from_file, parse_assignment
-
-    action = args.action
-    given = {
-        "--param": bool(args.param),
-        "--candidate": bool(args.candidate),
-        "--file": args.file is not None,
-        "--text": args.text is not None,
-        "--at-generation": args.at_generation is not None,
-    }
-    allowed = {
-        "set": ("--param", "--at-generation"),
-        "inject": ("--candidate", "--file", "--at-generation"),
-        "note": ("--text",),
-    }.get(action, ())
-    stray = [opt for opt, used in given.items() if used and opt not in allowed]
-    if stray:
-        raise UserError(f"{stray[0]}: not an option of 'control {action}'")
-    payload: dict[str, Any] = {}
-    try:
-        if action == "set":
-            if not args.param:
-                raise UserError("control set: give at least one --param NAME=VALUE")
-            payload["params"] = dict(parse_assignment(text) for text in args.param)
-        elif action == "inject":
-            cands: list[Any] = []
-            for n, text in enumerate(args.candidate, start=1):
-                try:
-                    cands.append(json.loads(text))
-                except json.JSONDecodeError as exc:
-                    raise UserError(
-                        f"--candidate #{n}: not valid JSON ({exc.msg}): {text!r}"
-                    ) from None
-            if args.file is not None:
-                cands.extend(candidates_from_file(args.file))
-            if not cands:
-                raise UserError("control inject: give --candidate JSON or --file FILE")
-            payload["candidates"] = cands
-        elif action == "note":
-            if args.text is None:
-                raise UserError("control note: give --text TEXT")
-            payload["text"] = args.text
-    except ControlError as exc:
-        raise UserError(str(exc)) from None
-    if args.at_generation is not None:
-        payload["at_generation"] = args.at_generation
-    return payload or None
-
-
-def cmd_control(args: argparse.Namespace) -> int:
-    from metaloop.records import ControlStatus
-    from metaloop.steering import ControlError, submit_control
-
-    payload = _control_payload(args)
-    with _open_existing(args.storage) as store:
-        try:
-            row = submit_control(store, args.name, args.action, payload, origin="cli")
-        except ControlError as exc:
-            raise UserError(str(exc)) from None
-    if args.json:
-        print(json.dumps(row.as_dict()))
-    elif row.status == ControlStatus.APPLIED:
-        print(f"control #{row.id}: {args.action} recorded for experiment {args.name!r}")
-    else:
-        when = (
-            f"at the start of generation {row.payload['at_generation']}"
-            if row.payload.get("at_generation") is not None
-            else "at the next generation boundary"
-            if args.action in ("set", "inject")
-            else "within about a second"
-        )
-        print(
-            f"control #{row.id}: {args.action} for experiment {args.name!r} is pending; "
-            f"the run applies it {when}"
-        )
     return 0
 
 

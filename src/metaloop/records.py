@@ -125,6 +125,7 @@ class ControlStatus(str, Enum):
     PENDING = "pending"  # recorded, not yet seen through by the running loop
     APPLIED = "applied"  # the loop applied it (at ``ControlRow.generation``)
     REFUSED = "refused"  # the loop refused it (the reason in ``ControlRow.message``)
+    CANCELLED = "cancelled"  # withdrawn while still pending (``metaloop control cancel``)
 
     def __str__(self) -> str:
         return self.value

@@ -4,7 +4,8 @@ candidates, annotate.
 Commands travel through the store (the only channel between a running loop and whoever
 watches it): :func:`submit_control` validates a command and records it as ``pending``; the
 loop's :class:`Controller` applies it at the next safe point and records the outcome
-(``applied`` with the generation, or ``refused`` with the reason).
+(``applied`` with the generation, or ``refused`` with the reason); :func:`cancel_control`
+withdraws a command still pending (``cancelled``).
 
 * ``pause`` / ``resume`` / ``stop`` act on the live run within about a second: a paused run
   hands out no new evaluations (running ones finish and are recorded); a stopped run ends
@@ -23,7 +24,7 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 from pydantic import ValidationError
@@ -41,6 +42,7 @@ RUN_ACTIONS = ("pause", "resume", "stop")
 BOUNDARY_ACTIONS = ("set", "inject")
 MAX_TEXT = 10_000
 MAX_CANDIDATES = 10_000
+MAX_FILE_BYTES = 64 * 2**20
 
 class ControlError(ValueError):
     """A refused command; ``str(exc)`` is one line with the reason."""
@@ -134,6 +136,11 @@ def check_set(
             f"set: unknown hyperparameter {unknown[0]!r} of optimizer {kind!r}; "
             f"expected one of {sorted(cls.Params.model_fields)}"
         )
+    for name, value in changes.items():  # pydantic would read true/false as 1/0
+        if isinstance(value, bool) and not _takes_bool(cls.Params.model_fields[name].annotation):
+            raise ControlError(
+                f"set: {name}: expected a value of type {_type_name(cls, name)}, got {value!r}"
+            )
     frozen = cls.setup_only_among(changes)
     if frozen:
         raise ControlError(
@@ -150,6 +157,15 @@ def check_set(
         raise ControlError(f"set: {exc}") from None
     dumped = optimizer.params.model_dump(mode="json")
     return {k: dumped[k] for k in changes}
+
+
+def _takes_bool(annotation: Any) -> bool:
+    return annotation is bool or any(_takes_bool(a) for a in get_args(annotation))
+
+
+def _type_name(cls: Any, name: str) -> str:
+    annotation = cls.Params.model_fields[name].annotation
+    return str(getattr(annotation, "__name__", annotation)).replace("typing.", "")
 
 
 def _check_value(name: str, spec: Any, value: Any) -> Any:
@@ -338,6 +354,41 @@ def submit_control(
     return next(c for c in store.controls(info.id) if c.id == cid)
 
 
+def cancel_control(store: Store, name: str, control_id: Any, origin: str) -> ControlRow:
+    """Withdraw pending command ``control_id`` of experiment ``name`` (state ``cancelled``);
+    the stored row.  StoreError for an unknown experiment, ControlError (one line) for an
+    unknown id or a command no longer pending.  Atomic against the running loop: whichever
+    commits first (this cancel, or the loop applying the command) wins."""
+    if isinstance(control_id, bool) or not isinstance(control_id, int) or control_id < 1:
+        raise ControlError(
+            f"cancel: ID: expected a command id (a positive integer, see 'metaloop control "
+            f"list'), got {control_id!r}"
+        )
+    info = store.require_experiment(name)
+    rows = {c.id: c for c in store.controls(info.id)}
+    c = rows.get(control_id)
+    if c is None:
+        raise ControlError(f"cancel: ID: experiment {name!r} has no command #{control_id}")
+    origin = str(origin or "unknown")[:200]
+    if c.status != ControlStatus.PENDING or not store.settle_control(
+        c.id, ControlStatus.CANCELLED, None, f"cancelled by {origin}"
+    ):
+        now = next(r for r in store.controls(info.id) if r.id == control_id)
+        where = f" at generation {now.generation}" if now.generation is not None else ""
+        raise ControlError(
+            f"cancel: command #{control_id} ({now.action}) is already {now.status}{where}; "
+            "only a pending command can be cancelled"
+        )
+    store.event(
+        info.id,
+        "control",
+        f"{c.action} from {c.origin} cancelled by {origin}",
+        {"id": c.id, "action": c.action, "status": "cancelled", "generation": None},
+    )
+    store.flush()
+    return next(r for r in store.controls(info.id) if r.id == control_id)
+
+
 def hyperparameters(store: Store, name: str) -> dict[str, Any]:
     """The optimizer's hyperparameters now and how they got there: ``{"current": {...},
     "history": [{"time", "origin", "generation", "params"}]}`` (the config's values at
@@ -386,9 +437,19 @@ def candidates_from_file(path: str | Path) -> list[Any]:
     if suffix not in (".json", ".yaml", ".yml", ".csv"):
         raise ControlError(f"--file: expected a .json, .yaml, .yml or .csv file, got {p.name!r}")
     try:
-        text = p.read_text()
+        if p.exists() and not p.is_dir() and not p.is_file():
+            raise ControlError(f"--file: {p} is not a regular file")
+        if p.is_file() and p.stat().st_size > MAX_FILE_BYTES:
+            raise ControlError(
+                f"--file: {p} has {p.stat().st_size} bytes; at most {MAX_FILE_BYTES} (64 MiB)"
+            )
+        text = p.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ControlError(f"--file: cannot read {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ControlError(
+            f"--file: {p} is not UTF-8 text (byte {exc.start}: {exc.reason})"
+        ) from None
     if suffix == ".csv":
         rows = list(csv.reader(text.splitlines()))
         if len(rows) < 2 or not all(h.strip() for h in rows[0]):

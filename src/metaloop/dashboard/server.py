@@ -9,7 +9,8 @@ Routes (all JSON under ``/api/``; see docs/dashboard.md for the reference):
 * ``GET .../generations | exploration | pareto | hyperparameters | controls | events``;
 * ``GET .../evaluations`` (filtered, sorted, paged), ``GET .../evaluations/{g}/{i}`` (detail),
   ``GET .../evaluations/{g}/{i}/reports``, ``GET .../evaluations/{g}/{i}/artifact?name=``;
-* ``POST /api/experiments/{name}/control`` — a steering command (token).
+* ``POST /api/experiments/{name}/control`` — a steering command (token);
+  ``POST .../control/{id}/cancel`` withdraws a pending one (token).
 
 Handlers are plain functions: Starlette runs them in its thread pool, and the store's own
 lock serializes them on its one connection.  Launching does not take the readers' lock: its
@@ -324,6 +325,17 @@ class Dashboard:
             raise ApiError(400, str(exc)) from None
         return {"control": row}
 
+    def cancel(self, request: Request, name: str, cid: str) -> Any:
+        from metaloop.steering import ControlError
+
+        self._info(name)  # 404 for an unknown experiment
+        client = request.client.host if request.client else "unknown"
+        try:
+            row = steering_routes.cancel(self._store(), name, cid, origin=f"web:{client}")
+        except ControlError as exc:
+            raise ApiError(steering_routes.cancel_status(str(exc)), str(exc)) from None
+        return {"control": row}
+
     def artifact(self, request: Request) -> Response:
         """One artifact file, from its stored path only; images inline, others as downloads.
 
@@ -406,6 +418,7 @@ class Dashboard:
             Route(exp + "/controls", e(self.controls)),
             Route(exp + "/events", e(self.events)),
             Route(exp + "/control", e(self.control, write=True), methods=["POST"]),
+            Route(exp + "/control/{cid}/cancel", e(self.cancel, write=True), methods=["POST"]),
             Route(exp, e(self.summary)),
             Mount("/static", StaticFiles(directory=static_dir()), name="static"),
         ]

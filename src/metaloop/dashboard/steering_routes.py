@@ -60,3 +60,23 @@ def submit(store: Store, name: str, body: dict[str, Any], origin: str) -> dict[s
     action = body.get("action")
     payload = {k: v for k, v in body.items() if k != "action"}
     return jsonable(steering.submit_control(store, name, action, payload or None, origin=origin))
+
+
+def cancel(store: Store, name: str, cid: str, origin: str) -> dict[str, Any]:
+    """Withdraw pending command ``cid`` (its id as the URL gives it); the stored row.
+
+    Raises the steering module's ControlError (see :func:`cancel_status`) or StoreError.
+    """
+    steering = _steering()
+    if steering is None:  # pragma: no cover - only with a partial install
+        raise RuntimeError("this metaloop has no steering support")
+    text = cid.strip()
+    value: Any = int(text) if text.isdigit() and len(text) < 19 else text
+    return jsonable(steering.cancel_control(store, name, value, origin=origin))
+
+
+def cancel_status(message: str) -> int:
+    """The HTTP status of a refused cancel: 404 unknown id, 400 malformed, 409 not pending."""
+    if "has no command" in message:
+        return 404
+    return 400 if "ID: expected" in message else 409

@@ -105,13 +105,14 @@ class Controller:
                     )
                 continue
             self._seen.add(cid)
+            if not self._resolve(c, APPLIED, generation):
+                continue  # cancelled meanwhile
             if action == "pause":
                 self.paused = True
             elif action == "resume":
                 self.paused = False
             elif action == "stop":
                 self.stop_origin = c.origin
-            self._resolve(c, APPLIED, generation)
             if action in RUN_ACTIONS:
                 changed.append(action)
         return changed
@@ -126,9 +127,24 @@ class Controller:
         return time.monotonic() >= max(self._last_read + BOUNDARY_POLL_S, self._retry_at)
 
     def _resolve(
-        self, c: ControlRow, status: ControlStatus, generation: int, message: str | None = None
-    ) -> None:
-        self.store.resolve_control(c.id, status, generation, message)
+        self,
+        c: ControlRow,
+        status: ControlStatus,
+        generation: int,
+        message: str | None = None,
+        settle: bool = True,
+        quiet: bool = False,
+    ) -> bool:
+        """Record the outcome of ``c`` and its event; False (nothing recorded) if it was no
+        longer pending (cancelled meanwhile: the first to commit wins).  ``settle=False``:
+        ``c`` is already settled, only its message and event are recorded (queued);
+        ``quiet``: no event."""
+        if not settle:
+            self.store.resolve_control(c.id, status, generation, message)
+        elif not self.store.settle_control(c.id, status, generation, message):
+            return False
+        if quiet:
+            return True
         what = f"{c.action} from {c.origin}"
         if status == REFUSED:
             what += f" refused: {message}"
@@ -140,6 +156,7 @@ class Controller:
             what,
             {"id": c.id, "action": c.action, "status": status.value, "generation": generation},
         )
+        return True
 
     # -- generation boundary --------------------------------------------------------------------
     def boundary(self, generation: int, optimizer: Optimizer, fresh: bool) -> None:
@@ -159,17 +176,47 @@ class Controller:
             if new:
                 self._seen.add(c.id)
             if c.action == "inject":
-                self._injections.append((c, stored_candidates(self.space, c), new))
+                try:
+                    cands = stored_candidates(self.space, c)
+                except Exception as exc:  # noqa: BLE001 - a bad record refuses, not the run
+                    if new:
+                        self._resolve(c, REFUSED, generation, f"inject: {_one_line(exc)}")
+                    continue
+                self._injections.append((c, cands, new))
                 continue
             changes = c.payload["params"]
-            if new:
-                reason = _try_set(optimizer, changes)
-                if reason is not None:
-                    self._resolve(c, REFUSED, generation, f"set: {reason}")
+            if not new:
+                self._replay_set(c, optimizer, generation)
+                continue
+            reason = _try_set(optimizer, changes)
+            if reason is None:
+                saved = copy.deepcopy(optimizer.state())
+                try:
+                    optimizer.set_params(**changes)
+                except Exception as exc:  # noqa: BLE001 - refused, the run goes on
+                    optimizer.load_state(saved)
+                    reason = _one_line(exc)
+                else:
+                    if not self._resolve(c, APPLIED, generation, _late(c, generation)):
+                        optimizer.load_state(saved)  # cancelled meanwhile: roll back
                     continue
-            optimizer.set_params(**changes)
-            if new:
-                self._resolve(c, APPLIED, generation, _late(c, generation))
+            self._resolve(c, REFUSED, generation, f"set: {reason}")
+
+    def _replay_set(self, c: ControlRow, optimizer: Optimizer, generation: int) -> None:
+        """Apply a ``set`` a previous session applied at ``generation`` again; one this
+        metaloop refuses (e.g. above today's size limits) is skipped with an event."""
+        saved = copy.deepcopy(optimizer.state())
+        try:
+            optimizer.set_params(**c.payload["params"])
+        except Exception as exc:  # noqa: BLE001 - the run goes on with the previous values
+            optimizer.load_state(saved)
+            self.store.event(
+                self.exp_id,
+                "control",
+                f"set #{c.id} could not be replayed ({_one_line(exc)}); "
+                "the run goes on with the previous values",
+                {"id": c.id, "action": "set", "status": "applied", "generation": generation},
+            )
 
     def inject(
         self, X: np.ndarray, candidates: list[dict[str, Any]], limit: int, generation: int
@@ -183,6 +230,9 @@ class Controller:
         for c, cands, new in self._injections:
             k = len(cands)
             if total + k <= limit:
+                # a new one is settled before it changes anything (its message follows)
+                if new and not self._resolve(c, APPLIED, generation, settle=True, quiet=True):
+                    continue  # cancelled meanwhile
                 chosen.append((c, cands, new))
                 total += k
             elif new and k > limit:
@@ -208,7 +258,7 @@ class Controller:
                 where = f"indices {first}..{pos - 1}" if pos - 1 > first else f"index {first}"
                 late = _late(c, generation)
                 msg = f"evaluated as {where}" + (f"; {late}" if late else "")
-                self._resolve(c, APPLIED, generation, msg)
+                self._resolve(c, APPLIED, generation, msg, settle=False)
         return total
 
     def refuse_waiting(self, generation: int, reason: str) -> None:
@@ -247,10 +297,14 @@ def _try_set(optimizer: Optimizer, changes: dict[str, Any]) -> str | None:
         trial.ask()
     except ValidationError as exc:
         return validation_text(exc)
-    except (ValueError, RuntimeError) as exc:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return text
+    except Exception as exc:  # noqa: BLE001 - any failure refuses the command, not the run
+        return _one_line(exc)
     return None
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return "; ".join(lines[:3]) if lines else type(exc).__name__
 
 
 def _late(c: ControlRow, generation: int) -> str | None:

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from metaloop.optimizers.limits import check_sizes
 from metaloop.space import Space
 
 _OPTIMIZER_STREAM = 0x0F7
@@ -29,7 +30,7 @@ _KEYED_STREAM = 0x0F8
 class OptimizerParams(BaseModel):
     """Base of every optimizer's hyperparameter schema (unknown keys are errors)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class Optimizer(ABC):
@@ -63,6 +64,10 @@ class Optimizer(ABC):
     #: True for optimizers that end by themselves (``done`` after a known number of
     #: generations, e.g. grid search): a config needs no stopping criterion for them.
     ends_by_itself: ClassVar[bool] = False
+    #: Hyperparameters that size a generation (population, chains, samples, draws): each is
+    #: kept within :func:`metaloop.optimizers.limits.population_limit` of the space's
+    #: dimension (see :meth:`population_sizes`); names the schema lacks are skipped.
+    size_params: ClassVar[tuple[str, ...]] = ("pop_size",)
     #: Derived from :attr:`async_variant` (do not set it): the kind runs in ``mode: async``.
     supports_async: ClassVar[bool] = False
 
@@ -88,6 +93,23 @@ class Optimizer(ABC):
         fixed = cls.setup_only
         return [n for n in names if "*" in fixed or n in fixed]
 
+    @classmethod
+    def population_sizes(cls, params: OptimizerParams, dim: int) -> dict[str, int | float]:
+        """The per-generation sizes ``params`` imply, by the hyperparameter to blame (the
+        integer values of :attr:`size_params`); subclasses add derived ones."""
+        out: dict[str, int | float] = {}
+        for name in cls.size_params:
+            value = getattr(params, name, None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                out[name] = value
+        return out
+
+    @classmethod
+    def check_limits(cls, params: OptimizerParams, dim: int) -> None:
+        """ValueError (one line) if ``params`` would make a generation too large for a
+        ``dim``-dimensional space (:mod:`metaloop.optimizers.limits`)."""
+        check_sizes(cls.population_sizes(params, dim), dim)
+
     def __init__(
         self,
         space: Space,
@@ -101,6 +123,7 @@ class Optimizer(ABC):
             if isinstance(params, OptimizerParams)
             else self.Params.model_validate(params or {})
         )
+        self.check_limits(self.params, space.dim)
         self.seed = int(seed)
         self.n_objectives = n_objectives
         self.generation = 0
@@ -191,5 +214,8 @@ class Optimizer(ABC):
         self._load_state(state["algorithm"])
 
     def set_params(self, **changes: Any) -> None:
-        """Change hyperparameters (validated against ``Params``; raises ValueError if bad)."""
-        self.params = self.Params.model_validate({**self.params.model_dump(), **changes})
+        """Change hyperparameters (validated against ``Params`` and the size limits of
+        :mod:`metaloop.optimizers.limits`; raises ValueError if bad, changing nothing)."""
+        params = self.Params.model_validate({**self.params.model_dump(), **changes})
+        self.check_limits(params, self.space.dim)
+        self.params = params

@@ -175,6 +175,17 @@ class CMAES(Optimizer):
     kind = "cmaes"
     Params = CMAESParams
     setup_only = ("pop_size", "x0")
+
+    @classmethod
+    def population_sizes(cls, params: OptimizerParams, dim: int) -> dict[str, int | float]:
+        """lambda, and lambda after the last IPOP restart (``inc_pop_size ** restarts``)."""
+        sizes = super().population_sizes(params, dim)
+        lam = getattr(params, "pop_size", None) or 4 + int(3 * math.log(max(dim, 1)))
+        restarts = getattr(params, "restarts", 0)
+        if restarts:
+            grow = getattr(params, "inc_pop_size", 1.0)
+            sizes["restarts"] = lam * math.exp(min(restarts * math.log(grow), 700.0))
+        return sizes
     start_param = "x0"
     async_variant = "metaloop.optimizers.asynchronous:AsyncCMAES"
 

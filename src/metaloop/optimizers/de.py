@@ -105,6 +105,13 @@ class DifferentialEvolution(Optimizer):
     kind = "de"
     Params = DifferentialEvolutionParams
     setup_only = ("pop_size", "pop_per_dim")
+
+    @classmethod
+    def population_sizes(cls, params: OptimizerParams, dim: int) -> dict[str, int | float]:
+        sizes = super().population_sizes(params, dim)
+        if getattr(params, "pop_size", None) is None:
+            sizes["pop_per_dim"] = getattr(params, "pop_per_dim", 0) * dim
+        return sizes
     async_variant = "metaloop.optimizers.asynchronous:AsyncDE"
 
     def _setup(self) -> None:

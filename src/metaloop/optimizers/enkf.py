@@ -88,6 +88,7 @@ class EnsembleKalmanFilter(Optimizer):
     """Ensemble Kalman inversion on the unit cube (see module docstring)."""
 
     kind = "enkf"
+    size_params = ("pop_size", "n_observations", "batch_size")
     Params = EnsembleKalmanFilterParams
     uses_outputs = True
     setup_only = ("pop_size",)

@@ -73,6 +73,7 @@ class FACE(Optimizer):
     """Fully adaptive cross-entropy (see module docstring)."""
 
     kind = "face"
+    size_params = ("min_pop_size", "max_pop_size", "n_elite", "n_expand")
     Params = FACEParams
 
     def _setup(self) -> None:

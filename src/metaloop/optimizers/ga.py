@@ -40,6 +40,9 @@ from pydantic import Field, model_validator
 from metaloop.optimizers.base import Optimizer, OptimizerParams
 from metaloop.optimizers.common import as_rows, best_order, reflect, scores
 
+#: the tournament draws of a generation (``pop_size × tourn_size`` integers) within 2 GiB
+MAX_TOURNAMENT_DRAWS = 2**28
+
 Selection = Literal["tournament", "roulette", "best", "random"]
 Crossover = Literal["blend", "uniform", "one_point", "two_point", "sbx"]
 Mutation = Literal["gaussian", "polynomial", "uniform"]
@@ -83,6 +86,19 @@ class GeneticAlgorithm(Optimizer):
     """Elitist real-coded GA (see module docstring)."""
 
     kind = "ga"
+    size_params = ("pop_size", "tourn_size", "hall_of_fame")
+
+    @classmethod
+    def check_limits(cls, params: OptimizerParams, dim: int) -> None:
+        """The size limits, and the tournament draws of a generation within 2 GiB."""
+        super().check_limits(params, dim)
+        pop, tourn = getattr(params, "pop_size", 0), getattr(params, "tourn_size", 0)
+        if pop * tourn > MAX_TOURNAMENT_DRAWS:
+            raise ValueError(
+                f"tourn_size: pop_size × tourn_size ({pop} × {tourn}) must be at most "
+                f"{MAX_TOURNAMENT_DRAWS} (the tournament draws of a generation, 8 bytes "
+                "each, within 2 GiB)"
+            )
     async_variant = "metaloop.optimizers.asynchronous:SteadyStateGA"
     Params = GeneticAlgorithmParams
 

@@ -101,6 +101,7 @@ class GradientDescent(PointOptimizer):
     """Finite-difference gradient ascent with classic/stochastic/Adam/AdaMax/RMSProp steps."""
 
     kind = "gd"
+    size_params = ("n_random_steps",)
     Params = GradientDescentParams
     refuses_injection = (
         "its gradient estimate uses the steps it drew itself, not the evaluated points"

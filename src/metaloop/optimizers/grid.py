@@ -68,6 +68,7 @@ class GridSearch(Optimizer):
     """Exhaustive Cartesian grid, proposed in a single generation; ``done`` once told."""
 
     kind = "grid"
+    size_params = ()  # its constructor refuses grids over max_points
     Params = GridSearchParams
     refuses_injection = (
         "it proposes every grid point once; an injected candidate would displace one"

@@ -91,6 +91,7 @@ class NSGA2(Optimizer):
     """NSGA-II (see module docstring)."""
 
     kind = "nsga2"
+    size_params = ("pop_size", "n_offspring")
     Params = NSGA2Params
 
     def _setup(self) -> None:

@@ -109,6 +109,7 @@ class ParallelTempering(Optimizer):
     """Replica-exchange Metropolis (see module docstring)."""
 
     kind = "pt"
+    size_params = ("n_replicas",)
     Params = ParallelTemperingParams
 
     def _setup(self) -> None:

@@ -69,6 +69,7 @@ class SimulatedAnnealing(Optimizer):
     """Parallel-chain simulated annealing (see module docstring)."""
 
     kind = "sa"
+    size_params = ("n_chains",)
     Params = SimulatedAnnealingParams
 
     def _setup(self) -> None:

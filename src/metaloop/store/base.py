@@ -98,7 +98,7 @@ class Store(ABC):
     under 100 ms) of being queued, and in queue order; a checkpoint is never visible before
     the evaluations queued ahead of it.  Evaluations are append-only ((experiment,
     generation, index) is unique); a row read once never changes, except a steering command
-    (pending, then applied or refused once), an artifact entry (replaced by a file of the
+    (pending, then applied, refused or cancelled once), an artifact entry (replaced by a file of the
     same name), the reports of a resumed generation (deleted before it reruns) and the
     experiment's own row (status, heartbeat).
 
@@ -394,6 +394,21 @@ class Store(ABC):
         Raises:
             ValueError: ``status`` is not a :class:`ControlStatus` value.
             StoreError: an earlier queued write failed.
+        """
+
+    @abstractmethod
+    def settle_control(
+        self,
+        control_id: int,
+        status: ControlStatus | str,
+        generation: int | None,
+        message: str | None = None,
+    ) -> bool:
+        """Move a command from *pending* to ``status`` (applied, refused, cancelled) now:
+        what was queued before is committed first (:meth:`flush`), then one conditional
+        update ``WHERE status='pending'``.  Of two processes settling one command (the loop
+        applying it, a user cancelling it) the first to commit wins; the other gets False.
+        Raises ValueError for a bad ``status``, StoreError if an earlier queued write failed.
         """
 
     # -- intermediate values and artifacts --------------------------------------------------

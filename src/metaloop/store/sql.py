@@ -400,6 +400,24 @@ class SQLStore(GroupCommitWriter, Store):
             ),
         )
 
+    def settle_control(
+        self,
+        control_id: int,
+        status: ControlStatus | str,
+        generation: int | None,
+        message: str | None = None,
+    ) -> bool:
+        value = ControlStatus(status).value
+        self.flush()
+        with self._lock:
+            cur = self._execute(
+                "UPDATE controls SET status=?, generation=?, message=?, applied=? "
+                "WHERE id=? AND status=?",
+                (value, generation, self._text(message), time.time(), control_id,
+                 ControlStatus.PENDING.value),
+            )
+            return bool(cur.rowcount == 1)
+
     # -- intermediate values and artifacts --------------------------------------------------
     def add_reports(self, exp_id: int, rows: Sequence[ReportRow]) -> None:
         for r in rows:

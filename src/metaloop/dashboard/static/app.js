@@ -470,6 +470,17 @@
     }
   }
 
+  async function cancelControl(id) {
+    try {
+      const r = await api(ex(S.exp) + "/control/" + id + "/cancel", {});
+      message(`#${id} ${r.control.action}: cancelled`, false);
+      S.version = null;
+      schedule(0);
+    } catch (e) {
+      message(`cancel #${id} refused: ${e.message}`, true);
+    }
+  }
+
   function stopClicked() {
     const b = $("btn-stop");
     if (!S.stopArmed) {
@@ -778,7 +789,9 @@
       c.origin,
       c.action,
       c.payload ? JSON.stringify(c.payload) : "",
-      c.status,
+      c.status === "pending" && !REPORT
+        ? h("span", {}, "pending ", h("button", { type: "button", class: "cancel-control", "data-id": c.id, onclick: () => cancelControl(c.id) }, "Cancel"))
+        : c.status,
       c.generation === null || c.generation === undefined ? "–" : String(c.generation),
       c.message || "",
     ]);
