@@ -465,11 +465,13 @@ def test_dashboard_refuses_bad_values_and_cancels(campaign: Campaign) -> None:
         r = client.post(exp + "/control", json=body, headers=AUTH)
         assert r.status_code == 400, r.text
         assert all(n in r.json()["error"] for n in needles), r.json()
-    # the raw JSON words NaN / Infinity as a browser could send them
+    # the raw JSON words NaN / Infinity as a browser could send them: not JSON, refused with
+    # the body before steering sees them
     for raw, needle in [
-        (b'{"action": "set", "params": {"mut_sigma": NaN}}', "mut_sigma: Input should be a finite"),
+        (b'{"action": "set", "params": {"mut_sigma": NaN}}', "NaN is not a JSON number"),
         (b'{"action": "set", "params": {"pop_size": 1e9}}', "pop_size: 1000000000 is above"),
-        (b'{"action": "inject", "candidates": [{"x": [0, -Infinity]}]}', "-inf is not a finite"),
+        (b'{"action": "inject", "candidates": [{"x": [0, -Infinity]}]}',
+         "-Infinity is not a JSON number"),
     ]:
         r = client.post(exp + "/control", content=raw,
                         headers={**AUTH, "Content-Type": "application/json"})

@@ -512,7 +512,8 @@ def test_command_optimizee_timeout_kills_its_program(tmp_path, env):
         "storage": f"sqlite:///{tmp_path}/cmd.db",
     }
     r = run_cmd(plain("run", str(write(tmp_path, cfg)), "--quiet"), env, tmp_path)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr  # the run ended without one successful evaluation
+    assert "every one of the 2 evaluations failed" in r.stderr
     evals = history("cmd", cfg["storage"])
     assert [e.status for e in evals] == [Status.TIMEOUT, Status.TIMEOUT]
     assert all(e.duration < 30 for e in evals)

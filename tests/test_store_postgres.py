@@ -442,7 +442,7 @@ def test_statuses_are_stored_as_their_values_and_read_back_as_enums(store_url: s
             store.resolve_control(cid, "maybe", 1)
     assert {s.value for s in ExperimentStatus} == {
         "created", "running", "paused", "finished", "stopped", "interrupted", "failed"}
-    assert [s.value for s in ControlStatus] == ["pending", "applied", "refused"]
+    assert [s.value for s in ControlStatus] == ["pending", "applied", "refused", "cancelled"]
     assert json.dumps({"s": ExperimentStatus.PAUSED, "c": ControlStatus.APPLIED}) == (
         '{"s": "paused", "c": "applied"}')
     assert ExperimentStatus.RUNNING in {"running"} and {"pending": 1}[ControlStatus.PENDING] == 1
