@@ -6,7 +6,8 @@ executor.  On Linux it:
 
 1. notes the process's children before the evaluation (``/proc/self/task/*/children``), so
    nothing that was running before (the driver's own children, a worker's log pump) is
-   touched;
+   touched (evaluations that follow each other within 50 ms reuse the note the previous one
+   left);
 2. makes the process a *child subreaper* (``PR_SET_CHILD_SUBREAPER``) while the evaluation
    runs, so a grandchild whose parent exits (a daemon, ``sh -c 'sleep 1000 &'``) is re-parented
    to this process instead of to init and cannot slip away;
@@ -15,9 +16,10 @@ executor.  On Linux it:
    :data:`GRACE_S` (a child that ignores ``SIGTERM``), reaps them, and restores the subreaper
    flag.
 
-An evaluation that starts no process pays two ``prctl`` calls and two reads of
-``/proc/self/task/*/children``.  Evaluations that run concurrently in one process (threads of a
-Dask worker) are cleaned up when the last of them ends.  A command optimizee cleans up its
+An evaluation that starts no process pays two ``prctl`` calls and one or two ``pread`` of
+``/proc/self/task/<tid>/children`` per Python thread (a few microseconds).  Evaluations
+that run concurrently in one process (threads of a Dask worker) are cleaned up when the
+last of them ends.  A command optimizee cleans up its
 own process group first (docs/command.md); this is the net under it and under Python
 optimizees.  Elsewhere than Linux it does nothing.
 """
@@ -39,10 +41,17 @@ _PR_SET_CHILD_SUBREAPER = 36
 _PR_GET_CHILD_SUBREAPER = 37
 _LINUX = sys.platform.startswith("linux")
 
+#: an evaluation that starts this long after the previous one ended takes a fresh note of
+#: the children it must leave alone (back-to-back cheap evaluations reuse the last note)
+_FRESH_S = 0.05
+
 _lock = threading.Lock()
 _active = 0
-_before: set[int] = set()
-_was_subreaper = 0
+_before: set[int] | None = None
+_ended = 0.0
+_was_subreaper: int | None = None
+_pid = 0
+_fds: dict[int, int] = {}  # thread id -> open fd of /proc/self/task/<tid>/children
 _libc: ctypes.CDLL | None = None
 
 
@@ -71,7 +80,56 @@ def _set_subreaper(on: int) -> None:
         libc.prctl(_PR_SET_CHILD_SUBREAPER, on, 0, 0, 0)
 
 
-def children(pid: int | str = "self") -> set[int]:
+def _forget() -> None:
+    """A new process (after fork): nothing of the parent's notes applies."""
+    global _pid, _before, _was_subreaper, _active
+    for fd in _fds.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _fds.clear()
+    _pid = os.getpid()
+    _before = None
+    _was_subreaper = None
+    _active = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget)
+
+
+def own_children() -> set[int]:
+    """The children of this process: those of its main thread (where orphans re-parented to
+    a subreaper go) and of its Python threads, read through file descriptors kept open (a
+    ``pread`` each: about 2 µs)."""
+    if os.getpid() != _pid:
+        _forget()
+    tids = {_pid}
+    for t in threading.enumerate():
+        if t.native_id is not None:
+            tids.add(t.native_id)
+    if tids != _fds.keys():
+        for tid in list(_fds):
+            if tid not in tids:
+                os.close(_fds.pop(tid))
+        for tid in tids - _fds.keys():
+            try:
+                _fds[tid] = os.open(f"/proc/{_pid}/task/{tid}/children", os.O_RDONLY)
+            except OSError:
+                continue
+    out: set[int] = set()
+    for fd in _fds.values():
+        try:
+            data = os.pread(fd, 1 << 20, 0)
+        except OSError:
+            continue
+        if data:
+            out.update(int(p) for p in data.split())
+    return out
+
+
+def children(pid: int | str) -> set[int]:
     """The children of process ``pid`` (all its threads'), from ``/proc``."""
     out: set[int] = set()
     try:
@@ -132,7 +190,7 @@ def end_new_processes(before: set[int], grace_s: float = GRACE_S) -> int:
     signalled: set[int] = set()
     deadline: float | None = None
     for _ in range(50):  # a process may fork while it is being ended: look again
-        new = children() - before
+        new = own_children() - before
         tree = [p for p in _tree(new) if _alive(p)]
         if not tree:
             _reap(new)
@@ -156,15 +214,17 @@ def end_new_processes(before: set[int], grace_s: float = GRACE_S) -> int:
 @contextlib.contextmanager
 def evaluation_processes() -> Iterator[None]:
     """Around one evaluation: what it starts is ended when it ends (module docstring)."""
-    global _active, _before, _was_subreaper
+    global _active, _before, _was_subreaper, _ended
     if not _LINUX:
         yield
         return
     with _lock:
         _active += 1
         if _active == 1:
-            _before = children()
-            _was_subreaper = _get_subreaper()
+            if _before is None or time.monotonic() - _ended > _FRESH_S:
+                _before = own_children()
+            if _was_subreaper is None:
+                _was_subreaper = _get_subreaper()
             if not _was_subreaper:
                 _set_subreaper(1)
     try:
@@ -173,6 +233,12 @@ def evaluation_processes() -> Iterator[None]:
         with _lock:
             _active -= 1
             if _active == 0:
-                end_new_processes(_before)
+                assert _before is not None
+                now = own_children()
+                if not now <= _before:
+                    end_new_processes(_before)
+                    now = own_children()
+                _before = now
                 if not _was_subreaper:
                     _set_subreaper(0)
+                _ended = time.monotonic()
