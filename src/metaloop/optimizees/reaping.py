@@ -81,8 +81,8 @@ def _set_subreaper(on: int) -> None:
 
 
 def _forget() -> None:
-    """A new process (after fork): nothing of the parent's notes applies."""
-    global _pid, _before, _was_subreaper, _active
+    """First use in this process (or a fork of it): nothing of the parent's notes applies."""
+    global _pid, _before, _was_subreaper
     for fd in _fds.values():
         try:
             os.close(fd)
@@ -92,11 +92,17 @@ def _forget() -> None:
     _pid = os.getpid()
     _before = None
     _was_subreaper = None
-    _active = 0
+
+
+def _forked() -> None:
+    global _active, _lock
+    _forget()
+    _active = 0  # the evaluation that forked goes on in the parent, not here
+    _lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget)
+    os.register_at_fork(after_in_child=_forked)
 
 
 def own_children() -> set[int]:
@@ -218,6 +224,8 @@ def evaluation_processes() -> Iterator[None]:
     if not _LINUX:
         yield
         return
+    if os.getpid() != _pid:
+        _forget()
     with _lock:
         _active += 1
         if _active == 1:
