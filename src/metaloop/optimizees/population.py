@@ -18,6 +18,7 @@ from metaloop.errors import ConfigError
 from metaloop.optimizees.context import generation_task_seed
 from metaloop.optimizees.evaluator import ERROR_CAP, Evaluator, hostname
 from metaloop.optimizees.protocol import batch_fn, population_fn, takes_ctx
+from metaloop.optimizees.reaping import evaluation_processes
 from metaloop.optimizees.results import exception_text
 from metaloop.records import Evaluation, Status
 
@@ -176,7 +177,8 @@ class PopulationEvaluator:
             ctx = PopulationContext(generation, n, self.seed, info, self.workdir)
             started = time.time()
             try:
-                raw = self.fn(params, ctx) if self.with_ctx else self.fn(params)  # type: ignore[misc]
+                with evaluation_processes():  # what it starts ends with it
+                    raw = self.fn(params, ctx) if self.with_ctx else self.fn(params)  # type: ignore[misc]
             except Exception as exc:  # noqa: BLE001 - an optimizee error is data
                 finished = time.time()
                 if attempt < self.max_attempts:
