@@ -343,11 +343,14 @@ def test_stale_prune_markers_do_not_prune_a_new_experiment(tmp_path, executor, e
 
 @pytest.mark.parametrize("executor", ["serial", "local"])
 def test_stale_prune_marker_does_not_prune_a_command(tmp_path, executor):
+    """A program that fails where a stop marker lies would be recorded ``pruned``."""
     plant_stale_files(tmp_path / "g-work" / "g", 2)
-    _, rows = run(tmp_path, "bigint", executor, optimizee=command("two_numbers"))
-    assert statuses(rows) == {"invalid"}  # its own result, not pruned by the old marker
+    failing = {"kind": "command", "argv": [sys.executable, "-c", "import sys; sys.exit(3)"]}
+    _, rows = run(tmp_path, "ok", executor, optimizee=failing)
+    assert statuses(rows) == {"failed"}, rows
     for row in rows:
-        assert "pruned" not in (row["error"] or "")
+        assert "exited with code 3" in row["error"]
+    assert not list((tmp_path / "g-work" / "g").rglob("PRUNE"))
 
 
 # -- the function kind with batch_size follows the batch protocol ------------------------------

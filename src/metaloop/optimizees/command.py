@@ -295,7 +295,7 @@ class CommandOptimizee:
         finally:
             out.finish()
             err.finish()
-        if not timed_out and metric is not None and marker.exists():
+        if not timed_out and marker.exists():
             if code != 0 or not self._has_result(result_path, out):
                 raise _pruned(workdir / REPORTS_FILE, metric)
 

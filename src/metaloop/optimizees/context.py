@@ -177,8 +177,6 @@ class Context:
             v = plain.get(self.prune_metric)
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 self.last_value = float(v)
-        if self.prune_metric is None:
-            return  # early stopping is off: no marker stops this evaluation
         if self._prune_path is None:
             self._prune_path = os.path.join(self._workdir_path, PRUNE_FILE)
         if os.path.exists(self._prune_path):
