@@ -267,6 +267,35 @@ def test_processes_an_evaluation_started_end_with_it(tmp_path, executor, mode, f
 
 
 @needs_linux
+@pytest.mark.parametrize(
+    "mode,status", [("spawn_then_exit", "crashed"), ("spawn_then_hang", "timeout")]
+)
+def test_processes_end_with_a_crashed_or_timed_out_local_worker(tmp_path, mode, status):
+    run_cfg = {"timeout_s": 3.0, "max_attempts": 1}
+    cfg = write_config(
+        tmp_path, name="g", generations=1, space=SPACE,
+        optimizee={"kind": "python", "target": TARGET},
+        optimizer={"kind": "random", "pop_size": 2},
+        executor={**EXECUTORS["local"], **run_cfg},
+    )
+    proc = cli("run", str(cfg), env={"GARBAGE_MODE": mode}, timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    rows = json.loads(cli("export", "--storage", f"sqlite:///{tmp_path / 'g.db'}", "--name",
+                          "g", "--format", "json").stdout)
+    assert statuses(rows) == {status}, rows
+    started = pids(tmp_path / "g-work" / "g", "child.pid")
+    assert len(started) == 2
+    try:
+        assert wait_dead(started) == []
+    finally:
+        for p in started:
+            try:
+                os.kill(p, 9)
+            except ProcessLookupError:
+                pass
+
+
+@needs_linux
 def test_serial_cleanup_ends_only_the_evaluations_processes(tmp_path):
     """In ``serial`` the driver is the process: children it had before are left alone."""
     script = tmp_path / "drive.py"

@@ -128,6 +128,15 @@ def evaluate(params, ctx):
         )
         (workdir / "child.pid").write_text(f"{proc.pid}\n")
         raise RuntimeError("failed after starting a child")
+    if mode in ("spawn_then_exit", "spawn_then_hang"):  # the worker dies / times out
+        workdir = ctx.workdir
+        proc = subprocess.Popen(
+            ["sleep", "1000"], preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        )
+        (workdir / "child.pid").write_text(f"{proc.pid}\n")
+        if mode == "spawn_then_exit":
+            os._exit(3)
+        time.sleep(60)
     if mode == "print_100mb":
         line = "y" * 1023 + "\n"
         block = line * 1024
