@@ -29,6 +29,7 @@ import json
 import math
 import mimetypes
 import os
+import shutil
 import threading
 import time
 from collections import deque
@@ -36,6 +37,7 @@ from pathlib import Path
 
 from metaloop.drivers.pruning import Pruner
 from metaloop.optimizees.context import ARTIFACTS_DIR, PRUNE_FILE, REPORTS_FILE, evaluation_dir
+from metaloop.optimizees.evaluator import ERROR_FILE
 from metaloop.records import ArtifactRow, ReportRow
 from metaloop.store.base import Store
 
@@ -146,7 +148,10 @@ class ReportTailer:
             self._done = set()
             self._completed = deque()
             self._any_files = False
-            if not (stored or rerun) or not os.path.isdir(self._gen_dir):
+            if not os.path.isdir(self._gen_dir):
+                return
+            if not (stored or rerun):
+                self._clear_stale()
                 return
             self._any_files = True
             forget = []
@@ -161,6 +166,34 @@ class ReportTailer:
             for idx, attempts in (stored or {}).items():
                 self._files[idx] = _File(attempts)
                 self._completed.append(idx)
+
+    def _clear_stale(self) -> None:
+        """A generation that starts afresh has no files yet: what its directory holds was
+        left by an earlier experiment with the same workdir (same store path and name).  Its
+        stop markers, reports, error texts and artifacts are removed, so that they are never
+        taken for this experiment's (a stale ``PRUNE`` would stop a new evaluation)."""
+        assert self._gen_dir is not None
+        removed = 0
+        with os.scandir(self._gen_dir) as entries:
+            dirs = [e.path for e in entries if _index(e.name) is not None and e.is_dir()]
+        for d in dirs:
+            for name in (PRUNE_FILE, REPORTS_FILE, ERROR_FILE):
+                try:
+                    os.unlink(os.path.join(d, name))
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+            artifacts = os.path.join(d, ARTIFACTS_DIR)
+            if os.path.isdir(artifacts):
+                shutil.rmtree(artifacts, ignore_errors=True)
+                removed += 1
+        if removed:
+            self.store.event(
+                self.exp_id,
+                "report",
+                f"removed {removed} stop markers, reports, error texts and artifact folders "
+                f"left in {self._gen_dir} by an earlier experiment",
+            )
 
     def completed(self, index: int) -> None:
         """Evaluation ``index`` of the current generation, which used its workdir (or died

@@ -8,6 +8,7 @@ process boundary is (the local executor kills a worker's whole process group).
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -57,16 +58,75 @@ def build_error_line(exc: BaseException) -> str:
     return f"optimizee: building it failed: {type(exc).__name__}: {exc}"
 
 
-def redirect_output(log_path: Path) -> None:
-    """Send a worker's output (the optimizee's prints, its own log) to ``log_path`` instead
-    of the driver's terminal."""
+#: the most bytes a worker log file holds; then it is rotated (``.log`` -> ``.log.1``)
+LOG_CAP_BYTES = 10 * 1024 * 1024
+#: rotated worker log files kept (``.log.1``, ``.log.2``): a worker leaves at most
+#: ``(LOG_KEEP + 1) * LOG_CAP_BYTES`` of log on disk, whatever its optimizee prints
+LOG_KEEP = 2
+
+# The log pump: a small process that copies a worker's output (its pipe, on stdin) into the
+# log file, rotating it at the cap.  A separate process, not a thread: an optimizee that
+# prints from C code holding the GIL cannot block it, and it drains what a killed worker
+# left in the pipe (it ends when every writer has closed the pipe).
+_PUMP = r"""
+import os, sys
+path, cap, keep = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+fd = os.open(path, flags, 0o644)
+size = os.fstat(fd).st_size
+while True:
+    try:
+        data = os.read(0, 1 << 16)
+    except InterruptedError:
+        continue
+    if not data:
+        break
+    view = memoryview(data)
+    while view:
+        if size >= cap:
+            os.close(fd)
+            for k in range(keep, 0, -1):
+                old = path if k == 1 else f"{path}.{k - 1}"
+                try:
+                    os.replace(old, f"{path}.{k}")
+                except FileNotFoundError:
+                    pass
+            if keep <= 0:
+                os.unlink(path)
+            fd = os.open(path, flags, 0o644)
+            size = 0
+        n = os.write(fd, view[: cap - size])
+        size += n
+        view = view[n:]
+"""
+
+
+def redirect_output(log_path: Path, cap: int = LOG_CAP_BYTES, keep: int = LOG_KEEP) -> None:
+    """Send a worker's output (the optimizee's prints, its children's, its own log) to
+    ``log_path`` instead of the driver's terminal, capped: past ``cap`` bytes the file is
+    rotated to ``log_path.1`` (and ``.1`` to ``.2``, up to ``keep`` old files; older ones
+    are dropped).  Without a pump (it cannot start) the output goes to the file uncapped."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
+    read_end, write_end = os.pipe()
+    try:
+        subprocess.Popen(
+            [sys.executable, "-S", "-c", _PUMP, str(log_path), str(int(cap)), str(int(keep))],
+            stdin=read_end,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd="/",
+            start_new_session=True,  # not killed with the worker's group: it drains the pipe
+        )
+    except OSError:
+        os.close(write_end)
+        write_end = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    finally:
+        os.close(read_end)
+    os.dup2(write_end, 1)
+    os.dup2(write_end, 2)
+    os.close(write_end)
 
 
 class Executor(ABC):

@@ -315,6 +315,11 @@ class LocalExecutor(QueuedExecutor):
         """
         if w.proc.is_alive():
             self._kill(w)
+        else:  # it died: what it started (its process group, which outlives it) dies too
+            try:
+                os.killpg(w.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         w.conn.close()
         if not w.ready and status is Status.CRASHED:
             raise ExecutorError(f"a worker died while starting: {error}")

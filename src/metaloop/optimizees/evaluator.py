@@ -13,10 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from metaloop.optimizees.context import Context, Pruned
+from metaloop.optimizees.context import Context, Pruned, evaluation_dir
 from metaloop.optimizees.protocol import check_optimizee, takes_ctx
-from metaloop.optimizees.results import Result, parse_result
+from metaloop.optimizees.reaping import evaluation_processes
+from metaloop.optimizees.results import Result, exception_text, parse_result
 from metaloop.records import Status
+
+#: the most characters of an error text that are stored (the whole text goes to ERROR_FILE)
+ERROR_CAP = 4096
+_TAIL = 1024  # characters of the end of a cut error text that are kept (the traceback's end)
+#: file in an evaluation's workdir holding its whole error text when that is over the cap
+ERROR_FILE = "error.txt"
 
 #: One task as it travels to a worker: (generation, index, attempt, params, info).
 TaskTuple = tuple[int, int, int, dict[str, Any], "dict[str, Any] | None"]
@@ -26,7 +33,10 @@ class Evaluator:
     """Calls an optimizee on tasks and turns what it returns (or raises) into a Result.
 
     Exceptions become ``failed`` with the traceback, garbage becomes ``invalid``.  Every
-    executor uses this class, so the rules are the same everywhere.  An optimizee with an
+    executor uses this class, so the rules are the same everywhere: an error text over
+    :data:`ERROR_CAP` characters is stored cut (head and tail), the whole text goes to
+    ``<evaluation workdir>/error.txt``; every process an evaluation started is ended with it
+    (:mod:`metaloop.optimizees.reaping`).  An optimizee with an
     ``evaluate_batch(params_list, ctx_list)`` method (the batch variant) gets whole chunks
     through :meth:`batch`; an object that offers no variant of the contract is a TypeError.
     """
@@ -70,37 +80,75 @@ class Evaluator:
     ) -> Result:
         if self.fn is None:
             return self.batch([(generation, index, attempt, params, info)])[0]
-        if not self.with_ctx:
-            try:
-                raw = self.fn(params)
-            except Exception as exc:  # noqa: BLE001 - any optimizee error is data
-                return _failed(exc)
-            return parse_result(raw, self.n_objectives)
-        ctx = self.context(generation, index, attempt, info)
+        with evaluation_processes():
+            result = self._call(generation, index, attempt, params, info)
+        return self._capped(result, generation, index)
+
+    def _call(
+        self,
+        generation: int,
+        index: int,
+        attempt: int,
+        params: dict[str, Any],
+        info: dict[str, Any] | None,
+    ) -> Result:
+        ctx = self.context(generation, index, attempt, info) if self.with_ctx else None
         try:
-            raw = self.fn(params, ctx)
+            raw = self.fn(params, ctx) if ctx is not None else self.fn(params)
         except Pruned as exc:
+            if ctx is None:
+                return _failed(exc)
             return _mark(self._pruned(exc), True)
-        except Exception as exc:  # noqa: BLE001 - any optimizee error is data
-            return _mark(_failed(exc), ctx.touched)
-        return _mark(parse_result(raw, self.n_objectives), ctx.touched)
+        except BaseException as exc:  # any optimizee error is data
+            if _escapes(exc):
+                raise
+            return _mark(_failed(exc), ctx is not None and ctx.touched)
+        return _mark(parse_result(raw, self.n_objectives), ctx is not None and ctx.touched)
 
     def batch(self, tasks: list[TaskTuple]) -> list[Result]:
         """Evaluate several tasks in one ``evaluate_batch`` call (or one by one without it)."""
         if self.batch_fn is None:
             return [self(*t) for t in tasks]
+        with evaluation_processes():
+            results = self._batch(tasks)
+        return [self._capped(r, t[0], t[1]) for r, t in zip(results, tasks)]
+
+    def _batch(self, tasks: list[TaskTuple]) -> list[Result]:
         params = [t[3] for t in tasks]
         ctxs = [self.context(g, i, a, info) for g, i, a, _, info in tasks]
         try:
             raw = list(self.batch_fn(params, ctxs))
         except Pruned as exc:
             return self._batch_pruned(exc, ctxs)
-        except Exception as exc:  # noqa: BLE001 - the whole batch failed
+        except BaseException as exc:  # the whole batch failed
+            if _escapes(exc):
+                raise
             return [_mark(_failed(exc), c.touched) for c in ctxs]
         if len(raw) != len(tasks):
             error = f"evaluate_batch returned {len(raw)} results for {len(tasks)} candidates"
             return [_mark(Result(Status.INVALID, None, {}, None, error), c.touched) for c in ctxs]
         return [_mark(parse_result(r, self.n_objectives), c.touched) for r, c in zip(raw, ctxs)]
+
+    def _capped(self, result: Result, generation: int, index: int) -> Result:
+        """``result`` with its error text cut to :data:`ERROR_CAP` characters; the whole
+        text is written to the evaluation's ``error.txt`` and the stored text says so."""
+        error = result.error
+        if error is None or len(error) <= ERROR_CAP:
+            return result
+        path = evaluation_dir(self.workdir, generation, index) / ERROR_FILE
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(error, errors="replace")
+            where = f"the whole text is in {path}"
+        except OSError as exc:
+            where = f"the whole text could not be written to {path}: {exc.strerror}"
+        tail = error[-_TAIL:]
+        note = "\n[... {} characters left out; " + where
+        note = note[:1000] + " ...]\n"
+        head_len = ERROR_CAP - len(note) - 20 - len(tail)  # 20: room for the count
+        left = len(error) - head_len - len(tail)
+        cut = error[:head_len] + note.replace("{}", f"{left:,}", 1) + tail
+        return _mark(result._replace(error=cut), True)
 
     def _pruned(self, exc: Pruned) -> Result:
         """The result of an evaluation stopped by early stopping: its last reported value of
@@ -156,10 +204,23 @@ def _mark(result: Result, touched: bool) -> Result:
     return result._replace(metrics=WorkdirUsed(result.metrics)) if touched else result
 
 
+def _escapes(exc: BaseException) -> bool:
+    """BaseExceptions that stop the process (Ctrl-C, sys.exit) rather than the evaluation;
+    others (e.g. a user's own BaseException subclass) are the evaluation's failure."""
+    return isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit))
+
+
 def _failed(exc: BaseException) -> Result:
-    # Drop the caller's frame: the traceback starts in the user's code.
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))
-    return Result(Status.FAILED, None, {}, None, f"{type(exc).__name__}: {exc}\n{tb}")
+    """``failed`` with ``"Type: message"`` and the traceback; an exception whose ``__str__``
+    or ``__repr__`` fails still gives a text (never an error of the worker or driver)."""
+    head = exception_text(exc)
+    try:
+        # Drop the caller's frame: the traceback starts in the user's code.
+        tb_start = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
+        tb = "".join(traceback.format_exception(type(exc), exc, tb_start))
+    except Exception:  # noqa: BLE001 - a traceback that cannot be formatted
+        tb = "<the traceback cannot be printed>\n"
+    return Result(Status.FAILED, None, {}, None, f"{head}\n{tb}")
 
 
 def hostname() -> str:

@@ -16,8 +16,10 @@ import numpy as np
 
 from metaloop.errors import ConfigError
 from metaloop.optimizees.context import generation_task_seed
-from metaloop.optimizees.evaluator import Evaluator, hostname
+from metaloop.optimizees.evaluator import ERROR_CAP, Evaluator, hostname
 from metaloop.optimizees.protocol import batch_fn, population_fn, takes_ctx
+from metaloop.optimizees.reaping import evaluation_processes
+from metaloop.optimizees.results import exception_text
 from metaloop.records import Evaluation, Status
 
 _POPULATION_STREAM = 0x9E7A
@@ -175,13 +177,17 @@ class PopulationEvaluator:
             ctx = PopulationContext(generation, n, self.seed, info, self.workdir)
             started = time.time()
             try:
-                raw = self.fn(params, ctx) if self.with_ctx else self.fn(params)  # type: ignore[misc]
+                with evaluation_processes():  # what it starts ends with it
+                    raw = self.fn(params, ctx) if self.with_ctx else self.fn(params)  # type: ignore[misc]
             except Exception as exc:  # noqa: BLE001 - an optimizee error is data
                 finished = time.time()
                 if attempt < self.max_attempts:
                     continue
-                tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-                error = f"{type(exc).__name__}: {exc}"
+                try:
+                    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                except Exception:  # noqa: BLE001 - a traceback that cannot be printed
+                    tb = "<the traceback cannot be printed>"
+                error = exception_text(exc)[:ERROR_CAP]
                 F = np.full((n, k), np.nan)
                 return Outcomes(
                     F,
@@ -197,12 +203,12 @@ class PopulationEvaluator:
             finished = time.time()
             try:
                 F, ok, metrics = parse_population(raw, n, k)
-            except BadPopulationResult as exc:
+            except Exception as exc:  # noqa: BLE001 - BadPopulationResult, or worse garbage
                 F = np.full((n, k), np.nan)
                 bad = np.zeros(n, bool)
-                return Outcomes(
-                    F, bad, [_INVALID] * n, [str(exc)] * n, None, attempt, started, finished
-                )
+                text = str(exc) if isinstance(exc, BadPopulationResult) else exception_text(exc)
+                error = [text[:ERROR_CAP]] * n
+                return Outcomes(F, bad, [_INVALID] * n, error, None, attempt, started, finished)
             errors = None
             if not ok.all():
                 errors = [None if good else "fitness is not finite" for good in ok.tolist()]

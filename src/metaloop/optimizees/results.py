@@ -1,11 +1,15 @@
 """Turning what an optimizee returned into a checked :class:`Result`: :func:`parse_result`
 (the one rule for every optimizee and executor: garbage becomes ``invalid``, never an error
-of the run)."""
+of the run), and the texts every error is made of: :func:`exception_text` (an exception that
+cannot be printed still gives a text) and :func:`short_repr`."""
 
 from __future__ import annotations
 
+import json
 import math
+import numbers
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -24,58 +28,62 @@ class Result(NamedTuple):
     error: str | None
 
 
+def _invalid(error: str, metrics: dict[str, Any] | None = None, outputs: Any = None) -> Result:
+    return Result(Status.INVALID, None, metrics or {}, outputs, error)
+
+
 def parse_result(raw: Any, n_objectives: int) -> Result:
     """Check what an optimizee returned.
 
     Accepted: a number, a sequence of ``n_objectives`` numbers, or a mapping with ``fitness``
     and optionally ``metrics`` (name -> value, stored and exported) and ``outputs`` (model
     outputs for optimizers that learn from them, e.g. the ensemble Kalman filter; stored
-    exactly, arrays included).
+    exactly, arrays included).  Anything else — a non-finite or overflowing number (``10**400``,
+    a huge ``Decimal`` or ``Fraction``), the wrong number of components, a string, ``None``,
+    an object, nested lists, metrics or outputs that cannot be stored as JSON — is
+    ``invalid``; this function never raises.
     """
+    try:
+        return _parse(raw, n_objectives)
+    except Exception as exc:  # noqa: BLE001 - garbage that even breaks the checks
+        return _invalid(f"the result could not be checked: {exception_text(exc)}")
+
+
+def _parse(raw: Any, n_objectives: int) -> Result:
     metrics: dict[str, Any] = {}
     outputs: Any = None
     if isinstance(raw, Mapping):
         if "fitness" not in raw:
-            return Result(
-                Status.INVALID,
-                None,
-                {},
-                None,
-                f"result mapping has no 'fitness' key: {short_repr(raw)}",
-            )
+            return _invalid(f"result mapping has no 'fitness' key: {short_repr(raw)}")
         raw_metrics = raw.get("metrics") or {}
         if not isinstance(raw_metrics, Mapping):
-            return Result(
-                Status.INVALID,
-                None,
-                {},
-                None,
-                f"'metrics' must be a mapping, got {short_repr(raw_metrics)}",
-            )
-        metrics = {str(k): _metric(v) for k, v in raw_metrics.items()}
-        outputs = _outputs(raw.get("outputs"))
+            return _invalid(f"'metrics' must be a mapping, got {short_repr(raw_metrics)}")
+        try:
+            metrics = {str(k): _metric(v) for k, v in raw_metrics.items()}
+            json.dumps(metrics, allow_nan=True)
+        except Exception as exc:  # noqa: BLE001 - e.g. a circular list, a repr that raises
+            return _invalid(f"'metrics' cannot be stored as JSON: {exception_text(exc)}")
+        try:
+            outputs = _outputs(raw.get("outputs"))
+            json.dumps(to_jsonable(outputs), allow_nan=True)
+        except Exception as exc:  # noqa: BLE001
+            return _invalid(f"'outputs' cannot be stored: {exception_text(exc)}", metrics)
         raw = raw["fitness"]
     fitness = _as_fitness(raw)
     if fitness is None:
-        return Result(
-            Status.INVALID,
-            None,
+        return _invalid(
+            f"fitness must be a finite number or sequence of numbers, got {short_repr(raw)}",
             metrics,
             outputs,
-            f"fitness must be a finite number or sequence of numbers, got {short_repr(raw)}",
         )
     if len(fitness) != n_objectives:
-        return Result(
-            Status.INVALID,
-            None,
+        return _invalid(
+            f"fitness has {len(fitness)} components, expected {n_objectives}: {short_repr(raw)}",
             metrics,
             outputs,
-            f"fitness has {len(fitness)} components, expected {n_objectives}: {short_repr(raw)}",
         )
     if not all(math.isfinite(v) for v in fitness):
-        return Result(
-            Status.INVALID, None, metrics, outputs, f"fitness is not finite: {short_repr(raw)}"
-        )
+        return _invalid(f"fitness is not finite: {short_repr(raw)}", metrics, outputs)
     return Result(Status.OK, fitness, metrics, outputs, None)
 
 
@@ -88,38 +96,90 @@ def _outputs(value: Any) -> Any:
     if isinstance(value, (list, tuple, np.ndarray)) or np.isscalar(value):
         try:
             return np.asarray(value, dtype=float)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return _metric(value)
     return _metric(value)
 
 
-def _as_fitness(raw: Any) -> tuple[float, ...] | None:
-    if isinstance(raw, (bool, str, bytes)) or raw is None:
+def _number(v: Any) -> float | None:
+    """``v`` as a float if it is a real number (inf/NaN kept; an overflow is inf); else None."""
+    if isinstance(v, (bool, np.bool_)):
         return None
-    if isinstance(raw, (int, float, np.integer, np.floating)):
-        return (float(raw),)
+    if not isinstance(v, (numbers.Real, Decimal, np.integer, np.floating)):
+        return None
+    try:
+        x = float(v)
+    except OverflowError:
+        return math.inf  # 10**400, a huge Fraction: not finite as a float
+    except (TypeError, ValueError):
+        return None
+    return x if isinstance(x, float) else None
+
+
+def _as_fitness(raw: Any) -> tuple[float, ...] | None:
+    x = _number(raw)
+    if x is not None:
+        return (x,)
     if isinstance(raw, np.ndarray):
+        if raw.dtype.kind not in "iuf" and raw.dtype != object:
+            return None
         raw = raw.reshape(-1).tolist()
-    if isinstance(raw, Sequence) and raw:
-        out = []
-        for v in raw:
-            if isinstance(v, (bool, str, bytes)) or v is None:
-                return None
-            try:
-                out.append(float(v))
-            except (TypeError, ValueError):
-                return None
-        return tuple(out)
-    return None
+    if isinstance(raw, (str, bytes)) or not isinstance(raw, Sequence) or not raw:
+        return None
+    out = []
+    for v in raw:
+        x = _number(v)
+        if x is None:
+            return None
+        out.append(x)
+    return tuple(out)
 
 
 def _metric(value: Any) -> Any:
     """Metrics are stored as JSON: numpy values become plain numbers/lists, unknown objects
-    their ``repr`` (a metric never costs the evaluation its result)."""
-    return to_jsonable(value, other="repr")
+    their ``repr`` (a metric of an unknown type does not cost the evaluation its result; one
+    whose ``repr`` fails, or that holds itself, makes the result ``invalid``)."""
+    out = to_jsonable(value, other="repr")
+    if not _all_str(out):
+        raise TypeError(f"a repr() returned a {type(out).__name__}, not a str")
+    return out
+
+
+def _all_str(value: Any) -> bool:
+    """The reprs inside a converted value are strings (a broken ``__repr__`` may return
+    anything)."""
+    if isinstance(value, dict):
+        return all(_all_str(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_all_str(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def safe_text(value: Any, how: Any = repr) -> str | None:
+    """``how(value)`` if it works and gives a ``str``, else None (never raises)."""
+    try:
+        text = how(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__/__str__
+        return None
+    return text if isinstance(text, str) else None
+
+
+def exception_text(exc: BaseException) -> str:
+    """``"Type: message"`` for any exception, also one whose ``__str__`` raises or returns
+    something else than a ``str`` (then the message is a placeholder saying so)."""
+    name = safe_text(type(exc), lambda t: t.__name__) or "Exception"
+    message = safe_text(exc, str)
+    if message is None:
+        message = safe_text(exc, repr)
+        if message is None:
+            return f"{name}: <the exception's message cannot be printed (its __str__ failed)>"
+    return f"{name}: {message}" if message else name
 
 
 def short_repr(value: Any, limit: int = 200) -> str:
-    """``repr(value)``, cut to ``limit`` characters (for error messages)."""
-    text = repr(value)
+    """``repr(value)``, cut to ``limit`` characters (for error messages); a placeholder when
+    ``repr`` fails."""
+    text = safe_text(value)
+    if text is None:
+        text = f"<a {safe_text(type(value), lambda t: t.__name__) or 'value'} whose repr() fails>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
