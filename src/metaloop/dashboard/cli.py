@@ -119,7 +119,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     shown = mask_password(args.storage)
     try:
-        open_store(args.storage, create=False).close()
+        open_store(args.storage, readonly=True).close()
         missing = False
     except StoreMissing:
         missing = True
