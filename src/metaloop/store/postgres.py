@@ -340,6 +340,18 @@ class PostgresStore(SQLStore):
             finally:
                 self._idempotent = False
 
+    def claim(self, exp_id: int) -> None:
+        """As the SQL store's, repeated once over a reopened connection (safe: a claim
+        whose COMMIT went through finds its own token)."""
+        with self._lock:
+            try:
+                super().claim(exp_id)
+            except self._psycopg.OperationalError:
+                if not self._conn.broken:
+                    raise
+                self._reconnect(time.monotonic() + CONNECT_TIMEOUT_S)
+                super().claim(exp_id)
+
     def _insert_evals(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
         if not self._idempotent:
             super()._insert_evals(cur, rows)

@@ -177,6 +177,8 @@ class SQLiteStore(SQLStore):
         try:
             if readonly and not memory:
                 target = "file:" + quote(os.path.abspath(self.path)) + "?mode=ro"
+                if self._frozen():
+                    target += "&immutable=1"
                 self._conn = sqlite3.connect(
                     target, uri=True, check_same_thread=False, isolation_level=None
                 )
@@ -193,6 +195,15 @@ class SQLiteStore(SQLStore):
         except BaseException:
             self._conn.close()
             raise
+
+    def _directory_writable(self) -> bool:
+        return os.access(os.path.dirname(os.path.abspath(self.path)), os.W_OK)
+
+    def _frozen(self) -> bool:
+        """True if nobody can be writing the file: its directory is read-only (a read-only
+        mount, where SQLite cannot create the ``-shm`` a WAL reader needs) and it has no
+        ``-wal``.  Such a file is read as immutable."""
+        return not self._directory_writable() and not os.path.exists(self.path + "-wal")
 
     def _check_path(self, create: bool) -> None:
         shown = f"{self.path!r} ({self.url})"
@@ -261,6 +272,13 @@ class SQLiteStore(SQLStore):
                 self._conn.execute(f"ALTER TABLE experiments ADD COLUMN {column} {kind}")
 
     def _cause(self, exc: BaseException) -> str | None:
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        refused = name.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY"))
+        if refused and not self._directory_writable():
+            return (
+                f"the store's directory is read-only ({' '.join(str(exc).split())}); SQLite "
+                "needs to create its -wal and -shm files beside the store to write it"
+            )
         return sqlite_cause(exc)
 
     def verify(self) -> None:
