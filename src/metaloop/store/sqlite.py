@@ -174,6 +174,8 @@ class SQLiteStore(SQLStore):
         memory = self.path == ":memory:"
         if not memory:
             self._check_path(create and not readonly)
+        side = [f"{self.path}-wal", f"{self.path}-shm"]
+        had_side = memory or any(os.path.exists(p) for p in side)
         try:
             if readonly and not memory:
                 target = "file:" + quote(os.path.abspath(self.path)) + "?mode=ro"
@@ -194,6 +196,9 @@ class SQLiteStore(SQLStore):
                 self._open(create, readonly, memory)
         except BaseException:
             self._conn.close()
+            if not had_side and os.path.exists(side[0]) and os.path.getsize(side[0]) == 0:
+                for p in side:  # a refused file is left as it was: no empty side files
+                    Path(p).unlink(missing_ok=True)
             raise
 
     def _directory_writable(self) -> bool:
