@@ -171,8 +171,7 @@ def resume(
     A different ``kind`` keeps only the stored policy keys (timeout, attempts, batch size).
     """
     validate_storage_url(storage)
-    store = open_store(storage, create=False)
-    try:
+    with open_store(storage, create=False) as store:  # (its close never hides an error)
         info = store.require_experiment(name)
         if info.status == ExperimentStatus.FINISHED:
             return RunSummary(
@@ -209,8 +208,6 @@ def resume(
             return loop_class(config)(config, store, info, started, observer).run()
         finally:
             started.close()
-    finally:
-        store.close()
 
 
 def experiment_info(name: str, storage: str = DEFAULT_STORAGE) -> ExperimentInfo:

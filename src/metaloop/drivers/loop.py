@@ -208,9 +208,26 @@ class Loop:
 
     def run(self) -> RunSummary:
         """Run until a stopping criterion or a ``stop`` command; KeyboardInterrupt stops at a
-        safe point."""
+        safe point.  Another live driver: ClaimRefused before anything is written.  A failed
+        store (a full disk, a damaged file, a server gone) or a lost claim stops the run where
+        it is, writing nothing more but, after a failed write, the status (best effort):
+        resume continues from what was committed."""
         self._restore()
-        self.store.claim(self.info.id)  # another live driver: ClaimRefused, nothing written
+        self.store.claim(self.info.id)
+        try:
+            return self._drive()
+        except (ClaimLost, StoreFault) as exc:
+            self.executor.cancel_all()
+            self.reports.close()
+            if isinstance(exc, StoreFault) and exc.write:
+                self.store.abandon(self.info.id, ExperimentStatus.INTERRUPTED, str(exc))
+                exc.hint = (
+                    "what was recorded is kept; free space (or fix the cause), then continue "
+                    f"with: metaloop resume --storage {self.store.url} --name {self.info.name}"
+                )
+            raise
+
+    def _drive(self) -> RunSummary:
         try:
             resumed = self.n_evaluations > 0 or self.generation > 0
             self.store.event(
@@ -236,19 +253,8 @@ class Loop:
             self.store.set_status(self.info.id, ExperimentStatus.INTERRUPTED, "interrupted")
             self.observer.finished(self)
             return self._summary("interrupted")
-        except (ClaimLost, StoreFault) as exc:
-            # the store failed (full disk, damaged file, server gone) or another driver took
-            # the experiment over: stop here and write nothing more but, after a failed write,
-            # the status (best effort; resume continues from what was committed)
-            self.executor.cancel_all()
-            self.reports.close()
-            if isinstance(exc, StoreFault) and exc.write:
-                self.store.abandon(self.info.id, ExperimentStatus.INTERRUPTED, str(exc))
-                exc.hint = (
-                    "what was recorded is kept; free space (or fix the cause), then continue "
-                    f"with: metaloop resume --storage {self.store.url} --name {self.info.name}"
-                )
-            raise
+        except (ClaimLost, StoreFault):
+            raise  # (run() stops without writing)
         except BaseException as exc:
             self.executor.cancel_all()
             self.reports.close()

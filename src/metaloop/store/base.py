@@ -90,9 +90,8 @@ class Store(ABC):
     read-only store, a lost connection that cannot be reopened, a file locked longer than the
     30 s busy timeout); the driver's own exception never escapes a store method.
 
-    **Read-only stores.**  ``open_store(url, create=False, readonly=True)`` (status, export,
-    plot, report, the dashboard's reads) opens SQLite with ``mode=ro`` and PostgreSQL in a
-    read-only session: the store is never changed; a write method raises :class:`StoreFault`.
+    **Read-only stores.**  ``open_store(url, readonly=True)`` (status, export, plot, report,
+    the dashboard's reads): SQLite ``mode=ro``, PostgreSQL a read-only session; no change.
 
     **Readers in other processes** (status, export, plot, the dashboard, another host on
     PostgreSQL) see committed transactions only: a group commit appears whole or not at all,
@@ -225,9 +224,8 @@ class Store(ABC):
     def abandon(
         self, exp_id: int, status: ExperimentStatus | str, stop_reason: str | None
     ) -> None:
-        """Best effort after a failed write: record ``status`` and ``stop_reason`` without
-        waiting for the queue (whose failed group stays lost), only while this store holds
-        the claim.  Never raises."""
+        """Best effort after a failed write: record ``status`` and ``stop_reason`` without the
+        queue (its failed group stays lost), only while this store holds the claim; no raise."""
 
     def verify(self) -> None:
         """Raise :class:`StoreFault` if the store is damaged (SQLite: ``PRAGMA quick_check``,
@@ -517,8 +515,12 @@ class Store(ABC):
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, typ: object, exc: object, tb: object) -> None:
+        try:
+            self.close()
+        except StoreError:
+            if exc is None:  # (else the error on its way already says what went wrong)
+                raise
 
     # -- evaluations as columns (vectorized mode) -------------------------------------------
     def append_many(

@@ -429,6 +429,12 @@ class PostgresStore(SQLStore):
             or not set(CLAIM_COLUMNS) <= found["experiments"]
         )
 
+    def _write_failure(self, exc: BaseException) -> bool:
+        # the server's disk is full (SQLSTATE class 53: insufficient resources), or the
+        # connection is gone for good
+        state = getattr(exc, "sqlstate", None) or ""
+        return state.startswith("53") or isinstance(exc, self._psycopg.OperationalError)
+
     def _cause(self, exc: BaseException) -> str | None:
         if not isinstance(exc, self._psycopg.Error):
             return None

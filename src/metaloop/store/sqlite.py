@@ -276,6 +276,10 @@ class SQLiteStore(SQLStore):
             if column not in columns:
                 self._conn.execute(f"ALTER TABLE experiments ADD COLUMN {column} {kind}")
 
+    def _write_failure(self, exc: BaseException) -> bool:
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        return name.startswith(("SQLITE_FULL", "SQLITE_IOERR")) or isinstance(exc, OSError)
+
     def _cause(self, exc: BaseException) -> str | None:
         name = getattr(exc, "sqlite_errorname", "") or ""
         refused = name.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY"))

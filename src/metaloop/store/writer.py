@@ -126,12 +126,18 @@ class GroupCommitWriter:
         """The cause of a driver exception in words (None: not the driver's, leave it)."""
         return None
 
+    def _write_failure(self, exc: BaseException) -> bool:
+        """True if ``exc`` says a write could not be stored (a full disk, an I/O error):
+        what was committed before is intact and a resume continues from it."""
+        return False
+
     def _translate(self, exc: BaseException, write: bool = False) -> StoreFault | None:
         if isinstance(exc, StoreError):
             return None
         cause = self._cause(exc)
         if cause is None:
             return None
+        write = write or self._write_failure(exc)
         return StoreFault(f"storage: {self.where}: {cause}", cause, write)
 
     # -- the shared connection (every use holds ``self._lock``) ------------------------------
