@@ -328,3 +328,22 @@ def test_a_full_disk_stops_at_a_safe_point_and_resume_ends_as_an_uninterrupted_r
     assert cli("run", str(ref_cfg), "--quiet").returncode == 0
     assert got == rows(ref_url)
     assert len(got) == 60 * 40
+
+
+def test_a_store_from_before_claims_reads_read_only_and_is_upgraded_by_resume(
+    tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    cfg = slow_config(tmp_path, url, generations=2, delay=0.0)
+    create(cfg, url)
+    for column in ("claim_token", "claim_since", "proc_start"):
+        sql(url, f"ALTER TABLE experiments DROP COLUMN {column}")
+    data = Path(url[10:]).read_bytes()
+    res = cli("status", "--storage", url, "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)[0]["status"] == "created"
+    assert Path(url[10:]).read_bytes() == data  # read-only: not upgraded by a reader
+    res = cli(*resume_args(url))
+    assert res.returncode == 0, res.stderr
+    assert status(url) == "finished"
+    assert sql(url, "SELECT claim_token IS NOT NULL FROM experiments") == [(1,)]

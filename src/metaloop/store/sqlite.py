@@ -241,8 +241,8 @@ class SQLiteStore(SQLStore):
                     f"storage: {self.path!r} ({self.url}) is not a metaloop store (no table "
                     f"{sorted(missing)[0]!r})"
                 )
-        if readonly:
-            if self._needs_upgrade(found):
+        if readonly:  # (the reads need no claim columns: a store from before them reads)
+            if self._needs_upgrade(found, claims=False):
                 raise StoreError(
                     f"storage: {self.path!r} ({self.url}) was written by an older metaloop; "
                     "'metaloop resume' (or a run) upgrades it"
@@ -255,12 +255,12 @@ class SQLiteStore(SQLStore):
             self._conn.executescript(SCHEMA)
             self._add_columns()
 
-    def _needs_upgrade(self, found: set[str]) -> bool:
+    def _needs_upgrade(self, found: set[str], claims: bool = True) -> bool:
         if not set(STEERING_TABLES) <= found:
             return True
         columns = {r[1] for r in self._conn.execute("PRAGMA table_info(evaluations)")}
         columns |= {r[1] for r in self._conn.execute("PRAGMA table_info(experiments)")}
-        return not {"seq", *CLAIM_COLUMNS} <= columns
+        return not {"seq", *(CLAIM_COLUMNS if claims else ())} <= columns
 
     def _add_columns(self) -> None:
         """Stores made before evaluations had a completion order, or before claims, gain the
