@@ -415,3 +415,39 @@ def test_read_only_commands_do_not_change_a_postgres_store(
         res = cli(*_commands(url, out, cfg)[command])
         assert res.returncode == 0, res.stderr
     assert dump() == before
+
+
+def test_the_dashboard_reads_a_store_without_changing_it(
+    good_store: tuple[Path, Path, Path]
+) -> None:
+    """The dashboard's reads (the experiment list, the evaluations) go through a read-only
+    store: the file's bytes and mtime are as they were after the page was served."""
+    import json as _json
+    import signal
+    import urllib.request
+
+    from faultkit import metaloop_cmd
+
+    path, _, _ = good_store
+    data, mtime = path.read_bytes(), path.stat().st_mtime_ns
+    token = "t" * 40
+    proc = subprocess.Popen(
+        [*metaloop_cmd(), "dashboard", "--storage", f"sqlite:///{path}", "--port", "0",
+         "--no-launch", "--token", token],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        first = proc.stdout.readline() if proc.stdout else ""
+        assert " at http://" in first, first + (proc.stderr.read() if proc.stderr else "")
+        base = first.split(" at ", 1)[1].strip()
+        for route in ("api/experiments", f"api/experiments/{NAME}/evaluations"):
+            req = urllib.request.Request(base + route,
+                                         headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                assert resp.status == 200
+                _json.loads(resp.read())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert path.read_bytes() == data and path.stat().st_mtime_ns == mtime
+    _side_files_empty(path)
