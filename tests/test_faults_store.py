@@ -129,9 +129,10 @@ READ_ONLY = ["status", "export", "plot", "report", "dashboard"]
 
 #: (fault, command) pairs that are not faults: a run creates its store in an empty/missing
 #: file (or adds its tables to another program's database), a dashboard waits for a store
-#: that does not exist yet
+#: that does not exist yet, an empty SQLite file reads as a store without experiments
 NOT_FAULTS = {
     ("empty file", "run"), ("missing", "run"), ("foreign database", "run"),
+    ("empty file", "status"),  # (a store without experiments: a run killed at its start)
     ("missing", "dashboard"), ("empty file", "dashboard"), ("foreign database", "dashboard"),
 }
 
@@ -160,6 +161,8 @@ def test_sqlite_fault_is_one_line_and_writes_nothing(
     store_dir, out, cfg = place
     path = store_dir / f"{NAME}.db"
     make, needles = MAKERS[fault]
+    if fault == "empty file" and command in READ_ONLY:  # read as a store without experiments
+        needles = ("no experiment named 'faulty'", "known: none")
     make(path, healthy)
     before_store, before_out = snapshot(store_dir), snapshot(out)
     mtime = path.stat().st_mtime_ns if path.exists() else None
@@ -451,3 +454,14 @@ def test_the_dashboard_reads_a_store_without_changing_it(
         proc.communicate(timeout=30)
     assert path.read_bytes() == data and path.stat().st_mtime_ns == mtime
     _side_files_empty(path)
+
+
+def test_an_empty_file_reads_as_a_store_without_experiments(tmp_path: Path) -> None:
+    """A run killed before it made its tables leaves an empty file: status lists nothing
+    and leaves it empty (its tables exist only in the reader's memory)."""
+    path = tmp_path / "empty.db"
+    path.write_bytes(b"")
+    res = cli("status", "--storage", f"sqlite:///{path}", "--json")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+    assert path.read_bytes() == b"" and sorted(os.listdir(tmp_path)) == ["empty.db"]

@@ -215,7 +215,7 @@ class Loop:
         self._restore()
         self.store.claim(self.info.id)
         try:
-            return self._drive()
+            return self._run_to_end()
         except (ClaimLost, StoreFault) as exc:
             self.executor.cancel_all()
             self.reports.close()
@@ -227,7 +227,7 @@ class Loop:
                 )
             raise
 
-    def _drive(self) -> RunSummary:
+    def _run_to_end(self) -> RunSummary:
         try:
             resumed = self.n_evaluations > 0 or self.generation > 0
             self.store.event(

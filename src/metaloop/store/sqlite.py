@@ -229,6 +229,11 @@ class SQLiteStore(SQLStore):
             r[0]
             for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
+        if readonly and not found:
+            # an empty database (a run killed before it made its tables): a store without
+            # experiments, its tables made in memory (TEMP) for the reads; the file is untouched
+            self._conn.executescript(SCHEMA.replace("CREATE TABLE", "CREATE TEMP TABLE"))
+            return
         if not create or readonly:
             if not found & set(TABLES):
                 raise StoreMissing(
