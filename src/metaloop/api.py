@@ -12,9 +12,9 @@ from metaloop.config import Config, ConfigError, load_config, validate_config
 from metaloop.drivers.loop import Loop, RunObserver, RunSummary, experiment_workdir, worker_setup
 from metaloop.executors import Executor, make_executor
 from metaloop.records import Evaluation, ExperimentStatus
-from metaloop.store import DEFAULT_STORAGE, ExperimentInfo, Store, open_store, validate_storage_url
+from metaloop.store import DEFAULT_STORAGE, ExperimentInfo, open_store, validate_storage_url
 from metaloop.store.base import StoreError, StoreMissing
-from metaloop.store.liveness import driver_alive
+from metaloop.store.liveness import LIVE_STATUSES
 from metaloop.store.sql import duplicate_name
 
 
@@ -78,6 +78,7 @@ def _refuse_existing_name(storage: str, name: str) -> None:
     except StoreMissing:
         return  # no store yet: the name is free (an unreachable server is an error)
     with store:
+        store.verify()  # a damaged store is refused before anything is written
         if store.get_experiment(name) is not None:
             raise duplicate_name(name, store.url)
 
@@ -168,8 +169,7 @@ def resume(
     A different ``kind`` keeps only the stored policy keys (timeout, attempts, batch size).
     """
     validate_storage_url(storage)
-    store = open_store(storage, create=False)
-    try:
+    with open_store(storage, create=False) as store:  # (its close never hides an error)
         info = store.require_experiment(name)
         if info.status == ExperimentStatus.FINISHED:
             return RunSummary(
@@ -182,51 +182,41 @@ def resume(
                 best=None,
                 best_score=info.best_score,
             )
-        if _driven_elsewhere(info):
-            raise StoreError(
-                f"name: experiment {name!r} is being run right now "
-                f"(pid {info.pid} on {info.host}); "
-                "stop that run first"
-            )
-        raw = dict(info.config)
-        raw["storage"] = storage
-        overrides = {k: v for k, v in (executor or {}).items() if v is not None}
-        if overrides:
-            stored = dict(raw.get("executor") or {})
-            if overrides.get("kind", stored.get("kind")) != stored.get("kind", "local"):
-                stored = {k: v for k, v in stored.items() if k in _POLICY_KEYS}
-            raw["executor"] = {**stored, **overrides}
-        config = validate_config(raw, Path.cwd())
-        return _drive(config, store, info, observer)
-    finally:
-        store.close()
-
-
-def _drive(
-    config: Config, store: Store, info: ExperimentInfo, observer: RunObserver | None
-) -> RunSummary:
-    executor = _start_executor(config, info.seed)
-    try:
-        return loop_class(config)(config, store, info, executor, observer).run()
-    finally:
-        executor.close()
-
-
-def _driven_elsewhere(info: ExperimentInfo) -> bool:
-    """True if another live process is driving the experiment."""
-    same_process = info.host == os.uname().nodename and info.pid == os.getpid()
-    return driver_alive(info) and not same_process
+        store.verify()  # a damaged store: refused before anything is written
+        store.claim(info.id)  # another live driver: ClaimRefused (exit 2), nothing written
+        try:
+            raw = dict(info.config)
+            raw["storage"] = storage
+            overrides = {k: v for k, v in (executor or {}).items() if v is not None}
+            if overrides:
+                stored = dict(raw.get("executor") or {})
+                if overrides.get("kind", stored.get("kind")) != stored.get("kind", "local"):
+                    stored = {k: v for k, v in stored.items() if k in _POLICY_KEYS}
+                raw["executor"] = {**stored, **overrides}
+            config = validate_config(raw, Path.cwd())
+            started = _start_executor(config, info.seed)
+        except BaseException:
+            # not started: give the claim back with the status it had
+            before = info.status
+            if before in LIVE_STATUSES:
+                before = ExperimentStatus.INTERRUPTED
+            store.abandon(info.id, before, info.stop_reason)
+            raise
+        try:
+            return loop_class(config)(config, store, info, started, observer).run()
+        finally:
+            started.close()
 
 
 def experiment_info(name: str, storage: str = DEFAULT_STORAGE) -> ExperimentInfo:
     """Metadata and progress summary of one stored experiment."""
-    with open_store(storage, create=False) as store:
+    with open_store(storage, readonly=True) as store:
         return store.require_experiment(name)
 
 
 def experiments(storage: str = DEFAULT_STORAGE) -> list[ExperimentInfo]:
     """Every experiment in a store, with its progress summary (``metaloop status``)."""
-    with open_store(storage, create=False) as store:
+    with open_store(storage, readonly=True) as store:
         return store.list_experiments()
 
 
@@ -237,7 +227,7 @@ def export(name: str, path: str | Path, storage: str = DEFAULT_STORAGE, fmt: str
     writer = {"csv": write_csv, "json": write_json}.get(fmt)
     if writer is None:
         raise ValueError(f"fmt: expected 'csv' or 'json', got {fmt!r}")
-    with open_store(storage, create=False) as store:
+    with open_store(storage, readonly=True) as store:
         columns, rows = export_rows(store, store.require_experiment(name))
         tmp = Path(f"{path}.tmp-{os.getpid()}")
         try:
@@ -253,7 +243,7 @@ def plot(name: str, path: str | Path, storage: str = DEFAULT_STORAGE) -> None:
     """Best and population fitness per generation as an image (``metaloop plot``)."""
     from metaloop.readers.plot import plot_fitness
 
-    with open_store(storage, create=False) as store:
+    with open_store(storage, readonly=True) as store:
         plot_fitness(store, store.require_experiment(name), str(path))
 
 
@@ -280,7 +270,7 @@ def control(
 
 def history(name: str, storage: str = DEFAULT_STORAGE) -> list[Evaluation]:
     """Every recorded evaluation of an experiment, in (generation, index) order."""
-    with open_store(storage, create=False) as store:
+    with open_store(storage, readonly=True) as store:
         return store.evaluations(store.require_experiment(name).id)
 
 
@@ -292,7 +282,7 @@ def history_frame(name: str, storage: str = DEFAULT_STORAGE) -> Any:
         raise ImportError("history_frame needs pandas: pip install 'metaloop[pandas]'") from None
     from metaloop.readers.export import export_rows
 
-    with open_store(storage, create=False) as store:
+    with open_store(storage, readonly=True) as store:
         columns, rows = export_rows(store, store.require_experiment(name))
         return pd.DataFrame(list(rows), columns=columns)
 

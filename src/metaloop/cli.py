@@ -185,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except (StoreError, OptimizeeLoadError) as exc:
         print(f"metaloop: error: {exc}", file=sys.stderr)
+        if getattr(exc, "hint", ""):  # a run stopped by a failed write: how to continue
+            print(exc.hint, file=sys.stderr)  # type: ignore[union-attr]
         return EXIT_USAGE
     except KeyboardInterrupt:
         # Only reachable before a run has started or after it ended: the loop itself turns
@@ -315,11 +317,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _report(summary, args, args.storage)
 
 
-def _open_existing(storage: str) -> Any:
+def _open_existing(storage: str, readonly: bool = True) -> Any:
     from metaloop.store import open_store, validate_storage_url
 
     validate_storage_url(storage)
-    return open_store(storage, create=False)
+    return open_store(storage, create=False, readonly=readonly)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

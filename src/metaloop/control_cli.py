@@ -117,11 +117,10 @@ def _control_payload(args: argparse.Namespace) -> dict[str, Any] | None:
     return payload or None
 
 
-def _open_existing(storage: str) -> Any:
-    from metaloop.store import open_store, validate_storage_url
+def _open_existing(storage: str, readonly: bool) -> Any:
+    from metaloop.store import open_store
 
-    validate_storage_url(storage)
-    return open_store(storage, create=False)
+    return open_store(storage, create=False, readonly=readonly)
 
 
 def _command_id(text: str | None) -> int:
@@ -150,7 +149,7 @@ def _short(text: str, width: int) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    with _open_existing(args.storage) as store:
+    with _open_existing(args.storage, readonly=True) as store:
         rows = store.controls(store.require_experiment(args.name).id)
     if args.json:
         print(json.dumps([r.as_dict() for r in rows]))
@@ -180,7 +179,7 @@ def cmd_control(args: argparse.Namespace) -> int:
     if args.action == "list":
         return _list(args)
     cid = _command_id(args.id) if args.action == "cancel" else 0
-    with _open_existing(args.storage) as store:
+    with _open_existing(args.storage, readonly=False) as store:
         try:
             if args.action == "cancel":
                 row = cancel_control(store, args.name, cid, origin="cli")

@@ -126,7 +126,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     shown = mask_password(args.storage)
     try:
-        open_store(args.storage, create=False).close()
+        with open_store(args.storage, readonly=True) as store:
+            store.list_experiments()  # a damaged store is refused here, not by the page
         missing = False
     except StoreMissing:
         missing = True

@@ -71,7 +71,9 @@ class StoreReader:
         with self._lock:
             if self._store is None:
                 try:
-                    self._store = open_store(self.url, create=False)
+                    # read-only: the page never changes the store (a steering command is
+                    # written through a store of its own, see server.py)
+                    self._store = open_store(self.url, readonly=True)
                 except StoreMissing:
                     return None
             return self._store

@@ -153,7 +153,7 @@ def render_report(data: dict[str, Any]) -> str:
 def write_report(name: str, output: str | Path, storage: str) -> int:
     """Write the report of experiment ``name`` to ``output`` atomically; its size in bytes."""
 
-    with open_store(storage, create=False) as store:
+    with open_store(storage, readonly=True) as store:  # a report never changes the store
         text = render_report(report_data(store, store.require_experiment(name)))
     tmp = Path(f"{output}.tmp-{os.getpid()}")
     try:

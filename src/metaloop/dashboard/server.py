@@ -319,8 +319,13 @@ class Dashboard:
 
         self._info(name)  # 404 for an unknown experiment
         client = request.client.host if request.client else "unknown"
+        self._store()  # 404 while there is no store
+        from metaloop.store import open_store
+
         try:
-            row = steering_routes.submit(self._store(), name, body, origin=f"web:{client}")
+            # the reads use a read-only store; a command is written through a store of its own
+            with open_store(self.storage, create=False) as writable:
+                row = steering_routes.submit(writable, name, body, origin=f"web:{client}")
         except ControlError as exc:
             raise ApiError(400, str(exc)) from None
         return {"control": row}

@@ -38,7 +38,7 @@ from metaloop.optimizers.base import Optimizer
 from metaloop.optimizers.registry import get_optimizer_class
 from metaloop.records import Evaluation, ExperimentStatus, Outcome, Status, Task
 from metaloop.scoring import weighted_fitness, weighted_score
-from metaloop.store.base import ExperimentInfo, Store
+from metaloop.store.base import ClaimLost, ExperimentInfo, Store, StoreFault
 
 #: a paused run with nothing running polls this often
 HOLD_POLL_S = 0.2
@@ -201,10 +201,27 @@ class Loop:
 
     def run(self) -> RunSummary:
         """Run until a stopping criterion or a ``stop`` command; KeyboardInterrupt stops at a
-        safe point."""
+        safe point.  Another live driver: ClaimRefused before anything is written.  A failed
+        store (a full disk, a damaged file, a server gone) or a lost claim stops the run where
+        it is, writing nothing more but, after a failed write, the status (best effort):
+        resume continues from what was committed."""
         self._restore()
+        self.store.claim(self.info.id)
         try:
-            self.store.claim(self.info.id)
+            return self._run_to_end()
+        except (ClaimLost, StoreFault) as exc:
+            self.executor.cancel_all()
+            self.reports.close()
+            if isinstance(exc, StoreFault) and exc.write:
+                self.store.abandon(self.info.id, ExperimentStatus.INTERRUPTED, str(exc))
+                exc.hint = (
+                    "what was recorded is kept; free space (or fix the cause), then continue "
+                    f"with: metaloop resume --storage {self.store.url} --name {self.info.name}"
+                )
+            raise
+
+    def _run_to_end(self) -> RunSummary:
+        try:
             resumed = self.n_evaluations > 0 or self.generation > 0
             self.store.event(
                 self.info.id,
@@ -229,6 +246,8 @@ class Loop:
             self.store.set_status(self.info.id, ExperimentStatus.INTERRUPTED, "interrupted")
             self.observer.finished(self)
             return self._summary("interrupted")
+        except (ClaimLost, StoreFault):
+            raise  # (run() stops without writing)
         except BaseException as exc:
             self.executor.cancel_all()
             self.reports.close()
@@ -255,7 +274,9 @@ class Loop:
     # -- steering -------------------------------------------------------------------------------
     def _poll(self, wait: bool = False) -> None:
         """Read pending commands (pause, resume and stop take effect at once); without
-        ``wait`` not while the store writer is committing (a poll is then due shortly)."""
+        ``wait`` not while the store writer is committing (a poll is then due shortly).  A lost
+        claim or a failed group commit stops the run here (:meth:`Store.check`)."""
+        self.store.check()
         self._status_changes(self.steering.poll(self.generation, wait))
 
     def _status_changes(self, actions: list[str]) -> None:

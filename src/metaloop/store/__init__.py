@@ -16,7 +16,15 @@ from metaloop.records import (
     ExperimentStatus,
     ReportRow,
 )
-from metaloop.store.base import ExperimentInfo, Store, StoreError, StoreMissing
+from metaloop.store.base import (
+    ClaimLost,
+    ClaimRefused,
+    ExperimentInfo,
+    Store,
+    StoreError,
+    StoreFault,
+    StoreMissing,
+)
 from metaloop.store.liveness import driver_alive
 
 DEFAULT_STORAGE = "sqlite:///metaloop.db"
@@ -50,21 +58,25 @@ def validate_storage_url(url: str) -> None:
     raise StoreError(f"storage: unsupported URL {shown!r} (scheme {scheme!r}); {EXPECTED}")
 
 
-def open_store(url: str, create: bool = True) -> Store:
-    """Open the store at ``url``; with ``create=False`` a missing store is a StoreMissing."""
+def open_store(url: str, create: bool = True, readonly: bool = False) -> Store:
+    """Open the store at ``url``; with ``create=False`` a missing store is a StoreMissing;
+    ``readonly`` (implies ``create=False``): opened so that nothing can change it (SQLite
+    ``mode=ro``, a read-only PostgreSQL session).  Any failure is one-line StoreError."""
     validate_storage_url(url)
     if _is_postgres(url):
         from metaloop.store.postgres import PostgresStore
 
-        return PostgresStore(url, create=create)
+        return PostgresStore(url, create=create and not readonly, readonly=readonly)
     from metaloop.store.sqlite import SQLiteStore
 
-    return SQLiteStore(url, create=create)
+    return SQLiteStore(url, create=create and not readonly, readonly=readonly)
 
 
 __all__ = [
     "DEFAULT_STORAGE",
     "ArtifactRow",
+    "ClaimLost",
+    "ClaimRefused",
     "ControlRow",
     "ControlStatus",
     "EventRow",
@@ -73,6 +85,7 @@ __all__ = [
     "ReportRow",
     "Store",
     "StoreError",
+    "StoreFault",
     "StoreMissing",
     "driver_alive",
     "open_store",

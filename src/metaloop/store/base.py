@@ -33,6 +33,7 @@ from metaloop.records import (
     ReportRow,
     Status,
 )
+from metaloop.store.errors import ClaimLost, ClaimRefused, StoreError, StoreFault, StoreMissing
 from metaloop.store.info import ExperimentInfo, async_group_size
 
 __all__ = [
@@ -44,18 +45,13 @@ __all__ = [
     "ExperimentStatus",
     "ReportRow",
     "Store",
+    "ClaimLost",
+    "ClaimRefused",
     "StoreError",
+    "StoreFault",
     "StoreMissing",
     "async_group_size",
 ]
-
-
-class StoreError(Exception):
-    """A store problem the user can act on (bad URL, unknown experiment, name taken)."""
-
-
-class StoreMissing(StoreError):
-    """``open_store(..., create=False)`` found no store there (no file, no metaloop tables)."""
 
 
 class Store(ABC):
@@ -85,12 +81,17 @@ class Store(ABC):
     be shared across a ``fork``: each process opens its own.
 
     **Errors of the writer thread.**  A failed group commit (disk full, a database gone for
-    longer than the reconnect window) is kept and raised as a :class:`StoreError`
-    (``storage: writing to ... failed: ...``) in the caller's thread by the next queued write,
-    :meth:`flush` or :meth:`close`; the failed group is lost.  Besides the errors listed per
-    method, a call that reaches the database can fail with it: PostgreSQL raises
-    :class:`StoreError` for a lost connection that cannot be reopened, SQLite its driver's
-    ``OperationalError`` for a file locked longer than the 30 s busy timeout.
+    longer than the reconnect window) is kept and raised as a :class:`StoreFault`
+    (``storage: writing to ... failed: <the database's own cause>``, e.g. ``no space left on
+    device``) in the caller's thread by the next queued write, :meth:`flush`, :meth:`check`
+    or :meth:`close`; the failed group is lost (it was never committed).  Besides the errors
+    listed per method, any call that reaches the database can fail with a
+    :class:`StoreFault`: one line naming the store and the cause (a damaged or foreign file, a
+    read-only store, a lost connection that cannot be reopened, a file locked longer than the
+    30 s busy timeout); the driver's own exception never escapes a store method.
+
+    **Read-only stores.**  ``open_store(url, readonly=True)`` (status, export, plot, report,
+    the dashboard's reads): SQLite ``mode=ro``, PostgreSQL a read-only session; no change.
 
     **Readers in other processes** (status, export, plot, the dashboard, another host on
     PostgreSQL) see committed transactions only: a group commit appears whole or not at all,
@@ -197,12 +198,38 @@ class Store(ABC):
 
     @abstractmethod
     def claim(self, exp_id: int) -> None:
-        """Mark the experiment as driven by this process (status running, stop reason
-        cleared, this host and pid) and start its heartbeat; committed before returning.
+        """Make this store (this process) the one driver of the experiment, atomically: in
+        one write transaction, refuse if another live driver holds it, else record status
+        running, stop reason cleared, this host, pid, process start time, a random token and
+        the time of the claim, and start its heartbeat; committed before returning.  A claim
+        whose holder is dead (same host: no such process, or a recycled pid; any host: a
+        heartbeat older than :data:`~metaloop.store.liveness.HEARTBEAT_STALE_S`) is taken
+        over, with a ``takeover`` event.  Claiming again with the same store is a no-op.
+
+        From then on every group commit first checks (in its transaction) that the token
+        is still there; if not, nothing of it is committed and the next queued write,
+        :meth:`flush` or :meth:`check` raises :class:`ClaimLost`.
 
         Args:
             exp_id: the experiment's id.
+
+        Raises:
+            ClaimRefused: a live driver holds it (the message names host, pid and since when).
         """
+
+    def check(self) -> None:
+        """Raise now what the writer thread met (:class:`ClaimLost`, a failed group
+        commit as :class:`StoreFault`); the loop calls it about once a second."""
+
+    def abandon(
+        self, exp_id: int, status: ExperimentStatus | str, stop_reason: str | None
+    ) -> None:
+        """Best effort after a failed write: record ``status`` and ``stop_reason`` without the
+        queue (its failed group stays lost), only while this store holds the claim; no raise."""
+
+    def verify(self) -> None:
+        """Raise :class:`StoreFault` if the store is damaged (SQLite: ``PRAGMA quick_check``,
+        which reads the whole file); called before a driver writes anything."""
 
     # -- evaluations --------------------------------------------------------------------------
     @abstractmethod
@@ -503,8 +530,12 @@ class Store(ABC):
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, typ: object, exc: object, tb: object) -> None:
+        try:
+            self.close()
+        except StoreError:
+            if exc is None:  # (else the error on its way already says what went wrong)
+                raise
 
     # -- evaluations as columns (vectorized mode) -------------------------------------------
     def append_many(

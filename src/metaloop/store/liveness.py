@@ -1,11 +1,13 @@
 """Is an experiment's driver alive?  A question about processes and clocks, not about data.
 
 A driver claims its experiment (:meth:`metaloop.store.base.Store.claim` records status
-``running``, its host name and pid) and, while it holds it, its store's writer thread
-refreshes the experiment's ``updated`` column every :data:`HEARTBEAT_S` seconds.  From the
-recorded :class:`~metaloop.store.base.ExperimentInfo` alone, :func:`driver_alive` tells a
-live run from a dead one: on the same host by looking the process up, on another host by the
-age of the heartbeat.
+``running``, its host name, pid, process start time and a random token) and, while it holds
+it, its store's writer thread refreshes the experiment's ``updated`` column every
+:data:`HEARTBEAT_S` seconds.  From the recorded :class:`~metaloop.store.base.ExperimentInfo`
+alone, :func:`driver_alive` tells a live run from a dead one: on the same host by looking the
+process up, on another host by the age of the heartbeat.  :func:`holder_alive` is the
+stricter test a new claim applies (the recorded process start time unmasks a recycled pid;
+a heartbeat older than :data:`HEARTBEAT_STALE_S` is dead on any host).
 """
 
 from __future__ import annotations
@@ -47,6 +49,35 @@ def process_alive(pid: int) -> bool:
     except OSError:
         return True
     return b"python" in cmdline or b"metaloop" in cmdline
+
+
+def process_start(pid: int) -> str:
+    """An id of process ``pid``'s start: ``<boot id>:<start time in clock ticks>`` from
+    ``/proc`` ("" where it cannot be read).  A recycled pid has another one."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = stat.rsplit(")", 1)[1].split()[19]
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except (OSError, IndexError):
+        return ""
+    return f"{boot}:{ticks}"
+
+
+def holder_alive(
+    host: str, pid: int, started: str | None, updated: float, now: float | None = None
+) -> bool:
+    """Whether the recorded holder of a claim is alive, as a new claim judges it: its
+    heartbeat is younger than :data:`HEARTBEAT_STALE_S` and, on this host, its process
+    exists with the recorded start id (``started``; without one, as :func:`process_alive`).
+
+    Never raises."""
+    if (time.time() if now is None else now) - updated >= HEARTBEAT_STALE_S:
+        return False
+    if host != os.uname().nodename:
+        return True
+    if started:
+        return process_start(pid) == started
+    return process_alive(pid)
 
 
 def driver_alive(info: ExperimentInfo, now: float | None = None) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from metaloop.store.base import StoreError, StoreMissing
-from metaloop.store.sql import EVAL_COLUMNS, STEERING_TABLES, TABLES, SQLStore
+from metaloop.store.sql import CLAIM_COLUMNS, EVAL_COLUMNS, STEERING_TABLES, TABLES, SQLStore
 
 SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 EXPECTED = "expected 'postgresql://user[:password]@host[:port]/database'"
@@ -96,6 +96,12 @@ SCHEMA = (
     applied DOUBLE PRECISION
 )""",
     "CREATE INDEX IF NOT EXISTS controls_exp ON controls (exp_id, status)",
+    # the claim of a driver (stores made before it existed gain the columns here)
+    *(
+        f"ALTER TABLE experiments ADD COLUMN IF NOT EXISTS {column} "
+        + ("DOUBLE PRECISION" if kind == "REAL" else kind)
+        for column, kind in CLAIM_COLUMNS.items()
+    ),
     """CREATE TABLE IF NOT EXISTS reports (
     exp_id BIGINT NOT NULL REFERENCES experiments(id),
     generation BIGINT NOT NULL,
@@ -246,10 +252,18 @@ class PostgresStore(SQLStore):
     """
 
     PARAM = "%s"
+    FOR_UPDATE = " FOR UPDATE"
 
-    def __init__(self, url: str, create: bool = True, commit_interval: float = 0.02):
+    def __init__(
+        self,
+        url: str,
+        create: bool = True,
+        commit_interval: float = 0.02,
+        readonly: bool = False,
+    ):
         conninfo = postgres_url(url)
         self.url = self.where = mask_password(conninfo)
+        self.readonly = readonly
         psycopg = _psycopg()
         self._errors = psycopg.errors
         from psycopg.conninfo import conninfo_to_dict
@@ -278,9 +292,9 @@ class PostgresStore(SQLStore):
             ) from None
         self._start(commit_interval)
         try:
-            if create:
+            if create and not readonly:
                 self._create_tables()
-            if self._check_tables():
+            if self._check_tables() and not readonly:
                 self._create_tables()  # a store from before steering: add its tables
         except psycopg.Error as exc:
             self._conn.close()
@@ -292,6 +306,8 @@ class PostgresStore(SQLStore):
     def _connect(self) -> Any:
         conn = self._psycopg.connect(self._conninfo, autocommit=True, **self._extra)
         conn.execute("SET extra_float_digits = 3")  # shortest exact text for every float
+        if self.readonly:  # status, export, ...: the server refuses any write
+            conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
         return conn
 
     def _reconnect(self, deadline: float) -> None:
@@ -323,6 +339,18 @@ class PostgresStore(SQLStore):
                         self._idempotent = True  # the lost COMMIT may have gone through
             finally:
                 self._idempotent = False
+
+    def claim(self, exp_id: int) -> None:
+        """As the SQL store's, repeated once over a reopened connection (safe: a claim
+        whose COMMIT went through finds its own token)."""
+        with self._lock:
+            try:
+                super().claim(exp_id)
+            except self._psycopg.OperationalError:
+                if not self._conn.broken:
+                    raise
+                self._reconnect(time.monotonic() + CONNECT_TIMEOUT_S)
+                super().claim(exp_id)
 
     def _insert_evals(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
         if not self._idempotent:
@@ -395,7 +423,22 @@ class PostgresStore(SQLStore):
                 "'metaloop run' creates them)"
             )
         self._refuse_foreign(found, absent_ok=False)
-        return not all(found[t] for t in STEERING_TABLES) or "seq" not in found["evaluations"]
+        return (
+            not all(found[t] for t in STEERING_TABLES)
+            or "seq" not in found["evaluations"]
+            or not set(CLAIM_COLUMNS) <= found["experiments"]
+        )
+
+    def _write_failure(self, exc: BaseException) -> bool:
+        # the server's disk is full (SQLSTATE class 53: insufficient resources), or the
+        # connection is gone for good
+        state = getattr(exc, "sqlstate", None) or ""
+        return state.startswith("53") or isinstance(exc, self._psycopg.OperationalError)
+
+    def _cause(self, exc: BaseException) -> str | None:
+        if not isinstance(exc, self._psycopg.Error):
+            return None
+        return one_line(exc) or type(exc).__name__
 
     def _insert_id(self, sql: str, args: tuple[Any, ...]) -> int:
         return int(self._execute(sql + " RETURNING id", args).fetchone()[0])

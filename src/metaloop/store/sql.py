@@ -33,11 +33,12 @@ from metaloop.records import (
 )
 from metaloop.store import codec
 from metaloop.store.base import ExperimentInfo, Store, StoreError, async_group_size
+from metaloop.store.claim import CLAIM_COLUMNS, ClaimMixin
 from metaloop.store.columns import APPEND_BLOCK, json_objects, json_rows
-from metaloop.store.liveness import LIVE_STATUSES
 from metaloop.store.writer import EVAL_COLUMNS, MAX_BACKLOG, GroupCommitWriter
 
 __all__ = [
+    "CLAIM_COLUMNS",
     "EVAL_COLUMNS",
     "MAX_BACKLOG",
     "STEERING_TABLES",
@@ -71,7 +72,7 @@ def duplicate_name(name: str, where: str) -> StoreError:
     )
 
 
-class SQLStore(GroupCommitWriter, Store):
+class SQLStore(ClaimMixin, GroupCommitWriter, Store):
     """Store logic shared by the SQL dialects; subclasses open ``self._conn`` and set the
     class attributes of :class:`~metaloop.store.writer.GroupCommitWriter`, then call
     :meth:`_start`."""
@@ -170,34 +171,6 @@ class SQLStore(GroupCommitWriter, Store):
         with self._lock:
             rows = self._execute(f"SELECT {self._EXP_COLUMNS} FROM experiments ORDER BY id")
             return [self._info(r) for r in rows.fetchall()]
-
-    def set_status(
-        self, exp_id: int, status: ExperimentStatus | str, stop_reason: str | None = None
-    ) -> None:
-        status = ExperimentStatus(status)
-        self.flush()
-        if status not in LIVE_STATUSES:
-            self._heartbeat_exp = None
-        with self._lock:
-            self._execute(
-                "UPDATE experiments SET status=?, stop_reason=?, updated=? WHERE id=?",
-                (status.value, self._text(stop_reason), time.time(), exp_id),
-            )
-
-    def claim(self, exp_id: int) -> None:
-        with self._lock:
-            self._execute(
-                "UPDATE experiments SET status=?, stop_reason=NULL, "
-                "updated=?, host=?, pid=? WHERE id=?",
-                (
-                    ExperimentStatus.RUNNING.value,
-                    time.time(),
-                    os.uname().nodename,
-                    os.getpid(),
-                    exp_id,
-                ),
-            )
-        self._heartbeat_exp = exp_id
 
     # -- evaluations --------------------------------------------------------------------------
     def append(self, exp_id: int, evaluation: Evaluation, score: float | None) -> None:
@@ -379,6 +352,11 @@ class SQLStore(GroupCommitWriter, Store):
             return None  # the writer holds the connection for a group commit
         try:
             return self.controls(exp_id, status=ControlStatus.PENDING)
+        except Exception as exc:
+            fault = self._translate(exc)
+            if fault is not None:
+                raise fault from None
+            raise
         finally:
             self._lock.release()
 

@@ -10,12 +10,14 @@ only an OS crash or power loss can drop the last few commits.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
-from metaloop.store.base import StoreError, StoreMissing
-from metaloop.store.sql import SQLStore
+from metaloop.store.base import StoreError, StoreFault, StoreMissing
+from metaloop.store.sql import CLAIM_COLUMNS, STEERING_TABLES, TABLES, SQLStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -28,7 +30,10 @@ CREATE TABLE IF NOT EXISTS experiments (
     created REAL NOT NULL,
     updated REAL NOT NULL,
     host TEXT NOT NULL DEFAULT '',
-    pid INTEGER NOT NULL DEFAULT 0
+    pid INTEGER NOT NULL DEFAULT 0,
+    claim_token TEXT,
+    claim_since REAL,
+    proc_start TEXT
 );
 CREATE TABLE IF NOT EXISTS evaluations (
     exp_id INTEGER NOT NULL REFERENCES experiments(id),
@@ -114,38 +119,190 @@ def sqlite_path(url: str) -> str:
     return url[len(prefix) :]
 
 
+#: what the SQLite error codes mean for a user (by ``sqlite_errorname`` prefix)
+_CAUSES = (
+    ("SQLITE_NOTADB", "not an SQLite database (file is not a database)"),
+    ("SQLITE_CORRUPT", "the file is damaged ({}); restore it from a copy"),
+    ("SQLITE_FULL", "no space left on device ({})"),
+    ("SQLITE_READONLY", "the store is read-only ({}): the file or its directory cannot be "
+     "written"),
+    ("SQLITE_CANTOPEN", "cannot open the file ({}); check the path and its permissions"),
+    ("SQLITE_BUSY", "the file stayed locked by another process for 30 s ({})"),
+    ("SQLITE_IOERR", "I/O error reading or writing the file ({})"),
+    ("SQLITE_PERM", "permission denied ({})"),
+)
+
+
+def sqlite_cause(exc: BaseException) -> str | None:
+    """A sqlite3 (or OS) error in words, naming the cause (None: not such an error)."""
+    if isinstance(exc, OSError):
+        if exc.errno == errno.ENOSPC:
+            return f"no space left on device ({exc.strerror})"
+        return exc.strerror or str(exc)
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    text = " ".join(str(exc).split())
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if "malformed" in text:
+        name = "SQLITE_CORRUPT"
+    for prefix, words in _CAUSES:
+        if name.startswith(prefix):
+            return words.format(text)
+    return text
+
+
 class SQLiteStore(SQLStore):
-    """A store in one SQLite file (see module docstring)."""
+    """A store in one SQLite file (see module docstring).
+
+    ``readonly``: opened with ``mode=ro`` (nothing is created or changed: no schema, no
+    journal mode; SQLite may add its ``-wal``/``-shm`` side files of a WAL store)."""
 
     BEGIN = "BEGIN IMMEDIATE"
 
-    def __init__(self, url: str, create: bool = True, commit_interval: float = 0.02):
+    def __init__(
+        self,
+        url: str,
+        create: bool = True,
+        commit_interval: float = 0.02,
+        readonly: bool = False,
+    ):
         self.url = url
         self.path = sqlite_path(url)
         self.where = self.path
-        if self.path != ":memory:":
-            if not create and not os.path.exists(self.path):
-                raise StoreMissing(f"storage: no store file at {self.path!r} ({url})")
-            if create:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.readonly = readonly
         self._start(commit_interval)
-        with self._lock:
-            self._conn.execute("PRAGMA busy_timeout=30000")
-            if self.path != ":memory:":
-                self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(SCHEMA)
-            self._add_seq_column()
+        memory = self.path == ":memory:"
+        if not memory:
+            self._check_path(create and not readonly)
+        side = [f"{self.path}-wal", f"{self.path}-shm"]
+        had_side = memory or any(os.path.exists(p) for p in side)
+        try:
+            if readonly and not memory:
+                target = "file:" + quote(os.path.abspath(self.path)) + "?mode=ro"
+                if self._frozen():
+                    target += "&immutable=1"
+                self._conn = sqlite3.connect(
+                    target, uri=True, check_same_thread=False, isolation_level=None
+                )
+            else:
+                self._conn = sqlite3.connect(
+                    self.path, check_same_thread=False, isolation_level=None
+                )
+        except sqlite3.Error as exc:
+            raise self._translate(exc) or exc from None
+        try:
+            with self._lock:
+                self._conn.execute("PRAGMA busy_timeout=30000")
+                self._open(create, readonly, memory)
+        except BaseException:
+            self._conn.close()
+            if not had_side and os.path.exists(side[0]) and os.path.getsize(side[0]) == 0:
+                for p in side:  # a refused file is left as it was: no empty side files
+                    Path(p).unlink(missing_ok=True)
+            raise
 
-    def _add_seq_column(self) -> None:
-        """Stores made before evaluations had a completion order gain the column."""
+    def _directory_writable(self) -> bool:
+        return os.access(os.path.dirname(os.path.abspath(self.path)), os.W_OK)
+
+    def _frozen(self) -> bool:
+        """True if nobody can be writing the file: its directory is read-only (a read-only
+        mount, where SQLite cannot create the ``-shm`` a WAL reader needs) and it has no
+        ``-wal``.  Such a file is read as immutable."""
+        return not self._directory_writable() and not os.path.exists(self.path + "-wal")
+
+    def _check_path(self, create: bool) -> None:
+        shown = f"{self.path!r} ({self.url})"
+        if os.path.isdir(self.path):
+            raise StoreError(f"storage: {shown} is a directory, not a store file")
+        if not os.path.exists(self.path):
+            if not create:
+                raise StoreMissing(f"storage: no store file at {shown}")
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreFault(
+                    f"storage: cannot create {shown}: {exc.strerror}", str(exc.strerror)
+                ) from None
+
+    def _open(self, create: bool, readonly: bool, memory: bool) -> None:
+        found = {
+            r[0]
+            for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        if readonly and not found:
+            # an empty database (a run killed before it made its tables): a store without
+            # experiments, its tables made in memory (TEMP) for the reads; the file is untouched
+            self._conn.executescript(SCHEMA.replace("CREATE TABLE", "CREATE TEMP TABLE"))
+            return
+        if not create or readonly:
+            if not found & set(TABLES):
+                raise StoreMissing(
+                    f"storage: no store in {self.path!r} ({self.url}): the file has no "
+                    "metaloop tables ('metaloop run' creates them)"
+                )
+            missing = set(TABLES) - found
+            if missing:
+                raise StoreError(
+                    f"storage: {self.path!r} ({self.url}) is not a metaloop store (no table "
+                    f"{sorted(missing)[0]!r})"
+                )
+        if readonly:  # (the reads need no claim columns: a store from before them reads)
+            if self._needs_upgrade(found, claims=False):
+                raise StoreError(
+                    f"storage: {self.path!r} ({self.url}) was written by an older metaloop; "
+                    "'metaloop resume' (or a run) upgrades it"
+                )
+            return
+        if not memory:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        if create or self._needs_upgrade(found):
+            self._conn.executescript(SCHEMA)
+            self._add_columns()
+
+    def _needs_upgrade(self, found: set[str], claims: bool = True) -> bool:
+        if not set(STEERING_TABLES) <= found:
+            return True
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(evaluations)")}
+        columns |= {r[1] for r in self._conn.execute("PRAGMA table_info(experiments)")}
+        return not {"seq", *(CLAIM_COLUMNS if claims else ())} <= columns
+
+    def _add_columns(self) -> None:
+        """Stores made before evaluations had a completion order, or before claims, gain the
+        columns."""
         columns = {r[1] for r in self._conn.execute("PRAGMA table_info(evaluations)")}
         if "seq" not in columns:
             self._conn.execute("ALTER TABLE evaluations ADD COLUMN seq INTEGER")
         self._conn.execute(
             "CREATE INDEX IF NOT EXISTS evaluations_seq ON evaluations (exp_id, seq)"
         )
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(experiments)")}
+        for column, kind in CLAIM_COLUMNS.items():
+            if column not in columns:
+                self._conn.execute(f"ALTER TABLE experiments ADD COLUMN {column} {kind}")
+
+    def _write_failure(self, exc: BaseException) -> bool:
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        return name.startswith(("SQLITE_FULL", "SQLITE_IOERR")) or isinstance(exc, OSError)
+
+    def _cause(self, exc: BaseException) -> str | None:
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        refused = name.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY"))
+        if refused and not self._directory_writable():
+            return (
+                f"the store's directory is read-only ({' '.join(str(exc).split())}); SQLite "
+                "needs to create its -wal and -shm files beside the store to write it"
+            )
+        return sqlite_cause(exc)
+
+    def verify(self) -> None:
+        """``PRAGMA quick_check``: a damaged file is a StoreFault before anything is written."""
+        with self._lock:
+            rows = self._conn.execute("PRAGMA quick_check").fetchall()
+        if [r[0] for r in rows] != ["ok"]:
+            first = " ".join(str(rows[0][0]).split()) if rows else "no answer"
+            cause = f"the file is damaged (quick_check: {first}); restore it from a copy"
+            raise StoreFault(f"storage: {self.where}: {cause}", cause)
 
     def _is_unique_violation(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError)

@@ -21,7 +21,7 @@ import time
 from itertools import repeat
 from typing import Any
 
-from metaloop.store.base import StoreError
+from metaloop.store.base import ClaimLost, StoreError, StoreFault
 from metaloop.store.liveness import HEARTBEAT_S
 
 EVAL_COLUMNS = (
@@ -51,6 +51,40 @@ Op = tuple[str, tuple[Any, ...]]
 MAX_BACKLOG = 20_000
 
 
+class ConnectionLock:
+    """The lock of the shared connection (re-entrant).  An exception of the database driver
+    that leaves the outermost ``with`` becomes a :class:`StoreFault` (one line naming the
+    store and the cause, from ``translate``); inner blocks see the driver's own exceptions
+    (a unique violation, a broken connection to retry)."""
+
+    def __init__(self, translate: Any):
+        self._lock = threading.RLock()
+        self._depth = 0  # changed only by the thread holding the lock
+        self._translate = translate
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if self._lock.acquire(blocking):
+            self._depth += 1
+            return True
+        return False
+
+    def release(self) -> None:
+        self._depth -= 1
+        self._lock.release()
+
+    def __enter__(self) -> ConnectionLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, typ: Any, exc: BaseException | None, tb: Any) -> None:
+        outer = self._depth == 1
+        self.release()
+        if outer and exc is not None:
+            fault = self._translate(exc)
+            if fault is not None:
+                raise fault from None
+
+
 class GroupCommitWriter:
     """The connection and the writer thread of a SQL store (a base of
     :class:`metaloop.store.sql.SQLStore`); subclasses open ``self._conn`` and set the class
@@ -67,11 +101,13 @@ class GroupCommitWriter:
     )
 
     _conn: Any
+    #: the store's URL (a password masked)
+    url: str
     #: where the store is, for messages (a path, or a URL with its password masked)
     where: str
 
     def _start(self, commit_interval: float) -> None:
-        self._lock = threading.RLock()
+        self._lock = ConnectionLock(self._translate)
         self.commit_interval = commit_interval
         self._cond = threading.Condition()
         self._queue: list[Op] = []
@@ -81,7 +117,28 @@ class GroupCommitWriter:
         self._error: BaseException | None = None
         self._writer: threading.Thread | None = None
         self._heartbeat_exp: int | None = None
+        #: the random token of this store's claim (see :meth:`claim`)
+        self._token: str | None = None
         self._sql_cache: dict[str, str] = {}
+
+    # -- errors of the database driver ---------------------------------------------------------
+    def _cause(self, exc: BaseException) -> str | None:
+        """The cause of a driver exception in words (None: not the driver's, leave it)."""
+        return None
+
+    def _write_failure(self, exc: BaseException) -> bool:
+        """True if ``exc`` says a write could not be stored (a full disk, an I/O error):
+        what was committed before is intact and a resume continues from it."""
+        return False
+
+    def _translate(self, exc: BaseException, write: bool = False) -> StoreFault | None:
+        if isinstance(exc, StoreError):
+            return None
+        cause = self._cause(exc)
+        if cause is None:
+            return None
+        write = write or self._write_failure(exc)
+        return StoreFault(f"storage: {self.where}: {cause}", cause, write)
 
     # -- the shared connection (every use holds ``self._lock``) ------------------------------
     def _sql(self, text: str) -> str:
@@ -99,9 +156,19 @@ class GroupCommitWriter:
 
     # -- writer thread ------------------------------------------------------------------------
     def _failed(self) -> StoreError:
-        assert self._error is not None
-        reason = "; ".join(ln.strip() for ln in str(self._error).splitlines() if ln.strip())
-        return StoreError(f"storage: writing to {self.where} failed: {reason}")
+        error = self._error
+        assert error is not None
+        if isinstance(error, ClaimLost):
+            return ClaimLost(str(error))
+        if isinstance(error, StoreFault):
+            reason = error.cause
+        else:
+            reason = "; ".join(ln.strip() for ln in str(error).splitlines() if ln.strip())
+        return StoreFault(f"storage: writing to {self.where} failed: {reason}", reason, True)
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._failed() from None
 
     def _enqueue(self, op: str, row: tuple[Any, ...]) -> None:
         if self._error is not None:
@@ -134,10 +201,14 @@ class GroupCommitWriter:
                 time.sleep(self.commit_interval)  # let a group gather: one commit for many rows
             with self._cond:
                 batch, self._queue = self._queue, []
-            try:
-                self._write_batch(batch)
-            except BaseException as exc:  # noqa: BLE001 - reported to the loop's thread
-                self._error = exc
+            if self._error is not None:
+                # never commit past a lost group (a checkpoint must not outrun evaluations)
+                self._heartbeat_exp = None
+            else:
+                try:
+                    self._write_batch(batch)
+                except BaseException as exc:  # noqa: BLE001 - reported to the loop's thread
+                    self._error = exc
             with self._cond:
                 self._written += len(batch)
                 self._cond.notify_all()
@@ -148,6 +219,8 @@ class GroupCommitWriter:
             cur = self._conn.cursor()
             cur.execute(self.BEGIN)
             try:
+                if self._heartbeat_exp is not None:  # the heartbeat, and the claim still ours
+                    self._heartbeat(cur, self._heartbeat_exp)
                 run: list[tuple[Any, ...]] = []  # consecutive rows of one op: one executemany
                 run_op = ""
                 for op, row in batch:
@@ -167,11 +240,6 @@ class GroupCommitWriter:
                         run.append(row)
                 if run:
                     self._insert_run(cur, run_op, run)
-                if self._heartbeat_exp is not None:
-                    cur.execute(
-                        self._sql("UPDATE experiments SET updated=? WHERE id=?"),
-                        (time.time(), self._heartbeat_exp),
-                    )
                 cur.execute("COMMIT")
             except BaseException:
                 self._rollback(cur)
@@ -183,8 +251,25 @@ class GroupCommitWriter:
         else:
             cur.executemany(self._sql(_OP_SQL[op]), rows)
 
+    def _heartbeat(self, cur: Any, exp_id: int) -> None:
+        """Refresh ``updated`` if this store still holds the claim, else ClaimLost."""
+        cur.execute(
+            self._sql("UPDATE experiments SET updated=? WHERE id=? AND claim_token=?"),
+            (time.time(), exp_id, self._token),
+        )
+        if cur.rowcount == 0:
+            row = cur.execute(
+                self._sql("SELECT name, host, pid, claim_since FROM experiments WHERE id=?"),
+                (exp_id,),
+            ).fetchone()
+            self._heartbeat_exp = None
+            raise ClaimLost(lost_message(self.url, row))
+
     def _rollback(self, cur: Any) -> None:
-        cur.execute("ROLLBACK")
+        try:
+            cur.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001 - the error that made us roll back is what counts
+            pass  # (SQLite rolls a transaction back by itself on SQLITE_FULL)
 
     def _insert_evals(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
         marks = ",".join(["?"] * 16)
@@ -235,3 +320,23 @@ class GroupCommitWriter:
                 self._cond.notify_all()
             while self._queued - self._written > MAX_BACKLOG and self._error is None:
                 self._cond.wait(timeout=1.0)
+
+
+def since_text(stamp: float | None) -> str:
+    """A claim's start time for messages (local time, seconds)."""
+    import datetime
+
+    if not stamp:
+        return "an unknown time"
+    return datetime.datetime.fromtimestamp(stamp).isoformat(sep=" ", timespec="seconds")
+
+
+def lost_message(url: str, row: Any) -> str:
+    """Why a driver stopped: who holds its experiment now (``row``: name, host, pid, since)."""
+    if row is None:
+        return f"claim: the experiment was removed from {url}; this driver stopped"
+    name, host, pid, since = row
+    return (
+        f"claim: experiment {name!r} in {url} was taken over by pid {pid} on {host} "
+        f"(since {since_text(since)}); this driver stopped and recorded nothing more"
+    )
