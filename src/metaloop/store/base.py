@@ -31,8 +31,8 @@ from metaloop.records import (
     EventRow,
     ExperimentStatus,
     ReportRow,
-    Status,
 )
+from metaloop.store.columns import evaluation_rows
 from metaloop.store.errors import ClaimLost, ClaimRefused, StoreError, StoreFault, StoreMissing
 from metaloop.store.info import ExperimentInfo, async_group_size
 
@@ -579,37 +579,10 @@ class Store(ABC):
             ValueError: a status is not a :class:`~metaloop.records.Status` value.
             StoreError: an earlier queued write failed.
         """
-        fit = np.asarray(fitness, dtype=float).reshape(len(index), -1)
-        scores = np.asarray(score, dtype=float).reshape(-1)
-        names = list(params)
-        cols = [_values(params[k]) for k in names]
-        mnames = list(metrics or {})
-        mcols = [_values(metrics[k]) for k in mnames] if metrics else []  # type: ignore[index]
-        for j, i in enumerate(np.asarray(index).tolist()):
-            row = fit[j]
-            self.append(
-                exp_id,
-                Evaluation(
-                    generation=generation,
-                    index=i,
-                    params={k: c[j] for k, c in zip(names, cols)},
-                    status=Status(status[j]),
-                    fitness=tuple(row.tolist()) if np.isfinite(row).all() else None,
-                    metrics={k: c[j] for k, c in zip(mnames, mcols)},
-                    attempts=attempts,
-                    error=None if errors is None else errors[j],
-                    started=started,
-                    finished=finished,
-                    host=host,
-                    worker=worker,
-                    seq=None if seq is None else seq + j,
-                ),
-                None if np.isnan(scores[j]) else float(scores[j]),
-            )
-
-
-def _values(column: Any) -> list[Any]:
-    """A column as a list of per-row values (arrays for rows of a multi-dimensional one)."""
-    if isinstance(column, np.ndarray) and column.ndim > 1:
-        return list(column)
-    return column.tolist() if isinstance(column, np.ndarray) else list(column)
+        rows = evaluation_rows(
+            generation, index, params, status, fitness, metrics=metrics, errors=errors,
+            attempts=attempts, started=started, finished=finished, host=host, worker=worker,
+            seq=seq,
+        )
+        for evaluation, score_j in zip(rows, np.asarray(score, dtype=float).reshape(-1)):
+            self.append(exp_id, evaluation, None if np.isnan(score_j) else float(score_j))

@@ -6,11 +6,12 @@ block and the text split per row, exactly as encoding each row alone would give.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from metaloop.records import Evaluation, Status
 from metaloop.store import codec
 
 #: rows encoded and queued at a time by ``append_many``
@@ -56,3 +57,52 @@ def json_objects(columns: Mapping[str, Any]) -> list[str]:
         return [head + t + "}" for t in texts[0]]
     fmt = "{" + ",".join(k.replace("%", "%%") + ":%s" for k in keys) + "}"
     return [fmt % row for row in zip(*texts)]
+
+
+def _values(column: Any) -> list[Any]:
+    """A column as a list of per-row values (arrays for rows of a multi-dimensional one)."""
+    if isinstance(column, np.ndarray) and column.ndim > 1:
+        return list(column)
+    return column.tolist() if isinstance(column, np.ndarray) else list(column)
+
+
+def evaluation_rows(
+    generation: int,
+    index: np.ndarray,
+    params: Mapping[str, Any],
+    status: Sequence[str],
+    fitness: np.ndarray,
+    *,
+    metrics: Mapping[str, Any] | None = None,
+    errors: Sequence[str | None] | None = None,
+    attempts: int = 1,
+    started: float = 0.0,
+    finished: float = 0.0,
+    host: str = "",
+    worker: str = "",
+    seq: int | None = None,
+) -> Iterator[Evaluation]:
+    """The evaluations a block of columns stands for, one by one (what ``append_many`` means,
+    row by row; a row with a non-finite fitness value has no fitness)."""
+    fit = np.asarray(fitness, dtype=float).reshape(len(index), -1)
+    names = list(params)
+    cols = [_values(params[k]) for k in names]
+    mnames = list(metrics or {})
+    mcols = [_values(metrics[k]) for k in mnames] if metrics else []
+    for j, i in enumerate(np.asarray(index).tolist()):
+        row = fit[j]
+        yield Evaluation(
+            generation=generation,
+            index=i,
+            params={k: c[j] for k, c in zip(names, cols)},
+            status=Status(status[j]),
+            fitness=tuple(row.tolist()) if np.isfinite(row).all() else None,
+            metrics={k: c[j] for k, c in zip(mnames, mcols)},
+            attempts=attempts,
+            error=None if errors is None else errors[j],
+            started=started,
+            finished=finished,
+            host=host,
+            worker=worker,
+            seq=None if seq is None else seq + j,
+        )
