@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from metaloop import __version__
+from metaloop.cli_args import non_negative_int, positive_int
 from metaloop.control_cli import add_control_command, cmd_control
 from metaloop.dashboard.cli import DASHBOARD_COMMANDS, add_dashboard_commands
 from metaloop.errors import UserError
@@ -33,26 +34,6 @@ EXIT_INTERRUPTED = 130
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other user error
         self.exit(EXIT_USAGE, f"metaloop: error: {message}\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2^63), got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,13 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="path to the YAML config")
     storage_arg(run, default=None)
     run.add_argument("--name", help="experiment name (default: the config's)")
-    run.add_argument("--seed", type=_seed, help="random seed (default: the config's, else random)")
+    run.add_argument(
+        "--seed", type=non_negative_int, help="random seed (default: the config's, else random)"
+    )
     run.add_argument(
         "--executor",
         choices=list(EXECUTOR_KINDS),
         help="where evaluations run (mpi: under `mpirun ... python -m mpi4py.futures -m metaloop`)",
     )
-    run.add_argument("--workers", type=_positive_int, help="number of worker processes")
+    run.add_argument("--workers", type=positive_int, help="number of worker processes")
     run.add_argument("--address", help="dask: address of an existing scheduler")
     run.add_argument("--quiet", action="store_true", help="no progress display")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -88,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument(
         "--executor", choices=list(EXECUTOR_KINDS), help="run the rest elsewhere than before"
     )
-    res.add_argument("--workers", type=_positive_int, help="number of worker processes")
+    res.add_argument("--workers", type=positive_int, help="number of worker processes")
     res.add_argument("--address", help="dask: address of an existing scheduler")
     res.add_argument("--quiet", action="store_true", help="no progress display")
     res.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -116,13 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["mpi", "local", "dask", "slurm"],
         help="how the driver gets workers inside the job (default: the config's, else local)",
     )
-    ss.add_argument("--nodes", type=_positive_int, default=1, help="nodes (default 1)")
+    ss.add_argument("--nodes", type=positive_int, default=1, help="nodes (default 1)")
     ss.add_argument(
-        "--ntasks-per-node", type=_positive_int, help="tasks per node (mpi/dask: ranks/workers)"
+        "--ntasks-per-node", type=positive_int, help="tasks per node (mpi/dask: ranks/workers)"
     )
-    ss.add_argument("--cpus-per-task", type=_positive_int, default=1, help="CPUs per task")
+    ss.add_argument("--cpus-per-task", type=positive_int, default=1, help="CPUs per task")
     ss.add_argument(
-        "--workers", type=_positive_int,
+        "--workers", type=positive_int,
         help="local executor: evaluations at once (default: the allocation's CPUs)",
     )
     ss.add_argument("--time", default="01:00:00", help="walltime [D-]HH:MM[:SS]")

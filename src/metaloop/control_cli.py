@@ -14,19 +14,10 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
+from metaloop.cli_args import non_negative_int
 from metaloop.errors import UserError
 
 ACTIONS = ("pause", "resume", "stop", "set", "inject", "note", "list", "cancel")
-
-
-def _generation(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2^63), got {value}")
-    return value
 
 
 def add_control_command(sub: Any, default_storage: str) -> None:
@@ -56,7 +47,7 @@ def add_control_command(sub: Any, default_storage: str) -> None:
     ct.add_argument("--file", help="inject: candidates from a .json, .yaml or .csv file")
     ct.add_argument("--text", help="note: the text to record")
     ct.add_argument(
-        "--at-generation", type=_generation, metavar="N",
+        "--at-generation", type=non_negative_int, metavar="N",
         help="set/inject: apply at the start of generation N (default: the next one)",
     )
     ct.add_argument(

@@ -319,16 +319,20 @@ class Dashboard:
 
         self._info(name)  # 404 for an unknown experiment
         client = request.client.host if request.client else "unknown"
-        self._store()  # 404 while there is no store
-        from metaloop.store import open_store
-
         try:
-            # the reads use a read-only store; a command is written through a store of its own
-            with open_store(self.storage, create=False) as writable:
+            with self._writable_store() as writable:
                 row = steering_routes.submit(writable, name, body, origin=f"web:{client}")
         except ControlError as exc:
             raise ApiError(400, str(exc)) from None
         return {"control": row}
+
+    def _writable_store(self) -> Any:
+        """The reads use a read-only store; a command is written through a store of its own
+        (404 while there is no store)."""
+        from metaloop.store import open_store
+
+        self._store()
+        return open_store(self.storage, create=False)
 
     def cancel(self, request: Request, name: str, cid: str) -> Any:
         from metaloop.steering import ControlError
@@ -336,7 +340,8 @@ class Dashboard:
         self._info(name)  # 404 for an unknown experiment
         client = request.client.host if request.client else "unknown"
         try:
-            row = steering_routes.cancel(self._store(), name, cid, origin=f"web:{client}")
+            with self._writable_store() as writable:
+                row = steering_routes.cancel(writable, name, cid, origin=f"web:{client}")
         except ControlError as exc:
             raise ApiError(steering_routes.cancel_status(str(exc)), str(exc)) from None
         return {"control": row}
