@@ -22,6 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faultkit import cli, metaloop_cmd, one_line_error, write_config  # noqa: E402
+from services import need  # noqa: E402
 
 from metaloop.store import open_store  # noqa: E402
 from metaloop.store.liveness import HEARTBEAT_STALE_S, process_start  # noqa: E402
@@ -281,17 +282,20 @@ def test_a_driver_that_lost_its_claim_stops_and_writes_nothing_more(
 
 # -- a full disk ----------------------------------------------------------------------------------
 
+SMALL_DISK_MIB = 16
+
+
 @pytest.fixture()
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs (needs root, as in CI)."""
+    """A 16 MiB tmpfs (needs root, as in CI): room for the whole run once the filler goes."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"mount -t tmpfs is not allowed here: {res.stderr.strip()}")
+    need("root (to mount a small tmpfs)", os.geteuid() == 0, "the full-disk test mounts one")
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={SMALL_DISK_MIB}m", "tmpfs", str(mnt)],
+        capture_output=True, text=True,
+    )
+    need("mount -t tmpfs", res.returncode == 0, res.stderr.strip())
     try:
         yield mnt
     finally:
@@ -308,7 +312,7 @@ def test_a_full_disk_stops_at_a_safe_point_and_resume_ends_as_an_uninterrupted_r
     cfg = slow_config(conf, url, generations=60, delay=0.0)
     cfg.write_text(cfg.read_text().replace("pop_size: 4", "pop_size: 40"))
     filler = small_disk / "filler"
-    filler.write_bytes(b"\0" * (2 * 1024 * 1024 - 400 * 1024))  # leave about 400 KiB
+    filler.write_bytes(b"\0" * (SMALL_DISK_MIB * 2**20 - 400 * 1024))  # leave ~400 KiB
     res = cli("run", str(cfg), "--quiet")
     line = one_line_error(res, str(db), "no space left")
     assert "cannot rollback" not in res.stderr
