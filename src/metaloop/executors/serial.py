@@ -15,6 +15,7 @@ import numpy as np
 from metaloop.executors.base import Executor, WorkerSetup, evaluator_for
 from metaloop.optimizees.evaluator import Evaluator, hostname
 from metaloop.optimizees.loader import build_optimizee
+from metaloop.optimizees.reaping import release as release_subreaper
 from metaloop.records import Outcome, Task
 
 
@@ -82,3 +83,4 @@ class SerialExecutor(Executor):
 
     def close(self) -> None:
         self._queue.clear()
+        release_subreaper()  # the driver is no child subreaper after its run

@@ -8,16 +8,18 @@ executor.  On Linux it:
    nothing that was running before (the driver's own children, a worker's log pump) is
    touched (evaluations that follow each other within 50 ms reuse the note the previous one
    left);
-2. makes the process a *child subreaper* (``PR_SET_CHILD_SUBREAPER``) while the evaluation
-   runs, so a grandchild whose parent exits (a daemon, ``sh -c 'sleep 1000 &'``) is re-parented
-   to this process instead of to init and cannot slip away;
+2. makes the process a *child subreaper* (``PR_SET_CHILD_SUBREAPER``) from its first
+   evaluation on, so a grandchild whose parent exits (a daemon, ``sh -c 'sleep 1000 &'``) is
+   re-parented to this process instead of to init and cannot slip away (:func:`release` gives
+   the flag back: the serial executor does when it closes);
 3. when the evaluation ends (a result, an exception, pruned), sends ``SIGTERM`` to every new
    child and all their descendants, ``SIGKILL`` to what is left after
-   :data:`GRACE_S` (a child that ignores ``SIGTERM``), reaps them, and restores the subreaper
-   flag.
+   :data:`GRACE_S` (a child that ignores ``SIGTERM``), and reaps them.
 
-An evaluation that starts no process pays two ``prctl`` calls and one or two ``pread`` of
-``/proc/self/task/<tid>/children`` per Python thread (a few microseconds).  Evaluations
+An evaluation shorter than 20 µs (too short to have started a process) pays nothing more;
+a longer one that starts no process pays one or two ``pread`` of
+``/proc/self/task/<tid>/children`` (its own thread's and the main thread's) when it was short,
+one per Python thread when it took longer than 50 ms (a microsecond or two each).  Evaluations
 that run concurrently in one process (threads of a Dask worker) are cleaned up when the
 last of them ends.  A command optimizee cleans up its
 own process group first (docs/command.md); this is the net under it and under Python
@@ -26,14 +28,12 @@ optimizees.  Elsewhere than Linux it does nothing.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
 
 #: seconds leftover processes get between SIGTERM and SIGKILL
 GRACE_S = 0.5
@@ -44,6 +44,10 @@ _LINUX = sys.platform.startswith("linux")
 #: an evaluation that starts this long after the previous one ended takes a fresh note of
 #: the children it must leave alone (back-to-back cheap evaluations reuse the last note)
 _FRESH_S = 0.05
+
+#: an evaluation shorter than this cannot have started a process (a fork or spawn from Python
+#: takes far longer), so nothing is looked at after it
+_NO_PROCESS_S = 20e-6
 
 _lock = threading.Lock()
 _active = 0
@@ -105,27 +109,30 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forked)
 
 
-def own_children() -> set[int]:
+def own_children(tids: set[int] | None = None) -> set[int]:
     """The children of this process: those of its main thread (where orphans re-parented to
-    a subreaper go) and of its Python threads, read through file descriptors kept open (a
-    ``pread`` each: about 2 µs)."""
+    a subreaper go) and of its Python threads — or only of the threads ``tids`` (with the main
+    thread) — read through file descriptors kept open (a ``pread`` each: about 2 µs)."""
     if os.getpid() != _pid:
         _forget()
-    tids = {_pid}
-    for t in threading.enumerate():
-        if t.native_id is not None:
-            tids.add(t.native_id)
-    if tids != _fds.keys():
+    if tids is None:
+        tids = {_pid}
+        for t in threading.enumerate():
+            if t.native_id is not None:
+                tids.add(t.native_id)
         for tid in list(_fds):
             if tid not in tids:
                 os.close(_fds.pop(tid))
-        for tid in tids - _fds.keys():
+    else:
+        tids = {_pid, *tids}
+    out: set[int] = set()
+    for tid in tids:
+        fd = _fds.get(tid)
+        if fd is None:
             try:
-                _fds[tid] = os.open(f"/proc/{_pid}/task/{tid}/children", os.O_RDONLY)
+                fd = _fds[tid] = os.open(f"/proc/{_pid}/task/{tid}/children", os.O_RDONLY)
             except OSError:
                 continue
-    out: set[int] = set()
-    for fd in _fds.values():
         try:
             data = os.pread(fd, 1 << 20, 0)
         except OSError:
@@ -217,36 +224,69 @@ def end_new_processes(before: set[int], grace_s: float = GRACE_S) -> int:
     return len(signalled)
 
 
-@contextlib.contextmanager
-def evaluation_processes() -> Iterator[None]:
+class evaluation_processes:  # noqa: N801 - used like a function: ``with evaluation_processes():``
     """Around one evaluation: what it starts is ended when it ends (module docstring)."""
-    global _active, _before, _was_subreaper, _ended
-    if not _LINUX:
-        yield
-        return
-    if os.getpid() != _pid:
-        _forget()
-    with _lock:
-        _active += 1
-        if _active == 1:
-            if _before is None or time.monotonic() - _ended > _FRESH_S:
-                _before = own_children()
-            if _was_subreaper is None:
-                _was_subreaper = _get_subreaper()
-            if not _was_subreaper:
-                _set_subreaper(1)
-    try:
-        yield
-    finally:
+
+    __slots__ = ("_tid", "_started")
+
+    def __enter__(self) -> None:
+        global _active, _before
+        if not _LINUX:
+            return
+        if os.getpid() != _pid:
+            _forget()
+        self._tid = threading.get_native_id()
+        with _lock:
+            _active += 1
+            if _active == 1:
+                if _before is None or time.monotonic() - _ended > _FRESH_S:
+                    _before = own_children()
+                _subreaper_on()
+        self._started = time.monotonic()
+
+    def __exit__(self, *exc: object) -> None:
+        global _active, _before, _ended
+        if not _LINUX:
+            return
+        took = time.monotonic() - self._started
         with _lock:
             _active -= 1
             if _active == 0:
+                _ended = time.monotonic()
+                if took < _NO_PROCESS_S:
+                    return  # too short to have started a process: nothing to look at
                 assert _before is not None
-                now = own_children()
+                # a quick look at the threads that matter (this one, the main one) after a
+                # short evaluation; every thread's children after a long one
+                quick = took < _FRESH_S
+                now = own_children({self._tid}) if quick else own_children()
                 if not now <= _before:
                     end_new_processes(_before)
-                    now = own_children()
-                _before = now
-                if not _was_subreaper:
-                    _set_subreaper(0)
+                    _before = own_children()
+                elif not quick:
+                    _before = now
                 _ended = time.monotonic()
+
+
+def _subreaper_on() -> None:
+    """Become a child subreaper for the evaluations of this process (once; :func:`release`
+    gives the flag back)."""
+    global _was_subreaper
+    if _was_subreaper is None:
+        _was_subreaper = _get_subreaper()
+        if not _was_subreaper:
+            _set_subreaper(1)
+
+
+def release() -> None:
+    """Give back the subreaper flag this process had before its first evaluation (the serial
+    executor calls it when it closes: a program that ran a campaign in-process is no
+    subreaper afterwards)."""
+    global _was_subreaper
+    if not _LINUX or os.getpid() != _pid or _was_subreaper is None:
+        return
+    with _lock:
+        if _active == 0:
+            if not _was_subreaper:
+                _set_subreaper(0)
+            _was_subreaper = None

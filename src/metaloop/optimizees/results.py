@@ -43,6 +43,8 @@ def parse_result(raw: Any, n_objectives: int) -> Result:
     an object, nested lists, metrics or outputs that cannot be stored as JSON — is
     ``invalid``; this function never raises.
     """
+    if type(raw) is float and n_objectives == 1 and math.isfinite(raw):
+        return Result(Status.OK, (raw,), {}, None, None)  # the common case, checked at once
     try:
         return _parse(raw, n_objectives)
     except Exception as exc:  # noqa: BLE001 - garbage that even breaks the checks
