@@ -309,12 +309,19 @@ def _plugin_site(root: Path) -> Path:
     return site
 
 
-def _wait(cond: Callable[[], Any], what: str) -> Any:
+def _wait(cond: Callable[[], Any], what: str, run: subprocess.Popen[str] | None = None) -> Any:
+    """Poll ``cond`` until it holds; fail with the run's own output if ``run`` ended first."""
     deadline = time.monotonic() + WAIT_S
     while True:
         value = cond()
         if value:
             return value
+        if run is not None and run.poll() is not None:
+            out, err = run.communicate()
+            raise AssertionError(
+                f"the run ended (exit {run.returncode}) while waiting for {what}:\n"
+                f"{out[-2000:]}\n{err[-4000:]}"
+            )
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
 
@@ -363,7 +370,7 @@ def test_command_failing_in_the_driver_is_refused_and_never_retried(
                     "checkpoint": lambda: st.last_checkpoint(info.id)}[what]()
 
     _wait(lambda: (tmp_path / "run.db").exists() and len(store_rows("evals")) >= 4,
-          "generation 0 to be recorded")
+          "generation 0 to be recorded", proc)
     # generation 1 waits at its gate: these commands are due at the boundary of generation 2
     flaky = cli("control", "set", *s, "--param", "mut_sigma=0.3", "--json", env=env)
     assert flaky.returncode == 0, flaky.stderr  # valid when submitted
@@ -380,7 +387,7 @@ def test_command_failing_in_the_driver_is_refused_and_never_retried(
     ids = {"flaky": json.loads(flaky.stdout)["id"], "good": json.loads(good.stdout)["id"],
            "old": old.id, "withdrawn": wid}
     _wait(lambda: all(c.status != ControlStatus.PENDING for c in store_rows("controls")),
-          "the boundary of generation 2 to settle every command")
+          "the boundary of generation 2 to settle every command", proc)
     # stop inside generation 2 (held at its gate), so the resume starts there and replays
     # what was applied at its boundary
     stop = cli("control", "stop", *s, "--json", env=env)
