@@ -13,8 +13,8 @@ and mtime as they were, and they work on an immutable file and in a read-only di
 
 Read-only stores as root: ``chmod`` does not stop root, but ``chattr +i`` (an immutable file)
 and a read-only bind mount (``mount --bind`` then ``mount -o remount,bind,ro``) do; both are
-used here.  Where they are unavailable (not root, no ``chattr``) those cases are skipped with
-that reason.
+used here.  Where they are unavailable (not root, no ``chattr``) those cases skip with that
+reason locally and fail in CI (``need``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faultkit import cli, one_line_error, snapshot, unchanged, write_config  # noqa: E402
+from services import need  # noqa: E402
 
 NAME = "faulty"
 SECRET = "s3cret-pw"
@@ -232,11 +233,10 @@ def test_read_only_commands_leave_the_store_file_as_it_was(
 
 
 def _chattr(path: Path, flag: str) -> None:
-    if os.geteuid() != 0 or shutil.which("chattr") is None:
-        pytest.skip("an immutable file needs root and chattr (chmod does not stop root)")
+    need("root and chattr", os.geteuid() == 0 and shutil.which("chattr") is not None,
+         "an immutable file needs them (chmod does not stop root)")
     res = subprocess.run(["chattr", flag, str(path)], capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"chattr {flag} is not supported here: {res.stderr.strip()}")
+    need(f"chattr {flag}", res.returncode == 0, res.stderr.strip())
 
 
 @pytest.fixture()
@@ -254,14 +254,12 @@ def read_only_dir(good_store: tuple[Path, Path, Path], tmp_path: Path) -> Iterat
         tuple[Path, Path, Path]]:
     """The store seen through a read-only bind mount of its directory."""
     path, out, cfg = good_store
-    if os.geteuid() != 0:
-        pytest.skip("a read-only bind mount needs root (chmod does not stop root)")
+    need("root", os.geteuid() == 0, "a read-only bind mount needs it (chmod does not stop root)")
     view = tmp_path / "ro-view"
     view.mkdir()
     res = subprocess.run(["mount", "--bind", str(path.parent), str(view)], capture_output=True,
                          text=True)
-    if res.returncode != 0:
-        pytest.skip(f"mount --bind is not allowed here: {res.stderr.strip()}")
+    need("mount --bind", res.returncode == 0, res.stderr.strip())
     try:
         subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], check=True)
         yield view / path.name, out, cfg
