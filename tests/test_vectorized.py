@@ -21,7 +21,7 @@ from metaloop.space import Space
 from metaloop.store import open_store
 from metaloop.store.base import Store
 from metaloop.store.codec import dumps_plain
-from metaloop.store.sql import json_objects, json_rows
+from metaloop.store.columns import json_objects, json_rows
 
 HERE = Path(__file__).resolve()
 

@@ -301,9 +301,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _open_existing(storage: str, readonly: bool = True) -> Any:
-    from metaloop.store import open_store, validate_storage_url
+    from metaloop.store import open_store  # (it checks the URL first)
 
-    validate_storage_url(storage)
     return open_store(storage, create=False, readonly=readonly)
 
 

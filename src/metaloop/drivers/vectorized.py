@@ -49,7 +49,7 @@ from metaloop.records import Evaluation, Status
 from metaloop.scoring import weighted_fitness, weighted_scores
 from metaloop.space import params_from_json
 from metaloop.store.base import ExperimentInfo, Store
-from metaloop.store.sql import json_objects
+from metaloop.store.columns import json_objects
 
 #: quantiles of the fitness kept per generation by ``recording: summary``
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)

@@ -8,14 +8,6 @@ arguments, returns and errors) is :class:`metaloop.store.base.Store`.
 
 from __future__ import annotations
 
-from metaloop.records import (
-    ArtifactRow,
-    ControlRow,
-    ControlStatus,
-    EventRow,
-    ExperimentStatus,
-    ReportRow,
-)
 from metaloop.store.base import (
     ClaimLost,
     ClaimRefused,
@@ -74,15 +66,9 @@ def open_store(url: str, create: bool = True, readonly: bool = False) -> Store:
 
 __all__ = [
     "DEFAULT_STORAGE",
-    "ArtifactRow",
     "ClaimLost",
     "ClaimRefused",
-    "ControlRow",
-    "ControlStatus",
-    "EventRow",
     "ExperimentInfo",
-    "ExperimentStatus",
-    "ReportRow",
     "Store",
     "StoreError",
     "StoreFault",

@@ -37,13 +37,7 @@ from metaloop.store.errors import ClaimLost, ClaimRefused, StoreError, StoreFaul
 from metaloop.store.info import ExperimentInfo, async_group_size
 
 __all__ = [
-    "ArtifactRow",
-    "ControlRow",
-    "ControlStatus",
-    "EventRow",
     "ExperimentInfo",
-    "ExperimentStatus",
-    "ReportRow",
     "Store",
     "ClaimLost",
     "ClaimRefused",

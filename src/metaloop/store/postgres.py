@@ -20,7 +20,9 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from metaloop.store.base import StoreError, StoreMissing
-from metaloop.store.sql import CLAIM_COLUMNS, EVAL_COLUMNS, STEERING_TABLES, TABLES, SQLStore
+from metaloop.store.claim import CLAIM_COLUMNS
+from metaloop.store.sql import STEERING_TABLES, TABLES, SQLStore
+from metaloop.store.writer import EVAL_COLUMNS
 
 SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 EXPECTED = "expected 'postgresql://user[:password]@host[:port]/database'"

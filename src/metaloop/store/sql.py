@@ -33,21 +33,16 @@ from metaloop.records import (
 )
 from metaloop.store import codec
 from metaloop.store.base import ExperimentInfo, Store, StoreError, async_group_size
-from metaloop.store.claim import CLAIM_COLUMNS, ClaimMixin
+from metaloop.store.claim import ClaimMixin
 from metaloop.store.columns import APPEND_BLOCK, json_objects, json_rows
-from metaloop.store.writer import EVAL_COLUMNS, MAX_BACKLOG, GroupCommitWriter
+from metaloop.store.writer import EVAL_COLUMNS, GroupCommitWriter
 
 __all__ = [
-    "CLAIM_COLUMNS",
-    "EVAL_COLUMNS",
-    "MAX_BACKLOG",
     "STEERING_TABLES",
     "TABLES",
     "SQLStore",
     "duplicate_name",
     "fitness_json",
-    "json_objects",
-    "json_rows",
 ]
 
 #: the tables every metaloop store has

@@ -17,7 +17,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from metaloop.store.base import StoreError, StoreFault, StoreMissing
-from metaloop.store.sql import CLAIM_COLUMNS, STEERING_TABLES, TABLES, SQLStore
+from metaloop.store.claim import CLAIM_COLUMNS
+from metaloop.store.sql import STEERING_TABLES, TABLES, SQLStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
