@@ -523,7 +523,7 @@ def test_resume_finished_unknown_and_missing_store(tmp_path: Path) -> None:
 # -- 7: evaluations are committed promptly ---------------------------------------------------
 def test_each_evaluation_is_visible_to_other_processes_promptly(tmp_path: Path) -> None:
     from metaloop.readers.export import export_rows
-    from metaloop.store import open_store
+    from metaloop.store import StoreError, open_store
 
     # one generation of 10 x 0.3 s on 2 workers lasts 1.5 s: holding commits to the end of a
     # generation would show the first evaluations > 1 s late
@@ -536,8 +536,11 @@ def test_each_evaluation_is_visible_to_other_processes_promptly(tmp_path: Path) 
     try:
         store = None
         while store is None and proc.poll() is None:
-            if db.exists():
+            try:
                 candidate = open_store(_url(db), create=False)
+            except StoreError:  # no file, or no tables yet: the run is still making its store
+                candidate = None
+            if candidate is not None:
                 if candidate.get_experiment("prompt") is not None:
                     store = candidate
                     break

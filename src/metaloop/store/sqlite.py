@@ -258,8 +258,17 @@ class SQLiteStore(SQLStore):
             self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         if create or self._needs_upgrade(found):
-            self._conn.executescript(SCHEMA)
-            self._add_columns()
+            # one transaction: a reader never sees half the tables of a store being made
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        self._conn.execute(statement)
+                self._add_columns()
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
 
     def _needs_upgrade(self, found: set[str], claims: bool = True) -> bool:
         if not set(STEERING_TABLES) <= found:
