@@ -140,6 +140,21 @@ class Space:
     def names(self) -> list[str]:
         return list(self.params)
 
+    def components(self) -> list[tuple[str, int]]:
+        """Per unit-cube component, what it encodes: ``("real", 0)``, or ``("int", n)`` /
+        ``("choice", n)`` for a component split into ``n`` equal bins (bin ``b`` is
+        ``[b/n, (b+1)/n)``; its centre ``(b + 0.5) / n`` decodes to value ``b``).  Model-based
+        optimizers read it to treat ints as ordered bins and choices as unordered ones."""
+        out: list[tuple[str, int]] = []
+        for spec in self.params.values():
+            if isinstance(spec, RealParam):
+                out.extend([("real", 0)] * spec.size)
+            elif isinstance(spec, IntParam):
+                out.append(("int", spec.high - spec.low + 1))
+            else:
+                out.append(("choice", len(spec.values)))
+        return out
+
     # -- unit cube -> values -------------------------------------------------------------
     def decode(self, u: np.ndarray) -> dict[str, Any]:
         """Map one unit-cube vector to a candidate dict (values clipped into bounds)."""

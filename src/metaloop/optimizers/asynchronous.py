@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from metaloop.optimizers.base import Optimizer
+from metaloop.optimizers.base import Optimizer, feasibility_fitness
 from metaloop.optimizers.common import as_rows, reflect, scores
 from metaloop.optimizers.de import _N_SAMPLES
 from metaloop.optimizers.registry import PluginError, _one_line, load_target
@@ -120,11 +120,27 @@ class AsyncOptimizer:
         self.n_asked += 1
         return x
 
-    def tell(self, k: int, x: np.ndarray, f: np.ndarray) -> None:
+    def tell(self, k: int, x: np.ndarray, f: np.ndarray, c: np.ndarray | None = None) -> None:
+        """The result of ask ``k``: fitness row ``f`` and, where the optimizee returns
+        them, constraint values ``c`` (used as the optimizer's ``constraint_handling``
+        says, see :meth:`metaloop.optimizers.base.Optimizer.tell`)."""
         f = np.asarray(f, dtype=float).reshape(-1)
         f = np.where(np.isnan(f), -np.inf, f)
-        self._tell_one(k, np.asarray(x, dtype=float), f)
+        x = np.asarray(x, dtype=float)
+        handling = self.sync.constraint_handling
+        if c is not None and np.size(c) and handling != "ignore":
+            c = np.asarray(c, dtype=float).reshape(-1)
+            if handling == "model":
+                self._tell_one_constrained(k, x, f, c)
+                self.n_told += 1
+                return
+            f = feasibility_fitness(f[None, :], c[None, :])[0]
+        self._tell_one(k, x, f)
         self.n_told += 1
+
+    def _tell_one_constrained(self, k: int, x: np.ndarray, f: np.ndarray, c: np.ndarray) -> None:
+        """Like ``_tell_one`` with constraint values (``constraint_handling`` "model")."""
+        raise NotImplementedError
 
     def diagnostics(self) -> dict[str, Any]:
         return self.sync.diagnostics()

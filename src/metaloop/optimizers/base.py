@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -68,6 +68,15 @@ class Optimizer(ABC):
     #: kept within :func:`metaloop.optimizers.limits.population_limit` of the space's
     #: dimension (see :meth:`population_sizes`); names the schema lacks are skipped.
     size_params: ClassVar[tuple[str, ...]] = ("pop_size",)
+    #: What the optimizer does with constraint values (an optimizee's ``constraints``: a
+    #: candidate is feasible when every value is ``<= 0``; see :meth:`tell`):
+    #: ``"rank"`` — it compares candidates by order only, so it is told a fitness where every
+    #: infeasible candidate ranks below every feasible one and infeasible ones rank by their
+    #: total violation (Deb's feasibility rules, :func:`feasibility_fitness`); ``"model"`` —
+    #: it is told the values themselves (:meth:`_tell_constrained`) and models feasibility;
+    #: ``"ignore"`` — it learns from the fitness alone (the reported best is still the best
+    #: feasible evaluation).
+    constraint_handling: ClassVar[Literal["ignore", "rank", "model"]] = "ignore"
     #: Derived from :attr:`async_variant` (do not set it): the kind runs in ``mode: async``.
     supports_async: ClassVar[bool] = False
 
@@ -171,13 +180,29 @@ class Optimizer(ABC):
             )
         return np.clip(X, 0.0, 1.0)
 
-    def tell(self, X: np.ndarray, F: np.ndarray, outputs: list[Any] | None = None) -> None:
+    def tell(
+        self,
+        X: np.ndarray,
+        F: np.ndarray,
+        outputs: list[Any] | None = None,
+        constraints: np.ndarray | None = None,
+    ) -> None:
         """Learn from a generation; ``outputs[i]`` is what candidate ``i`` returned as
         ``outputs`` (None where it returned none or failed), used by optimizers that set
-        ``uses_outputs``."""
+        ``uses_outputs``; ``constraints`` (shape ``(n, m)``, NaN where a candidate failed)
+        the values its optimizee returned as ``constraints`` (feasible when all ``<= 0``),
+        used as :attr:`constraint_handling` says."""
         X = np.asarray(X, dtype=float)
         F = np.asarray(F, dtype=float).reshape(len(X), -1)
         F = np.where(np.isnan(F), -np.inf, F)
+        C = None if constraints is None else np.asarray(constraints, float).reshape(len(X), -1)
+        if C is not None and C.shape[1] and self.constraint_handling != "ignore":
+            if self.constraint_handling == "rank":
+                F = feasibility_fitness(F, C)
+            else:
+                self._tell_constrained(X, F, C)
+                self.generation += 1
+                return
         if self.uses_outputs:
             self._tell_outputs(X, F, outputs if outputs is not None else [None] * len(X))
         else:
@@ -193,6 +218,11 @@ class Optimizer(ABC):
         """Plain data every candidate of the coming generation sees as ``ctx.info`` (e.g. the
         EnKF's mini-batch); must depend on the state only, like :meth:`ask`."""
         return None
+
+    def _tell_constrained(self, X: np.ndarray, F: np.ndarray, C: np.ndarray) -> None:
+        """Like :meth:`_tell`, with the constraint values ``C`` (``constraint_handling``
+        "model"; rows of failed candidates are NaN)."""
+        raise NotImplementedError
 
     def _tell_outputs(self, X: np.ndarray, F: np.ndarray, outputs: list[Any]) -> None:
         """Like :meth:`_tell`, with the candidates' outputs (for ``uses_outputs`` optimizers)."""
@@ -219,3 +249,31 @@ class Optimizer(ABC):
         params = self.Params.model_validate({**self.params.model_dump(), **changes})
         self.check_limits(params, self.space.dim)
         self.params = params
+
+
+#: the fitness of an infeasible candidate is ``-INFEASIBLE * (1 + violation)``: below any
+#: fitness a simulation returns, finite, and still ordered by violation to ~1e-16 relative
+INFEASIBLE = 1e150
+
+
+def violation(C: np.ndarray) -> np.ndarray:
+    """Total violation per row: the sum of the positive constraint values (NaN: ``inf``)."""
+    C = np.asarray(C, dtype=float)
+    v = np.clip(np.nan_to_num(C, nan=np.inf), 0.0, None).sum(axis=1)
+    return v
+
+
+def feasibility_fitness(F: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """``F`` with every infeasible row replaced (all objectives) by ``-INFEASIBLE * (1 + v)``
+    (``v`` its :func:`violation`): comparing rows by order, or by Pareto dominance, then
+    follows Deb's feasibility rules — feasible beats infeasible, two infeasible compare by
+    violation, two feasible by fitness; a failed row (``-inf``) stays last."""
+    v = violation(C)
+    bad = v > 0
+    if not bad.any():
+        return F
+    out = np.array(F, dtype=float, copy=True)
+    with np.errstate(over="ignore"):
+        penalty = -INFEASIBLE * (1.0 + v[bad])
+    out[bad] = np.minimum(out[bad], penalty[:, None])
+    return out
