@@ -61,7 +61,7 @@ class Memory(QueuedExecutor):
         chunk, _ = self.sent.popleft()
         t0 = time.time()
         for task in chunk:
-            row = ("ok", [float(task.index)], {}, None, None, t0, t0 + self.eval_s)
+            row = ("ok", [float(task.index)], {}, None, None, t0, t0 + self.eval_s, None)
             self._record(task, row, "host", "mem-0")
 
     def _seconds_to_next_deadline(self) -> float | None:

@@ -49,6 +49,7 @@ class Outcome:
     host: str = ""
     worker: str = ""
     outputs: Any = None
+    constraints: tuple[float, ...] | None = None  # feasible when every value is <= 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,18 @@ class Evaluation:
     worker: str
     outputs: Any = None  # model outputs returned beside the fitness (e.g. for the EnKF)
     seq: int | None = None  # completion order within the experiment (0, 1, ...): the tell order
+    constraints: tuple[float, ...] | None = None  # returned beside the fitness; feasible: all <= 0
+
+    @property
+    def violation(self) -> float | None:
+        """The total constraint violation: the sum of the positive constraint values (0.0
+        when feasible; None when the optimizee returned no constraints)."""
+        return None if self.constraints is None else total_violation(self.constraints)
+
+    @property
+    def feasible(self) -> bool:
+        """No constraint is violated (True when the optimizee returned none)."""
+        return self.constraints is None or all(c <= 0 for c in self.constraints)
 
     @property
     def duration(self) -> float:
@@ -96,6 +109,7 @@ class Evaluation:
             worker=outcome.worker,
             outputs=outcome.outputs,
             seq=seq,
+            constraints=outcome.constraints,
         )
 
 
@@ -234,3 +248,8 @@ class EventRow:
 
 #: the store's rows that have a JSON shape (:meth:`as_dict`)
 StoreRow = ReportRow | ArtifactRow | ControlRow | EventRow
+
+
+def total_violation(constraints: tuple[float, ...] | list[float]) -> float:
+    """The sum of the positive constraint values (a candidate is feasible when it is 0)."""
+    return float(sum(c for c in constraints if c > 0))

@@ -216,7 +216,7 @@ def _best(evaluations: Iterable[Evaluation], weights: list[float]) -> Evaluation
     best, best_score = None, -math.inf
     for e in evaluations:
         s = score_of(e, weights)
-        if s is not None and s > best_score:
+        if s is not None and s > best_score and e.feasible:
             best, best_score = e, s
     return best
 
@@ -438,6 +438,8 @@ def evaluation_row(e: Evaluation, weights: list[float]) -> dict[str, Any]:
             "host": e.host,
             "worker": e.worker,
             "error": _short((e.error or "")[: ROW_TEXT_CAP + 1].split("\n", 1)[0]) or None,
+            "constraints": list(e.constraints) if e.constraints is not None else None,
+            "feasible": e.feasible,
         }
     )
 

@@ -83,9 +83,11 @@ class AsyncLoop(Loop):
     def _tell(self, evaluation: Evaluation) -> None:
         x = self.pending.pop(evaluation.index)
         f = np.full(len(self.weights), -math.inf)
+        c = None
         if evaluation.status in TOLD and evaluation.fitness is not None:
             f = weighted_fitness(evaluation.fitness, self.weights)
-        self.aopt.tell(evaluation.index, x, f)
+            c = None if evaluation.constraints is None else np.asarray(evaluation.constraints)
+        self.aopt.tell(evaluation.index, x, f, c)
         self.generation = self.aopt.generation
 
     # -- resume -----------------------------------------------------------------------------------

@@ -195,7 +195,7 @@ class Loop:
         store)."""
         if self.best_score is not None:
             for e in self.store.iter_evaluations(self.info.id):
-                if self.score(e) == self.best_score:
+                if e.feasible and self.score(e) == self.best_score:
                     self.best = e
                     break
 
@@ -376,7 +376,9 @@ class Loop:
             if e.status in TOLD and e.fitness is not None:
                 F[i] = weighted_fitness(e.fitness, self.weights)
                 outputs[i] = e.outputs
-        self.optimizer.tell(X, F, outputs if self.optimizer.uses_outputs else None)
+        self.optimizer.tell(
+            X, F, outputs if self.optimizer.uses_outputs else None, constraint_rows(results, n)
+        )
         self.generation = self.optimizer.generation
         diagnostics = self.optimizer.diagnostics()
         if diagnostics:
@@ -481,7 +483,9 @@ class Loop:
         self.n_evaluations += 1
         self.generation_done += 1
         if evaluation.status is Status.OK:
-            if self.best_score is None or score > self.best_score:  # type: ignore[operator]
+            if evaluation.feasible and (
+                self.best_score is None or score > self.best_score  # type: ignore[operator]
+            ):
                 self.best_score, self.best = score, evaluation
         elif evaluation.status is not Status.PRUNED:
             self.n_failed += 1
@@ -500,3 +504,16 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
         "best_fitness": list(best.fitness) if best and best.fitness else None,
         "best_params": best.params if best else None,
     }
+
+
+def constraint_rows(results: dict[int, Evaluation], n: int) -> np.ndarray | None:
+    """The constraint values of a generation's ``n`` candidates as rows (NaN where a candidate
+    failed or returned none); None when no candidate returned constraints."""
+    told = [e for e in results.values() if e.status in TOLD and e.constraints is not None]
+    if not told:
+        return None
+    m = max(len(e.constraints) for e in told)  # type: ignore[arg-type]
+    C = np.full((n, m), np.nan)
+    for e in told:
+        C[e.index, : len(e.constraints)] = e.constraints  # type: ignore[arg-type]
+    return C

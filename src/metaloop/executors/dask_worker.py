@@ -137,12 +137,12 @@ def run_tasks(token: str, tasks: list[tuple], batch: bool) -> tuple[str, str, st
 
 
 def _row(r: Any, t0: float, t1: float) -> tuple:
-    return (r.status.value, r.fitness, r.metrics, r.outputs, r.error, t0, t1)
+    return (r.status.value, r.fitness, r.metrics, r.outputs, r.error, t0, t1, r.constraints)
 
 
 def _exited(exc: SystemExit, t0: float, t1: float) -> tuple:
     error = f"optimizee called exit({exc.code!r}) (the dask worker stays up)"
-    return (Status.CRASHED.value, None, {}, None, error, t0, t1)
+    return (Status.CRASHED.value, None, {}, None, error, t0, t1, None)
 
 
 def has_evaluator(token: str) -> bool:

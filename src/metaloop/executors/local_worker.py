@@ -93,5 +93,5 @@ def worker_main(conn: Connection, setup: WorkerSetup, name: str, started: Any) -
 
 
 def _message(task: tuple, r: Any, t0: float, t1: float) -> tuple:
-    row = (r.status.value, r.fitness, r.metrics, r.outputs, r.error, t0, t1)
+    row = (r.status.value, r.fitness, r.metrics, r.outputs, r.error, t0, t1, r.constraints)
     return (task[0], task[1], task[2], row)

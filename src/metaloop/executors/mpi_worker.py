@@ -181,7 +181,7 @@ def _guarded(fn: Any, *args: Any) -> tuple[str, Any]:
 
 
 def _row(r: Any, t0: float, t1: float) -> tuple:
-    return (r.status.value, r.fitness, r.metrics, r.outputs, r.error, t0, t1)
+    return (r.status.value, r.fitness, r.metrics, r.outputs, r.error, t0, t1, r.constraints)
 
 
 def _failure(kind: str, detail: Any, name: str, t0: float, t1: float) -> tuple:
@@ -189,9 +189,9 @@ def _failure(kind: str, detail: Any, name: str, t0: float, t1: float) -> tuple:
 
     if kind == "timeout":
         error = f"timed out after {detail:g} s (interrupted on {name}, which stays in the pool)"
-        return (Status.TIMEOUT.value, None, {}, None, error, t0, t1)
+        return (Status.TIMEOUT.value, None, {}, None, error, t0, t1, None)
     if kind == "exit":
         error = f"optimizee called exit({detail!r}) (the MPI worker rank stays up)"
-        return (Status.CRASHED.value, None, {}, None, error, t0, t1)
+        return (Status.CRASHED.value, None, {}, None, error, t0, t1, None)
     error = f"the evaluation was interrupted by {detail} on {name}"
-    return (INTERRUPTED, None, {}, None, error, t0, t1)
+    return (INTERRUPTED, None, {}, None, error, t0, t1, None)

@@ -21,7 +21,7 @@ from metaloop.executors.policy import ExecutionPolicy
 from metaloop.records import Outcome, Status, Task
 
 #: a result row, as every worker sends it: (status, fitness, metrics, outputs, error,
-#: started, finished)
+#: started, finished, constraints)
 Row = tuple
 
 
@@ -121,11 +121,14 @@ class QueuedExecutor(Executor):
     # -- outcomes ---------------------------------------------------------------------------------
     def _record(self, task: Task, row: Row, host: str, worker: str) -> None:
         """A task's result from a worker (its evaluation time feeds the chunk sizing)."""
-        status, fitness, metrics, outputs, error, t0, t1 = row
+        status, fitness, metrics, outputs, error, t0, t1, constraints = row
         self._in_flight -= 1
         self._mean_duration = moving_mean(self._mean_duration, t1 - t0)
         self._outcomes.append(
-            Outcome(task, Status(status), fitness, metrics, error, t0, t1, host, worker, outputs)
+            Outcome(
+                task, Status(status), fitness, metrics, error, t0, t1, host, worker, outputs,
+                constraints,
+            )
         )
 
     def _report(

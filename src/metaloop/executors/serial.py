@@ -66,6 +66,7 @@ class SerialExecutor(Executor):
                 self._host,
                 "main",
                 r.outputs,
+                r.constraints,
             )
             for t, r in zip(tasks, results)
         ]

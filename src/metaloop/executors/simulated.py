@@ -177,6 +177,7 @@ class SimulatedExecutor(Executor):
             "simulated",
             name,
             r.outputs,
+            r.constraints,
         )
 
     @property

@@ -26,6 +26,7 @@ class Result(NamedTuple):
     metrics: dict[str, Any]
     outputs: Any
     error: str | None
+    constraints: tuple[float, ...] | None = None
 
 
 def _invalid(error: str, metrics: dict[str, Any] | None = None, outputs: Any = None) -> Result:
@@ -36,12 +37,13 @@ def parse_result(raw: Any, n_objectives: int) -> Result:
     """Check what an optimizee returned.
 
     Accepted: a number, a sequence of ``n_objectives`` numbers, or a mapping with ``fitness``
-    and optionally ``metrics`` (name -> value, stored and exported) and ``outputs`` (model
+    and optionally ``metrics`` (name -> value, stored and exported), ``outputs`` (model
     outputs for optimizers that learn from them, e.g. the ensemble Kalman filter; stored
-    exactly, arrays included).  Anything else — a non-finite or overflowing number (``10**400``,
-    a huge ``Decimal`` or ``Fraction``), the wrong number of components, a string, ``None``,
-    an object, nested lists, metrics or outputs that cannot be stored as JSON — is
-    ``invalid``; this function never raises.
+    exactly, arrays included) and ``constraints`` (a finite number or a sequence of them;
+    the candidate is feasible when every value is ``<= 0``).  Anything else — a non-finite or
+    overflowing number (``10**400``, a huge ``Decimal`` or ``Fraction``), the wrong number of
+    components, a string, ``None``, an object, nested lists, metrics, outputs or constraints
+    that cannot be stored as JSON — is ``invalid``; this function never raises.
     """
     if type(raw) is float and n_objectives == 1 and math.isfinite(raw):
         return Result(Status.OK, (raw,), {}, None, None)  # the common case, checked at once
@@ -54,6 +56,7 @@ def parse_result(raw: Any, n_objectives: int) -> Result:
 def _parse(raw: Any, n_objectives: int) -> Result:
     metrics: dict[str, Any] = {}
     outputs: Any = None
+    constraints: tuple[float, ...] | None = None
     if isinstance(raw, Mapping):
         if "fitness" not in raw:
             return _invalid(f"result mapping has no 'fitness' key: {short_repr(raw)}")
@@ -70,6 +73,9 @@ def _parse(raw: Any, n_objectives: int) -> Result:
             json.dumps(to_jsonable(outputs), allow_nan=True)
         except Exception as exc:  # noqa: BLE001
             return _invalid(f"'outputs' cannot be stored: {exception_text(exc)}", metrics)
+        constraints = _constraints(raw.get("constraints"))
+        if isinstance(constraints, str):
+            return _invalid(constraints, metrics, outputs)
         raw = raw["fitness"]
     fitness = _as_fitness(raw)
     if fitness is None:
@@ -86,7 +92,19 @@ def _parse(raw: Any, n_objectives: int) -> Result:
         )
     if not all(math.isfinite(v) for v in fitness):
         return _invalid(f"fitness is not finite: {short_repr(raw)}", metrics, outputs)
-    return Result(Status.OK, fitness, metrics, outputs, None)
+    return Result(Status.OK, fitness, metrics, outputs, None, constraints)
+
+
+def _constraints(raw: Any) -> tuple[float, ...] | None | str:
+    """The constraint values of a result mapping (None: none given), or the error text."""
+    if raw is None:
+        return None
+    values = _as_fitness(raw)
+    if values is None and isinstance(raw, (list, tuple)) and not raw:
+        return None
+    if values is None or not all(math.isfinite(v) for v in values):
+        return f"'constraints' must be a finite number or a sequence of them, got {short_repr(raw)}"
+    return values
 
 
 def _outputs(value: Any) -> Any:

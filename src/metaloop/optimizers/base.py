@@ -257,10 +257,11 @@ INFEASIBLE = 1e150
 
 
 def violation(C: np.ndarray) -> np.ndarray:
-    """Total violation per row: the sum of the positive constraint values (NaN: ``inf``)."""
+    """Total violation per row: the sum of the positive constraint values (a NaN — a value
+    not returned — violates nothing, as for a candidate that returns no constraints; a
+    failed candidate's row is NaN, and its fitness ``-inf`` already ranks it last)."""
     C = np.asarray(C, dtype=float)
-    v = np.clip(np.nan_to_num(C, nan=np.inf), 0.0, None).sum(axis=1)
-    return v
+    return np.clip(np.nan_to_num(C, nan=0.0), 0.0, None).sum(axis=1)
 
 
 def feasibility_fitness(F: np.ndarray, C: np.ndarray) -> np.ndarray:

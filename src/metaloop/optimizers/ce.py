@@ -54,6 +54,7 @@ class CrossEntropy(Optimizer):
 
     kind = "ce"
     Params = CrossEntropyParams
+    constraint_handling = "rank"
 
     def _setup(self) -> None:
         self._dist = make_distribution(self.params, self.space.dim)

@@ -174,6 +174,7 @@ class CMAES(Optimizer):
 
     kind = "cmaes"
     Params = CMAESParams
+    constraint_handling = "rank"
     setup_only = ("pop_size", "x0")
 
     @classmethod

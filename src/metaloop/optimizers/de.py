@@ -104,6 +104,7 @@ class DifferentialEvolution(Optimizer):
 
     kind = "de"
     Params = DifferentialEvolutionParams
+    constraint_handling = "rank"
     setup_only = ("pop_size", "pop_per_dim")
 
     @classmethod

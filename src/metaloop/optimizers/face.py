@@ -75,6 +75,7 @@ class FACE(Optimizer):
     kind = "face"
     size_params = ("min_pop_size", "max_pop_size", "n_elite", "n_expand")
     Params = FACEParams
+    constraint_handling = "rank"
 
     def _setup(self) -> None:
         self._dist = make_distribution(self.params, self.space.dim)

@@ -101,6 +101,7 @@ class GeneticAlgorithm(Optimizer):
             )
     async_variant = "metaloop.optimizers.asynchronous:SteadyStateGA"
     Params = GeneticAlgorithmParams
+    constraint_handling = "rank"
 
     def _setup(self) -> None:
         dim, m = self.space.dim, self.n_objectives

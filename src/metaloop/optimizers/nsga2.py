@@ -93,6 +93,7 @@ class NSGA2(Optimizer):
     kind = "nsga2"
     size_params = ("pop_size", "n_offspring")
     Params = NSGA2Params
+    constraint_handling = "rank"
 
     def _setup(self) -> None:
         dim, m = self.space.dim, self.n_objectives

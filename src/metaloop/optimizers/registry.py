@@ -213,6 +213,7 @@ def describe(kind: str) -> dict[str, Any]:
         "start_param": cls.start_param,
         "setup_only": list(cls.setup_only),
         "uses_outputs": cls.uses_outputs,
+        "constraints": cls.constraint_handling,
     }
 
 

@@ -4,8 +4,10 @@ Columns: ``generation, index, status, attempts, duration_s, error``, then ``fitn
 ``fitness.0, fitness.1, ...`` for several objectives, followed by ``pareto``: 1 for the
 evaluations non-dominated among all ok evaluations of the experiment under its ``weights``,
 0 for the other ok ones, empty for failed ones), ``param.<name>`` (arrays flattened as
-``param.<name>.<i>`` in C order), ``metric.<name>``, and ``started, finished, host, worker,
-seq`` (``seq``: the completion order).
+``param.<name>.<i>`` in C order), ``metric.<name>``, where the optimizee returned constraints
+``constraint.0, constraint.1, ...`` and ``feasible`` (1 when every constraint value is ``<= 0``;
+the Pareto front is then the front of the feasible evaluations), and ``started, finished,
+host, worker, seq`` (``seq``: the completion order).
 """
 
 from __future__ import annotations
@@ -51,8 +53,11 @@ def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator
     m = n_objectives(info)
     keys: list[tuple[int, int]] = []  # ok multi-objective evaluations and their fitness
     fits: list[tuple[float, ...]] = []
+    n_constraints = 0
     for e in store.iter_evaluations(info.id):
-        if m > 1 and e.ok and e.fitness is not None and len(e.fitness) == m:
+        if e.constraints is not None:
+            n_constraints = max(n_constraints, len(e.constraints))
+        if m > 1 and e.ok and e.feasible and e.fitness is not None and len(e.fitness) == m:
             keys.append((e.generation, e.index))
             fits.append(e.fitness)
         if not param_cols:
@@ -62,14 +67,20 @@ def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator
                 seen_metrics.add(k)
                 metric_names.append(k)
     fit_cols = ["fitness"] if m == 1 else [f"fitness.{i}" for i in range(m)] + ["pareto"]
+    con_cols = [f"constraint.{i}" for i in range(n_constraints)]
     columns = (
-        BASE_COLUMNS + fit_cols + param_cols + [f"metric.{k}" for k in metric_names] + TAIL_COLUMNS
+        BASE_COLUMNS
+        + fit_cols
+        + param_cols
+        + [f"metric.{k}" for k in metric_names]
+        + (con_cols + ["feasible"] if n_constraints else [])
+        + TAIL_COLUMNS
     )
     if m == 1:
 
         def rows() -> Iterator[list[Any]]:
             for e in store.iter_evaluations(info.id):
-                yield _row(e, m, param_cols, metric_names)
+                yield _row(e, m, param_cols, metric_names, n_constraints)
 
         return columns, rows()
 
@@ -77,9 +88,11 @@ def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator
 
     def rows_with_front() -> Iterator[list[Any]]:
         for e in store.iter_evaluations(info.id):
-            row = _row(e, m, param_cols, metric_names)
+            row = _row(e, m, param_cols, metric_names, n_constraints)
             # evaluations recorded after the first pass (a live run) are left unmarked
             mark = front.get((e.generation, e.index)) if e.ok else None
+            if e.ok and not e.feasible:
+                mark = 0  # the front is the front of the feasible evaluations
             row.insert(len(BASE_COLUMNS) + m, mark)
             yield row
 
@@ -97,17 +110,23 @@ def _pareto_front(
     return {k: int(v) for k, v in zip(keys, mask, strict=True)}
 
 
-def _row(e: Evaluation, m: int, param_cols: list[str], metric_names: list[str]) -> list[Any]:
+def _row(
+    e: Evaluation, m: int, param_cols: list[str], metric_names: list[str], n_constraints: int
+) -> list[Any]:
     fitness = list(e.fitness) if e.fitness is not None else [None] * m
     flat = _flat_params(e.params)
     metrics = [_cell(e.metrics.get(k)) for k in metric_names]
-    return (
+    row = (
         [e.generation, e.index, e.status.value, e.attempts, round(e.duration, 6), e.error]
         + fitness
         + [flat.get(c) for c in param_cols]
         + metrics
-        + [e.started, e.finished, e.host, e.worker, e.seq]
     )
+    if n_constraints:
+        values = list(e.constraints or ())
+        row += values + [None] * (n_constraints - len(values))
+        row.append(None if e.constraints is None else int(e.feasible))
+    return row + [e.started, e.finished, e.host, e.worker, e.seq]
 
 
 def _cell(value: Any) -> Any:

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from metaloop.store.base import StoreError, StoreMissing
 from metaloop.store.claim import CLAIM_COLUMNS
-from metaloop.store.sql import STEERING_TABLES, TABLES, SQLStore
+from metaloop.store.sql import EVAL_ADDED, STEERING_TABLES, TABLES, SQLStore
 from metaloop.store.writer import EVAL_COLUMNS
 
 SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
@@ -67,6 +67,9 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS evaluations_score ON evaluations (exp_id, score)",
     # completion order (stores made before it existed gain the column here)
     "ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS seq BIGINT",
+    # constraint values (JSON) and their total violation (the best is the best feasible)
+    "ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS constraints TEXT",
+    "ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS violation DOUBLE PRECISION",
     "CREATE INDEX IF NOT EXISTS evaluations_seq ON evaluations (exp_id, seq)",
     # status, export and the dashboard count evaluations by status and generation
     "CREATE INDEX IF NOT EXISTS evaluations_counts ON evaluations (exp_id, status, generation)",
@@ -358,7 +361,7 @@ class PostgresStore(SQLStore):
         if not self._idempotent:
             super()._insert_evals(cur, rows)
             return
-        marks = ",".join(["%s"] * 16)
+        marks = ",".join(["%s"] * 18)
         cur.executemany(
             f"INSERT INTO evaluations (exp_id, score, {EVAL_COLUMNS}) VALUES ({marks}) "
             "ON CONFLICT (exp_id, generation, idx) DO NOTHING",
@@ -427,7 +430,7 @@ class PostgresStore(SQLStore):
         self._refuse_foreign(found, absent_ok=False)
         return (
             not all(found[t] for t in STEERING_TABLES)
-            or "seq" not in found["evaluations"]
+            or not {"seq", *EVAL_ADDED} <= found["evaluations"]
             or not set(CLAIM_COLUMNS) <= found["experiments"]
         )
 

@@ -38,6 +38,7 @@ from metaloop.store.columns import APPEND_BLOCK, json_objects, json_rows
 from metaloop.store.writer import EVAL_COLUMNS, GroupCommitWriter
 
 __all__ = [
+    "EVAL_ADDED",
     "STEERING_TABLES",
     "TABLES",
     "SQLStore",
@@ -51,6 +52,10 @@ TABLES = ("experiments", "evaluations", "checkpoints", "events")
 STEERING_TABLES = ("controls", "reports", "artifacts")
 
 CONTROL_COLUMNS = "id, time, origin, action, payload, status, generation, message, applied"
+
+
+#: evaluation columns added after the first stores (a store lacking them gains them on open)
+EVAL_ADDED = ("constraints", "violation")
 
 
 def fitness_json(fitness: tuple[float, ...]) -> str:
@@ -119,7 +124,7 @@ class SQLStore(ClaimMixin, GroupCommitWriter, Store):
         ).fetchone()
         best = self._execute(
             "SELECT score, fitness FROM evaluations WHERE exp_id=? AND score IS NOT NULL "
-            "ORDER BY score DESC, generation, idx LIMIT 1",
+            "AND COALESCE(violation, 0) <= 0 ORDER BY score DESC, generation, idx LIMIT 1",
             (exp_id,),
         ).fetchone()
         config = json.loads(row[2])
@@ -191,6 +196,8 @@ class SQLStore(ClaimMixin, GroupCommitWriter, Store):
                 self._text(e.worker),
                 None if e.outputs is None else codec.dumps(e.outputs),
                 e.seq,
+                None if e.constraints is None else fitness_json(e.constraints),
+                e.violation,
             ),
         )
 
@@ -211,6 +218,7 @@ class SQLStore(ClaimMixin, GroupCommitWriter, Store):
             worker=row[11],
             outputs=None if row[12] is None else codec.loads(row[12]),
             seq=row[13],
+            constraints=None if row[14] is None else tuple(json.loads(row[14])),
         )
 
     def evaluations(self, exp_id: int, generation: int | None = None) -> list[Evaluation]:
@@ -549,6 +557,8 @@ class SQLStore(ClaimMixin, GroupCommitWriter, Store):
                     repeat(worker),
                     repeat(None),
                     range(seq + a, seq + b) if seq is not None else repeat(None),
+                    repeat(None),
+                    repeat(None),
                 )
             )
             self._enqueue_rows("eval", rows)

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from metaloop.store.base import StoreError, StoreFault, StoreMissing
 from metaloop.store.claim import CLAIM_COLUMNS
-from metaloop.store.sql import STEERING_TABLES, TABLES, SQLStore
+from metaloop.store.sql import EVAL_ADDED, STEERING_TABLES, TABLES, SQLStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -53,6 +53,8 @@ CREATE TABLE IF NOT EXISTS evaluations (
     worker TEXT NOT NULL,
     outputs TEXT,
     seq INTEGER,
+    constraints TEXT,
+    violation REAL,
     PRIMARY KEY (exp_id, generation, idx)
 );
 CREATE INDEX IF NOT EXISTS evaluations_score ON evaluations (exp_id, score);
@@ -275,7 +277,7 @@ class SQLiteStore(SQLStore):
             return True
         columns = {r[1] for r in self._conn.execute("PRAGMA table_info(evaluations)")}
         columns |= {r[1] for r in self._conn.execute("PRAGMA table_info(experiments)")}
-        return not {"seq", *(CLAIM_COLUMNS if claims else ())} <= columns
+        return not {"seq", *EVAL_ADDED, *(CLAIM_COLUMNS if claims else ())} <= columns
 
     def _add_columns(self) -> None:
         """Stores made before evaluations had a completion order, or before claims, gain the
@@ -283,6 +285,9 @@ class SQLiteStore(SQLStore):
         columns = {r[1] for r in self._conn.execute("PRAGMA table_info(evaluations)")}
         if "seq" not in columns:
             self._conn.execute("ALTER TABLE evaluations ADD COLUMN seq INTEGER")
+        for column, kind in (("constraints", "TEXT"), ("violation", "REAL")):
+            if column not in columns:
+                self._conn.execute(f"ALTER TABLE evaluations ADD COLUMN {column} {kind}")
         self._conn.execute(
             "CREATE INDEX IF NOT EXISTS evaluations_seq ON evaluations (exp_id, seq)"
         )

@@ -26,7 +26,7 @@ from metaloop.store.liveness import HEARTBEAT_S
 
 EVAL_COLUMNS = (
     "generation, idx, status, attempts, fitness, params, metrics, error, started, finished, "
-    "host, worker, outputs, seq"
+    "host, worker, outputs, seq, constraints, violation"
 )
 
 
@@ -272,7 +272,7 @@ class GroupCommitWriter:
             pass  # (SQLite rolls a transaction back by itself on SQLITE_FULL)
 
     def _insert_evals(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
-        marks = ",".join(["?"] * 16)
+        marks = ",".join(["?"] * 18)
         cur.executemany(
             self._sql(f"INSERT INTO evaluations (exp_id, score, {EVAL_COLUMNS}) VALUES ({marks})"),
             rows,

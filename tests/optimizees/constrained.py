@@ -1,0 +1,30 @@
+"""Constrained test problems: results with ``constraints`` (feasible when every value <= 0)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def disk(params: dict[str, Any]) -> dict[str, Any]:
+    """Minimize x^2 + y^2 subject to x + y >= 1: the optimum is (0.5, 0.5), f = 0.5, and the
+    unconstrained optimum (0, 0) is infeasible."""
+    x, y = float(params["x"]), float(params["y"])
+    return {"fitness": x * x + y * y, "constraints": [1.0 - x - y]}
+
+
+def two_objectives(params: dict[str, Any]) -> dict[str, Any]:
+    """Minimize (x^2 + y^2, (x - 1)^2 + y^2) subject to y >= 0.2 and x <= 0.8."""
+    x, y = float(params["x"]), float(params["y"])
+    return {
+        "fitness": [x * x + y * y, (x - 1) ** 2 + y * y],
+        "constraints": [0.2 - y, x - 0.8],
+    }
+
+
+def written(params: dict[str, Any]) -> dict[str, Any]:
+    """What ``CONSTRAINTS_MODE`` asks for: a garbage constraint (invalid), or none at all."""
+    mode = os.environ.get("CONSTRAINTS_MODE", "")
+    value: Any = {"nan": float("nan"), "text": "high", "nested": [[1.0]], "none": None,
+                  "scalar": -1.0, "empty": []}[mode]
+    return {"fitness": float(params["x"]), "constraints": value}
