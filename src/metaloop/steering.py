@@ -29,6 +29,7 @@ from typing import Any, get_args
 import numpy as np
 from pydantic import ValidationError
 
+from metaloop.config.warm_start import stored_space
 from metaloop.jsonable import to_jsonable
 from metaloop.records import ControlRow, ControlStatus, ExperimentStatus
 from metaloop.space import ChoiceParam, IntParam, RealParam, Space, params_from_json
@@ -51,20 +52,10 @@ class ControlError(ValueError):
 # -- what an experiment's stored config implies --------------------------------------------------
 def experiment_space(config: Mapping[str, Any]) -> Space:
     """The parameter space of a stored config (a built-in function brings its own)."""
-    optimizee = config.get("optimizee") or {}
-    if config.get("space"):
-        return Space.from_config(config["space"])
-    if optimizee.get("kind") == "function":
-        from metaloop.optimizees.functions import FunctionOptimizee
-
-        fn = FunctionOptimizee(
-            optimizee["name"],
-            dims=optimizee.get("dims"),
-            noise=optimizee.get("noise", 0.0),
-            bounds=optimizee.get("bounds"),
-        )
-        return Space.from_config(fn.space_config())
-    raise ControlError("the experiment's config has no parameter space")
+    space = stored_space(config)
+    if space is None:
+        raise ControlError("the experiment's config has no parameter space")
+    return space
 
 
 def _optimizer_of(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

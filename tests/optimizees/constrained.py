@@ -28,3 +28,14 @@ def written(params: dict[str, Any]) -> dict[str, Any]:
     value: Any = {"nan": float("nan"), "text": "high", "nested": [[1.0]], "none": None,
                   "scalar": -1.0, "empty": []}[mode]
     return {"fitness": float(params["x"]), "constraints": value}
+
+
+def pair(params: dict[str, Any]) -> list[float]:
+    """Two objectives of an array parameter ``x`` (no constraints)."""
+    total = sum(float(v) ** 2 for v in params["x"])
+    return [total, float(params["x"][0])]
+
+
+def mixed(params: dict[str, Any]) -> float:
+    """A fitness of an int ``n``, a choice ``act`` and a real ``lr``."""
+    return float(params["n"]) + len(str(params["act"])) + float(params["lr"])

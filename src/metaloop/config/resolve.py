@@ -149,6 +149,7 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
             start, initial = checked.start, checked.initial
         errors.extend(space_errors)
 
+    given_optimizer_keys = set(model.optimizer)
     if "optimizer" not in broken:
         kind_name = model.optimizer["kind"]
         if start is not None:  # optimizers that start from a point start from create_individual()
@@ -175,6 +176,8 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
                     "generations: no stopping criterion; set generations, budget, target or "
                     "max_time"
                 )
+    if model.warm_start is not None and space is not None and not broken & {"storage", "space"}:
+        errors.extend(_warm_start_problems(model, space, weights, given_optimizer_keys))
     # a rejected optimizer or executor section stands in as random / local: no false alarms
     errors.extend(_mode_problems(model))
     errors.extend(_executor_problems(model.executor))
@@ -224,6 +227,33 @@ def _with_start(optimizer: dict[str, Any], start: list[float]) -> dict[str, Any]
     if key is not None and key not in optimizer:
         return {**optimizer, key: start}
     return optimizer
+
+
+def _warm_start_problems(
+    model: ExperimentConfig, space: Space, weights: list[float], given: set[str]
+) -> list[str]:
+    """The optimizer must be able to use earlier evaluations, without a start point of its
+    own; the earlier experiment must match (:mod:`metaloop.config.warm_start`)."""
+    from metaloop.config.warm_start import warm_start_problems
+    from metaloop.optimizers.registry import get_optimizer_class
+
+    assert model.warm_start is not None
+    kind = model.optimizer["kind"]
+    try:
+        cls = get_optimizer_class(kind)
+    except KeyError:
+        return []  # reported as optimizer.kind
+    if model.mode == "vectorized":
+        return ["warm_start: not in mode: vectorized (use mode: sync or async)"]
+    problem = cls.warm_start_problem(model.mode)
+    if problem is not None:
+        return [f"warm_start: optimizer {kind!r} cannot start from earlier evaluations: {problem}"]
+    if cls.start_param is not None and cls.start_param in given:
+        return [
+            f"warm_start: optimizer.{cls.start_param} is given too; the warm start sets the "
+            "start point (give one of them)"
+        ]
+    return warm_start_problems(model.warm_start, model.storage, space, weights)
 
 
 def _mode_problems(model: ExperimentConfig) -> list[str]:

@@ -245,6 +245,16 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(s|m|h|d)?\s*$")
 _UNIT_S = {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
+class WarmStartSpec(_Strict):
+    """Start from what an earlier experiment over the same space learned (docs/config.md):
+    its evaluations are told to the new optimizer before its first ask, not re-run and not
+    counted in the new budget."""
+
+    experiment: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=200)
+    #: the earlier experiment's store (default: the new experiment's own)
+    storage: str | None = None
+
+
 class ExperimentConfig(_Strict):
     """The top-level config (see docs/config.md for every key)."""
 
@@ -269,6 +279,7 @@ class ExperimentConfig(_Strict):
     #: full: one row per evaluation; summary: one row per generation (vectorized mode only)
     recording: Literal["full", "summary"] = "full"
     early_stopping: EarlyStoppingSpec | None = None
+    warm_start: WarmStartSpec | None = None
 
     @field_validator("max_time", mode="before")
     @classmethod

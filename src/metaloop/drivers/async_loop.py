@@ -101,6 +101,8 @@ class AsyncLoop(Loop):
             self.elapsed_before = float(loop["elapsed_s"])
             window = int(loop["window"])
             self.pending = {int(k): np.asarray(x, dtype=float) for k, x in loop["pending"]}
+        elif self.config.model.warm_start is not None:
+            self._warm_start(self.aopt)
         if window is not None:
             self._replay(window)
         self.generation = self.aopt.generation

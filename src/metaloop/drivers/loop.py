@@ -188,7 +188,20 @@ class Loop:
             self.optimizer.load_state(state["optimizer"])
             self.elapsed_before = float(state["loop"]["elapsed_s"])
             self.generation = self.optimizer.generation
+        elif self.config.model.warm_start is not None:
+            self._warm_start(self.optimizer)
         self._find_best()
+
+    def _warm_start(self, optimizer: Any) -> None:
+        """Tell the optimizer an earlier experiment's evaluations (before its first ask)."""
+        from metaloop.drivers.warm_start import warm_start
+
+        data = warm_start(optimizer, self.config)
+        message = (
+            f"warm start from {data['experiment']!r}: {data['evaluations']} evaluations; "
+            f"{self.config.model.optimizer['kind']} {data['used']}"
+        )
+        self.store.event(self.info.id, "warm_start", message, data)
 
     def _find_best(self) -> None:
         """The stored evaluation with the best score (streamed: the history stays in the

@@ -138,6 +138,14 @@ class AsyncOptimizer:
         self._tell_one(k, x, f)
         self.n_told += 1
 
+    def warm_start(self, X: np.ndarray, F: np.ndarray, C: np.ndarray | None) -> str:
+        """Earlier evaluations before the first ask (see ``Optimizer.warm_start``): by
+        default the synchronous optimizer takes them (a start point) and this variant starts
+        again from it."""
+        did = self.sync.warm_start(X, F, C)
+        self._setup()
+        return did
+
     def _tell_one_constrained(self, k: int, x: np.ndarray, f: np.ndarray, c: np.ndarray) -> None:
         """Like ``_tell_one`` with constraint values (``constraint_handling`` "model")."""
         raise NotImplementedError

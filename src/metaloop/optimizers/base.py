@@ -209,6 +209,39 @@ class Optimizer(ABC):
             self._tell(X, F)
         self.generation += 1
 
+    @classmethod
+    def warm_start_problem(cls, mode: str = "sync") -> str | None:
+        """Why this kind cannot start from an earlier experiment's evaluations in ``mode``
+        (one phrase), or None if :meth:`warm_start` works.  Model-based optimizers, which take
+        every earlier evaluation in both modes, override it."""
+        if cls.start_param is None and cls.refuses_injection is not None:
+            return cls.refuses_injection
+        if mode == "async" and cls.start_param is None:
+            return "in mode: async only optimizers with a start point or a model take them"
+        return None
+
+    def warm_start(self, X: np.ndarray, F: np.ndarray, C: np.ndarray | None) -> str:
+        """Learn from an earlier experiment's evaluations (unit-cube rows ``X``, weighted
+        fitness ``F``, constraint values ``C`` or None) before the first ask; returns what it
+        did (one phrase, for the event log).  By default: an optimizer with a start point
+        starts at the best of them (by the feasibility rules); a population optimizer takes
+        the best of them, as many as its first population, as an evaluated generation and
+        breeds from it.  Model-based optimizers override it to take them all."""
+        G = F if C is None else feasibility_fitness(F, C)
+        order = np.argsort(-np.sum(G, axis=1), kind="stable")
+        order = order[np.isfinite(np.sum(G[order], axis=1))]
+        if not len(order):
+            return "no usable evaluation (all failed): started as usual"
+        if self.start_param is not None:
+            self.set_params(**{self.start_param: X[order[0]].tolist()})
+            self._setup()  # the start point is read when the optimizer starts
+            return f"starts from the best earlier point ({self.start_param})"
+        n = len(self.ask())
+        chosen = order[:n]
+        self.tell(X[chosen], F[chosen], constraints=None if C is None else C[chosen])
+        self.generation = 0
+        return f"breeds from the best {len(chosen)} earlier evaluations"
+
     def diagnostics(self) -> dict[str, Any]:
         """Numbers worth watching after a tell (step size, temperatures, swap rates ...);
         the loop records them in the event log once per generation."""
