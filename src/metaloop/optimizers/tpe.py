@@ -44,6 +44,9 @@ from metaloop.optimizers.common import as_rows, scores
 from metaloop.optimizers.pareto import crowding_distance, non_dominated_mask
 from metaloop.optimizers.parzen import Layout, Parzen
 
+#: uniform draws searched for a point not yet taken when every draw of l repeats one
+_FALLBACK = 256
+
 
 class TPEParams(OptimizerParams):
     """Hyperparameters of :class:`TreeParzen` (defaults as common practice, e.g. Optuna's)."""
@@ -151,11 +154,11 @@ class TreeParzen(Optimizer):
             b = split[1].logpdf(Y) + math.log(split[1].n + 1)
             score += a - np.logaddexp(a, b)
         if len(taken):
-            snapped = self.layout.snap(taken)
-            repeated = (Y[:, None, :] == snapped[None, :, :]).all(axis=2).any(axis=1)
+            repeated = _repeats(Y, self.layout.snap(taken))
             score[repeated] = -np.inf
-            if repeated.all():  # every draw repeats a pending point: one uniform draw
-                return self.layout.snap(rng.random((1, self.space.dim)))[0]
+            if repeated.all():  # every draw repeats a pending point: the first new uniform one
+                U = self.layout.snap(rng.random((_FALLBACK, self.space.dim)))
+                return U[int(np.argmin(_repeats(U, self.layout.snap(taken))))]
         return Y[int(np.argmax(score))]
 
     def _ask(self) -> np.ndarray:
@@ -191,6 +194,11 @@ class TreeParzen(Optimizer):
         f = np.asarray(state["f"], dtype=float)
         self._f = f.reshape(len(self._x), -1) if len(self._x) else np.empty((0, self.n_objectives))
         self._v = np.asarray(state["v"], dtype=float).reshape(-1)
+
+
+def _repeats(Y: np.ndarray, taken: np.ndarray) -> np.ndarray:
+    """Which rows of ``Y`` equal a row of ``taken``."""
+    return (Y[:, None, :] == taken[None, :, :]).all(axis=2).any(axis=1)
 
 
 def _best_k(F: np.ndarray, k: int) -> np.ndarray:
