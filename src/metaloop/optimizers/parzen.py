@@ -39,18 +39,29 @@ _BLOCK = 1 << 21
 _TINY = 1e-300
 
 
-def log_sf(x: np.ndarray) -> np.ndarray:
-    """``log P(Z > x)`` for a standard normal ``Z``, elementwise (accurate in both tails)."""
-    x = np.asarray(x, dtype=float)
-    z = np.abs(x) / math.sqrt(2.0)
+def _log_upper(z: np.ndarray) -> np.ndarray:
+    """``log P(Z > z)`` for ``z >= 0`` (Numerical Recipes' ``erfc``, see module doc)."""
+    z = z / math.sqrt(2.0)
     t = 1.0 / (1.0 + 0.5 * z)
     poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
         -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
             -0.82215223 + t * 0.17087277))))))))  # fmt: skip
-    log_upper = _LOG_HALF + np.log(t) - z * z + poly  # log P(Z > |x|)
+    return _LOG_HALF + np.log(t) - z * z + poly
+
+
+def log_sf(x: np.ndarray) -> np.ndarray:
+    """``log P(Z > x)`` for a standard normal ``Z``, elementwise (accurate in both tails)."""
+    x = np.asarray(x, dtype=float)
+    log_upper = _log_upper(np.abs(x))  # log P(Z > |x|)
     with np.errstate(under="ignore"):
         lower = np.log1p(-np.exp(log_upper))  # log P(Z > -|x|)
     return np.where(x >= 0, log_upper, lower)
+
+
+def log_central(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``log P(u < Z < v)`` for ``u <= 0 <= v`` (a kernel's mass on ``[0, 1]``)."""
+    with np.errstate(under="ignore"):
+        return np.log1p(-(np.exp(_log_upper(-u)) + np.exp(_log_upper(v))))
 
 
 def log_mass(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -118,7 +129,7 @@ class Parzen:
         self.log_w0 = math.log(prior_weight / total)
         # truncation to [0, 1] of each kernel's Gaussian components: log of its mass there
         s = self.sigma
-        lz = log_mass((0.0 - mu[:, L.gauss]) / s, (1.0 - mu[:, L.gauss]) / s)
+        lz = log_central((0.0 - mu[:, L.gauss]) / s, (1.0 - mu[:, L.gauss]) / s)
         self.s_real, self.s_int = s[: len(L.real)], s[len(L.real) :]
         self.logz_real = lz[:, : len(L.real)].sum(axis=1) + np.sum(np.log(self.s_real))
         self.logz_real += _LOG_SQRT_2PI * len(L.real)
