@@ -20,6 +20,11 @@ Feasible points rank by fitness; with several objectives by non-domination rank,
 that straddles ``n_good`` cut by crowding distance (largest first, so the good group spreads
 along the front).
 
+*Constraints* (``constraint_handling = "model"``): besides the ranking, once an infeasible
+point is told the score gets ``log P(feasible | x)`` from Parzen estimators of the feasible
+and the infeasible points (weighted by their counts, each plus one for the prior), as c-TPE
+does per constraint; points whose constraints are unknown (failed) are left out of it.
+
 *Batches* (``pop_size: q``): the q proposals of a generation are made one after another by
 the constant liar: each one chosen joins the bad group before the next is chosen (as if it
 had the worst value), and a candidate equal to one already chosen is never taken, so the q
