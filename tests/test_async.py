@@ -44,6 +44,7 @@ KINDS = {
     "de": {"pop_size": 12},
     "cmaes": {},
     "es": {"pop_size": 6, "learning_rate": 0.05, "optimizer": "adam"},
+    "tpe": {"pop_size": 4},
 }
 
 
@@ -135,7 +136,7 @@ def test_learning_optimizers_beat_random_search(tmp_path: Path) -> None:
         cfg = config(tmp_path, f"q-{kind}", kind, budget=300)
         Experiment(cfg).run()
         best[kind] = min(e.fitness[0] for e in history(cfg["name"], cfg["storage"]))
-    for kind in ("ga", "de", "cmaes"):
+    for kind in ("ga", "de", "cmaes", "tpe"):
         assert best[kind] < best["random"] / 2, best
     # ES's samples stay sigma away from its point: judge the point it moved to (a uniform
     # start is ~6.3 away in expectation)
@@ -159,7 +160,7 @@ def test_window_one_is_the_same_on_every_executor(tmp_path: Path) -> None:
 
 
 # -- resume -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["ga", "cmaes", "de"])
+@pytest.mark.parametrize("kind", ["ga", "cmaes", "de", "tpe"])
 def test_interrupted_twice_then_resumed_loses_nothing(tmp_path: Path, kind: str) -> None:
     cfg = config(tmp_path, f"r-{kind}", kind)
     assert Experiment(cfg).run(InterruptAt(17)).status == "interrupted"

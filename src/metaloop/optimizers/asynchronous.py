@@ -32,6 +32,8 @@ The algorithms (the "usual corrections" for results that arrive late):
   mirrored pairs share it); every ``pop_size`` (times 2 if mirrored) tells give one gradient
   step from the told perturbations — a stale gradient when the point moved in between, as
   in asynchronous SGD.  ``evaluate_center`` has no meaning here and is ignored.
+* ``tpe``: :class:`metaloop.optimizers.tpe.AsyncTPE` (in its own module): the candidates
+  asked and not yet told are constant liars in the bad group of each proposal.
 
 ``generation`` counts completed batches of ``batch`` tells (the population size), for the
 ``generations`` stopping rule and for display.
