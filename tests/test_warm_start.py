@@ -53,7 +53,8 @@ def _gen0_best(storage: str, name: str) -> float:
 
 @pytest.mark.parametrize("optimizer", [{"kind": "ga", "pop_size": 20, "mut_sigma": 0.02},
                                        {"kind": "cmaes", "pop_size": 10, "sigma0": 0.05},
-                                       {"kind": "de", "pop_size": 20}],
+                                       {"kind": "de", "pop_size": 20},
+                                       {"kind": "tpe", "pop_size": 5}],
                          ids=lambda o: o["kind"])
 def test_a_population_or_start_point_optimizer_starts_from_the_earlier_best(
     tmp_path: Path, earlier: dict[str, Any], optimizer: dict[str, Any]
@@ -91,11 +92,12 @@ def test_a_warm_start_is_deterministic_and_resumes_exactly(
     assert rows[0] == rows[1]
 
 
-def test_cmaes_async_starts_from_the_earlier_best(tmp_path: Path, earlier: dict) -> None:
+@pytest.mark.parametrize("optimizer", [{"kind": "cmaes", "pop_size": 10, "sigma0": 0.05},
+                                       {"kind": "tpe", "pop_size": 10}], ids=lambda o: o["kind"])
+def test_async_starts_from_the_earlier_best(tmp_path: Path, earlier: dict, optimizer: dict) -> None:
     fits = {}
     for name, extra in (("cold", {}), ("warm", {"warm_start": {"experiment": "first"}})):
-        cfg = config(tmp_path, name, {"kind": "cmaes", "pop_size": 10, "sigma0": 0.05},
-                     budget=10, mode="async", executor={"kind": "local", "workers": 2}, **extra)
+        cfg = config(tmp_path, name, optimizer, budget=10, mode="async", executor={"kind": "local", "workers": 2}, **extra)
         Experiment(cfg).run()
         fits[name] = [e.fitness[0] for e in history(name, storage=cfg["storage"])]
     # cold: around the centre (3, 3, 3, 3), f ~ 36; warm: around the earlier best, near 0

@@ -103,6 +103,16 @@ class TreeParzen(Optimizer):
     def _tell_constrained(self, X: np.ndarray, F: np.ndarray, C: np.ndarray) -> None:
         self.add(X, F, violation(C))
 
+    @classmethod
+    def warm_start_problem(cls, mode: str = "sync") -> str | None:
+        return None  # every earlier evaluation is an observation, in both modes
+
+    def warm_start(self, X: np.ndarray, F: np.ndarray, C: np.ndarray | None) -> str:
+        """Every earlier evaluation becomes an observation (the startup design is skipped
+        once there are ``n_startup`` of them)."""
+        self.add(X, F, np.zeros(len(X)) if C is None else violation(C))
+        return f"models all {len(X)} earlier evaluations"
+
     @property
     def n_good(self) -> int:
         """Size of the good group for the current observations (failed ones never join)."""
@@ -238,7 +248,7 @@ class AsyncTPE(AsyncOptimizer):
 
     def _ask_one(self, k: int) -> np.ndarray:
         tpe: TreeParzen = self.sync  # type: ignore[assignment]
-        if k < tpe.params.n_startup:
+        if k < tpe.params.n_startup and len(tpe._x) < tpe.params.n_startup:
             x = self.draw(k, "uniform")
         else:
             taken = np.array([self.pending[j] for j in sorted(self.pending)])
@@ -251,6 +261,9 @@ class AsyncTPE(AsyncOptimizer):
     def _tell_one(self, k: int, x: np.ndarray, f: np.ndarray) -> None:
         self.pending.pop(k, None)
         self.sync.add(x, f, np.zeros(1))  # type: ignore[attr-defined]
+
+    def warm_start(self, X: np.ndarray, F: np.ndarray, C: np.ndarray | None) -> str:
+        return self.sync.warm_start(X, F, C)
 
     def _tell_one_constrained(self, k: int, x: np.ndarray, f: np.ndarray, c: np.ndarray) -> None:
         self.pending.pop(k, None)
