@@ -284,6 +284,7 @@ def test_the_plugin_is_listed_with_its_origin_and_capabilities(
         "class": "metaloop_oneplusone:OnePlusOneES", "async": True, "injection": True,
         "refuses_injection": None, "start_param": "x0", "setup_only": ["x0", "sigma0"],
         "uses_outputs": False,
+        "constraints": "ignore",
     }
 
 

@@ -53,6 +53,10 @@ class Experiment:
                 check_optimizee(self.config, executor)
             with open_store(m.storage) as store:
                 info = store.create_experiment(m.name, self.config.to_dict(), m.seed)
+                choice = self.config.auto_choice
+                if choice is not None:  # what optimizer: {kind: auto} chose, and why
+                    data = {"kind": choice.kind, "reason": choice.reason, **choice.facts}
+                    store.event(info.id, "auto", choice.message, data)
                 return loop_class(self.config)(self.config, store, info, executor, observer).run()
         finally:
             executor.close()

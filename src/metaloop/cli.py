@@ -314,10 +314,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             infos = [store.require_experiment(args.name)]
         else:
             infos = store.list_experiments()
+        notes = {
+            info.id: store.events(info.id, kinds=("auto", "warm_start")) for info in infos
+        }
     here = os.uname().nodename
     rows = []
     for info in infos:
         status = info.status.value
+        choice = next((e for e in notes[info.id] if e.kind == "auto"), None)
+        warm = next((e for e in notes[info.id] if e.kind == "warm_start"), None)
         if info.status in LIVE_STATUSES and not driver_alive(info):
             # the driver is gone: certainly on this host (no such process), probably elsewhere
             status = "interrupted" if info.host == here else "interrupted?"
@@ -332,6 +337,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "failed": info.n_failed,
                 "best": list(info.best_fitness) if info.best_fitness else None,
                 "updated": datetime.fromtimestamp(info.updated).isoformat(timespec="seconds"),
+                "optimizer": (info.config.get("optimizer") or {}).get("kind"),
+                "auto": None if choice is None else choice.message,
+                "warm_start": None if warm is None else warm.message,
             }
         )
     if args.json:
@@ -358,7 +366,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             best,
             r["updated"],
         )
-    Console(width=max(100, _term_width())).print(table)
+    console = Console(width=max(100, _term_width()))
+    console.print(table)
+    for r in rows:  # the choices made at the start: auto, warm start
+        for note in (r["auto"], r["warm_start"]):
+            if note:
+                console.print(f"{r['name']}: {note}", markup=False, highlight=False)
     return 0
 
 

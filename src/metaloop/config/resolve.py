@@ -39,6 +39,9 @@ class Config:
         #: (n, seed) -> n unit-cube rows for generation 0 (an L2L optimizee's
         #: create_individual(); used by population optimizers), or None
         self.initial_population: Any = None
+        #: what ``optimizer: {kind: auto}`` chose (:class:`metaloop.config.auto.AutoChoice`),
+        #: recorded by a new run as its ``auto`` event; None otherwise
+        self.auto_choice: Any = None
 
     @property
     def name(self) -> str:
@@ -149,6 +152,23 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
             start, initial = checked.start, checked.initial
         errors.extend(space_errors)
 
+    auto_choice = None
+    if "optimizer" not in broken and model.optimizer["kind"] == "auto":
+        from metaloop.config.auto import AUTO_KEYS, resolved
+
+        unknown = sorted(set(model.optimizer) - AUTO_KEYS - {"kind"})
+        if unknown:
+            errors.append(
+                f"optimizer.{unknown[0]}: not a key of kind auto (it takes only: outputs); "
+                "name an optimizer kind to set its hyperparameters"
+            )
+        if not isinstance(model.optimizer.get("outputs", False), bool):
+            errors.append("optimizer.outputs: expected true or false")
+        if space is None or unknown or errors:
+            broken = broken | {"optimizer"}
+            model.optimizer = {"kind": "random"}  # a stand-in: the problems are reported
+        else:
+            model.optimizer, auto_choice = resolved(model, space, len(weights))
     given_optimizer_keys = set(model.optimizer)
     if "optimizer" not in broken:
         kind_name = model.optimizer["kind"]
@@ -190,6 +210,7 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
     assert space is not None
     config = Config(model, space, weights, base)
     config.initial_population = initial
+    config.auto_choice = auto_choice
     return config
 
 

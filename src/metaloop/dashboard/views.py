@@ -207,6 +207,8 @@ def summary(
             "best_evaluation": None if best is None else evaluation_row(best, weights),
             "now": now,
             "version": f"{info.n_evaluations}:{info.status}:{len(events)}",
+            # what was decided at the start: the optimizer auto chose, a warm start
+            "choices": [e.message for e in events if e.kind in ("auto", "warm_start")],
         }
     )
     return jsonable(row)

@@ -336,11 +336,12 @@ class Store(ABC):
         self.add_event(exp_id, EventRow(kind, message, data))
 
     @abstractmethod
-    def events(self, exp_id: int) -> list[EventRow]:
+    def events(self, exp_id: int, kinds: Sequence[str] | None = None) -> list[EventRow]:
         """The committed event log.
 
         Args:
             exp_id: the experiment's id.
+            kinds: only the entries of these kinds (None: all).
 
         Returns:
             The entries in the order they were queued, each with its ``time``.

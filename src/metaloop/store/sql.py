@@ -288,11 +288,13 @@ class SQLStore(ClaimMixin, GroupCommitWriter, Store):
             ),
         )
 
-    def events(self, exp_id: int) -> list[EventRow]:
+    def events(self, exp_id: int, kinds: Sequence[str] | None = None) -> list[EventRow]:
+        sql, args = "SELECT time, kind, message, data FROM events WHERE exp_id=?", (exp_id,)
+        if kinds is not None:
+            sql += f" AND kind IN ({','.join('?' * len(kinds))})" if kinds else " AND 0=1"
+            args += tuple(kinds)
         with self._lock:
-            rows = self._execute(
-                "SELECT time, kind, message, data FROM events WHERE exp_id=? ORDER BY id", (exp_id,)
-            ).fetchall()
+            rows = self._execute(sql + " ORDER BY id", args).fetchall()
         return [
             EventRow(kind=k, message=m, data=None if d is None else codec.loads(d), time=t)
             for t, k, m, d in rows

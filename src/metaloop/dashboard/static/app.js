@@ -632,7 +632,8 @@
     const b = sum.best_evaluation;
     $("p-line").textContent =
       `${sum.config.optimizer ? sum.config.optimizer.kind : ""} · seed ${sum.seed} · updated ${when(sum.updated)}` +
-      (b ? ` · best at generation ${b.generation}, index ${b.index}` : "");
+      (b ? ` · best at generation ${b.generation}, index ${b.index}` : "") +
+      ((sum.choices || []).length ? ` · ${sum.choices.join(" · ")}` : "");
   }
 
   let charts = { gens: null, expl: null, pareto: null };
