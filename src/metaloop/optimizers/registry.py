@@ -45,6 +45,7 @@ _REGISTRY: dict[str, str] = {
     "de": "metaloop.optimizers.de:DifferentialEvolution",
     "nsga2": "metaloop.optimizers.nsga2:NSGA2",
     "enkf": "metaloop.optimizers.enkf:EnsembleKalmanFilter",
+    "bo": "metaloop.optimizers.bo:BayesianOptimization",
 }
 
 
