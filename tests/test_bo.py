@@ -307,3 +307,20 @@ def test_async_run_without_barrier_replays_exactly(tmp_path: Path) -> None:
     assert [e.index for e in sorted(evals, key=lambda e: e.seq)] != list(range(30))
     assert replay(cfg, evals, window=5) == 30  # every candidate re-derived bit for bit
     assert min(e.fitness[0] for e in evals) < 0.2  # sphere in 4-D from ~1.3 at random
+
+
+def test_acquisition_gradient_matches_finite_differences() -> None:
+    from metaloop.optimizers.acquisition import Acquisition
+
+    rng = np.random.default_rng(3)
+    layout = Layout(SPACE2.components())
+    X = rng.random((15, 2))
+    y, c = branin(X)[:, 0], X[:, 0] - 0.5
+    gp, gc = GP(layout, X, y, layout.default_theta()), GP(layout, X, c, layout.default_theta())
+    acq = Acquisition(gp, gp.standardize(float(y.max())), [gc], [gc.standardize(0.0)])
+    Xs = rng.random((5, 2))
+    val, g = acq(Xs, grad=True)
+    for j in range(2):
+        Xp = Xs.copy()
+        Xp[:, j] += 1e-7
+        assert np.allclose((acq(Xp)[0] - val) / 1e-7, g[:, j], rtol=1e-3, atol=1e-4)
