@@ -28,6 +28,8 @@ from metaloop.optimizers.gp import GP
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _LOG_SQRT_PI_2 = 0.5 * math.log(math.pi / 2)
 _TINY_Z = -1.0 / math.sqrt(np.finfo(float).eps)
+#: numbers in the (points, observations, dim) temporaries of one scoring call
+_CHUNK = 4 * 10**6
 
 
 def log_h(z: np.ndarray) -> np.ndarray:
@@ -78,6 +80,12 @@ class Acquisition:
 
     def __call__(self, X: np.ndarray, grad: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         X = np.atleast_2d(X)
+        models = [m for m in [self.objective, *self.constraints] if m is not None]
+        n = max((len(m.X) for m in models), default=1)
+        chunk = max(1, _CHUNK // (n * X.shape[1]))
+        if not grad and len(X) > chunk:  # bound the (points, observations, dim) temporaries
+            parts = [self(X[i : i + chunk])[0] for i in range(0, len(X), chunk)]
+            return np.concatenate(parts), None
         value = np.zeros(len(X))
         g = np.zeros(X.shape) if grad else None
         if self.objective is not None and self.best is not None:

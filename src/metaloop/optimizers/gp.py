@@ -35,6 +35,8 @@ BOUNDS = {"length": (1e-2, 1e2), "choice": (5e-2, 1e2), "signal": (1e-2, 1e2), "
 _NOISE_PRIOR = (1e-3, 2.5)
 _SIGNAL_PRIOR = (1.0, 1.0)
 _LENGTH_SIGMA = 1.5
+#: the most numbers of per-component differences a fit precomputes (beyond: on the fly)
+_MAX_CACHED = 2 * 10**7
 
 
 class Layout:
@@ -215,16 +217,25 @@ class _Objective:
         self.layout = layout
         self.y = y
         self.n = len(y)
-        self.D = _sq_dists(X[:, layout.ordered], X[:, layout.ordered])  # (do, n, n)
+        self.Xo = X[:, layout.ordered]
+        # per-component squared differences (do, n, n), kept only while that is small
+        small = self.Xo.shape[1] * self.n * self.n <= _MAX_CACHED
+        self.D = _sq_dists(self.Xo, self.Xo) if small else None
         b = layout.bins(X)
         self.B = (b.T[:, :, None] != b.T[:, None, :]).astype(float)  # (dc, n, n)
+
+    def _sq(self, j: int) -> np.ndarray:
+        diff = self.Xo[:, j, None] - self.Xo[None, :, j]
+        return diff * diff
 
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         lay, d, n = self.layout, self.layout.dim, self.n
         ls = np.exp(theta[:d])
         s2, noise = math.exp(theta[d]), math.exp(theta[d + 1])
         lo = ls[lay.ordered]
-        r2 = np.tensordot(1.0 / lo**2, self.D, axes=1) if len(lo) else np.zeros((n, n))
+        r2 = np.zeros((n, n))
+        for j in range(len(lo)):
+            r2 += (self.D[j] if self.D is not None else self._sq(j)) / lo[j] ** 2
         corr, gpart = _matern(np.sqrt(r2))
         if len(lay.choice):
             H = np.exp(-np.tensordot(1.0 / ls[lay.choice], self.B, axes=1))
@@ -245,7 +256,11 @@ class _Objective:
         g = np.zeros_like(theta)
         if len(lo):
             WM = W * (s2 * H * gpart)
-            g[lay.ordered] = -0.5 * np.tensordot(self.D, WM, axes=([1, 2], [0, 1])) / lo**2
+            if self.D is not None:
+                dots = np.tensordot(self.D, WM, axes=([1, 2], [0, 1]))
+            else:
+                dots = np.array([np.sum(self._sq(j) * WM) for j in range(len(lo))])
+            g[lay.ordered] = -0.5 * dots / lo**2
         WK = W * Kf
         if len(lay.choice):
             g[lay.choice] = -0.5 * np.tensordot(self.B, WK, axes=([1, 2], [0, 1])) / ls[
