@@ -254,7 +254,7 @@ def test_async_keeps_workers_busy_where_generations_idle_them(tmp_path: Path) ->
 def test_config_names_the_optimizers_async_supports(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(data=config(tmp_path, "g", optimizer={"kind": "grid", "points": 3}))
-    assert "mode: async works with optimizer kinds cmaes, de, es, ga, random" in str(err.value)
+    assert "mode: async works with optimizer kinds bo, cmaes, de, es, ga, random" in str(err.value)
     with pytest.raises(ConfigError) as err:
         load_config(data={**config(tmp_path, "s"), "mode": "sync", "recording": "summary"})
     assert "recording: 'summary'" in str(err.value)

@@ -429,8 +429,9 @@ def test_launch_refuses_a_bad_config_with_every_problem(launch_client: Any) -> N
     r = c.post("/api/experiments", headers=AUTH, json={"config": text})
     assert r.status_code == 400
     assert r.json()["errors"] == [
-        "optimizer.kind: unknown optimizer kind 'nope'; expected one of ['ce', 'cmaes', 'de', "
-        "'enkf', 'es', 'face', 'ga', 'gd', 'grid', 'nes', 'nsga2', 'pt', 'random', 'sa', 'xnes']"
+        "optimizer.kind: unknown optimizer kind 'nope'; expected one of ['bo', 'ce', 'cmaes', "
+        "'de', 'enkf', 'es', 'face', 'ga', 'gd', 'grid', 'nes', 'nsga2', 'pt', 'random', 'sa', "
+        "'xnes']"
     ]
     text = (
         "name: bad\noptimizee: {kind: function, name: sphere, dims: 2}\noptimizer: {kind: random}"

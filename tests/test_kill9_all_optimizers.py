@@ -44,6 +44,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "face": {"min_pop_size": 6, "max_pop_size": 12, "n_elite": 3},
     "enkf": {"pop_size": 10, "perturb": True, "sample": True},
     "tpe": {"pop_size": 4},
+    "bo": {"pop_size": 4, "n_initial": 6},
 }
 #: columns that differ between two runs of the same config (time, placement, order)
 VOLATILE = {"duration_s", "started", "finished", "host", "worker", "seq"}

@@ -59,7 +59,7 @@ OLD_SETUP_ONLY = {
     "gd": ("x0",),
     "grid": ("*",),
 }
-OLD_ASYNC = {"random", "ga", "de", "cmaes", "es", "tpe"}
+OLD_ASYNC = {"random", "ga", "de", "cmaes", "es", "tpe", "bo"}
 BUILTIN = sorted(_REGISTRY)
 
 
@@ -140,7 +140,7 @@ def test_mode_async_is_refused_for_the_other_kinds(tmp_path: Path) -> None:
             continue
         with pytest.raises(ConfigError) as err:
             validate_config({**base, "optimizer": optimizer})
-        assert "mode: async works with optimizer kinds cmaes, de, es, ga, random, tpe " in str(
+        assert "mode: async works with optimizer kinds bo, cmaes, de, es, ga, random, tpe " in str(
             err.value
         )
 

@@ -46,6 +46,7 @@ _REGISTRY: dict[str, str] = {
     "nsga2": "metaloop.optimizers.nsga2:NSGA2",
     "enkf": "metaloop.optimizers.enkf:EnsembleKalmanFilter",
     "tpe": "metaloop.optimizers.tpe:TreeParzen",
+    "bo": "metaloop.optimizers.bo:BayesianOptimization",
 }
 
 

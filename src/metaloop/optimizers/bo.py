@@ -1,0 +1,391 @@
+"""Bayesian optimization with a Gaussian process and log expected improvement (``kind: bo``).
+
+For expensive evaluations and small budgets (10 to ~1,000 evaluations):
+
+1. **Initial design** — the first ``n_initial`` observations are rows of one scrambled Sobol
+   sequence seeded from the experiment seed (:mod:`metaloop.optimizers.design`), asked
+   ``pop_size`` at a time.
+2. **Model** — after every tell, a GP (:mod:`metaloop.optimizers.gp`: Matérn-5/2 ARD on real
+   and int components, exponentiated Hamming on choices, standardized targets) is fitted by
+   MAP with L-BFGS-B from the previous fit's hyperparameters (a warm start, kept in the
+   state) and ``fit_restarts`` seeded random starts; beyond ``max_fit`` observations the fit
+   uses the best half and the most recent half of ``max_fit`` of them (the GP still
+   conditions on all).  Failed evaluations (``-inf``) are imputed with the worst finite value
+   observed, which steers the search away from where evaluations fail.
+3. **Acquisition** — log expected improvement over the best (feasible) observation, stable
+   where EI underflows (:mod:`metaloop.optimizers.acquisition`), maximized from ``raw_samples``
+   random points and points near the incumbents by one batched L-BFGS-B from the best
+   ``n_restarts``, then ints and choices snapped to bin centres and improved coordinate-wise.
+4. **Batches** (``pop_size: q``) — the Kriging believer: after each chosen candidate the GP is
+   conditioned on it at its posterior mean (hyperparameters unchanged), which collapses the
+   variance and so the EI there; the next candidate is chosen from that model.  Candidates are
+   distinct from each other and from every observation.
+5. **Several objectives** — ParEGO (Knowles 2006): each candidate draws a weight vector
+   ``lambda`` uniformly from the simplex and models the augmented Chebyshev scalarization
+   ``min_i lambda_i f_i + rho * sum_i lambda_i f_i`` of the objectives normalized to [0, 1];
+   hyperparameters are fitted (after each tell) on the scalarization of a weight vector drawn
+   for that tell and reused for the other weight vectors.
+6. **Constraints** (``constraint_handling = "model"``) — one GP per constraint (rows of failed
+   candidates left out); the acquisition adds ``sum_j log P(c_j <= 0)``, and maximizes that
+   probability alone while no observation is feasible.
+
+``mode: async`` is :class:`AsyncBO`: ask ``k`` is Sobol row ``k`` while ``k < n_initial``,
+else one candidate from the model believing every asked-but-not-told candidate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from metaloop.optimizers.acquisition import Acquisition, maximize
+from metaloop.optimizers.asynchronous import AsyncOptimizer
+from metaloop.optimizers.base import Optimizer, OptimizerParams, violation
+from metaloop.optimizers.common import as_rows, scores
+from metaloop.optimizers.design import snap, sobol_rows
+from metaloop.optimizers.gp import GP, Layout, fit_theta
+
+_DESIGN = 0xB0
+_FIT = 0xB1
+_FIT_WEIGHTS = 0xB2
+_ASYNC_PROPOSE = 0xB3
+_PROPOSE_STREAM = 16
+#: incumbents whose neighbourhoods seed the acquisition search
+_N_INCUMBENTS = 5
+
+
+class BayesianOptimizationParams(OptimizerParams):
+    """Hyperparameters of :class:`BayesianOptimization`."""
+
+    pop_size: int = Field(1, ge=1, description="candidates per generation (Kriging believer batch)")
+    n_initial: int | None = Field(
+        None, ge=1, description="Sobol initial design size (None: max(5, min(2 * (dim + 1), 30)))"
+    )
+    raw_samples: int = Field(
+        512, ge=1, description="random points scored to choose the acquisition's starts"
+    )
+    n_restarts: int = Field(5, ge=1, description="L-BFGS-B starts of the acquisition search")
+    fit_restarts: int = Field(
+        1, ge=0, description="seeded random starts of each hyperparameter fit (and a warm one)"
+    )
+    max_fit: int = Field(
+        500, ge=10, description="observations the hyperparameter fit uses (best and most recent)"
+    )
+    parego_rho: float = Field(
+        0.05, ge=0, description="augmentation of ParEGO's Chebyshev scalarization (objectives > 1)"
+    )
+
+
+class BayesianOptimization(Optimizer):
+    """GP-based Bayesian optimization with log-EI (see module docstring)."""
+
+    kind = "bo"
+    Params = BayesianOptimizationParams
+    async_variant = "metaloop.optimizers.bo:AsyncBO"
+    constraint_handling = "model"
+    size_params = ("pop_size",)
+
+    def _setup(self) -> None:
+        self.components = self.space.components()
+        self.layout = Layout(self.components)
+        d = self.space.dim
+        self._X = np.empty((0, d))
+        self._F = np.empty((0, self.n_objectives))
+        self._C = np.empty((0, 0))
+        self._theta: np.ndarray | None = None
+        self._theta_c: list[np.ndarray | None] = []
+        self._cache: tuple[tuple[int, int], np.ndarray] | None = None
+
+    @property
+    def n_initial(self) -> int:
+        n = self.params.n_initial
+        return n if n is not None else max(5, min(2 * (self.space.dim + 1), 30))
+
+    # -- data and fitting ----------------------------------------------------------------------
+    def design(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of the seeded Sobol design, snapped to bin centres."""
+        rows = sobol_rows(self.space.dim, start, stop, self.rng_for(_DESIGN))
+        return snap(rows, self.components)
+
+    def add(self, X: np.ndarray, F: np.ndarray, C: np.ndarray | None) -> None:
+        """Record evaluated rows (``C`` None: no constraint values) and refit the models."""
+        X = snap(np.atleast_2d(X), self.components)
+        F = np.asarray(F, dtype=float).reshape(len(X), self.n_objectives)
+        m = self._C.shape[1]
+        if C is not None:
+            C = np.asarray(C, dtype=float).reshape(len(X), -1)
+            if C.shape[1] > m:  # first constraint values (or more of them): pad the past
+                pad = np.full((len(self._C), C.shape[1] - m), np.nan)
+                self._C = np.hstack([self._C, pad])
+                self._theta_c += [None] * (C.shape[1] - m)
+                m = C.shape[1]
+            C = np.hstack([C, np.full((len(X), m - C.shape[1]), np.nan)])
+        else:
+            C = np.full((len(X), m), np.nan)
+        self._X = np.vstack([self._X, X])
+        self._F = np.vstack([self._F, F])
+        self._C = np.vstack([self._C, C])
+        self._cache = None
+        self._fit()
+
+    def _fit_starts(self, warm: np.ndarray | None, key: int) -> list[np.ndarray]:
+        rng = self.rng_for(_FIT, len(self._X), key)
+        starts = [warm if warm is not None else self.layout.default_theta()]
+        starts += [self.layout.random_theta(rng) for _ in range(self.params.fit_restarts)]
+        return starts
+
+    def _subset(self, y: np.ndarray) -> np.ndarray:
+        """Indices of the observations a fit uses (all, or the best and the most recent)."""
+        n, cap = len(y), self.params.max_fit
+        if n <= cap:
+            return np.arange(n)
+        best = np.argsort(-y, kind="stable")[: cap // 2]
+        rest = np.setdiff1d(np.arange(n), best)
+        return np.sort(np.concatenate([best, rest[len(rest) - (cap - len(best)) :]]))
+
+    def _fit(self) -> None:
+        weights = self._weights(self.rng_for(_FIT_WEIGHTS, len(self._X)))
+        y = self.targets(weights)
+        if y is not None and len(y) >= 2:
+            idx = self._subset(y)
+            self._theta = fit_theta(
+                self.layout, self._X[idx], y[idx], self._fit_starts(self._theta, 0)
+            )
+        for j in range(self._C.shape[1]):
+            rows = np.flatnonzero(~np.isnan(self._C[:, j]))
+            if len(rows) >= 2:
+                c = self._C[rows, j]
+                idx = rows[self._subset(-c)]
+                self._theta_c[j] = fit_theta(
+                    self.layout, self._X[idx], self._C[idx, j],
+                    self._fit_starts(self._theta_c[j], j + 1),
+                )
+
+    def _weights(self, rng: np.random.Generator) -> np.ndarray | None:
+        """A ParEGO weight vector (uniform on the simplex); None with one objective."""
+        if self.n_objectives == 1:
+            return None
+        return rng.dirichlet(np.ones(self.n_objectives))
+
+    def targets(self, weights: np.ndarray | None) -> np.ndarray | None:
+        """What the objective GP models: the fitness (or ParEGO's scalarization with
+        ``weights``), failed rows imputed with the worst finite value; None if none."""
+        F = self._F
+        if weights is None:
+            s = F[:, 0].copy()
+        else:
+            finite = np.isfinite(F).all(axis=1)
+            if not finite.any():
+                return None
+            lo, hi = F[finite].min(axis=0), F[finite].max(axis=0)
+            with np.errstate(invalid="ignore"):
+                Z = (F - lo) / np.where(hi > lo, hi - lo, 1.0)
+                s = (weights * Z).min(axis=1) + self.params.parego_rho * (weights * Z).sum(axis=1)
+            s[~finite] = -np.inf
+        ok = np.isfinite(s)
+        if not ok.any():
+            return None
+        s[~ok] = s[ok].min()
+        return s
+
+    def feasible(self) -> np.ndarray:
+        """Rows whose evaluation succeeded with every constraint value ``<= 0``."""
+        ok = np.isfinite(self._F).all(axis=1)
+        if self._C.shape[1]:
+            with np.errstate(invalid="ignore"):
+                ok &= np.all(self._C <= 0, axis=1)
+        return ok
+
+    # -- proposals -------------------------------------------------------------------------
+    def _constraint_models(self, pending: np.ndarray) -> tuple[list[GP], list[float]]:
+        models, thresholds = [], []
+        for j, theta in enumerate(self._theta_c):
+            rows = ~np.isnan(self._C[:, j])
+            if theta is None or rows.sum() < 2:
+                continue
+            gp = GP(self.layout, self._X[rows], self._C[rows, j], theta).believe(pending)
+            models.append(gp)
+            thresholds.append(gp.standardize(0.0))
+        return models, thresholds
+
+    def _acquisition(
+        self, weights: np.ndarray | None, pending: np.ndarray
+    ) -> tuple[Acquisition, np.ndarray] | None:
+        """The acquisition for one candidate and the incumbents to search near; None while
+        there is no model yet."""
+        y = self.targets(weights)
+        cons, thresholds = self._constraint_models(pending)
+        if (y is None or self._theta is None) and not cons:
+            return None
+        feas = self.feasible()
+        gp, best = None, None
+        if y is not None and self._theta is not None:
+            gp = GP(self.layout, self._X, y, self._theta).believe(pending)
+            if feas.any():
+                best = gp.standardize(float(y[feas].max()))
+            elif not cons:
+                best = gp.standardize(float(y.max()))
+            if best is not None and len(pending):
+                # the believed values count as observations (else EI stays mu - best > 0
+                # at a believed point, however small its variance): those predicted feasible
+                mu = gp.predict(pending)[0]
+                ok = np.ones(len(pending), dtype=bool)
+                for model, t in zip(cons, thresholds):
+                    ok &= model.predict(pending)[0] <= t
+                if ok.any():
+                    best = max(best, float(mu[ok].max()))
+        if best is not None and y is not None:
+            pool = np.flatnonzero(feas) if feas.any() else np.arange(len(y))
+            top = pool[np.argsort(-y[pool], kind="stable")[:_N_INCUMBENTS]]
+        else:  # nothing feasible: search near the least violating rows
+            top = np.argsort(violation(self._C), kind="stable")[:_N_INCUMBENTS]
+        return Acquisition(gp, best, cons, thresholds), self._X[top]
+
+    def propose(
+        self, q: int, pending: np.ndarray, rng_of: Callable[[int], np.random.Generator],
+        fallback: np.ndarray,
+    ) -> np.ndarray:
+        """``q`` distinct candidates given the ``pending`` (asked, not told) points; member
+        ``i`` draws from ``rng_of(i)``; ``fallback`` rows are used while there is no model."""
+        out: list[np.ndarray] = []
+        p = self.params
+        for i in range(q):
+            rng = rng_of(i)
+            weights = self._weights(rng)
+            P = np.vstack([pending.reshape(-1, self.space.dim), *out]) if out else pending
+            P = P.reshape(-1, self.space.dim)
+            found = self._acquisition(weights, P)
+            seen = np.vstack([self._X, P])
+            if found is None:
+                cand = np.vstack([fallback[i : i + 1], snap(rng.random((64, self.space.dim)),
+                                                             self.components)])
+            else:
+                acq, incumbents = found
+                cand = maximize(
+                    acq, self.components, lambda X: snap(X, self.components), rng, incumbents,
+                    raw=p.raw_samples, n_restarts=p.n_restarts,
+                )[0]
+            out.append(_first_new(cand, seen, rng, self.components))
+        return np.array(out).reshape(q, self.space.dim)
+
+    def _ask(self) -> np.ndarray:
+        key = (self.generation, len(self._X))
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1].copy()
+        q, n = self.params.pop_size, len(self._X)
+        if n < self.n_initial:
+            X = self.design(n, n + q)
+        else:
+            X = self.propose(
+                q, np.empty((0, self.space.dim)),
+                lambda i: self.rng(_PROPOSE_STREAM + i), self.design(n, n + q),
+            )
+        self._cache = (key, X)
+        return X.copy()
+
+    def _tell(self, X: np.ndarray, F: np.ndarray) -> None:
+        self.add(X, F, None)
+
+    def _tell_constrained(self, X: np.ndarray, F: np.ndarray, C: np.ndarray) -> None:
+        self.add(X, F, C)
+
+    def set_params(self, **changes: Any) -> None:
+        super().set_params(**changes)
+        self._cache = None
+
+    # -- reporting and state ---------------------------------------------------------------
+    def diagnostics(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"observations": len(self._X)}
+        feas = self.feasible()
+        if feas.any():
+            out["best"] = float(scores(self._F[feas]).max())
+        if self._C.shape[1]:
+            out["feasible"] = int(feas.sum())
+        if self._theta is not None:
+            d = self.space.dim
+            ls = np.exp(self._theta[:d])
+            out.update(
+                lengthscale_min=float(ls.min()),
+                lengthscale_median=float(np.median(ls)),
+                lengthscale_max=float(ls.max()),
+                signal_variance=float(np.exp(self._theta[d])),
+                noise_variance=float(np.exp(self._theta[d + 1])),
+            )
+        return out
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "X": self._X.copy(),
+            "F": self._F.copy(),
+            "C": self._C.copy(),
+            "n_constraints": int(self._C.shape[1]),
+            "theta": None if self._theta is None else self._theta.copy(),
+            "theta_c": [None if t is None else t.copy() for t in self._theta_c],
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self._X = as_rows(state["X"], self.space.dim)
+        self._F = as_rows(state["F"], self.n_objectives)
+        m = int(state["n_constraints"])
+        self._C = as_rows(state["C"], m) if m else np.empty((len(self._X), 0))
+        theta = state["theta"]
+        self._theta = None if theta is None else np.asarray(theta, dtype=float)
+        self._theta_c = [None if t is None else np.asarray(t, float) for t in state["theta_c"]]
+        self._cache = None
+
+
+def _first_new(
+    cand: np.ndarray, seen: np.ndarray, rng: np.random.Generator,
+    components: list[tuple[str, int]],
+) -> np.ndarray:
+    """The first row of ``cand`` that is no row of ``seen`` (else a random point)."""
+    for x in cand:
+        if not len(seen) or not np.any(np.all(np.abs(seen - x) < 1e-9, axis=1)):
+            return x
+    return snap(rng.random((1, seen.shape[1])), components)[0]
+
+
+class AsyncBO(AsyncOptimizer):
+    """Asynchronous BO: each ask believes the pending candidates (see module docstring)."""
+
+    sync: BayesianOptimization
+
+    def _setup(self) -> None:
+        self.pending: dict[int, np.ndarray] = {}
+
+    def ask(self) -> np.ndarray:
+        k = self.n_asked
+        x = super().ask()
+        self.pending[k] = x.copy()
+        return x
+
+    def _pending(self) -> np.ndarray:
+        rows = [self.pending[k] for k in sorted(self.pending)]
+        return np.array(rows).reshape(-1, self.space.dim)
+
+    def _ask_one(self, k: int) -> np.ndarray:
+        bo = self.sync
+        design = bo.design(k, k + 1)
+        if k < bo.n_initial:
+            return design[0]
+        seq = np.random.SeedSequence(bo.seed, spawn_key=(_ASYNC_PROPOSE, k))
+        return bo.propose(1, self._pending(), lambda i: np.random.default_rng(seq), design)[0]
+
+    def _tell_one(self, k: int, x: np.ndarray, f: np.ndarray) -> None:
+        self.pending.pop(k, None)
+        self.sync.add(x[None, :], f[None, :], None)
+
+    def _tell_one_constrained(self, k: int, x: np.ndarray, f: np.ndarray, c: np.ndarray) -> None:
+        self.pending.pop(k, None)
+        self.sync.add(x[None, :], f[None, :], c[None, :])
+
+    def _state(self) -> dict[str, Any]:
+        ks = sorted(self.pending)
+        return {"pending_k": ks, "pending_x": self._pending()}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        X = as_rows(state["pending_x"], self.space.dim)
+        self.pending = {int(k): X[i].copy() for i, k in enumerate(state["pending_k"])}
