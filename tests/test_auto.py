@@ -59,7 +59,8 @@ MIXED_SPACE = {"n": {"type": "int", "low": 1, "high": 9},
          "es", None, "2000 dimensions: too many for a full covariance"),
         ({"budget": 100, "optimizer": {"kind": "auto", "outputs": True}}, "enkf", None,
          "outputs: true"),
-        ({"budget": 100, "mode": "vectorized"}, "cmaes", None, "mode: vectorized"),
+        ({"budget": 100, "mode": "vectorized", "executor": {"kind": "serial"}}, "cmaes", None,
+         "mode: vectorized"),
     ],
 )
 def test_the_decision_table(extra: dict, kind: str, pop: int | None, reason: str) -> None:

@@ -13,6 +13,7 @@ condition                               choice        why
 ``outputs: true``                       ``enkf``      learns from the model outputs
 ``mode: vectorized``                    ``cmaes``     whole populations as arrays, scale-free
 several objectives, budget <= 1000      ``tpe``       a model at small budgets, Pareto split
+(or ``mode: async``)
 several objectives                      ``nsga2``     the standard at large budgets
 mostly ints and choices                 ``tpe``       natural with discrete values
 budget <= 1000, dim <= 20, workers <=   ``bo``        a GP learns most from few simulations
@@ -99,8 +100,9 @@ def choose(model: ExperimentConfig, space: Space, n_objectives: int) -> AutoChoi
         kind, why = "enkf", "the optimizee's outputs are to be learned from (outputs: true)"
     elif model.mode == "vectorized":
         kind, why = "cmaes", "mode: vectorized evaluates whole populations as arrays"
-    elif n_objectives > 1 and small:
-        kind, why = "tpe", f"{n_objectives} objectives and {budget_text}"
+    elif n_objectives > 1 and (small or model.mode == "async"):
+        mode = " in mode: async" if not small else ""
+        kind, why = "tpe", f"{n_objectives} objectives and {budget_text}{mode}"
     elif n_objectives > 1:
         kind, why = "nsga2", f"{n_objectives} objectives and {budget_text}"
     elif discrete * 2 > dim:

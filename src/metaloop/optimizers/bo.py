@@ -43,11 +43,13 @@ from pydantic import Field
 
 from metaloop.optimizers.acquisition import Acquisition, maximize
 from metaloop.optimizers.asynchronous import AsyncOptimizer
-from metaloop.optimizers.base import Optimizer, OptimizerParams, violation
+from metaloop.optimizers.base import Optimizer, OptimizerParams, feasibility_fitness, violation
 from metaloop.optimizers.common import as_rows, scores
 from metaloop.optimizers.design import snap, sobol_rows
 from metaloop.optimizers.gp import GP, Layout, fit_theta
 
+#: the most earlier evaluations a warm start hands the GP (its cost grows as n^3)
+MAX_BORROWED = 1000
 _DESIGN = 0xB0
 _FIT = 0xB1
 _FIT_WEIGHTS = 0xB2
@@ -292,6 +294,29 @@ class BayesianOptimization(Optimizer):
     def _tell_constrained(self, X: np.ndarray, F: np.ndarray, C: np.ndarray) -> None:
         self.add(X, F, C)
 
+    @classmethod
+    def warm_start_problem(cls, mode: str = "sync") -> str | None:
+        return None  # earlier evaluations are observations, in both modes
+
+    def warm_start(self, X: np.ndarray, F: np.ndarray, C: np.ndarray | None) -> str:
+        """Earlier evaluations become observations (the Sobol design is skipped once there
+        are ``n_initial`` of them); of more than :data:`MAX_BORROWED`, the best half and an
+        even spread of the rest are kept, so the GP stays affordable."""
+        n = len(X)
+        if n > MAX_BORROWED:
+            G = F if C is None else feasibility_fitness(F, C)
+            order = np.argsort(-np.where(np.isfinite(G), G, -np.inf).sum(axis=1), kind="stable")
+            half = MAX_BORROWED // 2
+            rest = order[half:]
+            keep = np.sort(np.concatenate(
+                [order[:half], rest[np.linspace(0, len(rest) - 1, half).astype(int)]]
+            ))
+            X, F = X[keep], F[keep]
+            C = None if C is None else C[keep]
+        self.add(X, F, C)
+        kept = f" ({len(X)} kept: the best half and a spread of the rest)" if n > len(X) else ""
+        return f"models {n} earlier evaluations{kept}"
+
     def set_params(self, **changes: Any) -> None:
         super().set_params(**changes)
         self._cache = None
@@ -369,7 +394,7 @@ class AsyncBO(AsyncOptimizer):
     def _ask_one(self, k: int) -> np.ndarray:
         bo = self.sync
         design = bo.design(k, k + 1)
-        if k < bo.n_initial:
+        if k < bo.n_initial and len(bo._X) < bo.n_initial:
             return design[0]
         seq = np.random.SeedSequence(bo.seed, spawn_key=(_ASYNC_PROPOSE, k))
         return bo.propose(1, self._pending(), lambda i: np.random.default_rng(seq), design)[0]
@@ -377,6 +402,9 @@ class AsyncBO(AsyncOptimizer):
     def _tell_one(self, k: int, x: np.ndarray, f: np.ndarray) -> None:
         self.pending.pop(k, None)
         self.sync.add(x[None, :], f[None, :], None)
+
+    def warm_start(self, X: np.ndarray, F: np.ndarray, C: np.ndarray | None) -> str:
+        return self.sync.warm_start(X, F, C)
 
     def _tell_one_constrained(self, k: int, x: np.ndarray, f: np.ndarray, c: np.ndarray) -> None:
         self.pending.pop(k, None)
