@@ -44,7 +44,7 @@ from pydantic import Field
 from metaloop.optimizers.acquisition import Acquisition, maximize
 from metaloop.optimizers.asynchronous import AsyncOptimizer
 from metaloop.optimizers.base import Optimizer, OptimizerParams, feasibility_fitness, violation
-from metaloop.optimizers.common import as_rows, scores
+from metaloop.optimizers.common import as_rows, one_blas_thread, scores
 from metaloop.optimizers.design import snap, sobol_rows
 from metaloop.optimizers.gp import GP, Layout, fit_theta
 
@@ -131,7 +131,8 @@ class BayesianOptimization(Optimizer):
         self._F = np.vstack([self._F, F])
         self._C = np.vstack([self._C, C])
         self._cache = None
-        self._fit()
+        with one_blas_thread():
+            self._fit()
 
     def _fit_starts(self, warm: np.ndarray | None, key: int) -> list[np.ndarray]:
         rng = self.rng_for(_FIT, len(self._X), key)
@@ -281,10 +282,11 @@ class BayesianOptimization(Optimizer):
         if n < self.n_initial:
             X = self.design(n, n + q)
         else:
-            X = self.propose(
-                q, np.empty((0, self.space.dim)),
-                lambda i: self.rng(_PROPOSE_STREAM + i), self.design(n, n + q),
-            )
+            with one_blas_thread():
+                X = self.propose(
+                    q, np.empty((0, self.space.dim)),
+                    lambda i: self.rng(_PROPOSE_STREAM + i), self.design(n, n + q),
+                )
         self._cache = (key, X)
         return X.copy()
 
@@ -397,7 +399,8 @@ class AsyncBO(AsyncOptimizer):
         if k < bo.n_initial and len(bo._X) < bo.n_initial:
             return design[0]
         seq = np.random.SeedSequence(bo.seed, spawn_key=(_ASYNC_PROPOSE, k))
-        return bo.propose(1, self._pending(), lambda i: np.random.default_rng(seq), design)[0]
+        with one_blas_thread():
+            return bo.propose(1, self._pending(), lambda i: np.random.default_rng(seq), design)[0]
 
     def _tell_one(self, k: int, x: np.ndarray, f: np.ndarray) -> None:
         self.pending.pop(k, None)

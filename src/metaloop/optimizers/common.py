@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from typing import Any
+
 import numpy as np
 
 from metaloop.scoring import scalarize
@@ -45,3 +50,26 @@ def cholesky(cov: np.ndarray) -> np.ndarray:
         except np.linalg.LinAlgError:
             jitter = 1e-12 * scale if jitter == 0.0 else jitter * 10
     return np.diag(np.sqrt(np.clip(np.diag(cov), 0.0, None)))
+
+
+@cache
+def _blas() -> Any:
+    """threadpoolctl's controller of the loaded BLAS libraries (None without threadpoolctl)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - a core dependency
+        return None
+    return ThreadpoolController()
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run small dense linear algebra (a GP's n <= ~1000 matrices) on one BLAS thread: on a
+    machine whose cores are busy, a multi-threaded BLAS makes such factorizations many times
+    slower, and one thread is near the best case for them anyway."""
+    controller = _blas()
+    if controller is None:
+        yield
+        return
+    with controller.limit(limits=1, user_api="blas"):
+        yield
