@@ -177,7 +177,8 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
         try:
             cls = get_optimizer_class(kind_name)
         except KeyError as exc:
-            errors.append(f"optimizer.kind: {exc.args[0]}")
+            unknown = str(exc.args[0]).startswith("unknown optimizer kind")
+            errors.append(f"optimizer.kind: {exc.args[0]}" + (", or auto" if unknown else ""))
         else:
             params = {k: v for k, v in model.optimizer.items() if k != "kind"}
             try:
