@@ -111,6 +111,14 @@ class Layout:
         return X
 
 
+def bandwidths(mu: np.ndarray, dim: int) -> np.ndarray:
+    """One bandwidth per Gaussian component of the observations ``mu`` (see module doc)."""
+    n = len(mu)
+    scott = max(n, 1) ** (-1.0 / (dim + 4))
+    spread = mu.std(axis=0) if n > 1 else np.zeros(mu.shape[1])
+    return np.clip(spread * scott, 1.0 / min(100.0, n + 1.0), 1.0)
+
+
 class Parzen:
     """A Parzen estimator of observations ``mu`` (rows in the unit cube), see module doc."""
 
@@ -120,9 +128,7 @@ class Parzen:
         n = len(mu)
         self.n = n
         scott = max(n, 1) ** (-1.0 / (L.dim + 4))
-        spread = mu[:, L.gauss].std(axis=0) if n > 1 else np.zeros(len(L.gauss))
-        low = 1.0 / min(100.0, n + 1.0)
-        self.sigma = np.clip(spread * scott, low, 1.0)  # per Gaussian component
+        self.sigma = bandwidths(mu[:, L.gauss], L.dim)  # per Gaussian component
         self.lam = 0.5 * scott
         total = n + prior_weight
         self.log_w = math.log(1.0 / total) if n else -math.inf
