@@ -297,6 +297,15 @@ def violation(C: np.ndarray) -> np.ndarray:
     return np.clip(np.nan_to_num(C, nan=0.0), 0.0, None).sum(axis=1)
 
 
+def told_violation(C: np.ndarray) -> np.ndarray:
+    """:func:`violation`, with a row that holds no value at all (a failed candidate) counted
+    as the most violated: what a model of feasibility learns from."""
+    C = np.asarray(C, dtype=float)
+    v = violation(C)
+    v[np.isnan(C).all(axis=1)] = np.inf
+    return v
+
+
 def feasibility_fitness(F: np.ndarray, C: np.ndarray) -> np.ndarray:
     """``F`` with every infeasible row replaced (all objectives) by ``-INFEASIBLE * (1 + v)``
     (``v`` its :func:`violation`): comparing rows by order, or by Pareto dominance, then

@@ -43,7 +43,12 @@ from pydantic import Field
 
 from metaloop.optimizers.acquisition import Acquisition, maximize
 from metaloop.optimizers.asynchronous import AsyncOptimizer
-from metaloop.optimizers.base import Optimizer, OptimizerParams, feasibility_fitness, violation
+from metaloop.optimizers.base import (
+    Optimizer,
+    OptimizerParams,
+    feasibility_fitness,
+    told_violation,
+)
 from metaloop.optimizers.common import as_rows, one_blas_thread, scores
 from metaloop.optimizers.design import snap, sobol_rows
 from metaloop.optimizers.gp import GP, Layout, fit_theta
@@ -244,7 +249,7 @@ class BayesianOptimization(Optimizer):
             pool = np.flatnonzero(feas) if feas.any() else np.arange(len(y))
             top = pool[np.argsort(-y[pool], kind="stable")[:_N_INCUMBENTS]]
         else:  # nothing feasible: search near the least violating rows
-            top = np.argsort(violation(self._C), kind="stable")[:_N_INCUMBENTS]
+            top = np.argsort(told_violation(self._C), kind="stable")[:_N_INCUMBENTS]
         return Acquisition(gp, best, cons, thresholds), self._X[top]
 
     def propose(

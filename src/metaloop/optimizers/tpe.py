@@ -44,7 +44,7 @@ import numpy as np
 from pydantic import Field
 
 from metaloop.optimizers.asynchronous import AsyncOptimizer
-from metaloop.optimizers.base import Optimizer, OptimizerParams, violation
+from metaloop.optimizers.base import Optimizer, OptimizerParams, told_violation
 from metaloop.optimizers.common import as_rows, scores
 from metaloop.optimizers.pareto import crowding_distance, non_dominated_mask
 from metaloop.optimizers.parzen import Layout, Parzen
@@ -101,7 +101,7 @@ class TreeParzen(Optimizer):
         self.add(X, F, np.zeros(len(X)))
 
     def _tell_constrained(self, X: np.ndarray, F: np.ndarray, C: np.ndarray) -> None:
-        self.add(X, F, violation(C))
+        self.add(X, F, told_violation(C))
 
     @classmethod
     def warm_start_problem(cls, mode: str = "sync") -> str | None:
@@ -110,7 +110,7 @@ class TreeParzen(Optimizer):
     def warm_start(self, X: np.ndarray, F: np.ndarray, C: np.ndarray | None) -> str:
         """Every earlier evaluation becomes an observation (the startup design is skipped
         once there are ``n_startup`` of them)."""
-        self.add(X, F, np.zeros(len(X)) if C is None else violation(C))
+        self.add(X, F, np.zeros(len(X)) if C is None else told_violation(C))
         return f"models all {len(X)} earlier evaluations"
 
     @property
@@ -267,7 +267,7 @@ class AsyncTPE(AsyncOptimizer):
 
     def _tell_one_constrained(self, k: int, x: np.ndarray, f: np.ndarray, c: np.ndarray) -> None:
         self.pending.pop(k, None)
-        self.sync.add(x, f, violation(c[None, :]))  # type: ignore[attr-defined]
+        self.sync.add(x, f, told_violation(c[None, :]))  # type: ignore[attr-defined]
 
     def diagnostics(self) -> dict[str, Any]:
         return {**self.sync.diagnostics(), "n_pending": len(self.pending)}
