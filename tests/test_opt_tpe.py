@@ -296,6 +296,16 @@ def test_the_estimator_is_a_density_over_the_mixed_cube() -> None:
     assert set(np.round(draws[:, 1] * 4 - 0.5, 9)) <= {0, 1, 2, 3}
 
 
+def test_bandwidths_are_the_magic_clip_whatever_the_spread() -> None:
+    # 1 / min(100, N + 2) per Gaussian component (module doc of parzen), for N observations
+    layout = Layout(box(3).components())
+    rng = np.random.default_rng(0)
+    for n, want in ((1, 1 / 3), (10, 1 / 12), (98, 0.01), (500, 0.01)):
+        wide = Parzen(layout, rng.random((n, 3)), prior_weight=1.0)
+        tight = Parzen(layout, 0.5 + 1e-3 * rng.random((n, 3)), prior_weight=1.0)
+        assert np.allclose(wide.sigma, want) and np.allclose(tight.sigma, want)
+
+
 def test_cost_stays_low_with_thousands_of_observations() -> None:
     rng = np.random.default_rng(0)
     opt = TreeParzen(box(10), {"n_startup": 0}, seed=0)
