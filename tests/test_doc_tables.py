@@ -199,3 +199,51 @@ def test_performance_md_early_stopping_table_reproduces():
         assert c[2:4] == [best, same], rule
         if rule != "none":
             assert c[4] == f"{better} seeds" and c[5] == equal.replace("%", " %"), rule
+
+
+# -- docs/performance.md: low budgets, bo and tpe against Optuna (benchmarks/low_budget.py) -----
+def low_budget_rows() -> dict[tuple[str, int], list[str]]:
+    import low_budget
+
+    text = (DOCS / "performance.md").read_text()
+    body = text.split(low_budget.BEGIN)[1].split(low_budget.END)[0]
+    return {
+        (c[0], int(c[1])): c
+        for c in map(_cells, body.splitlines())
+        if len(c) > 3 and c[1].isdigit()
+    }
+
+
+#: column of each optimizer in the table
+LOW_BUDGET_COLUMNS = {"bo": 3, "optuna-gp": 4, "tpe": 5, "optuna-tpe": 6, "cmaes": 7, "random": 8}
+
+
+@pytest.mark.parametrize(
+    "who, fn, d",
+    [("bo", "sphere", 2), ("tpe", "rastrigin", 2), ("cmaes", "ackley", 2), ("random", "levy", 5),
+     ("optuna-tpe", "sphere", 2)],
+)
+def test_performance_md_low_budget_cells_reproduce(who: str, fn: str, d: int) -> None:
+    """A few cells of the table, rerun with the benchmark's own runners and formatting (10
+    seeds; the budget is the table's)."""
+    import low_budget
+
+    if who.startswith("optuna"):
+        need_module("optuna")
+    rows = low_budget_rows()
+    assert len(rows) >= 12, "the low-budget table is missing or too short"
+    row = rows[(fn, d)]
+    budget = int(row[2])
+    costs = [low_budget.RUNNERS[who](problem(fn, d), seed, budget) for seed in range(10)]
+    assert f"{statistics.median(costs):.3g}" == row[LOW_BUDGET_COLUMNS[who]], (who, fn, d)
+
+
+def test_performance_md_low_budget_verdicts_follow_from_the_results() -> None:
+    """The verdict columns are what the stored per-seed results give (the medians are rerun
+    above); a cell's verdict changes only with its results."""
+    import low_budget
+
+    data = low_budget.load(low_budget.RESULTS)
+    table = "\n".join(low_budget.quality_table(data))
+    text = (DOCS / "performance.md").read_text()
+    assert table in text.split(low_budget.BEGIN)[1].split(low_budget.END)[0]
