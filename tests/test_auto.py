@@ -94,6 +94,10 @@ def test_the_choice_is_stored_recorded_and_shown(tmp_path: Path) -> None:
     assert status[0]["optimizer"] == "bo" and status[0]["auto"] == event.message
     text = cli("status", "--storage", storage, "--name", "a").stdout
     assert "a: auto chose bo" in text
+    # the HTML report carries it in its header line (the dashboard's summary "choices")
+    res = cli("report", "--storage", storage, "--name", "a", "-o", str(tmp_path / "r.html"))
+    assert res.returncode == 0, res.stderr
+    assert event.message in (tmp_path / "r.html").read_text()
     # a resume neither chooses again nor records a second choice
     assert resume("a", storage=storage).status == "already_finished"
     with open_store(storage, create=False) as st:

@@ -79,6 +79,11 @@ def test_a_population_or_start_point_optimizer_starts_from_the_earlier_best(
     (event,) = events(storage, "warm", "warm_start")
     assert event.data["experiment"] == "first" and event.data["evaluations"] == 200
     assert "warm start from 'first': 200 evaluations" in event.message
+    if optimizer["kind"] == "ga":  # shown by status
+        import json
+
+        res = cli("status", "--storage", storage, "--name", "warm", "--json")
+        assert json.loads(res.stdout)[0]["warm_start"] == event.message
 
 
 def test_a_warm_start_is_deterministic_and_resumes_exactly(
