@@ -123,24 +123,34 @@ def maximize(
     raw: int = 512,
     n_restarts: int = 5,
     maxiter: int = 100,
+    box: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Candidates (snapped, best first) and their acquisition values: the locally optimized
     starts, then the remaining raw points (fallbacks for a caller that must skip
-    duplicates)."""
+    duplicates).  With ``box`` (lower, upper corners over all components; a trust region),
+    the ordered components are searched inside it only: the raw points are uniform in it, the
+    perturbations of the incumbents are scaled to it and also change only a random subset of
+    the components (TuRBO's perturbation), and the L-BFGS-B bounds are the box."""
     d = len(components)
     ordered = np.array([j for j, (k, _) in enumerate(components) if k != "choice"], dtype=int)
-    X = rng.random((raw, d))
+    lo, hi = (np.zeros(d), np.ones(d)) if box is None else (box[0], box[1])
+    X = lo + (hi - lo) * rng.random((raw, d))
     if len(incumbents):
         near = np.repeat(incumbents, max(1, raw // (4 * len(incumbents))), axis=0)
-        step = rng.normal(0.0, 0.05, near.shape)
+        scale = 0.05 if box is None else np.maximum(0.25 * (hi - lo), 1e-6)
+        step = rng.normal(0.0, 1.0, near.shape) * scale
+        if box is not None and d > 1:  # perturb each component with probability min(1, 5/d)
+            keep = rng.random(near.shape) < min(1.0, 5.0 / d)
+            keep[np.arange(len(near)), rng.integers(0, d, len(near))] = True
+            step *= keep
         step[:, [j for j in range(d) if j not in set(ordered)]] = 0.0
-        X = np.vstack([X, np.clip(near + step, 0.0, 1.0), incumbents])
+        X = np.vstack([X, np.clip(near + step, lo, hi), np.clip(incumbents, lo, hi)])
     X = snap_choices(X, components)
     vals = acq(X)[0]
     order = np.argsort(-vals, kind="stable")
     starts = X[order[:n_restarts]].copy()
     if len(ordered):
-        starts = _local(acq, starts, ordered, maxiter)
+        starts = _local(acq, starts, ordered, maxiter, lo[ordered], hi[ordered])
     starts = snap(starts)
     starts = _discrete_pass(acq, starts, components)
     cand = np.vstack([starts, snap(X[order[n_restarts:]])])
@@ -158,8 +168,12 @@ def snap_choices(X: np.ndarray, components: Sequence[tuple[str, int]]) -> np.nda
     return X
 
 
-def _local(acq: Acquisition, starts: np.ndarray, ordered: np.ndarray, maxiter: int) -> np.ndarray:
-    """One L-BFGS-B run over all starts at once (their sum: the starts do not interact)."""
+def _local(
+    acq: Acquisition, starts: np.ndarray, ordered: np.ndarray, maxiter: int,
+    lo: np.ndarray, hi: np.ndarray,
+) -> np.ndarray:
+    """One L-BFGS-B run over all starts at once (their sum: the starts do not interact),
+    within ``lo``..``hi`` on the ordered components."""
     m, k = len(starts), len(ordered)
     base = starts.copy()
 
@@ -173,13 +187,14 @@ def _local(acq: Acquisition, starts: np.ndarray, ordered: np.ndarray, maxiter: i
         g = np.where(finite[:, None], g, 0.0)
         return -float(val.sum()), -g[:, ordered].ravel()
 
-    x0 = base[:, ordered].ravel()
+    lo_all, hi_all = np.tile(lo, m), np.tile(hi, m)
+    x0 = np.clip(base[:, ordered].ravel(), lo_all, hi_all)
     res = minimize(
-        fun, x0, jac=True, method="L-BFGS-B", bounds=[(0.0, 1.0)] * (m * k),
+        fun, x0, jac=True, method="L-BFGS-B", bounds=list(zip(lo_all, hi_all)),
         options={"maxiter": maxiter},
     )
     out = base.copy()
-    out[:, ordered] = np.clip(res.x.reshape(m, k), 0.0, 1.0)
+    out[:, ordered] = np.clip(res.x.reshape(m, k), lo, hi)
     # a start the joint run made worse (it can happen: one L-BFGS-B for all) keeps its start
     worse = acq(out)[0] < acq(starts)[0]
     out[worse] = starts[worse]

@@ -16,6 +16,11 @@ For expensive evaluations and small budgets (10 to ~1,000 evaluations):
    where EI underflows (:mod:`metaloop.optimizers.acquisition`), maximized from ``raw_samples``
    random points and points near the incumbents by one batched L-BFGS-B from the best
    ``n_restarts``, then ints and choices snapped to bin centres and improved coordinate-wise.
+   With ``trust_region`` (one objective, something feasible) the search is confined to a
+   TuRBO box around the incumbent (:mod:`metaloop.optimizers.trust`; Eriksson et al. 2019),
+   and the objective GP is local: it is fitted on and conditions on the observations within
+   twice the box (at least the nearest ``max(20, 4 (dim + 1))``), with its lengthscale priors
+   and bounds scaled to that region.
 4. **Batches** (``pop_size: q``) — the Kriging believer: after each chosen candidate the GP is
    conditioned on it at its posterior mean (hyperparameters unchanged), which collapses the
    variance and so the EI there; the next candidate is chosen from that model.  Candidates are
@@ -52,6 +57,7 @@ from metaloop.optimizers.base import (
 from metaloop.optimizers.common import as_rows, one_blas_thread, scores
 from metaloop.optimizers.design import snap, sobol_rows
 from metaloop.optimizers.gp import GP, Layout, fit_theta
+from metaloop.optimizers.trust import TrustRegion
 
 #: the most earlier evaluations a warm start hands the GP (its cost grows as n^3)
 MAX_BORROWED = 1000
@@ -84,6 +90,14 @@ class BayesianOptimizationParams(OptimizerParams):
     parego_rho: float = Field(
         0.05, ge=0, description="augmentation of ParEGO's Chebyshev scalarization (objectives > 1)"
     )
+    trust_region: bool = Field(
+        False,
+        description="search the acquisition in a TuRBO trust region around the incumbent "
+        "(one objective)",
+    )
+    tr_length: float = Field(
+        0.8, gt=0, le=1.6, description="initial (and restart) side of the trust region"
+    )
 
 
 class BayesianOptimization(Optimizer):
@@ -105,6 +119,7 @@ class BayesianOptimization(Optimizer):
         self._theta: np.ndarray | None = None
         self._theta_c: list[np.ndarray | None] = []
         self._cache: tuple[tuple[int, int], np.ndarray] | None = None
+        self._tr = TrustRegion(self.params.tr_length, max(4, d))
 
     @property
     def n_initial(self) -> int:
@@ -132,18 +147,83 @@ class BayesianOptimization(Optimizer):
             C = np.hstack([C, np.full((len(X), m - C.shape[1]), np.nan)])
         else:
             C = np.full((len(X), m), np.nan)
+        before = self._best_value()
+        counts = len(self._X) >= self.n_initial
         self._X = np.vstack([self._X, X])
         self._F = np.vstack([self._F, F])
         self._C = np.vstack([self._C, C])
         self._cache = None
+        after = self._best_value()
+        if counts and after is not None:
+            improved = before is None or after > before + 1e-3 * abs(before)
+            self._tr.update(improved, len(X))
         with one_blas_thread():
             self._fit()
 
-    def _fit_starts(self, warm: np.ndarray | None, key: int) -> list[np.ndarray]:
+    def _best_value(self) -> float | None:
+        """The best feasible fitness (one objective; None: none or several objectives)."""
+        if self.n_objectives != 1:
+            return None
+        feas = self.feasible()
+        return float(self._F[feas, 0].max()) if feas.any() else None
+
+    def _box(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The trust region (None: switched off, several objectives, nothing feasible)."""
+        if not self.params.trust_region or self._best_value() is None or self._theta is None:
+            return None
+        feas = np.flatnonzero(self.feasible())
+        center = self._X[feas[np.argmax(self._F[feas, 0])]]
+        lo, hi = np.zeros(self.space.dim), np.ones(self.space.dim)
+        ordered = self.layout.ordered
+        if len(ordered):
+            ls = np.exp(self._theta[ordered])
+            lo[ordered], hi[ordered] = self._tr.box(center[ordered], ls)
+        return lo, hi
+
+    def _local_rows(self) -> np.ndarray:
+        """The rows the objective GP uses: with a trust region, those within twice its box
+        (in its lengthscale-weighted Chebyshev distance from the incumbent), at least the
+        nearest ``max(20, 4 (dim + 1))``; all rows otherwise (TuRBO's local model)."""
+        n = len(self._X)
+        box = self._box()
+        ordered = self.layout.ordered
+        if box is None or not len(ordered):
+            return np.arange(n)
+        feas = np.flatnonzero(self.feasible())
+        center = self._X[feas[np.argmax(self._F[feas, 0])]][ordered]
+        half = 0.5 * self._tr.length * self._weights_ls()
+        dist = np.max(np.abs(self._X[:, ordered] - center) / half, axis=1)
+        n_min = max(20, 4 * (self.space.dim + 1))
+        order = np.argsort(dist, kind="stable")
+        inside = int(np.sum(dist <= 2.0))
+        return np.sort(order[: max(inside, min(n_min, n))])
+
+    def _weights_ls(self) -> np.ndarray:
+        assert self._theta is not None
+        ls = np.exp(self._theta[self.layout.ordered])
+        return ls / np.exp(np.mean(np.log(ls)))
+
+    def _fit_starts(
+        self, warm: np.ndarray | None, key: int, shift: np.ndarray | None = None
+    ) -> list[np.ndarray]:
         rng = self.rng_for(_FIT, len(self._X), key)
         starts = [warm if warm is not None else self.layout.default_theta()]
         starts += [self.layout.random_theta(rng) for _ in range(self.params.fit_restarts)]
+        if shift is not None:
+            starts = [starts[0]] + [t + shift for t in starts[1:]]
+            if warm is None:
+                starts[0] = starts[0] + shift
         return starts
+
+    def _shift(self) -> np.ndarray | None:
+        """Log of the local region's side per component (at most 1, the cube): what moves
+        the lengthscale priors of a trust-region fit (see :func:`fit_theta`)."""
+        if self._box() is None or not len(self.layout.ordered):
+            return None
+        shift = np.zeros(self.space.dim + 2)
+        side = np.minimum(2.0 * self._tr.length * self._weights_ls(), 1.0)
+        shift[self.layout.ordered] = np.log(side)
+        return shift
 
     def _subset(self, y: np.ndarray) -> np.ndarray:
         """Indices of the observations a fit uses (all, or the best and the most recent)."""
@@ -158,9 +238,12 @@ class BayesianOptimization(Optimizer):
         weights = self._weights(self.rng_for(_FIT_WEIGHTS, len(self._X)))
         y = self.targets(weights)
         if y is not None and len(y) >= 2:
-            idx = self._subset(y)
+            rows = self._local_rows()
+            idx = rows[self._subset(y[rows])]
+            shift = self._shift()
             self._theta = fit_theta(
-                self.layout, self._X[idx], y[idx], self._fit_starts(self._theta, 0)
+                self.layout, self._X[idx], y[idx], self._fit_starts(self._theta, 0, shift),
+                shift=shift,
             )
         for j in range(self._C.shape[1]):
             rows = np.flatnonzero(~np.isnan(self._C[:, j]))
@@ -231,7 +314,8 @@ class BayesianOptimization(Optimizer):
         feas = self.feasible()
         gp, best = None, None
         if y is not None and self._theta is not None:
-            gp = GP(self.layout, self._X, y, self._theta).believe(pending)
+            rows = self._local_rows()
+            gp = GP(self.layout, self._X[rows], y[rows], self._theta).believe(pending)
             if feas.any():
                 best = gp.standardize(float(y[feas].max()))
             elif not cons:
@@ -260,6 +344,7 @@ class BayesianOptimization(Optimizer):
         ``i`` draws from ``rng_of(i)``; ``fallback`` rows are used while there is no model."""
         out: list[np.ndarray] = []
         p = self.params
+        box = self._box()
         for i in range(q):
             rng = rng_of(i)
             weights = self._weights(rng)
@@ -274,7 +359,7 @@ class BayesianOptimization(Optimizer):
                 acq, incumbents = found
                 cand = maximize(
                     acq, self.components, lambda X: snap(X, self.components), rng, incumbents,
-                    raw=p.raw_samples, n_restarts=p.n_restarts,
+                    raw=p.raw_samples, n_restarts=p.n_restarts, box=box,
                 )[0]
             out.append(_first_new(cand, seen, rng, self.components))
         return np.array(out).reshape(q, self.space.dim)
@@ -346,6 +431,10 @@ class BayesianOptimization(Optimizer):
                 signal_variance=float(np.exp(self._theta[d])),
                 noise_variance=float(np.exp(self._theta[d + 1])),
             )
+        if self.params.trust_region and self.n_objectives == 1:
+            out.update(
+                trust_region_length=self._tr.length, trust_region_restarts=self._tr.restarts
+            )
         return out
 
     def _state(self) -> dict[str, Any]:
@@ -356,6 +445,7 @@ class BayesianOptimization(Optimizer):
             "n_constraints": int(self._C.shape[1]),
             "theta": None if self._theta is None else self._theta.copy(),
             "theta_c": [None if t is None else t.copy() for t in self._theta_c],
+            "trust_region": self._tr.state(),
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -366,6 +456,9 @@ class BayesianOptimization(Optimizer):
         theta = state["theta"]
         self._theta = None if theta is None else np.asarray(theta, dtype=float)
         self._theta_c = [None if t is None else np.asarray(t, float) for t in state["theta_c"]]
+        self._tr = TrustRegion(self.params.tr_length, max(4, self.space.dim))
+        if "trust_region" in state:
+            self._tr.load(state["trust_region"])
         self._cache = None
 
 

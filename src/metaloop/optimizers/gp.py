@@ -84,8 +84,11 @@ class Layout:
         b = np.array(self.bounds())
         return np.clip(theta, b[:, 0], b[:, 1])
 
-    def log_prior(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        """Log density (up to a constant) of the priors at ``theta`` and its gradient."""
+    def log_prior(
+        self, theta: np.ndarray, shift: np.ndarray | None = None
+    ) -> tuple[float, np.ndarray]:
+        """Log density (up to a constant) of the priors at ``theta`` and its gradient; a
+        ``shift`` (added to the log-lengthscale medians) rescales them to a local region."""
         d = self.dim
         mu = np.empty(d + 2)
         sig = np.empty(d + 2)
@@ -94,6 +97,8 @@ class Layout:
         sig[:d] = _LENGTH_SIGMA
         mu[d], sig[d] = math.log(_SIGNAL_PRIOR[0]), _SIGNAL_PRIOR[1]
         mu[d + 1], sig[d + 1] = math.log(_NOISE_PRIOR[0]), _NOISE_PRIOR[1]
+        if shift is not None:
+            mu = mu + shift
         u = (theta - mu) / sig
         return float(-0.5 * np.sum(u * u)), -u / sig
 
@@ -213,8 +218,11 @@ def _chol(K: np.ndarray) -> np.ndarray:
 class _Objective:
     """Negative log posterior of the hyperparameters and its gradient, for one data set."""
 
-    def __init__(self, layout: Layout, X: np.ndarray, y: np.ndarray):
+    def __init__(
+        self, layout: Layout, X: np.ndarray, y: np.ndarray, shift: np.ndarray | None = None
+    ):
         self.layout = layout
+        self.shift = shift
         self.y = y
         self.n = len(y)
         self.Xo = X[:, layout.ordered]
@@ -268,7 +276,7 @@ class _Objective:
             ]
         g[d] = -0.5 * float(WK.sum())
         g[d + 1] = -0.5 * noise * float(np.trace(W))
-        lp, glp = lay.log_prior(theta)
+        lp, glp = lay.log_prior(theta, self.shift)
         return nll - lp, g - glp
 
 
@@ -278,15 +286,20 @@ def fit_theta(
     y: np.ndarray,
     starts: Sequence[np.ndarray],
     maxiter: int = 200,
+    shift: np.ndarray | None = None,
 ) -> np.ndarray:
     """The MAP hyperparameters for the (unstandardized) targets ``y`` at ``X``: the best of
-    one L-BFGS-B run from each start (deterministic given the inputs)."""
+    one L-BFGS-B run from each start (deterministic given the inputs).  ``shift`` (log units,
+    ``<= 0``, per entry of ``theta``) moves the lengthscale priors, bounds and starts to a
+    region smaller than the unit cube: the same fit as in the region's own coordinates."""
     y = np.asarray(y, dtype=float)
     std = float(np.std(y))
     ys = (y - np.mean(y)) / (std if std > 1e-12 else 1.0)
-    objective = _Objective(layout, np.asarray(X, dtype=float), ys)
-    bounds = layout.bounds()
-    b = np.array(bounds)
+    objective = _Objective(layout, np.asarray(X, dtype=float), ys, shift)
+    b = np.array(layout.bounds())
+    if shift is not None:
+        b = b + np.asarray(shift)[:, None]
+    bounds = [(float(lo), float(hi)) for lo, hi in b]
     best_theta, best_val = None, math.inf
     for start in starts:
         x0 = np.clip(np.asarray(start, dtype=float), b[:, 0], b[:, 1])
