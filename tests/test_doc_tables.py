@@ -224,7 +224,7 @@ LOW_BUDGET_COLUMNS = {"bo": 3, "optuna-gp": 4, "tpe": 5, "optuna-tpe": 6, "cmaes
      ("optuna-tpe", "sphere", 2)],
 )
 def test_performance_md_low_budget_cells_reproduce(who: str, fn: str, d: int) -> None:
-    """A few cells of the table, rerun with the benchmark's own runners and formatting (10
+    """A few cells of the table, rerun with the benchmark's own runners and formatting (20
     seeds; the budget is the table's)."""
     import low_budget
 
@@ -234,7 +234,7 @@ def test_performance_md_low_budget_cells_reproduce(who: str, fn: str, d: int) ->
     assert len(rows) >= 12, "the low-budget table is missing or too short"
     row = rows[(fn, d)]
     budget = int(row[2])
-    costs = [low_budget.RUNNERS[who](problem(fn, d), seed, budget) for seed in range(10)]
+    costs = [low_budget.RUNNERS[who](problem(fn, d), seed, budget) for seed in range(20)]
     assert f"{statistics.median(costs):.3g}" == row[LOW_BUDGET_COLUMNS[who]], (who, fn, d)
 
 
