@@ -298,8 +298,8 @@ def batch_table(data: dict[str, Any]) -> list[str]:
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append(f"{setup['function']}, d = {setup['d']}, target cost {setup['target']}, "
-                 "evaluations of 60 s each; medians of the seeds that reached the target are "
-                 "over all seeds (a seed that never reached it counts as infinite).")
+                 "evaluations of 60 s each; the median is over all seeds (one that never "
+                 "reached the target counts as infinite).")
     return lines
 
 
