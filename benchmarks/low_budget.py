@@ -51,8 +51,9 @@ BATCH_BEGIN, BATCH_END = "<!-- low-budget-batches:begin -->", "<!-- low-budget-b
 
 
 # -- runners: (problem, seed, budget) -> best cost ----------------------------------------------
-def run_metaloop(kind: str) -> Callable[[Problem, int, int], float]:
-    params = {"cmaes": {}, "random": {"pop_size": 10}}.get(kind, {})
+def run_metaloop(kind: str, **params: Any) -> Callable[[Problem, int, int], float]:
+    if kind == "random":
+        params = {"pop_size": 10, **params}
 
     def run(prob: Problem, seed: int, budget: int) -> float:
         return run_ours(kind, dict(params), prob, seed, budget)
@@ -89,6 +90,7 @@ RUNNERS: dict[str, Callable[[Problem, int, int], float]] = {
     "tpe": run_metaloop("tpe"),
     "cmaes": run_metaloop("cmaes"),
     "random": run_metaloop("random"),
+    "bo-tr": run_metaloop("bo", trust_region=True),  # the optional trust region (not tabled)
     "optuna-gp": run_optuna("gp"),
     "optuna-tpe": run_optuna("tpe"),
 }
@@ -111,7 +113,7 @@ def save(path: Path, data: dict[str, Any]) -> None:
 
 
 def run_cells(args: argparse.Namespace, data: dict[str, Any]) -> None:
-    who = args.only.split(",") if args.only else list(RUNNERS)
+    who = args.only.split(",") if args.only else [n for n in RUNNERS if n != "bo-tr"]
     for d in [int(x) for x in args.dims.split(",")]:
         for fn in args.functions.split(","):
             prob = problem(fn, d)
