@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
+from fit_compare import Run, figure, table
 
 from metaloop.api import Experiment, history
 
@@ -34,20 +33,6 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 CONFIGS = {"cmaes": EXAMPLES / "neuron_cell.yaml", "bo": EXAMPLES / "neuron_cell_bo.yaml"}
 CHECKPOINTS = (20, 40, 60, 100, 200, 400, 720)
 DENSITIES = ("gnabar", "gkbar", "g_dend")
-
-
-@dataclass
-class Run:
-    """One seed's run: best RMSE after each simulation, the end's relative errors, wall time."""
-
-    best: np.ndarray
-    rel_err: dict[str, float]
-    wall_s: float
-
-    def reached(self, threshold: float) -> int | None:
-        """Simulations until the best RMSE was <= ``threshold`` (None: never)."""
-        hit = np.nonzero(self.best <= threshold)[0]
-        return int(hit[0]) + 1 if len(hit) else None
 
 
 def run_one(kind: str, seed: int, workdir: Path, budget: int | None) -> Run:
@@ -66,77 +51,7 @@ def run_one(kind: str, seed: int, workdir: Path, budget: int | None) -> Run:
     fitness = np.array([e.fitness[0] if e.status.value == "ok" else math.inf for e in evals])
     best = min(evals, key=lambda e: e.fitness[0] if e.status.value == "ok" else math.inf)
     rel = {k: float(best.metrics[f"rel_err_{k}"]) for k in DENSITIES}
-    return Run(np.minimum.accumulate(fitness), rel, wall)
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:+.2f} %"
-
-
-def table(runs: dict[str, list[Run]], threshold: float) -> list[str]:
-    """Markdown tables: best RMSE at the checkpoints; simulations to threshold, errors, time."""
-    head = "| optimizer | " + " | ".join(f"{c} sims" for c in CHECKPOINTS) + " |"
-    lines = ["median best RMSE (mV) over seeds after N simulations", "", head,
-             "|---" * (len(CHECKPOINTS) + 1) + "|"]  # fmt: skip
-    for kind, rs in runs.items():
-        cells = []
-        for c in CHECKPOINTS:
-            have = [r.best[c - 1] for r in rs if len(r.best) >= c]
-            cells.append(f"{statistics.median(have):.3f}" if len(have) == len(rs) else "–")
-        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
-    lines += ["", f"simulations to RMSE <= {threshold} mV; the best evaluation at the end "
-              "(median relative error, worst |error| over seeds); wall time per run", "",
-              "| optimizer | runs | sims per run | reached "
-              "| sims to reach (median / max) | best RMSE (median / max) | gnabar | gkbar | g_dend "
-              "| wall s (median) | ms per sim |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for kind, rs in runs.items():
-        hits = [r.reached(threshold) for r in rs]
-        got = [h for h in hits if h is not None]
-        reach = f"{statistics.median(got):.0f} / {max(got)}" if len(got) == len(rs) else "–"
-        finals = [float(r.best[-1]) for r in rs]
-        errs = []
-        for k in DENSITIES:
-            vals = [r.rel_err[k] for r in rs]
-            errs.append(f"{pct(statistics.median(vals))} ({100 * max(map(abs, vals)):.1f} %)")
-        lines.append(
-            f"| {kind} | {len(rs)} | {len(rs[0].best)} | {len(got)}/{len(rs)} | {reach} | "
-            f"{statistics.median(finals):.3f} / {max(finals):.3f} | " + " | ".join(errs)
-            + f" | {statistics.median(r.wall_s for r in rs):.1f}"
-            + f" | {1000 * statistics.median(r.wall_s / len(r.best) for r in rs):.0f} |"
-        )  # fmt: skip
-    return lines
-
-
-def figure(runs: dict[str, list[Run]], threshold: float, path: Path) -> None:
-    """Best RMSE so far (log y) against simulations: median line, min-max band per optimizer."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.0, 4.2), dpi=100)
-    for kind, color in (("cmaes", "tab:blue"), ("bo", "tab:orange")):
-        if kind not in runs:
-            continue
-        n = min(len(r.best) for r in runs[kind])
-        curves = np.array([r.best[:n] for r in runs[kind]])
-        x = np.arange(1, n + 1)
-        ax.fill_between(x, curves.min(0), curves.max(0), color=color, alpha=0.2, lw=0)
-        label = f"{kind} (median, range over {len(curves)} seeds)"
-        ax.plot(x, np.median(curves, 0), color=color, lw=1.8, label=label)
-    ax.axhline(threshold, color="gray", ls="--", lw=1, label=f"{threshold} mV (noise 0.5 mV)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("simulations")
-    ax.set_ylabel("best RMSE so far (mV)")
-    ax.set_title("NEURON ball-and-stick fit: bo vs cmaes")
-    ax.legend(fontsize=8)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return Run(np.minimum.accumulate(fitness), rel, wall, higher=False)
 
 
 def main() -> None:
@@ -166,9 +81,12 @@ def main() -> None:
                       f"{r.wall_s:.1f} s", flush=True)  # fmt: skip
     cfg = yaml.safe_load(CONFIGS["bo"].read_text())
     print(f"\nbo: {cfg['optimizer']}, budget {args.bo_budget or cfg['budget']}; serial executor\n")
-    print("\n".join(table(runs, args.threshold)))
+    print("\n".join(table(runs, args.threshold, CHECKPOINTS, "RMSE", 3, 2, unit="mV")))
     if args.figure:
-        figure(runs, args.threshold, args.figure)
+        figure(runs, args.figure, threshold=args.threshold,
+               threshold_label=f"{args.threshold} mV (noise 0.5 mV)",
+               ylabel="best RMSE so far (mV)", log_y=True,
+               title="NEURON ball-and-stick fit: bo vs cmaes")  # fmt: skip
         print(f"\nfigure: {args.figure}")
 
 

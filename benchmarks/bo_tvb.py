@@ -29,16 +29,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
+from fit_compare import Run, figure, table
 
 from metaloop.api import Experiment, history
 
@@ -48,23 +47,6 @@ BATCH = EXAMPLES / "tvb_sweep_batch.yaml"
 CHECKPOINTS = (10, 20, 30, 40, 60, 100, 200, 480)
 TRUE = {"coupling": 1.2, "noise": 0.01}  # tvb_sweep.py:TRUE
 NUMPY = {"kind": "python", "target": "tvb_sweep.py:NumpySweep"}
-
-
-@dataclass
-class Run:
-    """One seed's run: best fitness after each simulation, the end's best point and relative
-    errors, wall time and the part of it spent in simulations."""
-
-    best: np.ndarray
-    params: dict[str, float]
-    rel_err: dict[str, float]
-    wall_s: float
-    sim_s: float
-
-    def reached(self, threshold: float) -> int | None:
-        """Simulations until the best fitness was >= ``threshold`` (None: never)."""
-        hit = np.nonzero(self.best >= threshold)[0]
-        return int(hit[0]) + 1 if len(hit) else None
 
 
 def config(kind: str, seed: int, storage: str, budget: int | None) -> tuple[Path, dict[str, Any]]:
@@ -88,8 +70,10 @@ def config(kind: str, seed: int, storage: str, budget: int | None) -> tuple[Path
     return BO, over
 
 
-def run_one(kind: str, seed: int, workdir: Path, budget: int | None) -> Run:
-    """Run one optimizer with ``seed`` on the serial executor."""
+def run_one(
+    kind: str, seed: int, workdir: Path, budget: int | None
+) -> tuple[Run, dict[str, float]]:
+    """Run one optimizer with ``seed`` on the serial executor; the run and its best point."""
     storage = f"sqlite:///{workdir}/{kind}_{seed}.db"
     path, over = config(kind, seed, storage, budget)
     start = time.perf_counter()
@@ -103,78 +87,8 @@ def run_one(kind: str, seed: int, workdir: Path, budget: int | None) -> Run:
     rel = {k: params[k] / TRUE[k] - 1.0 for k in TRUE}
     # a batch's candidates share one call (one started/finished interval)
     sim = sum(b - a for a, b in {(e.started, e.finished) for e in evals})
-    return Run(np.maximum.accumulate(fitness), params, rel, wall, sim)
-
-
-def pct(x: float) -> str:
-    return f"{100 * x:+.1f} %"
-
-
-def table(runs: dict[str, list[Run]], threshold: float) -> list[str]:
-    """Markdown tables: best fitness at the checkpoints; simulations to threshold, errors, time."""
-    head = "| optimizer | " + " | ".join(f"{c} sims" for c in CHECKPOINTS) + " |"
-    lines = ["median best fitness over seeds after N simulations", "", head,
-             "|---" * (len(CHECKPOINTS) + 1) + "|"]  # fmt: skip
-    for kind, rs in runs.items():
-        cells = []
-        for c in CHECKPOINTS:
-            have = [r.best[c - 1] for r in rs if len(r.best) >= c]
-            cells.append(f"{statistics.median(have):.4f}" if len(have) == len(rs) else "–")
-        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
-    lines += ["", f"simulations to fitness >= {threshold}; the best evaluation at the end "
-              "(median relative error, worst |error| over seeds); wall time per run and the "
-              "driver's part of it (wall minus simulations) per simulation", "",
-              "| optimizer | runs | sims per run | reached | sims to reach (median / max) "
-              "| best fitness (median / min) | coupling | noise | wall s (median) "
-              "| driver ms per sim |",
-              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for kind, rs in runs.items():
-        hits = [r.reached(threshold) for r in rs]
-        got = [h for h in hits if h is not None]
-        reach = f"{statistics.median(got):.0f} / {max(got)}" if len(got) == len(rs) else "–"
-        finals = [float(r.best[-1]) for r in rs]
-        errs = []
-        for k in TRUE:
-            vals = [r.rel_err[k] for r in rs]
-            errs.append(f"{pct(statistics.median(vals))} ({100 * max(map(abs, vals)):.1f} %)")
-        driver = statistics.median((r.wall_s - r.sim_s) / len(r.best) for r in rs)
-        lines.append(
-            f"| {kind} | {len(rs)} | {len(rs[0].best)} | {len(got)}/{len(rs)} | {reach} | "
-            f"{statistics.median(finals):.4f} / {min(finals):.4f} | " + " | ".join(errs)
-            + f" | {statistics.median(r.wall_s for r in rs):.1f} | {1000 * driver:.0f} |"
-        )  # fmt: skip
-    return lines
-
-
-def figure(runs: dict[str, list[Run]], threshold: float, path: Path) -> None:
-    """Best fitness so far against simulations (log x): median line, min-max band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.0, 4.2), dpi=100)
-    colors = {"cmaes": "tab:blue", "bo": "tab:orange", "bo-q1": "tab:green"}
-    for kind, rs in runs.items():
-        n = min(len(r.best) for r in rs)
-        curves = np.array([r.best[:n] for r in rs])
-        x = np.arange(1, n + 1)
-        color = colors.get(kind, "tab:gray")
-        ax.fill_between(x, curves.min(0), curves.max(0), color=color, alpha=0.2, lw=0)
-        label = f"{kind} (median, range over {len(curves)} seeds)"
-        ax.plot(x, np.median(curves, 0), color=color, lw=1.8, label=label)
-    ax.axhline(threshold, color="gray", ls="--", lw=1, label=f"fitness {threshold}")
-    ax.set_xscale("log")
-    ax.set_ylim(0.9, 0.972)
-    ax.set_xlabel("simulations")
-    ax.set_ylabel("best fitness so far")
-    ax.set_title("TVB network fit (numpy twin): bo vs cmaes")
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    run = Run(np.maximum.accumulate(fitness), rel, wall, higher=True, sim_s=sim)
+    return run, params
 
 
 def main() -> None:
@@ -200,18 +114,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(run_one, k, s, Path(tmp), args.bo_budget) for k, s in jobs]
         for (kind, seed), future in zip(jobs, futures):
-            r = future.result()
+            r, params = future.result()
             runs[kind].append(r)
             print(f"{kind:6s} seed {seed}: {len(r.best)} sims, best {r.best[-1]:.4f} at "
-                  f"coupling {r.params['coupling']:.4f}, noise {r.params['noise']:.5f}, "
+                  f"coupling {params['coupling']:.4f}, noise {params['noise']:.5f}, "
                   f"reached {args.threshold} after {r.reached(args.threshold)}, "
                   f"{r.wall_s:.1f} s ({r.sim_s:.1f} s simulating)", flush=True)  # fmt: skip
     cfg = yaml.safe_load(BO.read_text())
     print(f"\nbo: {cfg['optimizer']}, budget {args.bo_budget}; "
           "cmaes: pop 16, 30 generations; serial executor, numpy twin\n")  # fmt: skip
-    print("\n".join(table(runs, args.threshold)))
+    print("\n".join(table(runs, args.threshold, CHECKPOINTS, "fitness", 4, 1)))
     if args.figure:
-        figure(runs, args.threshold, args.figure)
+        figure(runs, args.figure, threshold=args.threshold,
+               threshold_label=f"fitness {args.threshold}", ylabel="best fitness so far",
+               ylim=(0.9, 0.972), legend_loc="lower right",
+               title="TVB network fit (numpy twin): bo vs cmaes")  # fmt: skip
         print(f"\nfigure: {args.figure}")
 
 
