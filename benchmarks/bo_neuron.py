@@ -12,6 +12,7 @@ Needs NEURON.
 
     python benchmarks/bo_neuron.py --figure docs/tutorials/img/bo_neuron_cell.png
     python benchmarks/bo_neuron.py --seeds 3 --bo-budget 300    # a longer bo run
+    python benchmarks/bo_neuron.py --slices     # the RMSE with one density off by 1-10 %
 """
 
 from __future__ import annotations
@@ -54,6 +55,26 @@ def run_one(kind: str, seed: int, workdir: Path, budget: int | None) -> Run:
     return Run(np.minimum.accumulate(fitness), rel, wall, higher=False)
 
 
+FACTORS = (0.9, 0.97, 0.99, 1.0, 1.01, 1.03, 1.1)
+
+
+def slices() -> list[str]:
+    """Markdown: the RMSE with one density scaled by each of :data:`FACTORS`, the others at
+    their true values (how narrow the well is)."""
+    import sys
+
+    sys.path.insert(0, str(EXAMPLES))
+    from neuron_cell import TRUE, CellFit
+
+    fit = CellFit()
+    lines = ["| factor | " + " | ".join(str(f) for f in FACTORS) + " |",
+             "|---" * (len(FACTORS) + 1) + "|"]  # fmt: skip
+    for k in TRUE:
+        cells = [f"{fit.evaluate({**TRUE, k: TRUE[k] * f})['fitness']:.1f}" for f in FACTORS]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=8, help="seeds 1..N (default 8)")
@@ -66,7 +87,11 @@ def main() -> None:
     parser.add_argument("--optimizers", default="cmaes,bo", help="comma-separated")
     parser.add_argument("--threshold", type=float, default=0.52, help="RMSE to reach (mV)")
     parser.add_argument("--figure", type=Path, default=None, help="write a PNG here")
+    parser.add_argument("--slices", action="store_true", help="only the RMSE slices table")
     args = parser.parse_args()  # fmt: skip
+    if args.slices:
+        print("\n".join(slices()))
+        return
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     runs: dict[str, list[Run]] = {}
     with tempfile.TemporaryDirectory() as tmp:

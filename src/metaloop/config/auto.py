@@ -69,7 +69,7 @@ def workers_of(model: ExperimentConfig) -> int:
     if ex.kind == "serial" or model.mode == "vectorized":
         return 1
     if ex.workers is not None:
-        return int(ex.workers) * int(getattr(ex, "tasks_per_job", None) or 1)
+        return int(ex.workers) * int(ex.tasks_per_job or 1)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
