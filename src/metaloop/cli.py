@@ -232,6 +232,8 @@ def _report(summary: Any, args: argparse.Namespace, storage: str) -> int:
             fit = best.fitness[0] if len(best.fitness) == 1 else list(best.fitness)
             print(f"best fitness: {fit}  (generation {best.generation}, index {best.index})")
             print(f"best params: {_short_params(best.params)}")
+        elif summary.n_failed < summary.n_evaluations:  # ok but infeasible, or pruned
+            print("best fitness: none (no ok evaluation that satisfies its constraints)")
         else:
             print("best fitness: none (no successful evaluation)")
     if summary.status in ("interrupted", "stopped"):
@@ -242,7 +244,7 @@ def _report(summary: Any, args: argparse.Namespace, storage: str) -> int:
         )
     if summary.status == "interrupted":
         return EXIT_INTERRUPTED
-    if summary.status == "finished" and summary.n_evaluations > 0 and summary.best is None:
+    if summary.status == "finished" and 0 < summary.n_evaluations == summary.n_failed:
         print(
             f"metaloop: error: every one of the {summary.n_evaluations} evaluations failed; "
             f"see their errors with: metaloop export --storage {mask_password(storage)} "
