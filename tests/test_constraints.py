@@ -58,25 +58,23 @@ def test_constraints_are_parsed_as_finite_numbers() -> None:
         assert r.status is Status.INVALID and "'constraints' must be a finite number" in r.error
 
 
-@pytest.mark.parametrize(
-    "mode, status, stored",
-    [("nan", "invalid", None), ("text", "invalid", None), ("nested", "invalid", None),
-     ("none", "ok", None), ("scalar", "ok", [-1.0]), ("empty", "ok", None)],
-)
-def test_garbage_constraints_are_invalid_not_retried(
-    tmp_path: Path, mode: str, status: str, stored: list[float] | None
-) -> None:
-    path = write_config(
-        tmp_path, "g", generations=1, space={"x": SPACE["x"]},
-        optimizee={"kind": "python", "target": f"{PROBLEMS}:written"},
-        executor={"kind": "serial", "max_attempts": 3},
-    )
-    res = cli("run", str(path), "--quiet", env={"CONSTRAINTS_MODE": mode})
-    assert res.returncode == (0 if status == "ok" else 1), res.stderr  # all failed: exit 1
-    evals = history("g", storage=f"sqlite:///{tmp_path / 'g.db'}")
-    assert [e.status.value for e in evals] == [status] * 4
-    assert all(e.attempts == 1 for e in evals)
-    assert all(e.constraints == (None if stored is None else tuple(stored)) for e in evals)
+def test_constraints_are_stored_as_returned(tmp_path: Path) -> None:
+    """A number is one constraint, an empty list none; garbage is invalid (the fault suite,
+    tests/test_faults_results.py, runs those cases under every executor)."""
+    cases = ((-1.0, (-1.0,)), ([], None), (None, None), ([0.5, -2], (0.5, -2.0)))
+    for i, (returned, stored) in enumerate(cases):
+        db = tmp_path / f"{i}.db"
+        path = write_config(
+            tmp_path, "s", generations=1, space={"x": SPACE["x"]},
+            storage=f"sqlite:///{db}",
+            optimizee={"kind": "python", "target": f"{PROBLEMS}:Returning",
+                       "kwargs": {"constraints": returned}},
+        )  # fmt: skip
+        res = cli("run", str(path), "--quiet")
+        assert res.returncode == 0, res.stderr
+        evals = history("s", storage=f"sqlite:///{db}")
+        assert [e.status.value for e in evals] == ["ok"] * 4
+        assert all(e.constraints == stored for e in evals), (returned, evals[0].constraints)
 
 
 # -- Deb's rules through the told fitness ----------------------------------------------------

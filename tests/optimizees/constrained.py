@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 
@@ -22,12 +21,14 @@ def two_objectives(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def written(params: dict[str, Any]) -> dict[str, Any]:
-    """What ``CONSTRAINTS_MODE`` asks for: a garbage constraint (invalid), or none at all."""
-    mode = os.environ.get("CONSTRAINTS_MODE", "")
-    value: Any = {"nan": float("nan"), "text": "high", "nested": [[1.0]], "none": None,
-                  "scalar": -1.0, "empty": []}[mode]
-    return {"fitness": float(params["x"]), "constraints": value}
+class Returning:
+    """Returns ``constraints`` as given (from ``optimizee.kwargs``) beside the fitness x."""
+
+    def __init__(self, constraints: Any):
+        self.constraints = constraints
+
+    def evaluate(self, params: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        return {"fitness": float(params["x"]), "constraints": self.constraints}
 
 
 def pair(params: dict[str, Any]) -> list[float]:
