@@ -144,7 +144,7 @@ def test_bad_warm_starts_are_one_config_line(
     cfg.update(change)
     cfg = {k: v for k, v in cfg.items() if v is not None}
     with pytest.raises(ConfigError) as info:
-        Experiment(cfg)
+        Experiment(cfg).run()
     assert any(expected in line for line in info.value.lines), info.value.lines
     # and on the command line: one line, exit 2, nothing written
     path = write_config(tmp_path, "bad", **{k: v for k, v in cfg.items() if k != "name"})
@@ -178,3 +178,23 @@ def test_borrowed_evaluations_are_encoded_in_the_new_space(tmp_path: Path) -> No
     assert [d["n"] for d in decoded] == [e.params["n"] for e in earlier]
     assert [d["act"] for d in decoded] == [e.params["act"] for e in earlier]
     np.testing.assert_allclose([d["lr"] for d in decoded], [e.params["lr"] for e in earlier])
+
+
+def test_a_resume_does_not_need_the_earlier_store(tmp_path: Path) -> None:
+    """The earlier experiment is read when the new run starts; the stored config validates
+    again (as every resume does) after the earlier store is gone."""
+    from metaloop.config import validate_config
+
+    first = config(tmp_path, "first", {"kind": "cmaes", "pop_size": 6}, generations=2,
+                   storage=f"sqlite:///{tmp_path}/old.db")
+    Experiment(first).run()
+    warm = config(tmp_path, "warm", {"kind": "ga", "pop_size": 6}, generations=1,
+                  warm_start={"experiment": "first", "storage": first["storage"]})
+    Experiment(warm).run()
+    (tmp_path / "old.db").unlink()
+    with open_store(warm["storage"], create=False) as st:
+        stored = st.require_experiment("warm").config
+    assert validate_config(stored, tmp_path).model.warm_start.experiment == "first"
+    with pytest.raises(ConfigError, match="warm_start: storage: no store file"):
+        Experiment({**warm, "name": "again"}).run()
+

@@ -45,6 +45,14 @@ class Experiment:
         if m.seed is None:
             m.seed = secrets.randbits(62)
         _refuse_existing_name(m.storage, m.name)
+        if m.warm_start is not None:  # the earlier experiment, checked before anything starts
+            from metaloop.config.warm_start import warm_start_problems
+
+            problems = warm_start_problems(
+                m.warm_start, m.storage, self.config.space, self.config.weights
+            )
+            if problems:
+                raise ConfigError(problems)
         executor = _start_executor(self.config, m.seed)
         try:
             if m.mode == "vectorized":

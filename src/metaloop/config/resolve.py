@@ -198,7 +198,7 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
                     "max_time"
                 )
     if model.warm_start is not None and space is not None and not broken & {"storage", "space"}:
-        errors.extend(_warm_start_problems(model, space, weights, given_optimizer_keys))
+        errors.extend(_warm_start_problems(model, given_optimizer_keys))
     # a rejected optimizer or executor section stands in as random / local: no false alarms
     errors.extend(_mode_problems(model))
     errors.extend(_executor_problems(model.executor))
@@ -251,12 +251,11 @@ def _with_start(optimizer: dict[str, Any], start: list[float]) -> dict[str, Any]
     return optimizer
 
 
-def _warm_start_problems(
-    model: ExperimentConfig, space: Space, weights: list[float], given: set[str]
-) -> list[str]:
+def _warm_start_problems(model: ExperimentConfig, given: set[str]) -> list[str]:
     """The optimizer must be able to use earlier evaluations, without a start point of its
-    own; the earlier experiment must match (:mod:`metaloop.config.warm_start`)."""
-    from metaloop.config.warm_start import warm_start_problems
+    own.  (Whether the earlier experiment exists and matches is checked when a new run
+    starts, :func:`metaloop.config.warm_start.warm_start_problems`: a resume, which validates
+    the stored config again, must not depend on that store any more.)"""
     from metaloop.optimizers.registry import get_optimizer_class
 
     assert model.warm_start is not None
@@ -275,7 +274,7 @@ def _warm_start_problems(
             f"warm_start: optimizer.{cls.start_param} is given too; the warm start sets the "
             "start point (give one of them)"
         ]
-    return warm_start_problems(model.warm_start, model.storage, space, weights)
+    return []
 
 
 def _mode_problems(model: ExperimentConfig) -> list[str]:
