@@ -5,26 +5,11 @@ The choice is made once, when the config is validated for a new run, from the bu
 workers, the objectives, the mode and whether the optimizee's outputs are to be learned from
 (``outputs: true``).  The stored config holds the chosen optimizer (a resume runs it again),
 and the run records the choice and its reason as an ``auto`` event (``status``, the dashboard
-and the report show it).  The decision table, first match wins (docs/optimizers.md):
-
-======================================  ============  =========================================
-condition                               choice        why
-======================================  ============  =========================================
-``outputs: true``                       ``enkf``      learns from the model outputs
-``mode: vectorized``                    ``cmaes``     whole populations as arrays, scale-free
-several objectives, budget <= 1000      ``tpe``       a model at small budgets, Pareto split
-(or ``mode: async``)
-several objectives                      ``nsga2``     the standard at large budgets
-mostly ints and choices                 ``tpe``       natural with discrete values
-budget <= 1000, dim <= 20, workers <=   ``bo``        a GP learns most from few simulations
-16
-budget <= 1000                          ``tpe``       too many dimensions or workers for a GP
-dim > 1000                              ``es``        linear cost per dimension
-otherwise (large or unknown budget)     ``cmaes``     the robust default for many evaluations
-======================================  ============  =========================================
+and the report show it).  :func:`choose` is the decision table of docs/optimizers.md
+(first match wins; a test checks every row).
 
 The population of ``bo``/``tpe`` is one candidate per worker (``pop_size`` = workers, at most
-64); in ``mode: async`` every choice above has an async variant.
+64); in ``mode: async`` every choice but ``enkf`` has an async variant.
 """
 
 from __future__ import annotations
