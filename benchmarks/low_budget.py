@@ -85,12 +85,15 @@ def run_optuna(sampler_name: str) -> Callable[[Problem, int, int], float]:
     return run
 
 
+UNTABLED = ("bo-tr", "bo-global")
 RUNNERS: dict[str, Callable[[Problem, int, int], float]] = {
     "bo": run_metaloop("bo"),
     "tpe": run_metaloop("tpe"),
     "cmaes": run_metaloop("cmaes"),
     "random": run_metaloop("random"),
-    "bo-tr": run_metaloop("bo", trust_region=True),  # the optional trust region (not tabled)
+    # not tabled: bo with its trust region switched on / off whatever the dimension
+    "bo-tr": run_metaloop("bo", trust_region=True),
+    "bo-global": run_metaloop("bo", trust_region=False),
     "optuna-gp": run_optuna("gp"),
     "optuna-tpe": run_optuna("tpe"),
 }
@@ -113,7 +116,7 @@ def save(path: Path, data: dict[str, Any]) -> None:
 
 
 def run_cells(args: argparse.Namespace, data: dict[str, Any]) -> None:
-    who = args.only.split(",") if args.only else [n for n in RUNNERS if n != "bo-tr"]
+    who = args.only.split(",") if args.only else [n for n in RUNNERS if n not in UNTABLED]
     for d in [int(x) for x in args.dims.split(",")]:
         for fn in args.functions.split(","):
             prob = problem(fn, d)

@@ -220,8 +220,8 @@ LOW_BUDGET_COLUMNS = {"bo": 3, "optuna-gp": 4, "tpe": 5, "optuna-tpe": 6, "cmaes
 
 @pytest.mark.parametrize(
     "who, fn, d",
-    [("bo", "sphere", 2), ("tpe", "rastrigin", 2), ("cmaes", "ackley", 2), ("random", "levy", 5),
-     ("optuna-tpe", "sphere", 2)],
+    [("bo", "sphere", 2), ("bo", "rosenbrock", 10), ("tpe", "rastrigin", 2),
+     ("cmaes", "ackley", 2), ("random", "levy", 5), ("optuna-tpe", "sphere", 2)],
 )
 def test_performance_md_low_budget_cells_reproduce(who: str, fn: str, d: int) -> None:
     """A few cells of the table, rerun with the benchmark's own runners and formatting (20

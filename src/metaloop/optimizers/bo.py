@@ -61,6 +61,8 @@ from metaloop.optimizers.trust import TrustRegion
 
 #: the most earlier evaluations a warm start hands the GP (its cost grows as n^3)
 MAX_BORROWED = 1000
+#: from this many dimensions ``trust_region`` defaults to on (measured: low_budget.py)
+TRUST_REGION_FROM_DIM = 10
 _DESIGN = 0xB0
 _FIT = 0xB1
 _FIT_WEIGHTS = 0xB2
@@ -90,10 +92,10 @@ class BayesianOptimizationParams(OptimizerParams):
     parego_rho: float = Field(
         0.05, ge=0, description="augmentation of ParEGO's Chebyshev scalarization (objectives > 1)"
     )
-    trust_region: bool = Field(
-        False,
+    trust_region: bool | None = Field(
+        None,
         description="search the acquisition in a TuRBO trust region around the incumbent "
-        "(one objective)",
+        "(one objective); default: on from 10 dimensions",
     )
     tr_length: float = Field(
         0.8, gt=0, le=1.6, description="initial (and restart) side of the trust region"
@@ -120,6 +122,13 @@ class BayesianOptimization(Optimizer):
         self._theta_c: list[np.ndarray | None] = []
         self._cache: tuple[tuple[int, int], np.ndarray] | None = None
         self._tr = TrustRegion(self.params.tr_length, max(4, d))
+
+    @property
+    def uses_trust_region(self) -> bool:
+        """``trust_region`` as set, else on from :data:`TRUST_REGION_FROM_DIM` dimensions,
+        where the global model loses to a local one (``benchmarks/low_budget.py``)."""
+        chosen = self.params.trust_region
+        return chosen if chosen is not None else self.space.dim >= TRUST_REGION_FROM_DIM
 
     @property
     def n_initial(self) -> int:
@@ -169,7 +178,7 @@ class BayesianOptimization(Optimizer):
 
     def _box(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The trust region (None: switched off, several objectives, nothing feasible)."""
-        if not self.params.trust_region or self._best_value() is None or self._theta is None:
+        if not self.uses_trust_region or self._best_value() is None or self._theta is None:
             return None
         feas = np.flatnonzero(self.feasible())
         center = self._X[feas[np.argmax(self._F[feas, 0])]]
@@ -431,7 +440,7 @@ class BayesianOptimization(Optimizer):
                 signal_variance=float(np.exp(self._theta[d])),
                 noise_variance=float(np.exp(self._theta[d + 1])),
             )
-        if self.params.trust_region and self.n_objectives == 1:
+        if self.uses_trust_region and self.n_objectives == 1:
             out.update(
                 trust_region_length=self._tr.length, trust_region_restarts=self._tr.restarts
             )
