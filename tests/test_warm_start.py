@@ -167,7 +167,7 @@ def test_borrowed_evaluations_are_encoded_in_the_new_space(tmp_path: Path) -> No
     Experiment({**base, "name": "m1", "optimizer": {"kind": "random", "pop_size": 6},
                 "generations": 2}).run()
     from metaloop.config import load_config
-    from metaloop.drivers.warm_start import borrow
+    from metaloop.drivers.borrowing import borrow
 
     cfg = load_config(data={**base, "name": "m2", "optimizer": {"kind": "ga", "pop_size": 4},
                             "generations": 1, "warm_start": {"experiment": "m1"}})

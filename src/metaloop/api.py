@@ -46,7 +46,7 @@ class Experiment:
             m.seed = secrets.randbits(62)
         _refuse_existing_name(m.storage, m.name)
         if m.warm_start is not None:  # the earlier experiment, checked before anything starts
-            from metaloop.config.warm_start import warm_start_problems
+            from metaloop.config.start_checks import warm_start_problems
 
             problems = warm_start_problems(
                 m.warm_start, m.storage, self.config.space, self.config.weights

@@ -20,7 +20,7 @@ from typing import Any
 from metaloop import __version__
 from metaloop.cli_args import non_negative_int, positive_int
 from metaloop.control_cli import add_control_command, cmd_control
-from metaloop.dashboard.cli import DASHBOARD_COMMANDS, add_dashboard_commands
+from metaloop.dashboard.command import DASHBOARD_COMMANDS, add_dashboard_commands
 from metaloop.errors import UserError
 from metaloop.executors import EXECUTOR_KINDS
 from metaloop.store import DEFAULT_STORAGE

@@ -29,8 +29,8 @@ from typing import Any, get_args
 import numpy as np
 from pydantic import ValidationError
 
-from metaloop.config.warm_start import stored_space
 from metaloop.jsonable import to_jsonable
+from metaloop.optimizees.function_kind import stored_space
 from metaloop.records import ControlRow, ControlStatus, ExperimentStatus
 from metaloop.space import ChoiceParam, IntParam, RealParam, Space, params_from_json
 from metaloop.store.base import ExperimentInfo, Store

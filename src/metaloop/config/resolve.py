@@ -254,7 +254,7 @@ def _with_start(optimizer: dict[str, Any], start: list[float]) -> dict[str, Any]
 def _warm_start_problems(model: ExperimentConfig, given: set[str]) -> list[str]:
     """The optimizer must be able to use earlier evaluations, without a start point of its
     own.  (Whether the earlier experiment exists and matches is checked when a new run
-    starts, :func:`metaloop.config.warm_start.warm_start_problems`: a resume, which validates
+    starts, :func:`metaloop.config.start_checks.warm_start_problems`: a resume, which validates
     the stored config again, must not depend on that store any more.)"""
     from metaloop.optimizers.registry import get_optimizer_class
 

@@ -194,7 +194,7 @@ class Loop:
 
     def _warm_start(self, optimizer: Any) -> None:
         """Tell the optimizer an earlier experiment's evaluations (before its first ask)."""
-        from metaloop.drivers.warm_start import warm_start
+        from metaloop.drivers.borrowing import warm_start
 
         data = warm_start(optimizer, self.config)
         message = (

@@ -6,27 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from metaloop.config.schema import WarmStartSpec
+from metaloop.optimizees.function_kind import stored_space
 from metaloop.space import Space
 from metaloop.store import StoreError, open_store
-
-
-def stored_space(config: Mapping[str, Any]) -> Space | None:
-    """The parameter space of a stored experiment config (a built-in function brings its
-    own); None where the config does not say (an optimizee that brings its space)."""
-    optimizee = config.get("optimizee") or {}
-    if config.get("space"):
-        return Space.from_config(config["space"])
-    if optimizee.get("kind") == "function":
-        from metaloop.optimizees.functions import FunctionOptimizee
-
-        fn = FunctionOptimizee(
-            optimizee["name"],
-            dims=optimizee.get("dims"),
-            noise=optimizee.get("noise", 0.0),
-            bounds=optimizee.get("bounds"),
-        )
-        return Space.from_config(fn.space_config())
-    return None
 
 
 def space_difference(new: Space, old_config: Mapping[str, Any]) -> str | None:
