@@ -35,7 +35,7 @@ import numpy as np
 
 from metaloop.optimizees.kinds import CheckedSpec, OptimizeeKind, SpecCheck
 from metaloop.records import Evaluation, Status
-from metaloop.scoring import weighted_score
+from metaloop.scoring import stored_weights, weighted_score
 
 OBJECTIVES = ("best", "final_best", "final_mean", "mean")
 #: inner config keys metaloop sets for every outer evaluation
@@ -73,16 +73,6 @@ def plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def inner_weights(config: Mapping[str, Any]) -> list[float]:
-    """The inner experiment's weights (from ``weights`` or ``direction``, as validated)."""
-    if config.get("weights"):
-        return [float(w) for w in config["weights"]]
-    optimizee = config.get("optimizee") or {}
-    if optimizee.get("kind") == "l2l" and optimizee.get("weights"):
-        return [float(w) for w in optimizee["weights"]]
-    return [1.0 if config.get("direction") == "maximize" else -1.0]
 
 
 def outcome(
@@ -195,7 +185,7 @@ class NestedOptimizee:
             ) from exc
         if status not in ("finished", "already_finished"):
             raise InnerRunFailed(f"inner experiment {name!r} ({url}) ended {status}: {stop_reason}")
-        weights = inner_weights(raw)
+        weights = stored_weights(raw)
         value = outcome(evaluations, weights, self.objective, self.metric, name)
         ok = [e for e in evaluations if e.status is Status.OK and e.fitness is not None]
         best = max(ok, key=lambda e: weighted_score(e.fitness, weights))  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ from typing import Any
 
 from metaloop.config.schema import WarmStartSpec
 from metaloop.optimizees.function_kind import stored_space
+from metaloop.scoring import stored_weights
 from metaloop.space import Space
 from metaloop.store import StoreError, open_store
 
@@ -51,7 +52,7 @@ def warm_start_problems(
             f"{where}: not the same space ({difference}); expected the same names, types "
             "and bounds"
         ]
-    old_weights = info.config.get("weights") or [1.0]
+    old_weights = stored_weights(info.config)
     if len(old_weights) != len(weights):
         return [f"{where}: it has {len(old_weights)} objective(s), this one {len(weights)}"]
     return []
