@@ -11,7 +11,7 @@ from typing import Any
 from metaloop.config import Config, ConfigError, load_config, validate_config
 from metaloop.drivers.loop import Loop, RunObserver, RunSummary, experiment_workdir, worker_setup
 from metaloop.executors import Executor, make_executor
-from metaloop.records import Evaluation, ExperimentStatus
+from metaloop.records import Evaluation, ExperimentStatus, RunStatus
 from metaloop.store import DEFAULT_STORAGE, ExperimentInfo, open_store, validate_storage_url
 from metaloop.store.base import StoreError, StoreMissing
 from metaloop.store.liveness import LIVE_STATUSES
@@ -186,7 +186,7 @@ def resume(
         if info.status == ExperimentStatus.FINISHED:
             return RunSummary(
                 name=name,
-                status="already_finished",
+                status=RunStatus.ALREADY_FINISHED,
                 stop_reason=info.stop_reason or "",
                 generation=info.generation,
                 n_evaluations=info.n_evaluations,

@@ -211,8 +211,9 @@ def _observer(args: argparse.Namespace) -> Any:
 def _report(summary: Any, args: argparse.Namespace, storage: str) -> int:
     from metaloop.drivers.loop import summary_dict
     from metaloop.jsonable import to_jsonable
+    from metaloop.records import RunStatus
 
-    if summary.status == "already_finished":
+    if summary.status == RunStatus.ALREADY_FINISHED:
         print(
             f"experiment {summary.name!r} has already finished ({summary.stop_reason}); "
             "nothing to do"
@@ -236,15 +237,15 @@ def _report(summary: Any, args: argparse.Namespace, storage: str) -> int:
             print("best fitness: none (no ok evaluation that satisfies its constraints)")
         else:
             print("best fitness: none (no successful evaluation)")
-    if summary.status in ("interrupted", "stopped"):
+    if summary.status in (RunStatus.INTERRUPTED, RunStatus.STOPPED):
         print(
             f"{summary.status}; continue with: "
             f"metaloop resume --storage {mask_password(storage)} --name {summary.name}",
             file=sys.stderr,
         )
-    if summary.status == "interrupted":
+    if summary.status == RunStatus.INTERRUPTED:
         return EXIT_INTERRUPTED
-    if summary.status == "finished" and 0 < summary.n_evaluations == summary.n_failed:
+    if summary.status == RunStatus.FINISHED and 0 < summary.n_evaluations == summary.n_failed:
         print(
             f"metaloop: error: every one of the {summary.n_evaluations} evaluations failed; "
             f"see their errors with: metaloop export --storage {mask_password(storage)} "

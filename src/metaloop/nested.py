@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from metaloop.optimizees.kinds import CheckedSpec, OptimizeeKind, SpecCheck
-from metaloop.records import Evaluation, Status
+from metaloop.records import Evaluation, RunStatus, Status
 from metaloop.scoring import stored_weights, weighted_score
 
 OBJECTIVES = ("best", "final_best", "final_mean", "mean")
@@ -183,7 +183,7 @@ class NestedOptimizee:
             raise InnerRunFailed(
                 f"inner experiment {name!r} ({url}) failed: {type(exc).__name__}: {first}"
             ) from exc
-        if status not in ("finished", "already_finished"):
+        if status not in (RunStatus.FINISHED, RunStatus.ALREADY_FINISHED):
             raise InnerRunFailed(f"inner experiment {name!r} ({url}) ended {status}: {stop_reason}")
         weights = stored_weights(raw)
         value = outcome(evaluations, weights, self.objective, self.metric, name)
@@ -204,7 +204,7 @@ class NestedOptimizee:
         }
 
 
-def _run(raw: dict[str, Any], name: str, url: str) -> tuple[str, str]:
+def _run(raw: dict[str, Any], name: str, url: str) -> tuple[RunStatus, str]:
     """Run the inner experiment (or resume it, or read it if it finished before): a retried
     outer evaluation continues its inner run instead of starting it again."""
     from metaloop.api import Experiment, resume
@@ -220,7 +220,7 @@ def _run(raw: dict[str, Any], name: str, url: str) -> tuple[str, str]:
     if info is None:
         summary = Experiment(raw).run()
     elif info.status == ExperimentStatus.FINISHED:
-        return "already_finished", info.stop_reason or ""
+        return RunStatus.ALREADY_FINISHED, info.stop_reason or ""
     else:
         summary = resume(name, url, executor={"kind": "serial"})
     return summary.status, summary.stop_reason
