@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from metaloop.jsonable import to_jsonable
 from metaloop.optimizees.kinds import CheckedSpec, OptimizeeKind, SpecCheck
 from metaloop.records import Evaluation, RunStatus, Status
 from metaloop.scoring import stored_weights, weighted_score
@@ -64,15 +65,6 @@ def set_path(config: dict[str, Any], path: str, value: Any) -> None:
             raise ValueError(f"{path}: {where} is {child!r}, not a mapping")
         node = child
     node[keys[-1]] = value
-
-
-def plain(value: Any) -> Any:
-    """A candidate value as config data (numpy scalars and arrays become numbers and lists)."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def outcome(
@@ -157,7 +149,7 @@ class NestedOptimizee:
         """The inner experiment's config for one outer candidate."""
         raw = copy.deepcopy(self.inner)
         for outer_param, path in self.map.items():
-            set_path(raw, path, plain(params[outer_param]))
+            set_path(raw, path, to_jsonable(params[outer_param]))
         raw.update(
             name=name,
             seed=int(ctx.seed),
@@ -297,7 +289,7 @@ def resolve_nested(spec: Any, space: Any, outer_name: str, outer_storage: str, b
     middle = space.decode(np.full(space.dim, 0.5))
     for name, path in spec.map.items():
         try:
-            set_path(raw, path, plain(middle[name]))
+            set_path(raw, path, to_jsonable(middle[name]))
         except ValueError as exc:
             errors.append(f"optimizee.map.{name}: {exc}")
     if errors:

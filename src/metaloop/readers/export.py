@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Iterator
 from typing import IO, Any
 
 import numpy as np
 
+from metaloop.jsonable import to_jsonable
 from metaloop.optimizers.pareto import non_dominated_mask
 from metaloop.records import Evaluation
 from metaloop.scoring import stored_weights, weighted_fitness
@@ -147,10 +147,7 @@ def write_json(columns: list[str], rows: Iterator[list[Any]], out: IO[str]) -> i
     out.write("[")
     n = 0
     for row in rows:
-        record = {
-            c: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for c, v in zip(columns, row)
-        }
+        record = to_jsonable(dict(zip(columns, row)), nonfinite="null")
         out.write(("," if n else "") + "\n" + json.dumps(record))
         n += 1
     out.write("\n]\n")
