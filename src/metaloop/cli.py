@@ -271,6 +271,7 @@ def _short_params(params: dict[str, Any]) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from metaloop.api import Experiment
+    from metaloop.config import load_config
     from metaloop.store import validate_storage_url
 
     if args.storage is not None:
@@ -283,7 +284,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "executor.workers": args.workers,
         "executor.address": args.address,
     }
-    experiment = Experiment(args.config, **overrides)
+    # every problem at once: the config's, and whether its name and warm start fit the stores
+    experiment = Experiment(load_config(args.config, overrides=overrides, new_run=True))
     if experiment.config.model.storage.endswith(":memory:"):
         raise UserError(
             "storage: sqlite:///:memory: keeps nothing once the run ends; give a file, "
