@@ -16,6 +16,7 @@ from metaloop.api import Experiment, history
 from metaloop.compat.l2l import Individual, Optimizee, Trajectory, wrap
 from metaloop.compat.l2l_space import MARGIN, N_SAMPLES
 from metaloop.config import ConfigError, load_config
+from metaloop.scoring import stored_weights
 
 HERE = Path(__file__).parent
 STYLE = HERE / "optimizees" / "l2l_style.py"
@@ -102,6 +103,7 @@ def test_space_inferred_from_bounding_func_and_samples(tmp_path: Path) -> None:
     assert space["gain"]["high"] == pytest.approx(hi + MARGIN * (hi - lo))
     assert "shape" not in space["gain"]
     assert cfg.weights == [-1.0, -0.01]  # optimizee.weights are the experiment's weights
+    assert stored_weights(cfg.to_dict()) == cfg.weights  # and read so from the store
 
 
 def test_l2l_optimizee_runs_unchanged_with_bounded_candidates(tmp_path: Path) -> None:

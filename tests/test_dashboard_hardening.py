@@ -483,7 +483,7 @@ def test_public_read_warning(
     """What the dashboard says at start for each address (no socket is opened here)."""
     import argparse
 
-    from metaloop.dashboard.cli import _announce
+    from metaloop.dashboard.command import _announce
 
     args = argparse.Namespace(host=host, public_read=public)
     _announce(args, 8765, TOKEN, "environment", "sqlite:///s.db", False)

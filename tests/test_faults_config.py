@@ -364,6 +364,37 @@ def test_existing_name_suggests_resume_with_the_storage(
     assert proc.returncode == 0 and "already finished" in proc.stdout, proc.stderr
 
 
+def test_a_run_reports_every_problem_at_once(
+    finished_store: tuple[Path, str], tmp_path: Path
+) -> None:
+    """Problems in two sections, a taken name and a missing warm-start experiment: one line
+    each, all in one go (not only the first), exit 2, nothing written."""
+    d, url = finished_store
+    path = write_config(
+        tmp_path,
+        name="done",
+        storage=url,
+        generations=-1,
+        optimizer={"kind": "cmaes", "sigma0": -1},
+        warm_start={"experiment": "nope", "storage": url},
+    )
+    before, before_here = snapshot(d), snapshot(tmp_path)
+    proc = cli("run", str(path), "--quiet", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = [x for x in proc.stderr.splitlines() if x.startswith("metaloop: error: ")]
+    wanted = [
+        "generations",
+        "optimizer.sigma0",
+        "'done' already exists",
+        "warm_start: experiment 'nope'",
+    ]
+    assert len(lines) == len(wanted), proc.stderr
+    for needle, line in zip(wanted, lines):
+        assert needle in line, (needle, line)
+    unchanged(before, d)
+    unchanged(before_here, tmp_path, ignore=("__pycache__",))
+
+
 def test_a_run_whose_every_evaluation_failed_exits_non_zero(tmp_path: Path) -> None:
     (tmp_path / "broken.py").write_text("def f(params):\n    raise RuntimeError('no')\n")
     path = write_config(tmp_path, **_python(

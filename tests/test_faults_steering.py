@@ -267,7 +267,7 @@ def test_list_shows_every_command(campaign: Campaign) -> None:
 def test_config_refuses_the_same_values(tmp_path: Path) -> None:
     """The config's optimizer section has the same bounds as set (one check)."""
     for name, optimizer, needles in [
-        ("big", {"kind": "ga", "pop_size": 10**9}, ["optimizer: pop_size: 1000000000", "limit"]),
+        ("big", {"kind": "ga", "pop_size": 10**9}, ["optimizer.pop_size: 1000000000", "limit"]),
         ("inf", {"kind": "ga", "mut_sigma": float("inf")}, ["optimizer.mut_sigma", "finite"]),
         ("nan", {"kind": "ga", "cx_prob": float("nan")}, ["optimizer.cx_prob", "finite"]),
     ]:

@@ -1,5 +1,6 @@
-"""The house's layers hold: no import circles among metaloop's modules, and each layer imports
-only what it may (docs/design.md draws them).
+"""The house's layers hold: each module imports only from its own layer or below (the order
+of docs/design.md's diagram, read from the file), no import circles among metaloop's modules,
+and the sharper rules below.
 
 Imports are read from the source with ``ast`` — at module level and inside functions alike;
 only those under ``if TYPE_CHECKING:`` are left out, since they never run.
@@ -8,12 +9,16 @@ only those under ``if TYPE_CHECKING:`` are left out, since they never run.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = SRC / "metaloop"
+DESIGN = SRC.parent / "docs" / "design.md"
+#: the diagram's layers, top first
+LAYER_NAMES = ["faces", "top", "face API", "drivers", "config", "services", "parts", "ground"]
 
 #: (importer prefix, forbidden prefixes, why)
 RULES = [
@@ -176,3 +181,83 @@ def test_no_source_module_over_600_lines() -> None:
         if (n := len(p.read_text().splitlines())) > 600
     }
     assert long == {}
+
+
+# -- the order of docs/design.md's diagram ------------------------------------------------------
+def design_rows() -> list[tuple[str, list[str], dict[str, list[str]]]]:
+    """The diagram's rows, top first: (layer, the modules and packages it places, each package's
+    listed modules where it lists them)."""
+    text = DESIGN.read_text()
+    diagram = text.split("## The layers", 1)[1].split("```", 2)[1]
+    rows = []
+    for line in diagram.strip("\n").splitlines():
+        layer = re.split(r"\s{2,}", line.strip(), maxsplit=1)[0]
+        names, listed = [], {}
+        for m in re.finditer(r"([\w]+)(\.py|/)(?:\s*\(([^)]*)\))?", line):
+            stem, kind, inner = m.groups()
+            if kind == ".py":
+                names.append("metaloop" if stem == "__init__" else f"metaloop.{stem}")
+            else:
+                names.append(f"metaloop.{stem}")
+                if inner is not None:
+                    listed[f"metaloop.{stem}"] = [x.strip() for x in inner.split(",")]
+        rows.append((layer, names, listed))
+    return rows
+
+
+ROWS = design_rows()
+
+
+def layer_of(module: str) -> int | None:
+    """The module's layer, counted from the ground (0) up; None where the diagram has none."""
+    for i, (_, names, _) in enumerate(reversed(ROWS)):
+        for name in names:
+            package = name != "metaloop" and (PACKAGE / name.split(".", 1)[1]).is_dir()
+            if module == name or package and _under(module, name):
+                return i
+    return None
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """The imports of a higher layer than the importer's."""
+    return sorted(
+        f"{mod} -> {target}"
+        for mod, targets in graph.items()
+        for target in targets
+        if (layer_of(target) or 0) > (layer_of(mod) or 0)
+    )
+
+
+def test_the_diagram_has_the_designs_layers() -> None:
+    assert [layer for layer, _, _ in ROWS] == LAYER_NAMES
+
+
+def test_the_diagram_places_every_module_once() -> None:
+    unplaced = sorted(m for m in GRAPH if layer_of(m) is None)
+    assert unplaced == [], "add them to docs/design.md's layer diagram"
+    named = [n for _, names, _ in ROWS for n in names]
+    assert len(named) == len(set(named))
+    missing = [n for n in named if n not in GRAPH]  # a package is its __init__ module
+    assert missing == [], "the diagram names modules that do not exist"
+
+
+def test_the_diagrams_module_lists_are_complete() -> None:
+    for _, _, listed in ROWS:
+        for package, modules in listed.items():
+            folder = PACKAGE / package.split(".", 1)[1]
+            actual = sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__")
+            assert sorted(modules) == actual, package
+
+
+def test_each_layer_imports_only_its_own_and_lower_layers() -> None:
+    assert upward_imports(GRAPH) == []
+
+
+def test_the_order_check_finds_a_planted_upward_import() -> None:
+    planted = {m: set(t) for m, t in GRAPH.items()}
+    planted["metaloop.steering"].add("metaloop.config.resolve")
+    planted["metaloop.scoring"].add("metaloop.store.sql")
+    assert upward_imports(planted) == [
+        "metaloop.scoring -> metaloop.store.sql",
+        "metaloop.steering -> metaloop.config.resolve",
+    ]

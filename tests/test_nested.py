@@ -11,8 +11,9 @@ import pytest
 
 from metaloop.api import Experiment, experiment_info, experiments, history
 from metaloop.config import ConfigError, load_config
-from metaloop.nested import NestedOptimizee, inner_weights, outcome
+from metaloop.nested import NestedOptimizee, outcome
 from metaloop.optimizees.context import Context, evaluation_seed
+from metaloop.scoring import stored_weights
 
 INNER = Path(__file__).parent / "optimizees" / "nested_inner.py"
 
@@ -86,7 +87,7 @@ def test_objectives_and_metrics(tmp_path: Path) -> None:
     inner = history(e.metrics["inner_experiment"], raw["storage"])
     last = [i for i in inner if i.generation == 1]
     assert e.fitness[0] == pytest.approx(np.mean([i.metrics["score"] for i in last]))
-    w = inner_weights(inner_config())
+    w = stored_weights(inner_config())
     assert w == [-1.0]
     name = "x"
     assert outcome(inner, w, "mean", None, name) == pytest.approx(

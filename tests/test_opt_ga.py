@@ -18,9 +18,10 @@ from pydantic import ValidationError
 from services import need_module
 
 from metaloop.api import Experiment, history
-from metaloop.optimizers.common import reflect, scores
+from metaloop.optimizers.common import reflect
 from metaloop.optimizers.ga import GeneticAlgorithm
 from metaloop.optimizers.registry import get_optimizer_class
+from metaloop.scoring import scalarize
 from metaloop.space import Space
 from metaloop.store.codec import dumps, loads
 
@@ -73,7 +74,7 @@ def original_offspring(opt: GeneticAlgorithm) -> np.ndarray:
     """The GA's ask before the operators became options (tournament, blend, gaussian)."""
     p, pop_x, pop_f = opt.params, opt._pop_x, opt._pop_f
     n, dim = p.pop_size - p.elitism, opt.space.dim
-    s = scores(pop_f)
+    s = scalarize(pop_f)
     contenders = opt.rng(1).integers(0, len(s), size=(n, p.tourn_size))
     X = pop_x[contenders[np.arange(n), np.argmax(s[contenders], axis=1)]].copy()
     rng = opt.rng(2)

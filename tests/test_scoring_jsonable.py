@@ -13,7 +13,13 @@ import pytest
 
 from metaloop.jsonable import to_jsonable
 from metaloop.records import Status
-from metaloop.scoring import scalarize, weighted_fitness, weighted_score, weighted_scores
+from metaloop.scoring import (
+    scalarize,
+    stored_weights,
+    weighted_fitness,
+    weighted_score,
+    weighted_scores,
+)
 
 
 def test_weighted_score_single_and_several_objectives() -> None:
@@ -54,6 +60,22 @@ def test_scalarize_nan_and_inf() -> None:
     s = scalarize(np.array([[1.0, 2.0], [-np.inf, 1.0], [np.nan, 1.0], [np.inf, -np.inf]]))
     assert s.tolist() == [3.0, -math.inf, -math.inf, -math.inf]
     assert scalarize(np.array([1.0, np.nan])).tolist() == [1.0, -math.inf]
+
+
+@pytest.mark.parametrize(
+    "config, weights",
+    [
+        ({}, [-1.0]),
+        ({"direction": "minimize"}, [-1.0]),
+        ({"direction": "maximize"}, [1.0]),
+        ({"weights": [-1, 2]}, [-1.0, 2.0]),
+        ({"optimizee": {"kind": "l2l", "weights": [1, -1]}}, [1.0, -1.0]),
+        ({"optimizee": {"kind": "l2l"}, "direction": "maximize"}, [1.0]),
+        ({"optimizee": {"kind": "python", "weights": [1, 1]}}, [-1.0]),  # not the kind's key
+    ],
+)
+def test_stored_weights_as_validation_resolves_them(config: dict, weights: list[float]) -> None:
+    assert stored_weights(config) == weights
 
 
 def test_to_jsonable_numpy_scalars_and_arrays() -> None:

@@ -16,11 +16,11 @@ from metaloop.api import Experiment, experiment_info
 from metaloop.api import resume as api_resume
 from metaloop.config import ConfigError, load_config
 from metaloop.drivers.loop import RunObserver
+from metaloop.jsonable import plain_json
 from metaloop.records import Status
 from metaloop.space import Space
 from metaloop.store import open_store
 from metaloop.store.base import Store
-from metaloop.store.codec import dumps_plain
 from metaloop.store.columns import json_objects, json_rows
 
 HERE = Path(__file__).resolve()
@@ -183,7 +183,7 @@ def test_decode_columns_equals_decode_many(space: Space, n: int, seed: int) -> N
             if isinstance(want, float):
                 assert math.copysign(1, got_plain) == math.copysign(1, want)
         # the stored JSON text is identical too
-        assert json_objects({k: v[i : i + 1] for k, v in cols.items()})[0] == dumps_plain(row)
+        assert json_objects({k: v[i : i + 1] for k, v in cols.items()})[0] == plain_json(row)
 
 
 @settings(max_examples=100, deadline=None)
@@ -194,9 +194,9 @@ def test_decode_columns_equals_decode_many(space: Space, n: int, seed: int) -> N
 def test_json_rows_match_one_by_one(values: list[float], shape: tuple[int, ...]) -> None:
     k = int(np.prod(shape)) if shape else 1
     a = np.resize(np.asarray(values, dtype=float), len(values) * k).reshape(len(values), *shape)
-    assert json_rows(a) == [dumps_plain(r) for r in a.tolist()]
+    assert json_rows(a) == [plain_json(r) for r in a.tolist()]
     ints = np.clip(a, -1e15, 1e15).astype(np.int64)
-    assert json_rows(ints) == [dumps_plain(r) for r in ints.tolist()]
+    assert json_rows(ints) == [plain_json(r) for r in ints.tolist()]
 
 
 # -- Store.append_many ------------------------------------------------------------------------

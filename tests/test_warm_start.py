@@ -156,6 +156,17 @@ def test_bad_warm_starts_are_one_config_line(
         assert st.get_experiment("bad") is None
 
 
+def test_a_run_reports_a_taken_name_and_a_bad_warm_start_together(
+    tmp_path: Path, earlier: dict[str, Any]
+) -> None:
+    again = {**earlier, "warm_start": {"experiment": "nope"}}  # "first" exists
+    with pytest.raises(ConfigError) as info:
+        Experiment(again).run()
+    assert len(info.value.lines) == 2, info.value.lines
+    assert "'first' already exists" in info.value.lines[0]
+    assert "warm_start: experiment 'nope'" in info.value.lines[1]
+
+
 def test_borrowed_evaluations_are_encoded_in_the_new_space(tmp_path: Path) -> None:
     """Ints and choices: the earlier values come back to the same unit-cube bins."""
     space = {"n": {"type": "int", "low": 1, "high": 9},
@@ -167,7 +178,7 @@ def test_borrowed_evaluations_are_encoded_in_the_new_space(tmp_path: Path) -> No
     Experiment({**base, "name": "m1", "optimizer": {"kind": "random", "pop_size": 6},
                 "generations": 2}).run()
     from metaloop.config import load_config
-    from metaloop.drivers.warm_start import borrow
+    from metaloop.drivers.borrowing import borrow
 
     cfg = load_config(data={**base, "name": "m2", "optimizer": {"kind": "ga", "pop_size": 4},
                             "generations": 1, "warm_start": {"experiment": "m1"}})

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from metaloop.config import Config, ConfigError, load_config, validate_config
+from metaloop.config.start_checks import start_problems
 from metaloop.drivers.loop import Loop, RunObserver, RunSummary, experiment_workdir, worker_setup
 from metaloop.executors import Executor, make_executor
-from metaloop.records import Evaluation, ExperimentStatus
+from metaloop.records import Evaluation, ExperimentStatus, RunStatus
 from metaloop.store import DEFAULT_STORAGE, ExperimentInfo, open_store, validate_storage_url
-from metaloop.store.base import StoreError, StoreMissing
+from metaloop.store.base import StoreError
 from metaloop.store.liveness import LIVE_STATUSES
-from metaloop.store.sql import duplicate_name
 
 
 class Experiment:
@@ -44,15 +44,10 @@ class Experiment:
         m = self.config.model
         if m.seed is None:
             m.seed = secrets.randbits(62)
-        _refuse_existing_name(m.storage, m.name)
-        if m.warm_start is not None:  # the earlier experiment, checked before anything starts
-            from metaloop.config.warm_start import warm_start_problems
-
-            problems = warm_start_problems(
-                m.warm_start, m.storage, self.config.space, self.config.weights
-            )
-            if problems:
-                raise ConfigError(problems)
+        # the name is free, the warm-start experiment matches: before anything starts
+        problems = start_problems(m, self.config.space, self.config.weights)
+        if problems:
+            raise ConfigError(problems)
         executor = _start_executor(self.config, m.seed)
         try:
             if m.mode == "vectorized":
@@ -82,17 +77,6 @@ def loop_class(config: Config) -> type[Loop]:
 
         return VectorizedLoop  # type: ignore[return-value]
     return Loop
-
-
-def _refuse_existing_name(storage: str, name: str) -> None:
-    try:
-        store = open_store(storage, create=False)
-    except StoreMissing:
-        return  # no store yet: the name is free (an unreachable server is an error)
-    with store:
-        store.verify()  # a damaged store is refused before anything is written
-        if store.get_experiment(name) is not None:
-            raise duplicate_name(name, store.url)
 
 
 def _start_executor(config: Config, seed: int) -> Executor:
@@ -186,7 +170,7 @@ def resume(
         if info.status == ExperimentStatus.FINISHED:
             return RunSummary(
                 name=name,
-                status="already_finished",
+                status=RunStatus.ALREADY_FINISHED,
                 stop_reason=info.stop_reason or "",
                 generation=info.generation,
                 n_evaluations=info.n_evaluations,

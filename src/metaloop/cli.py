@@ -20,7 +20,7 @@ from typing import Any
 from metaloop import __version__
 from metaloop.cli_args import non_negative_int, positive_int
 from metaloop.control_cli import add_control_command, cmd_control
-from metaloop.dashboard.cli import DASHBOARD_COMMANDS, add_dashboard_commands
+from metaloop.dashboard.command import DASHBOARD_COMMANDS, add_dashboard_commands
 from metaloop.errors import UserError
 from metaloop.executors import EXECUTOR_KINDS
 from metaloop.store import DEFAULT_STORAGE
@@ -211,8 +211,9 @@ def _observer(args: argparse.Namespace) -> Any:
 def _report(summary: Any, args: argparse.Namespace, storage: str) -> int:
     from metaloop.drivers.loop import summary_dict
     from metaloop.jsonable import to_jsonable
+    from metaloop.records import RunStatus
 
-    if summary.status == "already_finished":
+    if summary.status == RunStatus.ALREADY_FINISHED:
         print(
             f"experiment {summary.name!r} has already finished ({summary.stop_reason}); "
             "nothing to do"
@@ -236,15 +237,15 @@ def _report(summary: Any, args: argparse.Namespace, storage: str) -> int:
             print("best fitness: none (no ok evaluation that satisfies its constraints)")
         else:
             print("best fitness: none (no successful evaluation)")
-    if summary.status in ("interrupted", "stopped"):
+    if summary.status in (RunStatus.INTERRUPTED, RunStatus.STOPPED):
         print(
             f"{summary.status}; continue with: "
             f"metaloop resume --storage {mask_password(storage)} --name {summary.name}",
             file=sys.stderr,
         )
-    if summary.status == "interrupted":
+    if summary.status == RunStatus.INTERRUPTED:
         return EXIT_INTERRUPTED
-    if summary.status == "finished" and 0 < summary.n_evaluations == summary.n_failed:
+    if summary.status == RunStatus.FINISHED and 0 < summary.n_evaluations == summary.n_failed:
         print(
             f"metaloop: error: every one of the {summary.n_evaluations} evaluations failed; "
             f"see their errors with: metaloop export --storage {mask_password(storage)} "
@@ -270,6 +271,7 @@ def _short_params(params: dict[str, Any]) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from metaloop.api import Experiment
+    from metaloop.config import load_config
     from metaloop.store import validate_storage_url
 
     if args.storage is not None:
@@ -282,7 +284,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "executor.workers": args.workers,
         "executor.address": args.address,
     }
-    experiment = Experiment(args.config, **overrides)
+    # every problem at once: the config's, and whether its name and warm start fit the stores
+    experiment = Experiment(load_config(args.config, overrides=overrides, new_run=True))
     if experiment.config.model.storage.endswith(":memory:"):
         raise UserError(
             "storage: sqlite:///:memory: keeps nothing once the run ends; give a file, "

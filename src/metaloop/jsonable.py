@@ -11,7 +11,9 @@ only, each chosen by a keyword:
   a metric never costs an evaluation its result) or ``"str"`` (its ``str``: the dashboard).
 
 Enums become their values and typed records (objects with ``as_dict()``, such as the
-store's rows) their dicts.
+store's rows) their dicts.  :func:`plain_json` is the compact JSON text of such data (the
+store's params, metrics, payloads and reported values): what ``json`` cannot encode itself
+goes through :func:`to_jsonable`, NaN and the infinities are kept.
 
 This module imports nothing of metaloop.  The exact checkpoint codec (base64 arrays, tagged
 types) is :mod:`metaloop.store.codec`, a different thing.
@@ -19,6 +21,7 @@ types) is :mod:`metaloop.store.codec`, a different thing.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from enum import Enum
@@ -69,3 +72,22 @@ def to_jsonable(value: Any, *, nonfinite: NonFinite = "keep", other: Other = "ke
     if other == "repr":
         return repr(value)
     return str(value)
+
+
+def _convert(value: Any) -> Any:
+    """``json``'s fallback: :func:`to_jsonable`, or TypeError for what it leaves as is."""
+    converted = to_jsonable(value)
+    if converted is value:
+        raise TypeError(f"cannot store value of type {type(value).__name__}")
+    return converted
+
+
+_PLAIN = json.JSONEncoder(default=_convert, allow_nan=True, separators=(",", ":"))
+
+
+def plain_json(value: Any) -> str:
+    """Compact JSON text of ``value`` (numpy arrays as nested lists, NaN and infinities kept
+    as ``NaN``, ``Infinity``); TypeError for values with no JSON form (sets, objects)."""
+    if not value and isinstance(value, dict):
+        return "{}"
+    return _PLAIN.encode(value)

@@ -33,9 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from metaloop.jsonable import to_jsonable
 from metaloop.optimizees.kinds import CheckedSpec, OptimizeeKind, SpecCheck
-from metaloop.records import Evaluation, Status
-from metaloop.scoring import weighted_score
+from metaloop.records import Evaluation, RunStatus, Status
+from metaloop.scoring import stored_weights, weighted_score
 
 OBJECTIVES = ("best", "final_best", "final_mean", "mean")
 #: inner config keys metaloop sets for every outer evaluation
@@ -64,25 +65,6 @@ def set_path(config: dict[str, Any], path: str, value: Any) -> None:
             raise ValueError(f"{path}: {where} is {child!r}, not a mapping")
         node = child
     node[keys[-1]] = value
-
-
-def plain(value: Any) -> Any:
-    """A candidate value as config data (numpy scalars and arrays become numbers and lists)."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def inner_weights(config: Mapping[str, Any]) -> list[float]:
-    """The inner experiment's weights (from ``weights`` or ``direction``, as validated)."""
-    if config.get("weights"):
-        return [float(w) for w in config["weights"]]
-    optimizee = config.get("optimizee") or {}
-    if optimizee.get("kind") == "l2l" and optimizee.get("weights"):
-        return [float(w) for w in optimizee["weights"]]
-    return [1.0 if config.get("direction") == "maximize" else -1.0]
 
 
 def outcome(
@@ -167,7 +149,7 @@ class NestedOptimizee:
         """The inner experiment's config for one outer candidate."""
         raw = copy.deepcopy(self.inner)
         for outer_param, path in self.map.items():
-            set_path(raw, path, plain(params[outer_param]))
+            set_path(raw, path, to_jsonable(params[outer_param]))
         raw.update(
             name=name,
             seed=int(ctx.seed),
@@ -193,9 +175,9 @@ class NestedOptimizee:
             raise InnerRunFailed(
                 f"inner experiment {name!r} ({url}) failed: {type(exc).__name__}: {first}"
             ) from exc
-        if status not in ("finished", "already_finished"):
+        if status not in (RunStatus.FINISHED, RunStatus.ALREADY_FINISHED):
             raise InnerRunFailed(f"inner experiment {name!r} ({url}) ended {status}: {stop_reason}")
-        weights = inner_weights(raw)
+        weights = stored_weights(raw)
         value = outcome(evaluations, weights, self.objective, self.metric, name)
         ok = [e for e in evaluations if e.status is Status.OK and e.fitness is not None]
         best = max(ok, key=lambda e: weighted_score(e.fitness, weights))  # type: ignore[arg-type]
@@ -214,7 +196,7 @@ class NestedOptimizee:
         }
 
 
-def _run(raw: dict[str, Any], name: str, url: str) -> tuple[str, str]:
+def _run(raw: dict[str, Any], name: str, url: str) -> tuple[RunStatus, str]:
     """Run the inner experiment (or resume it, or read it if it finished before): a retried
     outer evaluation continues its inner run instead of starting it again."""
     from metaloop.api import Experiment, resume
@@ -230,7 +212,7 @@ def _run(raw: dict[str, Any], name: str, url: str) -> tuple[str, str]:
     if info is None:
         summary = Experiment(raw).run()
     elif info.status == ExperimentStatus.FINISHED:
-        return "already_finished", info.stop_reason or ""
+        return RunStatus.ALREADY_FINISHED, info.stop_reason or ""
     else:
         summary = resume(name, url, executor={"kind": "serial"})
     return summary.status, summary.stop_reason
@@ -307,7 +289,7 @@ def resolve_nested(spec: Any, space: Any, outer_name: str, outer_storage: str, b
     middle = space.decode(np.full(space.dim, 0.5))
     for name, path in spec.map.items():
         try:
-            set_path(raw, path, plain(middle[name]))
+            set_path(raw, path, to_jsonable(middle[name]))
         except ValueError as exc:
             errors.append(f"optimizee.map.{name}: {exc}")
     if errors:

@@ -133,6 +133,21 @@ class ExperimentStatus(str, Enum):
     __hash__ = str.__hash__
 
 
+class RunStatus(str, Enum):
+    """How one run or resume of an experiment ended (``RunSummary.status``); a ``str`` enum
+    as above, so ``summary.status == "finished"`` holds and JSON shows the value."""
+
+    FINISHED = "finished"  # a stopping criterion was met
+    INTERRUPTED = "interrupted"  # Ctrl-C or SIGTERM; resumable
+    STOPPED = "stopped"  # a ``stop`` command (or a stop file); resumable
+    ALREADY_FINISHED = "already_finished"  # a resume found it finished: nothing was run
+
+    def __str__(self) -> str:
+        return self.value
+
+    __hash__ = str.__hash__
+
+
 class ControlStatus(str, Enum):
     """State of a steering command (``controls.status``); a ``str`` enum as above."""
 

@@ -8,14 +8,15 @@ left to right from 0 (bit-identical whether one evaluation is scored with
 not ok are told ``-inf`` (:func:`weighted_fitness` with ``ok``).
 
 :func:`scalarize` is the optimizers' score of rows that are already weighted (failed rows
-``-inf``): numpy's row sum, with NaN as ``-inf``.
+``-inf``): numpy's row sum, with NaN as ``-inf``.  :func:`stored_weights` reads the weights
+of a stored config (for those that meet a config only as stored data).
 
 This module imports nothing of metaloop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -55,3 +56,15 @@ def scalarize(F: np.ndarray) -> np.ndarray:
         s = F.sum(axis=1) if F.ndim == 2 else F.copy()
     s[np.isnan(s)] = -np.inf
     return s
+
+
+def stored_weights(config: Mapping[str, Any]) -> list[float]:
+    """The objective weights of a config as plain data (a stored one), as validation resolves
+    them: ``weights``, else an ``l2l`` optimizee's ``weights``, else ``direction``
+    (``maximize``: ``[1.0]``; otherwise ``[-1.0]``)."""
+    optimizee = config.get("optimizee") or {}
+    l2l = optimizee.get("weights") if optimizee.get("kind") == "l2l" else None
+    weights = config.get("weights") or l2l
+    if weights:
+        return [float(w) for w in weights]
+    return [1.0 if config.get("direction") == "maximize" else -1.0]

@@ -29,9 +29,10 @@ from typing import Any, get_args
 import numpy as np
 from pydantic import ValidationError
 
-from metaloop.config.warm_start import stored_space
 from metaloop.jsonable import to_jsonable
+from metaloop.optimizees.function_kind import stored_space
 from metaloop.records import ControlRow, ControlStatus, ExperimentStatus
+from metaloop.scoring import stored_weights
 from metaloop.space import ChoiceParam, IntParam, RealParam, Space, params_from_json
 from metaloop.store.base import ExperimentInfo, Store
 from metaloop.store.liveness import driver_alive
@@ -72,10 +73,6 @@ def _optimizer_class(kind: str) -> Any:
         return get_optimizer_class(kind)
     except PluginError as exc:
         raise ControlError(str(exc)) from None
-
-
-def _n_objectives(config: Mapping[str, Any]) -> int:
-    return len(config.get("weights") or [1.0])
 
 
 def params_after(config: Mapping[str, Any], controls: list[ControlRow]) -> dict[str, Any]:
@@ -140,7 +137,7 @@ def check_set(
         )
     try:
         optimizer = cls(experiment_space(config), current, seed=seed,
-                        n_objectives=_n_objectives(config))
+                        n_objectives=len(stored_weights(config)))
         optimizer.set_params(**changes)
     except ValidationError as exc:
         raise ControlError(f"set: {validation_text(exc)}") from None

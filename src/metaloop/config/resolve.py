@@ -3,11 +3,14 @@
 ``validate_config`` reports every problem of a config in one go, each in one line, before
 anything is written: the sections pydantic rejects, then the optimizee's own check (its kind's
 ``check``, see :mod:`metaloop.optimizees.kinds`), the optimizer's hyperparameters (its class's
-``Params``), the storage URL, and the keys that do not go together.
+``Params``), the storage URL, and the keys that do not go together; for a new run
+(``new_run=True``) also its name and warm start against the stores
+(:mod:`metaloop.config.start_checks`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +91,14 @@ def _validate_sections(raw: ConfigDictT) -> tuple[ExperimentConfig | None, list[
         return None, lines, broken
 
 
-def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
-    """Validate a config mapping completely (raises ConfigError listing every problem)."""
+def validate_config(
+    raw: ConfigDictT, base_dir: str | Path = ".", *, new_run: bool = False
+) -> Config:
+    """Validate a config mapping completely (raises ConfigError listing every problem).
+
+    ``new_run``: also the checks a new run makes against the stores (its name is free, its
+    warm-start experiment matches: :func:`metaloop.config.start_checks.start_problems`), on
+    the parts that are valid, so that a run reports every problem at once."""
     from metaloop.optimizees.kinds import SpecCheck, optimizee_kind
     from metaloop.optimizers.registry import get_optimizer_class
     from metaloop.store import StoreError, validate_storage_url
@@ -116,6 +125,9 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
         validate_storage_url(model.storage)
     except StoreError as exc:
         errors.append(str(exc))
+        unusable = {"storage"}  # for the checks against the stores
+    else:
+        unusable = set()
 
     space: Space | None = None
     start: list[float] | None = None  # an L2L optimizee's create_individual(), in the cube
@@ -189,7 +201,7 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
             except ValidationError as exc:
                 errors.extend(format_validation_error(exc, prefix="optimizer"))
             except ValueError as exc:
-                errors.append(f"optimizer: {exc}")
+                errors.append(_optimizer_line(str(exc), cls.Params.model_fields))
             stops = (model.generations, model.budget, model.target, model.max_time)
             rejected = broken & {"generations", "budget", "target", "max_time"}
             if not cls.ends_by_itself and not rejected and all(s is None for s in stops):
@@ -206,6 +218,10 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
         model.workdir = str((base / model.workdir).resolve())
     if "name" not in broken and "storage" not in broken:
         errors.extend(_workdir_problems(model))
+    if new_run:
+        from metaloop.config.start_checks import start_problems
+
+        errors.extend(start_problems(model, space, weights, broken | unusable))
     if errors:
         raise ConfigError(errors)
     assert space is not None
@@ -213,6 +229,16 @@ def validate_config(raw: ConfigDictT, base_dir: str | Path = ".") -> Config:
     config.initial_population = initial
     config.auto_choice = auto_choice
     return config
+
+
+def _optimizer_line(message: str, fields: Mapping[str, Any]) -> str:
+    """An optimizer's own error as a config line: ``optimizer.<key>: ...`` where the message
+    starts with one of its hyperparameters (``pop_size: 1000000000 is above the limit ...``),
+    like the lines of its schema; else ``optimizer: ...``."""
+    key, sep, rest = message.partition(": ")
+    if sep and key in fields:
+        return f"optimizer.{key}: {rest}"
+    return f"optimizer: {message}"
 
 
 def default_workdir(storage: str, name: str) -> Path:
@@ -254,7 +280,7 @@ def _with_start(optimizer: dict[str, Any], start: list[float]) -> dict[str, Any]
 def _warm_start_problems(model: ExperimentConfig, given: set[str]) -> list[str]:
     """The optimizer must be able to use earlier evaluations, without a start point of its
     own.  (Whether the earlier experiment exists and matches is checked when a new run
-    starts, :func:`metaloop.config.warm_start.warm_start_problems`: a resume, which validates
+    starts, :func:`metaloop.config.start_checks.warm_start_problems`: a resume, which validates
     the stored config again, must not depend on that store any more.)"""
     from metaloop.optimizers.registry import get_optimizer_class
 
@@ -360,8 +386,11 @@ def load_config(
     path: str | Path | None = None,
     data: ConfigDictT | None = None,
     overrides: ConfigDictT | None = None,
+    *,
+    new_run: bool = False,
 ) -> Config:
-    """Read (from ``path`` or ``data``), apply command-line overrides, validate."""
+    """Read (from ``path`` or ``data``), apply command-line overrides, validate (``new_run``:
+    as :func:`validate_config`)."""
     if (path is None) == (data is None):
         raise ValueError("give exactly one of path or data")
     raw = read_yaml(path) if path is not None else dict(data or {})
@@ -382,4 +411,4 @@ def load_config(
             raw[key] = value
     if "name" not in raw and path is not None:
         raw["name"] = Path(path).stem
-    return validate_config(raw, base_dir)
+    return validate_config(raw, base_dir, new_run=new_run)

@@ -18,6 +18,7 @@ from typing import Any
 
 from metaloop.dashboard import detail, steering_routes, views
 from metaloop.dashboard.assets import read_asset as _asset
+from metaloop.scoring import stored_weights
 from metaloop.store import ExperimentInfo, Store, open_store
 from metaloop.store.postgres import mask_password
 
@@ -66,7 +67,7 @@ def _detail_keys(
 def report_data(store: Store, info: ExperimentInfo, now: float | None = None) -> dict[str, Any]:
     """Everything the report shows, in the dashboard API's shapes."""
     now = time.time() if now is None else now
-    weights = views.weights_of(info.config)
+    weights = stored_weights(info.config)
     evaluations = store.evaluations(info.id)
     events = store.events(info.id)
     rows = [views.evaluation_row(e, weights) for e in evaluations]

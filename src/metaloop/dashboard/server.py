@@ -42,6 +42,7 @@ from metaloop.dashboard.bodies import BadRequest, json_body, path_int, query_int
 from metaloop.dashboard.launch import Launcher, LaunchError, check_config, parse_config
 from metaloop.dashboard.reader import StoreReader
 from metaloop.dashboard.security import MAX_BODY_BYTES, Guard, allowed_hosts, token_matches
+from metaloop.scoring import stored_weights
 from metaloop.store import StoreError
 from metaloop.store.postgres import mask_password
 
@@ -217,7 +218,7 @@ class Dashboard:
 
     def generations(self, request: Request, name: str) -> Any:
         info, cache = self._evaluations(name)
-        weights = views.weights_of(info.config)
+        weights = stored_weights(info.config)
         blocks = cache.per_generation("block", lambda es: views.generation_block(es, weights))
         return self._derived(
             cache,
@@ -227,17 +228,17 @@ class Dashboard:
 
     def exploration(self, request: Request, name: str) -> Any:
         info, cache = self._evaluations(name)
-        weights = views.weights_of(info.config)
+        weights = stored_weights(info.config)
         return self._derived(cache, "exploration", lambda: views.exploration(cache.all(), weights))
 
     def pareto(self, request: Request, name: str) -> Any:
         info, cache = self._evaluations(name)
-        weights = views.weights_of(info.config)
+        weights = stored_weights(info.config)
         return self._derived(cache, "pareto", lambda: views.pareto(cache.all(), weights))
 
     def evaluations(self, request: Request, name: str) -> Any:
         info, cache = self._evaluations(name)
-        weights = views.weights_of(info.config)
+        weights = stored_weights(info.config)
         q = request.query_params
         sort = q.get("sort", "generation")
         if not views.valid_sort_key(sort):
@@ -292,7 +293,7 @@ class Dashboard:
         if e is None and not detail.reports_of(store, info.id, generation, index)["count"]:
             raise ApiError(404, f"evaluation: no generation {generation} index {index} in {name!r}")
         return detail.evaluation_detail(
-            store, info, e, generation, index, views.weights_of(info.config)
+            store, info, e, generation, index, stored_weights(info.config)
         )
 
     def reports(self, request: Request, name: str, generation: int, index: int) -> Any:

@@ -22,7 +22,7 @@ from metaloop.records import (
     ExperimentStatus,
     Status,
 )
-from metaloop.scoring import weighted_fitness, weighted_score
+from metaloop.scoring import stored_weights, weighted_fitness, weighted_score
 from metaloop.store import ExperimentInfo
 from metaloop.store.info import expected_total
 from metaloop.store.liveness import LIVE_STATUSES, driver_alive
@@ -51,14 +51,6 @@ def jsonable(value: Any) -> Any:
     (``"nan"``, ``"inf"``, ``"-inf"``), enums to their values, the store's rows to their
     dicts (the one place they become JSON), other objects to their ``str``."""
     return to_jsonable(value, nonfinite="str", other="str")
-
-
-def weights_of(config: dict[str, Any]) -> list[float]:
-    """The objective weights of a stored config (positive maximizes, negative minimizes)."""
-    w = config.get("weights")
-    if w:
-        return [float(x) for x in w]
-    return [1.0 if config.get("direction") == "maximize" else -1.0]
 
 
 def score_of(e: Evaluation, weights: list[float]) -> float | None:
@@ -141,7 +133,7 @@ def summary(
     now = time.time() if now is None else now
     memo = {} if memo is None else memo
     live = is_live(info)
-    weights = weights_of(info.config)
+    weights = stored_weights(info.config)
     gens = sorted(by_generation)
     current = gens[-1] if gens else 0
     in_current = len(by_generation.get(current, ()))

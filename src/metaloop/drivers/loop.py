@@ -36,7 +36,7 @@ from metaloop.executors.chunking import moving_mean
 from metaloop.optimizees.evaluator import WorkdirUsed
 from metaloop.optimizers.base import Optimizer
 from metaloop.optimizers.registry import get_optimizer_class
-from metaloop.records import Evaluation, ExperimentStatus, Outcome, Status, Task
+from metaloop.records import Evaluation, ExperimentStatus, Outcome, RunStatus, Status, Task
 from metaloop.scoring import weighted_fitness, weighted_score
 from metaloop.store.base import ClaimLost, ExperimentInfo, Store, StoreFault
 
@@ -71,7 +71,7 @@ class RunSummary:
     """How a run (or a resumed run) ended."""
 
     name: str
-    status: str  # finished | interrupted | stopped
+    status: RunStatus
     stop_reason: str
     generation: int
     n_evaluations: int
@@ -194,7 +194,7 @@ class Loop:
 
     def _warm_start(self, optimizer: Any) -> None:
         """Tell the optimizer an earlier experiment's evaluations (before its first ask)."""
-        from metaloop.drivers.warm_start import warm_start
+        from metaloop.drivers.borrowing import warm_start
 
         data = warm_start(optimizer, self.config)
         message = (
@@ -258,7 +258,7 @@ class Loop:
             self.store.event(self.info.id, "interrupt", "interrupted (Ctrl-C or SIGTERM)")
             self.store.set_status(self.info.id, ExperimentStatus.INTERRUPTED, "interrupted")
             self.observer.finished(self)
-            return self._summary("interrupted")
+            return self._summary(RunStatus.INTERRUPTED)
         except (ClaimLost, StoreFault):
             raise  # (run() stops without writing)
         except BaseException as exc:
@@ -277,12 +277,12 @@ class Loop:
             self.store.event(self.info.id, "stop", f"stopped at generation {self.generation}")
             self.store.set_status(self.info.id, ExperimentStatus.STOPPED, self.stop_reason)
             self.observer.finished(self)
-            return self._summary("stopped")
+            return self._summary(RunStatus.STOPPED)
         self.steering.finish(self.generation, finished=True)
         self.store.event(self.info.id, "finish", f"finished: {reason}")
         self.store.set_status(self.info.id, ExperimentStatus.FINISHED, reason)
         self.observer.finished(self)
-        return self._summary("finished")
+        return self._summary(RunStatus.FINISHED)
 
     # -- steering -------------------------------------------------------------------------------
     def _poll(self, wait: bool = False) -> None:
@@ -321,7 +321,7 @@ class Loop:
         self.steering.boundary(self.generation, self.optimizer, fresh)
         return None
 
-    def _summary(self, status: str) -> RunSummary:
+    def _summary(self, status: RunStatus) -> RunSummary:
         return RunSummary(
             name=self.info.name,
             status=status,

@@ -1,7 +1,12 @@
-"""The ``function`` optimizee kind: a built-in benchmark function, which brings its own space."""
+"""The ``function`` optimizee kind: a built-in benchmark function, which brings its own space.
+
+:func:`stored_space` reads the space of a stored experiment config (its ``space:`` section, or
+the function's own), for those that meet a config only as stored data (steering, warm starts).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -44,6 +49,17 @@ def _check(req: SpecCheck) -> CheckedSpec:
     if errors:
         raise ConfigError(errors)
     return CheckedSpec(spec, space=space)
+
+
+def stored_space(config: Mapping[str, Any]) -> Space | None:
+    """The parameter space of a stored experiment config (a built-in function brings its
+    own); None where the config does not say (an optimizee that brings its space)."""
+    if config.get("space"):
+        return Space.from_config(config["space"])
+    optimizee = config.get("optimizee") or {}
+    if optimizee.get("kind") == "function":
+        return Space.from_config(_build(optimizee).space_config())
+    return None
 
 
 FUNCTION_KIND = OptimizeeKind("function", check=_check, build=_build, brings_space=True)

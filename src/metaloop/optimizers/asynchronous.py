@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from metaloop.optimizers.base import Optimizer, feasibility_fitness
-from metaloop.optimizers.common import as_rows, reflect, scores
+from metaloop.optimizers.common import as_rows, reflect
 from metaloop.optimizers.de import _N_SAMPLES
 from metaloop.optimizers.registry import PluginError, _one_line, load_target
 from metaloop.scoring import scalarize
@@ -213,7 +213,7 @@ class SteadyStateGA(_Population):
             self.pop_x = np.vstack([self.pop_x, x])
             self.pop_f = np.vstack([self.pop_f, f])
             return
-        s = scores(self.pop_f)
+        s = scalarize(self.pop_f)
         worst = int(np.argmin(s))
         if scalarize(f[None, :])[0] >= s[worst]:
             self.pop_x[worst], self.pop_f[worst] = x, f
@@ -244,7 +244,7 @@ class AsyncDE(AsyncOptimizer):
             return self.pop_x[k].copy()
         p = self.sync.params
         i, P, rng = k % n, self.pop_x, self.rng(k)
-        s = scores(self.pop_f)
+        s = scalarize(self.pop_f)
         best = P[int(np.argmax(s))] if np.isfinite(s).any() else P[i]
         strategy = p.strategy  # type: ignore[attr-defined]
         pick = rng.choice(n - 1, size=_N_SAMPLES[strategy], replace=False)
@@ -273,11 +273,11 @@ class AsyncDE(AsyncOptimizer):
 
     def _tell_one(self, k: int, x: np.ndarray, f: np.ndarray) -> None:
         i = k % self.batch
-        if k < self.batch or scalarize(f[None, :])[0] >= scores(self.pop_f[i : i + 1])[0]:
+        if k < self.batch or scalarize(f[None, :])[0] >= scalarize(self.pop_f[i : i + 1])[0]:
             self.pop_x[i], self.pop_f[i] = x, f
         self.told[i] = True
         if self.told.all():
-            s = scores(self.pop_f)
+            s = scalarize(self.pop_f)
             p = self.sync.params
             self.sync.done = bool(
                 np.all(np.isfinite(s))
@@ -360,7 +360,7 @@ class AsyncES(_Buffered):
 
     def _update(self, ks: list[int], X: np.ndarray, F: np.ndarray) -> None:
         es = self.sync
-        es.step(np.array([self._z(k) for k in ks]), scores(F))  # type: ignore[attr-defined]
+        es.step(np.array([self._z(k) for k in ks]), scalarize(F))  # type: ignore[attr-defined]
         es.generation += 1
 
 

@@ -54,10 +54,11 @@ from metaloop.optimizers.base import (
     feasibility_fitness,
     told_violation,
 )
-from metaloop.optimizers.common import as_rows, one_blas_thread, scores
+from metaloop.optimizers.common import as_rows, one_blas_thread
 from metaloop.optimizers.design import snap, sobol_rows
 from metaloop.optimizers.gp import GP, Layout, fit_theta
 from metaloop.optimizers.trust import TrustRegion
+from metaloop.scoring import scalarize
 
 #: the most earlier evaluations a warm start hands the GP (its cost grows as n^3)
 MAX_BORROWED = 1000
@@ -427,7 +428,7 @@ class BayesianOptimization(Optimizer):
         out: dict[str, Any] = {"observations": len(self._X)}
         feas = self.feasible()
         if feas.any():
-            out["best"] = float(scores(self._F[feas]).max())
+            out["best"] = float(scalarize(self._F[feas]).max())
         if self._C.shape[1]:
             out["feasible"] = int(feas.sum())
         if self._theta is not None:

@@ -22,8 +22,9 @@ import numpy as np
 from pydantic import Field
 
 from metaloop.optimizers.base import Optimizer, OptimizerParams
-from metaloop.optimizers.common import best_order, scores
+from metaloop.optimizers.common import best_order
 from metaloop.optimizers.distributions import make_distribution, select
+from metaloop.scoring import scalarize
 
 DistributionName = Literal[
     "gaussian", "noisy_gaussian", "gaussian_mixture", "noisy_gaussian_mixture"
@@ -75,7 +76,7 @@ class CrossEntropy(Optimizer):
             return
         u = self.rng(1).random(len(order)) if self.params.temp_decay > 0 else np.ones(len(order))
         T = self._T if self.params.temp_decay > 0 else 0.0
-        chosen, self._gamma = select(X, scores(F), order, self.n_elite, T, u)
+        chosen, self._gamma = select(X, scalarize(F), order, self.n_elite, T, u)
         self._n_selected = len(chosen)
         self._dist.fit(chosen, self.params.smoothing, self.rng(2))
         self._T *= self.params.temp_decay

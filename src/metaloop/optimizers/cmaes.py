@@ -43,7 +43,8 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from metaloop.optimizers.base import Optimizer, OptimizerParams
-from metaloop.optimizers.common import as_rows, scores
+from metaloop.optimizers.common import as_rows
+from metaloop.scoring import scalarize
 
 #: Width of the quadratic margins of the bound transformation: pycma's
 #: ``0.05 * max(1, |bound|)`` for the bounds 0 and 1 of the unit cube.
@@ -260,7 +261,7 @@ class CMAES(Optimizer):
     # -- tell --------------------------------------------------------------------------------------
     def _tell(self, X: np.ndarray, F: np.ndarray) -> None:
         try:
-            self._update(X, scores(F))
+            self._update(X, scalarize(F))
         finally:
             self._cache = None
 

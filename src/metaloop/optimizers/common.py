@@ -12,17 +12,9 @@ import numpy as np
 from metaloop.scoring import scalarize
 
 
-def scores(F: np.ndarray) -> np.ndarray:
-    """Scalarized fitness with NaN (e.g. ``inf - inf``) treated as failed (``-inf``)."""
-    with np.errstate(invalid="ignore"):
-        s = np.asarray(scalarize(F), dtype=float).copy()
-    s[np.isnan(s)] = -np.inf
-    return s
-
-
 def best_order(F: np.ndarray) -> np.ndarray:
     """Indices of the non-failed rows, best first (stable for ties)."""
-    s = scores(F)
+    s = scalarize(F)
     idx = np.flatnonzero(s > -np.inf)
     return idx[np.argsort(-s[idx], kind="stable")]
 

@@ -30,7 +30,8 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from metaloop.optimizers.base import Optimizer, OptimizerParams
-from metaloop.optimizers.common import as_rows, reflect, scores
+from metaloop.optimizers.common import as_rows, reflect
+from metaloop.scoring import scalarize
 
 Strategy = Literal["best/1/bin", "rand/1/bin", "current-to-best/1/bin", "rand/2/bin", "best/2/bin"]
 
@@ -141,7 +142,7 @@ class DifferentialEvolution(Optimizer):
             return self._initial()
         p, P = self.params, self._pop_x
         n, dim = P.shape
-        s = scores(self._pop_f)
+        s = scalarize(self._pop_f)
         best = P[int(np.argmax(s))]
         k = _N_SAMPLES[p.strategy]
         if n <= k:  # only possible after steering to a strategy that needs more members
@@ -201,7 +202,7 @@ class DifferentialEvolution(Optimizer):
             return
         # greedy selection; >= so ties take the trial, and a failed trial never replaces a
         # finite member (a failed member is replaced by anything)
-        win = scores(F) >= scores(self._pop_f)
+        win = scalarize(F) >= scalarize(self._pop_f)
         self._pop_x = np.where(win[:, None], X, self._pop_x)
         self._pop_f = np.where(win[:, None], F, self._pop_f)
         self._accepted = float(win.mean())
@@ -210,7 +211,7 @@ class DifferentialEvolution(Optimizer):
 
     def converged(self) -> bool:
         """scipy's test: ``std <= atol + tol * |mean|`` of the population fitness."""
-        s = scores(self._pop_f)
+        s = scalarize(self._pop_f)
         if len(s) == 0 or not np.all(np.isfinite(s)):
             return False
         return bool(np.std(s) <= self.params.atol + self.params.tol * abs(np.mean(s)))
@@ -220,7 +221,7 @@ class DifferentialEvolution(Optimizer):
         return self._pop_x.copy(), self._pop_f.copy()
 
     def diagnostics(self) -> dict[str, Any]:
-        s = scores(self._pop_f)
+        s = scalarize(self._pop_f)
         finite = s[np.isfinite(s)]
         if len(finite) == 0:
             return {}

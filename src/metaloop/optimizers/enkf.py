@@ -39,7 +39,8 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from metaloop.optimizers.base import Optimizer, OptimizerParams
-from metaloop.optimizers.common import as_rows, best_order, reflect, scores
+from metaloop.optimizers.common import as_rows, best_order, reflect
+from metaloop.scoring import scalarize
 
 _EPOCH_STREAM = 0xE4F  # spawn key of the per-epoch batch permutations (never the base's 0x0F7)
 
@@ -135,7 +136,7 @@ class EnsembleKalmanFilter(Optimizer):
     def _tell_outputs(self, X: np.ndarray, F: np.ndarray, outputs: list[Any]) -> None:
         J = len(self._U) if len(self._U) else self.params.pop_size
         J = min(J, len(X))
-        U, s = X[:J].copy(), scores(F[:J])
+        U, s = X[:J].copy(), scalarize(F[:J])
         usable = {i: o for i in range(J) if s[i] > -np.inf and (o := _parse(outputs[i]))}
         if usable:  # members disagreeing on K with the first usable one are unusable too
             k = next(iter(usable.values()))[0].size
@@ -211,7 +212,7 @@ class EnsembleKalmanFilter(Optimizer):
                 fitness_max=float(fin.max()),
             )
         if len(F_mean):
-            out["fitness_of_mean"] = float(scores(F_mean)[0])
+            out["fitness_of_mean"] = float(scalarize(F_mean)[0])
         if info is not None:
             out.update(epoch=info["epoch"], batch=info["step"])
         return out

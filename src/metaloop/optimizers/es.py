@@ -28,9 +28,10 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from metaloop.optimizers.base import OptimizerParams
-from metaloop.optimizers.common import reflect, scores
+from metaloop.optimizers.common import reflect
 from metaloop.optimizers.point import PointOptimizer
 from metaloop.optimizers.shaping import search_weights
+from metaloop.scoring import scalarize
 
 
 class EvolutionStrategiesParams(OptimizerParams):
@@ -81,7 +82,7 @@ class EvolutionStrategies(PointOptimizer):
         return X
 
     def _tell(self, X: np.ndarray, F: np.ndarray) -> None:
-        p, s = self.params, scores(F)
+        p, s = self.params, scalarize(F)
         center = float(s[0]) if p.evaluate_center else None
         s = s[1:] if p.evaluate_center else s
         self.step(self._noise(), s, center)

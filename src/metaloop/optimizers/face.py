@@ -29,8 +29,9 @@ from pydantic import Field, model_validator
 
 from metaloop.optimizers.base import Optimizer, OptimizerParams
 from metaloop.optimizers.ce import DistributionName
-from metaloop.optimizers.common import best_order, scores
+from metaloop.optimizers.common import best_order
 from metaloop.optimizers.distributions import make_distribution, select
+from metaloop.scoring import scalarize
 
 
 class FACEParams(OptimizerParams):
@@ -92,7 +93,7 @@ class FACE(Optimizer):
 
     def _tell(self, X: np.ndarray, F: np.ndarray) -> None:
         p = self.params
-        order, s = best_order(F), scores(F)
+        order, s = best_order(F), scalarize(F)
         improved = False
         if len(order):
             n_elite = min(p.n_elite, len(order))

@@ -38,7 +38,8 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from metaloop.optimizers.base import Optimizer, OptimizerParams
-from metaloop.optimizers.common import as_rows, best_order, reflect, scores
+from metaloop.optimizers.common import as_rows, best_order, reflect
+from metaloop.scoring import scalarize
 
 #: the tournament draws of a generation (``pop_size × tourn_size`` integers) within 2 GiB
 MAX_TOURNAMENT_DRAWS = 2**28
@@ -132,7 +133,7 @@ class GeneticAlgorithm(Optimizer):
         return X, winners, changed
 
     def _select(self, n: int) -> np.ndarray:
-        p, s, rng = self.params, scores(self._pop_f), self.rng(1)
+        p, s, rng = self.params, scalarize(self._pop_f), self.rng(1)
         if p.selection == "tournament":
             contenders = rng.integers(0, len(s), size=(n, p.tourn_size))
             return contenders[np.arange(n), np.argmax(s[contenders], axis=1)]
@@ -179,7 +180,7 @@ class GeneticAlgorithm(Optimizer):
     # -- tell ----------------------------------------------------------------------------------
     def _tell(self, X: np.ndarray, F: np.ndarray) -> None:
         self._update_hall_of_fame(X, F)
-        s = scores(F)
+        s = scalarize(F)
         self._n_told, self._n_failed = len(F), int(np.sum(s == -np.inf))
         if len(s):
             self._best = max(self._best, float(s.max()))
@@ -218,7 +219,7 @@ class GeneticAlgorithm(Optimizer):
         return [(x.copy(), f.copy()) for x, f in zip(self._hof_x, self._hof_f, strict=True)]
 
     def diagnostics(self) -> dict[str, Any]:
-        s = scores(self._pop_f)
+        s = scalarize(self._pop_f)
         fin = s[s > -np.inf]
         out: dict[str, Any] = {
             "best_so_far": self._best,

@@ -33,8 +33,9 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from metaloop.optimizers.base import OptimizerParams
-from metaloop.optimizers.common import reflect, scores
+from metaloop.optimizers.common import reflect
 from metaloop.optimizers.point import PointOptimizer
+from metaloop.scoring import scalarize
 
 _NOISE_STREAM = 2
 
@@ -118,7 +119,7 @@ class GradientDescent(PointOptimizer):
         return reflect(np.vstack([self._x[None, :], self._x + self._steps()]))
 
     def _tell(self, X: np.ndarray, F: np.ndarray) -> None:
-        s, delta = scores(F), self._steps()
+        s, delta = scalarize(F), self._steps()
         f0, fi = s[0], s[1:]
         ok = np.isfinite(fi)
         self._diag = {"current_fitness": float(f0), "n_failed": int((~np.isfinite(s)).sum())}

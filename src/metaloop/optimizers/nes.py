@@ -29,8 +29,9 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from metaloop.optimizers.base import Optimizer, OptimizerParams
-from metaloop.optimizers.common import as_rows, reflect, scores
+from metaloop.optimizers.common import as_rows, reflect
 from metaloop.optimizers.shaping import search_weights
+from metaloop.scoring import scalarize
 
 #: Cap of the marginal std of every coordinate: a wider Gaussian only samples the (reflected)
 #: cube uniformly, and a coordinate that wide gets almost no selection pressure back.
@@ -110,7 +111,7 @@ class _NESBase(Optimizer):
         return reflect(self._mu + self._transform(self._normals()))
 
     def _tell(self, X: np.ndarray, F: np.ndarray) -> None:
-        s = scores(F)
+        s = scalarize(F)
         if not np.any(np.isfinite(s)):
             return
         S = self._normals()

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from metaloop.optimizers.common import scores
+from metaloop.scoring import scalarize
 
 
 def failed_rows(F: np.ndarray) -> np.ndarray:
     """Boolean mask of the rows that count as failed (score ``-inf`` or NaN)."""
-    return ~(scores(F) > -np.inf)
+    return ~(scalarize(F) > -np.inf)
 
 
 def non_dominated_mask(F: np.ndarray) -> np.ndarray:

@@ -28,9 +28,10 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from metaloop.optimizers.base import Optimizer
-from metaloop.optimizers.common import as_rows, reflect, scores
+from metaloop.optimizers.common import as_rows, reflect
 from metaloop.optimizers.sa import CoolingParams
 from metaloop.optimizers.schedules import ADDITIVE, T_TINY, Schedule, metropolis, temperature
+from metaloop.scoring import scalarize
 
 ReplicaSchedule = Schedule | Literal["none"]
 
@@ -146,7 +147,7 @@ class ParallelTempering(Optimizer):
         return reflect(self._x + self.step_sizes()[:, None] * noise)
 
     def _tell(self, X: np.ndarray, F: np.ndarray) -> None:
-        f = scores(F)
+        f = scalarize(F)
         T = self.temperatures()
         if len(self._x) == 0:
             self._x, self._f = X.copy(), f

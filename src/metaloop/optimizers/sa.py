@@ -22,8 +22,9 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from metaloop.optimizers.base import Optimizer, OptimizerParams
-from metaloop.optimizers.common import as_rows, reflect, scores
+from metaloop.optimizers.common import as_rows, reflect
 from metaloop.optimizers.schedules import ADDITIVE, Schedule, metropolis, temperature
+from metaloop.scoring import scalarize
 
 
 class CoolingParams(OptimizerParams):
@@ -95,7 +96,7 @@ class SimulatedAnnealing(Optimizer):
         return reflect(self._x + self.step_size() * noise)
 
     def _tell(self, X: np.ndarray, F: np.ndarray) -> None:
-        f = scores(F)
+        f = scalarize(F)
         if len(self._x) == 0:
             self._x, self._f = X.copy(), f
             return

@@ -45,9 +45,10 @@ from pydantic import Field
 
 from metaloop.optimizers.asynchronous import AsyncOptimizer
 from metaloop.optimizers.base import Optimizer, OptimizerParams, told_violation
-from metaloop.optimizers.common import as_rows, scores
+from metaloop.optimizers.common import as_rows
 from metaloop.optimizers.pareto import crowding_distance, non_dominated_mask
 from metaloop.optimizers.parzen import Layout, Parzen
+from metaloop.scoring import scalarize
 
 #: uniform draws searched for a point not yet taken when every draw of l repeats one
 _FALLBACK = 256
@@ -118,13 +119,13 @@ class TreeParzen(Optimizer):
         """Size of the good group for the current observations (failed ones never join)."""
         n = len(self._x)
         wanted = min(math.ceil(self.params.gamma * n), self.params.max_good)
-        return min(wanted, int(np.sum(scores(self._f) > -np.inf)))
+        return min(wanted, int(np.sum(scalarize(self._f) > -np.inf)))
 
     def good_mask(self) -> np.ndarray:
         """Which observations form the good group (see *ranking* in the module docstring)."""
         F, v, k = self._f, self._v, self.n_good
         mask = np.zeros(len(F), dtype=bool)
-        ok = scores(F) > -np.inf
+        ok = scalarize(F) > -np.inf
         feasible = np.flatnonzero(ok & (v <= 0))
         chosen = _best_k(F[feasible], k)
         mask[feasible[chosen]] = True
@@ -192,7 +193,7 @@ class TreeParzen(Optimizer):
         return self._x.copy(), self._f.copy(), self._v.copy()
 
     def diagnostics(self) -> dict[str, Any]:
-        s = scores(self._f)
+        s = scalarize(self._f)
         out: dict[str, Any] = {"n_observations": len(self._x), "n_good": self.n_good}
         feasible = s[(s > -np.inf) & (self._v <= 0)]
         if len(feasible):

@@ -14,24 +14,19 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Iterator
 from typing import IO, Any
 
 import numpy as np
 
+from metaloop.jsonable import to_jsonable
 from metaloop.optimizers.pareto import non_dominated_mask
 from metaloop.records import Evaluation
-from metaloop.scoring import weighted_fitness
+from metaloop.scoring import stored_weights, weighted_fitness
 from metaloop.store.base import ExperimentInfo, Store
 
 BASE_COLUMNS = ["generation", "index", "status", "attempts", "duration_s", "error"]
 TAIL_COLUMNS = ["started", "finished", "host", "worker", "seq"]
-
-
-def n_objectives(info: ExperimentInfo) -> int:
-    weights = info.config.get("weights")
-    return len(weights) if weights else 1
 
 
 def _flat_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -50,7 +45,8 @@ def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator
     param_cols: list[str] = []
     metric_names: list[str] = []
     seen_metrics: set[str] = set()
-    m = n_objectives(info)
+    weights = stored_weights(info.config)
+    m = len(weights)
     keys: list[tuple[int, int]] = []  # ok multi-objective evaluations and their fitness
     fits: list[tuple[float, ...]] = []
     n_constraints = 0
@@ -84,7 +80,7 @@ def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator
 
         return columns, rows()
 
-    front = _pareto_front(keys, fits, info.config["weights"])
+    front = _pareto_front(keys, fits, weights)
 
     def rows_with_front() -> Iterator[list[Any]]:
         for e in store.iter_evaluations(info.id):
@@ -151,10 +147,7 @@ def write_json(columns: list[str], rows: Iterator[list[Any]], out: IO[str]) -> i
     out.write("[")
     n = 0
     for row in rows:
-        record = {
-            c: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for c, v in zip(columns, row)
-        }
+        record = to_jsonable(dict(zip(columns, row)), nonfinite="null")
         out.write(("," if n else "") + "\n" + json.dumps(record))
         n += 1
     out.write("\n]\n")

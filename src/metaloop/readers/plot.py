@@ -8,8 +8,8 @@ from collections import defaultdict
 import numpy as np
 
 from metaloop.errors import UserError
-from metaloop.readers.export import n_objectives
 from metaloop.records import Status
+from metaloop.scoring import stored_weights
 from metaloop.store.base import ExperimentInfo, Store
 
 
@@ -45,10 +45,8 @@ def plot_fitness(store: Store, info: ExperimentInfo, output: str) -> None:
     Multi-objective runs get one panel per objective.  The file is written atomically.
     """
     plt = _pyplot()
-    weights = info.config.get("weights") or [
-        1.0 if info.config.get("direction") == "maximize" else -1.0
-    ]
-    m = n_objectives(info)
+    weights = stored_weights(info.config)
+    m = len(weights)
     per_gen: dict[int, list[tuple[float, ...]]] = defaultdict(list)
     for e in store.iter_evaluations(info.id):
         if e.status is Status.OK and e.fitness is not None:

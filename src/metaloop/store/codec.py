@@ -1,11 +1,12 @@
-"""Exact JSON encoding of plain data with numpy arrays (optimizer checkpoints, params).
+"""Exact JSON encoding of plain data with numpy arrays (optimizer checkpoints, outputs, events).
 
 Floats go through ``repr`` so they round-trip bit for bit; arrays are tagged with their dtype
 and shape: small ones as JSON lists, large ones (``B64_MIN`` elements or more: populations,
 covariance matrices, model outputs) as the base64 of their raw bytes, which is exact too and
 about 25 times faster to write than a list of float reprs, at half the size.  No pickles: a
 checkpoint stays readable by any tool (JSON + base64 + the dtype string) and any later version;
-list-tagged arrays written before the base64 form existed still load.
+list-tagged arrays written before the base64 form existed still load.  Values shown to
+people (params, metrics) are plain JSON instead: :func:`metaloop.jsonable.plain_json`.
 """
 
 from __future__ import annotations
@@ -55,21 +56,3 @@ def dumps(value: Any) -> str:
 def loads(text: str) -> Any:
     """Inverse of :func:`dumps` (arrays come back as numpy arrays of the same dtype)."""
     return json.loads(text, object_hook=_hook)
-
-
-def _plain_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"cannot store value of type {type(obj).__name__}")
-
-
-_PLAIN = json.JSONEncoder(default=_plain_default, allow_nan=True, separators=(",", ":"))
-
-
-def dumps_plain(value: Any) -> str:
-    """JSON for values shown to users (params, metrics): arrays become plain nested lists."""
-    if not value and isinstance(value, dict):
-        return "{}"
-    return _PLAIN.encode(value)

@@ -11,16 +11,16 @@ from typing import Any
 
 import numpy as np
 
+from metaloop.jsonable import plain_json
 from metaloop.records import Evaluation, Status
-from metaloop.store import codec
 
 #: rows encoded and queued at a time by ``append_many``
 APPEND_BLOCK = 20_000
-_ENCODE = codec.dumps_plain
+_ENCODE = plain_json
 
 
 def json_rows(column: Any) -> list[str]:
-    """The JSON text of each row of ``column``, exactly as ``codec.dumps_plain(column[i])``.
+    """The JSON text of each row of ``column``, exactly as ``plain_json(column[i])``.
 
     Numeric and boolean arrays are encoded in one call and the text is split at the
     separators between rows (which no number contains); other values one by one, each
@@ -45,7 +45,7 @@ def json_rows(column: Any) -> list[str]:
 
 
 def json_objects(columns: Mapping[str, Any]) -> list[str]:
-    """One JSON object per row from name -> column, as ``codec.dumps_plain({...})`` of the
+    """One JSON object per row from name -> column, as ``plain_json({...})`` of the
     row's values (keys in the given order)."""
     if not columns:
         return []

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from metaloop.jsonable import plain_json
 from metaloop.records import (
     ArtifactRow,
     ControlRow,
@@ -187,8 +188,8 @@ class SQLStore(ClaimMixin, GroupCommitWriter, Store):
                 e.status.value,
                 e.attempts,
                 None if e.fitness is None else fitness_json(e.fitness),
-                codec.dumps_plain(e.params),
-                codec.dumps_plain(e.metrics),
+                plain_json(e.params),
+                plain_json(e.metrics),
                 self._text(e.error),
                 e.started,
                 e.finished,
@@ -318,7 +319,7 @@ class SQLStore(ClaimMixin, GroupCommitWriter, Store):
                     stamp,
                     self._text(c.origin),
                     c.action,
-                    codec.dumps_plain(c.payload),
+                    plain_json(c.payload),
                     status.value,
                     c.generation,
                     self._text(c.message),
@@ -413,7 +414,7 @@ class SQLStore(ClaimMixin, GroupCommitWriter, Store):
                     r.seq,
                     r.attempt,
                     float(r.step),
-                    codec.dumps_plain(r.values),
+                    plain_json(r.values),
                     r.time,
                 ),
             )

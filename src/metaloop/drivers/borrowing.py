@@ -38,7 +38,7 @@ class Borrowed:
 
 def borrow(config: Config) -> Borrowed:
     """Read the earlier experiment's evaluations (checked with the config:
-    :func:`metaloop.config.warm_start.warm_start_problems`)."""
+    :func:`metaloop.config.start_checks.warm_start_problems`)."""
     spec = config.model.warm_start
     assert spec is not None
     storage = spec.storage or config.model.storage
