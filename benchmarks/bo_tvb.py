@@ -11,7 +11,9 @@ SQLite store, the serial executor so that a seed gives one result), for seeds 1.
   generation per ``evaluate_batch`` call (the same fitness as one by one);
 * ``bo``: ``examples/tvb_sweep_bo.yaml`` (``bo``, batches of q = 2, its budget) with the
   optimizee switched to ``NumpySweep``, one batch per call;
-* ``bo-q1``: the same with ``pop_size: 1`` (one candidate per proposal).
+* ``bo-q1``: the same with ``pop_size: 1`` (one candidate per proposal);
+* ``bo-global``: the same without its trust region (``trust_region: false``: one GP over the
+  whole box, ``bo``'s default below 10 dimensions).
 
 Prints per optimizer: the median over seeds of the best fitness after 10, 20, 30, 40, 60, 100,
 200, 480 simulations (where the run got that far), the simulations each seed needed to reach
@@ -62,6 +64,8 @@ def config(kind: str, seed: int, storage: str, budget: int | None) -> tuple[Path
     optimizer = dict(cfg["optimizer"])
     if kind == "bo-q1":
         optimizer["pop_size"] = 1
+    if kind == "bo-global":
+        optimizer["trust_region"] = False
     over["optimizer"] = optimizer
     over["optimizee"] = NUMPY
     over["executor"] = {"kind": "serial", "batch_size": optimizer["pop_size"]}
@@ -102,7 +106,9 @@ def main() -> None:
         "the table shows how many each seed needed)",
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
-    parser.add_argument("--optimizers", default="cmaes,bo", help="comma-separated: cmaes,bo,bo-q1")
+    parser.add_argument(
+        "--optimizers", default="cmaes,bo", help="comma-separated: cmaes,bo,bo-q1,bo-global"
+    )
     parser.add_argument("--threshold", type=float, default=0.968, help="fitness to reach")
     parser.add_argument("--figure", type=Path, default=None, help="write a PNG here")
     args = parser.parse_args()  # fmt: skip

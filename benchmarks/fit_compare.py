@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-COLORS = {"cmaes": "tab:blue", "bo": "tab:orange", "bo-q1": "tab:green"}
+COLORS = {"cmaes": "tab:blue", "bo": "tab:orange", "bo-q1": "tab:green", "bo-global": "tab:red"}
 
 
 @dataclass
