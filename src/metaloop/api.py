@@ -12,7 +12,13 @@ from metaloop.config import Config, ConfigError, load_config, validate_config
 from metaloop.drivers.loop import Loop, RunObserver, RunSummary, experiment_workdir, worker_setup
 from metaloop.executors import Executor, make_executor
 from metaloop.records import Evaluation, ExperimentStatus
-from metaloop.store import DEFAULT_STORAGE, ExperimentInfo, open_store, validate_storage_url
+from metaloop.store import (
+    DEFAULT_STORAGE,
+    ExperimentInfo,
+    open_store,
+    refuse_memory,
+    validate_storage_url,
+)
 from metaloop.store.base import StoreError, StoreMissing
 from metaloop.store.liveness import LIVE_STATUSES
 from metaloop.store.sql import duplicate_name
@@ -84,15 +90,31 @@ def loop_class(config: Config) -> type[Loop]:
     return Loop
 
 
-def _refuse_existing_name(storage: str, name: str) -> None:
+def _refuse_existing_name(storage: str, name: str | None) -> None:
+    """The store, if it exists, opens and is not damaged, and (``name`` given) has no
+    experiment of that name; StoreError (one line) otherwise.  A missing store is fine."""
     try:
         store = open_store(storage, create=False)
     except StoreMissing:
         return  # no store yet: the name is free (an unreachable server is an error)
     with store:
         store.verify()  # a damaged store is refused before anything is written
-        if store.get_experiment(name) is not None:
+        if name is not None and store.get_experiment(name) is not None:
             raise duplicate_name(name, store.url)
+
+
+def check_store(storage: str) -> None:
+    """The checks ``metaloop run`` makes of its store before anything starts, for a run that
+    starts later (``metaloop slurm-script``): a valid URL, not ``sqlite:///:memory:``, and an
+    SQLite store that, if it exists, opens and is not damaged (a directory, a file that is not
+    a database, a damaged file are refused).  A store that does not exist yet is fine (the run
+    creates it), so is an existing experiment of the same name (the job resumes it).  A
+    PostgreSQL server is not contacted: the compute nodes may reach it where this host cannot.
+    StoreError, one line naming the store and the cause."""
+    validate_storage_url(storage)
+    refuse_memory(storage)
+    if storage.startswith("sqlite:"):
+        _refuse_existing_name(storage, None)
 
 
 def _start_executor(config: Config, seed: int) -> Executor:
