@@ -216,6 +216,39 @@ def test_kill_9_of_the_driver_then_a_new_resume_takes_over(
     assert rows(url) == reference(tmp_path / "ref")
 
 
+def _proc_state(pid: int) -> str:
+    """The state letter ``/proc`` shows for ``pid`` ("" once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0].decode()
+    except FileNotFoundError:
+        return ""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
+def test_a_killed_driver_not_yet_reaped_is_taken_over(
+    url: str, tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    """kill -9 of a driver whose parent (here: this test) has not reaped it yet leaves a
+    zombie with the driver's pid and start id: a resume right away takes over, instead of
+    refusing the experiment as "being run right now"."""
+    cfg = slow_config(tmp_path, url)
+    create(cfg, url)
+    procs.append(popen(*resume_args(url)))
+    driver = procs[0].pid
+    wait_for(lambda: count(url) >= 6, "some evaluations")
+    os.kill(driver, signal.SIGKILL)  # and no wait(): it stays a zombie
+    wait_for(lambda: _proc_state(driver) == "Z", "the killed driver to be a zombie")
+    assert status(url) == "running"  # as the dead driver left it
+    res = cli(*resume_args(url))
+    assert res.returncode == 0, res.stderr
+    assert _proc_state(driver) == "Z"  # it was a zombie while the resume claimed
+    taken = events(url, "takeover")
+    assert len(taken) == 1 and f"pid {driver} on {os.uname().nodename}" in taken[0], taken
+    assert status(url) == "finished" and count(url) == 10 * 4
+    procs[0].wait()
+
+
 def _holder(url: str, host: str, pid: int, updated: float, started: str = "") -> None:
     sql(url, "UPDATE experiments SET status='running', host=?, pid=?, claim_token=?, "
         "claim_since=?, proc_start=?, updated=? WHERE name=?",

@@ -22,9 +22,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from services import need_module
 
-pytest.importorskip("starlette")
-pytest.importorskip("uvicorn")
+need_module("starlette", "the dashboard needs it (pip install 'metaloop[dashboard]')")
+need_module("uvicorn", "the dashboard needs it (pip install 'metaloop[dashboard]')")
 
 from metaloop.api import Experiment  # noqa: E402
 from metaloop.records import ArtifactRow, Evaluation, Status  # noqa: E402

@@ -166,6 +166,27 @@ CASES["int-bound-30-digits"] = _run_config(
 CASES["int-bound-2-60"] = _run_config(
     "space.n", "2**53", **_python(space={"n": {"type": "int", "low": 0, "high": 2**60}})
 )
+# int bounds written as floats (YAML 1.0e+30, 1.5, .inf, .nan): one line with the limit
+CASES["int-bounds-float-1e30"] = _run_config(
+    "space.n", "low and high", "whole numbers", "2**53", "-1e+30, 1e+30",
+    **_python(space={"n": {"type": "int", "low": -1.0e30, "high": 1.0e30}}),
+)
+CASES["int-bound-float-just-over"] = _run_config(
+    "space.n", "high must be a whole number", "2**53", str(float(2**54)),
+    **_python(space={"n": {"type": "int", "low": 0, "high": float(2**54)}}),
+)
+CASES["int-bound-fractional"] = _run_config(
+    "space.n", "low must be a whole number", "got 1.5",
+    **_python(space={"n": {"type": "int", "low": 1.5, "high": 3}}),
+)
+CASES["int-bound-inf"] = _run_config(
+    "space.n", "high must be a whole number", "got inf",
+    **_python(space={"n": {"type": "int", "low": 0, "high": float("inf")}}),
+)
+CASES["int-bounds-nan"] = _run_config(
+    "space.n", "low and high", "got nan, nan",
+    **_python(space={"n": {"type": "int", "low": float("nan"), "high": float("nan")}}),
+)
 CASES["function-dims-huge"] = _run_config(
     "optimizee.dims", optimizee={"kind": "function", "name": "sphere", "dims": 10**8}
 )

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from faultkit import cli, one_line_error, snapshot, unchanged, write_config
+from services import need_module
 
 import metaloop
 from metaloop.optimizers.limits import population_limit
@@ -456,7 +457,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def test_dashboard_refuses_bad_values_and_cancels(campaign: Campaign) -> None:
-    pytest.importorskip("starlette")
+    need_module("starlette", "the dashboard needs it (pip install 'metaloop[dashboard]')")
+    need_module("httpx", "starlette's TestClient needs it (pip install -e .[test])")
     from starlette.testclient import TestClient
 
     from metaloop.dashboard.server import make_app

@@ -33,7 +33,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faultkit import cli, one_line_error, snapshot, unchanged, write_config  # noqa: E402
-from services import need  # noqa: E402
+from services import need, need_module  # noqa: E402
 
 NAME = "faulty"
 SECRET = "s3cret-pw"
@@ -122,17 +122,23 @@ def _commands(url: str, out: Path, cfg: Path) -> dict[str, list[str]]:
         "resume": ["resume", "--storage", url, "--name", NAME, "--quiet"],
         "control": ["control", "note", "--storage", url, "--name", NAME, "--text", "hi"],
         "run": ["run", str(cfg), "--storage", url, "--name", "fresh", "--quiet"],
+        # the script is checked against the store its job will use, and written to out/
+        "slurm-script": ["slurm-script", str(cfg), "--storage", url, "-o", str(out / "job.sh")],
     }
 
 
-COMMANDS = ["status", "export", "plot", "report", "dashboard", "resume", "control", "run"]
+COMMANDS = ["status", "export", "plot", "report", "dashboard", "resume", "control", "run",
+            "slurm-script"]
 READ_ONLY = ["status", "export", "plot", "report", "dashboard"]
 
-#: (fault, command) pairs that are not faults: a run creates its store in an empty/missing
-#: file (or adds its tables to another program's database), a dashboard waits for a store
-#: that does not exist yet, an empty SQLite file reads as a store without experiments
+#: (fault, command) pairs that are not faults: a run (and so the job of a slurm script)
+#: creates its store in an empty/missing file (or adds its tables to another program's
+#: database), a dashboard waits for a store that does not exist yet, an empty SQLite file
+#: reads as a store without experiments
 NOT_FAULTS = {
     ("empty file", "run"), ("missing", "run"), ("foreign database", "run"),
+    ("empty file", "slurm-script"), ("missing", "slurm-script"),
+    ("foreign database", "slurm-script"),
     ("empty file", "status"),  # (a store without experiments: a run killed at its start)
     ("missing", "dashboard"), ("empty file", "dashboard"), ("foreign database", "dashboard"),
 }
@@ -180,16 +186,16 @@ def test_sqlite_fault_is_one_line_and_writes_nothing(
         assert path.stat().st_mtime_ns == mtime
 
 
-GARBLED_LATE = ("resume", "run")
+GARBLED_LATE = ("resume", "run", "slurm-script")
 
 
 @pytest.mark.parametrize("command", GARBLED_LATE)
 def test_damage_the_reads_do_not_meet_still_stops_a_driver_before_it_writes(
     healthy: bytes, place: tuple[Path, Path, Path], command: str
 ) -> None:
-    """Garbage in the last pages only (the experiment row still reads fine): ``resume`` and
-    ``run`` check the whole file (quick_check) before writing anything, so the experiment
-    is not marked failed or running."""
+    """Garbage in the last pages only (the experiment row still reads fine): ``resume``,
+    ``run`` and ``slurm-script`` check the whole file (quick_check) before writing anything,
+    so the experiment is not marked failed or running (and no script is written)."""
     store_dir, out, cfg = place
     path = store_dir / f"{NAME}.db"
     path.write_bytes(_pages_garbled(healthy, len(healthy) // 4096 - 2))
@@ -199,8 +205,50 @@ def test_damage_the_reads_do_not_meet_still_stops_a_driver_before_it_writes(
     one_line_error(res, str(path), "damaged")
     unchanged(before, store_dir, ignore=("-wal", "-shm"))  # (the probe's reader adds them)
     _side_files_empty(path)
+    assert list(out.iterdir()) == []
     if probe.returncode == 0:  # the reads did not meet the damage: the status is still as it was
         assert '"interrupted"' in probe.stdout
+
+
+# -- slurm-script: the store its job will use ------------------------------------------------
+
+@pytest.mark.parametrize("where", ["--storage", "config"])
+def test_slurm_script_refuses_a_memory_store(tmp_path: Path, where: str) -> None:
+    """The job's ``metaloop run`` would refuse ``sqlite:///:memory:``: refused when the script
+    is written, whether the URL comes from ``--storage`` or the config."""
+    url = "sqlite:///:memory:"
+    cfg = write_config(tmp_path, NAME, **({"storage": url} if where == "config" else {}))
+    flag = ["--storage", url] if where == "--storage" else []
+    before = snapshot(tmp_path)
+    res = cli("slurm-script", str(cfg), *flag, "-o", str(tmp_path / "job.sh"), cwd=tmp_path)
+    one_line_error(res, "storage", ":memory:", "keeps nothing")
+    unchanged(before, tmp_path)
+
+
+def test_slurm_script_takes_a_missing_store_and_creates_nothing(tmp_path: Path) -> None:
+    """A store that does not exist yet is the first job's to create: the script is written,
+    and the store is not made by writing it."""
+    cfg = write_config(tmp_path, NAME)
+    db = tmp_path / "later" / "campaign.db"
+    res = cli("slurm-script", str(cfg), "--storage", f"sqlite:///{db}", "-o",
+              str(tmp_path / "job.sh"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f"STORAGE=sqlite:///{db}" in (tmp_path / "job.sh").read_text()
+    assert not db.parent.exists()
+
+
+def test_slurm_script_takes_a_store_holding_the_experiment(
+    good_store: tuple[Path, Path, Path]
+) -> None:
+    """An existing experiment of the same name is the job's to resume: the script is written
+    and the store's data is as it was."""
+    path, out, cfg = good_store
+    data = path.read_bytes()
+    res = cli(*_commands(f"sqlite:///{path}", out, cfg)["slurm-script"])
+    assert res.returncode == 0, res.stderr
+    assert f"STORAGE=sqlite:///{path}" in (out / "job.sh").read_text()
+    assert path.read_bytes() == data
+    _side_files_empty(path)
 
 
 # -- read-only commands never change a store ----------------------------------------------
@@ -339,9 +387,9 @@ def test_malformed_url_is_one_line_with_the_password_masked(
     unchanged(before, out.parent)
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "slurm-script"])
 def test_unreachable_server_is_one_line(place: tuple[Path, Path, Path], command: str) -> None:
-    pytest.importorskip("psycopg")
+    need_module("psycopg", "the postgresql store needs it (pip install 'metaloop[postgres]')")
     store_dir, out, cfg = place
     url = f"postgresql://alice:{SECRET}@127.0.0.1:{_free_port()}/campaigns?connect_timeout=3"
     before = snapshot(out.parent)

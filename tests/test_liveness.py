@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,7 +18,10 @@ from metaloop.store.liveness import (
     HEARTBEAT_STALE_S,
     LIVE_STATUSES,
     driver_alive,
+    holder_alive,
+    pid_alive,
     process_alive,
+    process_start,
 )
 
 HERE = os.uname().nodename
@@ -81,3 +85,55 @@ def test_only_running_or_paused_can_be_alive(status: ExperimentStatus) -> None:
     assert not driver_alive(mine)
     assert not driver_alive(dataclasses.replace(mine, host="elsewhere"))
     assert not hasattr(mine, "is_live")  # a data record, no liveness of its own
+
+
+def proc_state(pid: int) -> str:
+    """The state letter ``/proc`` shows for ``pid`` ("" once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0].decode()
+    except FileNotFoundError:
+        return ""
+
+
+def wait_state(pid: int, state: str, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while proc_state(pid) != state:
+        assert time.monotonic() < end, f"pid {pid} never reached state {state!r}"
+        time.sleep(0.02)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
+def test_a_zombie_is_dead_for_every_check() -> None:
+    """A driver killed but not yet reaped by its parent (a zombie: here our child, killed and
+    not waited for) runs nothing: dead for ``status`` and for a new claim alike, also with the
+    recorded start id, which a zombie still shows."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        wait_state(proc.pid, "S")
+        started = process_start(proc.pid)
+        assert started
+        now = time.time()
+        assert pid_alive(proc.pid) and process_alive(proc.pid)  # alive while it runs
+        assert holder_alive(HERE, proc.pid, started, now)
+        assert holder_alive(HERE, proc.pid, None, now)
+        assert driver_alive(info(pid=proc.pid, updated=now))
+        os.kill(proc.pid, signal.SIGKILL)
+        wait_state(proc.pid, "Z")  # killed, not reaped: we have not waited for it
+        assert process_start(proc.pid) == started  # (the zombie still shows its start)
+        now = time.time()
+        assert not pid_alive(proc.pid)
+        assert not process_alive(proc.pid)
+        assert not holder_alive(HERE, proc.pid, started, now)
+        assert not holder_alive(HERE, proc.pid, None, now)
+        assert not driver_alive(info(pid=proc.pid, updated=now))
+        assert proc_state(proc.pid) == "Z"  # still a zombie all along
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_pid_alive_for_this_process_and_a_gone_one() -> None:
+    assert pid_alive(os.getpid())
+    assert not pid_alive(gone_pid())
+    assert not pid_alive(0) and not pid_alive(-1)

@@ -326,3 +326,35 @@ def test_huge_shape_size_does_not_wrap_around() -> None:
     except ValueError:
         return
     assert param.size == 2**64
+
+
+def test_int_bounds_written_as_whole_floats_are_those_integers() -> None:
+    """YAML ``low: 1.0`` is the integer 1 (stored and decoded as an int)."""
+    spec = Space.from_config({"n": {"type": "int", "low": -3.0, "high": 5.0}}).params["n"]
+    assert (spec.low, spec.high) == (-3, 5)
+    assert type(spec.low) is int and type(spec.high) is int
+    edge = IntParam(low=-float(2**53), high=float(2**53))  # the limit itself is allowed
+    assert (edge.low, edge.high) == (-(2**53), 2**53)
+
+
+@pytest.mark.parametrize(
+    "low, high, said",
+    [
+        (1.5, 3, "low must be a whole number"),
+        (0, 1e30, "high must be a whole number"),
+        (0, float(2**53 + 2), "high must be a whole number"),
+        (float("-inf"), 3, "low must be a whole number"),
+        (float("nan"), float("nan"), "low and high must be whole numbers"),
+        (-1e30, 1e30, "low and high must be whole numbers"),
+    ],
+)
+def test_int_bounds_that_are_no_whole_number_within_the_limit_are_one_error(
+    low: float, high: float, said: str
+) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        IntParam(low=low, high=high)
+    errors = info.value.errors()
+    assert len(errors) == 1, errors
+    assert said in errors[0]["msg"] and "2**53 (9007199254740992)" in errors[0]["msg"]

@@ -66,6 +66,19 @@ class Raises:
         raise RuntimeError("boom")
 
 
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ is broken")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("__repr__ is broken")
+
+
+class RaisesUnprintable:
+    def evaluate_population(self, params: dict[str, np.ndarray], ctx: Any) -> np.ndarray:
+        raise _Unprintable()
+
+
 class WrongShape:
     def evaluate_population(self, params: dict[str, np.ndarray], ctx: Any) -> np.ndarray:
         return np.zeros(3)
@@ -326,6 +339,18 @@ def test_failures_and_refusals(tmp_path: Path) -> None:
     assert "returned shape [3] for 5 candidates" in (evs[0].error or "")
     with pytest.raises(ConfigError, match="optimizee: mode: vectorized needs"):
         drive(config(tmp_path, "p", target_cls="PlainOnly"))
+
+
+def test_an_exception_that_cannot_be_printed_is_invalid_and_not_retried(tmp_path: Path) -> None:
+    """Garbage, as in the other modes: invalid at the first attempt, with the placeholder."""
+    cfg = config(tmp_path, "u", target_cls="RaisesUnprintable", generations=1, pop=5)
+    drive(cfg)
+    evs = rows(cfg["storage"], "u")[0]
+    assert len(evs) == 5 and all(e.status is Status.INVALID for e in evs)
+    assert all(e.attempts == 1 for e in evs)  # (a printable exception is tried twice)
+    assert (evs[0].error or "").startswith(
+        "_Unprintable: <the exception's message cannot be printed"
+    )
 
 
 # -- resume -----------------------------------------------------------------------------------

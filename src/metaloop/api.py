@@ -13,8 +13,14 @@ from metaloop.config.start_checks import start_problems
 from metaloop.drivers.loop import Loop, RunObserver, RunSummary, experiment_workdir, worker_setup
 from metaloop.executors import Executor, make_executor
 from metaloop.records import Evaluation, ExperimentStatus, RunStatus
-from metaloop.store import DEFAULT_STORAGE, ExperimentInfo, open_store, validate_storage_url
-from metaloop.store.base import StoreError
+from metaloop.store import (
+    DEFAULT_STORAGE,
+    ExperimentInfo,
+    open_store,
+    refuse_memory,
+    validate_storage_url,
+)
+from metaloop.store.base import StoreError, StoreMissing
 from metaloop.store.liveness import LIVE_STATUSES
 
 
@@ -77,6 +83,26 @@ def loop_class(config: Config) -> type[Loop]:
 
         return VectorizedLoop  # type: ignore[return-value]
     return Loop
+
+
+def check_store(storage: str) -> None:
+    """The checks ``metaloop run`` makes of its store before anything starts, for a run that
+    starts later (``metaloop slurm-script``): a valid URL, not ``sqlite:///:memory:``, and an
+    SQLite store that, if it exists, opens and is not damaged (a directory, a file that is not
+    a database, a damaged file are refused).  A store that does not exist yet is fine (the run
+    creates it), so is an existing experiment of the same name (the job resumes it).  A
+    PostgreSQL server is not contacted: the compute nodes may reach it where this host cannot.
+    StoreError, one line naming the store and the cause."""
+    validate_storage_url(storage)
+    refuse_memory(storage)
+    if not storage.startswith("sqlite:"):
+        return
+    try:
+        store = open_store(storage, create=False)
+    except StoreMissing:
+        return  # no store yet: the run creates it
+    with store:
+        store.verify()
 
 
 def _start_executor(config: Config, seed: int) -> Executor:

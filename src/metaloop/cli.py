@@ -272,7 +272,7 @@ def _short_params(params: dict[str, Any]) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from metaloop.api import Experiment
     from metaloop.config import load_config
-    from metaloop.store import validate_storage_url
+    from metaloop.store import refuse_memory, validate_storage_url
 
     if args.storage is not None:
         validate_storage_url(args.storage)
@@ -286,11 +286,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     }
     # every problem at once: the config's, and whether its name and warm start fit the stores
     experiment = Experiment(load_config(args.config, overrides=overrides, new_run=True))
-    if experiment.config.model.storage.endswith(":memory:"):
-        raise UserError(
-            "storage: sqlite:///:memory: keeps nothing once the run ends; give a file, "
-            "e.g. sqlite:///results.db"
-        )
+    refuse_memory(experiment.config.model.storage)
     _interrupt_on_sigterm()
     summary = experiment.run(observer=_observer(args))
     return _report(summary, args, experiment.config.model.storage)
@@ -415,6 +411,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_slurm_script(args: argparse.Namespace) -> int:
+    from metaloop.api import check_store
     from metaloop.config import load_config
     from metaloop.slurm_script import ScriptError, ScriptOptions, render
     from metaloop.store import validate_storage_url
@@ -447,6 +444,7 @@ def cmd_slurm_script(args: argparse.Namespace) -> int:
         text = render(config, args.config, config.model.storage, opts)
     except ScriptError as exc:
         raise UserError(str(exc)) from None
+    check_store(config.model.storage)  # a store the job's run would refuse: refused now
     if args.write is None:
         sys.stdout.write(text)
     else:

@@ -70,6 +70,33 @@ class IntParam(_ParamModel):
     low: int
     high: int
 
+    @model_validator(mode="before")
+    @classmethod
+    def _float_bounds(cls, data: Any) -> Any:
+        """Bounds written as floats (``1.0e+30`` in YAML): a whole number within the limit is
+        that integer; anything else (fractional, too large, inf, nan) is one error naming the
+        bounds and the limit, instead of pydantic's two lines without it."""
+        if not isinstance(data, Mapping):
+            return data
+        bad = []
+        out = dict(data)
+        for key in ("low", "high"):
+            value = data.get(key)
+            if not isinstance(value, float):
+                continue
+            if math.isfinite(value) and value.is_integer() and abs(value) <= MAX_INT:
+                out[key] = int(value)
+            else:
+                bad.append((key, value))
+        if bad:
+            names = " and ".join(key for key, _ in bad)
+            what = "whole numbers" if len(bad) > 1 else "a whole number"
+            values = ", ".join(repr(value) for _, value in bad)
+            raise ValueError(
+                f"{names} must be {what} within -2**53..2**53 ({MAX_INT}), got {values}"
+            )
+        return out
+
     @model_validator(mode="after")
     def _check(self) -> IntParam:
         if self.low > self.high:

@@ -45,6 +45,7 @@ from metaloop.executors.base import ExecutorError, WorkerSetup
 from metaloop.executors.queueing import QueuedExecutor
 from metaloop.optimizees.evaluator import hostname
 from metaloop.optimizees.loader import OptimizeeLoadError
+from metaloop.optimizees.results import exception_text
 from metaloop.records import Status, Task
 
 _PER_WORKER = 2  # futures at the pool per worker rank: one running, one ready to go
@@ -360,9 +361,7 @@ class MPIExecutor(QueuedExecutor):
     def _collect(self, future: cf.Future, pending: _Pending) -> None:
         exc = future.exception()
         if exc is not None:
-            self._report(
-                pending.tasks, Status.FAILED, f"mpi task failed: {type(exc).__name__}: {exc}"
-            )
+            self._report(pending.tasks, Status.FAILED, f"mpi task failed: {exception_text(exc)}")
             return
         name, host, rows = future.result()
         tasks = pending.tasks

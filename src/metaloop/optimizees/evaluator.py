@@ -16,7 +16,12 @@ from typing import Any
 from metaloop.optimizees.context import Context, Pruned, evaluation_dir
 from metaloop.optimizees.protocol import check_optimizee, takes_ctx
 from metaloop.optimizees.reaping import evaluation_processes
-from metaloop.optimizees.results import Result, exception_text, parse_result
+from metaloop.optimizees.results import (
+    Result,
+    exception_message,
+    exception_text,
+    parse_result,
+)
 from metaloop.records import Status
 
 #: the most characters of an error text that are stored (the whole text goes to ERROR_FILE)
@@ -32,13 +37,14 @@ TaskTuple = tuple[int, int, int, dict[str, Any], "dict[str, Any] | None"]
 class Evaluator:
     """Calls an optimizee on tasks and turns what it returns (or raises) into a Result.
 
-    Exceptions become ``failed`` with the traceback, garbage becomes ``invalid``.  Every
-    executor uses this class, so the rules are the same everywhere: an error text over
-    :data:`ERROR_CAP` characters is stored cut (head and tail), the whole text goes to
-    ``<evaluation workdir>/error.txt``; every process an evaluation started is ended with it
-    (:mod:`metaloop.optimizees.reaping`).  An optimizee with an
-    ``evaluate_batch(params_list, ctx_list)`` method (the batch variant) gets whole chunks
-    through :meth:`batch`; an object that offers no variant of the contract is a TypeError.
+    Exceptions become ``failed`` with the traceback, garbage (an exception that cannot be
+    printed too) becomes ``invalid``.  Every executor uses this class, so the rules are the
+    same everywhere: an error text over :data:`ERROR_CAP` characters is stored cut (head and
+    tail), the whole text goes to ``<evaluation workdir>/error.txt``; every process an
+    evaluation started is ended with it (:mod:`metaloop.optimizees.reaping`).  An optimizee
+    with an ``evaluate_batch(params_list, ctx_list)`` method (the batch variant) gets whole
+    chunks through :meth:`batch`; an object that offers no variant of the contract is a
+    TypeError.
     """
 
     def __init__(
@@ -97,12 +103,12 @@ class Evaluator:
             raw = self.fn(params, ctx) if ctx is not None else self.fn(params)
         except Pruned as exc:
             if ctx is None:
-                return _failed(exc)
+                return _raised(exc)
             return _mark(self._pruned(exc), True)
         except BaseException as exc:  # any optimizee error is data
             if _escapes(exc):
                 raise
-            return _mark(_failed(exc), ctx is not None and ctx.touched)
+            return _mark(_raised(exc), ctx is not None and ctx.touched)
         return _mark(parse_result(raw, self.n_objectives), ctx is not None and ctx.touched)
 
     def batch(self, tasks: list[TaskTuple]) -> list[Result]:
@@ -123,7 +129,7 @@ class Evaluator:
         except BaseException as exc:  # the whole batch failed
             if _escapes(exc):
                 raise
-            return [_mark(_failed(exc), c.touched) for c in ctxs]
+            return [_mark(_raised(exc), c.touched) for c in ctxs]
         if len(raw) != len(tasks):
             error = f"evaluate_batch returned {len(raw)} results for {len(tasks)} candidates"
             return [_mark(Result(Status.INVALID, None, {}, None, error), c.touched) for c in ctxs]
@@ -210,9 +216,13 @@ def _escapes(exc: BaseException) -> bool:
     return isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit))
 
 
-def _failed(exc: BaseException) -> Result:
-    """``failed`` with ``"Type: message"`` and the traceback; an exception whose ``__str__``
-    or ``__repr__`` fails still gives a text (never an error of the worker or driver)."""
+def _raised(exc: BaseException) -> Result:
+    """The result of an optimizee that raised ``exc``: ``failed`` (retried) with
+    ``"Type: message"`` and the traceback; ``invalid`` (not retried) when the exception
+    cannot be printed (neither ``__str__`` nor ``__repr__`` gives a ``str``: garbage, like a
+    result that cannot be checked), its text then the placeholder message and the traceback
+    (never an error of the worker or driver)."""
+    status = Status.FAILED if exception_message(exc) is not None else Status.INVALID
     head = exception_text(exc)
     try:
         # Drop the caller's frame: the traceback starts in the user's code.
@@ -220,7 +230,7 @@ def _failed(exc: BaseException) -> Result:
         tb = "".join(traceback.format_exception(type(exc), exc, tb_start))
     except Exception:  # noqa: BLE001 - a traceback that cannot be formatted
         tb = "<the traceback cannot be printed>\n"
-    return Result(Status.FAILED, None, {}, None, f"{head}\n{tb}")
+    return Result(status, None, {}, None, f"{head}\n{tb}")
 
 
 def hostname() -> str:

@@ -19,7 +19,7 @@ from metaloop.optimizees.context import generation_task_seed
 from metaloop.optimizees.evaluator import ERROR_CAP, Evaluator, hostname
 from metaloop.optimizees.protocol import batch_fn, population_fn, takes_ctx
 from metaloop.optimizees.reaping import evaluation_processes
-from metaloop.optimizees.results import exception_text
+from metaloop.optimizees.results import exception_message, exception_text
 from metaloop.records import Evaluation, Status
 
 _POPULATION_STREAM = 0x9E7A
@@ -181,7 +181,9 @@ class PopulationEvaluator:
                     raw = self.fn(params, ctx) if self.with_ctx else self.fn(params)  # type: ignore[misc]
             except Exception as exc:  # noqa: BLE001 - an optimizee error is data
                 finished = time.time()
-                if attempt < self.max_attempts:
+                # an exception that cannot be printed is garbage: invalid, not retried
+                printable = exception_message(exc) is not None
+                if printable and attempt < self.max_attempts:
                     continue
                 try:
                     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -192,7 +194,7 @@ class PopulationEvaluator:
                 return Outcomes(
                     F,
                     np.zeros(n, bool),
-                    [_FAILED] * n,
+                    [_FAILED if printable else _INVALID] * n,
                     [error] * n,
                     None,
                     attempt,

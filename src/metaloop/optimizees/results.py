@@ -184,15 +184,25 @@ def safe_text(value: Any, how: Any = repr) -> str | None:
     return text if isinstance(text, str) else None
 
 
-def exception_text(exc: BaseException) -> str:
-    """``"Type: message"`` for any exception, also one whose ``__str__`` raises or returns
-    something else than a ``str`` (then the message is a placeholder saying so)."""
-    name = safe_text(type(exc), lambda t: t.__name__) or "Exception"
+#: the message :func:`exception_text` gives an exception that cannot be printed
+UNPRINTABLE = "<the exception's message cannot be printed (its __str__ failed)>"
+
+
+def exception_message(exc: BaseException) -> str | None:
+    """The message of ``exc``: ``str(exc)``, else ``repr(exc)`` when ``__str__`` raises or
+    gives something else than a ``str``; None when neither gives a ``str`` (the exception
+    cannot be printed: an optimizee raising it gave garbage, recorded ``invalid``)."""
     message = safe_text(exc, str)
+    return message if message is not None else safe_text(exc, repr)
+
+
+def exception_text(exc: BaseException) -> str:
+    """``"Type: message"`` for any exception, also one that cannot be printed (then the
+    message is the placeholder :data:`UNPRINTABLE`)."""
+    name = safe_text(type(exc), lambda t: t.__name__) or "Exception"
+    message = exception_message(exc)
     if message is None:
-        message = safe_text(exc, repr)
-        if message is None:
-            return f"{name}: <the exception's message cannot be printed (its __str__ failed)>"
+        return f"{name}: {UNPRINTABLE}"
     return f"{name}: {message}" if message else name
 
 

@@ -50,6 +50,16 @@ def validate_storage_url(url: str) -> None:
     raise StoreError(f"storage: unsupported URL {shown!r} (scheme {scheme!r}); {EXPECTED}")
 
 
+def refuse_memory(url: str) -> None:
+    """StoreError for ``sqlite:///:memory:``, a store that keeps nothing once its process
+    ends (``metaloop run`` and ``metaloop slurm-script`` refuse it; the Python API allows it)."""
+    if url.startswith("sqlite:") and url.endswith(":memory:"):
+        raise StoreError(
+            "storage: sqlite:///:memory: keeps nothing once the run ends; give a file, "
+            "e.g. sqlite:///results.db"
+        )
+
+
 def open_store(url: str, create: bool = True, readonly: bool = False) -> Store:
     """Open the store at ``url``; with ``create=False`` a missing store is a StoreMissing;
     ``readonly`` (implies ``create=False``): opened so that nothing can change it (SQLite
@@ -75,5 +85,6 @@ __all__ = [
     "StoreMissing",
     "driver_alive",
     "open_store",
+    "refuse_memory",
     "validate_storage_url",
 ]

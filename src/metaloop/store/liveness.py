@@ -5,9 +5,10 @@ A driver claims its experiment (:meth:`metaloop.store.base.Store.claim` records 
 it, its store's writer thread refreshes the experiment's ``updated`` column every
 :data:`HEARTBEAT_S` seconds.  From the recorded :class:`~metaloop.store.base.ExperimentInfo`
 alone, :func:`driver_alive` tells a live run from a dead one: on the same host by looking the
-process up, on another host by the age of the heartbeat.  :func:`holder_alive` is the
-stricter test a new claim applies (the recorded process start time unmasks a recycled pid;
-a heartbeat older than :data:`HEARTBEAT_STALE_S` is dead on any host).
+process up (:func:`pid_alive`: a zombie is dead), on another host by the age of the
+heartbeat.  :func:`holder_alive` is the stricter test a new claim applies (the recorded
+process start time unmasks a recycled pid; a heartbeat older than :data:`HEARTBEAT_STALE_S`
+is dead on any host).
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ HEARTBEAT_STALE_S = 30.0
 LIVE_STATUSES = (ExperimentStatus.RUNNING, ExperimentStatus.PAUSED)
 
 
-def process_alive(pid: int) -> bool:
-    """True if a process ``pid`` exists on this host and looks like a metaloop driver (its
-    command line names python or metaloop; a recycled pid belongs to some other program).
+def pid_alive(pid: int) -> bool:
+    """True if a process ``pid`` exists on this host and is not a zombie: a process that was
+    killed (or exited) but not yet reaped by its parent runs nothing and holds nothing, so it
+    is dead here, for :func:`process_alive` and a new claim (:func:`holder_alive`) alike.
 
-    A pid we may not signal (another user's) counts as alive; so does one whose command line
-    cannot be read (no ``/proc``)."""
+    A pid we may not signal (another user's) counts as alive unless ``/proc`` shows it a
+    zombie; where there is no ``/proc``, a pid that exists is alive."""
     if pid <= 0:
         return False
     try:
@@ -43,7 +45,27 @@ def process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass  # it exists
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:  # gone since the signal, or no /proc at all
+        return not Path("/proc/self/stat").exists()
+    except OSError:
         return True
+    # "pid (comm) state ...": the command name may hold spaces and parentheses
+    fields = stat.rsplit(b")", 1)[-1].split()
+    return not fields or fields[0] not in (b"Z", b"X")
+
+
+def process_alive(pid: int) -> bool:
+    """True if a process ``pid`` is alive on this host (:func:`pid_alive`: it exists and is
+    not a zombie) and looks like a metaloop driver (its command line names python or
+    metaloop; a recycled pid belongs to some other program).
+
+    A pid we may not signal (another user's) counts as alive; so does one whose command line
+    cannot be read (no ``/proc``)."""
+    if not pid_alive(pid):
+        return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
@@ -67,8 +89,9 @@ def holder_alive(
     host: str, pid: int, started: str | None, updated: float, now: float | None = None
 ) -> bool:
     """Whether the recorded holder of a claim is alive, as a new claim judges it: its
-    heartbeat is younger than :data:`HEARTBEAT_STALE_S` and, on this host, its process
-    exists with the recorded start id (``started``; without one, as :func:`process_alive`).
+    heartbeat is younger than :data:`HEARTBEAT_STALE_S` and, on this host, its process is
+    alive (:func:`pid_alive`: a zombie, killed and not yet reaped, is dead) with the recorded
+    start id (``started``; without one, as :func:`process_alive`).
 
     Never raises."""
     if (time.time() if now is None else now) - updated >= HEARTBEAT_STALE_S:
@@ -76,7 +99,7 @@ def holder_alive(
     if host != os.uname().nodename:
         return True
     if started:
-        return process_start(pid) == started
+        return pid_alive(pid) and process_start(pid) == started
     return process_alive(pid)
 
 
