@@ -249,11 +249,11 @@ def test_batch_evaluation_equals_one_by_one(tmp_path: Path) -> None:
     assert len({round(e.fitness[0], 6) for e in one}) == 9  # the points do differ
 
 
-def test_tvb_bo_runs_its_budget_on_the_numpy_twin(tmp_path: Path) -> None:
+def test_tvb_bo_reaches_the_cmaes_fit_on_the_numpy_twin(tmp_path: Path) -> None:
     """examples/tvb_sweep_bo.yaml with its optimizee switched to the numpy twin (same fitness
-    as TVB to 1e-6), serial, a batch of 2 per call: exactly its budget of simulations, and the
-    best point lands near the truth (benchmarks/bo_tvb.py compares it with CMA-ES's 480
-    evaluations, whose fitness it does not reach on every seed)."""
+    as TVB to 1e-6), serial, a batch of 2 per call: exactly its budget of simulations, and
+    within them the fit of the tutorial's CMA-ES run (fitness >= 0.968 after 480
+    simulations; docs/tutorials/bo_tvb_sweep.md, benchmarks/bo_tvb.py), near the truth."""
     mod = example_module("tvb_sweep")
     cfg = yaml.safe_load((EXAMPLES / "tvb_sweep_bo.yaml").read_text())
     assert cfg["optimizer"]["kind"] == "bo" and cfg["optimizee"]["target"].endswith("TVBSweep")
@@ -264,9 +264,9 @@ def test_tvb_bo_runs_its_budget_on_the_numpy_twin(tmp_path: Path) -> None:
     )  # fmt: skip
     assert len(evals) == cfg["budget"] and all(e.status.value == "ok" for e in evals)
     best = max(evals, key=lambda e: e.fitness[0])
-    assert best.fitness[0] > 0.96, best
+    assert best.fitness[0] >= 0.968, best
     assert abs(best.params["coupling"] / mod.TRUE["coupling"] - 1.0) < 0.05, best.params
-    assert abs(best.params["noise"] / mod.TRUE["noise"] - 1.0) < 0.02, best.params
+    assert abs(best.params["noise"] / mod.TRUE["noise"] - 1.0) < 0.015, best.params
 
 
 # -- missing simulators -----------------------------------------------------------------------
