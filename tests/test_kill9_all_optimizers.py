@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
+from services import need_module
 
 from metaloop.api import Experiment
 from metaloop.optimizers import get_optimizer_class, optimizer_kinds
@@ -45,6 +46,10 @@ SMALL: dict[str, dict[str, Any]] = {
     "enkf": {"pop_size": 10, "perturb": True, "sample": True},
     "tpe": {"pop_size": 4},
     "bo": {"pop_size": 4, "n_initial": 6},
+    "snpe": {
+        "observation": [1.0, -0.5, 0.2], "pop_size": 20, "rounds": 3, "max_num_epochs": 3,
+        "truncation_samples": 500, "density_estimator": "mdn",
+    },
 }
 #: columns that differ between two runs of the same config (time, placement, order)
 VOLATILE = {"duration_s", "started", "finished", "host", "worker", "seq"}
@@ -82,13 +87,30 @@ def enkf_slow(params, ctx):
 
     time.sleep(0.008)
     return enkf_linear.evaluate(params, ctx)
+
+
+def stats_fast(params, ctx):  # simulation-based inference: summary statistics only
+    x = np.asarray(params["x"], dtype=float)
+    return {{"outputs": {{"stats": (x + ctx.rng.normal(0.0, 0.1, size=x.shape)).tolist()}}}}
+
+
+def stats_slow(params, ctx):
+    time.sleep(0.008)
+    return stats_fast(params, ctx)
 """
 
 
 def _config(tmp: Path, kind: str, tag: str, speed: str) -> dict[str, Any]:
     target = str(tmp / "opt.py")
     executor = {"kind": "serial"} if KINDS.index(kind) % 2 == 0 else {"kind": "local", "workers": 2}
-    if get_optimizer_class(kind).uses_outputs:  # enkf learns from outputs: its example
+    cls = get_optimizer_class(kind)
+    if cls.observation_param is not None:  # snpe: simulations return summary statistics
+        cfg = {
+            "optimizee": {"kind": "python", "target": f"{target}:stats_{speed}"},
+            "space": {"x": {"type": "real", "low": -5.12, "high": 5.12, "shape": [3]}},
+            "optimizer": {"kind": kind, **SMALL.get(kind, {})},
+        }
+    elif cls.uses_outputs:  # enkf learns from outputs: its example
         cfg = yaml.safe_load(ENKF_EXAMPLE.read_text())
         cfg["optimizer"].update(SMALL.get(kind, {}))
         cfg["optimizee"] = {"kind": "python", "target": f"{target}:enkf_{speed}"}
@@ -141,6 +163,9 @@ def _cli(*args: str, **kw: Any) -> Any:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_kill9_at_an_arbitrary_instant_then_resume_equals_uninterrupted(tmp_path, kind):
+    if get_optimizer_class(kind).observation_param is not None:
+        need_module("sbi", "pip install -e .[test]")  # snpe's network
+        need_module("torch", "pip install torch (the CPU build)")
     (tmp_path / "opt.py").write_text(OPTIMIZEE.format(examples=str(ENKF_EXAMPLE.parent)))
     ref = _config(tmp_path, kind, "ref", "fast")
     Experiment(ref).run()

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from services import need_module
 
 from metaloop.optimizers import get_optimizer_class, optimizer_kinds
 from metaloop.space import Space
@@ -26,10 +27,17 @@ SPACE = Space.from_config(
     }
 )
 
+#: The space of kinds that infer real parameters from summary statistics (snpe).
+REAL_SPACE = Space.from_config({"x": {"type": "real", "low": -2.0, "high": 2.0, "shape": [3]}})
+
 #: Parameters that keep each kind small and fast here (defaults otherwise).
 SMALL: dict[str, dict[str, Any]] = {
     "grid": {"points": 2},
     "sa": {"n_iterations": 20},
+    "snpe": {
+        "observation": [0.5, -0.5, 0.0], "pop_size": 20, "rounds": 3, "max_num_epochs": 2,
+        "truncation_samples": 200, "density_estimator": "mdn",
+    },
 }
 
 
@@ -44,7 +52,10 @@ def outputs_for(X: np.ndarray, info: dict[str, Any] | None) -> list[Any]:
     rows = np.arange(4) if batch is None else np.asarray(batch)
     A = np.linspace(-1, 1, 4 * X.shape[1]).reshape(4, X.shape[1])
     preds = X @ A.T
-    out = []
+    out: list[Any] = []
+    if len(preds) and info is None and X.shape[1] == REAL_SPACE.dim:  # summary statistics too
+        return [{"prediction": p[:4], "target": np.full(4, 0.1), "stats": 4 * x - 2}
+                for p, x in zip(preds, X)]  # fmt: skip
     for p in preds:
         pred = p[rows % 4]
         out.append({"prediction": pred, "target": np.full_like(pred, 0.1)})
@@ -52,7 +63,12 @@ def outputs_for(X: np.ndarray, info: dict[str, Any] | None) -> list[Any]:
 
 
 def make(kind: str, seed: int = 3) -> Any:
-    return get_optimizer_class(kind)(SPACE, dict(SMALL.get(kind, {})), seed=seed)
+    cls = get_optimizer_class(kind)
+    if cls.observation_param is not None:  # simulation-based inference: reals, stats
+        need_module("sbi", "pip install -e .[test]")
+        need_module("torch", "pip install torch (the CPU build)")
+        return cls(REAL_SPACE, dict(SMALL.get(kind, {})), seed=seed)
+    return cls(SPACE, dict(SMALL.get(kind, {})), seed=seed)
 
 
 def step(opt: Any, X: np.ndarray, F: np.ndarray) -> None:
@@ -80,7 +96,7 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 def test_asks_stay_in_the_unit_cube_with_the_right_width(kind: str) -> None:
     for X in drive(make(kind), 4):
-        assert X.ndim == 2 and X.shape[1] == SPACE.dim
+        assert X.ndim == 2 and X.shape[1] in (SPACE.dim, REAL_SPACE.dim)
         assert np.all((X >= 0) & (X <= 1))
 
 

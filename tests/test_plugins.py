@@ -48,6 +48,9 @@ OLD_NO_INJECTION = {
     "xnes": _SAMPLER,
     "gd": "its gradient estimate uses the steps it drew itself, not the evaluated points",
     "grid": "it proposes every grid point once; an injected candidate would displace one",
+    # (kinds added since the tables went: their capabilities as declared)
+    "snpe": "snpe learns the posterior from simulations drawn from the (truncated) prior; "
+    "points chosen otherwise would bias it",
 }
 OLD_SETUP_ONLY = {
     "cmaes": ("pop_size", "x0"),
@@ -58,6 +61,10 @@ OLD_SETUP_ONLY = {
     "es": ("x0",),
     "gd": ("x0",),
     "grid": ("*",),
+    "snpe": (
+        "observation", "density_estimator", "hidden_features", "num_transforms",
+        "num_components", "truncation_samples",
+    ),
 }
 OLD_ASYNC = {"random", "ga", "de", "cmaes", "es", "tpe", "bo"}
 BUILTIN = sorted(_REGISTRY)
@@ -283,7 +290,7 @@ def test_the_plugin_is_listed_with_its_origin_and_capabilities(
         "kind": "oneplusone", "origin": "metaloop-oneplusone 0.1.0",
         "class": "metaloop_oneplusone:OnePlusOneES", "async": True, "injection": True,
         "refuses_injection": None, "start_param": "x0", "setup_only": ["x0", "sigma0"],
-        "uses_outputs": False,
+        "uses_outputs": False, "observation_param": None,
         "constraints": "ignore",
     }
 

@@ -8,9 +8,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from metaloop.config import Config, ConfigError, load_config, validate_config
 from metaloop.config.start_checks import start_problems
 from metaloop.drivers.loop import Loop, RunObserver, RunSummary, experiment_workdir, worker_setup
+from metaloop.errors import UserError
 from metaloop.executors import Executor, make_executor
 from metaloop.records import Evaluation, ExperimentStatus, RunStatus
 from metaloop.store import (
@@ -309,13 +312,41 @@ def history_frame(name: str, storage: str = DEFAULT_STORAGE) -> Any:
         return pd.DataFrame(list(rows), columns=columns)
 
 
+def posterior_samples(
+    name: str,
+    storage: str = DEFAULT_STORAGE,
+    n: int = 10_000,
+    observation: Any = None,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """``n`` draws from the posterior an ``snpe`` experiment learned (its latest checkpoint),
+    decoded to the space's units: a dict of columns ``param.<name>`` (arrays:
+    ``param.<name>.<i>``), each a numpy array of ``n`` values (``pandas.DataFrame(result)``
+    makes a table of it).  ``observation``: another ``x_o`` (numbers or a JSON/CSV file);
+    only a posterior trained on round 0 alone is valid there (a UserWarning says so
+    otherwise).  ``seed`` makes the draws reproducible.  Bad input: :class:`UserError`."""
+    import warnings
+
+    from metaloop.readers.posterior import posterior_columns
+
+    with open_store(storage, readonly=True) as store:
+        columns, warning = posterior_columns(
+            store, store.require_experiment(name), n, observation, seed
+        )
+    if warning is not None:
+        warnings.warn(warning, UserWarning, stacklevel=2)
+    return columns
+
+
 __all__ = [
     "ConfigError",
     "Experiment",
     "StoreError",
+    "UserError",
     "control",
     "experiment_info",
     "history",
     "history_frame",
+    "posterior_samples",
     "resume",
 ]

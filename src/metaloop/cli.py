@@ -1,5 +1,5 @@
 """Command line: ``metaloop run | resume | status | export | plot | control | slurm-script |
-optimizers | dashboard | report``.
+optimizers | posterior | dashboard | report``.
 
 User errors (bad config, bad arguments, unknown experiment) print one line per problem to
 stderr and exit with code 2, before anything is written.  Ctrl-C stops a run at a safe point,
@@ -142,6 +142,21 @@ def build_parser() -> argparse.ArgumentParser:
     storage_arg(pl)
     pl.add_argument("--name", required=True, help="experiment name")
     pl.add_argument("-o", "--output", required=True, help="output image file (.png, .svg, .pdf)")
+    po = sub.add_parser(
+        "posterior", help="draws from the posterior an snpe experiment learned, as CSV or JSON"
+    )
+    storage_arg(po)
+    po.add_argument("--name", required=True, help="experiment name")
+    po.add_argument(
+        "-n", type=positive_int, default=10_000, help="number of draws (default 10000)"
+    )
+    po.add_argument(
+        "--observation", metavar="FILE",
+        help="another observation (JSON list or one CSV row); default: the experiment's",
+    )
+    po.add_argument("--seed", type=non_negative_int, default=0, help="seed of the draws")
+    po.add_argument("--format", choices=["csv", "json"], default="csv")
+    po.add_argument("-o", "--output", help="output file (default: stdout)")
     op = sub.add_parser(
         "optimizers", help="list the optimizer kinds (built-in and plugins) and what they can do"
     )
@@ -465,6 +480,40 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_posterior(args: argparse.Namespace) -> int:
+    """Posterior draws of an snpe experiment; nothing is written unless all is well."""
+    import warnings
+
+    from metaloop.api import posterior_samples
+    from metaloop.readers.export import write_csv, write_json
+
+    if args.output is not None:
+        _check_output(args.output)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        columns = posterior_samples(
+            args.name, args.storage, args.n, args.observation, args.seed
+        )
+    for w in caught:
+        print(f"metaloop: warning: {w.message}", file=sys.stderr)
+    names = list(columns)
+    rows = iter(zip(*(columns[c].tolist() for c in names)))
+    writer = write_csv if args.format == "csv" else write_json
+    if args.output is None:
+        writer(names, (list(r) for r in rows), sys.stdout)
+        return 0
+    tmp = f"{args.output}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", newline="") as out:
+            n = writer(names, (list(r) for r in rows), out)
+        os.replace(tmp, args.output)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    print(f"wrote {n} posterior draws to {args.output}", file=sys.stderr)
+    return 0
+
+
 def cmd_optimizers(args: argparse.Namespace) -> int:
     """Every kind, where it comes from and its capabilities; plugins that cannot be used are
     reported after the list (exit 2)."""
@@ -496,6 +545,7 @@ _COMMANDS = {
     "plot": cmd_plot,
     "slurm-script": cmd_slurm_script,
     "optimizers": cmd_optimizers,
+    "posterior": cmd_posterior,
 }
 
 

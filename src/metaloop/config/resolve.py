@@ -194,6 +194,7 @@ def validate_config(
         else:
             params = {k: v for k, v in model.optimizer.items() if k != "kind"}
             try:
+                params = cls.resolve_config(params, base)  # files named relative to the config
                 validated = cls.Params.model_validate(params)
                 model.optimizer = {"kind": kind_name, **validated.model_dump(mode="json")}
                 if space is not None:  # the constructor checks what needs the space (grid size)
@@ -235,6 +236,8 @@ def _optimizer_line(message: str, fields: Mapping[str, Any]) -> str:
     """An optimizer's own error as a config line: ``optimizer.<key>: ...`` where the message
     starts with one of its hyperparameters (``pop_size: 1000000000 is above the limit ...``),
     like the lines of its schema; else ``optimizer: ...``."""
+    if message.startswith("optimizer "):  # a whole line of its own (a missing package)
+        return message
     key, sep, rest = message.partition(": ")
     if sep and key in fields:
         return f"optimizer.{key}: {rest}"

@@ -84,6 +84,7 @@ def worker_setup(config: Config, seed: int) -> WorkerSetup:
     """What every worker needs to build the optimizee of ``config``, and the execution
     policy of its ``executor`` section (the one channel by which executors learn it)."""
     m = config.model
+    observed = get_optimizer_class(m.optimizer["kind"]).observation_param
     return WorkerSetup(
         optimizee=m.optimizee.model_dump(mode="json"),
         n_objectives=config.n_objectives,
@@ -92,6 +93,7 @@ def worker_setup(config: Config, seed: int) -> WorkerSetup:
         policy=ExecutionPolicy.from_spec(m.executor),
         experiment=m.name,
         early_stopping_metric=m.early_stopping.metric if m.early_stopping else None,
+        observation=tuple(m.optimizer[observed]) if observed else None,
     )
 
 

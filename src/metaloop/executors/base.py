@@ -38,6 +38,9 @@ class WorkerSetup:
     policy: ExecutionPolicy = field(default_factory=ExecutionPolicy)
     experiment: str = ""  # the experiment's name (batch jobs are named after it)
     early_stopping_metric: str | None = None  # the metric early stopping watches (None: off)
+    #: observed summary statistics x_o (an optimizer's ``observation_param``): results may be
+    #: ``{"outputs": {"stats": [...]}}``, their fitness the distance to it (None: off)
+    observation: tuple[float, ...] | None = None
 
 
 def evaluator_for(optimizee: Any, setup: WorkerSetup) -> Evaluator:
@@ -45,7 +48,12 @@ def evaluator_for(optimizee: Any, setup: WorkerSetup) -> Evaluator:
     from metaloop.optimizees.evaluator import Evaluator
 
     return Evaluator(
-        optimizee, setup.n_objectives, setup.seed, Path(setup.workdir), setup.early_stopping_metric
+        optimizee,
+        setup.n_objectives,
+        setup.seed,
+        Path(setup.workdir),
+        setup.early_stopping_metric,
+        setup.observation,
     )
 
 

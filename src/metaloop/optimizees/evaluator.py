@@ -54,6 +54,7 @@ class Evaluator:
         experiment_seed: int,
         workdir: Path,
         prune_metric: str | None = None,
+        observation: tuple[float, ...] | None = None,
     ):
         offered = check_optimizee(optimizee)
         batch_fn = offered.batch
@@ -67,6 +68,7 @@ class Evaluator:
         self.experiment_seed = experiment_seed
         self.workdir = Path(workdir)
         self.prune_metric = prune_metric  # early stopping's metric: a pruned result's value
+        self.observation = observation  # x_o: results may be summary statistics (parse_result)
 
     def context(
         self, generation: int, index: int, attempt: int, info: dict[str, Any] | None = None
@@ -109,7 +111,8 @@ class Evaluator:
             if _escapes(exc):
                 raise
             return _mark(_raised(exc), ctx is not None and ctx.touched)
-        return _mark(parse_result(raw, self.n_objectives), ctx is not None and ctx.touched)
+        result = parse_result(raw, self.n_objectives, self.observation)
+        return _mark(result, ctx is not None and ctx.touched)
 
     def batch(self, tasks: list[TaskTuple]) -> list[Result]:
         """Evaluate several tasks in one ``evaluate_batch`` call (or one by one without it)."""
@@ -133,7 +136,10 @@ class Evaluator:
         if len(raw) != len(tasks):
             error = f"evaluate_batch returned {len(raw)} results for {len(tasks)} candidates"
             return [_mark(Result(Status.INVALID, None, {}, None, error), c.touched) for c in ctxs]
-        return [_mark(parse_result(r, self.n_objectives), c.touched) for r, c in zip(raw, ctxs)]
+        obs = self.observation
+        return [
+            _mark(parse_result(r, self.n_objectives, obs), c.touched) for r, c in zip(raw, ctxs)
+        ]
 
     def _capped(self, result: Result, generation: int, index: int) -> Result:
         """``result`` with its error text cut to :data:`ERROR_CAP` characters; the whole

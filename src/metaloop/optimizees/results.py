@@ -33,7 +33,9 @@ def _invalid(error: str, metrics: dict[str, Any] | None = None, outputs: Any = N
     return Result(Status.INVALID, None, metrics or {}, outputs, error)
 
 
-def parse_result(raw: Any, n_objectives: int) -> Result:
+def parse_result(
+    raw: Any, n_objectives: int, observation: tuple[float, ...] | None = None
+) -> Result:
     """Check what an optimizee returned.
 
     Accepted: a number, a sequence of ``n_objectives`` numbers, or a mapping with ``fitness``
@@ -44,21 +46,27 @@ def parse_result(raw: Any, n_objectives: int) -> Result:
     overflowing number (``10**400``, a huge ``Decimal`` or ``Fraction``), the wrong number of
     components, a string, ``None``, an object, nested lists, metrics, outputs or constraints
     that cannot be stored as JSON — is ``invalid``; this function never raises.
+
+    ``observation`` (the observed summary statistics ``x_o`` of an optimizer that learns from
+    them, :attr:`metaloop.optimizers.base.Optimizer.observation_param`): a mapping's
+    ``outputs`` may then hold ``stats`` (a sequence of as many finite numbers as ``x_o``;
+    otherwise the result is ``invalid``), and a mapping without ``fitness`` gets the fitness
+    ``sqrt(mean((stats - x_o)^2))``, the RMS distance of the simulation to the data.
     """
     if type(raw) is float and n_objectives == 1 and math.isfinite(raw):
         return Result(Status.OK, (raw,), {}, None, None)  # the common case, checked at once
     try:
-        return _parse(raw, n_objectives)
+        return _parse(raw, n_objectives, observation)
     except Exception as exc:  # noqa: BLE001 - garbage that even breaks the checks
         return _invalid(f"the result could not be checked: {exception_text(exc)}")
 
 
-def _parse(raw: Any, n_objectives: int) -> Result:
+def _parse(raw: Any, n_objectives: int, observation: tuple[float, ...] | None) -> Result:
     metrics: dict[str, Any] = {}
     outputs: Any = None
     constraints: tuple[float, ...] | None = None
     if isinstance(raw, Mapping):
-        if "fitness" not in raw:
+        if "fitness" not in raw and (observation is None or not _has_stats(raw)):
             return _invalid(f"result mapping has no 'fitness' key: {short_repr(raw)}")
         raw_metrics = raw.get("metrics") or {}
         if not isinstance(raw_metrics, Mapping):
@@ -76,7 +84,10 @@ def _parse(raw: Any, n_objectives: int) -> Result:
         constraints = _constraints(raw.get("constraints"))
         if isinstance(constraints, str):
             return _invalid(constraints, metrics, outputs)
-        raw = raw["fitness"]
+        distance = None if observation is None else _stats_distance(outputs, observation)
+        if isinstance(distance, str):
+            return _invalid(distance, metrics, outputs)
+        raw = raw["fitness"] if "fitness" in raw else distance
     fitness = _as_fitness(raw)
     if fitness is None:
         return _invalid(
@@ -93,6 +104,29 @@ def _parse(raw: Any, n_objectives: int) -> Result:
     if not all(math.isfinite(v) for v in fitness):
         return _invalid(f"fitness is not finite: {short_repr(raw)}", metrics, outputs)
     return Result(Status.OK, fitness, metrics, outputs, None, constraints)
+
+
+def _has_stats(raw: Mapping[str, Any]) -> bool:
+    outputs = raw.get("outputs")
+    return isinstance(outputs, Mapping) and "stats" in outputs
+
+
+def _stats_distance(outputs: Any, observation: tuple[float, ...]) -> float | str | None:
+    """The RMS distance of ``outputs["stats"]`` to ``observation``; None where the outputs
+    hold no stats; the error text where they are not as many finite numbers."""
+    if not isinstance(outputs, Mapping) or "stats" not in outputs:
+        return None
+    raw = outputs["stats"]
+    stats = raw.reshape(-1) if isinstance(raw, np.ndarray) and raw.dtype.kind == "f" else None
+    if stats is None or not stats.size:
+        return f"outputs.stats must be a sequence of numbers, got {short_repr(raw)}"
+    if stats.size != len(observation):
+        return (
+            f"outputs.stats has {stats.size} values; the observation has {len(observation)}"
+        )
+    if not np.isfinite(stats).all():
+        return f"outputs.stats is not finite: {short_repr(raw.tolist())}"
+    return float(np.sqrt(np.mean((stats - np.asarray(observation, dtype=float)) ** 2)))
 
 
 def _constraints(raw: Any) -> tuple[float, ...] | None | str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -77,6 +78,14 @@ class Optimizer(ABC):
     #: ``"ignore"`` — it learns from the fitness alone (the reported best is still the best
     #: feasible evaluation).
     constraint_handling: ClassVar[Literal["ignore", "rank", "model"]] = "ignore"
+    #: The hyperparameter holding observed summary statistics ``x_o`` (simulation-based
+    #: inference, e.g. snpe's ``observation``), or None.  With it an evaluation may return
+    #: ``{"outputs": {"stats": [...]}}`` without a fitness: the workers give it the fitness
+    #: ``sqrt(mean((stats - x_o)^2))`` (a distance: the default ``direction: minimize`` makes
+    #: the best evaluation the simulation closest to the data); stats that are not finite or
+    #: not as long as ``x_o`` make an evaluation ``invalid``
+    #: (:func:`metaloop.optimizees.results.parse_result`).
+    observation_param: ClassVar[str | None] = None
     #: Derived from :attr:`async_variant` (do not set it): the kind runs in ``mode: async``.
     supports_async: ClassVar[bool] = False
 
@@ -95,6 +104,14 @@ class Optimizer(ABC):
         first generation?  Only where injection is taken and there is no start point (an
         optimizer with one gets the first individual there instead, at config time)."""
         return cls.refuses_injection is None and cls.start_param is None
+
+    @classmethod
+    def resolve_config(cls, params: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+        """The config's hyperparameters (before validation) with what names a file relative to
+        the config file's directory ``base_dir`` read or resolved, so that the stored config
+        is enough to resume anywhere; ValueError (one line, starting with the hyperparameter's
+        name and ``": "``) if such a file cannot be used.  By default: unchanged."""
+        return params
 
     @classmethod
     def setup_only_among(cls, names: Iterable[str]) -> list[str]:

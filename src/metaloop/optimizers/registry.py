@@ -47,6 +47,7 @@ _REGISTRY: dict[str, str] = {
     "enkf": "metaloop.optimizers.enkf:EnsembleKalmanFilter",
     "tpe": "metaloop.optimizers.tpe:TreeParzen",
     "bo": "metaloop.optimizers.bo:BayesianOptimization",
+    "snpe": "metaloop.optimizers.snpe:SequentialNPE",
 }
 
 
@@ -120,6 +121,9 @@ def capability_problems(cls: type[Optimizer]) -> list[str]:
     problems = []
     if cls.start_param is not None and cls.start_param not in fields:
         problems.append(f"start_param {cls.start_param!r} is not one of its hyperparameters")
+    obs = cls.observation_param
+    if obs is not None and obs not in fields:
+        problems.append(f"observation_param {obs!r} is not one of its hyperparameters")
     unknown = [n for n in cls.setup_only if n != "*" and n not in fields]
     if unknown:
         problems.append(f"setup_only names {unknown}, not hyperparameters of it")
@@ -215,6 +219,7 @@ def describe(kind: str) -> dict[str, Any]:
         "start_param": cls.start_param,
         "setup_only": list(cls.setup_only),
         "uses_outputs": cls.uses_outputs,
+        "observation_param": cls.observation_param,
         "constraints": cls.constraint_handling,
     }
 

@@ -1,0 +1,172 @@
+"""The neural posterior of :mod:`metaloop.optimizers.snpe`, built with the ``sbi`` package.
+
+Everything here imports ``torch`` and ``sbi`` (inside the functions: importing this module
+costs nothing) and runs in :func:`torch_scope`: one torch thread (restored after) and torch's
+global generator seeded from the caller's seed and restored after, so a training or a draw
+is a pure function of its inputs and the seed, and the caller's own torch state is left as
+it was.  The network is sbi's conditional density estimator (``posterior_nn``: maf, nsf or
+mdn) on the unit cube; it is trained here by maximum likelihood (plain NPE: the loss is
+``-log q(theta | x)``), its weights travel as numpy arrays (:func:`weights`,
+:func:`load_weights`), and the posterior is sbi's ``DirectPosterior`` with the uniform prior
+on ``[0, 1]^d`` (samples outside the prior's support are rejected).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: how many unit-cube points are scored at once when the prior is truncated
+SCORE_BATCH = 10_000
+
+
+@contextmanager
+def torch_scope(seed: int) -> Iterator[Any]:
+    """``torch`` on one thread with its global generator seeded by ``seed`` (both restored
+    afterwards)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield torch
+    finally:
+        torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """What builds the network (its weights aside)."""
+
+    estimator: str  # "maf", "nsf" or "mdn"
+    hidden_features: int
+    num_transforms: int
+    num_components: int
+
+
+def build(spec: NetSpec, theta: np.ndarray, x: np.ndarray, seed: int) -> Any:
+    """A fresh network for ``theta`` (unit cube) given ``x`` (its z-scoring fitted to them)."""
+    from sbi.neural_nets import posterior_nn
+
+    builder = posterior_nn(
+        model=spec.estimator,
+        hidden_features=spec.hidden_features,
+        num_transforms=spec.num_transforms,
+        num_components=spec.num_components,
+    )
+    with torch_scope(seed) as torch:
+        net = builder(_tensor(torch, theta), _tensor(torch, x))
+        net.eval()
+    return net
+
+
+def weights(net: Any) -> dict[str, np.ndarray]:
+    """The network's state (parameters and buffers) as numpy arrays, exactly."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
+
+
+def load_weights(net: Any, state: dict[str, np.ndarray]) -> None:
+    """Set what :func:`weights` returned (every entry must be there)."""
+    import torch
+
+    net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    net.eval()
+
+
+@dataclass(frozen=True)
+class Training:
+    """How to train (the optimizer's hyperparameters)."""
+
+    batch_size: int
+    learning_rate: float
+    validation_fraction: float
+    stop_after_epochs: int
+    max_num_epochs: int | None
+    clip_max_norm: float = 5.0
+
+
+def train(
+    net: Any, theta: np.ndarray, x: np.ndarray, how: Training, rng: np.random.Generator, seed: int
+) -> dict[str, Any]:
+    """Train ``net`` on all pairs by maximum likelihood with Adam, keeping the weights of the
+    epoch with the lowest validation loss; the split and the batches come from ``rng``.
+    Stops after ``stop_after_epochs`` epochs without improvement or ``max_num_epochs``.
+    Returns ``{"epochs": ..., "validation_loss": ...}``."""
+    n = len(theta)
+    n_val = min(n - 1, max(1, int(round(how.validation_fraction * n))))
+    order = rng.permutation(n)
+    val, fit = order[:n_val], order[n_val:]
+    with torch_scope(seed) as torch:
+        T, X = _tensor(torch, theta), _tensor(torch, x)
+        opt = torch.optim.Adam(net.parameters(), lr=how.learning_rate)
+        best, best_state, since, epoch = math.inf, None, 0, 0
+        limit = how.max_num_epochs if how.max_num_epochs is not None else 2**62
+        while epoch < limit:
+            net.train()
+            shuffled = fit[rng.permutation(len(fit))]
+            for start in range(0, len(shuffled), how.batch_size):
+                b = torch.from_numpy(shuffled[start : start + how.batch_size])
+                opt.zero_grad()
+                loss = net.loss(T[b], X[b]).mean()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), how.clip_max_norm)
+                opt.step()
+            epoch += 1
+            net.eval()
+            with torch.no_grad():
+                v = float(net.loss(T[val], X[val]).mean())
+            if v < best:
+                best, since = v, 0
+                best_state = {k: t.detach().clone() for k, t in net.state_dict().items()}
+            else:
+                since += 1
+                if since >= how.stop_after_epochs:
+                    break
+        if best_state is not None:
+            net.load_state_dict(best_state)
+        net.eval()
+    return {"epochs": epoch, "validation_loss": best}
+
+
+def _posterior(net: Any, dim: int) -> Any:
+    import torch
+    from sbi.inference import DirectPosterior
+    from sbi.utils import BoxUniform
+
+    prior = BoxUniform(torch.zeros(dim), torch.ones(dim))
+    return DirectPosterior(posterior_estimator=net, prior=prior)
+
+
+def sample(net: Any, dim: int, x_o: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` draws of the posterior at ``x_o`` (unit-cube rows, float64)."""
+    with torch_scope(seed) as torch:
+        post = _posterior(net, dim)
+        with torch.no_grad():
+            draws = post.sample((n,), x=_tensor(torch, x_o)[None], show_progress_bars=False)
+    return draws.double().numpy().reshape(n, dim)
+
+
+def log_prob(net: Any, dim: int, x_o: np.ndarray, U: np.ndarray, seed: int) -> np.ndarray:
+    """The (unnormalized: leakage out of the cube is not corrected, which shifts every value
+    alike) posterior log-density at ``x_o`` of the unit-cube rows ``U``."""
+    out = np.empty(len(U))
+    with torch_scope(seed) as torch:
+        post = _posterior(net, dim)
+        xo = _tensor(torch, x_o)[None]
+        with torch.no_grad():
+            for start in range(0, len(U), SCORE_BATCH):
+                part = _tensor(torch, U[start : start + SCORE_BATCH])
+                lp = post.log_prob(part, x=xo, norm_posterior=False)
+                out[start : start + len(part)] = lp.double().numpy()
+    return out
+
+
+def _tensor(torch: Any, a: np.ndarray) -> Any:
+    return torch.as_tensor(np.asarray(a, dtype=np.float32))

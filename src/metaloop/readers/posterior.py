@@ -1,0 +1,106 @@
+"""Draws from the posterior an ``snpe`` experiment learned (``metaloop posterior``,
+:func:`metaloop.api.posterior_samples`).
+
+The optimizer is rebuilt from the experiment's latest checkpoint (its stored config, seed and
+state: the training data and the network's weights), and its posterior sampled at the stored
+observation or at another one; the draws are decoded with the experiment's space and come
+back as columns named like the export's: ``param.<name>``, arrays ``param.<name>.<i>`` (C
+order).  The store is only read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metaloop.errors import UserError
+from metaloop.optimizees.function_kind import stored_space
+from metaloop.optimizers.registry import get_optimizer_class
+from metaloop.scoring import stored_weights
+from metaloop.store.base import ExperimentInfo, Store
+
+
+def posterior_columns(
+    store: Store,
+    info: ExperimentInfo,
+    n: int,
+    observation: Any = None,
+    seed: int = 0,
+) -> tuple[dict[str, np.ndarray], str | None]:
+    """``n`` decoded posterior draws as columns, and a warning (one line) or None.
+
+    ``observation``: None (the stored one), a sequence of numbers, or a JSON/CSV file name
+    (relative to the current directory).  Bad input is a :class:`UserError` (one line)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        raise UserError(f"-n: the number of samples must be a positive integer, got {n!r}")
+    config = info.config
+    kind = str((config.get("optimizer") or {}).get("kind", ""))
+    try:
+        cls = get_optimizer_class(kind)
+    except KeyError:
+        cls = None
+    if cls is None or not callable(getattr(cls, "sample_posterior", None)):
+        raise UserError(
+            f"experiment {info.name!r} uses optimizer {kind!r}: posterior from a non-snpe "
+            "experiment is not implemented yet"
+        )
+    space = stored_space(config)
+    ckpt = store.last_checkpoint(info.id)
+    if space is None or ckpt is None:
+        raise UserError(f"experiment {info.name!r} has no trained posterior yet (no checkpoint)")
+    state = ckpt[1]["optimizer"]
+    try:
+        optimizer = cls(
+            space, state["params"], seed=info.seed, n_objectives=len(stored_weights(config))
+        )
+    except ValueError as exc:  # e.g. sbi or torch missing
+        raise UserError(str(exc)) from None
+    optimizer.load_state(state)
+    if not optimizer.trained:
+        raise UserError(
+            f"experiment {info.name!r} has no trained posterior yet (its first round is not over)"
+        )
+    x_o, warning = None, None
+    if observation is not None:
+        x_o = _observation(cls, observation)
+        if optimizer.trained_rounds > 1:
+            warning = (
+                f"the posterior of {info.name!r} was trained over {optimizer.trained_rounds} "
+                "rounds for its own observation; at another observation it is not valid"
+            )
+    try:
+        U = optimizer.sample_posterior(n, seed, x_o)
+    except ValueError as exc:
+        raise UserError(f"--observation: {exc}") from None
+    return flat_columns(space.decode_columns(U)), warning
+
+
+def _observation(cls: Any, observation: Any) -> list[float]:
+    if isinstance(observation, (str, Path)):
+        try:
+            params = cls.resolve_config({"observation": str(observation)}, Path.cwd())
+        except ValueError as exc:
+            raise UserError(f"--{exc}") from None
+        return params["observation"]
+    try:
+        x = np.asarray(observation, dtype=float).reshape(-1)
+    except (TypeError, ValueError):
+        raise UserError("--observation: expected numbers or a JSON/CSV file") from None
+    if not x.size or not np.isfinite(x).all():
+        raise UserError("--observation: expected finite numbers")
+    return x.tolist()
+
+
+def flat_columns(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``name -> (n, *shape)`` as ``param.<name>`` / ``param.<name>.<i>`` -> ``(n,)``."""
+    out: dict[str, np.ndarray] = {}
+    for name, values in columns.items():
+        if values.ndim == 1:
+            out[f"param.{name}"] = values
+        else:
+            flat = values.reshape(len(values), -1)
+            for i in range(flat.shape[1]):
+                out[f"param.{name}.{i}"] = flat[:, i].copy()
+    return out
