@@ -1,13 +1,16 @@
-"""A tiny in-test driver for optimizers on unit-cube cost functions (shared by test files)."""
+"""A tiny in-test driver for optimizers on unit-cube cost functions, and an observer that
+interrupts a real run (shared by test files)."""
 
 from __future__ import annotations
 
 import json
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
+from metaloop.drivers.loop import RunObserver
 from metaloop.optimizers.base import Optimizer
 from metaloop.store import codec
 
@@ -43,3 +46,15 @@ def jsonish(state: dict) -> dict:
 def via_codec(state: dict) -> dict:
     """A state after the store's exact codec round trip."""
     return codec.loads(codec.dumps(state))
+
+
+class InterruptAfter(RunObserver):
+    """Raises KeyboardInterrupt (as Ctrl-C would) after ``n`` recorded evaluations."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def evaluated(self, evaluation: Any, loop: Any) -> None:
+        self.n -= 1
+        if self.n == 0:
+            raise KeyboardInterrupt

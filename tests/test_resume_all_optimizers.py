@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from optdriver import InterruptAfter
 
 from metaloop.api import Experiment, history, resume
-from metaloop.drivers.loop import RunObserver
 from metaloop.optimizers import get_optimizer_class, optimizer_kinds
 
 KINDS = [k for k in optimizer_kinds() if not get_optimizer_class(k).uses_outputs]
@@ -25,18 +25,6 @@ SMALL: dict[str, dict[str, Any]] = {
     "nsga2": {"pop_size": 8},
     "face": {"min_pop_size": 6, "max_pop_size": 12, "n_elite": 3},
 }
-
-
-class InterruptAfter(RunObserver):
-    """Raises KeyboardInterrupt (as Ctrl-C would) after ``n`` recorded evaluations."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def evaluated(self, evaluation: Any, loop: Any) -> None:
-        self.n -= 1
-        if self.n == 0:
-            raise KeyboardInterrupt
 
 
 def config(tmp_path: Path, kind: str, name: str) -> dict[str, Any]:

@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from optdriver import InterruptAfter
 from services import need_module
 
 from metaloop import cli
 from metaloop.api import Experiment, history, posterior_samples, resume
 from metaloop.config import ConfigError, validate_config
-from metaloop.drivers.loop import RunObserver, worker_setup
+from metaloop.drivers.loop import worker_setup
 from metaloop.optimizees.results import parse_result
 from metaloop.optimizers import snpe
 from metaloop.optimizers.snpe import MISSING, SequentialNPE, load_observation
@@ -384,18 +385,6 @@ def test_api_posterior_bad_input(trained: dict[str, Any]) -> None:
 
 
 # -- resume ------------------------------------------------------------------------------------
-class InterruptAfter(RunObserver):
-    """Raises KeyboardInterrupt (as Ctrl-C would) after ``n`` recorded evaluations."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def evaluated(self, evaluation: Any, loop: Any) -> None:
-        self.n -= 1
-        if self.n == 0:
-            raise KeyboardInterrupt
-
-
 def _array_config(tmp: Path, name: str) -> dict[str, Any]:
     cfg = _config(tmp, name, pop_size=40, rounds=3, max_num_epochs=10, truncation_samples=1000)
     cfg["space"] = {"x": {"type": "real", "low": -2, "high": 2, "shape": [2]}}
