@@ -199,7 +199,25 @@ def quality_table(data: dict[str, Any]) -> list[str]:
     lines.append("")
     lines.append(f"Median best cost over {', '.join(map(str, sorted(seeds)))} seeds per "
                  "optimizer (lower is better).")
+    lines.append("")
+    lines.append("For scale, the references against `cmaes` by the same test: " + ", ".join(
+        f"{ref} significantly better in {better} of {cells} cells"
+        for ref, better, cells in references_against_cmaes(data)) + ".")  # fmt: skip
     return lines
+
+
+def references_against_cmaes(data: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """Per Optuna reference: in how many cells it is significantly better than ``cmaes``."""
+    out = []
+    for ref in ("optuna-gp", "optuna-tpe"):
+        cells = [c for c in data["cells"].values() if ref in c and "cmaes" in c]
+        better = sum(
+            one_sided_p([v[0] for _, v in sorted(c[ref].items())],
+                        [v[0] for _, v in sorted(c["cmaes"].items())]) < 0.05
+            for c in cells
+        )  # fmt: skip
+        out.append((ref, better, len(cells)))
+    return out
 
 
 # -- part 2: batches by wall time ---------------------------------------------------------------
