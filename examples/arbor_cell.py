@@ -79,3 +79,66 @@ class CellFit:
             "fitness": float(np.sqrt(np.mean((v - self.target) ** 2))),
             "metrics": {"spikes": spike_count(v), "target_spikes": self.target_spikes, **rel},
         }
+
+
+#: windows of the summary statistics (ms): hyperpolarised and sub-threshold steady states,
+#: the rebound after the hyperpolarising step, the supra-threshold step
+WINDOWS = {
+    "hyper": (25.0, 35.0),
+    "sub": (60.0, 70.0),
+    "rebound": (35.0, 45.0),
+    "supra": (80.0, 110.0),
+}
+
+
+def summary_stats(t: np.ndarray, v: np.ndarray) -> list[float]:
+    """Eight summary statistics of a trace (what ``CellStats`` returns and the observation
+    holds): the steady-state voltages of the hyperpolarising and the sub-threshold step, the
+    peak of the rebound, the spike count, the first spike's latency, the mean spike peak,
+    and the mean and standard deviation of the voltage during the supra-threshold step."""
+
+    def window(name: str) -> np.ndarray:
+        a, b = WINDOWS[name]
+        return v[(t >= a) & (t < b)]
+
+    supra = window("supra")
+    start = WINDOWS["supra"][0]
+    up = np.nonzero((supra[1:] >= 0.0) & (supra[:-1] < 0.0))[0]
+    latency = float(t[(t >= start)][up[0]] - start) if len(up) else 30.0
+    peaks = [float(supra[i : i + 20].max()) for i in up]
+    return [
+        float(window("hyper").mean()),
+        float(window("sub").mean()),
+        float(window("rebound").max()),
+        float(len(up)),
+        latency,
+        float(np.mean(peaks)) if peaks else float(supra.max()),
+        float(supra.mean()),
+        float(supra.std()),
+    ]
+
+
+class CellStats:
+    """Simulation-based inference (``arbor_cell_sbi.yaml``): the trace of the candidate's
+    densities plus 0.5 mV of measurement noise drawn from the evaluation's seed — the same
+    noise model as the target — reduced to :func:`summary_stats`."""
+
+    def evaluate(self, params: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        t, v = simulate(float(params["gnabar"]), float(params["gkbar"]), float(params["gl"]))
+        if not np.all(np.isfinite(v)):
+            return {"fitness": float("nan")}  # recorded invalid
+        v = v + NOISE_MV * ctx.rng.standard_normal(v.shape)
+        return {"outputs": {"stats": summary_stats(t, v)}}
+
+
+def observation() -> list[float]:
+    """The summary statistics of the target trace (``examples/data/arbor_cell_x_o.json``)."""
+    t, clean = simulate(**TRUE)
+    rng = np.random.default_rng(NOISE_SEED)
+    return summary_stats(t, clean + NOISE_MV * rng.standard_normal(clean.shape))
+
+
+if __name__ == "__main__":  # python examples/arbor_cell.py > examples/data/arbor_cell_x_o.json
+    import json
+
+    print(json.dumps([round(s, 6) for s in observation()]))
