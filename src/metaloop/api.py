@@ -338,6 +338,55 @@ def posterior_samples(
     return columns
 
 
+def sbc(
+    name: str,
+    storage: str = DEFAULT_STORAGE,
+    simulations: int = 200,
+    samples: int = 100,
+    seed: int = 0,
+    fresh: bool = False,
+    record: bool = True,
+) -> dict[str, Any]:
+    """Simulation-based calibration of an ``snpe`` experiment's posterior (``metaloop
+    sbc``): per parameter the rank uniformity (chi-square p-value) and the expected coverage
+    of central credible intervals, over ``simulations`` stored round-0 pairs (prior draws the
+    estimator was trained on) or, with ``fresh``, new prior draws simulated in this process;
+    ``samples`` posterior draws per pair.  ``record``: add the summary to the store as an
+    ``sbc`` event (``metaloop report`` shows it).  A posterior trained over several rounds
+    gives a UserWarning (SBC over the prior is expected to be off for it).  The dict is
+    described in :func:`metaloop.readers.sbi_checks.sbc`; bad input: :class:`UserError`."""
+    import warnings
+
+    from metaloop.readers import sbi_checks
+
+    with open_store(storage, readonly=True) as store:
+        result = sbi_checks.sbc(
+            store, store.require_experiment(name), simulations, samples, seed, fresh, storage
+        )
+    if result["warning"] is not None:
+        warnings.warn(result["warning"], UserWarning, stacklevel=2)
+    if record:
+        sbi_checks.record(storage, name, "sbc", result)
+    return result
+
+
+def ppc(
+    name: str, storage: str = DEFAULT_STORAGE, n: int = 20, seed: int = 0, record: bool = True
+) -> dict[str, Any]:
+    """Posterior predictive check of an ``snpe`` experiment (``metaloop ppc``): ``n``
+    posterior draws at its observation simulated in this process (serially, workdirs in a
+    temporary folder, nothing added to the experiment's evaluations) and, per statistic, the
+    observation against the predictive median, 5-95 % interval and percentile.  ``record``:
+    add the summary as a ``ppc`` event.  See :func:`metaloop.readers.sbi_checks.ppc`."""
+    from metaloop.readers import sbi_checks
+
+    with open_store(storage, readonly=True) as store:
+        result = sbi_checks.ppc(store, store.require_experiment(name), storage, n, seed)
+    if record:
+        sbi_checks.record(storage, name, "ppc", result)
+    return result
+
+
 __all__ = [
     "ConfigError",
     "Experiment",
@@ -348,5 +397,7 @@ __all__ = [
     "history",
     "history_frame",
     "posterior_samples",
+    "ppc",
     "resume",
+    "sbc",
 ]

@@ -1,5 +1,5 @@
 """Command line: ``metaloop run | resume | status | export | plot | control | slurm-script |
-optimizers | posterior | dashboard | report``.
+optimizers | posterior | sbc | ppc | dashboard | report``.
 
 User errors (bad config, bad arguments, unknown experiment) print one line per problem to
 stderr and exit with code 2, before anything is written.  Ctrl-C stops a run at a safe point,
@@ -23,6 +23,7 @@ from metaloop.control_cli import add_control_command, cmd_control
 from metaloop.dashboard.command import DASHBOARD_COMMANDS, add_dashboard_commands
 from metaloop.errors import UserError
 from metaloop.executors import EXECUTOR_KINDS
+from metaloop.inference_cli import INFERENCE_COMMANDS, add_inference_commands
 from metaloop.store import DEFAULT_STORAGE
 from metaloop.store.postgres import mask_password
 
@@ -162,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     op.add_argument("--json", action="store_true", help="machine-readable output")
     add_dashboard_commands(sub)
+    add_inference_commands(sub, DEFAULT_STORAGE)
     return p
 
 
@@ -538,6 +540,7 @@ def cmd_optimizers(args: argparse.Namespace) -> int:
 _COMMANDS = {
     "control": cmd_control,
     **DASHBOARD_COMMANDS,
+    **INFERENCE_COMMANDS,
     "run": cmd_run,
     "resume": cmd_resume,
     "status": cmd_status,

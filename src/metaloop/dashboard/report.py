@@ -105,7 +105,56 @@ def report_data(store: Store, info: ExperimentInfo, now: float | None = None) ->
         "rows": rows,
         "columns": views.columns(rows, len(weights)),
         "details": details,
+        "inference": inference_checks(events),
     }
+
+
+def inference_checks(events: list[Any]) -> dict[str, Any]:
+    """The latest ``sbc`` and ``ppc`` summaries (``metaloop sbc`` / ``ppc``), if any."""
+    latest = {e.kind: e for e in events if e.kind in ("sbc", "ppc")}
+    return {k: e.as_dict() for k, e in latest.items()}
+
+
+def _inference_html(checks: dict[str, Any]) -> str:
+    """The report's section of the posterior diagnostics: a small table each (escaped)."""
+    if not checks:
+        return ""
+    parts = ['<section id="inference" class="panel" style="margin:0.8rem">',
+             "<h2>Posterior diagnostics</h2>"]  # fmt: skip
+    sbc = (checks.get("sbc") or {}).get("data")
+    if isinstance(sbc, dict):
+        head = ("parameter", "rank p-value", "max coverage deviation", "verdict")
+        rows = [
+            (n, f"{p['p_value']:.3g}", f"{p['max_coverage_deviation']:.3f}", p["verdict"])
+            for n, p in sbc.get("parameters", {}).items()
+        ]
+        parts.append(f"<h3>Simulation-based calibration</h3><p>{_esc(checks['sbc']['message'])}")
+        parts.append(f" ({_esc(_when(checks['sbc']['time']))})</p>{_table(head, rows)}")
+    ppc = (checks.get("ppc") or {}).get("data")
+    if isinstance(ppc, dict):
+        head = ("statistic", "observed", "median", "5 %", "95 %", "inside", "p-value")
+        rows = [
+            (n, *(f"{s[k]:.4g}" for k in ("observed", "median", "q05", "q95")),
+             "yes" if s["inside"] else "NO", f"{s['p_value']:.2g}")
+            for n, s in ppc.get("statistics", {}).items()
+        ]  # fmt: skip
+        parts.append(f"<h3>Posterior predictive check</h3><p>{_esc(checks['ppc']['message'])}")
+        parts.append(f" ({_esc(_when(checks['ppc']['time']))})</p>{_table(head, rows)}")
+    return "".join(parts) + "</section>\n"
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _when(t: Any) -> str:
+    return "" if t is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(float(t)))
+
+
+def _table(head: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
+    cells = "".join(f"<th>{_esc(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _image_data(
@@ -143,6 +192,7 @@ def render_report(data: dict[str, Any]) -> str:
             f"<style>\n{_asset('style.css')}\n</style>\n</head>\n<body>\n",
             '<header id="top"><h1>metaloop report</h1><span id="store" class="muted"></span>',
             '<span id="conn"></span></header>\n<div id="app"></div>\n',
+            _inference_html(data.get("inference") or {}),
             f'<script type="application/json" id="metaloop-report">{embed_json(data)}</script>\n',
             f"<script>\n{_inline_script(_asset('charts.js'))}\n</script>\n",
             f"<script>\n{_inline_script(_asset('app.js'))}\n</script>\n",
