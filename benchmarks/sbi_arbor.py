@@ -34,7 +34,6 @@ EXECUTORS: dict[str, dict[str, Any]] = {
     # the single-node SLURM of .ci/slurm.sh: two one-core worker jobs
     "slurm": {"kind": "slurm", "workers": 2, "interface": "lo", "partition": "debug"},
 }
-STATS = ("V hyper", "V sub", "rebound peak", "spikes", "latency", "spike peak", "V supra", "sd supra")
 
 
 def run(executor: str, storage: str) -> float:

@@ -331,11 +331,7 @@ def test_cli_posterior_at_another_observation_warns(
     ("args", "error"),
     [
         (["--name", "nope"], None),
-        (
-            ["--name", "rs"],
-            "experiment 'rs' uses optimizer 'random': posterior from a non-snpe "
-            "experiment is not implemented yet",
-        ),
+        (["--name", "rs"], "experiment 'rs' has no evaluations with outputs.stats"),
         (
             ["--name", "lg", "--observation", "{tmp}/three.json"],
             "--observation: the observation has 3 values; the posterior was trained on 2 "

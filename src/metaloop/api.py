@@ -6,7 +6,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -312,30 +312,61 @@ def history_frame(name: str, storage: str = DEFAULT_STORAGE) -> Any:
         return pd.DataFrame(list(rows), columns=columns)
 
 
+@overload
+def posterior_samples(
+    name: str,
+    storage: str = ...,
+    n: int = ...,
+    observation: Any = ...,
+    seed: int = ...,
+    return_checks: Literal[False] = ...,
+) -> dict[str, np.ndarray]: ...
+
+
+@overload
+def posterior_samples(
+    name: str,
+    storage: str = ...,
+    n: int = ...,
+    observation: Any = ...,
+    seed: int = ...,
+    *,
+    return_checks: Literal[True],
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]: ...
+
+
 def posterior_samples(
     name: str,
     storage: str = DEFAULT_STORAGE,
     n: int = 10_000,
     observation: Any = None,
     seed: int = 0,
-) -> dict[str, np.ndarray]:
-    """``n`` draws from the posterior an ``snpe`` experiment learned (its latest checkpoint),
-    decoded to the space's units: a dict of columns ``param.<name>`` (arrays:
-    ``param.<name>.<i>``), each a numpy array of ``n`` values (``pandas.DataFrame(result)``
-    makes a table of it).  ``observation``: another ``x_o`` (numbers or a JSON/CSV file);
-    only a posterior trained on round 0 alone is valid there (a UserWarning says so
-    otherwise).  ``seed`` makes the draws reproducible.  Bad input: :class:`UserError`."""
+    return_checks: bool = False,
+) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``n`` draws from an experiment's posterior, decoded to the space's units: a dict of
+    columns ``param.<name>`` (arrays: ``param.<name>.<i>``), each a numpy array of ``n``
+    values (``pandas.DataFrame(result)`` makes a table of it).
+
+    An ``snpe`` experiment: the posterior it learned (its latest checkpoint); ``observation``
+    another ``x_o`` (numbers or a JSON/CSV file), valid only for a posterior trained on round
+    0 alone (a UserWarning says so otherwise).  Any other experiment whose evaluations
+    returned ``outputs.stats``: a likelihood is learned from them and the posterior under the
+    space's prior is sampled at ``observation``, which is required (docs/inference.md); each
+    failed check of where it should not be trusted is a UserWarning.  ``seed`` makes the
+    draws reproducible.  ``return_checks``: return ``(columns, checks)``, the checks a dict
+    (``method``, ``warnings`` and, for a learned likelihood, ``coverage``, ``observation``,
+    ``simulations``, ``left_out``, ``training``).  Bad input: :class:`UserError`."""
     import warnings
 
     from metaloop.readers.posterior import posterior_columns
 
     with open_store(storage, readonly=True) as store:
-        columns, warning = posterior_columns(
+        columns, checks = posterior_columns(
             store, store.require_experiment(name), n, observation, seed
         )
-    if warning is not None:
-        warnings.warn(warning, UserWarning, stacklevel=2)
-    return columns
+    for line in checks["warnings"]:
+        warnings.warn(line, UserWarning, stacklevel=2)
+    return (columns, checks) if return_checks else columns
 
 
 def sbc(

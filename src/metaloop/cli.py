@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--name", required=True, help="experiment name")
     pl.add_argument("-o", "--output", required=True, help="output image file (.png, .svg, .pdf)")
     po = sub.add_parser(
-        "posterior", help="draws from the posterior an snpe experiment learned, as CSV or JSON"
+        "posterior",
+        help="draws from an experiment's posterior (snpe, or learned from its stats), CSV or JSON",
     )
     storage_arg(po)
     po.add_argument("--name", required=True, help="experiment name")
@@ -153,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     po.add_argument(
         "--observation", metavar="FILE",
-        help="another observation (JSON list or one CSV row); default: the experiment's",
+        help="the observation (JSON list or one CSV row); default: an snpe experiment's own",
     )
     po.add_argument("--seed", type=non_negative_int, default=0, help="seed of the draws")
     po.add_argument("--format", choices=["csv", "json"], default="csv")
@@ -483,7 +484,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_posterior(args: argparse.Namespace) -> int:
-    """Posterior draws of an snpe experiment; nothing is written unless all is well."""
+    """Posterior draws of an experiment; nothing is written unless all is well."""
     import warnings
 
     from metaloop.api import posterior_samples

@@ -95,9 +95,10 @@ class Training:
 def train(
     net: Any, theta: np.ndarray, x: np.ndarray, how: Training, rng: np.random.Generator, seed: int
 ) -> dict[str, Any]:
-    """Train ``net`` on all pairs by maximum likelihood with Adam, keeping the weights of the
-    epoch with the lowest validation loss; the split and the batches come from ``rng``.
-    Stops after ``stop_after_epochs`` epochs without improvement or ``max_num_epochs``.
+    """Train ``net`` on all pairs by maximum likelihood with Adam (``-log q(theta | x)``;
+    :mod:`~metaloop.optimizers.nle_net` passes ``(x, theta)`` for a likelihood), keeping the
+    weights of the epoch with the lowest validation loss; the split and the batches come from
+    ``rng``.  Stops after ``stop_after_epochs`` epochs without improvement or ``max_num_epochs``.
     Returns ``{"epochs": ..., "validation_loss": ...}``."""
     n = len(theta)
     n_val = min(n - 1, max(1, int(round(how.validation_fraction * n))))

@@ -1,11 +1,13 @@
-"""Draws from the posterior an ``snpe`` experiment learned (``metaloop posterior``,
+"""Draws from the posterior of a stored experiment (``metaloop posterior``,
 :func:`metaloop.api.posterior_samples`).
 
-The optimizer is rebuilt from the experiment's latest checkpoint (its stored config, seed and
-state: the training data and the network's weights), and its posterior sampled at the stored
-observation or at another one; the draws are decoded with the experiment's space and come
-back as columns named like the export's: ``param.<name>``, arrays ``param.<name>.<i>`` (C
-order).  The store is only read.
+An ``snpe`` experiment's posterior is the one it learned: the optimizer is rebuilt from the
+experiment's latest checkpoint (its stored config, seed and state: the training data and the
+network's weights), and its posterior sampled at the stored observation or at another one.
+Any other experiment whose evaluations returned ``outputs.stats`` gets a likelihood learned
+from them, at an observation the caller gives (:mod:`metaloop.readers.likelihood_posterior`).
+The draws are decoded with the experiment's space and come back as columns named like the
+export's: ``param.<name>``, arrays ``param.<name>.<i>`` (C order).  The store is only read.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import numpy as np
 from metaloop.errors import UserError
 from metaloop.optimizees.function_kind import stored_space
 from metaloop.optimizers.registry import get_optimizer_class
+from metaloop.optimizers.snpe import load_observation
+from metaloop.readers.likelihood_posterior import likelihood_draws
 from metaloop.scoring import stored_weights
 from metaloop.store.base import ExperimentInfo, Store
 
@@ -28,11 +32,13 @@ def posterior_columns(
     n: int,
     observation: Any = None,
     seed: int = 0,
-) -> tuple[dict[str, np.ndarray], str | None]:
-    """``n`` decoded posterior draws as columns, and a warning (one line) or None.
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``n`` decoded posterior draws as columns, and the checks: a dict with ``method``
+    (``snpe`` or ``nle``) and ``warnings`` (one line each; more keys for ``nle``, see
+    :func:`~metaloop.readers.likelihood_posterior.likelihood_draws`).
 
-    ``observation``: None (the stored one), a sequence of numbers, or a JSON/CSV file name
-    (relative to the current directory).  Bad input is a :class:`UserError` (one line)."""
+    ``observation``: None (an snpe experiment's own), a sequence of numbers, or a JSON/CSV
+    file name (relative to the current directory).  Bad input is a :class:`UserError`."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
         raise UserError(f"-n: the number of samples must be a positive integer, got {n!r}")
     config = info.config
@@ -42,10 +48,9 @@ def posterior_columns(
     except KeyError:
         cls = None
     if cls is None or not callable(getattr(cls, "sample_posterior", None)):
-        raise UserError(
-            f"experiment {info.name!r} uses optimizer {kind!r}: posterior from a non-snpe "
-            "experiment is not implemented yet"
-        )
+        x_o = None if observation is None else _observation(observation)
+        U, space, checks = likelihood_draws(store, info, n, x_o, seed)
+        return flat_columns(space.decode_columns(U)), checks
     space = stored_space(config)
     ckpt = store.last_checkpoint(info.id)
     if space is None or ckpt is None:
@@ -64,7 +69,7 @@ def posterior_columns(
         )
     x_o, warning = None, None
     if observation is not None:
-        x_o = _observation(cls, observation)
+        x_o = _observation(observation)
         if optimizer.trained_rounds > 1:
             warning = (
                 f"the posterior of {info.name!r} was trained over {optimizer.trained_rounds} "
@@ -74,16 +79,16 @@ def posterior_columns(
         U = optimizer.sample_posterior(n, seed, x_o)
     except ValueError as exc:
         raise UserError(f"--observation: {exc}") from None
-    return flat_columns(space.decode_columns(U)), warning
+    checks = {"method": "snpe", "warnings": [] if warning is None else [warning]}
+    return flat_columns(space.decode_columns(U)), checks
 
 
-def _observation(cls: Any, observation: Any) -> list[float]:
+def _observation(observation: Any) -> list[float]:
     if isinstance(observation, (str, Path)):
         try:
-            params = cls.resolve_config({"observation": str(observation)}, Path.cwd())
+            return load_observation(str(observation), Path.cwd())
         except ValueError as exc:
             raise UserError(f"--{exc}") from None
-        return params["observation"]
     try:
         x = np.asarray(observation, dtype=float).reshape(-1)
     except (TypeError, ValueError):
