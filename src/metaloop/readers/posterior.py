@@ -51,22 +51,8 @@ def posterior_columns(
         x_o = None if observation is None else _observation(observation)
         U, space, checks = likelihood_draws(store, info, n, x_o, seed)
         return flat_columns(space.decode_columns(U)), checks
-    space = stored_space(config)
-    ckpt = store.last_checkpoint(info.id)
-    if space is None or ckpt is None:
-        raise UserError(f"experiment {info.name!r} has no trained posterior yet (no checkpoint)")
-    state = ckpt[1]["optimizer"]
-    try:
-        optimizer = cls(
-            space, state["params"], seed=info.seed, n_objectives=len(stored_weights(config))
-        )
-    except ValueError as exc:  # e.g. sbi or torch missing
-        raise UserError(str(exc)) from None
-    optimizer.load_state(state)
-    if not optimizer.trained:
-        raise UserError(
-            f"experiment {info.name!r} has no trained posterior yet (its first round is not over)"
-        )
+    optimizer = trained_optimizer(store, info, cls)
+    space = optimizer.space
     x_o, warning = None, None
     if observation is not None:
         x_o = _observation(observation)
@@ -81,6 +67,33 @@ def posterior_columns(
         raise UserError(f"--observation: {exc}") from None
     checks = {"method": "snpe", "warnings": [] if warning is None else [warning]}
     return flat_columns(space.decode_columns(U)), checks
+
+
+def trained_optimizer(store: Store, info: ExperimentInfo, cls: Any, prefix: str = "") -> Any:
+    """An experiment's posterior-learning optimizer (``cls``, e.g. ``snpe``) with its latest
+    checkpoint loaded; a one-line :class:`UserError` (after ``prefix``) when there is none
+    yet, its first round is not over, or sbi/torch are missing."""
+    config = info.config
+    space = stored_space(config)
+    ckpt = store.last_checkpoint(info.id)
+    if space is None or ckpt is None:
+        raise UserError(
+            f"{prefix}experiment {info.name!r} has no trained posterior yet (no checkpoint)"
+        )
+    state = ckpt[1]["optimizer"]
+    try:
+        optimizer = cls(
+            space, state["params"], seed=info.seed, n_objectives=len(stored_weights(config))
+        )
+    except ValueError as exc:  # e.g. sbi or torch missing
+        raise UserError(f"{prefix}{exc}") from None
+    optimizer.load_state(state)
+    if not optimizer.trained:
+        raise UserError(
+            f"{prefix}experiment {info.name!r} has no trained posterior yet (its first round "
+            "is not over)"
+        )
+    return optimizer
 
 
 def _observation(observation: Any) -> list[float]:

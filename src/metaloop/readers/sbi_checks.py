@@ -33,10 +33,9 @@ from typing import Any, TextIO
 import numpy as np
 
 from metaloop.errors import UserError
-from metaloop.optimizees.function_kind import stored_space
 from metaloop.optimizers.registry import get_optimizer_class
+from metaloop.readers import posterior
 from metaloop.records import Status
-from metaloop.scoring import stored_weights
 from metaloop.store.base import ExperimentInfo, Store
 
 #: the credible levels of the expected-coverage curve
@@ -68,24 +67,7 @@ def trained_optimizer(store: Store, info: ExperimentInfo, what: str) -> Any:
         raise UserError(
             f"{what}: only for snpe experiments so far ({info.name!r} uses optimizer {kind!r})"
         )
-    space = stored_space(config)
-    ckpt = store.last_checkpoint(info.id)
-    if space is None or ckpt is None:
-        raise UserError(f"{what}: experiment {info.name!r} has no trained posterior yet")
-    state = ckpt[1]["optimizer"]
-    try:
-        optimizer = cls(
-            space, state["params"], seed=info.seed, n_objectives=len(stored_weights(config))
-        )
-    except ValueError as exc:  # e.g. sbi or torch missing
-        raise UserError(f"{what}: {exc}") from None
-    optimizer.load_state(state)
-    if not optimizer.trained:
-        raise UserError(
-            f"{what}: experiment {info.name!r} has no trained posterior yet "
-            "(its first round is not over)"
-        )
-    return optimizer
+    return posterior.trained_optimizer(store, info, cls, prefix=f"{what}: ")
 
 
 def labels(space: Any) -> list[str]:
@@ -317,7 +299,6 @@ def ppc(
         raise UserError(f"ppc: none of the {n} simulations gave stats ({first})")
     x_o = np.asarray(optimizer.params.observation, dtype=float)
     statistics = {f"stat.{i}": predictive_summary(X[ok, i], float(x)) for i, x in enumerate(x_o)}
-    from metaloop.readers.posterior import flat_columns
 
     return {
         "n": n,
@@ -325,7 +306,7 @@ def ppc(
         "simulated": int(ok.sum()),
         "dropped": int((~ok).sum()),
         "errors": errors[:5],
-        "params": flat_columns(space.decode_columns(U)),
+        "params": posterior.flat_columns(space.decode_columns(U)),
         "stats": X,
         "statistics": statistics,
     }
