@@ -30,7 +30,7 @@ from metaloop.optimizers import snpe
 from metaloop.optimizers.snpe import MISSING, SequentialNPE, load_observation
 from metaloop.records import Status
 from metaloop.space import Space
-from metaloop.store import codec
+from metaloop.store import codec, open_store
 
 X_O = [0.5, -0.3]
 NOISE = 0.1
@@ -388,6 +388,14 @@ def _array_config(tmp: Path, name: str) -> dict[str, Any]:
     return cfg
 
 
+def _posteriors(name: str, storage: str) -> dict[int, str]:
+    from metaloop.dashboard.posterior import by_round
+
+    with open_store(storage, readonly=True) as store:
+        events = store.events(store.require_experiment(name).id, kinds=("posterior",))
+    return {r: codec.dumps(data) for r, data in by_round(events).items()}
+
+
 def test_resume_after_an_interrupt_equals_an_uninterrupted_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -407,6 +415,8 @@ def test_resume_after_an_interrupt_equals_an_uninterrupted_run(
         assert summary.status == "interrupted" and len(history(name, storage)) == cut
         assert resume(name, storage).status == "finished"
         assert table(name) == reference
+        # the posterior events (the dashboard's pair plots): the last per round is the same
+        assert _posteriors(name, storage) == _posteriors("ref", storage)
     # an array parameter: columns param.x.0, param.x.1
     out = tmp_path / "x.csv"
     capsys.readouterr()

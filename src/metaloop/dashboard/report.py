@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from metaloop.dashboard import detail, steering_routes, views
+from metaloop.dashboard import detail, posterior, steering_routes, views
 from metaloop.dashboard.assets import read_asset as _asset
 from metaloop.scoring import stored_weights
 from metaloop.store import ExperimentInfo, Store, open_store
@@ -92,6 +92,7 @@ def report_data(store: Store, info: ExperimentInfo, now: float | None = None) ->
     by_generation = views.group(evaluations)
     hyper = steering_routes.hyperparameters(store, info)
     summary = views.summary(info, by_generation, events, now=now, hyperparameters=hyper["current"])
+    summary["posterior"] = posterior.has_posterior(info)
     return {
         "generated": now,
         "storage": mask_password(store.url),
@@ -101,7 +102,8 @@ def report_data(store: Store, info: ExperimentInfo, now: float | None = None) ->
         "pareto": views.pareto(evaluations, weights),
         "hyperparameters": hyper,
         "controls": steering_routes.controls(store, info),
-        "events": detail.capped_events(events[-500:]),
+        "events": detail.capped_events(posterior.without_draws(events)[-500:]),
+        "posterior": posterior.report_view(info, events),
         "rows": rows,
         "columns": views.columns(rows, len(weights)),
         "details": details,

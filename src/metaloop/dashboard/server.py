@@ -7,6 +7,7 @@ Routes (all JSON under ``/api/``; see docs/dashboard.md for the reference):
 * ``POST /api/experiments`` — launch a run from a config (token);
 * ``GET /api/experiments/{name}`` — progress summary (counts, rate, ETA, workers, best);
 * ``GET .../generations | exploration | pareto | hyperparameters | controls | events``;
+* ``GET .../posterior?round=k`` — an inference experiment's posterior per round (pair plot);
 * ``GET .../evaluations`` (filtered, sorted, paged), ``GET .../evaluations/{g}/{i}`` (detail),
   ``GET .../evaluations/{g}/{i}/reports``, ``GET .../evaluations/{g}/{i}/artifact?name=``;
 * ``POST /api/experiments/{name}/control`` — a steering command (token);
@@ -36,9 +37,9 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from metaloop.dashboard import detail, steering_routes, views
+from metaloop.dashboard import detail, posterior, steering_routes, views
 from metaloop.dashboard.assets import static_dir
-from metaloop.dashboard.bodies import BadRequest, json_body, path_int, query_int
+from metaloop.dashboard.bodies import MAX_PATH_INT, BadRequest, json_body, path_int, query_int
 from metaloop.dashboard.launch import Launcher, LaunchError, check_config, parse_config
 from metaloop.dashboard.reader import StoreReader
 from metaloop.dashboard.security import MAX_BODY_BYTES, Guard, allowed_hosts, token_matches
@@ -211,6 +212,7 @@ class Dashboard:
             info, cache.by_generation, events, memo=cache.derived, hyperparameters=current
         )
         pending = sum(1 for c in trail if c.get("status") == "pending")
+        out["posterior"] = posterior.has_posterior(info)
         out["controls"] = len(trail)
         out["controls_pending"] = pending
         out["version"] += f":{len(trail)}:{pending}"
@@ -311,6 +313,15 @@ class Dashboard:
     def events(self, request: Request, name: str) -> Any:
         info = self._info(name)
         return {"events": detail.capped_events(self._store().events(info.id)[-500:])}
+
+    def posterior(self, request: Request, name: str) -> Any:
+        info = self._info(name)
+        wanted = _int(request.query_params, "round", None, lo=0, hi=MAX_PATH_INT)
+        events = self._store().events(info.id, kinds=(posterior.KIND,))
+        try:
+            return posterior.posterior_view(info, events, wanted)
+        except posterior.PosteriorError as exc:
+            raise ApiError(exc.status, exc.error) from None
 
     def control(self, request: Request, name: str) -> Any:
         body = _body(request)
@@ -428,6 +439,7 @@ class Dashboard:
             Route(exp + "/hyperparameters", e(self.hyperparameters)),
             Route(exp + "/controls", e(self.controls)),
             Route(exp + "/events", e(self.events)),
+            Route(exp + "/posterior", e(self.posterior)),
             Route(exp + "/control", e(self.control, write=True), methods=["POST"]),
             Route(exp + "/control/{cid}/cancel", e(self.cancel, write=True), methods=["POST"]),
             Route(exp, e(self.summary)),

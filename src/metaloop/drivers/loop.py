@@ -398,6 +398,9 @@ class Loop:
         diagnostics = self.optimizer.diagnostics()
         if diagnostics:
             self.store.event(self.info.id, "optimizer", f"after generation {gen}", diagnostics)
+        posterior = self.optimizer.posterior_summary()
+        if posterior is not None:  # written again if a resume re-tells it: readers take the last
+            self.store.event(self.info.id, "posterior", f"posterior after round {gen}", posterior)
         self.store.checkpoint(
             self.info.id,
             self.generation,

@@ -264,6 +264,14 @@ class Optimizer(ABC):
         the loop records them in the event log once per generation."""
         return {}
 
+    def posterior_summary(self) -> dict[str, Any] | None:
+        """After a tell, the posterior an inference optimizer just learned, as plain data
+        small enough for the event log (draws and diagnostics; see
+        :meth:`metaloop.optimizers.snpe.SequentialNPE.posterior_summary`): the loop records
+        it as a ``posterior`` event, which the dashboard and the report draw.  None (the
+        default) for optimizers that learn no posterior."""
+        return None
+
     def task_info(self) -> dict[str, Any] | None:
         """Plain data every candidate of the coming generation sees as ``ctx.info`` (e.g. the
         EnKF's mini-batch); must depend on the state only, like :meth:`ask`."""

@@ -37,6 +37,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +53,11 @@ MISSING = "optimizer 'snpe' needs sbi and torch: pip install 'metaloop[sbi]'"
 #: the most prior draws scored per round when the prior is truncated
 MAX_SCORED = 1_000_000
 _TRAIN, _THRESHOLD, _PRIOR, _BUILD = 1, 2, 3, 4  # rng streams
+#: the ``posterior`` event of a round: at most this many draws, this many floats in all, of
+#: the first ``SUMMARY_COLUMNS`` parameter components (see :meth:`posterior_summary`)
+SUMMARY_DRAWS = 1000
+SUMMARY_FLOATS = 20_000
+SUMMARY_COLUMNS = 32
 
 
 class SequentialNPEParams(OptimizerParams):
@@ -136,12 +142,15 @@ class SequentialNPE(Optimizer):
         self._threshold: float | None = None
         self._diag: dict[str, Any] = {}
         self._net: Any = None  # built from the data and the weights when needed
+        self._sampling: dict[str, Any] = {}  # how this round's points were drawn (by _ask)
+        self._summary: dict[str, Any] | None = None  # the last tell's posterior summary
 
     # -- ask -----------------------------------------------------------------------------------
     def _ask(self) -> np.ndarray:
         n, d = self.params.pop_size, self.space.dim
         rng = self.rng(_PRIOR)
         if self._weights is None:
+            self._sampling = {"acceptance": 1.0, "filled_from_posterior": 0}
             return rng.random((n, d))
         net, x_o = self._network(), self._x_o()
         accepted: list[np.ndarray] = []
@@ -154,6 +163,10 @@ class SequentialNPE(Optimizer):
             found += len(keep)
             scored += len(U)
         X = np.concatenate(accepted)[:n] if accepted else np.empty((0, d))
+        self._sampling = {
+            "acceptance": found / scored if scored else 0.0,
+            "filled_from_posterior": n - len(X),
+        }
         if len(X) < n:  # a tiny region: the rest from the posterior itself
             extra = _net().sample(net, d, x_o, n - len(X), self._seed(_PRIOR + 10))
             X = np.concatenate([X, extra])
@@ -207,6 +220,52 @@ class SequentialNPE(Optimizer):
             "epochs": result["epochs"],
             "validation_loss": result["validation_loss"],
             "posterior_mean": self.space.decode(draws.mean(axis=0)),
+            **self._sampling,
+        }
+        self._summary = self._summarize(draws)
+
+    def _summarize(self, draws: np.ndarray) -> dict[str, Any]:
+        """The round's posterior at the observation, small: see :meth:`posterior_summary`."""
+        k = min(self.space.dim, SUMMARY_COLUMNS)  # reals only: a component per column
+        names: list[str] = []
+        log: list[bool] = []
+        bounds: list[tuple[float, float]] = []
+        for name, spec in self.space.params.items():
+            assert isinstance(spec, RealParam)  # _setup refuses other types
+            for i in range(min(spec.size, k - len(names))):
+                names.append(f"{name}[{i}]" if spec.shape else name)
+                log.append(spec.log)
+                bounds.append((spec.low, spec.high))
+        n_all = len(draws)
+        U = np.clip(draws[:, :k], 0.0, 1.0)
+        values = np.empty((n_all, k))
+        for j, (lo, hi) in enumerate(bounds):  # as Space.decode_columns decodes them
+            if log[j]:
+                v = np.exp(math.log(lo) + U[:, j] * (math.log(hi) - math.log(lo)))
+            else:
+                v = lo + U[:, j] * (hi - lo)
+            values[:, j] = np.clip(v, lo, hi)
+        n = min(n_all, SUMMARY_DRAWS, max(1, SUMMARY_FLOATS // k))
+        quantiles = np.quantile(values, [0.05, 0.5, 0.95], axis=0)
+        return {
+            **{key: v for key, v in self._diag.items() if key != "posterior_mean"},
+            "round_simulations": int(np.sum(self._round == self.generation)),
+            "observation": list(self.params.observation),
+            "names": names,
+            "components": self.space.dim,
+            "log": log,
+            "low": [b[0] for b in bounds],
+            "high": [b[1] for b in bounds],
+            "n_draws": n_all,
+            "mean": values.mean(axis=0).tolist(),
+            "std": values.std(axis=0).tolist(),
+            "q05": quantiles[0].tolist(),
+            "median": quantiles[1].tolist(),
+            "q95": quantiles[2].tolist(),
+            # 1 - posterior variance / prior variance, in the unit cube (the prior is uniform
+            # there: variance 1/12); about 0 where the data tell nothing, near 1 where much
+            "contraction": (1.0 - 12.0 * U.var(axis=0)).tolist(),
+            "draws": values[:n].astype(np.float32),
         }
 
     # -- the network -----------------------------------------------------------------------------
@@ -259,9 +318,25 @@ class SequentialNPE(Optimizer):
     # -- access and state ------------------------------------------------------------------------
     def diagnostics(self) -> dict[str, Any]:
         """``round``, ``simulations`` (training data so far), ``dropped`` (this round's
-        simulations without usable stats), ``epochs``, ``validation_loss`` and
-        ``posterior_mean`` (of the truncation draws, decoded)."""
+        simulations without usable stats), ``epochs``, ``validation_loss``,
+        ``posterior_mean`` (of the truncation draws, decoded), ``acceptance`` (the share of
+        prior draws the truncated prior accepted for this round's simulations; 1 in round 0)
+        and ``filled_from_posterior`` (this round's points drawn from the posterior because
+        too few prior draws were accepted)."""
         return dict(self._diag)
+
+    def posterior_summary(self) -> dict[str, Any] | None:
+        """The posterior just trained, small enough for the event log (the loop records it
+        as a ``posterior`` event after each round; the dashboard and the report draw it):
+        the :meth:`diagnostics` (less ``posterior_mean``), ``round_simulations``,
+        ``observation``; per parameter component (the first ``SUMMARY_COLUMNS``: ``names``,
+        arrays as ``name[i]``, of ``components`` in all) ``log``, ``low``, ``high`` and the
+        ``mean``, ``std``, ``q05``, ``median``, ``q95`` and ``contraction`` of the
+        ``n_draws`` truncation draws at the observation; and ``draws``: the first of those
+        draws in the parameters' units (float32, at most ``SUMMARY_DRAWS`` rows and
+        ``SUMMARY_FLOATS`` values).  None unless a round has just been told (not after a
+        resume: the resumed round's event is in the store already)."""
+        return self._summary
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -284,6 +359,7 @@ class SequentialNPE(Optimizer):
         self._threshold = None if t is None else float(t)
         self._diag = dict(state.get("diagnostics") or {})
         self._net = None
+        self._sampling, self._summary = {}, None
 
 
 def sbi_installed() -> bool:

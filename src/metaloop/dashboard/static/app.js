@@ -13,6 +13,7 @@
   const TOKEN_KEY = "metaloop-token";
   const POLL_MS = 1000;
   const LIST_MS = 1500;
+  const PAIR_MAX = 6; // parameters in the posterior's pair plot (the marginals table has all)
   const STATUSES = ["ok", "pruned", "failed", "timeout", "crashed", "invalid", "running"];
 
   const S = {
@@ -35,6 +36,10 @@
     list: null,
     listAt: 0,
     lastControl: null,
+    postRound: null, // the posterior's round shown (null: the latest)
+    postRange: "draws", // the pair plot's axes: "draws" or "prior"
+    post: null,
+    postKey: null, // generation and status the posterior was read at
   };
 
   // ---- DOM helpers ------------------------------------------------------------------------
@@ -175,6 +180,7 @@
     pareto: (n) => api(ex(n) + "/pareto"),
     hyperparameters: (n) => api(ex(n) + "/hyperparameters"),
     controls: (n) => api(ex(n) + "/controls"),
+    posterior: (n, r) => api(ex(n) + "/posterior" + (r === null ? "" : "?round=" + r)),
     evaluations: (n, q) => api(ex(n) + "/evaluations?" + queryString(q)),
     detail: (n, g, i) => api(`${ex(n)}/evaluations/${g}/${i}`),
     artifactUrl: async (n, g, i, a) => {
@@ -239,6 +245,7 @@
     pareto: async () => REPORT.pareto,
     hyperparameters: async () => REPORT.hyperparameters,
     controls: async () => ({ controls: REPORT.controls }),
+    posterior: async () => REPORT.posterior,
     evaluations: async (n, q) => ({ ...queryRows(REPORT.rows, q), columns: REPORT.columns }),
     detail: async (n, g, i) => {
       const key = `${g}/${i}`;
@@ -377,6 +384,7 @@
             : null
         )
       ),
+      sum.posterior ? posteriorPanel() : null,
       section("hyperparameters", "Optimizer hyperparameters", h("div", { id: "hp-current" }), h("h3", {}, "Change history"), h("div", { id: "hp-history" })),
       section("audit", "Steering log", h("div", { id: "controls-log" })),
       section(
@@ -401,6 +409,110 @@
       opts("pareto-y");
       $("pareto-y").value = "1";
     }
+  }
+
+  // ---- posterior (inference experiments) -------------------------------------------------
+  function posteriorPanel() {
+    return section(
+      "posterior",
+      "Posterior",
+      h(
+        "div",
+        { class: "row" },
+        h("label", {}, "round ", h("select", { id: "post-round", onchange: postRoundChanged })),
+        h(
+          "label",
+          {},
+          "axes ",
+          h(
+            "select",
+            { id: "post-range", onchange: (e) => { S.postRange = e.target.value; renderPosterior(); } },
+            h("option", { value: "draws" }, "span the draws"),
+            h("option", { value: "prior" }, "the prior's bounds")
+          )
+        ),
+        h("span", { id: "post-note", class: "muted small" }, "")
+      ),
+      h("figure", { class: "chart-card" }, h("figcaption", { id: "post-caption" }, "Pair plot of posterior draws at the observation"), h("div", { id: "chart-pair" })),
+      h("h3", {}, "Rounds"),
+      h("div", { id: "post-rounds", class: "table-wrap" }),
+      h("h3", { id: "post-stats-heading" }, "Marginals"),
+      h("div", { id: "post-stats", class: "table-wrap" })
+    );
+  }
+
+  async function postRoundChanged(e) {
+    S.postRound = e.target.value === "" ? null : Number(e.target.value);
+    await refreshPosterior();
+  }
+
+  async function refreshPosterior() {
+    const n = S.exp;
+    let p;
+    try {
+      p = await source.posterior(n, S.postRound);
+    } catch (e) {
+      if (!(e instanceof HttpError) || e.status !== 404 || S.postRound === null) throw e;
+      S.postRound = null; // that round is gone (another store?): the latest
+      p = await source.posterior(n, null);
+    }
+    if (n !== S.exp) return;
+    S.post = p;
+    renderPosterior();
+  }
+
+  function pct(v) {
+    return typeof v === "number" && Number.isFinite(v) ? `${Number((100 * v).toPrecision(3))} %` : num(v);
+  }
+
+  function renderPosterior() {
+    const p = S.post;
+    if (!p || !$("chart-pair")) return;
+    const sel = $("post-round");
+    const latest = p.available.length ? p.available[p.available.length - 1] : null;
+    const opts = [h("option", { value: "" }, latest === null ? "latest" : `latest (${latest})`)];
+    for (const r of p.available) opts.push(h("option", { value: String(r) }, String(r)));
+    setKids(sel, ...opts);
+    sel.value = S.postRound === null ? "" : String(S.postRound);
+    if ($("post-range")) $("post-range").value = S.postRange;
+    const rounds = p.rounds.map((d) => [
+      String(d.round),
+      num(d.round_simulations),
+      num(d.simulations),
+      num(d.dropped),
+      pct(d.acceptance),
+      num(d.filled_from_posterior),
+      num(d.epochs),
+      num(d.validation_loss),
+    ]);
+    fill(
+      "post-rounds",
+      rounds.length
+        ? table(["round", "simulations", "training simulations", "dropped", "acceptance", "filled from posterior", "epochs", "validation loss"], rounds, { class: "data", id: "post-rounds-table" })
+        : h("p", { class: "muted" }, "no round finished yet: the posterior appears once round 0 is trained")
+    );
+    if (p.round === null) {
+      C.empty($("chart-pair"), "no round finished yet");
+      fill("post-note", "");
+      fill("post-stats");
+      return;
+    }
+    const shown = Math.min(p.names.length, PAIR_MAX);
+    const more = p.components > shown ? `; the first ${shown} of ${p.components} components` : "";
+    fill("post-caption", `Pair plot of round ${p.round}'s posterior at the observation`);
+    fill("post-note", `${p.draws.length ? p.draws[0].length : 0} of ${num(p.n_draws)} draws shown${more}; diagonal: histograms, below: draws, above: their density`);
+    const first = (a) => (a || []).slice(0, shown);
+    C.pairPlot($("chart-pair"), { names: first(p.names), columns: first(p.draws), log: first(p.log), low: first(p.low), high: first(p.high), range: S.postRange });
+    fill("post-stats-heading", `Marginals of round ${p.round}`);
+    const stat = (k, j) => (p[k] ? num(p[k][j]) : "–");
+    fill(
+      "post-stats",
+      table(
+        ["parameter", "mean", "std", "5 %", "median", "95 %", "contraction", "prior"],
+        p.names.map((name, j) => [name, stat("mean", j), stat("std", j), stat("q05", j), stat("median", j), stat("q95", j), stat("contraction", j), `${num(p.low[j])} – ${num(p.high[j])}${p.log[j] ? " (log)" : ""}`]),
+        { class: "data", id: "post-stats-table" }
+      )
+    );
   }
 
   function paretoAxis(which) {
@@ -1009,6 +1121,9 @@
     S.param = null;
     S.objective = 0;
     S.paretoAxes = [0, 1];
+    S.postRound = null;
+    S.post = null;
+    S.postKey = null;
     S.query.offset = 0;
     charts = { gens: null, expl: null, pareto: null };
     S.evalFromUrl = hashParams().get("exp") === name ? evalFromHash() : null;
@@ -1031,6 +1146,12 @@
     renderCharts();
     renderHyper(hp);
     renderControls(ctl);
+    // a round's posterior is recorded before its generation ends: read it again only then
+    const postKey = `${sum.generation}:${sum.status}`;
+    if (sum.posterior && postKey !== S.postKey) {
+      await refreshPosterior();
+      S.postKey = postKey;
+    }
     await refreshTable();
   }
 

@@ -429,7 +429,136 @@
     return svg;
   }
 
+  /* A pair plot (corner plot) of posterior draws: o.names, o.columns (one array of values per
+   * parameter, the same draws in each), o.log (log10 axes), o.low / o.high (the prior's
+   * bounds), o.range "draws" (axes span the draws) or "prior" (the bounds).  Diagonal: a
+   * histogram per parameter (g.pp-hist); below it: a scatter per pair (g.pp-scatter); above
+   * it: the same pair as binned density (g.pp-density). */
+  function pairPlot(container, o) {
+    const k = (o.names || []).length;
+    const n = k ? o.columns[0].length : 0;
+    if (!k || !n) return empty(container, o.emptyText || "no draws yet");
+    const CELL = k === 1 ? 420 : k === 2 ? 260 : Math.max(110, Math.round(620 / k));
+    const GAP = 8;
+    const LEFT = 62;
+    const BOTTOM = 46;
+    const TOP = 8;
+    const width = LEFT + k * CELL + (k - 1) * GAP + 12;
+    const height = TOP + k * CELL + (k - 1) * GAP + BOTTOM;
+    const svg = root(container, height, width);
+    svg.setAttribute("class", "chart pairplot");
+    const tf = o.columns.map((_, j) => (o.log && o.log[j] ? (v) => (v > 0 ? Math.log10(v) : NaN) : (v) => v));
+    const cols = o.columns.map((c, j) => c.map(tf[j]));
+    const domains = cols.map((c, j) => {
+      const lo = tf[j](o.low ? o.low[j] : NaN);
+      const hi = tf[j](o.high ? o.high[j] : NaN);
+      if (o.range === "prior" && finite(lo) && finite(hi) && hi > lo) return [lo, hi];
+      let [a, b] = extent(c);
+      const pad = (b - a) * 0.04;
+      a -= pad;
+      b += pad;
+      if (finite(lo)) a = Math.max(a, lo);
+      if (finite(hi)) b = Math.min(b, hi);
+      return b > a ? [a, b] : extent(c);
+    });
+    const cx = (j) => LEFT + j * (CELL + GAP);
+    const cy = (i) => TOP + i * (CELL + GAP);
+    const sx = (j, v) => cx(j) + ((v - domains[j][0]) / (domains[j][1] - domains[j][0])) * CELL;
+    const sy = (i, v) => cy(i) + CELL - ((v - domains[i][0]) / (domains[i][1] - domains[i][0])) * CELL;
+    const axisTicks = (j) => {
+      const [a, b] = domains[j];
+      if (o.log && o.log[j]) {
+        if (b - a >= 1) return decadeTicks(a, b, (e) => Math.pow(10, e)).map((v) => [Math.log10(v), fmtShort(v)]);
+        // under a decade: round values, placed on the log axis
+        return ticks(Math.pow(10, a), Math.pow(10, b), 3).filter((v) => v > 0).map((v) => [Math.log10(v), fmt(v)]);
+      }
+      return ticks(a, b, CELL < 160 ? 3 : 4).map((v) => [v, fmt(v)]);
+    };
+    const label = (j) => o.names[j] + (o.log && o.log[j] ? " (log)" : "");
+    const BINS = CELL < 160 ? 16 : 24;
+    const GRID = CELL < 160 ? 12 : 18;
+    const binOf = (j, v) => Math.min(BINS - 1, Math.floor(((v - domains[j][0]) / (domains[j][1] - domains[j][0])) * BINS));
+    for (let i = 0; i < k; i++) {
+      for (let j = 0; j <= k - 1; j++) {
+        const g = el("g", { class: "pp-cell", "data-row": i, "data-col": j });
+        g.appendChild(el("rect", { x: cx(j), y: cy(i), width: CELL, height: CELL, class: "pp-frame" }));
+        if (i === j) {
+          const counts = new Array(BINS).fill(0);
+          for (const v of cols[j]) {
+            if (!finite(v) || v < domains[j][0] || v > domains[j][1]) continue;
+            counts[binOf(j, v)] += 1;
+          }
+          const top = Math.max(...counts, 1);
+          const hist = el("g", { class: "pp-hist", "data-name": o.names[j] });
+          const bw = CELL / BINS;
+          counts.forEach((c, b) => {
+            if (!c) return;
+            const hgt = (c / top) * (CELL - 6);
+            hist.appendChild(el("rect", { x: cx(j) + b * bw, y: cy(i) + CELL - hgt, width: Math.max(bw - 0.6, 0.5), height: hgt, class: "pp-bar" }));
+          });
+          title(hist, `${o.names[j]}: ${n} draws`);
+          g.appendChild(hist);
+        } else if (i > j) {
+          const sc = el("g", { class: "pp-scatter", "data-x": o.names[j], "data-y": o.names[i] });
+          for (let q = 0; q < n; q++) {
+            const x = cols[j][q];
+            const y = cols[i][q];
+            if (!finite(x) || !finite(y)) continue;
+            if (x < domains[j][0] || x > domains[j][1] || y < domains[i][0] || y > domains[i][1]) continue;
+            sc.appendChild(el("circle", { cx: sx(j, x).toFixed(1), cy: sy(i, y).toFixed(1), r: 1.4, class: "pp-dot" }));
+          }
+          title(sc, `${o.names[j]} and ${o.names[i]}`);
+          g.appendChild(sc);
+        } else {
+          const counts = new Array(GRID * GRID).fill(0);
+          const at = (jj, v) => Math.min(GRID - 1, Math.floor(((v - domains[jj][0]) / (domains[jj][1] - domains[jj][0])) * GRID));
+          for (let q = 0; q < n; q++) {
+            const x = cols[j][q];
+            const y = cols[i][q];
+            if (!finite(x) || !finite(y)) continue;
+            if (x < domains[j][0] || x > domains[j][1] || y < domains[i][0] || y > domains[i][1]) continue;
+            counts[at(i, y) * GRID + at(j, x)] += 1;
+          }
+          const top = Math.max(...counts, 1);
+          const dens = el("g", { class: "pp-density", "data-x": o.names[j], "data-y": o.names[i] });
+          const s = CELL / GRID;
+          counts.forEach((c, idx) => {
+            if (!c) return;
+            const a = idx % GRID;
+            const b = Math.floor(idx / GRID);
+            dens.appendChild(el("rect", { x: cx(j) + a * s, y: cy(i) + CELL - (b + 1) * s, width: s, height: s, fill: color(c / top), "fill-opacity": 0.9 }));
+          });
+          title(dens, `${o.names[j]} and ${o.names[i]}: density of the draws`);
+          g.appendChild(dens);
+        }
+        svg.appendChild(g);
+      }
+    }
+    const ga = el("g", { class: "axes" });
+    for (let j = 0; j < k; j++) {
+      const yb = cy(k - 1) + CELL;
+      for (const [v, text] of axisTicks(j)) {
+        const x = sx(j, v);
+        ga.appendChild(el("line", { x1: x, x2: x, y1: yb, y2: yb + 4, class: "axis" }));
+        ga.appendChild(el("text", { x, y: yb + 15, "text-anchor": "middle" }, text));
+      }
+      ga.appendChild(el("text", { x: cx(j) + CELL / 2, y: yb + 34, "text-anchor": "middle", class: "label" }, label(j)));
+    }
+    for (let i = 1; i < k; i++) {
+      for (const [v, text] of axisTicks(i)) {
+        const y = sy(i, v);
+        ga.appendChild(el("line", { x1: LEFT - 4, x2: LEFT, y1: y, y2: y, class: "axis" }));
+        ga.appendChild(el("text", { x: LEFT - 6, y: y + 4, "text-anchor": "end" }, text));
+      }
+      const ym = cy(i) + CELL / 2;
+      ga.appendChild(el("text", { x: 12, y: ym, "text-anchor": "middle", class: "label", transform: `rotate(-90 12 ${ym})` }, label(i)));
+    }
+    svg.appendChild(ga);
+    return svg;
+  }
+
   global.MetaloopCharts = {
+    pairPlot,
     lineChart,
     boxChart,
     scatterChart,
