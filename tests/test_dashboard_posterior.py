@@ -236,3 +236,32 @@ def test_the_posterior_panel_in_the_report(
     assert "round 1" in pg.locator("#post-caption").text_content()
     assert pg.locator("#post-rounds-table tbody tr").count() == ROUNDS
     assert {u.split(":", 1)[0] for u in page.requests} <= {"file", "data"}
+
+
+# -- the calibration and predictive checks (metaloop sbc / ppc) in the panel --------------------
+def test_sbc_and_ppc_results_show_in_the_panel(
+    page: Page,  # noqa: F811
+    store_url: str,
+    client: TestClient,
+    tmp_path: Path,
+) -> None:
+    """Once ``metaloop sbc`` and ``ppc`` ran, the route carries their latest summaries and the
+    panel (here: of the report, the same JS) shows a table each, a row per parameter and per
+    statistic; before, it says they have not run."""
+    from metaloop.api import ppc, sbc
+
+    assert _get(client, "/api/experiments/sbi/posterior")["checks"] == {}
+    with pytest.warns(UserWarning):  # a two-round posterior: SBC over the prior is off
+        sbc("sbi", store_url, simulations=20, samples=20)
+    ppc("sbi", store_url, n=5)
+    checks = _get(client, "/api/experiments/sbi/posterior")["checks"]
+    assert set(checks) == {"sbc", "ppc"}
+    assert set(checks["sbc"]["data"]["parameters"]) == {"a", "b"}
+    assert set(checks["ppc"]["data"]["statistics"]) == {"stat.0", "stat.1"}
+    out = tmp_path / "sbi.html"
+    write_report("sbi", out, store_url)
+    pg = page.page
+    pg.goto(out.as_uri())
+    pg.wait_for_selector("#post-ppc-table")
+    assert pg.locator("#post-sbc-table tbody tr").count() == 2
+    assert pg.locator("#post-ppc-table tbody tr").count() == 2

@@ -18,6 +18,8 @@ from metaloop.store import ExperimentInfo
 
 #: the event kind the loop records a round's posterior summary under
 KIND = "posterior"
+#: the events the panel reads: the rounds' posteriors and the latest sbc / ppc summaries
+EVENT_KINDS = (KIND, "sbc", "ppc")
 #: per-round diagnostics shown in the table (in this order), when present
 DIAGNOSTICS = (
     "round",
@@ -88,6 +90,7 @@ def posterior_view(
         "rounds": [{k: d[k] for k in DIAGNOSTICS if k in d} for d in rounds.values()],
         "available": list(rounds),
         "round": None,
+        "checks": latest_checks(events),
     }
     if round_ is not None and round_ not in rounds:
         have = f"rounds {min(rounds)}..{max(rounds)}" if rounds else "no finished round yet"
@@ -112,6 +115,13 @@ def posterior_view(
         **{k: list(data[k]) for k in STATISTICS if k in data},
     )
     return out
+
+
+def latest_checks(events: list[Any]) -> dict[str, Any]:
+    """The latest ``sbc`` and ``ppc`` summaries (``metaloop sbc`` / ``ppc``) as event dicts
+    (``message``, ``time``, ``data``), by kind; the panel and the report show them."""
+    latest = {e.kind: e for e in events if e.kind in ("sbc", "ppc")}
+    return {k: e.as_dict() for k, e in latest.items()}
 
 
 def _short(values: np.ndarray) -> list[float]:

@@ -107,14 +107,8 @@ def report_data(store: Store, info: ExperimentInfo, now: float | None = None) ->
         "rows": rows,
         "columns": views.columns(rows, len(weights)),
         "details": details,
-        "inference": inference_checks(events),
+        "inference": posterior.latest_checks(events),
     }
-
-
-def inference_checks(events: list[Any]) -> dict[str, Any]:
-    """The latest ``sbc`` and ``ppc`` summaries (``metaloop sbc`` / ``ppc``), if any."""
-    latest = {e.kind: e for e in events if e.kind in ("sbc", "ppc")}
-    return {k: e.as_dict() for k, e in latest.items()}
 
 
 def _inference_html(checks: dict[str, Any]) -> str:

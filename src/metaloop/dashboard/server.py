@@ -317,7 +317,7 @@ class Dashboard:
     def posterior(self, request: Request, name: str) -> Any:
         info = self._info(name)
         wanted = _int(request.query_params, "round", None, lo=0, hi=MAX_PATH_INT)
-        events = self._store().events(info.id, kinds=(posterior.KIND,))
+        events = self._store().events(info.id, kinds=posterior.EVENT_KINDS)
         try:
             return posterior.posterior_view(info, events, wanted)
         except posterior.PosteriorError as exc:

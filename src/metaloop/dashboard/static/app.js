@@ -437,8 +437,31 @@
       h("h3", {}, "Rounds"),
       h("div", { id: "post-rounds", class: "table-wrap" }),
       h("h3", { id: "post-stats-heading" }, "Marginals"),
-      h("div", { id: "post-stats", class: "table-wrap" })
+      h("div", { id: "post-stats", class: "table-wrap" }),
+      h("h3", {}, "Calibration and predictive check"),
+      h("div", { id: "post-checks", class: "table-wrap" })
     );
+  }
+
+  // the latest `metaloop sbc` / `metaloop ppc` summaries (events), as tables
+  function renderPosteriorChecks(checks) {
+    const kids = [];
+    const sbc = checks && checks.sbc && checks.sbc.data;
+    if (sbc && sbc.parameters) {
+      kids.push(h("p", {}, checks.sbc.message));
+      kids.push(table(["parameter", "rank p-value", "max coverage deviation", "verdict"],
+        Object.entries(sbc.parameters).map(([n, q]) => [n, num(q.p_value), num(q.max_coverage_deviation), String(q.verdict)]),
+        { class: "data", id: "post-sbc-table" }));
+    }
+    const ppc = checks && checks.ppc && checks.ppc.data;
+    if (ppc && ppc.statistics) {
+      kids.push(h("p", {}, checks.ppc.message));
+      kids.push(table(["statistic", "observed", "median", "5 %", "95 %", "inside", "p-value"],
+        Object.entries(ppc.statistics).map(([n, q]) => [n, num(q.observed), num(q.median), num(q.q05), num(q.q95), q.inside ? "yes" : "NO", num(q.p_value)]),
+        { class: "data", id: "post-ppc-table" }));
+    }
+    if (!kids.length) kids.push(h("p", { class: "muted" }, "not run yet: metaloop sbc and metaloop ppc record their results here"));
+    fill("post-checks", ...kids);
   }
 
   async function postRoundChanged(e) {
@@ -475,6 +498,7 @@
     setKids(sel, ...opts);
     sel.value = S.postRound === null ? "" : String(S.postRound);
     if ($("post-range")) $("post-range").value = S.postRange;
+    renderPosteriorChecks(p.checks);
     const rounds = p.rounds.map((d) => [
       String(d.round),
       num(d.round_simulations),
