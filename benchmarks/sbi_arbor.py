@@ -61,8 +61,9 @@ def quantile_table(draws: dict[str, dict[str, np.ndarray]], truth: dict[str, flo
 
 
 def pair_plot(cols: dict[str, np.ndarray], truth: dict[str, float], path: Path) -> None:
-    """Histograms of each density (diagonal) and scatter plots of each pair (below it), log
-    axes, the true values marked; a 700 x 700 px PNG."""
+    """Histograms of each density (diagonal) and scatter plots of each pair (below it), the
+    true values marked; a 700 x 700 px PNG (linear axes: the posterior spans well under a
+    decade)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,18 +77,16 @@ def pair_plot(cols: dict[str, np.ndarray], truth: dict[str, float], path: Path) 
             ax = axes[i][j]
             x = cols[f"param.{xj}"]
             if i == j:
-                bins = np.geomspace(x.min(), x.max(), 40)
-                ax.hist(x, bins=bins, color="tab:blue", alpha=0.7)
+                ax.hist(x, bins=40, color="tab:blue", alpha=0.7)
                 ax.axvline(truth[xj], color="black", lw=1.2)
-                ax.set_xscale("log")
                 ax.set_yticks([])
             elif i > j:
                 ax.scatter(x[:2000], cols[f"param.{yi}"][:2000], s=2, alpha=0.3, color="tab:blue")
                 ax.plot(truth[xj], truth[yi], "k+", ms=10, mew=1.5)
-                ax.set_xscale("log")
-                ax.set_yscale("log")
             else:
                 ax.axis("off")
+            ax.ticklabel_format(axis="both", style="sci", scilimits=(-2, 2))
+            ax.tick_params(labelsize=8)
             if i == k - 1:
                 ax.set_xlabel(f"{xj} (S/cm²)")
             if j == 0 and i > 0:

@@ -561,3 +561,39 @@ def test_cli_run_interrupt_and_resume(slurm, tmp_path, opt_file):
     twin = {**cfg, "executor": {"kind": "serial"}}
     assert [key(e) for e in evals] == serial_twin(twin)
     assert gone("metaloop-jq-cli") == []
+
+
+def test_the_arbor_posterior_on_slurm_equals_the_local_one(slurm, tmp_path):
+    """examples/arbor_cell_sbi.yaml (shortened: 2 rounds of 150 simulations) on SLURM worker
+    jobs and on local workers: the same simulations (seeded per evaluation) and the same
+    seeded training give the same posterior, draw for draw (docs/tutorials/sbi_arbor_cell.md
+    runs the full example on both: benchmarks/sbi_arbor.py)."""
+    from services import need_module
+
+    from metaloop.api import posterior_samples
+
+    for module in ("sbi", "torch", "arbor"):
+        need_module(module)
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    base = yaml.safe_load((examples / "arbor_cell_sbi.yaml").read_text())
+    base["optimizee"]["target"] = f"{examples / 'arbor_cell.py'}:CellStats"
+    base["optimizer"].update(
+        observation=str(examples / "data" / "arbor_cell_x_o.json"), pop_size=150, rounds=2,
+        max_num_epochs=30,
+    )  # fmt: skip
+    draws = {}
+    for kind, executor in (
+        ("slurm", {"kind": "slurm", "workers": 2, "interface": "lo", "partition": "debug"}),
+        ("local", {"kind": "local", "workers": 2}),
+    ):
+        name = f"jq-sbi-{kind}"
+        cfg = {**base, "name": name, "executor": executor, "workdir": str(tmp_path / name),
+               "storage": f"sqlite:///{tmp_path}/{name}.db"}  # fmt: skip
+        assert Experiment(cfg).run().status == "finished"
+        evals = history(name, cfg["storage"])
+        assert len(evals) == 300 and all(e.status is Status.OK for e in evals)
+        draws[kind] = posterior_samples(name, cfg["storage"], n=500, seed=0)
+    assert set(draws["slurm"]) == {"param.gnabar", "param.gkbar", "param.gl"}
+    for column, values in draws["slurm"].items():
+        assert np.array_equal(values, draws["local"][column]), column
+    assert gone() == []
