@@ -45,16 +45,9 @@ class PosteriorError(Exception):
 
 def has_posterior(info: ExperimentInfo) -> bool:
     """The experiment's optimizer learns a posterior (its config says ``kind: snpe``)."""
-    kind = (info.config.get("optimizer") or {}).get("kind")
-    if not isinstance(kind, str):
-        return False
-    try:
-        from metaloop.optimizers.registry import get_optimizer_class
+    from metaloop.readers.posterior import posterior_class
 
-        cls = get_optimizer_class(kind)
-    except Exception:  # an unknown kind or an unusable plugin learns no posterior here
-        return False
-    return callable(getattr(cls, "sample_posterior", None))
+    return posterior_class(info.config) is not None
 
 
 def by_round(events: list[Any]) -> dict[int, dict[str, Any]]:

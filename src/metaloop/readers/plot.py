@@ -24,9 +24,9 @@ def _pyplot():
     return plt
 
 
-def check_plot_output(output: str) -> None:
+def check_plot_output(output: str, option: str = "-o") -> None:
     """The image format (from the file's extension) is one matplotlib writes; UserError
-    naming the formats otherwise (checked before the store is read)."""
+    naming ``option`` and the formats otherwise (checked before the store is read)."""
     _pyplot()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -35,7 +35,7 @@ def check_plot_output(output: str) -> None:
     if ext not in formats:
         got = f"'.{ext}'" if ext else "no extension"
         raise UserError(
-            f"-o: unsupported image format ({got}); expected one of {', '.join(formats)}"
+            f"{option}: unsupported image format ({got}); expected one of {', '.join(formats)}"
         )
 
 

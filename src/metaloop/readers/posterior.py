@@ -41,13 +41,8 @@ def posterior_columns(
     file name (relative to the current directory).  Bad input is a :class:`UserError`."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
         raise UserError(f"-n: the number of samples must be a positive integer, got {n!r}")
-    config = info.config
-    kind = str((config.get("optimizer") or {}).get("kind", ""))
-    try:
-        cls = get_optimizer_class(kind)
-    except KeyError:
-        cls = None
-    if cls is None or not callable(getattr(cls, "sample_posterior", None)):
+    cls = posterior_class(info.config)
+    if cls is None:
         x_o = None if observation is None else _observation(observation)
         U, space, checks = likelihood_draws(store, info, n, x_o, seed)
         return flat_columns(space.decode_columns(U)), checks
@@ -67,6 +62,17 @@ def posterior_columns(
         raise UserError(f"--observation: {exc}") from None
     checks = {"method": "snpe", "warnings": [] if warning is None else [warning]}
     return flat_columns(space.decode_columns(U)), checks
+
+
+def posterior_class(config: Any) -> Any:
+    """The optimizer class of a stored config if it learns a posterior itself (``snpe``:
+    it has ``sample_posterior``); None for every other kind, unknown ones included."""
+    kind = (config.get("optimizer") or {}).get("kind")
+    try:
+        cls = get_optimizer_class(kind) if isinstance(kind, str) else None
+    except Exception:  # noqa: BLE001 - an unknown kind or an unusable plugin learns none
+        return None
+    return cls if callable(getattr(cls, "sample_posterior", None)) else None
 
 
 def trained_optimizer(store: Store, info: ExperimentInfo, cls: Any, prefix: str = "") -> Any:

@@ -33,7 +33,6 @@ from typing import Any, TextIO
 import numpy as np
 
 from metaloop.errors import UserError
-from metaloop.optimizers.registry import get_optimizer_class
 from metaloop.readers import posterior
 from metaloop.records import Status
 from metaloop.store.base import ExperimentInfo, Store
@@ -57,13 +56,9 @@ def check_count(what: str, value: Any) -> int:
 def trained_optimizer(store: Store, info: ExperimentInfo, what: str) -> Any:
     """The experiment's optimizer with its latest checkpoint loaded and a trained posterior;
     a one-line :class:`UserError` for another optimizer or an untrained one."""
-    config = info.config
-    kind = str((config.get("optimizer") or {}).get("kind", ""))
-    try:
-        cls = get_optimizer_class(kind)
-    except KeyError:
-        cls = None
-    if cls is None or not callable(getattr(cls, "sample_posterior", None)):
+    cls = posterior.posterior_class(info.config)
+    if cls is None:
+        kind = (info.config.get("optimizer") or {}).get("kind")
         raise UserError(
             f"{what}: only for snpe experiments so far ({info.name!r} uses optimizer {kind!r})"
         )

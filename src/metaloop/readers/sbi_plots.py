@@ -25,21 +25,15 @@ def _pyplot(what: str) -> Any:
 
 def check_plot_path(what: str, path: str) -> None:
     """``--plot``: a file in an existing directory, with an extension matplotlib writes."""
-    _pyplot(what)
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from metaloop.readers.plot import check_plot_output
 
+    _pyplot(what)
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise UserError(f"--plot: directory does not exist: {parent}")
     if os.path.isdir(path):
         raise UserError(f"--plot: {path} is a directory; expected a file name")
-    formats = sorted(FigureCanvasAgg.get_supported_filetypes())
-    ext = os.path.splitext(path)[1].lstrip(".").lower()
-    if ext not in formats:
-        got = f"'.{ext}'" if ext else "no extension"
-        raise UserError(
-            f"--plot: unsupported image format ({got}); expected one of {', '.join(formats)}"
-        )
+    check_plot_output(path, "--plot")
 
 
 def _save(fig: Any, plt: Any, path: str) -> None:
