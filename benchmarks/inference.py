@@ -45,7 +45,7 @@ half the larger of the two contenders' ranges over the seeds.
 Results are kept in a JSON file (``--results``, resumable: a run already there is not rerun);
 ``--markdown FILE`` writes the table between the markers.
 
-    python benchmarks/inference.py --budgets 1000,3000 --seeds 3          # run (resumes)
+    python benchmarks/inference.py --budgets 1000,3000 --seeds 5          # run (resumes)
     python benchmarks/inference.py --tasks two_moons --only sbi-npe       # a part
     python benchmarks/inference.py --markdown docs/inference.md           # the table
 """
@@ -418,6 +418,8 @@ def table(data: dict[str, Any]) -> list[str]:
             ]) + " |")  # fmt: skip
     s = data.get("setup", {})
     seeds = sorted({len(r) for r in data["runs"].values()})
+    every = [r for runs in data["runs"].values() for r in runs.values()]
+    ratio = sum(r["wall_s"] for r in every) / max(1e-9, sum(r["cpu_s"] for r in every))
     lines += [
         "",
         f"C2ST accuracy against reference posterior samples (0.5: indistinguishable, lower is "
@@ -425,8 +427,9 @@ def table(data: dict[str, Any]) -> list[str]:
         f"(seed s at the task's observation s + 1); {s.get('rounds', ROUNDS)} rounds of equal "
         f"size, {s.get('n_c2st', N_C2ST):,} posterior against {s.get('n_c2st', N_C2ST):,} "
         f"reference draws. Seconds: the median run's CPU time (simulations, training and "
-        f"sampling; not the C2ST), one process on one thread (its wall time was up to twice "
-        f"that: the cores were shared). torch {s.get('torch', '?')}, sbi {s.get('sbi', '?')}, "
+        f"sampling; not the C2ST), one process on one thread (wall time, the cores being "
+        f"shared: {ratio:.2f} times that in all). torch {s.get('torch', '?')}, "
+        f"sbi {s.get('sbi', '?')}, "
         f"scikit-learn {s.get('scikit-learn', '?')}, Python {s.get('python', '?')}, "
         f"{s.get('cpus', '?')} shared cores ({s.get('machine', '?')}).",
     ]
