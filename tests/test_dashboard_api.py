@@ -838,3 +838,29 @@ def test_cli_dashboard_user_errors(
     assert err.startswith(f"metaloop: error: {message}"), err
     assert len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []  # nothing created (no store, no launch dir)
+
+
+def test_a_store_whose_tables_are_not_made_yet_is_read_again(tmp_path: Path) -> None:
+    """The dashboard looked at the store file while a starting run had created it but not its
+    tables yet: it reads an empty store then, and the experiment once the run made them (a
+    dashboard started beside a launching run used to show no experiment for good)."""
+    import sqlite3
+
+    db = tmp_path / "late.db"
+    sqlite3.connect(db).close()  # the file exists, no tables yet
+    url = f"sqlite:///{db}"
+    c = _client(make_app(url, TOKEN))
+    assert c.get("/api/experiments", headers=AUTH).json()["experiments"] == []
+    Experiment(
+        {
+            "name": "late",
+            "seed": 1,
+            "storage": url,
+            "optimizee": {"kind": "function", "name": "sphere", "dims": 2},
+            "optimizer": {"kind": "random", "pop_size": 2},
+            "generations": 1,
+            "executor": {"kind": "serial"},
+        }
+    ).run()
+    rows = c.get("/api/experiments", headers=AUTH).json()["experiments"]
+    assert [(r["name"], r["evaluations"]) for r in rows] == [("late", 2)]

@@ -67,8 +67,12 @@ class StoreReader:
 
     @property
     def store(self) -> Store | None:
-        """The open store, or None while it does not exist yet."""
+        """The open store, or None while it does not exist yet (a file whose tables a
+        starting run has not made yet is opened again on the next look)."""
         with self._lock:
+            if self._store is not None and getattr(self._store, "placeholder", False):
+                self._store.close()
+                self._store = None
             if self._store is None:
                 try:
                     # read-only: the page never changes the store (a steering command is

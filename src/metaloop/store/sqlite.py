@@ -173,6 +173,8 @@ class SQLiteStore(SQLStore):
         self.path = sqlite_path(url)
         self.where = self.path
         self.readonly = readonly
+        #: opened read-only on a file without tables: empty stand-in tables (see ``_open``)
+        self.placeholder = False
         self._start(commit_interval)
         memory = self.path == ":memory:"
         if not memory:
@@ -233,9 +235,12 @@ class SQLiteStore(SQLStore):
             for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
         if readonly and not found:
-            # an empty database (a run killed before it made its tables): a store without
-            # experiments, its tables made in memory (TEMP) for the reads; the file is untouched
+            # an empty database (a run killed before it made its tables, or one making them
+            # right now): a store without experiments, its tables made in memory (TEMP) for
+            # the reads; the file is untouched.  ``placeholder`` tells a long-lived reader to
+            # open the file again later, when the tables may be there.
             self._conn.executescript(SCHEMA.replace("CREATE TABLE", "CREATE TEMP TABLE"))
+            self.placeholder = True
             return
         if not create or readonly:
             if not found & set(TABLES):
