@@ -69,6 +69,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from doc_markers import write_markdown  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results" / "inference.json"
 BEGIN, END = "<!-- inference:begin -->", "<!-- inference:end -->"
 N_C2ST = 2000  # posterior draws, and reference draws, per C2ST
@@ -436,15 +439,6 @@ def table(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_markdown(path: Path, lines: list[str]) -> None:
-    text = path.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path}: no {BEGIN} ... {END} markers")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(head + BEGIN + "\n" + "\n".join(lines) + "\n" + END + tail)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default=",".join(TASKS))
@@ -460,7 +454,7 @@ def main() -> None:
         lines = table(data)
         print("\n".join(lines))
         if args.markdown:
-            write_markdown(args.markdown, lines)
+            write_markdown(args.markdown, BEGIN, END, lines)
         return
     run_cells(args, data)
 

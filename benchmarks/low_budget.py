@@ -39,6 +39,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from doc_markers import write_markdown  # noqa: E402
 from quality_refs.common import Problem, problem, run_ours  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "low_budget.json"
@@ -324,15 +325,6 @@ def batch_table(data: dict[str, Any]) -> list[str]:
                  "evaluations of 60 s each; the median is over all seeds (one that never "
                  "reached the target counts as infinite).")
     return lines
-
-
-def write_markdown(path: Path, begin: str, end: str, lines: list[str]) -> None:
-    text = path.read_text()
-    if begin not in text or end not in text:
-        raise SystemExit(f"{path}: no {begin} ... {end} markers")
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    path.write_text(head + begin + "\n" + "\n".join(lines) + "\n" + end + tail)
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 
@@ -13,21 +14,37 @@ from metaloop.scoring import stored_weights
 from metaloop.store.base import ExperimentInfo, Store
 
 
-def _pyplot():
+def pyplot(what: str = "plot") -> Any:
+    """matplotlib's pyplot on the Agg backend; without matplotlib a one-line UserError that
+    starts with ``what`` (the command, e.g. ``"sbc --plot"``) and names the extra."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise UserError("plot: needs matplotlib: pip install 'metaloop[plot]'") from None
+        raise UserError(f"{what}: needs matplotlib: pip install 'metaloop[plot]'") from None
     return plt
+
+
+def save_figure(fig: Any, plt: Any, path: str) -> None:
+    """Write ``fig`` to ``path`` atomically (a temporary file beside it, then a rename; the
+    extension tells matplotlib the format) and close it."""
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.tmp-{os.getpid()}{ext}"
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def check_plot_output(output: str, option: str = "-o") -> None:
     """The image format (from the file's extension) is one matplotlib writes; UserError
     naming ``option`` and the formats otherwise (checked before the store is read)."""
-    _pyplot()
+    pyplot()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     formats = sorted(FigureCanvasAgg.get_supported_filetypes())
@@ -44,7 +61,7 @@ def plot_fitness(store: Store, info: ExperimentInfo, output: str) -> None:
 
     Multi-objective runs get one panel per objective.  The file is written atomically.
     """
-    plt = _pyplot()
+    plt = pyplot()
     weights = stored_weights(info.config)
     m = len(weights)
     per_gen: dict[int, list[tuple[float, ...]]] = defaultdict(list)
@@ -73,12 +90,4 @@ def plot_fitness(store: Store, info: ExperimentInfo, output: str) -> None:
     axes[-1][0].set_xlabel("generation")
     fig.suptitle(f"{info.name} ({info.status})")
     fig.tight_layout()
-    root, ext = os.path.splitext(output)
-    tmp = f"{root}.tmp-{os.getpid()}{ext}"
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, output)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_figure(fig, plt, output)

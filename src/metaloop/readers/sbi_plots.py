@@ -10,23 +10,15 @@ from typing import Any
 import numpy as np
 
 from metaloop.errors import UserError
+from metaloop.readers.plot import check_plot_output, pyplot, save_figure
 
 
 def _pyplot(what: str) -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UserError(f"{what} --plot: needs matplotlib: pip install 'metaloop[plot]'") from None
-    return plt
+    return pyplot(f"{what} --plot")
 
 
 def check_plot_path(what: str, path: str) -> None:
     """``--plot``: a file in an existing directory, with an extension matplotlib writes."""
-    from metaloop.readers.plot import check_plot_output
-
     _pyplot(what)
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
@@ -34,18 +26,6 @@ def check_plot_path(what: str, path: str) -> None:
     if os.path.isdir(path):
         raise UserError(f"--plot: {path} is a directory; expected a file name")
     check_plot_output(path, "--plot")
-
-
-def _save(fig: Any, plt: Any, path: str) -> None:
-    root, ext = os.path.splitext(path)
-    tmp = f"{root}.tmp-{os.getpid()}{ext}"  # the extension tells matplotlib the format
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _grid(n: int) -> tuple[int, int]:
@@ -92,7 +72,7 @@ def plot_sbc(result: dict[str, Any], path: str) -> None:
         f"SBC: {n} {result['source']} simulations, {result['samples']} samples each", fontsize=10
     )
     fig.tight_layout()
-    _save(fig, plt, path)
+    save_figure(fig, plt, path)
 
 
 def plot_ppc(result: dict[str, Any], path: str) -> None:
@@ -117,4 +97,4 @@ def plot_ppc(result: dict[str, Any], path: str) -> None:
         fontsize=10,
     )
     fig.tight_layout()
-    _save(fig, plt, path)
+    save_figure(fig, plt, path)
