@@ -321,8 +321,11 @@ def one_run(task_name: str, budget: int, method: str, seed: int,
 
 
 # -- the runs ---------------------------------------------------------------------------------
-def cell_key(task: str, budget: int, method: str) -> str:
-    return f"{task}/{budget}/{method}"
+def cell_key(task: str, budget: int, method: str, rounds: int = ROUNDS) -> str:
+    """The results' key of a cell; runs with another number of rounds than the table's
+    (``--rounds``, a diagnostic) are kept apart with a ``/r<rounds>`` suffix."""
+    key = f"{task}/{budget}/{method}"
+    return key if rounds == ROUNDS else f"{key}/r{rounds}"
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -357,16 +360,20 @@ def run_cells(args: argparse.Namespace, data: dict[str, Any]) -> None:
                     print(f"{cell_key(task, budget, method):36s} not available "
                           "(posterior_samples refuses cmaes experiments)", flush=True)  # fmt: skip
                     continue
-                runs = data["runs"].setdefault(cell_key(task, budget, method), {})
+                key = cell_key(task, budget, method, args.rounds)
+                runs = data["runs"].setdefault(key, {})
                 for seed in range(args.seeds):
                     if str(seed) in runs:
                         continue
-                    runs[str(seed)] = one_run(task, budget, method, seed)
+                    runs[str(seed)] = one_run(task, budget, method, seed, args.rounds)
                     data["setup"] = setup()
                     save(args.results, data)
                     r = runs[str(seed)]
-                    print(f"{cell_key(task, budget, method):36s} seed {seed}: C2ST "
+                    print(f"{key:36s} seed {seed}: C2ST "
                           f"{r['c2st']:.3f} ({r['wall_s']:.0f} s)", flush=True)  # fmt: skip
+                c2st = [r["c2st"] for r in runs.values()]
+                print(f"{key:36s} median C2ST {statistics.median(c2st):.3f} over "
+                      f"{len(c2st)} seeds", flush=True)  # fmt: skip
 
 
 # -- the table --------------------------------------------------------------------------------
@@ -444,6 +451,8 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--budgets", default="1000,3000", help="simulations per run")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=ROUNDS,
+                        help=f"rounds per run (the table: {ROUNDS}; others are kept apart)")
     parser.add_argument("--only", help="comma-separated contenders: " + ",".join(METHODS))
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--markdown", type=Path, help="write the table into this file")
