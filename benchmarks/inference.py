@@ -1,6 +1,7 @@
-"""Simulation-based inference against known posteriors: metaloop's `snpe` (TSNPE, through the
-real loop) next to sbi's own NPE driven by a plain loop, at the same simulation budget,
-rounds and seed; the score is the C2ST accuracy against reference posterior samples.
+"""Simulation-based inference against known posteriors: metaloop's `snpe` (through the real
+loop; its default APT and its TSNPE method) next to sbi's own NPE driven by a plain loop, at
+the same simulation budget, rounds and seed; the score is the C2ST accuracy against reference
+posterior samples.
 
 Tasks (Lueckmann et al. 2021, "Benchmarking simulation-based inference", sbibm):
 
@@ -18,10 +19,12 @@ Tasks (Lueckmann et al. 2021, "Benchmarking simulation-based inference", sbibm):
 Contenders, per (task, budget, seed): seed ``s`` is paired with observation ``s + 1``.
 
 * ``metaloop-snpe``: an :class:`~metaloop.api.Experiment` with ``optimizer: snpe`` (defaults:
-  maf, 5 transforms, 50 hidden units, batch 200, lr 5e-4), ``rounds`` rounds of
+  ``method: apt`` with 10 atoms, maf, 5 transforms, 50 hidden units, batch 200, lr 5e-4),
+  ``rounds`` rounds of
   ``budget / rounds`` simulations, a python optimizee wrapping the task's simulator
   (``{"outputs": {"stats": x}}``, its noise seeded by the evaluation's seed), the serial
   executor and a SQLite store; draws from :func:`metaloop.api.posterior_samples`.
+* ``metaloop-tsnpe``: the same with ``method: tsnpe``.
 * ``sbi-npe``: sbi's documented multi-round loop, ``NPE(prior)`` (maf, sbi's defaults: the same
   network and training settings), ``append_simulations(theta, x, proposal=proposal)``,
   ``train()``, ``build_posterior()``, ``set_default_x(x_o)`` as the next proposal (SNPE-C /
@@ -37,10 +40,11 @@ scikit-learn MLP (2 hidden layers of 10 x dim units, relu, adam, max_iter 10000)
 cross-validated accuracy; 0.5: indistinguishable, 1.0: disjoint.  Everything on one thread
 (torch, BLAS), so a run is a pure function of its seed.
 
-Verdict per cell (ours against sbi): "no worse" when ours' median C2ST is at most sbi's plus
-the noise, "better" when it is below sbi's minus the noise, else "**worse**"; the noise is
-the larger of 0.02 (the C2ST's own sampling spread at these sample sizes is about 0.01) and
-half the larger of the two contenders' ranges over the seeds.
+Verdict per cell (ours, the default ``metaloop-snpe``, against sbi): "no worse" when ours'
+median C2ST is at most sbi's plus the noise, "better" when it is below sbi's minus the
+noise, else "**worse**"; the noise is the larger of 0.02 (the C2ST's own sampling spread at
+these sample sizes is about 0.01) and half the larger of the two contenders' ranges over the
+seeds.
 
 Results are kept in a JSON file (``--results``, resumable: a run already there is not rerun);
 ``--markdown FILE`` writes the table between the markers.
@@ -77,7 +81,7 @@ BEGIN, END = "<!-- inference:begin -->", "<!-- inference:end -->"
 N_C2ST = 2000  # posterior draws, and reference draws, per C2ST
 ROUNDS = 2
 LG_DIM, LG_VAR = 5, 0.1  # the linear Gaussian task: dimension, noise variance
-METHODS = ("metaloop-snpe", "sbi-npe", "campaign-cmaes")
+METHODS = ("metaloop-snpe", "metaloop-tsnpe", "sbi-npe", "campaign-cmaes")
 
 
 @dataclass(frozen=True)
@@ -200,7 +204,10 @@ def _columns(task: Task, cols: dict[str, np.ndarray]) -> np.ndarray:
     return np.column_stack([cols[f"param.t{i}"] for i in range(task.dim)])
 
 
-def run_metaloop(task: Task, x_o: np.ndarray, budget: int, rounds: int, seed: int) -> np.ndarray:
+def run_metaloop(
+    task: Task, x_o: np.ndarray, budget: int, rounds: int, seed: int, method: str = "apt"
+) -> np.ndarray:
+    """``snpe`` through an experiment (``method``: its later rounds' method)."""
     from metaloop.api import Experiment, posterior_samples
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -211,7 +218,7 @@ def run_metaloop(task: Task, x_o: np.ndarray, budget: int, rounds: int, seed: in
                           "kwargs": {"task": task.name}},
             "space": _space(task),
             "optimizer": {"kind": "snpe", "observation": x_o.astype(float).tolist(),
-                          "pop_size": budget // rounds, "rounds": rounds},
+                          "pop_size": budget // rounds, "rounds": rounds, "method": method},
             "executor": {"kind": "serial"},
         }  # fmt: skip
         summary = Experiment(cfg).run()
@@ -295,6 +302,9 @@ def run_campaign(task: Task, x_o: np.ndarray, budget: int, rounds: int, seed: in
 
 RUNNERS: dict[str, Callable[[Task, np.ndarray, int, int, int], np.ndarray]] = {
     "metaloop-snpe": run_metaloop,
+    "metaloop-tsnpe": lambda task, x_o, budget, rounds, seed: run_metaloop(
+        task, x_o, budget, rounds, seed, method="tsnpe"
+    ),
     "sbi-npe": run_sbi,
     "campaign-cmaes": run_campaign,
 }
@@ -405,9 +415,9 @@ def table(data: dict[str, Any]) -> list[str]:
     keys = [k.split("/") for k in data["runs"]]
     budgets = sorted({int(b) for _, b, _ in keys})
     lines = [
-        "| task | simulations | metaloop `snpe` (TSNPE) | sbi `NPE` (APT loop) | "
-        "campaign `cmaes` | seconds: snpe / sbi | snpe vs sbi |",
-        "|---|---|---|---|---|---|---|",
+        "| task | simulations | metaloop `snpe` (APT, the default) | sbi `NPE` (APT loop) | "
+        "`snpe` with `method: tsnpe` | campaign `cmaes` | seconds: snpe / sbi | snpe vs sbi |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for task in TASKS:
         for budget in budgets:
@@ -416,6 +426,7 @@ def table(data: dict[str, Any]) -> list[str]:
             if not ours and not theirs:
                 continue
             campaign = values(data, task, budget, "campaign-cmaes")
+            truncated = values(data, task, budget, "metaloop-tsnpe")
             walls = []
             for method in ("metaloop-snpe", "sbi-npe"):
                 runs = data["runs"].get(cell_key(task, budget, method), {}).values()
@@ -423,7 +434,8 @@ def table(data: dict[str, Any]) -> list[str]:
                              if runs else "–")  # fmt: skip
             lines.append("| " + " | ".join([
                 TASKS[task].display, f"{budget:,}", fmt_cell(ours), fmt_cell(theirs),
-                fmt_cell(campaign) if campaign else "not available", " / ".join(walls),
+                fmt_cell(truncated), fmt_cell(campaign) if campaign else "not available",
+                " / ".join(walls),
                 verdict(ours, theirs),
             ]) + " |")  # fmt: skip
     s = data.get("setup", {})

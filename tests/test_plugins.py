@@ -49,8 +49,8 @@ OLD_NO_INJECTION = {
     "gd": "its gradient estimate uses the steps it drew itself, not the evaluated points",
     "grid": "it proposes every grid point once; an injected candidate would displace one",
     # (kinds added since the tables went: their capabilities as declared)
-    "snpe": "snpe learns the posterior from simulations drawn from the (truncated) prior; "
-    "points chosen otherwise would bias it",
+    "snpe": "snpe learns the posterior from simulations drawn from its own proposals (the "
+    "prior, then the posterior or the truncated prior); points chosen otherwise would bias it",
 }
 OLD_SETUP_ONLY = {
     "cmaes": ("pop_size", "x0"),
@@ -62,7 +62,7 @@ OLD_SETUP_ONLY = {
     "gd": ("x0",),
     "grid": ("*",),
     "snpe": (
-        "observation", "density_estimator", "hidden_features", "num_transforms",
+        "observation", "method", "density_estimator", "hidden_features", "num_transforms",
         "num_components", "truncation_samples",
     ),
 }

@@ -204,10 +204,12 @@ def _simulate(X: np.ndarray, seed: int) -> list[dict[str, Any]]:
     return [{"stats": s} for s in S]
 
 
-def test_state_json_round_trip_asks_the_same_bit_for_bit() -> None:
+@pytest.mark.parametrize("method", ["apt", "tsnpe"])
+def test_state_json_round_trip_asks_the_same_bit_for_bit(method: str) -> None:
     _need_sbi()
     space = Space.from_config(SPACE)
-    params = {"observation": X_O, "pop_size": 40, "rounds": 3, "max_num_epochs": 5}
+    params = {"observation": X_O, "pop_size": 40, "rounds": 3, "max_num_epochs": 5,
+              "method": method}  # fmt: skip
     opt = SequentialNPE(space, params, seed=5)
     for r in range(3):
         X = opt.ask()
@@ -228,17 +230,51 @@ def test_state_json_round_trip_asks_the_same_bit_for_bit() -> None:
     assert state["algorithm"]["theta"].shape == (3 * 39, 2)
 
 
-def test_later_rounds_draw_from_the_truncated_prior() -> None:
+@pytest.mark.parametrize("method", ["apt", "tsnpe"])
+def test_later_rounds_draw_near_the_posterior(method: str) -> None:
     _need_sbi()
     space = Space.from_config(SPACE)
-    opt = SequentialNPE(space, {"observation": X_O, "pop_size": 150}, seed=2)
+    opt = SequentialNPE(space, {"observation": X_O, "pop_size": 150, "method": method}, seed=2)
     X0 = opt.ask()
     opt.tell(X0, np.zeros((150, 1)), _simulate(X0, 0))
+    assert opt.diagnostics()["acceptance"] == 1.0  # round 0: the prior itself
     X1 = opt.ask()
     # round 0 covers the cube; round 1 stays near x_o (0.625, 0.425 in the unit cube)
     assert X0.std(axis=0).min() > 0.2
     assert np.abs(X1.mean(axis=0) - [0.625, 0.425]).max() < 0.05
     assert X1.std(axis=0).max() < 0.12
+    assert ((X1 >= 0) & (X1 <= 1)).all()
+    opt.tell(X1, np.zeros((150, 1)), _simulate(X1, 1))
+    diag = opt.diagnostics()
+    if method == "tsnpe":  # the truncated prior: uniform inside a region of the cube
+        assert 0.0 < diag["acceptance"] < 0.5
+    else:  # the posterior itself (the posterior of round 0: sd 0.025 in the cube, about)
+        assert 0.9 < diag["acceptance"] <= 1.0 and diag["filled_from_prior"] == 0
+        assert X1.std(axis=0).max() < 0.06
+
+
+def test_the_atomic_loss_is_a_softmax_over_the_batch() -> None:
+    """With as many atoms as rows, row i's loss is -log of the softmax of
+    ``log q(theta_j | x_i)`` over every j of the batch, at j = i (no draws involved)."""
+    _need_sbi()
+    import torch
+
+    from metaloop.optimizers import npe_net
+
+    rng = np.random.default_rng(0)
+    theta, x = rng.random((6, 2)), rng.standard_normal((6, 2))
+    spec = npe_net.NetSpec("maf", 10, 2, 1)
+    net = npe_net.build(spec, theta, x, seed=1)
+    T, X = torch.as_tensor(theta, dtype=torch.float32), torch.as_tensor(x, dtype=torch.float32)
+    with torch.no_grad():
+        got = npe_net.atomic_loss(net, T, X, atoms=6).double().numpy()
+        lp = np.array([[float(net.log_prob(T[j][None, None], X[i][None])) for j in range(6)]
+                       for i in range(6)])  # fmt: skip
+    expected = -(np.diag(lp) - np.log(np.exp(lp).sum(axis=1)))
+    assert np.allclose(got, expected, atol=1e-4), (got, expected)
+    assert (got > 0).all()
+    one = npe_net.atomic_loss(net, T[:1], X[:1], atoms=6)  # one row: plain likelihood
+    assert np.allclose(one.detach().numpy(), net.loss(T[:1], X[:1]).detach().numpy())
 
 
 # -- through the API: accuracy, posterior samples, the CLI -------------------------------------

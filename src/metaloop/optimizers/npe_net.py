@@ -6,9 +6,10 @@ global generator seeded from the caller's seed and restored after, so a training
 is a pure function of its inputs and the seed, and the caller's own torch state is left as
 it was.  The network is sbi's conditional density estimator (``posterior_nn``: maf, nsf or
 mdn) on the unit cube; it is trained here by maximum likelihood (plain NPE: the loss is
-``-log q(theta | x)``), its weights travel as numpy arrays (:func:`weights`,
-:func:`load_weights`), and the posterior is sbi's ``DirectPosterior`` with the uniform prior
-on ``[0, 1]^d`` (samples outside the prior's support are rejected).
+``-log q(theta | x)``) or with APT's atomic loss (:func:`atomic_loss`), its weights travel as
+numpy arrays (:func:`weights`, :func:`load_weights`), and the posterior is sbi's
+``DirectPosterior`` with the uniform prior on ``[0, 1]^d`` (samples outside the prior's
+support are rejected).
 """
 
 from __future__ import annotations
@@ -90,39 +91,47 @@ class Training:
     stop_after_epochs: int
     max_num_epochs: int | None
     clip_max_norm: float = 5.0
+    atoms: int = 0  # 0: plain maximum likelihood; >= 2: APT's atomic loss with this many atoms
 
 
 def train(
     net: Any, theta: np.ndarray, x: np.ndarray, how: Training, rng: np.random.Generator, seed: int
 ) -> dict[str, Any]:
-    """Train ``net`` on all pairs by maximum likelihood with Adam (``-log q(theta | x)``;
-    :mod:`~metaloop.optimizers.nle_net` passes ``(x, theta)`` for a likelihood), keeping the
-    weights of the epoch with the lowest validation loss; the split and the batches come from
-    ``rng``.  Stops after ``stop_after_epochs`` epochs without improvement or ``max_num_epochs``.
-    Returns ``{"epochs": ..., "validation_loss": ...}``."""
+    """Train ``net`` on all pairs with Adam, by maximum likelihood (``-log q(theta | x)``;
+    :mod:`~metaloop.optimizers.nle_net` passes ``(x, theta)`` for a likelihood) or, with
+    ``how.atoms``, by :func:`atomic_loss`; keeps the weights of the epoch with the lowest
+    validation loss (the same loss; atomic over batches of the training's size); the split and the
+    batches come from ``rng``, the atoms from torch's generator.  Stops after
+    ``stop_after_epochs`` epochs without improvement or ``max_num_epochs``.  Returns
+    ``{"epochs": ..., "validation_loss": ...}``."""
     n = len(theta)
     n_val = min(n - 1, max(1, int(round(how.validation_fraction * n))))
     order = rng.permutation(n)
     val, fit = order[:n_val], order[n_val:]
     with torch_scope(seed) as torch:
         T, X = _tensor(torch, theta), _tensor(torch, x)
+
+        def loss(b: Any) -> Any:
+            if how.atoms:
+                return atomic_loss(net, T[b], X[b], how.atoms)
+            return net.loss(T[b], X[b])
+
         opt = torch.optim.Adam(net.parameters(), lr=how.learning_rate)
         best, best_state, since, epoch = math.inf, None, 0, 0
         limit = how.max_num_epochs if how.max_num_epochs is not None else 2**62
         while epoch < limit:
             net.train()
             shuffled = fit[rng.permutation(len(fit))]
-            for start in range(0, len(shuffled), how.batch_size):
-                b = torch.from_numpy(shuffled[start : start + how.batch_size])
+            for b in _batches(torch, shuffled, how):
                 opt.zero_grad()
-                loss = net.loss(T[b], X[b]).mean()
-                loss.backward()
+                loss(b).mean().backward()
                 torch.nn.utils.clip_grad_norm_(net.parameters(), how.clip_max_norm)
                 opt.step()
             epoch += 1
             net.eval()
             with torch.no_grad():
-                v = float(net.loss(T[val], X[val]).mean())
+                parts = _batches(torch, val, how) if how.atoms else [torch.from_numpy(val)]
+                v = float(torch.cat([loss(b) for b in parts]).mean())
             if v < best:
                 best, since = v, 0
                 best_state = {k: t.detach().clone() for k, t in net.state_dict().items()}
@@ -134,6 +143,58 @@ def train(
             net.load_state_dict(best_state)
         net.eval()
     return {"epochs": epoch, "validation_loss": best}
+
+
+def _batches(torch: Any, rows: np.ndarray, how: Training) -> Iterator[Any]:
+    """``rows`` in consecutive batches of ``how.batch_size`` (index tensors); for the atomic
+    loss a last batch of one row joins the one before (an atom set needs two rows)."""
+    cuts = list(range(0, len(rows), how.batch_size)) + [len(rows)]
+    if how.atoms and len(cuts) > 2 and cuts[-1] - cuts[-2] < 2:
+        del cuts[-2]
+    for lo, hi in zip(cuts, cuts[1:]):
+        yield torch.from_numpy(rows[lo:hi])
+
+
+def atomic_loss(net: Any, T: Any, X: Any, atoms: int) -> Any:
+    """APT's atomic loss (Greenberg, Nonnenmacher & Macke 2019, SNPE-C), per row of the batch:
+    ``-log softmax_k log q(theta_k | x_i)`` at ``k = i``, over an atom set of ``theta_i`` and
+    ``atoms - 1`` other ``theta`` of the batch, drawn without replacement (fewer if the batch
+    is smaller).  The atom-set posterior ``q(theta | x) / p(theta)`` normalized over the set
+    is what the proposal's simulations identify whatever the proposal was, so the network
+    learns the posterior itself; the prior is uniform on the unit cube, so ``p`` cancels."""
+    import torch
+
+    B = T.shape[0]
+    if B < 2:  # no contrast possible: plain maximum likelihood
+        return net.loss(T, X)
+    n = min(atoms, B)
+    others = (torch.ones(B, B) - torch.eye(B)) / (B - 1)
+    picked = torch.multinomial(others, n - 1, replacement=False)
+    sets = torch.cat([T[:, None, :], T[picked]], dim=1).reshape(B * n, -1)
+    lp = net.log_prob(sets[None], X.repeat_interleave(n, dim=0)).reshape(B, n)
+    return -(lp[:, 0] - torch.logsumexp(lp, dim=1))
+
+
+def sample_inside(
+    net: Any, dim: int, x_o: np.ndarray, n: int, seed: int, limit: int
+) -> tuple[np.ndarray, float]:
+    """Up to ``n`` draws of ``q(. | x_o)`` inside the unit cube (rejection: the rest are
+    thrown away) from at most ``limit`` raw draws; returns them and the share of raw draws
+    inside (an estimate of the estimator's mass inside the prior)."""
+    kept: list[np.ndarray] = []
+    found = drawn = 0
+    with torch_scope(seed) as torch:
+        xo = _tensor(torch, x_o)[None]
+        with torch.no_grad():
+            while found < n and drawn < limit:
+                m = min(max(SCORE_BATCH, 2 * (n - found)), limit - drawn)
+                raw = net.sample((m,), condition=xo).reshape(m, dim).double().numpy()
+                inside = raw[((raw >= 0.0) & (raw <= 1.0)).all(axis=1)]
+                kept.append(inside)
+                found += len(inside)
+                drawn += m
+    out = np.concatenate(kept) if kept else np.empty((0, dim))
+    return out[:n], found / drawn if drawn else 0.0
 
 
 def _posterior(net: Any, dim: int) -> Any:

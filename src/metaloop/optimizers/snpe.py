@@ -1,6 +1,7 @@
-"""Sequential neural posterior estimation, truncated (TSNPE; Deistler, Goncalves & Macke,
-"Truncated proposals for scalable and hassle-free simulation-based inference", NeurIPS 2022),
-with the ``sbi`` package's density estimators.
+"""Sequential neural posterior estimation with the ``sbi`` package's density estimators:
+APT (SNPE-C; Greenberg, Nonnenmacher & Macke, "Automatic posterior transformation for
+likelihood-free inference", ICML 2019) by default, or TSNPE (Deistler, Goncalves & Macke,
+"Truncated proposals for scalable and hassle-free simulation-based inference", NeurIPS 2022).
 
 Simulation-based inference: every candidate ``theta`` is a simulation that returns summary
 statistics, ``{"outputs": {"stats": [s_1, ..., s_k]}}`` (a fitness is optional: without one
@@ -10,26 +11,32 @@ posterior ``p(theta | x_o)`` of the parameters given the observed statistics ``x
 (``observation``), with a uniform prior on the space's unit cube (uniform within the bounds,
 log-uniform for ``log: true`` parameters; real parameters only).
 
-Round 0 draws ``pop_size`` points from the prior.  After every round a conditional density
-estimator ``q(theta | x)`` (sbi's ``posterior_nn``: maf, nsf or mdn) is trained by maximum
-likelihood on every usable simulation so far (plain NPE, no proposal correction; the network
-goes on from the previous round's weights).  Each later round draws from the prior truncated
-to the highest-probability region of ``q(theta | x_o)``: prior draws are accepted where
-``log q(theta | x_o)`` is at least its ``truncation_quantile`` quantile over
-``truncation_samples`` draws of ``q(. | x_o)`` (TSNPE's ``1 - epsilon`` region).  Inside the
-region the proposal is proportional to the prior, so maximum likelihood on all rounds' data
-stays a valid posterior estimate there, which is why no correction is needed.  Should
-``MAX_SCORED`` prior draws give fewer than ``pop_size`` accepted points (a tiny region in
-many dimensions), the rest are posterior draws (reported as ``filled_from_posterior``).
+Round 0 draws ``pop_size`` points from the prior and trains a conditional density estimator
+``q(theta | x)`` (sbi's ``posterior_nn``: maf, nsf or mdn) by maximum likelihood.  Later
+rounds, after each of which the network is trained on every usable simulation so far (going
+on from the previous round's weights):
+
+* ``method: apt`` draws the round from the current posterior ``q(. | x_o)`` (draws outside
+  the prior's cube rejected; should ``MAX_SCORED`` raw draws leave too few, the rest come
+  from the prior, reported as ``filled_from_prior``) and trains with APT's atomic loss
+  (:func:`~metaloop.optimizers.npe_net.atomic_loss`), which learns the posterior itself from
+  simulations of any proposal.
+* ``method: tsnpe`` draws from the prior truncated to the highest-probability region of
+  ``q(theta | x_o)``: prior draws are accepted where ``log q(theta | x_o)`` is at least its
+  ``truncation_quantile`` quantile over ``truncation_samples`` draws of ``q(. | x_o)``.
+  Inside the region the proposal is proportional to the prior, so plain maximum likelihood
+  on all rounds' data stays a valid posterior estimate there.  Should ``MAX_SCORED`` prior
+  draws give fewer than ``pop_size`` accepted points, the rest are posterior draws
+  (``filled_from_posterior``).
 
 Simulations that failed, or returned no usable stats (not finite, the wrong length: recorded
 ``invalid``), are left out of the training data.  The optimizer is ``done`` after ``rounds``
 rounds.  Every draw is seeded from ``(seed, generation)`` (numpy for the prior and the
-training split and batches, torch's generator for the network's own draws, one torch thread),
-and the state is plain data: every usable simulation (unit-cube ``theta``, ``stats``, its
-round), the network's weights as numpy arrays and the truncation threshold; the network is
-rebuilt from the first round's data and the weights, so a resumed run asks exactly what an
-uninterrupted one asks.
+training split and batches, torch's generator for the network's own draws and the atoms,
+one torch thread), and the state is plain data: every usable simulation (unit-cube
+``theta``, ``stats``, its round), the network's weights as numpy arrays and the truncation
+threshold; the network is rebuilt from the first round's data and the weights, so a resumed
+run asks exactly what an uninterrupted one asks.
 """
 
 from __future__ import annotations
@@ -87,6 +94,12 @@ class SequentialNPEParams(OptimizerParams):
     max_num_epochs: int | None = Field(
         None, ge=1, description="at most this many epochs per round (None: no limit)"
     )
+    method: Literal["apt", "tsnpe"] = Field(
+        "apt",
+        description="later rounds: apt (draw from the posterior, atomic loss) or tsnpe (draw "
+        "from the truncated prior, plain loss)",
+    )
+    num_atoms: int = Field(10, ge=2, description="apt: atoms per atomic-loss term")
     truncation_quantile: float = Field(
         1e-4, gt=0, lt=1, description="TSNPE: the region keeps 1 - this of the posterior mass"
     )
@@ -96,7 +109,7 @@ class SequentialNPEParams(OptimizerParams):
 
 
 class SequentialNPE(Optimizer):
-    """Truncated sequential neural posterior estimation (see module docstring)."""
+    """Sequential neural posterior estimation, APT or TSNPE (see module docstring)."""
 
     kind = "snpe"
     Params = SequentialNPEParams
@@ -104,11 +117,12 @@ class SequentialNPE(Optimizer):
     ends_by_itself = True
     observation_param = "observation"
     refuses_injection = (
-        "snpe learns the posterior from simulations drawn from the (truncated) prior; points "
-        "chosen otherwise would bias it"
+        "snpe learns the posterior from simulations drawn from its own proposals (the prior, "
+        "then the posterior or the truncated prior); points chosen otherwise would bias it"
     )
     setup_only = (
         "observation",
+        "method",
         "density_estimator",
         "hidden_features",
         "num_transforms",
@@ -151,8 +165,12 @@ class SequentialNPE(Optimizer):
         rng = self.rng(_PRIOR)
         if self._weights is None:
             self._sampling = {"acceptance": 1.0, "filled_from_posterior": 0}
+            if self.params.method == "apt":
+                self._sampling["filled_from_prior"] = 0
             return rng.random((n, d))
         net, x_o = self._network(), self._x_o()
+        if self.params.method == "apt":
+            return self._ask_posterior(net, x_o, rng)
         accepted: list[np.ndarray] = []
         found = scored = 0
         while found < n and scored < MAX_SCORED:
@@ -170,6 +188,21 @@ class SequentialNPE(Optimizer):
         if len(X) < n:  # a tiny region: the rest from the posterior itself
             extra = _net().sample(net, d, x_o, n - len(X), self._seed(_PRIOR + 10))
             X = np.concatenate([X, extra])
+        return X
+
+    def _ask_posterior(self, net: Any, x_o: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """APT's proposal: the current posterior at ``x_o`` within the prior (the cube);
+        should ``MAX_SCORED`` raw draws leave fewer than ``pop_size`` inside it, the rest come
+        from the prior (any proposal inside the prior's support is valid for APT)."""
+        n, d = self.params.pop_size, self.space.dim
+        X, inside = _net().sample_inside(net, d, x_o, n, self._seed(_PRIOR), MAX_SCORED)
+        self._sampling = {
+            "acceptance": inside,
+            "filled_from_posterior": 0,
+            "filled_from_prior": n - len(X),
+        }
+        if len(X) < n:
+            X = np.concatenate([X, rng.random((n - len(X), d))])
         return X
 
     # -- tell ----------------------------------------------------------------------------------
@@ -202,6 +235,7 @@ class SequentialNPE(Optimizer):
             p.validation_fraction,
             p.stop_after_epochs,
             p.max_num_epochs,
+            atoms=p.num_atoms if p.method == "apt" and self._round.max() > 0 else 0,
         )
         result = _net().train(
             net, self._theta, self._stats, how, self.rng(_TRAIN), self._seed(_TRAIN)
@@ -210,8 +244,9 @@ class SequentialNPE(Optimizer):
         draws = _net().sample(
             net, self.space.dim, self._x_o(), p.truncation_samples, self._seed(_THRESHOLD)
         )
-        lp = _net().log_prob(net, self.space.dim, self._x_o(), draws, self._seed(_THRESHOLD))
-        self._threshold = float(np.quantile(lp, p.truncation_quantile))
+        if p.method == "tsnpe":
+            lp = _net().log_prob(net, self.space.dim, self._x_o(), draws, self._seed(_THRESHOLD))
+            self._threshold = float(np.quantile(lp, p.truncation_quantile))
         self.done = self.generation + 1 >= p.rounds
         self._diag = {
             "round": self.generation,
@@ -319,10 +354,12 @@ class SequentialNPE(Optimizer):
     def diagnostics(self) -> dict[str, Any]:
         """``round``, ``simulations`` (training data so far), ``dropped`` (this round's
         simulations without usable stats), ``epochs``, ``validation_loss``,
-        ``posterior_mean`` (of the truncation draws, decoded), ``acceptance`` (the share of
-        prior draws the truncated prior accepted for this round's simulations; 1 in round 0)
-        and ``filled_from_posterior`` (this round's points drawn from the posterior because
-        too few prior draws were accepted)."""
+        ``posterior_mean`` (of the truncation draws, decoded), ``acceptance`` (how this
+        round's simulations were drawn: for ``tsnpe`` the share of prior draws the truncated
+        prior accepted, for ``apt`` the share of the posterior's draws inside the prior; 1 in
+        round 0), ``filled_from_posterior`` (``tsnpe``: points drawn from the posterior
+        because too few prior draws were accepted) and, for ``apt``, ``filled_from_prior``
+        (points drawn from the prior because too few posterior draws fell inside it)."""
         return dict(self._diag)
 
     def posterior_summary(self) -> dict[str, Any] | None:
