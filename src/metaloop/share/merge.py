@@ -63,7 +63,8 @@ def merge_stores(target: str, sources: list[str], prefix: bool = False) -> list[
             first = sorted(taken)[0]
             raise UserError(
                 f"merge: experiment name {first!r} (from {mask_password(origin[first])}) is "
-                f"already in {store.url}; nothing was written (use --prefix)"
+                f"already in {store.url}; nothing was written"
+                + ("" if prefix else " (use --prefix)")
             )
         load_experiments(store, dumps)
     return [(origin[d.name], d.name) for d in dumps]
