@@ -186,6 +186,14 @@ def test_import_then_resume_ends_as_the_original(
     assert {k: v for k, v in b["config"].items() if k != "optimizee"} == {
         k: v for k, v in a["config"].items() if k != "optimizee"
     }
+    # exported again from the import (PostgreSQL's snapshot read too): the same store rows
+    again = tmp_path / "again.zip"
+    assert cli("export", "--storage", target_url, "--name", "camp", "--format", "rocrate",
+               "-o", str(again)) == 0
+    with zipfile.ZipFile(crate) as first, zipfile.ZipFile(again) as second:
+        for member in ("store/evaluations.jsonl", "store/checkpoints.jsonl",
+                       "store/events.jsonl", "store/controls.jsonl", "evaluations.csv"):
+            assert second.read(member) == first.read(member), member
 
     # both resumed to the end; the original's folder is gone while the import resumes
     assert cli("resume", "--storage", original, "--name", "camp", "--quiet") == 0
