@@ -299,6 +299,30 @@ def test_a_command_script_travels_with_its_executable_bit(
     assert csv_text(target, "cmd", capsys) == csv_text(url, "cmd", capsys)
 
 
+def test_a_running_experiment_arrives_interrupted_and_unclaimed(tmp_path: Path) -> None:
+    from metaloop.store.transfer import dump_experiment, load_experiments
+
+    project = _project(tmp_path / "lab")
+    url, other = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    Experiment(_config(project, url, "one", generations=1)).run()
+    with open_store(url, readonly=True) as store:
+        dump = dump_experiment(store, "one")
+    dump.experiment["status"] = "running"  # as exported while its driver ran
+    with open_store(other) as store:
+        exp_id, _ = load_experiments(store, [dump, dump.renamed("two")])
+        info = store.require_experiment("one")
+        assert info.id == exp_id and info.status == "interrupted"
+        assert store.require_experiment("two").status == "interrupted"
+        assert store.evaluations(exp_id) == store.evaluations(store.require_experiment("two").id)
+    import sqlite3
+
+    con = sqlite3.connect(tmp_path / "b.db")
+    assert con.execute("SELECT claim_token, claim_since FROM experiments").fetchall() == [
+        (None, None), (None, None)
+    ]
+    con.close()
+
+
 # -- refusals: one line, exit 2, nothing written ------------------------------------------------
 @pytest.fixture
 def exported(tmp_path: Path) -> tuple[Path, str]:
@@ -371,6 +395,9 @@ def test_import_refuses_bad_crates_in_one_line(
     capsys.readouterr()
     assert cli("import", str(crate), "--storage", url) == 2
     assert "an experiment named 'camp' already exists" in one_error(capsys)
+    assert cli("import", str(crate), "--storage", url, "--name", "camp2", "--files",
+               str(tmp_path / "camp-files")) == 2
+    assert "is not an empty folder; give a new folder with --files" in one_error(capsys)
     assert cli("import", str(crate), "--storage", url, "--name", "camp2") == 0
     with open_store(url, readonly=True) as store:
         assert [e.name for e in store.list_experiments()] == ["camp", "camp2"]
@@ -378,7 +405,7 @@ def test_import_refuses_bad_crates_in_one_line(
 
 
 def test_export_rocrate_usage_errors(
-    exported: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, exported: tuple[Path, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, url = exported
     capsys.readouterr()
@@ -386,6 +413,20 @@ def test_export_rocrate_usage_errors(
     assert "-o: --format rocrate writes a zip file" in one_error(capsys)
     assert cli("export", "--storage", url, "--name", "camp", "--creator", "Ann") == 2
     assert "--creator and --license go with --format rocrate" in one_error(capsys)
+    # without the rocrate package (hidden from a fresh interpreter): how to install it
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['rocrate'] = None; from metaloop.cli import main; "
+            f"sys.exit(main(['export', '--storage', {url!r}, '--name', 'camp', "
+            f"'--format', 'rocrate', '-o', 'x.zip']))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    assert res.returncode == 2 and res.stderr == (
+        "metaloop: error: --format rocrate needs the rocrate package: "
+        "pip install 'metaloop[share]'\n"
+    )
+    assert not (tmp_path / "x.zip").exists()
 
 
 # -- merge --------------------------------------------------------------------------------------

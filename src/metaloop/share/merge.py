@@ -53,7 +53,7 @@ def merge_stores(target: str, sources: list[str], prefix: bool = False) -> list[
                     raise UserError(
                         f"merge: experiment name {dump.name!r} is in both "
                         f"{mask_password(origin[dump.name])} and {mask_password(src)}; "
-                        "nothing was written (use --prefix)"
+                        "nothing was written" + ("" if prefix else " (use --prefix)")
                     )
                 origin[dump.name] = src
                 dumps.append(dump)
