@@ -1,5 +1,5 @@
-"""Command line: ``metaloop run | resume | status | export | plot | control | slurm-script |
-optimizers | posterior | sbc | ppc | dashboard | report``.
+"""Command line: ``metaloop run | resume | status | export | import | merge | plot | control |
+slurm-script | optimizers | posterior | sbc | ppc | dashboard | report``.
 
 User errors (bad config, bad arguments, unknown experiment) print one line per problem to
 stderr and exit with code 2, before anything is written.  Ctrl-C stops a run at a safe point,
@@ -24,6 +24,7 @@ from metaloop.dashboard.command import DASHBOARD_COMMANDS, add_dashboard_command
 from metaloop.errors import UserError
 from metaloop.executors import EXECUTOR_KINDS
 from metaloop.inference_cli import INFERENCE_COMMANDS, add_inference_commands
+from metaloop.share_cli import SHARE_COMMANDS, add_share_commands
 from metaloop.store import DEFAULT_STORAGE
 from metaloop.store.postgres import mask_password
 
@@ -82,11 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--name", help="only this experiment (exit 2 if it does not exist)")
     st.add_argument("--json", action="store_true", help="machine-readable output")
 
-    ex = sub.add_parser("export", help="one row per evaluation, as CSV or JSON")
+    ex = sub.add_parser(
+        "export", help="one row per evaluation (CSV, JSON), or the whole campaign (rocrate)"
+    )
     storage_arg(ex)
     ex.add_argument("--name", required=True, help="experiment name")
-    ex.add_argument("--format", choices=["csv", "json"], default="csv")
-    ex.add_argument("-o", "--output", help="output file (default: stdout)")
+    ex.add_argument("--format", choices=["csv", "json", "rocrate"], default="csv")
+    ex.add_argument("-o", "--output", help="output file (default: stdout; rocrate: required)")
+    ex.add_argument("--creator", help="rocrate: the author's name (or ORCID URL)")
+    ex.add_argument("--license", help="rocrate: a license (SPDX id, e.g. CC-BY-4.0, or URL)")
 
     ss = sub.add_parser(
         "slurm-script",
@@ -165,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--json", action="store_true", help="machine-readable output")
     add_dashboard_commands(sub)
     add_inference_commands(sub, DEFAULT_STORAGE)
+    add_share_commands(sub, DEFAULT_STORAGE)
     return p
 
 
@@ -416,6 +422,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from metaloop.api import export
     from metaloop.readers.export import export_rows, write_csv, write_json
 
+    if args.format == "rocrate":
+        return _export_crate(args)
+    if args.creator or args.license:
+        raise UserError("--creator and --license go with --format rocrate")
     if args.output is not None:
         _check_output(args.output)
         n = export(args.name, args.output, args.storage, args.format)
@@ -425,6 +435,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     with _open_existing(args.storage) as store:
         columns, rows = export_rows(store, store.require_experiment(args.name))
         writer(columns, rows, sys.stdout)
+    return 0
+
+
+def _export_crate(args: argparse.Namespace) -> int:
+    """``export --format rocrate``: the campaign as a crate (docs/sharing.md)."""
+    from metaloop.dashboard.report import render_report, report_data
+    from metaloop.share.crate_write import check_rocrate, write_crate
+
+    if args.output is None:
+        raise UserError("-o: --format rocrate writes a zip file; give it with -o FILE.zip")
+    _check_output(args.output)
+    check_rocrate()
+    with _open_existing(args.storage) as store:
+        info = store.require_experiment(args.name)
+        html = render_report(report_data(store, info))
+        done = write_crate(store, info, args.output, html, args.creator, args.license)
+    print(f"wrote experiment {args.name!r} ({info.n_evaluations} evaluations, "
+          f"{len(done['sources'])} source files) to {args.output}", file=sys.stderr)
     return 0
 
 
@@ -542,6 +570,7 @@ _COMMANDS = {
     "control": cmd_control,
     **DASHBOARD_COMMANDS,
     **INFERENCE_COMMANDS,
+    **SHARE_COMMANDS,
     "run": cmd_run,
     "resume": cmd_resume,
     "status": cmd_status,

@@ -258,6 +258,7 @@ class PostgresStore(SQLStore):
 
     PARAM = "%s"
     FOR_UPDATE = " FOR UPDATE"
+    SNAPSHOT_BEGIN = "BEGIN ISOLATION LEVEL REPEATABLE READ"
 
     def __init__(
         self,

@@ -94,6 +94,8 @@ class GroupCommitWriter:
     PARAM = "?"
     #: statement that opens a write transaction
     BEGIN = "BEGIN"
+    #: statement that opens a read transaction seeing one snapshot (a whole-experiment copy)
+    SNAPSHOT_BEGIN = "BEGIN"
     #: insert-or-replace of one checkpoint row (exp_id, generation, state, created)
     UPSERT_CHECKPOINT = (
         "INSERT INTO checkpoints VALUES (?, ?, ?, ?) ON CONFLICT (exp_id, generation) "
