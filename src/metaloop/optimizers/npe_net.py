@@ -24,6 +24,13 @@ import numpy as np
 
 #: how many unit-cube points are scored at once when the prior is truncated
 SCORE_BATCH = 10_000
+#: raw draws of the estimator that measure its share of mass inside the prior (the cube)
+PROBE_DRAWS = 4096
+#: below this share, drawing by rejection would take over a hundred raw draws per kept one:
+#: the posterior is sampled by slice sampling within the cube instead (see :func:`sample`)
+MIN_INSIDE = 0.01
+#: the slice sampler's chains, starting candidates and warm-up sweeps in that case
+SLICE_CHAINS, SLICE_CANDIDATES, SLICE_WARMUP = 100, 10_000, 100
 
 
 @contextmanager
@@ -175,28 +182,6 @@ def atomic_loss(net: Any, T: Any, X: Any, atoms: int) -> Any:
     return -(lp[:, 0] - torch.logsumexp(lp, dim=1))
 
 
-def sample_inside(
-    net: Any, dim: int, x_o: np.ndarray, n: int, seed: int, limit: int
-) -> tuple[np.ndarray, float]:
-    """Up to ``n`` draws of ``q(. | x_o)`` inside the unit cube (rejection: the rest are
-    thrown away) from at most ``limit`` raw draws; returns them and the share of raw draws
-    inside (an estimate of the estimator's mass inside the prior)."""
-    kept: list[np.ndarray] = []
-    found = drawn = 0
-    with torch_scope(seed) as torch:
-        xo = _tensor(torch, x_o)[None]
-        with torch.no_grad():
-            while found < n and drawn < limit:
-                m = min(max(SCORE_BATCH, 2 * (n - found)), limit - drawn)
-                raw = net.sample((m,), condition=xo).reshape(m, dim).double().numpy()
-                inside = raw[((raw >= 0.0) & (raw <= 1.0)).all(axis=1)]
-                kept.append(inside)
-                found += len(inside)
-                drawn += m
-    out = np.concatenate(kept) if kept else np.empty((0, dim))
-    return out[:n], found / drawn if drawn else 0.0
-
-
 def _posterior(net: Any, dim: int) -> Any:
     import torch
     from sbi.inference import DirectPosterior
@@ -206,13 +191,55 @@ def _posterior(net: Any, dim: int) -> Any:
     return DirectPosterior(posterior_estimator=net, prior=prior)
 
 
-def sample(net: Any, dim: int, x_o: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """``n`` draws of the posterior at ``x_o`` (unit-cube rows, float64)."""
+def inside_share(net: Any, dim: int, x_o: np.ndarray, seed: int) -> float:
+    """The share of ``PROBE_DRAWS`` raw draws of ``q(. | x_o)`` inside the unit cube (the
+    prior's support): one minus the estimator's leakage."""
+    with torch_scope(seed) as torch:
+        with torch.no_grad():
+            raw = net.sample((PROBE_DRAWS,), condition=_tensor(torch, x_o)[None])
+    raw = raw.reshape(PROBE_DRAWS, dim).double().numpy()
+    return float(((raw >= 0.0) & (raw <= 1.0)).all(axis=1).mean())
+
+
+def sample(
+    net: Any, dim: int, x_o: np.ndarray, n: int, seed: int, share: float | None = None
+) -> np.ndarray:
+    """``n`` draws of the posterior at ``x_o`` (unit-cube rows, float64): the estimator's
+    draws inside the cube (sbi's ``DirectPosterior``: rejection), unless less than
+    ``MIN_INSIDE`` of its mass is inside (measured by :func:`inside_share` under its own
+    seed, so the draws otherwise are what they were without it) — then by slice sampling
+    ``q(theta | x_o)`` within the cube (:mod:`~metaloop.optimizers.slice_sampling`), the
+    same distribution, at a cost that does not grow with the leakage.  ``share``: that
+    measure, if the caller has taken it already."""
+    if share is None:
+        share = inside_share(net, dim, x_o, probe_seed(seed))
+    if share < MIN_INSIDE:
+        return _slice(net, dim, x_o, n, seed)
     with torch_scope(seed) as torch:
         post = _posterior(net, dim)
         with torch.no_grad():
             draws = post.sample((n,), x=_tensor(torch, x_o)[None], show_progress_bars=False)
     return draws.double().numpy().reshape(n, dim)
+
+
+def probe_seed(seed: int) -> int:
+    """The seed of :func:`inside_share`'s probe for a draw seeded ``seed`` (another stream)."""
+    return (seed * 6364136223846793005 + 1442695040888963407) % 2**63
+
+
+def _slice(net: Any, dim: int, x_o: np.ndarray, n: int, seed: int) -> np.ndarray:
+    from metaloop.optimizers import slice_sampling
+
+    rng = np.random.default_rng(seed)
+
+    def logp(U: np.ndarray) -> np.ndarray:
+        out = log_prob(net, dim, x_o, U, seed)
+        out[~np.isfinite(out)] = -np.inf
+        return out
+
+    chains = max(1, min(SLICE_CHAINS, n))
+    start, widths = slice_sampling.initial_points(logp, dim, chains, SLICE_CANDIDATES, rng)
+    return slice_sampling.slice_sample(logp, start, widths, n, rng, warmup=SLICE_WARMUP)
 
 
 def log_prob(net: Any, dim: int, x_o: np.ndarray, U: np.ndarray, seed: int) -> np.ndarray:

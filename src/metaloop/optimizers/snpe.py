@@ -16,9 +16,10 @@ Round 0 draws ``pop_size`` points from the prior and trains a conditional densit
 rounds, after each of which the network is trained on every usable simulation so far (going
 on from the previous round's weights):
 
-* ``method: apt`` draws the round from the current posterior ``q(. | x_o)`` (draws outside
-  the prior's cube rejected; should ``MAX_SCORED`` raw draws leave too few, the rest come
-  from the prior, reported as ``filled_from_prior``) and trains with APT's atomic loss
+* ``method: apt`` draws the round from the current posterior ``q(. | x_o)`` within the
+  prior's cube (draws outside it rejected; by slice sampling where less than 1 % of its
+  mass is inside, see :func:`~metaloop.optimizers.npe_net.sample`) and trains with APT's
+  atomic loss
   (:func:`~metaloop.optimizers.npe_net.atomic_loss`), which learns the posterior itself from
   simulations of any proposal.
 * ``method: tsnpe`` draws from the prior truncated to the highest-probability region of
@@ -166,11 +167,11 @@ class SequentialNPE(Optimizer):
         if self._weights is None:
             self._sampling = {"acceptance": 1.0, "filled_from_posterior": 0}
             if self.params.method == "apt":
-                self._sampling["filled_from_prior"] = 0
+                self._sampling["sampler"] = "prior"
             return rng.random((n, d))
         net, x_o = self._network(), self._x_o()
         if self.params.method == "apt":
-            return self._ask_posterior(net, x_o, rng)
+            return self._ask_posterior(net, x_o)
         accepted: list[np.ndarray] = []
         found = scored = 0
         while found < n and scored < MAX_SCORED:
@@ -190,20 +191,17 @@ class SequentialNPE(Optimizer):
             X = np.concatenate([X, extra])
         return X
 
-    def _ask_posterior(self, net: Any, x_o: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """APT's proposal: the current posterior at ``x_o`` within the prior (the cube);
-        should ``MAX_SCORED`` raw draws leave fewer than ``pop_size`` inside it, the rest come
-        from the prior (any proposal inside the prior's support is valid for APT)."""
-        n, d = self.params.pop_size, self.space.dim
-        X, inside = _net().sample_inside(net, d, x_o, n, self._seed(_PRIOR), MAX_SCORED)
+    def _ask_posterior(self, net: Any, x_o: np.ndarray) -> np.ndarray:
+        """APT's proposal: the current posterior at ``x_o`` within the prior (the cube; by
+        slice sampling where it has leaked out of it, see :func:`npe_net.sample`)."""
+        n, d, seed = self.params.pop_size, self.space.dim, self._seed(_PRIOR)
+        inside = _net().inside_share(net, d, x_o, _net().probe_seed(seed))
         self._sampling = {
             "acceptance": inside,
             "filled_from_posterior": 0,
-            "filled_from_prior": n - len(X),
+            "sampler": "rejection" if inside >= _net().MIN_INSIDE else "slice",
         }
-        if len(X) < n:
-            X = np.concatenate([X, rng.random((n - len(X), d))])
-        return X
+        return _net().sample(net, d, x_o, n, seed, share=inside)
 
     # -- tell ----------------------------------------------------------------------------------
     def _tell(self, X: np.ndarray, F: np.ndarray) -> None:
@@ -358,8 +356,9 @@ class SequentialNPE(Optimizer):
         round's simulations were drawn: for ``tsnpe`` the share of prior draws the truncated
         prior accepted, for ``apt`` the share of the posterior's draws inside the prior; 1 in
         round 0), ``filled_from_posterior`` (``tsnpe``: points drawn from the posterior
-        because too few prior draws were accepted) and, for ``apt``, ``filled_from_prior``
-        (points drawn from the prior because too few posterior draws fell inside it)."""
+        because too few prior draws were accepted) and, for ``apt``, ``sampler`` (``prior`` in
+        round 0, then ``rejection``, or ``slice`` where the posterior has leaked out of the
+        prior)."""
         return dict(self._diag)
 
     def posterior_summary(self) -> dict[str, Any] | None:
