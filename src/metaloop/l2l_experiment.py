@@ -151,7 +151,8 @@ class Experiment:
         unknown = sorted(set(kwargs) - _PREPARE_KEYS)
         if unknown:
             raise L2LScriptError(
-                f"prepare_experiment: unknown argument(s) {unknown} (known: {sorted(_PREPARE_KEYS)})"
+                f"prepare_experiment: unknown argument(s) {unknown} "
+                f"(known: {sorted(_PREPARE_KEYS)})"
             )
         if "checkpoint" in kwargs:
             raise L2LScriptError(self._resume_hint("checkpoint"))
@@ -230,7 +231,9 @@ class Experiment:
         cap = os.environ.get(ENV_MAX_GENERATIONS)
         if cap and generations is not None:
             if not cap.isdigit() or int(cap) < 1:
-                raise L2LScriptError(f"{ENV_MAX_GENERATIONS}: expected an integer >= 1, got {cap!r}")
+                raise L2LScriptError(
+                    f"{ENV_MAX_GENERATIONS}: expected an integer >= 1, got {cap!r}"
+                )
             generations = min(generations, int(cap))
         opt = dict(translation.optimizer)
         if "n_iterations" in opt and generations is not None:
@@ -270,8 +273,9 @@ class Experiment:
         if info is not None:
             if not self.overwrite:
                 raise L2LScriptError(
-                    f"name: experiment {name!r} already exists in {self.storage} and is finished; "
-                    "pass overwrite=True to prepare_experiment to start a new one, or change the name"
+                    f"name: experiment {name!r} already exists in {self.storage} and is "
+                    "finished; pass overwrite=True to prepare_experiment to start a new one, "
+                    "or change the name"
                 )
             config["name"] = _free_name(name, set(existing))
             print(f"metaloop: {name!r} exists (overwrite=True): running {config['name']!r}")

@@ -31,7 +31,7 @@ import pickle
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -381,6 +381,9 @@ from metaloop.compat.l2l_params import (  # noqa: E402
     SimulatedAnnealingParameters,
     StochasticGDParameters,
 )
+
+if TYPE_CHECKING:  # for readers and type checkers only; loaded by __getattr__ below
+    from metaloop.l2l_experiment import Environment, Experiment
 
 #: names that live above this layer (they run experiments through ``metaloop.api``): named,
 #: not imported, and loaded on first use (as ``optimizees/kinds.py`` does for its kinds)

@@ -56,7 +56,9 @@ def list_to_dict(input_list: Sequence[Any], dict_spec: DictSpec) -> dict[str, An
             out[key] = np.array(input_list[at : at + length])
             at += length
     if at != len(input_list):
-        raise ValueError(f"list_to_dict: the spec takes {at} values, the list has {len(input_list)}")
+        raise ValueError(
+            f"list_to_dict: the spec takes {at} values, the list has {len(input_list)}"
+        )
     return out
 
 
