@@ -375,7 +375,7 @@ class SquareSum(Optimizee):
         return float(traj.individual.x) ** 2
 
 
-# -- helpers of the l2l package ---------------------------------------------------------------------
+# -- helpers of the l2l package ------------------------------------------------------------
 def test_dict_list_round_trip_and_dot_dicts() -> None:
     ind = {"b": np.array([1.0, 2.0]), "a": 3.0}
     flat, spec = dict_to_list(ind, get_dict_spec=True)
