@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from services import need_module
 
 from metaloop.api import experiment_info, history
 
@@ -300,3 +301,58 @@ def test_unsupported_upstream_feature_is_one_line(tmp_path: Path, case: str) -> 
     assert len(lines) == 1 and lines[0].startswith("metaloop: error: "), proc.stderr
     assert message in lines[0]
     assert not (tmp_path / "results" / "metaloop.db").exists()
+
+
+EVERY_OPTIMIZER = """
+# every other optimizer class in one script, several run_experiment calls
+import numpy as np
+from metaloop.compat.l2l import *
+from metaloop.compat.l2l import Experiment
+
+if __name__ == "__main__":
+    experiment = Experiment("../results")
+    traj, _ = experiment.prepare_experiment(name="OTHERS", runner_params={"max_workers": 2})
+    (_, fn), _ = BenchmarkedFunctions().get_function_by_index(4)
+    optimizee = FunctionGeneratorOptimizee(traj, fn, seed=1)
+    runs = [
+        (GridSearchOptimizer, GridSearchParameters(param_grid={"coords": (-2.0, 2.0, 4)})),
+        (EvolutionStrategiesOptimizer,
+         EvolutionStrategiesParameters(0.1, 0.1, True, True, 5, 4, np.inf, 1)),
+        (FACEOptimizer, FACEParameters(6, 12, 3, 0.2, 0, 4, Gaussian(), np.inf, 2, 1)),
+        (NaturalEvolutionStrategiesOptimizer,
+         NaturalEvolutionStrategiesParameters(None, None, [0.5, 0.5], 0.5, True, True, 6, 4,
+                                              np.inf, 1)),
+        (MultiGeneticAlgorithmOptimizer,
+         MultiGeneticAlgorithmParameters(1, 6, 0.5, 0.3, 3, 0.5, 3, 0.5, 0.3, 2)),
+        (GradientDescentOptimizer, AdaMaxParameters(0.02, 0.01, 5, 0.9, 0.999, 3, np.inf, 123)),
+        (CrossEntropyOptimizer,
+         CrossEntropyParameters(8, 0.3, 0.2, 0.5, 3, NoisyBayesianGaussianMixture(2), np.inf, 1)),
+    ]
+    for cls, params in runs:
+        opt = cls(traj, optimizee.create_individual, (-1.0,), params, optimizee.bounding_func)
+        experiment.run_experiment(optimizer=opt, optimizee=optimizee)
+        experiment.end_experiment(opt)
+        print(cls.__name__, traj.results["final_fitness"][0])
+"""
+
+
+def test_every_optimizer_class_runs(tmp_path: Path) -> None:
+    need_module("sklearn", "the Bayesian Gaussian mixture of CE")
+    proc = run_script(tmp_path, "others.py", None, EVERY_OPTIMIZER)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(cli("status", "--json", "--storage", storage_of(tmp_path)).stdout)
+    got = {r["name"]: (r["optimizer"], r["generation"], r["failed"]) for r in rows}
+    assert got == {
+        "OTHERS": ("grid", 1, 0),
+        "OTHERS-2": ("es", 4, 0),
+        "OTHERS-3": ("face", 4, 0),
+        "OTHERS-4": ("nes", 4, 0),
+        "OTHERS-5": ("ga", 3, 0),  # after it, a plain run's simulate_ sees single values
+        "OTHERS-6": ("gd", 3, 0),
+        "OTHERS-7": ("ce", 3, 0),
+    }
+    grid = experiment_info("OTHERS", storage_of(tmp_path))
+    assert grid.n_evaluations == 25  # (4 + 1) points per coordinate
+    assert grid.best_score == pytest.approx(0.0, abs=1e-9)  # Ackley's minimum is on the grid
+    finals = dict(line.split() for line in proc.stdout.splitlines() if "Optimizer" in line)
+    assert float(finals["GridSearchOptimizer"]) == pytest.approx(0.0, abs=1e-9)

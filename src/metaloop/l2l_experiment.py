@@ -243,6 +243,8 @@ class Experiment:
             executor["workers"] = int(self.runner_params.get("max_workers") or os.cpu_count() or 1)
         if translation.batch_size:
             executor["batch_size"] = translation.batch_size
+        # what simulate_ sees: the multi-optimizer's n_inner_params, 1 for any other run
+        self.traj.inner_params = int(translation.batch_size or 1)
         try:
             wrapped = wrap(optimizee, weights=weights, traj=self.traj)
         except TypeError as exc:  # not an optimizee, or it cannot be pickled

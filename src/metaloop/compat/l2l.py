@@ -93,7 +93,9 @@ class L2LOptimizee:
 
     def evaluate(self, params: dict[str, Any], ctx: Any) -> Any:
         individual = Individual(ctx.generation, ctx.index, params)
-        return self._simulate(self.traj.for_individual(individual, ctx))
+        view = self.traj.for_individual(individual, ctx)
+        view.inner_params = 1  # one candidate: plain values, whatever the run packs
+        return self._simulate(view)
 
     def evaluate_batch(self, params_list: list[dict[str, Any]], ctx_list: list[Any]) -> Any:
         """Several candidates (``executor.batch_size``): with ``traj.inner_params > 1`` (set
