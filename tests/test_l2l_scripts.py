@@ -153,7 +153,9 @@ from metaloop.compat.l2l import (
 
 if __name__ == "__main__":
     experiment = Experiment(root_dir_path="../results")
-    traj, _ = experiment.prepare_experiment(name="TWO-RUNS")
+    traj, runner = experiment.prepare_experiment(
+        name="TWO-RUNS", runner_params={"max_workers": 1, "srun": "srun -n 1 -c 8"})
+    print("runner", runner["max_workers"], traj.parameters.runner_params.srun)
     (_, fn), _ = BenchmarkedFunctions().get_function_by_index(0)
     optimizee = FunctionGeneratorOptimizee(traj, fn, seed=1)
     ga = GeneticAlgorithmOptimizer(traj, optimizee.create_individual, (-1.0,),
@@ -177,6 +179,10 @@ def test_second_run_experiment_is_suffixed(tmp_path: Path) -> None:
         ("TWO-RUNS", "ga", 3),
         ("TWO-RUNS-2", "ce", 3),
     ]
+    assert "runner 1 srun -n 1 -c 8" in proc.stdout
+    assert "metaloop: note: runner_params['srun'] is not used" in proc.stdout
+    executor = experiment_info("TWO-RUNS", storage_of(tmp_path)).config["executor"]
+    assert (executor["kind"], executor["workers"]) == ("local", 1)  # max_workers
     final = [line for line in proc.stdout.splitlines() if line.startswith("final")]
     best = experiment_info("TWO-RUNS-2", storage_of(tmp_path)).best_score
     assert final and float(final[0].split()[1].strip("[](),")) == pytest.approx(-best)
@@ -311,7 +317,7 @@ from metaloop.compat.l2l import Experiment
 
 if __name__ == "__main__":
     experiment = Experiment("../results")
-    traj, _ = experiment.prepare_experiment(name="OTHERS", runner_params={"max_workers": 2})
+    traj, _ = experiment.prepare_experiment(name="OTHERS", multiprocessing=False)
     (_, fn), _ = BenchmarkedFunctions().get_function_by_index(4)
     optimizee = FunctionGeneratorOptimizee(traj, fn, seed=1)
     runs = [
@@ -351,6 +357,8 @@ def test_every_optimizer_class_runs(tmp_path: Path) -> None:
         "OTHERS-6": ("gd", 3, 0),
         "OTHERS-7": ("ce", 3, 0),
     }
+    assert {r["name"]: experiment_info(r["name"], storage_of(tmp_path)).config["executor"]["kind"]
+            for r in rows} == dict.fromkeys(got, "serial")  # multiprocessing=False
     grid = experiment_info("OTHERS", storage_of(tmp_path))
     assert grid.n_evaluations == 25  # (4 + 1) points per coordinate
     assert grid.best_score == pytest.approx(0.0, abs=1e-9)  # Ackley's minimum is on the grid
