@@ -285,6 +285,12 @@ BAD = {
         " optimizee=optimizee)",
         "decay_parameters: metaloop's pt takes one decay for all replicas, got [0.9, 0.8]",
     ),
+    "metaloop_check": (
+        "experiment.run_experiment(optimizer=GeneticAlgorithmOptimizer(traj,"
+        " optimizee.create_individual, (-1,), GeneticAlgorithmParameters(0, 1, 0.5, 0.3, 3,"
+        " 0.1, 3, 0.5, 1)), optimizee=optimizee)",
+        "optimizer.pop_size: Input should be greater than or equal to 2 (got 1)",
+    ),
     "post_process": (
         "GradientDescentOptimizer(traj, optimizee.create_individual, (-1,),"
         " ClassicGDParameters(0.01, 0.01, 5, 10, np.inf, 1)).post_process(traj, [])",

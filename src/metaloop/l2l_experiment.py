@@ -203,8 +203,10 @@ class Experiment:
             summary = self._run(name, config)
         except KeyboardInterrupt:
             refuse(f"interrupted; continue with: {self._resume_command(name)}", 130)
-        except (UserError, StoreError) as exc:
-            raise L2LScriptError(str(exc).splitlines()[0]) from None
+        except UserError as exc:  # a config or store problem: its lines, exit 2
+            raise L2LScriptError(exc.lines) from None
+        except StoreError as exc:
+            raise L2LScriptError(str(exc)) from None
         except L2LSpaceError as exc:
             raise L2LScriptError(str(exc)) from None
         self.names.append(name)
