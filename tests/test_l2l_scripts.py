@@ -131,6 +131,9 @@ def test_upstream_script_runs_with_only_imports_changed(
         assert best > max(first)
     info = experiment_info(name, storage)
     assert info.config["optimizee"]["kind"] == "l2l"
+    if "function_tools.plot(" in text:  # upstream's figure of the function, in the cwd
+        need_module("matplotlib", "function_tools.plot")
+        assert (tmp_path / "bin" / "function.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_mgd_packs_inner_individuals_into_simulate_(tmp_path: Path) -> None:
