@@ -31,7 +31,7 @@ import pickle
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -64,6 +64,22 @@ class Optimizee:
         """Evaluate ``traj.individual``; return the fitness tuple."""
         raise NotImplementedError(f"{type(self).__name__}.simulate(traj)")
 
+    def simulate_(self, traj: Trajectory) -> Any:
+        """What every evaluation calls (as upstream's workers do): ``simulate(traj)``, or,
+        when ``traj.inner_params > 1`` (multi-optimizers), ``simulate`` once per inner
+        individual (each value of ``traj.individual`` is then a list) and the list of them."""
+        n = int(traj.inner_params or 1)
+        if n <= 1:
+            return self.simulate(traj)
+        packed = traj.individual
+        out = []
+        for i in range(n):
+            one = Individual(packed.generation, packed.ind_idx + i, {
+                k: v[i] for k, v in packed.todict().items()
+            })  # fmt: skip
+            out.append(self.simulate(traj.for_individual(one, traj.ctx)))
+        return out
+
 
 class L2LOptimizee:
     """A metaloop optimizee around an L2L-style instance: each evaluation hands
@@ -77,7 +93,29 @@ class L2LOptimizee:
 
     def evaluate(self, params: dict[str, Any], ctx: Any) -> Any:
         individual = Individual(ctx.generation, ctx.index, params)
-        return self.instance.simulate(self.traj.for_individual(individual, ctx))
+        view = self.traj.for_individual(individual, ctx)
+        view.inner_params = 1  # one candidate: plain values, whatever the run packs
+        return self._simulate(view)
+
+    def evaluate_batch(self, params_list: list[dict[str, Any]], ctx_list: list[Any]) -> Any:
+        """Several candidates (``executor.batch_size``): with ``traj.inner_params > 1`` (set
+        by a multi-optimizer) one ``simulate_`` call on a multi-individual whose values are
+        lists, one entry per candidate, as upstream packed them; otherwise one call each."""
+        if int(self.traj.inner_params or 1) <= 1 or len(params_list) == 1:
+            return [self.evaluate(p, c) for p, c in zip(params_list, ctx_list, strict=True)]
+        first = ctx_list[0]
+        packed = Individual(first.generation, first.index, {
+            k: [p[k] for p in params_list] for k in params_list[0]
+        })  # fmt: skip
+        view = self.traj.for_individual(packed, first)
+        view.inner_params = len(params_list)
+        return list(self._simulate(view))
+
+    def _simulate(self, traj: Trajectory) -> Any:
+        """``simulate_`` where the instance has it (upstream's workers call that), else
+        ``simulate``."""
+        method = getattr(self.instance, "simulate_", None)
+        return method(traj) if callable(method) else self.instance.simulate(traj)
 
 
 def parameters_tuple(values: Mapping[str, Any]) -> Any:
@@ -287,12 +325,143 @@ def unpack(text: str) -> tuple[Any, Trajectory]:
     return instance, traj
 
 
+# -- the flat namespace of upstream's run scripts (docs/coming_from_l2l.md has the table) ------
+from metaloop.compat import l2l_function_tools as function_tools  # noqa: E402
+from metaloop.compat.l2l_functions import (  # noqa: E402
+    BenchmarkedFunctions,
+    FunctionGenerator,
+    FunctionGeneratorOptimizee,
+)
+from metaloop.compat.l2l_helpers import (  # noqa: E402
+    DictEntryType,
+    convert_dict_to_numpy,
+    dict_to_list,
+    get_grouped_dict,
+    list_to_dict,
+    sdict,
+    sdictm,
+)
+from metaloop.compat.l2l_optimizers import (  # noqa: E402
+    CrossEntropyOptimizer,
+    EnsembleKalmanFilter,
+    EvolutionStrategiesOptimizer,
+    FACEOptimizer,
+    GeneticAlgorithmOptimizer,
+    GradientDescentOptimizer,
+    GridSearchOptimizer,
+    MultiGeneticAlgorithmOptimizer,
+    MultiGradientDescentOptimizer,
+    NaturalEvolutionStrategiesOptimizer,
+    ParallelTemperingOptimizer,
+    SimulatedAnnealingOptimizer,
+)
+from metaloop.compat.l2l_params import (  # noqa: E402
+    AdaMaxParameters,
+    AdamParameters,
+    AvailableCoolingSchedules,
+    BayesianGaussianMixture,
+    ClassicGDParameters,
+    CrossEntropyParameters,
+    EnsembleKalmanFilterParameters,
+    EvolutionStrategiesParameters,
+    FACEParameters,
+    Gaussian,
+    GeneticAlgorithmParameters,
+    GridSearchParameters,
+    MultiAdamParameters,
+    MultiClassicGDParameters,
+    MultiGeneticAlgorithmParameters,
+    MultiRMSPropParameters,
+    MultiStochasticGDParameters,
+    NaturalEvolutionStrategiesParameters,
+    NoisyBayesianGaussianMixture,
+    NoisyGaussian,
+    OptimizeeParameters,
+    OptimizerParameters,
+    ParallelTemperingParameters,
+    RMSPropParameters,
+    SimulatedAnnealingParameters,
+    StochasticGDParameters,
+)
+
+if TYPE_CHECKING:  # for readers and type checkers only; loaded by __getattr__ below
+    from metaloop.l2l_experiment import Environment, Experiment
+
+#: names that live above this layer (they run experiments through ``metaloop.api``): named,
+#: not imported, and loaded on first use (as ``optimizees/kinds.py`` does for its kinds)
+_ABOVE = {
+    "Experiment": "metaloop.l2l_experiment:Experiment",
+    "Environment": "metaloop.l2l_experiment:Environment",
+}
+
+
+def __getattr__(name: str) -> Any:
+    target = _ABOVE.get(name)
+    if target is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 __all__ = [
+    "AdaMaxParameters",
+    "AdamParameters",
+    "AvailableCoolingSchedules",
+    "BayesianGaussianMixture",
+    "BenchmarkedFunctions",
+    "ClassicGDParameters",
+    "CrossEntropyOptimizer",
+    "CrossEntropyParameters",
+    "DictEntryType",
+    "EnsembleKalmanFilter",
+    "EnsembleKalmanFilterParameters",
+    "Environment",
+    "EvolutionStrategiesOptimizer",
+    "EvolutionStrategiesParameters",
+    "Experiment",
+    "FACEOptimizer",
+    "FACEParameters",
+    "FunctionGenerator",
+    "FunctionGeneratorOptimizee",
+    "Gaussian",
+    "GeneticAlgorithmOptimizer",
+    "GeneticAlgorithmParameters",
+    "GradientDescentOptimizer",
+    "GridSearchOptimizer",
+    "GridSearchParameters",
     "Individual",
     "L2LOptimizee",
+    "MultiAdamParameters",
+    "MultiClassicGDParameters",
+    "MultiGeneticAlgorithmOptimizer",
+    "MultiGeneticAlgorithmParameters",
+    "MultiGradientDescentOptimizer",
+    "MultiRMSPropParameters",
+    "MultiStochasticGDParameters",
+    "NaturalEvolutionStrategiesOptimizer",
+    "NaturalEvolutionStrategiesParameters",
+    "NoisyBayesianGaussianMixture",
+    "NoisyGaussian",
     "Optimizee",
+    "OptimizeeParameters",
+    "OptimizerParameters",
+    "ParallelTemperingOptimizer",
+    "ParallelTemperingParameters",
     "ParameterGroup",
+    "RMSPropParameters",
+    "SimulatedAnnealingOptimizer",
+    "SimulatedAnnealingParameters",
+    "StochasticGDParameters",
     "Trajectory",
     "WrappedOptimizee",
+    "convert_dict_to_numpy",
+    "dict_to_list",
+    "function_tools",
+    "get_grouped_dict",
+    "list_to_dict",
+    "sdict",
+    "sdictm",
     "wrap",
 ]

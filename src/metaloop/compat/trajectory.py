@@ -128,7 +128,23 @@ class Trajectory:
     reads as None, as upstream).  ``traj.individual`` is the candidate being evaluated;
     ``traj.generation`` and ``traj.ind_idx`` say which one, and ``traj.ctx`` is metaloop's
     :class:`~metaloop.optimizees.context.Context` of the evaluation (None outside one).
+
+    Attributes upstream's trajectory has, with upstream's defaults (class attributes, so
+    trajectories pickled before they existed read them too): ``retry`` (upstream: worker
+    restarts so far; here the earlier attempts of this evaluation, ``ctx.attempt - 1``),
+    ``inner_params`` (1; a multi-optimizer sets its ``n_inner_params``), ``debug`` (False),
+    ``stop_run`` (True), ``timeout`` (True), ``is_loaded`` (False), ``hall_of_fame`` and
+    ``current_results`` (None).
     """
+
+    retry: int = 0
+    inner_params: int = 1
+    debug: bool = False
+    stop_run: bool = True
+    timeout: bool = True
+    is_loaded: bool = False
+    hall_of_fame: Any = None
+    current_results: Any = None
 
     def __init__(self, name: str = "trajectory", **_: Any):
         self._name = name
@@ -194,6 +210,9 @@ class Trajectory:
         twin.ind_idx = individual.ind_idx
         twin.v_idx = individual.ind_idx
         twin.ctx = ctx
+        attempt = getattr(ctx, "attempt", None)
+        if isinstance(attempt, int):
+            twin.retry = max(0, attempt - 1)
         return twin
 
     def __getitem__(self, key: str) -> Any:
