@@ -29,6 +29,7 @@ import numpy as np
 from metaloop.config import Config
 from metaloop.config.resolve import default_workdir
 from metaloop.drivers.controller import Controller
+from metaloop.drivers.provenance import record_session
 from metaloop.drivers.pruning import make_pruner
 from metaloop.drivers.tailer import ReportTailer
 from metaloop.executors import ExecutionPolicy, Executor, WorkerSetup
@@ -238,6 +239,7 @@ class Loop:
     def _run_to_end(self) -> RunSummary:
         try:
             resumed = self.n_evaluations > 0 or self.generation > 0
+            record_session(self.store, self.info.id, self.config, self.executor, self.workdir)
             self.store.event(
                 self.info.id,
                 "resume" if resumed else "start",
