@@ -23,10 +23,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from metaloop import __version__
 from metaloop.config import Config
 from metaloop.drivers.source_state import source_state
 from metaloop.executors import Executor
+from metaloop.records import PROVENANCE_EVENT
 from metaloop.store.base import Store
 
 #: recorded whenever installed, whatever the optimizee imports
@@ -40,8 +40,6 @@ SLURM_VARS = (
 )  # fmt: skip
 #: local modules of the optimizee read for their imports (besides the target's own file)
 MAX_LOCAL_FILES = 50
-#: the event's kind (the storage contract: one event per session, ``data`` the entry)
-EVENT_KIND = "provenance"
 
 
 def record_session(
@@ -70,7 +68,7 @@ def record_session(
         )
     except Exception as exc:  # noqa: BLE001 - provenance never fails a run
         entry = minimal_entry(session, exc)
-    store.event(exp_id, EVENT_KIND, describe(entry), entry)
+    store.event(exp_id, PROVENANCE_EVENT, describe(entry), entry)
 
 
 def _own_files(storage: str, workdir: Path) -> tuple[Path, ...]:
@@ -116,7 +114,7 @@ def session_entry(
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID") or None,
-        "metaloop": __version__,
+        "metaloop": _metaloop_version(),
         "python": platform.python_version(),
         "python_executable": sys.executable,
         "platform": platform.platform(),
@@ -136,6 +134,12 @@ def session_entry(
     entry["packages"] = package_versions(imports, notes)
     entry["notes"] = notes
     return entry
+
+
+def _metaloop_version() -> str:
+    """The running metaloop's ``__version__`` (its package is imported: this module is in
+    it; read from there, since the faces' ``__init__`` is above this layer)."""
+    return str(getattr(sys.modules.get("metaloop"), "__version__", "unknown"))
 
 
 def _mpi_sizes(executor: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +162,7 @@ def minimal_entry(session: int, error: BaseException) -> dict[str, Any]:
         "argv": list(sys.argv),
         "host": socket.gethostname(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID") or None,
-        "metaloop": __version__,
+        "metaloop": _metaloop_version(),
         "python": platform.python_version(),
         "packages": {},
         "source": {"kind": "none", "note": "not collected"},
