@@ -100,7 +100,7 @@ def source_state(
 
 def _pathspec(top: Path, exclude: tuple[Path, ...]) -> list[str]:
     """``git`` path arguments: the whole tree but the ``exclude`` paths inside it."""
-    out = ["--", "."]
+    out = ["--", ".", ":(exclude,glob)**/__pycache__/**"]  # Python's own cache is no change
     for p in exclude:
         try:
             rel = Path(os.path.abspath(p)).relative_to(top)
