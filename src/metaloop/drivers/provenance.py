@@ -42,16 +42,19 @@ SLURM_VARS = (
 MAX_LOCAL_FILES = 50
 
 
-def record_session(
-    store: Store, exp_id: int, config: Config, executor: Executor, workdir: Path
-) -> None:
-    """Queue this session's entry (call before the session's ``start``/``resume`` event); a
-    diff too long for the entry goes to ``workdir/provenance/session-<n>.diff``.
+def session_number(store: Store, exp_id: int) -> int:
+    """The number of the session starting now: one more than the ``start`` and ``resume``
+    events committed before it (so an experiment begun before provenance was recorded
+    numbers its sessions right).  Call before queueing this session's own event."""
+    return len(store.events(exp_id, kinds=("start", "resume"))) + 1
 
-    The session's number counts the ``start`` and ``resume`` events before it, so an
-    experiment begun before provenance was recorded numbers its sessions right.  Collecting
-    never raises (a failure is noted in the entry); a failed store does, as any write."""
-    session = len(store.events(exp_id, kinds=("start", "resume"))) + 1
+
+def record_session(
+    store: Store, exp_id: int, session: int, config: Config, executor: Executor, workdir: Path
+) -> None:
+    """Queue the entry of session number ``session``; a diff too long for the entry goes to
+    ``workdir/provenance/session-<n>.diff``.  Collecting never raises (a failure is noted in
+    the entry); a failed store does, as any write."""
     m = config.model
     try:
         workers: int | None = int(executor.workers)

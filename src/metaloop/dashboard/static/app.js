@@ -1217,7 +1217,7 @@
     if (!entries.length) return fill("prov-body", h("p", { class: "muted" }, "no provenance recorded (the experiment predates it or has not started)"));
     const kids = [];
     for (const e of entries.slice().reverse()) {
-      const src = e.source || {};
+      const code = e.source || {};
       const rows = [
         ["started", e.started || "–"],
         ["command", (e.argv || []).join(" ")],
@@ -1226,7 +1226,7 @@
         ["SLURM job", e.slurm_job_id || "–"],
         ["metaloop / Python", `${e.metaloop} / ${e.python}`],
         ["packages", Object.entries(e.packages || {}).map(([k, v]) => `${k} ${v}`).join(", ") || "–"],
-        ["source", sourceText(src)],
+        ["source", sourceText(code)],
         ...(e.notes || []).map((n) => ["note", n]),
       ];
       const changes = e.changes || [];
@@ -1234,7 +1234,7 @@
         h("h3", {}, `Session ${e.session}`, changes.length ? h("span", { class: "badge failed prov-changed" }, `${changes.length} changed`) : null),
         table(["", ""], rows, { class: "kv prov-session", "data-session": e.session }),
         changes.length ? h("ul", { class: "bad prov-changes" }, changes.map((c) => h("li", {}, changeText(c)))) : null,
-        src.diff ? h("details", {}, h("summary", {}, "uncommitted changes at the start" + (src.diff_truncated ? ` (capped; all of it: ${src.diff_file})` : "")), h("pre", {}, src.diff)) : null
+        code.diff ? h("details", {}, h("summary", {}, "uncommitted changes at the start" + (code.diff_truncated ? ` (capped; all of it: ${code.diff_file})` : "")), h("pre", {}, code.diff)) : null
       );
     }
     fill("prov-body", ...kids);
