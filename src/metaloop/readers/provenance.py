@@ -143,7 +143,8 @@ def render_text(name: str, entries: list[dict[str, Any]]) -> str:
 
 def _executor_text(e: dict[str, Any]) -> str:
     ex = e.get("executor") or {}
-    text = f" (executor {ex.get('kind')}, {ex.get('workers')} workers" if ex else ""
+    n = ex.get("workers")
+    text = f" (executor {ex.get('kind')}, {n} worker{'' if n == 1 else 's'}" if ex else ""
     mpi = e.get("mpi") or {}
     if mpi.get("world_size"):
         text += f", MPI world size {mpi['world_size']}"
