@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from services import need_module
+from services import mpi_available, need, need_module
 
 from metaloop.api import Experiment
 from metaloop.drivers.source_state import DIFF_CAP
@@ -319,9 +319,9 @@ def _event(t: float, data: dict[str, Any]) -> EventRow:
     return EventRow("provenance", f"session {data['session']}", data, t)
 
 
-def _evaluation(i: int, finished: float, host: str) -> Evaluation:
+def _evaluation(i: int, finished: float, host: str, worker: str = "w") -> Evaluation:
     return Evaluation(
-        0, i, {"x": 0.0}, Status.OK, (1.0,), {}, 1, None, finished - 1.0, finished, host, "w"
+        0, i, {"x": 0.0}, Status.OK, (1.0,), {}, 1, None, finished - 1.0, finished, host, worker
     )
 
 
@@ -335,14 +335,15 @@ def test_hosts_per_session_and_package_changes_are_flagged() -> None:
         _evaluation(0, 150.0, "node-a"),
         _evaluation(1, 160.0, "node-b"),
         _evaluation(2, 250.0, "node-c"),
-        _evaluation(3, 350.0, "node-c"),
-        _evaluation(4, 351.0, "node-a"),
+        _evaluation(3, 350.0, "node-c", "slurm-777:4242"),  # executor slurm: the worker's job
+        _evaluation(4, 351.0, "node-a", "slurm-778:17"),
         _evaluation(5, 50.0, "before-any-session"),  # not attributed to a session
     ]
     a, b, c = provenance(events, evals)
     assert (a["hosts"], a["evaluations"]) == (["node-a", "node-b"], 2)
     assert (b["hosts"], b["evaluations"]) == (["node-c"], 1)
     assert (c["hosts"], c["evaluations"]) == (["node-a", "node-c"], 2)
+    assert (a["slurm_jobs"], b["slurm_jobs"], c["slurm_jobs"]) == ([], [], ["777", "778"])
     assert a["changes"] == []
     assert b["changes"] == [
         {"key": "packages.nest-simulator", "before": "3.6", "after": "3.7"}
@@ -355,6 +356,7 @@ def test_hosts_per_session_and_package_changes_are_flagged() -> None:
     text = render_text("x", [a, b, c])
     assert "CHANGED:   packages.nest-simulator 3.6 -> 3.7" in text
     assert "CHANGED:   packages.nest-simulator 3.7 -> (none)" in text
+    assert "  worker jobs: 777, 778\n" in text
 
 
 def test_dashboard_route_and_report_section_flag_the_change(
@@ -392,3 +394,38 @@ def test_dashboard_route_and_report_section_flag_the_change(
     assert section.count('<p class="bad">Changed since the session before:</p>') == 1
     assert f"<li>source.commit {first[:12]} -&gt; {second[:12]}</li>" in section
     assert "<tr><th>SLURM job</th><td>4242</td></tr>" in section
+
+
+def test_async_mode_with_a_function_optimizee_records_metaloops_suite(tmp_path: Path) -> None:
+    """Every driver records its session (here the async one); a built-in function's code is
+    metaloop's benchmark suite."""
+    cfg = {
+        "name": "fn",
+        "storage": f"sqlite:///{tmp_path / 'store.db'}",
+        "seed": 2,
+        "mode": "async",
+        "optimizee": {"kind": "function", "name": "sphere", "dims": 2},
+        "optimizer": {"kind": "random", "pop_size": 3},
+        "budget": 6,
+        "executor": {"kind": "serial"},
+    }
+    Experiment(cfg).run()
+    (entry,) = _entries(cfg["storage"], "fn")
+    assert entry["source"]["path"].endswith("metaloop/optimizees/functions.py")
+    assert entry["source"]["kind"] in ("git", "file")  # a checkout, or an installed package
+    assert entry["evaluations"] == 6
+    assert entry["executor"] == {"kind": "serial", "workers": 1}
+
+
+def test_mpi_sizes_are_recorded(tmp_path: Path) -> None:
+    need("MPI", mpi_available(), "an MPI implementation and mpi4py (pip install -e .[test])")
+    target = tmp_path / "opt.py"
+    target.write_text("def f(params):\n    return params['x'] ** 2\n")
+    cfg = _api_config(tmp_path, f"{target}:f", name="mpi")
+    cfg["executor"] = {"kind": "mpi", "workers": 2}
+    Experiment(cfg).run()
+    (entry,) = _entries(cfg["storage"], "mpi")
+    # spawned workers (no mpirun): a world of their own; the driver's world is itself
+    assert entry["mpi"] == {"workers": 2, "world_size": 1, "launch": "spawned"}
+    assert entry["evaluations"] == 3 and entry["hosts"] == [socket.gethostname()]
+    assert "MPI world size 1, workers spawned" in render_text("mpi", [entry])

@@ -160,6 +160,7 @@ def _provenance_html(entries: list[dict[str, Any]]) -> str:
             ("evaluated on", f"{', '.join(e.get('hosts') or []) or '-'} "
                              f"({e.get('evaluations', 0)} evaluations)"),
             ("SLURM job", e.get("slurm_job_id") or "-"),
+            *([("worker SLURM jobs", ", ".join(e["slurm_jobs"]))] if e.get("slurm_jobs") else []),
             ("metaloop / Python", f"{e.get('metaloop')} / {e.get('python')}"),
             ("packages", ", ".join(f"{k} {v}" for k, v in pkgs.items()) or "-"),
             ("source", source_text(src)),

@@ -146,14 +146,18 @@ def _metaloop_version() -> str:
 
 
 def _mpi_sizes(executor: dict[str, Any]) -> dict[str, Any]:
-    """The MPI world's size as the driver sees it and the worker ranks evaluating."""
-    out: dict[str, Any] = {"workers": executor.get("workers")}
+    """The worker ranks evaluating and the MPI world's size as the driver sees it: under
+    ``mpirun`` the driver's rank and the workers (``launch: mpirun``); workers spawned by
+    the driver live in a world of their own (``launch: spawned``, ``world_size`` 1)."""
+    out: dict[str, Any] = {"workers": executor.get("workers"), "world_size": None}
     mpi = sys.modules.get("mpi4py.MPI")
     if mpi is not None:
         try:
             out["world_size"] = int(mpi.COMM_WORLD.Get_size())
         except Exception:  # noqa: BLE001 - MPI itself in trouble: the size is not known
-            out["world_size"] = None
+            pass
+    size = out["world_size"]
+    out["launch"] = None if size is None else "mpirun" if size > 1 else "spawned"
     return out
 
 

@@ -11,12 +11,15 @@ so a resume's reused evaluations stay with the session that made them.
 from __future__ import annotations
 
 import bisect
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from metaloop.records import PROVENANCE_EVENT, Evaluation, EventRow
 from metaloop.store import ExperimentInfo, Store
 
+#: the worker column of an evaluation in a SLURM job (executor slurm: ``slurm-<job id>:<pid>``)
+_SLURM_WORKER = re.compile(r"^slurm-(.+):\d+$")
 #: the source keys compared between sessions (besides ``metaloop``, ``python``, packages)
 SOURCE_KEYS = ("kind", "repo", "path", "commit", "dirty", "diff_sha256", "sha256")
 
@@ -33,19 +36,28 @@ def provenance(
     events: Sequence[EventRow], evaluations: Iterable[Evaluation]
 ) -> list[dict[str, Any]]:
     """The entries of ``events`` (kind ``provenance``) with ``hosts`` and ``evaluations``
-    (how many finished in each session) from ``evaluations``, and ``changes``."""
+    (how many finished in each session), ``slurm_jobs`` (the SLURM jobs of the workers that
+    ran them, executor ``slurm``) from ``evaluations``, and ``changes``."""
     rows = [e for e in events if e.kind == PROVENANCE_EVENT and isinstance(e.data, dict)]
     starts = [float(e.time or 0.0) for e in rows]
-    hosts: list[dict[str, int]] = [{} for _ in rows]
+    hosts: list[set[str]] = [set() for _ in rows]
+    jobs: list[set[str]] = [set() for _ in rows]
+    counts = [0] * len(rows)
     for ev in evaluations:
         k = bisect.bisect_right(starts, ev.finished or ev.started) - 1
-        if k >= 0 and ev.host:
-            hosts[k][ev.host] = hosts[k].get(ev.host, 0) + 1
+        if k < 0:
+            continue  # before the first recorded session (an experiment older than them)
+        counts[k] += 1
+        if ev.host:
+            hosts[k].add(ev.host)
+        if ev.worker and (m := _SLURM_WORKER.match(ev.worker)):
+            jobs[k].add(m.group(1))
     out: list[dict[str, Any]] = []
     for k, row in enumerate(rows):
         entry = dict(row.data)
         entry["hosts"] = sorted(hosts[k])
-        entry["evaluations"] = sum(hosts[k].values())
+        entry["evaluations"] = counts[k]
+        entry["slurm_jobs"] = sorted(jobs[k])
         entry["changes"] = changes(out[-1] if out else None, entry)
         out.append(entry)
     return out
@@ -124,6 +136,8 @@ def render_text(name: str, entries: list[dict[str, Any]]) -> str:
         )
         if e.get("slurm_job_id"):
             lines.append(f"  slurm job: {e['slurm_job_id']}")
+        if e.get("slurm_jobs"):
+            lines.append(f"  worker jobs: {', '.join(e['slurm_jobs'])}")
         lines.append(f"  metaloop {e.get('metaloop')}, python {e.get('python')}")
         pkgs = e.get("packages") or {}
         lines.append(
@@ -147,5 +161,5 @@ def _executor_text(e: dict[str, Any]) -> str:
     text = f" (executor {ex.get('kind')}, {n} worker{'' if n == 1 else 's'}" if ex else ""
     mpi = e.get("mpi") or {}
     if mpi.get("world_size"):
-        text += f", MPI world size {mpi['world_size']}"
+        text += f", MPI world size {mpi['world_size']}, workers {mpi.get('launch')}"
     return text + ")" if text else ""

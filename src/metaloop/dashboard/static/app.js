@@ -1224,6 +1224,7 @@
         ["driver host", e.host || "–"],
         ["evaluated on", `${(e.hosts || []).join(", ") || "–"} (${e.evaluations || 0} evaluations)`],
         ["SLURM job", e.slurm_job_id || "–"],
+        ...((e.slurm_jobs || []).length ? [["worker SLURM jobs", e.slurm_jobs.join(", ")]] : []),
         ["metaloop / Python", `${e.metaloop} / ${e.python}`],
         ["packages", Object.entries(e.packages || {}).map(([k, v]) => `${k} ${v}`).join(", ") || "–"],
         ["source", sourceText(code)],
