@@ -110,7 +110,7 @@ def source_text(src: dict[str, Any]) -> str:
         if src.get("dirty"):
             n, u = len(src.get("changed") or []), src.get("untracked_count") or 0
             line += f" dirty ({n} changed, {u} untracked; diff {src.get('diff_bytes', 0)} bytes)"
-        line += f", file {src.get('path')}"
+        line += f", file {src['path']}" if src.get("path") else ""
     elif kind == "file":
         line = f"file {src.get('path')} sha256 {src.get('sha256')}"
     else:

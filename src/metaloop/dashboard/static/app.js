@@ -1200,7 +1200,7 @@
     if (src.kind === "git") {
       let t = `git ${src.repo} @ ${src.commit || "(no commit)"}`;
       if (src.dirty) t += ` dirty (${(src.changed || []).length} changed, ${src.untracked_count || 0} untracked; diff ${src.diff_bytes || 0} bytes)`;
-      return t + `, file ${src.path}` + (src.note ? ` [${src.note}]` : "");
+      return t + (src.path ? `, file ${src.path}` : "") + (src.note ? ` [${src.note}]` : "");
     }
     if (src.kind === "file") return `file ${src.path} sha256 ${src.sha256}` + (src.note ? ` [${src.note}]` : "");
     return src.note || "unknown";
