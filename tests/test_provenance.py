@@ -429,3 +429,26 @@ def test_mpi_sizes_are_recorded(tmp_path: Path) -> None:
     assert entry["mpi"] == {"workers": 2, "world_size": 1, "launch": "spawned"}
     assert entry["evaluations"] == 3 and entry["hosts"] == [socket.gethostname()]
     assert "MPI world size 1, workers spawned" in render_text("mpi", [entry])
+
+
+def test_module_target_follows_its_package_and_relative_imports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pkg = tmp_path / "lib" / "simpkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("CONSTANT = 2.0\n")  # an attribute, not a module
+    (pkg / "model.py").write_text(
+        "from simpkg import helper, CONSTANT\nfrom . import sub\n\n"
+        "def f(params):\n    return helper.g(params['x'])\n"
+    )
+    (pkg / "helper.py").write_text("import yaml\n\ndef g(x):\n    return x * x\n")
+    (pkg / "sub" / "__init__.py").write_text("from scipy import special\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    cfg = _api_config(tmp_path, "simpkg.model:f", name="module")
+    Experiment(cfg).run()
+    (entry,) = _entries(cfg["storage"], "module")
+    assert entry["source"]["path"] == str(pkg / "model.py")
+    pkgs = entry["packages"]
+    assert pkgs["PyYAML"] == importlib.metadata.version("PyYAML")  # simpkg.helper's import
+    assert pkgs["scipy"] == importlib.metadata.version("scipy")
+    assert "simpkg" not in pkgs and entry["notes"] == []

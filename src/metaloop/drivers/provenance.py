@@ -133,7 +133,9 @@ def session_entry(
         entry["source"] = {"kind": "none", "note": why}
     else:
         entry["source"] = source_state(path, diff_file, exclude)
-    imports = python_imports(path, notes) if path is not None and _is_python(path) else set()
+    imports: set[str] = set()
+    if path is not None and _is_python(path):
+        imports = python_imports(path, notes, *_import_scope(optimizee, path))
     entry["packages"] = package_versions(imports, notes)
     entry["notes"] = notes
     return entry
@@ -224,6 +226,22 @@ def _module_file(module: str) -> tuple[Path | None, str]:
     return Path(spec.origin), ""
 
 
+def _import_scope(spec: dict[str, Any], path: Path) -> tuple[Path | None, Path | None]:
+    """Where the local modules of the source ``path`` are: ``(beside, package)``.  A file
+    target or a script: the modules beside it.  A ``module:attr`` target: its top-level
+    package's modules (a lone module has none: its neighbours are installed packages)."""
+    target = str(spec.get("target") or "")
+    module = target.rpartition(":")[0]
+    if spec.get("kind") == "function":
+        return None, None
+    if spec.get("kind") not in ("python", "l2l") or module.endswith(".py") or "/" in module:
+        return path.parent, None
+    depth = module.count(".") + (1 if path.name == "__init__.py" else 0)
+    if depth == 0:
+        return None, None
+    return None, path.parents[depth - 1]
+
+
 def _is_python(path: Path) -> bool:
     if path.suffix == ".py":
         return True
@@ -236,11 +254,14 @@ def _is_python(path: Path) -> bool:
 
 
 # -- the packages it imports ---------------------------------------------------------------------
-def python_imports(path: Path, notes: list[str]) -> set[str]:
-    """Top-level names of the modules ``path`` imports (anywhere in it), following its local
-    modules (files beside it) up to :data:`MAX_LOCAL_FILES`; stdlib and local names left
-    out."""
-    root = path.parent
+def python_imports(
+    path: Path, notes: list[str], beside: Path | None = None, package: Path | None = None
+) -> set[str]:
+    """Top-level names of the modules ``path`` imports (anywhere in it, read with ``ast``),
+    following its local modules up to :data:`MAX_LOCAL_FILES` files: relative imports, the
+    modules in the folder ``beside`` (a target file's own), and those of ``package`` (the
+    top-level folder of a module target's package).  The standard library, metaloop and
+    local names are left out."""
     seen: set[Path] = set()
     todo = [path]
     found: set[str] = set()
@@ -254,30 +275,56 @@ def python_imports(path: Path, notes: list[str]) -> set[str]:
         except (OSError, SyntaxError, ValueError) as exc:
             notes.append(f"imports of {file} not read: {type(exc).__name__}: {exc}")
             continue
-        for name in _imported_names(tree):
-            local = _local_module(root, name)
+        for module, level in _imported_modules(tree):
+            local = _local_file(file, module, level, beside, package)
             if local is not None:
                 todo.append(local)
-            elif name not in sys.stdlib_module_names and name != "metaloop":
-                found.add(name)
+            elif level == 0:
+                top = module.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("metaloop", ""):
+                    continue
+                if _local_file(file, top, 0, beside, package) is None:  # (an attribute)
+                    found.add(top)
     return found
 
 
-def _imported_names(tree: ast.AST) -> set[str]:
-    names: set[str] = set()
+def _imported_modules(tree: ast.AST) -> list[tuple[str, int]]:
+    """``(dotted name, level)`` of every import; ``from m import a`` gives ``m`` and
+    ``m.a`` (``a`` may be a submodule)."""
+    out: list[tuple[str, int]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
-    return names
+            out.extend((a.name, 0) for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            out.append((base, node.level))
+            out.extend((f"{base}.{a.name}".lstrip("."), node.level) for a in node.names)
+    return out
 
 
-def _local_module(root: Path, name: str) -> Path | None:
-    for candidate in (root / f"{name}.py", root / name / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
+def _local_file(
+    file: Path, module: str, level: int, beside: Path | None, package: Path | None
+) -> Path | None:
+    """The file of a local module: relative to ``file`` (``level`` > 0), inside ``package``,
+    or in the folder ``beside``; None for anything else."""
+    parts = [p for p in module.split(".") if p]
+    if level > 0:
+        base = file.parent
+        for _ in range(level - 1):
+            base = base.parent
+    elif package is not None:
+        if not parts or parts[0] != package.name:
+            return None
+        base, parts = package, parts[1:]
+    elif beside is not None:
+        base = beside
+    else:
+        return None
+    stem = base.joinpath(*parts)
+    candidates = [stem.with_name(stem.name + ".py"), stem / "__init__.py"] if parts else [
+        base / "__init__.py"
+    ]
+    return next((c for c in candidates if c.is_file()), None)
 
 
 @lru_cache(maxsize=1)
