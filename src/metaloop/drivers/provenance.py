@@ -104,7 +104,7 @@ def session_entry(
         "session": session,
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "argv": list(sys.argv),
-        "cwd": os.getcwd(),
+        "cwd": _cwd(),
         "host": os.uname().nodename,
         "pid": os.getpid(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID") or None,
@@ -127,6 +127,13 @@ def session_entry(
     entry["packages"] = optimizee_packages(optimizee, path, notes)
     entry["notes"] = notes
     return entry
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the directory the run started in was removed
+        return None
 
 
 def _metaloop_version() -> str:

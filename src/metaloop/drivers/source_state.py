@@ -63,6 +63,13 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _sha256_or_none(path: Path) -> str | None:
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None  # (git has its content, if it is tracked)
+
+
 def file_source(path: Path, note: str | None = None) -> dict[str, Any]:
     """``{kind: file, path, sha256}`` (``note`` why there is no git state, if any)."""
     out: dict[str, Any] = {"kind": "file", "path": str(path)}
@@ -129,7 +136,7 @@ def _git_source(path: Path, top: Path, diff_file: Path, paths: list[str]) -> dic
         "commit": commit,
         "dirty": bool(changed or untracked),
         "path": os.path.relpath(path, top),
-        "sha256": file_sha256(path) if path.is_file() else None,
+        "sha256": _sha256_or_none(path),
         "changed": changed[:UNTRACKED_CAP],
         "untracked": untracked[:UNTRACKED_CAP],
         "untracked_count": len(untracked),
