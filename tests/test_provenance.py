@@ -9,6 +9,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -68,6 +69,7 @@ def git(repo: Path, *args: str) -> str:
 
 
 def make_repo(path: Path, files: dict[str, str]) -> Path:
+    need("git", shutil.which("git") is not None, "the tests make real repositories: install git")
     path.mkdir(parents=True)
     git(path, "init", "-q")
     git(path, "config", "user.email", "test@example.org")
