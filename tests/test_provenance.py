@@ -21,6 +21,7 @@ import pytest
 from services import mpi_available, need, need_module
 
 from metaloop.api import Experiment
+from metaloop.api import provenance as api_provenance
 from metaloop.drivers.source_state import DIFF_CAP
 from metaloop.readers.provenance import changes, provenance, render_text
 from metaloop.records import Evaluation, EventRow, Status
@@ -177,6 +178,7 @@ def test_provenance_command_prints_the_sessions_and_the_change(
     js = metaloop("provenance", "--name", "demo", "--storage", url, "--json")
     assert js.returncode == 0, js.stderr
     assert json.loads(js.stdout) == status_provenance(url)
+    assert json.loads(json.dumps(api_provenance("demo", url))) == json.loads(js.stdout)
 
 
 @pytest.mark.parametrize(

@@ -32,12 +32,11 @@ def add_provenance_command(sub: Any, default_storage: str) -> None:
 
 def cmd_provenance(args: argparse.Namespace) -> int:
     """Print the experiment's provenance (nothing is written)."""
+    from metaloop.api import provenance
     from metaloop.jsonable import to_jsonable
-    from metaloop.readers.provenance import read_provenance, render_text
-    from metaloop.store import open_store
+    from metaloop.readers.provenance import render_text
 
-    with open_store(args.storage, create=False, readonly=True) as store:
-        entries = read_provenance(store, store.require_experiment(args.name))
+    entries = provenance(args.name, args.storage)
     if args.json:
         print(json.dumps(to_jsonable(entries)))
     else:
