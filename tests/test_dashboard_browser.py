@@ -373,6 +373,45 @@ def test_report_in_the_browser(
     assert {u.split(":", 1)[0] for u in page.requests} <= {"file", "data"}
 
 
+def test_provenance_panel_flags_changes_and_shows_html_as_text(
+    page: Page, finished_dashboard: Dashboard, finished_store: tuple[str, Path]
+) -> None:
+    """The live page's Provenance panel: sessions newest first, the changes since the session
+    before flagged; text from the entries (a command line) shown as text."""
+    url, _ = finished_store
+    base = {"started": "2026-01-01T00:00:00+00:00", "argv": ["metaloop", WEIRD_PARAM],
+            "host": WEIRD, "metaloop": "0.1.0", "python": "3.11.7", "notes": []}  # fmt: skip
+    one = {**base, "session": 1, "packages": {"nest-simulator": "3.6"},
+           "source": {"kind": "git", "repo": "/r", "commit": "a" * 40, "dirty": False}}  # fmt: skip
+    two = {**base, "session": 2, "packages": {"nest-simulator": "3.7"},
+           "source": {"kind": "git", "repo": "/r", "commit": "b" * 40, "dirty": False}}  # fmt: skip
+    with open_store(url, create=False) as store:
+        info = store.require_experiment(WEIRD)
+        if not store.events(info.id, kinds=["provenance"]):
+            store.event(info.id, "provenance", "session 1", one)
+            store.event(info.id, "provenance", "session 2", two)
+    pg = page.page
+    pg.goto(finished_dashboard.url + f"#token={TOKEN}&exp=plain")
+    pg.wait_for_selector("#prov-body table.prov-session")
+    plain = pg.locator("#prov-body").text_content()
+    assert "Session 1" in plain and "Session 2" not in plain
+    assert pg.locator("#prov-body .prov-changed").count() == 0
+    pg.locator("#exp-list .exp-name", has_text=WEIRD).click()
+    pg.wait_for_function(
+        "() => document.querySelectorAll('#prov-body table.prov-session').length === 2"
+    )
+    sessions = pg.locator("#prov-body table.prov-session")
+    assert [sessions.nth(i).get_attribute("data-session") for i in range(2)] == ["2", "1"]
+    assert pg.locator("#prov-body .prov-changed").all_text_contents() == ["2 changed"]
+    assert pg.locator("#prov-body .prov-changes li").all_text_contents() == [
+        f"source.commit {'a' * 12} → {'b' * 12}",
+        "packages.nest-simulator 3.6 → 3.7",
+    ]
+    assert f"metaloop {WEIRD_PARAM}" in pg.locator("#prov-body").text_content()
+    _no_injected_markup(page)
+    shot(page, "dashboard-provenance")
+
+
 def _no_injected_markup_report(page: Page) -> None:
     pg = page.page
     assert page.dialogs == []

@@ -293,6 +293,18 @@ def control(
         return submit_control(store, name, action, payload, origin).as_dict()
 
 
+def provenance(name: str, storage: str = DEFAULT_STORAGE) -> list[dict[str, Any]]:
+    """One entry per session of the experiment (``metaloop provenance``), oldest first: the
+    versions, packages, source (git commit, dirty flag and diff, or the file's sha256), hosts
+    and SLURM job it ran with, and ``changes`` since the session before
+    (docs/provenance.md)."""
+    from metaloop.readers.provenance import read_provenance
+
+    validate_storage_url(storage)
+    with open_store(storage, create=False, readonly=True) as store:
+        return read_provenance(store, store.require_experiment(name))
+
+
 def history(name: str, storage: str = DEFAULT_STORAGE) -> list[Evaluation]:
     """Every recorded evaluation of an experiment, in (generation, index) order."""
     with open_store(storage, readonly=True) as store:
@@ -429,6 +441,7 @@ __all__ = [
     "history_frame",
     "posterior_samples",
     "ppc",
+    "provenance",
     "resume",
     "sbc",
 ]

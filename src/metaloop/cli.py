@@ -1,5 +1,5 @@
 """Command line: ``metaloop run | resume | status | export | import | merge | plot | control |
-slurm-script | optimizers | posterior | sbc | ppc | dashboard | report``.
+slurm-script | optimizers | posterior | sbc | ppc | provenance | dashboard | report``.
 
 User errors (bad config, bad arguments, unknown experiment) print one line per problem to
 stderr and exit with code 2, before anything is written.  Ctrl-C stops a run at a safe point,
@@ -25,6 +25,7 @@ from metaloop.errors import UserError
 from metaloop.executors import EXECUTOR_KINDS
 from metaloop.inference_cli import INFERENCE_COMMANDS, add_inference_commands
 from metaloop.share_cli import SHARE_COMMANDS, add_share_commands
+from metaloop.provenance_cli import PROVENANCE_COMMANDS, add_provenance_command
 from metaloop.store import DEFAULT_STORAGE
 from metaloop.store.postgres import mask_password
 
@@ -81,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="table of the experiments in a store")
     storage_arg(st)
     st.add_argument("--name", help="only this experiment (exit 2 if it does not exist)")
-    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument(
+        "--json", action="store_true",
+        help="machine-readable output (with --name: also its provenance, one entry a session)",
+    )
 
     ex = sub.add_parser(
         "export", help="one row per evaluation (CSV, JSON), or the whole campaign (rocrate)"
@@ -171,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dashboard_commands(sub)
     add_inference_commands(sub, DEFAULT_STORAGE)
     add_share_commands(sub, DEFAULT_STORAGE)
+    add_provenance_command(sub, DEFAULT_STORAGE)
     return p
 
 
@@ -342,6 +347,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         notes = {
             info.id: store.events(info.id, kinds=("auto", "warm_start")) for info in infos
         }
+        provenance = None
+        if args.name is not None and args.json:  # one experiment: its sessions too
+            from metaloop.readers.provenance import read_provenance
+
+            provenance = read_provenance(store, infos[0])
     here = os.uname().nodename
     rows = []
     for info in infos:
@@ -368,6 +378,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             }
         )
     if args.json:
+        if provenance is not None:
+            from metaloop.jsonable import to_jsonable
+
+            rows[0]["provenance"] = to_jsonable(provenance)
         print(json.dumps(rows))
         return 0
     from rich.console import Console
@@ -571,6 +585,7 @@ _COMMANDS = {
     **DASHBOARD_COMMANDS,
     **INFERENCE_COMMANDS,
     **SHARE_COMMANDS,
+    **PROVENANCE_COMMANDS,
     "run": cmd_run,
     "resume": cmd_resume,
     "status": cmd_status,

@@ -261,6 +261,10 @@ class EventRow:
         return {"time": self.time, "kind": self.kind, "message": self.message, "data": self.data}
 
 
+#: the event kind of a session's provenance entry (one per run or resume; ``data`` the entry:
+#: docs/provenance.md)
+PROVENANCE_EVENT = "provenance"
+
 #: the store's rows that have a JSON shape (:meth:`as_dict`)
 StoreRow = ReportRow | ArtifactRow | ControlRow | EventRow
 

@@ -18,6 +18,8 @@ from typing import Any
 
 from metaloop.dashboard import detail, posterior, steering_routes, views
 from metaloop.dashboard.assets import read_asset as _asset
+from metaloop.readers.provenance import change_text, source_text
+from metaloop.readers.provenance import provenance as sessions
 from metaloop.scoring import stored_weights
 from metaloop.store import ExperimentInfo, Store, open_store
 from metaloop.store.postgres import mask_password
@@ -108,6 +110,7 @@ def report_data(store: Store, info: ExperimentInfo, now: float | None = None) ->
         "columns": views.columns(rows, len(weights)),
         "details": details,
         "inference": posterior.latest_checks(events),
+        "provenance": sessions(events, evaluations),
     }
 
 
@@ -136,6 +139,45 @@ def _inference_html(checks: dict[str, Any]) -> str:
         ]  # fmt: skip
         parts.append(f"<h3>Posterior predictive check</h3><p>{_esc(checks['ppc']['message'])}")
         parts.append(f" ({_esc(_when(checks['ppc']['time']))})</p>{_table(head, rows)}")
+    return "".join(parts) + "</section>\n"
+
+
+def _provenance_html(entries: list[dict[str, Any]]) -> str:
+    """The report's section of the provenance: a table per session, its changes since the
+    session before flagged, its diff folded (escaped)."""
+    if not entries:
+        return ""
+    n = len(entries)
+    parts = ['<section id="provenance" class="panel" style="margin:0.8rem">',
+             f"<h2>Provenance ({n} session{'s' if n > 1 else ''})</h2>"]  # fmt: skip
+    for e in entries:
+        src = e.get("source") or {}
+        pkgs = e.get("packages") or {}
+        rows = [
+            ("started", e.get("started")),
+            ("command", " ".join(str(a) for a in e.get("argv") or [])),
+            ("driver host", e.get("host")),
+            ("evaluated on", f"{', '.join(e.get('hosts') or []) or '-'} "
+                             f"({e.get('evaluations', 0)} evaluations)"),
+            ("SLURM job", e.get("slurm_job_id") or "-"),
+            *([("worker SLURM jobs", ", ".join(e["slurm_jobs"]))] if e.get("slurm_jobs") else []),
+            ("metaloop / Python", f"{e.get('metaloop')} / {e.get('python')}"),
+            ("packages", ", ".join(f"{k} {v}" for k, v in pkgs.items()) or "-"),
+            ("source", source_text(src)),
+            *(("note", n) for n in e.get("notes") or []),
+        ]  # fmt: skip
+        body = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows)
+        parts.append(f"<h3>Session {_esc(e.get('session'))}</h3><table>{body}</table>")
+        flagged = [change_text(c) for c in e.get("changes") or []]
+        if flagged:
+            items = "".join(f"<li>{_esc(t)}</li>" for t in flagged)
+            parts.append('<p class="bad">Changed since the session before:</p>')
+            parts.append(f'<ul class="changes">{items}</ul>')
+        if src.get("diff"):
+            more = (f" (first {len(src['diff']):,} characters; all of it: {src.get('diff_file')})"
+                    if src.get("diff_truncated") else "")  # fmt: skip
+            parts.append(f"<details><summary>uncommitted changes at the start{_esc(more)}"
+                         f"</summary><pre>{_esc(src['diff'])}</pre></details>")  # fmt: skip
     return "".join(parts) + "</section>\n"
 
 
@@ -189,6 +231,7 @@ def render_report(data: dict[str, Any]) -> str:
             '<header id="top"><h1>metaloop report</h1><span id="store" class="muted"></span>',
             '<span id="conn"></span></header>\n<div id="app"></div>\n',
             _inference_html(data.get("inference") or {}),
+            _provenance_html(data.get("provenance") or []),
             f'<script type="application/json" id="metaloop-report">{embed_json(data)}</script>\n',
             f"<script>\n{_inline_script(_asset('charts.js'))}\n</script>\n",
             f"<script>\n{_inline_script(_asset('app.js'))}\n</script>\n",

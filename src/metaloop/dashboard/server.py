@@ -8,6 +8,7 @@ Routes (all JSON under ``/api/``; see docs/dashboard.md for the reference):
 * ``GET /api/experiments/{name}`` — progress summary (counts, rate, ETA, workers, best);
 * ``GET .../generations | exploration | pareto | hyperparameters | controls | events``;
 * ``GET .../posterior?round=k`` — an inference experiment's posterior per round (pair plot);
+* ``GET .../provenance`` — one entry per session (code, packages, hosts), changes flagged;
 * ``GET .../evaluations`` (filtered, sorted, paged), ``GET .../evaluations/{g}/{i}`` (detail),
   ``GET .../evaluations/{g}/{i}/reports``, ``GET .../evaluations/{g}/{i}/artifact?name=``;
 * ``POST /api/experiments/{name}/control`` — a steering command (token);
@@ -43,6 +44,8 @@ from metaloop.dashboard.bodies import MAX_PATH_INT, BadRequest, json_body, path_
 from metaloop.dashboard.launch import Launcher, LaunchError, check_config, parse_config
 from metaloop.dashboard.reader import StoreReader
 from metaloop.dashboard.security import MAX_BODY_BYTES, Guard, allowed_hosts, token_matches
+from metaloop.readers.provenance import provenance as sessions
+from metaloop.records import PROVENANCE_EVENT
 from metaloop.scoring import stored_weights
 from metaloop.store import StoreError
 from metaloop.store.postgres import mask_password
@@ -314,6 +317,12 @@ class Dashboard:
         info = self._info(name)
         return {"events": detail.capped_events(self._store().events(info.id)[-500:])}
 
+    def provenance(self, request: Request, name: str) -> Any:
+        info, cache = self._evaluations(name)
+        events = self._store().events(info.id, kinds=(PROVENANCE_EVENT,))
+        key = f"provenance:{len(events)}"  # a new session, or new evaluations: again
+        return {"provenance": self._derived(cache, key, lambda: sessions(events, cache.all()))}
+
     def posterior(self, request: Request, name: str) -> Any:
         info = self._info(name)
         wanted = _int(request.query_params, "round", None, lo=0, hi=MAX_PATH_INT)
@@ -440,6 +449,7 @@ class Dashboard:
             Route(exp + "/controls", e(self.controls)),
             Route(exp + "/events", e(self.events)),
             Route(exp + "/posterior", e(self.posterior)),
+            Route(exp + "/provenance", e(self.provenance)),
             Route(exp + "/control", e(self.control, write=True), methods=["POST"]),
             Route(exp + "/control/{cid}/cancel", e(self.cancel, write=True), methods=["POST"]),
             Route(exp, e(self.summary)),

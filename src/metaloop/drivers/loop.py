@@ -29,6 +29,7 @@ import numpy as np
 from metaloop.config import Config
 from metaloop.config.resolve import default_workdir
 from metaloop.drivers.controller import Controller
+from metaloop.drivers.provenance import record_session, session_number
 from metaloop.drivers.pruning import make_pruner
 from metaloop.drivers.tailer import ReportTailer
 from metaloop.executors import ExecutionPolicy, Executor, WorkerSetup
@@ -238,10 +239,14 @@ class Loop:
     def _run_to_end(self) -> RunSummary:
         try:
             resumed = self.n_evaluations > 0 or self.generation > 0
+            session = session_number(self.store, self.info.id)
             self.store.event(
                 self.info.id,
                 "resume" if resumed else "start",
                 f"{'resumed' if resumed else 'started'} at generation {self.generation}",
+            )
+            record_session(
+                self.store, self.info.id, session, self.config, self.executor, self.workdir
             )
             self.reports.start()
             self._status_changes(self.steering.start(self.generation))

@@ -13,6 +13,7 @@
   const TOKEN_KEY = "metaloop-token";
   const POLL_MS = 1000;
   const LIST_MS = 1500;
+  const PROV_MS = 30000; // the provenance (hosts grow with evaluations) at most this often
   const PAIR_MAX = 6; // parameters in the posterior's pair plot (the marginals table has all)
   const STATUSES = ["ok", "pruned", "failed", "timeout", "crashed", "invalid", "running"];
 
@@ -40,6 +41,8 @@
     postRange: "draws", // the pair plot's axes: "draws" or "prior"
     post: null,
     postKey: null, // generation and status the posterior was read at
+    provKey: null, // the status the provenance was read at
+    provAt: 0,
   };
 
   // ---- DOM helpers ------------------------------------------------------------------------
@@ -181,6 +184,7 @@
     hyperparameters: (n) => api(ex(n) + "/hyperparameters"),
     controls: (n) => api(ex(n) + "/controls"),
     posterior: (n, r) => api(ex(n) + "/posterior" + (r === null ? "" : "?round=" + r)),
+    provenance: (n) => api(ex(n) + "/provenance"),
     evaluations: (n, q) => api(ex(n) + "/evaluations?" + queryString(q)),
     detail: (n, g, i) => api(`${ex(n)}/evaluations/${g}/${i}`),
     artifactUrl: async (n, g, i, a) => {
@@ -387,6 +391,8 @@
       sum.posterior ? posteriorPanel() : null,
       section("hyperparameters", "Optimizer hyperparameters", h("div", { id: "hp-current" }), h("h3", {}, "Change history"), h("div", { id: "hp-history" })),
       section("audit", "Steering log", h("div", { id: "controls-log" })),
+      // (the report shows the provenance in a section of its own, below)
+      REPORT ? null : section("provenance", "Provenance", h("div", { id: "prov-body" }, h("p", { class: "muted" }, "loading…"))),
       section(
         "evaluations",
         "Evaluations",
@@ -1148,6 +1154,7 @@
     S.postRound = null;
     S.post = null;
     S.postKey = null;
+    S.provKey = null;
     S.query.offset = 0;
     charts = { gens: null, expl: null, pareto: null };
     S.evalFromUrl = hashParams().get("exp") === name ? evalFromHash() : null;
@@ -1177,6 +1184,61 @@
       S.postKey = postKey;
     }
     await refreshTable();
+    // sessions start rarely, evaluations (their hosts) often: read it at a status change and
+    // at most every PROV_MS otherwise
+    const provKey = `${sum.status}`;
+    if (!REPORT && (provKey !== S.provKey || Date.now() - S.provAt > PROV_MS)) {
+      S.provKey = provKey;
+      S.provAt = Date.now();
+      renderProvenance(await source.provenance(n));
+    }
+  }
+
+  // ---- provenance: one table per session, its changes since the one before flagged ---------
+  function sourceText(src) {
+    if (!src || !src.kind) return "–";
+    if (src.kind === "git") {
+      let t = `git ${src.repo} @ ${src.commit || "(no commit)"}`;
+      if (src.dirty) t += ` dirty (${(src.changed || []).length} changed, ${src.untracked_count || 0} untracked; diff ${src.diff_bytes || 0} bytes)`;
+      return t + (src.path ? `, file ${src.path}` : "") + (src.note ? ` [${src.note}]` : "");
+    }
+    if (src.kind === "file") return `file ${src.path} sha256 ${src.sha256}` + (src.note ? ` [${src.note}]` : "");
+    return src.note || "unknown";
+  }
+
+  function changeText(c) {
+    const show = (v) => (v === null || v === undefined ? "(none)" : String(v).length === 40 || String(v).length === 64 ? String(v).slice(0, 12) : String(v));
+    if (c.key === "source.diff_sha256") return "source.diff changed (uncommitted changes differ)";
+    return `${c.key} ${show(c.before)} → ${show(c.after)}`;
+  }
+
+  function renderProvenance(data) {
+    const entries = (data && data.provenance) || [];
+    if (!entries.length) return fill("prov-body", h("p", { class: "muted" }, "no provenance recorded (the experiment predates it or has not started)"));
+    const kids = [];
+    for (const e of entries.slice().reverse()) {
+      const code = e.source || {};
+      const rows = [
+        ["started", e.started || "–"],
+        ["command", (e.argv || []).join(" ")],
+        ["driver host", e.host || "–"],
+        ["evaluated on", `${(e.hosts || []).join(", ") || "–"} (${e.evaluations || 0} evaluations)`],
+        ["SLURM job", e.slurm_job_id || "–"],
+        ...((e.slurm_jobs || []).length ? [["worker SLURM jobs", e.slurm_jobs.join(", ")]] : []),
+        ["metaloop / Python", `${e.metaloop} / ${e.python}`],
+        ["packages", Object.entries(e.packages || {}).map(([k, v]) => `${k} ${v}`).join(", ") || "–"],
+        ["source", sourceText(code)],
+        ...(e.notes || []).map((n) => ["note", n]),
+      ];
+      const changes = e.changes || [];
+      kids.push(
+        h("h3", {}, `Session ${e.session}`, changes.length ? h("span", { class: "badge failed prov-changed" }, `${changes.length} changed`) : null),
+        table(["", ""], rows, { class: "kv prov-session", "data-session": e.session }),
+        changes.length ? h("ul", { class: "bad prov-changes" }, changes.map((c) => h("li", {}, changeText(c)))) : null,
+        code.diff ? h("details", {}, h("summary", {}, "uncommitted changes at the start" + (code.diff_truncated ? ` (capped; all of it: ${code.diff_file})` : "")), h("pre", {}, code.diff)) : null
+      );
+    }
+    fill("prov-body", ...kids);
   }
 
   async function update() {
