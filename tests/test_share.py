@@ -87,13 +87,10 @@ def _config(project: Path, url: str, name: str = "camp", generations: int = 6) -
 
 def _partial(project: Path, url: str, name: str = "camp", stop_after: int = 15) -> None:
     """Run ``name`` partway: interrupted after ``stop_after`` evaluations, then a pending
-    inject (applied when it is resumed) and a provenance event."""
+    inject (applied when it is resumed); the run recorded its session's provenance."""
     summary = Experiment(_config(project, url, name)).run(observer=StopAfter(stop_after))
     assert summary.status == "interrupted"
     control(name, "inject", {"candidates": [{"x": 0.31, "y": -0.26, "n": 2}]}, storage=url)
-    with open_store(url) as store:  # as a session's provenance is recorded (issue 16 item 1)
-        info = store.require_experiment(name)
-        store.event(info.id, "provenance", "session", {"host": "lab-1", "packages": {"a": "1"}})
 
 
 def cli(*argv: str) -> int:
@@ -255,9 +252,10 @@ def test_the_crate_is_ro_crate_metadata_describing_every_file(
         assert table.column("fitness").to_pylist() == [
             float(r["fitness"]) for r in csv.DictReader(io.StringIO(text))
         ]
-        assert json.loads(zf.read("provenance.json")) == [
-            {"host": "lab-1", "packages": {"a": "1"}}
-        ]
+        recorded = [e.data for e in rows_of(url, "camp")["events"] if e.kind == "provenance"]
+        carried = json.loads(zf.read("provenance.json"))
+        assert carried == recorded and [e["session"] for e in carried] == [1]
+        assert carried[0]["source"]["path"].endswith("model.py")
         steering = json.loads(zf.read("steering.json"))
         assert [(s["action"], s["status"]) for s in steering] == [("inject", "pending")]
         config = json.loads(zf.read("config.json"))

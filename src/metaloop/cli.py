@@ -18,14 +18,14 @@ from datetime import datetime
 from typing import Any
 
 from metaloop import __version__
-from metaloop.cli_args import non_negative_int, positive_int
+from metaloop.cli_args import check_output_file, non_negative_int, positive_int
 from metaloop.control_cli import add_control_command, cmd_control
 from metaloop.dashboard.command import DASHBOARD_COMMANDS, add_dashboard_commands
 from metaloop.errors import UserError
 from metaloop.executors import EXECUTOR_KINDS
 from metaloop.inference_cli import INFERENCE_COMMANDS, add_inference_commands
-from metaloop.share_cli import SHARE_COMMANDS, add_share_commands
 from metaloop.provenance_cli import PROVENANCE_COMMANDS, add_provenance_command
+from metaloop.share_cli import SHARE_COMMANDS, add_share_commands
 from metaloop.store import DEFAULT_STORAGE
 from metaloop.store.postgres import mask_password
 
@@ -152,22 +152,6 @@ def build_parser() -> argparse.ArgumentParser:
     storage_arg(pl)
     pl.add_argument("--name", required=True, help="experiment name")
     pl.add_argument("-o", "--output", required=True, help="output image file (.png, .svg, .pdf)")
-    po = sub.add_parser(
-        "posterior",
-        help="draws from an experiment's posterior (snpe, or learned from its stats), CSV or JSON",
-    )
-    storage_arg(po)
-    po.add_argument("--name", required=True, help="experiment name")
-    po.add_argument(
-        "-n", type=positive_int, default=10_000, help="number of draws (default 10000)"
-    )
-    po.add_argument(
-        "--observation", metavar="FILE",
-        help="the observation (JSON list or one CSV row); default: an snpe experiment's own",
-    )
-    po.add_argument("--seed", type=non_negative_int, default=0, help="seed of the draws")
-    po.add_argument("--format", choices=["csv", "json"], default="csv")
-    po.add_argument("-o", "--output", help="output file (default: stdout)")
     op = sub.add_parser(
         "optimizers", help="list the optimizer kinds (built-in and plugins) and what they can do"
     )
@@ -421,17 +405,6 @@ def _term_width() -> int:
         return 120
 
 
-def _check_output(path: str) -> None:
-    """A file ``-o`` may write (atomically, through a temporary file beside it)."""
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise UserError(f"-o: directory does not exist: {parent}")
-    if os.path.isdir(path):
-        raise UserError(f"-o: {path} is a directory; expected a file name")
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"-o: cannot write in {parent} (permission denied)")
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     from metaloop.api import export
     from metaloop.readers.export import export_rows, write_csv, write_json
@@ -441,7 +414,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.creator or args.license:
         raise UserError("--creator and --license go with --format rocrate")
     if args.output is not None:
-        _check_output(args.output)
+        check_output_file(args.output)
         n = export(args.name, args.output, args.storage, args.format)
         print(f"wrote {n} evaluations to {args.output}", file=sys.stderr)
         return 0
@@ -459,7 +432,7 @@ def _export_crate(args: argparse.Namespace) -> int:
 
     if args.output is None:
         raise UserError("-o: --format rocrate writes a zip file; give it with -o FILE.zip")
-    _check_output(args.output)
+    check_output_file(args.output)
     check_rocrate()
     with _open_existing(args.storage) as store:
         info = store.require_experiment(args.name)
@@ -479,7 +452,7 @@ def cmd_slurm_script(args: argparse.Namespace) -> int:
     if args.storage is not None:
         validate_storage_url(args.storage)
     if args.write is not None:
-        _check_output(args.write)
+        check_output_file(args.write)
     overrides = {"storage": args.storage, "name": args.name, "executor.kind": args.executor}
     config = load_config(args.config, overrides=overrides)
     opts = ScriptOptions(
@@ -518,44 +491,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from metaloop.api import plot
     from metaloop.readers.plot import check_plot_output
 
-    _check_output(args.output)
+    check_output_file(args.output)
     check_plot_output(args.output)
     plot(args.name, args.output, args.storage)
     print(f"wrote {args.output}", file=sys.stderr)
-    return 0
-
-
-def cmd_posterior(args: argparse.Namespace) -> int:
-    """Posterior draws of an experiment; nothing is written unless all is well."""
-    import warnings
-
-    from metaloop.api import posterior_samples
-    from metaloop.readers.export import write_csv, write_json
-
-    if args.output is not None:
-        _check_output(args.output)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", UserWarning)
-        columns = posterior_samples(
-            args.name, args.storage, args.n, args.observation, args.seed
-        )
-    for w in caught:
-        print(f"metaloop: warning: {w.message}", file=sys.stderr)
-    names = list(columns)
-    rows = iter(zip(*(columns[c].tolist() for c in names)))
-    writer = write_csv if args.format == "csv" else write_json
-    if args.output is None:
-        writer(names, (list(r) for r in rows), sys.stdout)
-        return 0
-    tmp = f"{args.output}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", newline="") as out:
-            n = writer(names, (list(r) for r in rows), out)
-        os.replace(tmp, args.output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    print(f"wrote {n} posterior draws to {args.output}", file=sys.stderr)
     return 0
 
 
@@ -593,7 +532,6 @@ _COMMANDS = {
     "plot": cmd_plot,
     "slurm-script": cmd_slurm_script,
     "optimizers": cmd_optimizers,
-    "posterior": cmd_posterior,
 }
 
 

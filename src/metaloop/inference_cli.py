@@ -1,7 +1,7 @@
-"""``metaloop sbc`` and ``metaloop ppc``: diagnostics of an ``snpe`` experiment's posterior
-(see docs/inference.md, "Diagnostics").
+"""``metaloop posterior`` (draws from an experiment's posterior) and ``metaloop sbc`` and
+``metaloop ppc``: diagnostics of an ``snpe`` experiment's posterior (see docs/inference.md).
 
-:func:`add_inference_commands` adds both subcommands to the main parser
+:func:`add_inference_commands` adds the subcommands to the main parser
 (:mod:`metaloop.cli`); :data:`INFERENCE_COMMANDS` maps their names to the functions.  Every
 refusal is a :class:`~metaloop.errors.UserError` (one line, exit code 2) raised before
 anything is written; afterwards the CSV and the figure are written, then the summary is added
@@ -15,12 +15,30 @@ import os
 import sys
 from typing import Any
 
-from metaloop.cli_args import non_negative_int, positive_int
+from metaloop.cli_args import check_output_file, non_negative_int, positive_int
 from metaloop.errors import UserError
 
 
 def add_inference_commands(sub: Any, default_storage: str) -> None:
-    """Add ``sbc`` and ``ppc`` to the subparsers of the main parser."""
+    """Add ``posterior``, ``sbc`` and ``ppc`` to the subparsers of the main parser."""
+    po = sub.add_parser(
+        "posterior",
+        help="draws from an experiment's posterior (snpe, or learned from its stats), CSV or JSON",
+    )
+    po.add_argument(
+        "--storage", default=default_storage, help=f"store URL (default: {default_storage})"
+    )
+    po.add_argument("--name", required=True, help="experiment name")
+    po.add_argument(
+        "-n", type=positive_int, default=10_000, help="number of draws (default 10000)"
+    )
+    po.add_argument(
+        "--observation", metavar="FILE",
+        help="the observation (JSON list or one CSV row); default: an snpe experiment's own",
+    )
+    po.add_argument("--seed", type=non_negative_int, default=0, help="seed of the draws")
+    po.add_argument("--format", choices=["csv", "json"], default="csv")
+    po.add_argument("-o", "--output", help="output file (default: stdout)")
     sb = sub.add_parser(
         "sbc",
         help="simulation-based calibration of an snpe experiment's posterior: rank "
@@ -146,4 +164,38 @@ def _write(args: argparse.Namespace, csv_writer: Any, plotter: Any, result: Any,
         print(f"wrote {args.plot}", file=sys.stderr)
 
 
-INFERENCE_COMMANDS = {"sbc": cmd_sbc, "ppc": cmd_ppc}
+def cmd_posterior(args: argparse.Namespace) -> int:
+    """Posterior draws of an experiment; nothing is written unless all is well."""
+    import warnings
+
+    from metaloop.api import posterior_samples
+    from metaloop.readers.export import write_csv, write_json
+
+    if args.output is not None:
+        check_output_file(args.output)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        columns = posterior_samples(
+            args.name, args.storage, args.n, args.observation, args.seed
+        )
+    for w in caught:
+        print(f"metaloop: warning: {w.message}", file=sys.stderr)
+    names = list(columns)
+    rows = iter(zip(*(columns[c].tolist() for c in names)))
+    writer = write_csv if args.format == "csv" else write_json
+    if args.output is None:
+        writer(names, (list(r) for r in rows), sys.stdout)
+        return 0
+    tmp = f"{args.output}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", newline="") as out:
+            n = writer(names, (list(r) for r in rows), out)
+        os.replace(tmp, args.output)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    print(f"wrote {n} posterior draws to {args.output}", file=sys.stderr)
+    return 0
+
+
+INFERENCE_COMMANDS = {"posterior": cmd_posterior, "sbc": cmd_sbc, "ppc": cmd_ppc}
