@@ -154,6 +154,8 @@ def test_enkf_refusals_are_one_line() -> None:
         EnsembleKalmanFilter(traj, None, None, (1.0,), base, data=([[1.0], [2.0]], [3, 3]))
     with pytest.raises(L2LParameterError, match="data: expected .* got 2 inputs"):
         EnsembleKalmanFilter(traj, None, None, (1.0,), base, data=([[1.0], [2.0]], [3]))
+    with pytest.raises(L2LParameterError, match=r"data: expected \(inputs, labels\)$"):
+        EnsembleKalmanFilter(traj, None, None, (1.0,), base, data=[[1.0], [2.0], [3.0]])
     # n_batches beyond the data set: every image each generation
     opt = EnsembleKalmanFilter(traj, None, None, (1.0,), base._replace(n_batches=50))
     assert opt.data_section() == {"n_observations": 537, "batch_size": 50}
@@ -201,3 +203,28 @@ def test_an_optimizee_without_model_out_is_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("metaloop: error: every evaluation of experiment 'PLAIN' failed")
     assert "model_out: an EnKF optimizee returns dict(fitness=..., model_out=" in lines[0]
+
+
+def test_interrupted_enkf_script_resumes(tmp_path: Path) -> None:
+    """SIGKILL after generation 3, then ``metaloop resume`` (from the script's folder, where
+    its optimizee module is importable): the run ends with every generation evaluated once."""
+    import subprocess
+    import sys
+
+    from test_l2l_scripts import _env, _start_and_kill
+
+    _place(tmp_path, "enkf_optimizee.py")
+    _start_and_kill(tmp_path, "l2l_enkf_reservoir.py", cap=40, after_generation=3)
+    storage = storage_of(tmp_path)
+    [before] = experiments(storage)
+    assert before.status.value != "finished" and before.generation < 40
+    proc = subprocess.run(
+        [sys.executable, "-m", "metaloop", "resume", "--name", before.name, "--storage", storage],
+        cwd=tmp_path / "bin", env=_env(None), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    after = experiment_info(before.name, storage)
+    assert after.status.value == "finished" and after.generation == 40
+    evals = history(before.name, storage)
+    assert len(evals) == len({(e.generation, e.index) for e in evals}) == 40 * 98
+    assert all(e.status.value == "ok" for e in evals)

@@ -211,6 +211,8 @@ class EnsembleKalmanFilter(Optimizer):
                 f"n_ensembles: the ensemble is the population here; expected pop_size "
                 f"({parameters.pop_size}), got {n_ensembles!r}"
             )
+        if data is not None and (not isinstance(data, (tuple, list)) or len(data) != 2):
+            raise L2LParameterError("data: expected (inputs, labels)")
         try:
             self.data = EnKFData(*data) if data is not None else EnKFData()
             self.batch_size = enkf_batch_size(parameters.n_batches, self.data)
