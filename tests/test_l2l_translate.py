@@ -255,7 +255,8 @@ def test_enkf_fields_and_refusals() -> None:
         "kind": "enkf", "pop_size": 98, "gamma": 0.5, "repeat_batch": 1, "scale_weights": True,
         "sample": True, "best_n": 0.1, "worst_n": 0.11, "sample_sigma": pytest.approx(0.025),
     }  # fmt: skip
-    assert (t.generations, t.target) == (330, pytest.approx(0.01))
+    # upstream's EnKF never stopped before n_iteration (stop_criterion <= fitness or g < n)
+    assert (t.generations, t.target) == (330, None)
     with pytest.raises(L2LParameterError, match="maxit: metaloop's enkf makes one update"):
         translate(EnsembleKalmanFilterParameters(0.5, 3, 5, 8, 1, False, 1, "", 1.0), ACKLEY,
                   (1,))  # fmt: skip

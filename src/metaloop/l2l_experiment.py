@@ -15,7 +15,8 @@ under the next free suffix.  A problem is one line on stderr and exit code 2 (13
 never a traceback: :func:`install_error_hook` does that for errors raised in the script itself.
 
 ``METALOOP_L2L_MAX_GENERATIONS`` (an integer) caps every run's ``n_iteration``: a quick trial
-of a long upstream script without editing it.
+of a long upstream script without editing it; ``METALOOP_L2L_WORKERS`` (an integer) sets the
+number of local worker processes, 0 runs the evaluations serially in the script's process.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 from metaloop.api import Experiment as _MetaloopExperiment
-from metaloop.api import experiments, resume
+from metaloop.api import experiments, history, resume
 from metaloop.compat.l2l import wrap
-from metaloop.compat.l2l_optimizers import Optimizer
+from metaloop.compat.l2l_optimizers import EnsembleKalmanFilter, Optimizer
 from metaloop.compat.l2l_space import L2LSpaceError, infer_space
 from metaloop.compat.l2l_translate import translate
 from metaloop.compat.trajectory import Trajectory
@@ -40,6 +41,7 @@ from metaloop.records import ExperimentStatus, RunStatus
 from metaloop.store.base import StoreError
 
 ENV_MAX_GENERATIONS = "METALOOP_L2L_MAX_GENERATIONS"
+ENV_WORKERS = "METALOOP_L2L_WORKERS"
 EXIT_USAGE = 2
 
 #: prepare_experiment keywords upstream knows (those without a role here are accepted)
@@ -192,6 +194,12 @@ class Experiment:
         """Run one metaloop experiment for ``optimizer`` on ``optimizee``; the summary."""
         if self.traj is None or self.name is None:
             raise L2LScriptError("run_experiment: call experiment.prepare_experiment(...) first")
+        if not isinstance(optimizer, Optimizer) and isinstance(optimizer_parameters, Optimizer):
+            # older upstream branches: run_experiment(optimizee, optimizee_parameters,
+            # optimizer, optimizer_parameters)
+            optimizer, optimizee, optimizer_parameters, optimizee_parameters = (
+                optimizer_parameters, optimizer, optimizee_parameters, optimizee,
+            )  # fmt: skip
         if not isinstance(optimizer, Optimizer):
             raise L2LScriptError(
                 f"run_experiment: optimizer must be one of metaloop.compat.l2l's optimizer "
@@ -210,6 +218,11 @@ class Experiment:
         except L2LSpaceError as exc:
             raise L2LScriptError(str(exc)) from None
         self.names.append(name)
+        if summary.n_evaluations and summary.n_failed == summary.n_evaluations:
+            raise L2LScriptError(
+                f"every evaluation of experiment {summary.name!r} failed (upstream would have "
+                f"stopped at the first); the first: {_first_error(summary.name, self.storage)}"
+            )
         optimizer.experiment_name = name
         optimizer.g = summary.generation
         if summary.best is not None:
@@ -227,6 +240,8 @@ class Experiment:
         parameters translated)."""
         assert self.traj is not None and self.env is not None
         weights = optimizer.optimizee_fitness_weights
+        if isinstance(optimizer, EnsembleKalmanFilter):  # batches in, model_out out
+            optimizee = optimizer.adapt(optimizee)
         space = infer_space(optimizee)
         translation = translate(optimizer.parameters, space, weights)
         generations = translation.generations
@@ -238,11 +253,12 @@ class Experiment:
                 )
             generations = min(generations, int(cap))
         opt = dict(translation.optimizer)
+        if isinstance(optimizer, EnsembleKalmanFilter):
+            opt.update(optimizer.data_section())
+            print(f"metaloop: note: the EnKF trains on {optimizer.data.describe()}")
         if "n_iterations" in opt and generations is not None:
             opt["n_iterations"] = generations
-        executor: dict[str, Any] = {"kind": "local" if self.env.multiprocessing else "serial"}
-        if self.env.multiprocessing:
-            executor["workers"] = int(self.runner_params.get("max_workers") or os.cpu_count() or 1)
+        executor = self._executor()
         if translation.batch_size:
             executor["batch_size"] = translation.batch_size
         # what simulate_ sees: the multi-optimizer's n_inner_params, 1 for any other run
@@ -267,6 +283,19 @@ class Experiment:
             if value is not None:
                 config[key] = value
         return config
+
+    def _executor(self) -> dict[str, Any]:
+        """Local worker processes (``max_workers``, default: the cores), serial without
+        multiprocessing; ``METALOOP_L2L_WORKERS`` overrides both (0: serial)."""
+        assert self.env is not None
+        workers = int(self.runner_params.get("max_workers") or os.cpu_count() or 1)
+        local = self.env.multiprocessing
+        given = os.environ.get(ENV_WORKERS)
+        if given is not None:
+            if not given.isdigit():
+                raise L2LScriptError(f"{ENV_WORKERS}: expected an integer >= 0, got {given!r}")
+            workers, local = int(given), int(given) > 0
+        return {"kind": "local", "workers": workers} if local else {"kind": "serial"}
 
     def _run(self, name: str, config: dict[str, Any]) -> Any:
         existing = {e.name: e for e in _experiments(self.storage)}
@@ -321,6 +350,15 @@ def _experiments(storage: str) -> list[Any]:
     if not Path(storage.removeprefix("sqlite:///")).exists():
         return []
     return experiments(storage)
+
+
+def _first_error(name: str, storage: str) -> str:
+    """The last line of the first failed evaluation's error (its exception)."""
+    for ev in history(name, storage):
+        lines = [line for line in (ev.error or "").splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()
+    return "no error text was stored"
 
 
 def _experiment_name(name: str) -> str:

@@ -12,6 +12,8 @@ evaluation.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -59,6 +61,12 @@ class FunctionGenerator:
 
 class BenchmarkedFunctions:
     """Upstream's index of 15 benchmark functions (0 ``Rastrigin2d`` ... 14 ``3Gaussians2d``)."""
+
+    @property
+    def function_name_map(self) -> list[tuple[str, Callable[..., Any]]]:
+        """``(name, maker)`` per index, as upstream (``bin/l2l-funall.py`` takes its length);
+        ``maker(noise=False, mu=0.0, sigma=0.01)`` is ``get_function_by_name(name, ...)``."""
+        return [(name, partial(self.get_function_by_name, name)) for name in L2L_BENCHMARKS]
 
     def get_function_by_index(
         self, id_: int, noise: bool = False, mu: float = 0.0, sigma: float = 0.01

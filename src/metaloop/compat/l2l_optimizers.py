@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from metaloop.compat import l2l_params as p
+from metaloop.compat.l2l_enkf import EnKFData, EnKFDataError, EnKFOptimizee
+from metaloop.compat.l2l_enkf import batch_size as enkf_batch_size
 from metaloop.compat.l2l_translate import L2LParameterError
 from metaloop.compat.trajectory import Trajectory
 
@@ -172,8 +174,11 @@ class GridSearchOptimizer(Optimizer):
 
 
 class EnsembleKalmanFilter(Optimizer):
-    """Upstream's EnKF optimizer -> ``enkf``; its ``optimizee_prepare`` argument is accepted
-    and not called (metaloop's optimizee keeps its data itself)."""
+    """Upstream's EnKF optimizer -> ``enkf``.  As upstream, ``optimizee_prepare()`` is called
+    here and its result (sizes) is what ``create_individual`` is called with; every individual
+    carries the generation's mini-batch (``train_set``, ``targets``) and the optimizee's
+    ``model_out`` is fitted to the one-hot targets (:mod:`metaloop.compat.l2l_enkf`).
+    ``data=(inputs, labels)`` (not upstream's) replaces the default digits 0-2."""
 
     accepts = (p.EnsembleKalmanFilterParameters,)
 
@@ -181,10 +186,12 @@ class EnsembleKalmanFilter(Optimizer):
         self,
         traj: Trajectory,
         optimizee_prepare: Callable[..., Any] | None = None,
-        optimizee_create_individual: Callable[[], Any] | None = None,
+        optimizee_create_individual: Callable[..., Any] | None = None,
         optimizee_fitness_weights: Sequence[float] = (1.0,),
         parameters: Any = None,
         optimizee_bounding_func: Callable[[Any], Any] | None = None,
+        *,
+        data: tuple[Any, Any] | None = None,
         **extra: Any,
     ) -> None:
         super().__init__(
@@ -195,7 +202,36 @@ class EnsembleKalmanFilter(Optimizer):
             optimizee_bounding_func,
             **extra,
         )
+        if optimizee_prepare is not None and not callable(optimizee_prepare):
+            raise L2LParameterError("optimizee_prepare: expected a callable (or None)")
         self.optimizee_prepare = optimizee_prepare
+        n_ensembles = getattr(parameters, "n_ensembles", None)
+        if n_ensembles is not None and n_ensembles != parameters.pop_size:
+            raise L2LParameterError(
+                f"n_ensembles: the ensemble is the population here; expected pop_size "
+                f"({parameters.pop_size}), got {n_ensembles!r}"
+            )
+        if data is not None and (not isinstance(data, (tuple, list)) or len(data) != 2):
+            raise L2LParameterError("data: expected (inputs, labels)")
+        try:
+            self.data = EnKFData(*data) if data is not None else EnKFData()
+            self.batch_size = enkf_batch_size(parameters.n_batches, self.data)
+        except EnKFDataError as exc:
+            raise L2LParameterError(str(exc)) from None
+        prepared = optimizee_prepare() if optimizee_prepare is not None else None
+        self.sizes: tuple[Any, ...] = (
+            () if prepared is None
+            else tuple(prepared) if isinstance(prepared, (tuple, list))
+            else (prepared,)
+        )  # fmt: skip
+
+    def adapt(self, optimizee: Any) -> EnKFOptimizee:
+        """The optimizee as metaloop's ``enkf`` evaluates it (batches in, outputs out)."""
+        return EnKFOptimizee(optimizee, self.sizes, self.data, self.batch_size)
+
+    def data_section(self) -> dict[str, int]:
+        """The optimizer keys the data decide: the data set size and images per generation."""
+        return {"n_observations": len(self.data), "batch_size": self.batch_size}
 
 
 OPTIMIZER_CLASSES: tuple[type[Optimizer], ...] = (

@@ -84,9 +84,9 @@ EnsembleKalmanFilterParameters = namedtuple(
     "EnsembleKalmanFilterParameters",
     ["gamma", "maxit", "n_iteration", "pop_size", "n_batches", "online", "seed", "path",
      "stop_criterion", "scale_weights", "sample", "best_n", "worst_n", "pick_method", "kwargs",
-     "n_repeat_batch", "data_loader_method", "shuffle", "n_slice"],
+     "n_repeat_batch", "data_loader_method", "shuffle", "n_slice", "n_ensembles"],
     defaults=(True, False, 0.25, 0.25, "random", {"pick_probability": 0.7, "loc": 0, "scale": 0.1},
-              1, "separated", False, 4),
+              1, "separated", False, 4, None),
 )  # fmt: skip
 OptimizerParameters = namedtuple("OptimizerParameters", [])
 OptimizeeParameters = namedtuple("OptimizeeParameters", [])

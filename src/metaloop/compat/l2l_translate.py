@@ -384,7 +384,9 @@ def _enkf(params: Any, space: Any, weights: Sequence[float]) -> Translation:
         "worst_n": float(params.worst_n),
         "sample_sigma": scale / range_scale(space),
     }
-    return Translation(opt, **_run(params, weights))
+    # upstream's EnKF went on while `stop_criterion <= fitness or g < n_iteration`: it never
+    # stopped early, so stop_criterion is no target here
+    return Translation(opt, **{**_run(params, weights), "target": None})
 
 
 _TRANSLATORS = {
