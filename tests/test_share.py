@@ -26,11 +26,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from optdriver import InterruptAfter
 from services import need_module
 
 from metaloop.api import Experiment, control
 from metaloop.cli import main
-from metaloop.drivers.loop import RunObserver
 from metaloop.store import open_store
 
 need_module("rocrate", "pip install -e '.[share]'")
@@ -47,17 +47,6 @@ HELPER = "def shift():\n    return 0.3\n"
 #: wall-clock columns: they differ between any two runs of the same evaluations
 CLOCK = ("duration_s", "started", "finished")
 
-
-class StopAfter(RunObserver):
-    """Ctrl-C after ``n`` recorded evaluations (mid-generation): status interrupted."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def evaluated(self, evaluation: Any, loop: Any) -> None:
-        self.n -= 1
-        if self.n == 0:
-            raise KeyboardInterrupt
 
 
 def _project(root: Path) -> Path:
@@ -88,7 +77,7 @@ def _config(project: Path, url: str, name: str = "camp", generations: int = 6) -
 def _partial(project: Path, url: str, name: str = "camp", stop_after: int = 15) -> None:
     """Run ``name`` partway: interrupted after ``stop_after`` evaluations, then a pending
     inject (applied when it is resumed); the run recorded its session's provenance."""
-    summary = Experiment(_config(project, url, name)).run(observer=StopAfter(stop_after))
+    summary = Experiment(_config(project, url, name)).run(observer=InterruptAfter(stop_after))
     assert summary.status == "interrupted"
     control(name, "inject", {"candidates": [{"x": 0.31, "y": -0.26, "n": 2}]}, storage=url)
 
