@@ -8,15 +8,15 @@ classic extras.
 Names (lookup is case-insensitive):
 
 * generic families, any ``dims``: ``rastrigin``, ``rosenbrock`` (d >= 2), ``ackley``,
-  ``sphere``, ``ellipsoid``, ``griewank``, ``schwefel``, ``styblinski_tang``, ``levy``,
-  ``michalewicz``, ``permutation``, ``easom``;
+  ``sphere``, ``ellipsoid``, ``rotated_ellipsoid``, ``griewank``, ``schwefel``,
+  ``styblinski_tang``, ``levy``, ``michalewicz``, ``permutation``, ``easom``;
 * 2-D only: ``chasm``, ``gauss``, ``shekel``, ``langermann``, ``3gaussians``;
 * the names of the L2L benchmark index 0..14, which fix ``dims`` (``Rastrigin2d``, ...,
   ``3Gaussians2d``: see :data:`L2L_BENCHMARKS`).
 
 Bounds (per coordinate): the generic names use the standard literature domains (rastrigin,
-sphere, ellipsoid +-5.12; ackley +-32.768; rosenbrock +-5; griewank +-600; schwefel +-500;
-styblinski_tang +-5; levy +-10; michalewicz [0, pi]; permutation [-d, d]; easom +-10).  The
+sphere, ellipsoid, rotated_ellipsoid +-5.12; ackley +-32.768; rosenbrock +-5; griewank +-600;
+schwefel +-500; styblinski_tang +-5; levy +-10; michalewicz [0, pi]; permutation [-d, d]; easom +-10).  The
 L2L alias names keep L2L's bounds (Rastrigin [-5, 5], Rosenbrock and Ackley [-2, 2], ...) so
 L2L users get the search space they had.  The 2-D-only functions have no standard domain and
 use L2L's (chasm [-2, 2], gauss and 3gaussians [-5, 5], shekel and langermann [0, 10]).
@@ -130,6 +130,24 @@ def ellipsoid(X: Array) -> Array:
     d = X.shape[1]
     weights = 10.0 ** (6.0 * np.arange(d) / (d - 1)) if d > 1 else np.ones(1)
     return X**2 @ weights
+
+
+@lru_cache(maxsize=16)
+def rotation(d: int) -> Array:
+    """A fixed orthogonal ``d x d`` matrix: QR of a standard normal matrix drawn from seed
+    ``d`` (PCG64, stable across numpy versions), signs fixed so that ``R`` has a positive
+    diagonal; read-only, as it is cached."""
+    q, r = np.linalg.qr(np.random.default_rng(d).standard_normal((d, d)))
+    q = q * np.where(np.diag(r) < 0, -1.0, 1.0)
+    q.setflags(write=False)
+    return q
+
+
+def rotated_ellipsoid(X: Array) -> Array:
+    """:func:`ellipsoid` of ``X`` rotated by :func:`rotation` ``(d)``: the same conditioning
+    (1e6), but its axes are no longer the coordinates, so a per-coordinate step size cannot
+    undo it; minimum 0 at 0."""
+    return ellipsoid(X @ rotation(X.shape[1]))
 
 
 def griewank(X: Array) -> Array:
@@ -339,6 +357,9 @@ _GENERIC: dict[str, BenchmarkFunction] = {
         BenchmarkFunction("ackley", ackley, _const_bounds(-32.768, 32.768), **_zero_at(0.0)),
         BenchmarkFunction("sphere", sphere, _const_bounds(-5.12, 5.12), **_zero_at(0.0)),
         BenchmarkFunction("ellipsoid", ellipsoid, _const_bounds(-5.12, 5.12), **_zero_at(0.0)),
+        BenchmarkFunction(
+            "rotated_ellipsoid", rotated_ellipsoid, _const_bounds(-5.12, 5.12), **_zero_at(0.0)
+        ),
         BenchmarkFunction("griewank", griewank, _const_bounds(-600.0, 600.0), **_zero_at(0.0)),
         BenchmarkFunction(
             "schwefel", schwefel, _const_bounds(-500.0, 500.0), **_zero_at(SCHWEFEL_X)
