@@ -16,10 +16,11 @@ Names (lookup is case-insensitive):
 
 Bounds (per coordinate): the generic names use the standard literature domains (rastrigin,
 sphere, ellipsoid, rotated_ellipsoid +-5.12; ackley +-32.768; rosenbrock +-5; griewank +-600;
-schwefel +-500; styblinski_tang +-5; levy +-10; michalewicz [0, pi]; permutation [-d, d]; easom +-10).  The
-L2L alias names keep L2L's bounds (Rastrigin [-5, 5], Rosenbrock and Ackley [-2, 2], ...) so
-L2L users get the search space they had.  The 2-D-only functions have no standard domain and
-use L2L's (chasm [-2, 2], gauss and 3gaussians [-5, 5], shekel and langermann [0, 10]).
+schwefel +-500; styblinski_tang +-5; levy +-10; michalewicz [0, pi]; permutation [-d, d];
+easom +-10).  The L2L alias names keep L2L's bounds (Rastrigin [-5, 5], Rosenbrock and Ackley
+[-2, 2], ...) so L2L users get the search space they had.  The 2-D-only functions have no
+standard domain and use L2L's (chasm [-2, 2], gauss and 3gaussians [-5, 5], shekel and
+langermann [0, 10]).
 
 Differences from L2L: L2L's Shekel adds ``c_i`` once per coordinate (``d * c_i`` in total);
 here it is the standard Shekel function, ``c_i`` added once per term.  Schwefel uses the exact
