@@ -114,7 +114,7 @@ def test_hand_computed_values() -> None:
 def test_rotated_ellipsoid_is_the_ellipsoid_in_rotated_coordinates() -> None:
     """Same values as the ellipsoid at the rotated points, a fixed orthogonal rotation per d
     that is no permutation of the axes (so it is a different function)."""
-    from metaloop.optimizees.functions import ellipsoid, rotation
+    from metaloop.optimizees.ellipsoids import ellipsoid, rotation
 
     rng = np.random.default_rng(5)
     for d in (2, 10):

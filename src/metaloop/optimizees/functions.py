@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from metaloop.optimizees.ellipsoids import ellipsoid, rotated_ellipsoid
+
 Array = np.ndarray
 Bounds = Callable[[int], tuple[float, float]]
 
@@ -124,31 +126,6 @@ def ackley(X: Array) -> Array:
 def sphere(X: Array) -> Array:
     """``sum x^2``; minimum 0 at 0."""
     return np.sum(X**2, axis=1)
-
-
-def ellipsoid(X: Array) -> Array:
-    """``sum 10^(6 (i-1)/(d-1)) x_i^2`` (condition number 1e6); minimum 0 at 0."""
-    d = X.shape[1]
-    weights = 10.0 ** (6.0 * np.arange(d) / (d - 1)) if d > 1 else np.ones(1)
-    return X**2 @ weights
-
-
-@lru_cache(maxsize=16)
-def rotation(d: int) -> Array:
-    """A fixed orthogonal ``d x d`` matrix: QR of a standard normal matrix drawn from seed
-    ``d`` (PCG64, stable across numpy versions), signs fixed so that ``R`` has a positive
-    diagonal; read-only, as it is cached."""
-    q, r = np.linalg.qr(np.random.default_rng(d).standard_normal((d, d)))
-    q = q * np.where(np.diag(r) < 0, -1.0, 1.0)
-    q.setflags(write=False)
-    return q
-
-
-def rotated_ellipsoid(X: Array) -> Array:
-    """:func:`ellipsoid` of ``X`` rotated by :func:`rotation` ``(d)``: the same conditioning
-    (1e6), but its axes are no longer the coordinates, so a per-coordinate step size cannot
-    undo it; minimum 0 at 0."""
-    return ellipsoid(X @ rotation(X.shape[1]))
 
 
 def griewank(X: Array) -> Array:
