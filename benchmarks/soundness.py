@@ -94,7 +94,7 @@ def run_cell(name: str, fn: str, budget: int, seeds: int) -> list[float]:
 
 
 def verdict(ours: list[float], base: list[float]) -> str:
-    """"beats", "worse" or "level (p=..)" by one-sided Mann-Whitney U tests (p < 0.05)."""
+    """The verdict "beats", "worse" or "level (p=..)": one-sided Mann-Whitney U tests, p < 0.05."""
     from scipy.stats import mannwhitneyu
 
     if sorted(ours) == sorted(base):
@@ -206,8 +206,14 @@ def main() -> None:
     names = args.only.split(",") if args.only else known
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise SystemExit(f"--only: unknown or skipped kinds {unknown}; expected some of {known}")
-    run_all(names, args.functions.split(","), args.seeds, data, args.results)
+        parser.error(f"--only: unknown or skipped kinds {unknown}; expected some of {known}")
+    functions = args.functions.split(",")
+    if not set(functions) <= set(FUNCTIONS):
+        parser.error(f"--functions: {sorted(set(functions) - set(FUNCTIONS))}; expected some "
+                     f"of {FUNCTIONS}")  # fmt: skip
+    if args.seeds < 1:
+        parser.error(f"--seeds: expected a number >= 1, got {args.seeds}")
+    run_all(names, functions, args.seeds, data, args.results)
     lines = table(data, args.seeds)
     print("\n".join(lines))
     if args.markdown:
