@@ -14,4 +14,6 @@ def write_markdown(path: Path, begin: str, end: str, lines: list[str]) -> None:
         raise SystemExit(f"{path}: no {begin} ... {end} markers")
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
-    path.write_text(head + begin + "\n" + "\n".join(lines) + "\n" + end + tail)
+    tmp = path.with_name(path.name + ".tmp")  # a complete page or the old one, never half
+    tmp.write_text(head + begin + "\n" + "\n".join(lines) + "\n" + end + tail)
+    tmp.replace(path)

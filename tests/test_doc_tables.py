@@ -11,7 +11,9 @@ own code, then compared digit for digit as the benchmark formats them:
   (benchmarks/quality_seeds.py);
 * docs/optimizers/nsga2.md, a ZDT cell (benchmarks/quality_nsga2.py), and the figures that
   docs/optimizers.md quotes from it;
-* docs/performance.md, the early-stopping table in virtual epochs (benchmarks/early_stopping.py).
+* docs/performance.md, the early-stopping table in virtual epochs (benchmarks/early_stopping.py),
+  cells of the low-budget table (benchmarks/low_budget.py) and of the table of every
+  optimizer against random search with its defaults (benchmarks/soundness.py).
 
 Timings (performance.md's other tables) are not deterministic and are not rerun here.
 """
@@ -247,3 +249,69 @@ def test_performance_md_low_budget_verdicts_follow_from_the_results() -> None:
     table = "\n".join(low_budget.quality_table(data))
     text = (DOCS / "performance.md").read_text()
     assert table in text.split(low_budget.BEGIN)[1].split(low_budget.END)[0]
+
+
+# -- docs/performance.md: every optimizer against random search (benchmarks/soundness.py) -------
+def soundness_rows() -> dict[str, list[str]]:
+    """Row label -> cells, from between the soundness markers."""
+    import soundness
+
+    text = (DOCS / "performance.md").read_text()
+    body = text.split(soundness.BEGIN)[1].split(soundness.END)[0]
+    rows = {}
+    for line in body.splitlines():
+        c = _cells(line)
+        if line.startswith("| ") and len(c) == 2 + len(soundness.FUNCTIONS) and c[1].isdigit():
+            rows[f"{c[0]} {c[1]}" if c[0].startswith("random search") else c[0]] = c
+    return rows
+
+
+def _row_kind(label: str) -> str:
+    return label.split(" ")[0].strip("`")
+
+
+def test_performance_md_soundness_table_has_every_kind() -> None:
+    """Every registered kind is a row or named as not run (with its reason); the table is what
+    the stored results give."""
+    import soundness
+
+    rows = soundness_rows()
+    labels = {_row_kind(r) for r in rows if not r.startswith("random search")}
+    assert labels == set(soundness.kinds()), labels ^ set(soundness.kinds())
+    text = (DOCS / "performance.md").read_text()
+    for kind, why in soundness.SKIPPED.items():
+        assert f"`{kind}`: {why}" in text
+    need_module("scipy")
+    table = "\n".join(soundness.table(soundness.load(soundness.RESULTS)))
+    assert table in text.split(soundness.BEGIN)[1].split(soundness.END)[0]
+
+
+def _soundness_cells() -> list[tuple[str, str]]:
+    """One cell of every kind but the slow model-based ones (``bo``, ``tpe``: a minute or more
+    per cell; the stored results stand for them), rotating through the functions; `gd` on the
+    rotated ellipsoid and Rastrigin, the cells issue 17 named, with its old default too."""
+    import soundness
+
+    fast = [k for k in soundness.kinds() if k not in ("bo", "tpe")]
+    chosen = [(k, soundness.FUNCTIONS[i % 5]) for i, k in enumerate(fast) if k != "gd"]
+    return chosen + [("gd", "rotated_ellipsoid"), ("gd", "rastrigin"),
+                     ("gd-classic", "rotated_ellipsoid"), ("gd-classic", "rastrigin")]
+
+
+@pytest.mark.parametrize("who, fn", _soundness_cells(), ids=lambda x: x)
+def test_performance_md_soundness_cells_reproduce(who: str, fn: str) -> None:
+    """A cell rerun with the benchmark's runners on all its seeds, against the baseline rerun
+    in the same process: the median and the verdict as the table prints them."""
+    import soundness
+
+    need_module("scipy")
+    rows = soundness_rows()
+    label = soundness.label(who)
+    budget = soundness.budget_of(who)
+    assert rows[label][1] == str(budget)
+    col = 2 + soundness.FUNCTIONS.index(fn)
+    ours = soundness.run_cell(who, fn, budget, soundness.SEEDS)
+    base = soundness.run_cell(soundness.RANDOM, fn, budget, soundness.SEEDS)
+    got = f"{soundness.fmt(statistics.median(ours))} {soundness.verdict(ours, base)}"
+    assert got == rows[label][col], (who, fn)
+    assert soundness.fmt(statistics.median(base)) == rows[f"random search (baseline) {budget}"][col]

@@ -19,7 +19,8 @@ from metaloop.optimizees.functions import (
 )
 
 GENERIC = [
-    "rastrigin", "rosenbrock", "ackley", "sphere", "ellipsoid", "griewank", "schwefel",
+    "rastrigin", "rosenbrock", "ackley", "sphere", "ellipsoid", "rotated_ellipsoid",
+    "griewank", "schwefel",
     "styblinski_tang", "levy", "michalewicz", "permutation", "easom",
 ]
 TWO_D = ["chasm", "gauss", "shekel", "langermann", "3gaussians"]
@@ -107,6 +108,26 @@ def test_hand_computed_values() -> None:
     assert value("sphere", [1, 2, 3]) == pytest.approx(14.0)
     assert value("ellipsoid", [1, 1, 1]) == pytest.approx(1 + 1e3 + 1e6)
     assert value("ellipsoid", [2]) == pytest.approx(4.0)
+    assert value("rotated_ellipsoid", [2]) == pytest.approx(4.0)  # the 1-D rotation is +-1
+
+
+def test_rotated_ellipsoid_is_the_ellipsoid_in_rotated_coordinates() -> None:
+    """Same values as the ellipsoid at the rotated points, a fixed orthogonal rotation per d
+    that is no permutation of the axes (so it is a different function)."""
+    from metaloop.optimizees.ellipsoids import ellipsoid, rotation
+
+    rng = np.random.default_rng(5)
+    for d in (2, 10):
+        q = rotation(d)
+        assert np.allclose(q.T @ q, np.eye(d), atol=1e-12)
+        assert np.array_equal(q, rotation(d)) and np.all(np.abs(q) < 0.99)
+        X = rng.uniform(-5.12, 5.12, size=(20, d))
+        got = get_function("rotated_ellipsoid")(X)
+        assert np.allclose(got, ellipsoid(X @ q), rtol=1e-12)
+        assert not np.allclose(got, ellipsoid(X))
+        # the worst axis of the rotated function is the ellipsoid's last axis, rotated back
+        top = q[:, -1]
+        assert get_function("rotated_ellipsoid")(top)[0] == pytest.approx(1e6)
     assert value("griewank", [math.pi, 0]) == pytest.approx(2 + math.pi**2 / 4000)
     assert value("griewank", [0, math.pi * math.sqrt(2)]) == pytest.approx(
         2 + 2 * math.pi**2 / 4000

@@ -49,7 +49,7 @@ def test_least_squares_gradient_of_a_linear_function_is_exact():
     assert np.allclose(least_squares_gradient(delta, delta @ a), a, rtol=1e-10, atol=1e-10)
     # and inside the optimizer: one classic step is exactly learning_rate * a
     space = Space.from_config({"x": {"type": "real", "low": 0, "high": 1, "shape": [6]}})
-    opt = make(space=space, x0=[0.5] * 6, n_random_steps=6, learning_rate=0.01)
+    opt = make(space=space, x0=[0.5] * 6, n_random_steps=6, variant="classic")
     X = opt.ask()
     assert np.array_equal(X[0], np.full(6, 0.5))  # current point first
     opt.tell(X, (X @ a + 3.0)[:, None])
@@ -107,10 +107,12 @@ def test_maximizes_with_positive_weight_and_minimizes_with_negative(variant):
     assert np.allclose(down.current(), 0.3, atol=1e-3)
 
 
-def test_defaults_decrease_a_cost():
-    """Upstream's example settings (classic, lr 0.01, step 0.01, 5 random steps)."""
+def test_upstream_example_settings_decrease_a_cost():
+    """Upstream's example settings (classic, lr 0.01 — its default when unset —, step 0.01,
+    5 random steps)."""
     for seed in range(5):
-        opt = make(seed, x0=[0.9, 0.1, 0.8, 0.95])
+        opt = make(seed, x0=[0.9, 0.1, 0.8, 0.95], variant="classic")
+        assert opt.params.value("learning_rate") == 0.01
         start = quad(opt.ask())[0]
         pops = run(opt, lambda X: -10 * quad(X), 60)
         centres = np.array([quad(X)[0] for X in pops])
@@ -119,6 +121,46 @@ def test_defaults_decrease_a_cost():
         descent = centres[: np.flatnonzero(centres < 1e-2)[0]]
         blocks = descent[: len(descent) - len(descent) % 5].reshape(-1, 5).min(axis=1)
         assert len(blocks) >= 1 and np.all(np.diff(blocks) < 0)
+
+
+def test_defaults_are_adam_and_scale_free():
+    """The defaults (Adam, learning rate 0.05) walk the same path on a cost and on the cost
+    times 1e4 (steps ~ eta per coordinate, not ~ the gradient); upstream's classic settings
+    do not: 1e4 times the gradient takes them to the walls."""
+    paths = {}
+    for variant in (None, "classic"):
+        for scale in (1.0, 1e4):
+            params = {"x0": [0.9, 0.1, 0.8, 0.95]} | ({"variant": variant} if variant else {})
+            opt = make(2, **params)
+            run(opt, lambda X, k=scale: -k * quad(X), 40)
+            paths[variant, scale] = opt.current()
+    assert make().params.variant == "adam" and make().params.value("learning_rate") == 0.05
+    assert np.allclose(paths[None, 1.0], paths[None, 1e4], atol=1e-6)
+    assert quad(paths[None, 1.0][None, :])[0] < 0.01  # from 1.07 at x0 (measured 0.0032)
+    assert np.abs(paths["classic", 1.0] - paths["classic", 1e4]).max() > 0.1
+
+
+@pytest.mark.parametrize("fn", ["rotated_ellipsoid", "rastrigin"])
+def test_classic_steps_leave_the_cube_where_the_defaults_stay_local(fn):
+    """docs/optimizers/gd.md: with upstream's classic settings the median step over 2,000
+    evaluations of a 10-D standard function is many unit cubes long (measured 3.1e5 and 10.1,
+    seed 0); the default Adam steps stay a few hundredths (measured 0.020 and 0.033)."""
+    from metaloop.optimizees.functions import FunctionOptimizee
+
+    fo = FunctionOptimizee(fn, dims=10)
+    spec = fo.space_config()["x"]
+    cube = Space.from_config({"x": {"type": "real", "low": 0, "high": 1, "shape": [10]}})
+    medians = {}
+    for variant in ("classic", None):
+        opt = make(0, space=cube, **({"variant": variant} if variant else {}))
+        steps = []
+        for _ in range(333):  # 333 x 6 = 1,998 evaluations
+            U = opt.ask()
+            opt.tell(U, -fo.evaluate_batch(spec["low"] + U * (spec["high"] - spec["low"]))[:, None])
+            steps.append(opt.diagnostics()["step_norm"])
+        medians[variant] = float(np.median(steps))
+    assert medians["classic"] > {"rotated_ellipsoid": 1e5, "rastrigin": 5.0}[fn]
+    assert medians[None] < 0.05
 
 
 def test_adamax_survives_a_zero_gradient():
@@ -206,6 +248,10 @@ def test_variant_defaults_resolve():
     p = make(variant="adam").params
     assert (p.value("first_order_decay"), p.value("second_order_decay")) == (0.9, 0.999)
     assert make(variant="rmsprop").params.value("momentum_decay") == 0.5
+    rates = {v: make(variant=v).params.value("learning_rate") for v in VARIANTS}
+    assert rates == {"classic": 0.01, "stochastic": 0.01, "adam": 0.05, "rmsprop": 0.01,
+                     "adamax": 0.05}  # fmt: skip
+    assert make(variant="adam", learning_rate=0.2).params.value("learning_rate") == 0.2
     adamax = make(variant="adamax", second_order_decay=0.99)
     assert adamax.params.value("second_order_decay") == 0.99
 

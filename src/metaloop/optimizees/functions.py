@@ -8,18 +8,19 @@ classic extras.
 Names (lookup is case-insensitive):
 
 * generic families, any ``dims``: ``rastrigin``, ``rosenbrock`` (d >= 2), ``ackley``,
-  ``sphere``, ``ellipsoid``, ``griewank``, ``schwefel``, ``styblinski_tang``, ``levy``,
-  ``michalewicz``, ``permutation``, ``easom``;
+  ``sphere``, ``ellipsoid``, ``rotated_ellipsoid``, ``griewank``, ``schwefel``,
+  ``styblinski_tang``, ``levy``, ``michalewicz``, ``permutation``, ``easom``;
 * 2-D only: ``chasm``, ``gauss``, ``shekel``, ``langermann``, ``3gaussians``;
 * the names of the L2L benchmark index 0..14, which fix ``dims`` (``Rastrigin2d``, ...,
   ``3Gaussians2d``: see :data:`L2L_BENCHMARKS`).
 
 Bounds (per coordinate): the generic names use the standard literature domains (rastrigin,
-sphere, ellipsoid +-5.12; ackley +-32.768; rosenbrock +-5; griewank +-600; schwefel +-500;
-styblinski_tang +-5; levy +-10; michalewicz [0, pi]; permutation [-d, d]; easom +-10).  The
-L2L alias names keep L2L's bounds (Rastrigin [-5, 5], Rosenbrock and Ackley [-2, 2], ...) so
-L2L users get the search space they had.  The 2-D-only functions have no standard domain and
-use L2L's (chasm [-2, 2], gauss and 3gaussians [-5, 5], shekel and langermann [0, 10]).
+sphere, ellipsoid, rotated_ellipsoid +-5.12; ackley +-32.768; rosenbrock +-5; griewank +-600;
+schwefel +-500; styblinski_tang +-5; levy +-10; michalewicz [0, pi]; permutation [-d, d];
+easom +-10).  The L2L alias names keep L2L's bounds (Rastrigin [-5, 5], Rosenbrock and Ackley
+[-2, 2], ...) so L2L users get the search space they had.  The 2-D-only functions have no
+standard domain and use L2L's (chasm [-2, 2], gauss and 3gaussians [-5, 5], shekel and
+langermann [0, 10]).
 
 Differences from L2L: L2L's Shekel adds ``c_i`` once per coordinate (``d * c_i`` in total);
 here it is the standard Shekel function, ``c_i`` added once per term.  Schwefel uses the exact
@@ -35,6 +36,8 @@ from functools import lru_cache, partial
 from typing import Any
 
 import numpy as np
+
+from metaloop.optimizees.ellipsoids import ellipsoid, rotated_ellipsoid
 
 Array = np.ndarray
 Bounds = Callable[[int], tuple[float, float]]
@@ -123,13 +126,6 @@ def ackley(X: Array) -> Array:
 def sphere(X: Array) -> Array:
     """``sum x^2``; minimum 0 at 0."""
     return np.sum(X**2, axis=1)
-
-
-def ellipsoid(X: Array) -> Array:
-    """``sum 10^(6 (i-1)/(d-1)) x_i^2`` (condition number 1e6); minimum 0 at 0."""
-    d = X.shape[1]
-    weights = 10.0 ** (6.0 * np.arange(d) / (d - 1)) if d > 1 else np.ones(1)
-    return X**2 @ weights
 
 
 def griewank(X: Array) -> Array:
@@ -339,6 +335,9 @@ _GENERIC: dict[str, BenchmarkFunction] = {
         BenchmarkFunction("ackley", ackley, _const_bounds(-32.768, 32.768), **_zero_at(0.0)),
         BenchmarkFunction("sphere", sphere, _const_bounds(-5.12, 5.12), **_zero_at(0.0)),
         BenchmarkFunction("ellipsoid", ellipsoid, _const_bounds(-5.12, 5.12), **_zero_at(0.0)),
+        BenchmarkFunction(
+            "rotated_ellipsoid", rotated_ellipsoid, _const_bounds(-5.12, 5.12), **_zero_at(0.0)
+        ),
         BenchmarkFunction("griewank", griewank, _const_bounds(-600.0, 600.0), **_zero_at(0.0)),
         BenchmarkFunction(
             "schwefel", schwefel, _const_bounds(-500.0, 500.0), **_zero_at(SCHWEFEL_X)
