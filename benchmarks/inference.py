@@ -412,8 +412,7 @@ def verdict(ours: list[float], theirs: list[float]) -> str:
 
 
 def table(data: dict[str, Any]) -> list[str]:
-    keys = [k.split("/") for k in data["runs"]]
-    budgets = sorted({int(b) for _, b, _ in keys})
+    budgets = sorted({int(k.split("/")[1]) for k in data["runs"]})
     lines = [
         "| task | simulations | metaloop `snpe` (APT, the default) | sbi `NPE` (APT loop) | "
         "`snpe` with `method: tsnpe` | campaign `cmaes` | seconds: snpe / sbi | snpe vs sbi |",
