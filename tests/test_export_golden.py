@@ -1,0 +1,132 @@
+"""``metaloop export`` stays byte for byte what it was: CSV and JSON of a small store with
+arrays (1-D and 2-D), choices, ints, bools, metrics (scalars, nested values, keys appearing
+late, non-finite values), constraints, two objectives (the Pareto column), failed, pruned
+and timed-out evaluations, awkward error texts, and an experiment with no evaluations.
+
+The golden files in ``tests/data/export_golden/`` were written by the export code as it
+was before it was made fast (commit ee99eb2), with ``python tests/test_export_golden.py``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from metaloop.api import export
+from metaloop.records import Evaluation, Status
+from metaloop.store import open_store
+
+GOLDEN = Path(__file__).parent / "data" / "export_golden"
+NAMES = ("single", "multi", "plain", "empty")
+
+
+def _ev(g: int, i: int, params: dict, status: str = "ok", fitness=None, **kw) -> Evaluation:
+    t0 = 1_700_000_000.0 + 10 * g + i / 7
+    return Evaluation(
+        generation=g, index=i, params=params, status=Status(status),
+        fitness=None if fitness is None else tuple(fitness), metrics=kw.pop("metrics", {}),
+        attempts=kw.pop("attempts", 1), error=kw.pop("error", None), started=t0,
+        finished=t0 + kw.pop("duration", 0.123456789), host=kw.pop("host", "node-1"),
+        worker=kw.pop("worker", "w0"), **kw,
+    )
+
+
+def build_store(path: Path) -> str:
+    """The store the goldens describe (every value fixed, so the export is too)."""
+    url = f"sqlite:///{path}"
+    with open_store(url) as store:
+        single = store.create_experiment("single", {"direction": "minimize"}, 1).id
+        rows = [
+            _ev(0, 0, {"x": [0.1, -2.5, 1e-300], "n": 3, "act": "relu", "flag": True},
+                fitness=[0.1 + 0.2], metrics={"loss": 1 / 3, "steps": 7}, seq=0),
+            _ev(0, 1, {"x": [1.0, 2.0, 3.0], "n": -1, "act": "tanh, \"quoted\"", "flag": False},
+                "failed", error='Traceback (most recent call last):\n  x = "a, b"\nValueError',
+                attempts=3, seq=1),
+            _ev(0, 2, {"x": [1e16, -0.0, 123456789.123], "n": 0, "act": "relu", "flag": True},
+                fitness=[-1e-7], metrics={"loss": float("nan"), "extra": {"a": [1, 2]}},
+                outputs={"y": [1.0, 2.0]}, seq=3),
+            _ev(1, 0, {"x": [0.5, 0.25, 0.125], "n": 2, "act": "relu", "flag": False},
+                "timeout", error="killed after 1.5 s", duration=1.5, seq=2),
+            _ev(1, 1, {"x": [0.3, 0.2, 0.1], "n": 1, "act": "é ünïcode", "flag": True},
+                fitness=[2.0], metrics={"steps": 9, "hist": [0.5, float("inf")], "tag": "a\nb"},
+                host="", worker="", seq=None),
+            _ev(1, 2, {"x": [7.0, 8.0, 9.0], "n": 4, "act": "relu", "flag": True}, "pruned",
+                fitness=[5.5], metrics={"loss": 0.0}, seq=4),
+        ]
+        for e in rows:
+            store.append(single, e, None if e.fitness is None else -e.fitness[0])
+        multi = store.create_experiment("multi", {"weights": [-1.0, 1.0]}, 2).id
+        pts = [((0.0, 1.0), (-1.0,)), ((1.0, 2.0), (0.5,)), ((0.5, 0.5), None),
+               ((2.0, 3.0), (-0.5, 0.0)), ((0.1, 1.5), (0.0,)), ((0.2, 0.3), (-2.0,))]
+        for i, (fit, con) in enumerate(pts):
+            w = [[i, i + 0.5], [-i, 1e-3 * i]]
+            store.append(multi, _ev(0, i, {"w": w, "c": ["a", "b"][i % 2]}, fitness=fit,
+                                    constraints=con, seq=i), None)
+        store.append(multi, _ev(1, 0, {"w": [[0, 0], [0, 0]], "c": "a"}, "crashed",
+                                error="worker died", seq=6), None)
+        store.append(multi, _ev(1, 1, {"w": [[1, 1], [1, 1]], "c": "b"}, "invalid",
+                                error="returned NaN", constraints=(1.0, 2.0), seq=7), None)
+        plain = store.create_experiment("plain", {"direction": "maximize"}, 3).id
+        for i in range(4):
+            store.append(plain, _ev(0, i, {"a": i / 3, "b": 10**i}, fitness=[i * 0.7]), i * 0.7)
+        store.create_experiment("empty", {}, 4)
+    return url
+
+
+@pytest.fixture(scope="module")
+def store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build_store(tmp_path_factory.mktemp("golden") / "golden.db")
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_export_file_is_byte_identical(store_url: str, tmp_path: Path, name: str, fmt: str):
+    out = tmp_path / f"{name}.{fmt}"
+    n = export(name, out, storage=store_url, fmt=fmt)
+    golden = (GOLDEN / f"{name}.{fmt}").read_bytes()
+    assert out.read_bytes() == golden
+    assert n == {"single": 6, "multi": 8, "plain": 4, "empty": 0}[name]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_export_to_stdout_is_byte_identical(store_url: str, fmt: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "metaloop", "export", "--storage", store_url, "--name", "single",
+         "--format", fmt], capture_output=True, timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (GOLDEN / f"single.{fmt}").read_bytes()
+
+
+def test_history_frame_has_the_export_columns_and_values(store_url: str) -> None:
+    from tests.services import need_module
+
+    pd = need_module("pandas")
+    from metaloop.api import history_frame
+
+    df = history_frame("single", store_url)
+    golden = pd.read_csv(GOLDEN / "single.csv")
+    assert list(df.columns) == list(golden.columns)
+    assert df["param.x.2"].tolist() == [1e-300, 3.0, 123456789.123, 0.125, 0.1, 9.0]
+    assert df["status"].tolist() == ["ok", "failed", "ok", "timeout", "ok", "pruned"]
+    assert df["fitness"].tolist()[:1] == [0.1 + 0.2] and df["fitness"].isna().tolist() == [
+        False, True, False, True, False, False]
+    assert df["metric.steps"].tolist()[0] == 7 and df["seq"].tolist()[:4] == [0, 1, 3, 2]
+    assert df["metric.extra"].tolist()[2] == '{"a": [1, 2]}'
+    multi = history_frame("multi", store_url)
+    assert multi["pareto"].tolist()[:6] == [1, 0, 0, 1, 1, 0]
+
+
+if __name__ == "__main__":  # write the goldens (only with the export code they pin down)
+    import tempfile
+
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as d:
+        url = build_store(Path(d) / "golden.db")
+        for name in NAMES:
+            for fmt in ("csv", "json"):
+                export(name, GOLDEN / f"{name}.{fmt}", storage=url, fmt=fmt)
+    print(f"wrote {GOLDEN}")
