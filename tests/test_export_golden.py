@@ -20,7 +20,7 @@ from metaloop.records import Evaluation, Status
 from metaloop.store import open_store
 
 GOLDEN = Path(__file__).parent / "data" / "export_golden"
-NAMES = ("single", "multi", "plain", "empty")
+NAMES = ("single", "multi", "plain", "late", "empty")
 
 
 def _ev(g: int, i: int, params: dict, status: str = "ok", fitness=None, **kw) -> Evaluation:
@@ -72,6 +72,11 @@ def build_store(path: Path) -> str:
         plain = store.create_experiment("plain", {"direction": "maximize"}, 3).id
         for i in range(4):
             store.append(plain, _ev(0, i, {"a": i / 3, "b": 10**i}, fitness=[i * 0.7]), i * 0.7)
+        late = store.create_experiment("late", {"direction": "maximize"}, 5).id
+        for i, met in enumerate([{}, {"b": 1, "a": {"k": [1.5]}}, {}, {"c": "x", "a": 2},
+                                 {"d": [1, 2], "b": 0.5, "é": None}]):
+            store.append(late, _ev(i // 2, i % 2, {"p": [i, i + 1], "q": "s"}, fitness=[i],
+                                   metrics=met, seq=i), float(i))
         store.create_experiment("empty", {}, 4)
     return url
 
@@ -88,7 +93,7 @@ def test_export_file_is_byte_identical(store_url: str, tmp_path: Path, name: str
     n = export(name, out, storage=store_url, fmt=fmt)
     golden = (GOLDEN / f"{name}.{fmt}").read_bytes()
     assert out.read_bytes() == golden
-    assert n == {"single": 6, "multi": 8, "plain": 4, "empty": 0}[name]
+    assert n == {"single": 6, "multi": 8, "plain": 4, "late": 5, "empty": 0}[name]
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
@@ -102,7 +107,7 @@ def test_export_to_stdout_is_byte_identical(store_url: str, fmt: str) -> None:
 
 
 def test_history_frame_has_the_export_columns_and_values(store_url: str) -> None:
-    from tests.services import need_module
+    from services import need_module
 
     pd = need_module("pandas")
     from metaloop.api import history_frame
@@ -130,3 +135,16 @@ if __name__ == "__main__":  # write the goldens (only with the export code they 
             for fmt in ("csv", "json"):
                 export(name, GOLDEN / f"{name}.{fmt}", storage=url, fmt=fmt)
     print(f"wrote {GOLDEN}")
+
+
+def test_metric_names_in_the_database_and_in_python_agree(store_url: str) -> None:
+    """SQLite finds the metric keys with json_each; a dialect without that query (or text
+    SQLite's JSON cannot read: NaN) decodes them in Python, in the same order."""
+    with open_store(store_url, readonly=True) as store:
+        for name, expected in [("late", ["b", "a", "c", "d", "é"]),
+                               ("single", ["loss", "steps", "extra", "hist", "tag"])]:
+            exp_id = store.require_experiment(name).id
+            assert store.metric_names(exp_id) == expected
+            store.METRIC_KEYS_SQL = None
+            assert store.metric_names(exp_id) == expected
+            del store.METRIC_KEYS_SQL

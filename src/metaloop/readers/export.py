@@ -21,7 +21,6 @@ import numpy as np
 
 from metaloop.jsonable import to_jsonable
 from metaloop.optimizers.pareto import non_dominated_mask
-from metaloop.records import Evaluation
 from metaloop.scoring import stored_weights, weighted_fitness
 from metaloop.store.base import ExperimentInfo, Store
 
@@ -40,28 +39,73 @@ def _flat_params(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_SCANNED = [
+    "status", "attempts", "started", "finished", "error", "fitness", "params", "metrics",
+    "host", "worker", "seq", "constraints",
+]
+
+
+class _Irregular(Exception):
+    """A row whose params do not have the first row's shape: flattened the general way."""
+
+
+def _param_plan(params: dict[str, Any]) -> list[tuple[str, int | None]] | None:
+    """Per parameter of the first row, its name and its flat size (None: a scalar); None
+    when the flattened names collide (every row is then flattened the general way)."""
+    plan: list[tuple[str, int | None]] = []
+    for name, value in params.items():
+        if isinstance(value, (list, np.ndarray)):
+            plan.append((name, int(np.asarray(value, dtype=object).size)))
+        else:
+            plan.append((name, None))
+    names = list(_flat_params(params))
+    return plan if len(set(names)) == len(names) else None
+
+
+def _param_cells(
+    params: dict[str, Any], plan: list[tuple[str, int | None]] | None, param_cols: list[str]
+) -> list[Any]:
+    """The param cells of one row, as ``_flat_params`` gives them: fast for a row shaped
+    like the first (scalars, flat lists of its lengths), the general way otherwise."""
+    if plan is not None and len(params) == len(plan):
+        cells: list[Any] = []
+        try:
+            for name, size in plan:
+                value = params[name]
+                if size is None:
+                    if isinstance(value, list):
+                        raise _Irregular
+                    cells.append(value)
+                elif type(value) is list and len(value) == size and list not in map(type, value):
+                    cells.extend(value)
+                else:
+                    raise _Irregular
+            return cells
+        except (KeyError, _Irregular):
+            pass
+    flat = _flat_params(params)
+    return [flat.get(c) for c in param_cols]
+
+
 def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator[list[Any]]]:
-    """The column names and an iterator of rows (streamed from the store)."""
-    param_cols: list[str] = []
-    metric_names: list[str] = []
-    seen_metrics: set[str] = set()
+    """The column names and an iterator of rows, streamed from the store (memory constant
+    in the number of evaluations): the names come from cheap passes over a few columns (the
+    first params, the metric keys, the constraint counts; with several objectives the ok
+    fitnesses for the Pareto column), then the rows one page at a time."""
+    scan = store.scan_evaluations  # type: ignore[attr-defined]
     weights = stored_weights(info.config)
     m = len(weights)
-    keys: list[tuple[int, int]] = []  # ok multi-objective evaluations and their fitness
-    fits: list[tuple[float, ...]] = []
-    n_constraints = 0
-    for e in store.iter_evaluations(info.id):
-        if e.constraints is not None:
-            n_constraints = max(n_constraints, len(e.constraints))
-        if m > 1 and e.ok and e.feasible and e.fitness is not None and len(e.fitness) == m:
-            keys.append((e.generation, e.index))
-            fits.append(e.fitness)
-        if not param_cols:
-            param_cols = list(_flat_params(e.params))
-        for k in e.metrics:
-            if k not in seen_metrics:
-                seen_metrics.add(k)
-                metric_names.append(k)
+    loads = json.loads
+    first: dict[str, Any] = {}
+    param_cols: list[str] = []
+    for _g, _i, text in scan(info.id, ["params"]):
+        first = loads(text)
+        param_cols = list(_flat_params(first))
+        if param_cols:
+            break
+    plan = _param_plan(first) if param_cols else None
+    metric_names: list[str] = store.metric_names(info.id)  # type: ignore[attr-defined]
+    n_constraints: int = store.constraint_count(info.id)  # type: ignore[attr-defined]
     fit_cols = ["fitness"] if m == 1 else [f"fitness.{i}" for i in range(m)] + ["pareto"]
     con_cols = [f"constraint.{i}" for i in range(n_constraints)]
     columns = (
@@ -72,27 +116,56 @@ def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator
         + (con_cols + ["feasible"] if n_constraints else [])
         + TAIL_COLUMNS
     )
-    if m == 1:
+    front = _pareto_pass(store, info.id, weights) if m > 1 else {}
+    no_fitness = [None] * m
+    no_metrics = [None] * len(metric_names)
+    empty: dict[str, Any] = {}
 
-        def rows() -> Iterator[list[Any]]:
-            for e in store.iter_evaluations(info.id):
-                yield _row(e, m, param_cols, metric_names, n_constraints)
-
-        return columns, rows()
-
-    front = _pareto_front(keys, fits, weights)
-
-    def rows_with_front() -> Iterator[list[Any]]:
-        for e in store.iter_evaluations(info.id):
-            row = _row(e, m, param_cols, metric_names, n_constraints)
-            # evaluations recorded after the first pass (a live run) are left unmarked
-            mark = front.get((e.generation, e.index)) if e.ok else None
-            if e.ok and not e.feasible:
-                mark = 0  # the front is the front of the feasible evaluations
-            row.insert(len(BASE_COLUMNS) + m, mark)
+    def rows() -> Iterator[list[Any]]:
+        for (g, i, status, attempts, t0, t1, error, fit, par, met, host, worker, seq,
+             con) in scan(info.id, _SCANNED):
+            row = [g, i, status, attempts, round(t1 - t0, 6), error]
+            row += no_fitness if fit is None else loads(fit)
+            if m > 1:
+                ok = status == "ok"
+                # evaluations recorded after the first pass (a live run) are left unmarked
+                mark = front.get((g, i)) if ok else None
+                if ok and con is not None and not all(c <= 0 for c in loads(con)):
+                    mark = 0  # the front is the front of the feasible evaluations
+                row.append(mark)
+            row += _param_cells(loads(par), plan, param_cols)
+            if metric_names:
+                metrics = empty if met == "{}" else loads(met)
+                if metrics:
+                    row += [_cell(metrics.get(k)) for k in metric_names]
+                else:
+                    row += no_metrics
+            if n_constraints:
+                values = [] if con is None else loads(con)
+                row += values + [None] * (n_constraints - len(values))
+                row.append(None if con is None else int(all(c <= 0 for c in values)))
+            row += (t0, t1, host, worker, seq)
             yield row
 
-    return columns, rows_with_front()
+    return columns, rows()
+
+
+def _pareto_pass(store: Store, exp_id: int, weights: list[float]) -> dict[tuple[int, int], int]:
+    """(generation, index) -> 1 if non-dominated among the ok, feasible evaluations with
+    one fitness value per weight, else 0."""
+    m = len(weights)
+    keys: list[tuple[int, int]] = []
+    fits: list[tuple[float, ...]] = []
+    for g, i, fit, con in store.scan_evaluations(  # type: ignore[attr-defined]
+        exp_id, ["fitness", "constraints"], "status = 'ok' AND fitness IS NOT NULL"
+    ):
+        if con is not None and not all(c <= 0 for c in json.loads(con)):
+            continue
+        f = tuple(json.loads(fit))
+        if len(f) == m:
+            keys.append((g, i))
+            fits.append(f)
+    return _pareto_front(keys, fits, weights)
 
 
 def _pareto_front(
@@ -106,49 +179,53 @@ def _pareto_front(
     return {k: int(v) for k, v in zip(keys, mask, strict=True)}
 
 
-def _row(
-    e: Evaluation, m: int, param_cols: list[str], metric_names: list[str], n_constraints: int
-) -> list[Any]:
-    fitness = list(e.fitness) if e.fitness is not None else [None] * m
-    flat = _flat_params(e.params)
-    metrics = [_cell(e.metrics.get(k)) for k in metric_names]
-    row = (
-        [e.generation, e.index, e.status.value, e.attempts, round(e.duration, 6), e.error]
-        + fitness
-        + [flat.get(c) for c in param_cols]
-        + metrics
-    )
-    if n_constraints:
-        values = list(e.constraints or ())
-        row += values + [None] * (n_constraints - len(values))
-        row.append(None if e.constraints is None else int(e.feasible))
-    return row + [e.started, e.finished, e.host, e.worker, e.seq]
-
-
 def _cell(value: Any) -> Any:
     if isinstance(value, (dict, list)):
         return json.dumps(value)
     return value
 
 
+class _Counted:
+    """An iterator that counts what passes through it (the rows written)."""
+
+    def __init__(self, rows: Iterator[list[Any]]):
+        self.rows = rows
+        self.n = 0
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        for row in self.rows:
+            self.n += 1
+            yield row
+
+
 def write_csv(columns: list[str], rows: Iterator[list[Any]], out: IO[str]) -> int:
+    """Rows as CSV (the ``csv`` module's dialect); the number of rows.  ``None`` is an empty
+    cell and a float its ``repr``, which is what ``csv`` writes for them by itself."""
     writer = csv.writer(out)
     writer.writerow(columns)
-    n = 0
-    for row in rows:
-        writer.writerow(
-            ["" if v is None else (repr(v) if isinstance(v, float) else v) for v in row]
-        )
-        n += 1
-    return n
+    counted = _Counted(rows)
+    writer.writerows(counted)
+    return counted.n
+
+
+_STRICT = json.JSONEncoder(allow_nan=False)
 
 
 def write_json(columns: list[str], rows: Iterator[list[Any]], out: IO[str]) -> int:
-    out.write("[")
+    """Rows as a JSON array of objects, one per line; non-finite numbers become ``null``.
+    A row of plain values is encoded as it is; one that the strict encoder refuses (a
+    non-finite number, a value that is not plain JSON) goes through ``to_jsonable`` first."""
+    encode = _STRICT.encode
+    write = out.write
+    write("[")
     n = 0
     for row in rows:
-        record = to_jsonable(dict(zip(columns, row)), nonfinite="null")
-        out.write(("," if n else "") + "\n" + json.dumps(record))
+        record = dict(zip(columns, row))
+        try:
+            text = encode(record)
+        except (ValueError, TypeError):
+            text = json.dumps(to_jsonable(record, nonfinite="null"))
+        write(("," if n else "") + "\n" + text)
         n += 1
-    out.write("\n]\n")
+    write("\n]\n")
     return n

@@ -36,6 +36,7 @@ from metaloop.store import codec
 from metaloop.store.base import ExperimentInfo, Store, StoreError, async_group_size
 from metaloop.store.claim import ClaimMixin
 from metaloop.store.columns import APPEND_BLOCK, json_objects, json_rows
+from metaloop.store.scan import ScanMixin
 from metaloop.store.writer import EVAL_COLUMNS, GroupCommitWriter
 
 __all__ = [
@@ -73,7 +74,7 @@ def duplicate_name(name: str, where: str) -> StoreError:
     )
 
 
-class SQLStore(ClaimMixin, GroupCommitWriter, Store):
+class SQLStore(ClaimMixin, ScanMixin, GroupCommitWriter, Store):
     """Store logic shared by the SQL dialects; subclasses open ``self._conn`` and set the
     class attributes of :class:`~metaloop.store.writer.GroupCommitWriter`, then call
     :meth:`_start`."""

@@ -1,0 +1,89 @@
+"""The evaluations table read as raw rows, for readers that need speed (export, DataFrames).
+
+:class:`ScanMixin` (part of every :class:`~metaloop.store.sql.SQLStore`) hands out the
+stored text of chosen columns page by page in ``(generation, index)`` order, without building
+:class:`~metaloop.records.Evaluation` objects or decoding the columns nobody asked for (the
+model outputs), so memory stays constant in the number of rows; and it finds the metric
+names of an experiment without decoding the rest of each row (SQLite: ``json_each`` in the
+database).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+#: the evaluations columns a scan may select
+SCAN_COLUMNS = frozenset(
+    "generation idx status attempts fitness score params metrics error started finished "
+    "host worker outputs seq constraints violation".split()
+)
+#: rows fetched per query of a scan
+PAGE = 5000
+
+
+class ScanMixin:
+    """Raw reads of the evaluations table (the host class supplies ``_lock`` and
+    ``_execute``)."""
+
+    _lock: Any
+    _execute: Any
+    #: a dialect's query of the distinct metric-key lists (JSON arrays of the keys of one
+    #: row's metrics) in order of first appearance, or None: decoded in Python
+    METRIC_KEYS_SQL: str | None = None
+
+    def scan_evaluations(
+        self, exp_id: int, columns: Sequence[str], where: str = ""
+    ) -> Iterator[tuple[Any, ...]]:
+        """``(generation, idx, *columns)`` of each evaluation as stored (JSON columns as
+        text), in ``(generation, idx)`` order, a page of ``PAGE`` rows at a time; ``where``:
+        an extra condition on fixed columns (no user text)."""
+        unknown = set(columns) - SCAN_COLUMNS
+        if unknown:
+            raise ValueError(f"columns: unknown evaluations column {sorted(unknown)[0]!r}")
+        select = ", ".join(["generation", "idx", *columns])
+        extra = f" AND ({where})" if where else ""
+        sql = (
+            f"SELECT {select} FROM evaluations WHERE exp_id=?{extra} AND "
+            f"(generation > ? OR (generation = ? AND idx > ?)) ORDER BY generation, idx "
+            f"LIMIT {PAGE}"
+        )
+        g, i = -1, -1
+        while True:
+            with self._lock:
+                rows = self._execute(sql, (exp_id, g, g, i)).fetchall()
+            yield from rows
+            if len(rows) < PAGE:
+                return
+            g, i = rows[-1][0], rows[-1][1]
+
+    def metric_names(self, exp_id: int) -> list[str]:
+        """Every metric name of an experiment's evaluations, in order of first appearance
+        (by ``(generation, idx)``, then by position within a row)."""
+        names: dict[str, None] = {}
+        if self.METRIC_KEYS_SQL is not None:
+            try:
+                with self._lock:
+                    lists = self._execute(self.METRIC_KEYS_SQL, (exp_id,)).fetchall()
+            except Exception:  # text the database's JSON cannot read (NaN): decoded here
+                lists = None
+            if lists is not None:
+                for (text,) in lists:
+                    names.update(dict.fromkeys(json.loads(text)))
+                return list(names)
+        for _g, _i, text in self.scan_evaluations(exp_id, ["metrics"], "metrics <> '{}'"):
+            names.update(dict.fromkeys(json.loads(text)))
+        return list(names)
+
+    def constraint_count(self, exp_id: int) -> int:
+        """The largest number of constraint values of an experiment's evaluations (0: none
+        returned any).  Constraints are stored as JSON arrays of float reprs, which hold no
+        comma of their own."""
+        most = 0
+        for _g, _i, text in self.scan_evaluations(
+            exp_id, ["constraints"], "constraints IS NOT NULL"
+        ):
+            n = text.count(",") + 1 if text.strip("[] ") else 0
+            most = max(most, n)
+        return most
