@@ -20,7 +20,7 @@ from metaloop.dashboard import detail, posterior, steering_routes, views
 from metaloop.dashboard.assets import read_asset as _asset
 from metaloop.scoring import stored_weights
 from metaloop.store import ExperimentInfo, Store, open_store
-from metaloop.store.postgres import mask_password
+from metaloop.store.urls import mask_password
 
 #: evaluations whose full detail (error, traceback, reports, artifacts, logs) is embedded
 MAX_DETAILS = 500

@@ -45,7 +45,7 @@ from metaloop.dashboard.reader import StoreReader
 from metaloop.dashboard.security import MAX_BODY_BYTES, Guard, allowed_hosts, token_matches
 from metaloop.scoring import stored_weights
 from metaloop.store import StoreError
-from metaloop.store.postgres import mask_password
+from metaloop.store.urls import mask_password
 
 #: largest page of the evaluation table
 MAX_PAGE = 1000

@@ -417,17 +417,30 @@ _TWO_D: dict[str, BenchmarkFunction] = {
 }
 
 
+#: the optima of the L2L aliases computed so far, by name: each is computed when first asked
+#: for (Michalewicz's needs a grid search), not when the table is built at import
+ALIAS_OPTIMA: dict[str, tuple[float | None, Array]] = {}
+
+
 def _alias(
     name: str, base: BenchmarkFunction, dims: int, bounds: tuple[float, float] | None
 ) -> BenchmarkFunction:
-    """``base`` fixed to ``dims`` (and to L2L's ``bounds``), under the L2L name."""
+    """``base`` fixed to ``dims`` (and to L2L's ``bounds``), under the L2L name; its optimum
+    is computed on first use and kept in ``ALIAS_OPTIMA``."""
+
+    def optimum() -> tuple[float | None, Array]:
+        if name not in ALIAS_OPTIMA:
+            point = np.asarray(base.optimum_x(dims), dtype=float)
+            ALIAS_OPTIMA[name] = (base.optimum_value(dims), point)
+        return ALIAS_OPTIMA[name]  # type: ignore[return-value]
+
     low, high = bounds if bounds is not None else base.bounds(dims)
     return BenchmarkFunction(
         name,
         base.f,
         _const_bounds(low, high),
-        optimum_value=_const_value(base.optimum_value(dims)),
-        optimum_x=_point(np.asarray(base.optimum_x(dims), dtype=float)),
+        optimum_value=lambda d: optimum()[0],
+        optimum_x=lambda d: optimum()[1].copy(),
         fixed_dims=dims,
         min_dims=dims,
     )

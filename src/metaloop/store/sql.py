@@ -17,9 +17,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import repeat
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from metaloop.jsonable import plain_json
 from metaloop.records import (
@@ -35,9 +33,11 @@ from metaloop.records import (
 from metaloop.store import codec
 from metaloop.store.base import ExperimentInfo, Store, StoreError, async_group_size
 from metaloop.store.claim import ClaimMixin
-from metaloop.store.columns import APPEND_BLOCK, json_objects, json_rows
 from metaloop.store.scan import ScanMixin
 from metaloop.store.writer import EVAL_COLUMNS, GroupCommitWriter
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "EVAL_ADDED",
@@ -523,6 +523,10 @@ class SQLStore(ClaimMixin, ScanMixin, GroupCommitWriter, Store):
         one ``json`` call over the whole block (the text then split per row), so a row costs
         well under a microsecond beyond its float formatting; the writer thread inserts one
         block while the next is encoded, and back-pressure keeps the queue bounded."""
+        import numpy as np  # (imported when used: reading a store needs no numpy)
+
+        from metaloop.store.columns import APPEND_BLOCK, json_objects, json_rows
+
         n = len(index)
         fit = np.asarray(fitness, dtype=float).reshape(n, -1)
         sc = np.asarray(score, dtype=float).reshape(-1)

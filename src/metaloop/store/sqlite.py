@@ -19,6 +19,7 @@ from urllib.parse import quote
 from metaloop.store.base import StoreError, StoreFault, StoreMissing
 from metaloop.store.claim import CLAIM_COLUMNS
 from metaloop.store.sql import EVAL_ADDED, STEERING_TABLES, TABLES, SQLStore
+from metaloop.store.urls import sqlite_path
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -109,17 +110,6 @@ CREATE TABLE IF NOT EXISTS artifacts (
     PRIMARY KEY (exp_id, generation, idx, name)
 );
 """
-
-
-def sqlite_path(url: str) -> str:
-    """The file path of a ``sqlite:///path`` URL (``sqlite:////abs`` for absolute paths)."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or len(url) == len(prefix):
-        raise StoreError(
-            f"storage: expected 'sqlite:///path/to/file.db' (or 'sqlite:////absolute/path.db'), "
-            f"got {url!r}"
-        )
-    return url[len(prefix) :]
 
 
 #: what the SQLite error codes mean for a user (by ``sqlite_errorname`` prefix)
