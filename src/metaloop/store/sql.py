@@ -56,6 +56,13 @@ STEERING_TABLES = ("controls", "reports", "artifacts")
 CONTROL_COLUMNS = "id, time, origin, action, payload, status, generation, message, applied"
 
 
+#: the statuses counted as failed (every one but ok and pruned)
+_NOT_OK = tuple(s.value for s in Status if s not in (Status.OK, Status.PRUNED))
+_FAILED_COUNT = (
+    "SELECT COUNT(*) FROM evaluations WHERE exp_id=? AND status IN "
+    f"({', '.join('?' * len(_NOT_OK))})"
+)
+
 #: evaluation columns added after the first stores (a store lacking them gains them on open)
 EVAL_ADDED = ("constraints", "violation")
 
@@ -118,11 +125,14 @@ class SQLStore(ClaimMixin, ScanMixin, GroupCommitWriter, Store):
 
     def _info(self, row: tuple[Any, ...]) -> ExperimentInfo:
         exp_id = row[0]
-        count, failed, gen = self._execute(
-            "SELECT COUNT(*), "
-            "COALESCE(SUM(CASE WHEN status NOT IN ('ok', 'pruned') THEN 1 ELSE 0 END), 0), "
-            "COALESCE(MAX(generation) + 1, 0) FROM evaluations WHERE exp_id=?",
-            (exp_id,),
+        # three index-only queries: the count (the smallest index), the failures (a range of
+        # the status index each) and the last generation (one probe of the primary key)
+        (count,) = self._execute(
+            "SELECT COUNT(*) FROM evaluations WHERE exp_id=?", (exp_id,)
+        ).fetchone()
+        (failed,) = self._execute(_FAILED_COUNT, (exp_id, *_NOT_OK)).fetchone()
+        (gen,) = self._execute(
+            "SELECT COALESCE(MAX(generation) + 1, 0) FROM evaluations WHERE exp_id=?", (exp_id,)
         ).fetchone()
         best = self._execute(
             "SELECT score, fitness FROM evaluations WHERE exp_id=? AND score IS NOT NULL "
