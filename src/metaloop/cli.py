@@ -423,22 +423,21 @@ def _check_output(path: str) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from metaloop.api import export
-    from metaloop.readers.export import export_rows, write_csv, write_json
-
     if args.format == "rocrate":
         return _export_crate(args)
     if args.creator or args.license:
         raise UserError("--creator and --license go with --format rocrate")
+    from metaloop.readers.export_text import export_file, write_export
+
     if args.output is not None:
         _check_output(args.output)
-        n = export(args.name, args.output, args.storage, args.format)
-        print(f"wrote {n} evaluations to {args.output}", file=sys.stderr)
-        return 0
-    writer = write_csv if args.format == "csv" else write_json
     with _open_existing(args.storage) as store:
-        columns, rows = export_rows(store, store.require_experiment(args.name))
-        writer(columns, rows, sys.stdout)
+        info = store.require_experiment(args.name)
+        if args.output is None:
+            write_export(store, info, args.format, sys.stdout)
+            return 0
+        n = export_file(store, info, args.format, args.output)
+    print(f"wrote {n} evaluations to {args.output}", file=sys.stderr)
     return 0
 
 

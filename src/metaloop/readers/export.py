@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO, Any
 
-import numpy as np
-
 from metaloop.jsonable import to_jsonable
-from metaloop.optimizers.pareto import non_dominated_mask
-from metaloop.scoring import stored_weights, weighted_fitness
+from metaloop.scoring import stored_weights
 from metaloop.store.base import ExperimentInfo, Store
 
 BASE_COLUMNS = ["generation", "index", "status", "attempts", "duration_s", "error"]
@@ -29,9 +28,16 @@ TAIL_COLUMNS = ["started", "finished", "host", "worker", "seq"]
 
 
 def _flat_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``param.<name>`` cells; arrays flattened in C order as ``param.<name>.<i>`` (a list
+    of lists as numpy sees it: a regular one by elements, a ragged one by its rows)."""
     out: dict[str, Any] = {}
     for name, value in params.items():
-        if isinstance(value, (list, np.ndarray)):
+        if type(value) is list and list not in map(type, value):  # flat: its elements
+            for i, v in enumerate(value):
+                out[f"param.{name}.{i}"] = v
+        elif isinstance(value, list) or _is_array(value):
+            import numpy as np  # (only nested lists need it)
+
             for i, v in enumerate(np.ravel(np.asarray(value, dtype=object))):
                 out[f"param.{name}.{i}"] = v
         else:
@@ -39,7 +45,13 @@ def _flat_params(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_SCANNED = [
+def _is_array(value: Any) -> bool:
+    np = sys.modules.get("numpy")  # (no array exists before numpy is imported)
+    return np is not None and isinstance(value, np.ndarray)
+
+
+#: the stored columns an export row is made of (after generation, idx)
+SCANNED = [
     "status", "attempts", "started", "finished", "error", "fitness", "params", "metrics",
     "host", "worker", "seq", "constraints",
 ]
@@ -51,15 +63,19 @@ class _Irregular(Exception):
 
 def _param_plan(params: dict[str, Any]) -> list[tuple[str, int | None]] | None:
     """Per parameter of the first row, its name and its flat size (None: a scalar); None
-    when the flattened names collide (every row is then flattened the general way)."""
+    when flattened names collide (every row is then flattened the general way)."""
     plan: list[tuple[str, int | None]] = []
     for name, value in params.items():
-        if isinstance(value, (list, np.ndarray)):
+        if type(value) is list and list not in map(type, value):
+            plan.append((name, len(value)))
+        elif isinstance(value, list) or _is_array(value):
+            import numpy as np
+
             plan.append((name, int(np.asarray(value, dtype=object).size)))
         else:
             plan.append((name, None))
-    names = list(_flat_params(params))
-    return plan if len(set(names)) == len(names) else None
+    cells = sum(1 if size is None else size for _, size in plan)
+    return plan if cells == len(_flat_params(params)) else None
 
 
 def _param_cells(
@@ -87,23 +103,33 @@ def _param_cells(
     return [flat.get(c) for c in param_cols]
 
 
-def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator[list[Any]]]:
-    """The column names and an iterator of rows, streamed from the store (memory constant
-    in the number of evaluations): the names come from cheap passes over a few columns (the
-    first params, the metric keys, the constraint counts; with several objectives the ok
-    fitnesses for the Pareto column), then the rows one page at a time."""
-    scan = store.scan_evaluations  # type: ignore[attr-defined]
+@dataclass
+class Layout:
+    """What the rows of one experiment's export look like, found before the first row."""
+
+    columns: list[str]
+    weights: list[float]
+    first_params: dict[str, Any]  # the params that named the param columns
+    param_cols: list[str]
+    plan: list[tuple[str, int | None]] | None
+    metric_names: list[str]
+    n_constraints: int
+    front: dict[tuple[int, int], int]  # with several objectives: the Pareto marks
+
+
+def export_layout(store: Store, info: ExperimentInfo) -> Layout:
+    """The columns, from cheap passes over a few columns: the first params, the metric
+    keys, the constraint counts (and with several objectives the ok fitnesses, for the
+    Pareto column)."""
     weights = stored_weights(info.config)
     m = len(weights)
-    loads = json.loads
     first: dict[str, Any] = {}
     param_cols: list[str] = []
-    for _g, _i, text in scan(info.id, ["params"]):
-        first = loads(text)
+    for _g, _i, text in store.scan_evaluations(info.id, ["params"]):  # type: ignore[attr-defined]
+        first = json.loads(text)
         param_cols = list(_flat_params(first))
         if param_cols:
             break
-    plan = _param_plan(first) if param_cols else None
     metric_names: list[str] = store.metric_names(info.id)  # type: ignore[attr-defined]
     n_constraints: int = store.constraint_count(info.id)  # type: ignore[attr-defined]
     fit_cols = ["fitness"] if m == 1 else [f"fitness.{i}" for i in range(m)] + ["pareto"]
@@ -116,38 +142,50 @@ def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator
         + (con_cols + ["feasible"] if n_constraints else [])
         + TAIL_COLUMNS
     )
-    front = _pareto_pass(store, info.id, weights) if m > 1 else {}
-    no_fitness = [None] * m
-    no_metrics = [None] * len(metric_names)
-    empty: dict[str, Any] = {}
+    return Layout(
+        columns=columns,
+        weights=weights,
+        first_params=first,
+        param_cols=param_cols,
+        plan=_param_plan(first) if param_cols else None,
+        metric_names=metric_names,
+        n_constraints=n_constraints,
+        front=_pareto_pass(store, info.id, weights) if m > 1 else {},
+    )
 
-    def rows() -> Iterator[list[Any]]:
-        for (g, i, status, attempts, t0, t1, error, fit, par, met, host, worker, seq,
-             con) in scan(info.id, _SCANNED):
-            row = [g, i, status, attempts, round(t1 - t0, 6), error]
-            row += no_fitness if fit is None else loads(fit)
-            if m > 1:
-                ok = status == "ok"
-                # evaluations recorded after the first pass (a live run) are left unmarked
-                mark = front.get((g, i)) if ok else None
-                if ok and con is not None and not all(c <= 0 for c in loads(con)):
-                    mark = 0  # the front is the front of the feasible evaluations
-                row.append(mark)
-            row += _param_cells(loads(par), plan, param_cols)
-            if metric_names:
-                metrics = empty if met == "{}" else loads(met)
-                if metrics:
-                    row += [_cell(metrics.get(k)) for k in metric_names]
-                else:
-                    row += no_metrics
-            if n_constraints:
-                values = [] if con is None else loads(con)
-                row += values + [None] * (n_constraints - len(values))
-                row.append(None if con is None else int(all(c <= 0 for c in values)))
-            row += (t0, t1, host, worker, seq)
-            yield row
 
-    return columns, rows()
+def decode_row(raw: tuple[Any, ...], lay: Layout) -> list[Any]:
+    """One export row from the stored columns ``SCANNED`` (prefixed by generation, idx)."""
+    loads = json.loads
+    g, i, status, attempts, t0, t1, error, fit, par, met, host, worker, seq, con = raw
+    m = len(lay.weights)
+    row = [g, i, status, attempts, round(t1 - t0, 6), error]
+    row += [None] * m if fit is None else loads(fit)
+    if m > 1:
+        ok = status == "ok"
+        # evaluations recorded after the first pass (a live run) are left unmarked
+        mark = lay.front.get((g, i)) if ok else None
+        if ok and con is not None and not all(c <= 0 for c in loads(con)):
+            mark = 0  # the front is the front of the feasible evaluations
+        row.append(mark)
+    row += _param_cells(loads(par), lay.plan, lay.param_cols)
+    if lay.metric_names:
+        metrics = {} if met == "{}" else loads(met)
+        row += [_cell(metrics.get(k)) for k in lay.metric_names]
+    if lay.n_constraints:
+        values = [] if con is None else loads(con)
+        row += values + [None] * (lay.n_constraints - len(values))
+        row.append(None if con is None else int(all(c <= 0 for c in values)))
+    row += (t0, t1, host, worker, seq)
+    return row
+
+
+def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator[list[Any]]]:
+    """The column names and an iterator of rows, streamed from the store a page at a time
+    (memory constant in the number of evaluations)."""
+    lay = export_layout(store, info)
+    scan = store.scan_evaluations(info.id, SCANNED)  # type: ignore[attr-defined]
+    return lay.columns, (decode_row(raw, lay) for raw in scan)
 
 
 def _pareto_pass(store: Store, exp_id: int, weights: list[float]) -> dict[tuple[int, int], int]:
@@ -174,6 +212,9 @@ def _pareto_front(
     """(generation, index) -> 1 if non-dominated (weighted fitness, larger is better), else 0."""
     if not keys:
         return {}
+    from metaloop.optimizers.pareto import non_dominated_mask  # (numpy, only here)
+    from metaloop.scoring import weighted_fitness
+
     F = weighted_fitness(fits, weights)
     mask = non_dominated_mask(F)
     return {k: int(v) for k, v in zip(keys, mask, strict=True)}
@@ -211,21 +252,24 @@ def write_csv(columns: list[str], rows: Iterator[list[Any]], out: IO[str]) -> in
 _STRICT = json.JSONEncoder(allow_nan=False)
 
 
+def json_record(columns: list[str], row: list[Any]) -> str:
+    """One row as a JSON object; non-finite numbers become ``null``.  A row of plain values
+    is encoded as it is; one that the strict encoder refuses (a non-finite number, a value
+    that is not plain JSON) goes through ``to_jsonable`` first."""
+    record = dict(zip(columns, row))
+    try:
+        return _STRICT.encode(record)
+    except (ValueError, TypeError):
+        return json.dumps(to_jsonable(record, nonfinite="null"))
+
+
 def write_json(columns: list[str], rows: Iterator[list[Any]], out: IO[str]) -> int:
-    """Rows as a JSON array of objects, one per line; non-finite numbers become ``null``.
-    A row of plain values is encoded as it is; one that the strict encoder refuses (a
-    non-finite number, a value that is not plain JSON) goes through ``to_jsonable`` first."""
-    encode = _STRICT.encode
+    """Rows as a JSON array of objects, one per line (:func:`json_record`)."""
     write = out.write
     write("[")
     n = 0
     for row in rows:
-        record = dict(zip(columns, row))
-        try:
-            text = encode(record)
-        except (ValueError, TypeError):
-            text = json.dumps(to_jsonable(record, nonfinite="null"))
-        write(("," if n else "") + "\n" + text)
+        write(("," if n else "") + "\n" + json_record(columns, row))
         n += 1
     write("\n]\n")
     return n
