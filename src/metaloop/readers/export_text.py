@@ -29,9 +29,11 @@ from typing import IO, Any
 
 from metaloop.readers.export import SCANNED, Layout, decode_row, export_layout, json_record
 from metaloop.store.base import ExperimentInfo, Store
+from metaloop.store.scan import UNIT
 
-#: a number as Python's ``repr`` (and ``json``) writes it
-NUMBER = r"-?\d+(?:\.\d+)?(?:e[-+]\d+)?"
+#: a number of valid JSON (the only tokens that start with a digit or "-" and a digit; NaN
+#: and the infinities do not), up to the comma, bracket or brace after it
+NUMBER = r"-?[0-9][^,\]}]*"
 #: a JSON string token without escapes, commas or quotes: its inside is its CSV cell
 CSV_STRING = r'"([^"\\,]*)"'
 #: any JSON string token (kept as it is in JSON output)
@@ -42,6 +44,9 @@ LITERALS = {"true": "True", "false": "False", "null": ""}
 UNSAFE = re.compile(r'[,"\r\n]')
 #: rows written at a time
 CHUNK = 2000
+#: ``SCANNED`` with params and metrics as one text
+FAST_SCANNED = [c for c in SCANNED if c != "metrics"]
+FAST_SCANNED[FAST_SCANNED.index("params")] = "params_metrics"
 
 
 def _kind(value: Any) -> str | None:
@@ -89,40 +94,39 @@ def _object_pattern(obj: dict[str, Any], csv_out: bool) -> tuple[re.Pattern[str]
 
 
 class _Shapes:
-    """The patterns of one export: params and metrics as the first rows have them."""
+    """The patterns of one export, over a row's ``params UNIT metrics`` text: params as
+    the first row has them, metrics as the first row with metrics has them or empty."""
 
     def __init__(self, store: Store, info: ExperimentInfo, lay: Layout, csv_out: bool):
-        self.params: re.Pattern[str] | None = None
-        self.metrics: re.Pattern[str] | None = None
+        self.full: re.Pattern[str] | None = None  # params and metrics
+        self.bare: re.Pattern[str] | None = None  # params and no metrics
         self.literals: list[int] = []
-        self.n_params = len(lay.param_cols)
-        try:
-            self.params, lits = _object_pattern(lay.first_params, csv_out)
-            self.literals += lits
-            if lay.metric_names:
-                sample = _metrics_sample(store, info, lay)
-                if sample is not None:
-                    self.metrics, lits = _object_pattern(sample, csv_out)
-                    self.literals += [self.n_params + j for j in lits]
-        except ValueError:
-            self.params = None
         self.no_metrics = ("" if csv_out else "null",) * len(lay.metric_names)
+        try:
+            params, self.literals = _object_pattern(lay.first_params, csv_out)
+        except ValueError:
+            return
+        self.bare = re.compile(params.pattern + UNIT + r"\{\}")
+        sample = _metrics_sample(store, info, lay) if lay.metric_names else None
+        if sample is not None:
+            try:
+                metrics, lits = _object_pattern(sample, csv_out)
+            except ValueError:
+                return
+            self.full = re.compile(params.pattern + UNIT + metrics.pattern)
+            self.literals += [len(lay.param_cols) + j for j in lits]
 
-    def cells(self, par: str, met: str) -> tuple[str, ...] | None:
-        """The param and metric cells of a row from their text; None: decode the row."""
-        if self.params is None:
-            return None
-        p = self.params.fullmatch(par)
-        if p is None:
-            return None
-        if self.no_metrics and met != "{}":
-            if self.metrics is None:
-                return None
-            q = self.metrics.fullmatch(met)
-            if q is None:
-                return None
-            return p.groups() + q.groups()
-        return p.groups() + self.no_metrics
+    def cells(self, pm: str) -> tuple[str, ...] | None:
+        """The param and metric cells of a row from its text; None: decode the row."""
+        if self.full is not None:
+            found = self.full.fullmatch(pm)
+            if found is not None:
+                return found.groups()
+        if self.bare is not None:
+            found = self.bare.fullmatch(pm)
+            if found is not None:
+                return found.groups() + self.no_metrics
+        return None
 
 
 def _metrics_sample(store: Store, info: ExperimentInfo, lay: Layout) -> dict[str, Any] | None:
@@ -141,7 +145,7 @@ def write_export(store: Store, info: ExperimentInfo, fmt: str, out: IO[str]) -> 
     fast = len(lay.weights) == 1 and not lay.n_constraints
     csv_out = fmt == "csv"
     shapes = _Shapes(store, info, lay, csv_out) if fast else None
-    rows = store.scan_evaluations(info.id, SCANNED)  # type: ignore[attr-defined]
+    rows = store.scan_evaluations(info.id, FAST_SCANNED)  # type: ignore[attr-defined]
     lines = _csv_lines(lay, rows, shapes) if csv_out else _json_lines(lay, rows, shapes)
     n = 0
     if csv_out:
@@ -185,29 +189,39 @@ def _csv_line(row: list[Any]) -> str:
     return buf.getvalue()
 
 
+def _decode(raw: tuple[Any, ...], lay: Layout) -> list[Any]:
+    """:func:`decode_row` of a row scanned as ``FAST_SCANNED``."""
+    par, met = raw[8].split(UNIT, 1)
+    return decode_row((*raw[:8], par, met, *raw[9:]), lay)
+
+
 def _csv_lines(
     lay: Layout, rows: Iterator[tuple[Any, ...]], shapes: _Shapes | None
 ) -> Iterator[str]:
-    width = len(lay.columns)
-    template = ",".join(["%s"] * width) + "\r\n"
     literals = shapes.literals if shapes is not None else []
+    safe: set[str] = set()  # hosts and workers seen to need no quoting
+    join = ",".join
     for raw in rows:
-        g, i, status, attempts, t0, t1, error, fit, par, met, host, worker, seq, _con = raw
+        g, i, status, attempts, t0, t1, error, fit, pm, host, worker, seq, _con = raw
         cells = None
         if shapes is not None and (error is None or not UNSAFE.search(error)):
-            if not (UNSAFE.search(host) or UNSAFE.search(worker)):
-                cells = shapes.cells(par, met)
+            if host in safe or not UNSAFE.search(host):
+                safe.add(host)
+                if worker in safe or not UNSAFE.search(worker):
+                    safe.add(worker)
+                    cells = shapes.cells(pm)
         if cells is None or (fit is not None and not _plain_fitness(fit)):
-            yield _csv_line(decode_row(raw, lay))
+            yield _csv_line(_decode(raw, lay))
             continue
         if literals:  # (a metric's is "" in a row without metrics)
             cells = list(cells)
             for j in literals:
                 cells[j] = LITERALS.get(cells[j], cells[j])
-        yield template % (
-            g, i, status, attempts, round(t1 - t0, 6), "" if error is None else error,
-            "" if fit is None else fit[1:-1], *cells, t0, t1, host, worker,
-            "" if seq is None else seq,
+        # (floats as their repr, None as an empty cell: what the csv module writes)
+        yield (
+            f"{g},{i},{status},{attempts},{round(t1 - t0, 6)!r},{'' if error is None else error},"
+            f"{'' if fit is None else fit[1:-1]},{join(cells)}{',' if cells else ''}"
+            f"{t0!r},{t1!r},{host},{worker},{'' if seq is None else seq}\r\n"
         )
 
 
@@ -217,10 +231,10 @@ def _json_lines(
     keys = [json.dumps(c).replace("%", "%%") for c in lay.columns]
     template = "\n{" + ", ".join(f"{k}: %s" for k in keys) + "}"
     for raw in rows:
-        g, i, status, attempts, t0, t1, error, fit, par, met, host, worker, seq, _con = raw
-        cells = shapes.cells(par, met) if shapes is not None else None
+        g, i, status, attempts, t0, t1, error, fit, pm, host, worker, seq, _con = raw
+        cells = shapes.cells(pm) if shapes is not None else None
         if cells is None or (fit is not None and not _plain_fitness(fit)) or (t1 - t0) * 0:
-            yield "\n" + json_record(lay.columns, decode_row(raw, lay))
+            yield "\n" + json_record(lay.columns, _decode(raw, lay))
             continue
         yield template % (
             g, i, json_str(status), attempts, round(t1 - t0, 6),

@@ -19,6 +19,11 @@ SCAN_COLUMNS = frozenset(
     "generation idx status attempts fitness score params metrics error started finished "
     "host worker outputs seq constraints violation".split()
 )
+#: the separator of ``params_metrics`` (JSON text holds no raw control character)
+UNIT = "\x1f"
+#: expressions a scan may select besides the columns: ``params_metrics`` is the params and
+#: the metrics text in one string, separated by ``UNIT`` (one value to fetch and match)
+SCAN_EXPRESSIONS = {"params_metrics": "params || {char}(31) || metrics"}
 #: rows fetched per query of a scan
 PAGE = 5000
 
@@ -29,6 +34,8 @@ class ScanMixin:
 
     _lock: Any
     _execute: Any
+    #: the dialect's function from a code point to a character
+    CHAR_FUNCTION = "chr"
     #: a dialect's query of the distinct metric-key lists (JSON arrays of the keys of one
     #: row's metrics) in order of first appearance, or None: decoded in Python
     METRIC_KEYS_SQL: str | None = None
@@ -37,22 +44,26 @@ class ScanMixin:
         self, exp_id: int, columns: Sequence[str], where: str = ""
     ) -> Iterator[tuple[Any, ...]]:
         """``(generation, idx, *columns)`` of each evaluation as stored (JSON columns as
-        text), in ``(generation, idx)`` order, a page of ``PAGE`` rows at a time; ``where``:
-        an extra condition on fixed columns (no user text)."""
-        unknown = set(columns) - SCAN_COLUMNS
+        text; a name of ``SCAN_EXPRESSIONS`` selects that expression), in ``(generation,
+        idx)`` order, a page of ``PAGE`` rows at a time; ``where``: an extra condition on
+        fixed columns (no user text)."""
+        unknown = set(columns) - SCAN_COLUMNS - set(SCAN_EXPRESSIONS)
         if unknown:
             raise ValueError(f"columns: unknown evaluations column {sorted(unknown)[0]!r}")
-        select = ", ".join(["generation", "idx", *columns])
+        exprs = [
+            SCAN_EXPRESSIONS[c].format(char=self.CHAR_FUNCTION) if c in SCAN_EXPRESSIONS else c
+            for c in columns
+        ]
+        select = ", ".join(["generation", "idx", *exprs])
         extra = f" AND ({where})" if where else ""
         sql = (
             f"SELECT {select} FROM evaluations WHERE exp_id=?{extra} AND "
-            f"(generation > ? OR (generation = ? AND idx > ?)) ORDER BY generation, idx "
-            f"LIMIT {PAGE}"
-        )
+            f"(generation, idx) > (?, ?) ORDER BY generation, idx LIMIT {PAGE}"
+        )  # (a row-value bound: each page starts with one probe of the primary key)
         g, i = -1, -1
         while True:
             with self._lock:
-                rows = self._execute(sql, (exp_id, g, g, i)).fetchall()
+                rows = self._execute(sql, (exp_id, g, i)).fetchall()
             yield from rows
             if len(rows) < PAGE:
                 return

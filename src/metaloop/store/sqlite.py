@@ -151,6 +151,7 @@ class SQLiteStore(SQLStore):
     journal mode; SQLite may add its ``-wal``/``-shm`` side files of a WAL store)."""
 
     BEGIN = "BEGIN IMMEDIATE"
+    CHAR_FUNCTION = "char"
     METRIC_KEYS_SQL = (
         "SELECT ks FROM (SELECT (SELECT json_group_array(key) FROM json_each(e.metrics)) AS ks,"
         " MIN(e.generation * 4294967296 + e.idx) AS first FROM evaluations e"
