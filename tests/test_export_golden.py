@@ -137,14 +137,78 @@ if __name__ == "__main__":  # write the goldens (only with the export code they 
     print(f"wrote {GOLDEN}")
 
 
-def test_metric_names_in_the_database_and_in_python_agree(store_url: str) -> None:
-    """SQLite finds the metric keys with json_each; a dialect without that query (or text
-    SQLite's JSON cannot read: NaN) decodes them in Python, in the same order."""
-    with open_store(store_url, readonly=True) as store:
-        for name, expected in [("late", ["b", "a", "c", "d", "é"]),
-                               ("single", ["loss", "steps", "extra", "hist", "tag"])]:
+TRICKY_METRICS = {  # rows' metrics, and the names (first appearance) they have
+    "nested": ([{"loss": 1, "steps": 2}, {"loss": {"a": 1, "steps": 2}}], ["loss", "steps"]),
+    "extra": ([{"a": 1, "b": 2}, {"a": 1, "b": 2, "c": 3}, {}], ["a", "b", "c"]),
+    "fewer": ([{"a": 1, "b": 2}, {"b": "x,y"}, {"a": [1, 2]}], ["a", "b"]),
+    "string": ([{"a": "x", "b": 1}, {"a": "\",\"c\":", "b": 1}], ["a", "b"]),
+    "order": ([{"a": 1, "b": 2}, {"b": 1, "a": 2, "*?[": 3}], ["a", "b", "*?["]),
+    "same": ([{"k*": 1.5, "é": None}, {}, {"k*": 2, "é": "v"}], ["k*", "é"]),
+    "late": ([{}, {}, {"z": 1}], ["z"]),
+    "none": ([{}, {}], []),
+}
+
+
+def test_metric_names_agree_on_every_path(store_url: str, tmp_path: Path) -> None:
+    """The metric names (in order of first appearance) are the same whether SQLite compares
+    the text with one GLOB pattern, lists the keys with json_each, or Python decodes every
+    row; awkward rows (nested values, extra keys, special characters) included."""
+    url = f"sqlite:///{tmp_path / 'metrics.db'}"
+    with open_store(url) as store:
+        for name, (rows, _) in TRICKY_METRICS.items():
+            exp = store.create_experiment(name, {}, 0).id
+            for i, met in enumerate(rows):
+                store.append(exp, _ev(0, i, {"p": i}, fitness=[0.0], metrics=met), 0.0)
+    cases = [(url, name, names) for name, (_, names) in TRICKY_METRICS.items()]
+    cases += [(store_url, "late", ["b", "a", "c", "d", "é"]),
+              (store_url, "single", ["loss", "steps", "extra", "hist", "tag"])]
+    for where, name, expected in cases:
+        with open_store(where, readonly=True) as store:
             exp_id = store.require_experiment(name).id
-            assert store.metric_names(exp_id) == expected
-            store.METRIC_KEYS_SQL = None
-            assert store.metric_names(exp_id) == expected
-            del store.METRIC_KEYS_SQL
+            assert store.metric_names(exp_id) == expected, name
+            store.GLOB = False  # json_each
+            assert store.metric_names(exp_id) == expected, name
+            store.METRIC_KEYS_SQL = None  # Python
+            assert store.metric_names(exp_id) == expected, name
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_rows_written_from_text_equal_the_decoded_rows(tmp_path: Path, fmt: str) -> None:
+    """``write_export`` writes rows shaped like the first from their stored text; every
+    other row is decoded.  Both give the bytes of the decoded path (``export_rows`` and
+    ``write_csv``/``write_json``, pinned by the goldens above) on a store mixing both."""
+    import io
+    import random
+
+    from metaloop.readers.export import export_rows, write_csv, write_json
+    from metaloop.readers.export_text import write_export
+
+    rnd = random.Random(7)
+    words = ["relu", "a,b", 'q"t', "é", "back\\slash", "", "tab\there", "x y", "nul"]
+    url = f"sqlite:///{tmp_path / 'mix.db'}"
+    with open_store(url) as store:
+        exp = store.create_experiment("mix", {"direction": "minimize"}, 0).id
+        for i in range(300):
+            params = {"x": rnd.uniform(-1e6, 1e6) * 10.0 ** rnd.randint(-300, 300),
+                      "v": [rnd.random(), -rnd.randint(0, 9), 1e16 * rnd.random()],
+                      "s": rnd.choice(words), "b": rnd.random() < 0.5, "z": None, "n": i}
+            if i % 37 == 5:
+                params["z"] = 1.5  # another kind of value than the first row's
+            if i % 41 == 7:
+                params["v"] = [1.0, 2.0]  # another length
+            metrics = rnd.choice([{}, {"m": rnd.random(), "k": "w"},
+                                  {"m": float("nan"), "k": "w"}, {"m": 1, "k": "a,b"}])
+            status = rnd.choice(["ok"] * 8 + ["failed", "timeout"])
+            store.append(exp, _ev(
+                i // 50, i % 50, params, status,
+                fitness=None if status != "ok" else [rnd.gauss(0, 1e3)], metrics=metrics,
+                error=None if status == "ok" else rnd.choice(["boom", "a, b", 'say "x"\n']),
+                host=rnd.choice(["node-1", "node,2", ""]), worker=rnd.choice(["w0", "w 1"]),
+                seq=rnd.choice([i, None])), None)
+        store.flush()
+        info = store.require_experiment("mix")
+        columns, rows = export_rows(store, info)
+        decoded, fast = io.StringIO(newline=""), io.StringIO(newline="")
+        (write_csv if fmt == "csv" else write_json)(columns, rows, decoded)
+        assert write_export(store, info, fmt, fast) == 300
+    assert fast.getvalue() == decoded.getvalue()

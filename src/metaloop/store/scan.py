@@ -36,6 +36,8 @@ class ScanMixin:
     _execute: Any
     #: the dialect's function from a code point to a character
     CHAR_FUNCTION = "chr"
+    #: the dialect has SQLite's ``GLOB``
+    GLOB = False
     #: a dialect's query of the distinct metric-key lists (JSON arrays of the keys of one
     #: row's metrics) in order of first appearance, or None: decoded in Python
     METRIC_KEYS_SQL: str | None = None
@@ -72,6 +74,9 @@ class ScanMixin:
     def metric_names(self, exp_id: int) -> list[str]:
         """Every metric name of an experiment's evaluations, in order of first appearance
         (by ``(generation, idx)``, then by position within a row)."""
+        same = self._same_metric_keys(exp_id)
+        if same is not None:
+            return same
         names: dict[str, None] = {}
         if self.METRIC_KEYS_SQL is not None:
             try:
@@ -87,6 +92,22 @@ class ScanMixin:
             names.update(dict.fromkeys(json.loads(text)))
         return list(names)
 
+    def _same_metric_keys(self, exp_id: int) -> list[str] | None:
+        """The keys of the first non-empty metrics when every row's metrics are ``{}`` or
+        flat objects with exactly those keys in that order (one query that compares text:
+        no container inside, as many commas as separators, the keys where a ``GLOB``
+        pattern puts them); None when not so (or not known: no ``GLOB``)."""
+        if not self.GLOB:
+            return None
+        first = next(iter(self.scan_evaluations(exp_id, ["metrics"], "metrics <> '{}'")), None)
+        if first is None:
+            return []
+        keys = list(json.loads(first[2]))
+        glob = "{" + ",".join(_glob_literal(json.dumps(k)) + ":*" for k in keys) + "}"
+        with self._lock:
+            (odd,) = self._execute(_ODD_METRICS, (exp_id, glob, len(keys) - 1)).fetchone()
+        return keys if odd == 0 else None
+
     def constraint_count(self, exp_id: int) -> int:
         """The largest number of constraint values of an experiment's evaluations (0: none
         returned any).  Constraints are stored as JSON arrays of float reprs, which hold no
@@ -98,3 +119,17 @@ class ScanMixin:
             n = text.count(",") + 1 if text.strip("[] ") else 0
             most = max(most, n)
         return most
+
+
+#: rows whose metrics are not flat objects with the keys of a GLOB pattern (and a count of
+#: commas: one between each two keys, none inside a value)
+_ODD_METRICS = (
+    "SELECT COUNT(*) FROM evaluations WHERE exp_id=? AND metrics <> '{}' AND NOT ("
+    "metrics GLOB ? AND length(metrics) - length(replace(metrics, ',', '')) = ? "
+    "AND instr(substr(metrics, 2), '{') = 0 AND instr(metrics, '[') = 0)"
+)
+
+
+def _glob_literal(text: str) -> str:
+    """``text`` as a GLOB pattern matching only itself."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)

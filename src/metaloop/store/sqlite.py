@@ -152,6 +152,7 @@ class SQLiteStore(SQLStore):
 
     BEGIN = "BEGIN IMMEDIATE"
     CHAR_FUNCTION = "char"
+    GLOB = True
     METRIC_KEYS_SQL = (
         "SELECT ks FROM (SELECT (SELECT json_group_array(key) FROM json_each(e.metrics)) AS ks,"
         " MIN(e.generation * 4294967296 + e.idx) AS first FROM evaluations e"
