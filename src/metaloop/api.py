@@ -296,11 +296,11 @@ def history_frame(name: str, storage: str = DEFAULT_STORAGE) -> Any:
         import pandas as pd
     except ImportError:
         raise ImportError("history_frame needs pandas: pip install 'metaloop[pandas]'") from None
-    from metaloop.readers.export import export_rows
+    from metaloop.readers.export import export_columns
 
     with open_store(storage, readonly=True) as store:
-        columns, rows = export_rows(store, store.require_experiment(name))
-        return pd.DataFrame(list(rows), columns=columns)
+        columns = export_columns(store, store.require_experiment(name))
+    return pd.DataFrame(columns, columns=list(columns))
 
 
 @overload

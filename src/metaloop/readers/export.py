@@ -156,28 +156,59 @@ def export_layout(store: Store, info: ExperimentInfo) -> Layout:
 
 def decode_row(raw: tuple[Any, ...], lay: Layout) -> list[Any]:
     """One export row from the stored columns ``SCANNED`` (prefixed by generation, idx)."""
-    loads = json.loads
-    g, i, status, attempts, t0, t1, error, fit, par, met, host, worker, seq, con = raw
+    return decode_page([raw], lay)[0]
+
+
+def decode_page(raws: list[tuple[Any, ...]], lay: Layout) -> list[list[Any]]:
+    """Export rows from stored rows (``SCANNED``, prefixed by generation, idx); each JSON
+    column of the page is decoded by one ``json.loads`` of all its texts at once."""
+    fits = _loads_all([r[7] for r in raws])
+    pars = _loads_all([r[8] for r in raws])
+    mets = _loads_all([r[9] for r in raws]) if lay.metric_names else None
+    cons = _loads_all([r[13] for r in raws]) if lay.n_constraints or len(lay.weights) > 1 else None
     m = len(lay.weights)
-    row = [g, i, status, attempts, round(t1 - t0, 6), error]
-    row += [None] * m if fit is None else loads(fit)
-    if m > 1:
-        ok = status == "ok"
-        # evaluations recorded after the first pass (a live run) are left unmarked
-        mark = lay.front.get((g, i)) if ok else None
-        if ok and con is not None and not all(c <= 0 for c in loads(con)):
-            mark = 0  # the front is the front of the feasible evaluations
-        row.append(mark)
-    row += _param_cells(loads(par), lay.plan, lay.param_cols)
-    if lay.metric_names:
-        metrics = {} if met == "{}" else loads(met)
-        row += [_cell(metrics.get(k)) for k in lay.metric_names]
-    if lay.n_constraints:
-        values = [] if con is None else loads(con)
-        row += values + [None] * (lay.n_constraints - len(values))
-        row.append(None if con is None else int(all(c <= 0 for c in values)))
-    row += (t0, t1, host, worker, seq)
-    return row
+    no_fitness = [None] * m
+    out = []
+    for j, (g, i, status, attempts, t0, t1, error, _f, _p, _m, host, worker, seq, con) in (
+        enumerate(raws)
+    ):
+        row = [g, i, status, attempts, round(t1 - t0, 6), error]
+        fit = fits[j]
+        row += no_fitness if fit is None else fit
+        if m > 1:
+            ok = status == "ok"
+            # evaluations recorded after the first pass (a live run) are left unmarked
+            mark = lay.front.get((g, i)) if ok else None
+            if ok and con is not None and not all(c <= 0 for c in cons[j]):  # type: ignore[index]
+                mark = 0  # the front is the front of the feasible evaluations
+            row.append(mark)
+        row += _param_cells(pars[j], lay.plan, lay.param_cols)
+        if mets is not None:
+            metrics = mets[j]
+            row += [_cell(metrics.get(k)) for k in lay.metric_names]
+        if lay.n_constraints:
+            values = [] if con is None else cons[j]  # type: ignore[index]
+            row += values + [None] * (lay.n_constraints - len(values))
+            row.append(None if con is None else int(all(c <= 0 for c in values)))
+        row += (t0, t1, host, worker, seq)
+        out.append(row)
+    return out
+
+
+def _loads_all(texts: list[str | None]) -> list[Any]:
+    """``json.loads`` of each text (None for None), in one call."""
+    return json.loads("[" + ",".join(["null" if t is None else t for t in texts]) + "]")
+
+
+def _pages(rows: Iterator[tuple[Any, ...]], size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
+    page: list[tuple[Any, ...]] = []
+    for row in rows:
+        page.append(row)
+        if len(page) == size:
+            yield page
+            page = []
+    if page:
+        yield page
 
 
 def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator[list[Any]]]:
@@ -185,7 +216,17 @@ def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator
     (memory constant in the number of evaluations)."""
     lay = export_layout(store, info)
     scan = store.scan_evaluations(info.id, SCANNED)  # type: ignore[attr-defined]
-    return lay.columns, (decode_row(raw, lay) for raw in scan)
+    return lay.columns, (row for page in _pages(scan) for row in decode_page(page, lay))
+
+
+def export_columns(store: Store, info: ExperimentInfo) -> dict[str, list[Any]]:
+    """The export as one list per column (what a DataFrame is built from)."""
+    lay = export_layout(store, info)
+    columns: list[list[Any]] = [[] for _ in lay.columns]
+    for page in _pages(store.scan_evaluations(info.id, SCANNED)):  # type: ignore[attr-defined]
+        for column, values in zip(columns, zip(*decode_page(page, lay))):
+            column.extend(values)
+    return dict(zip(lay.columns, columns))
 
 
 def _pareto_pass(store: Store, exp_id: int, weights: list[float]) -> dict[tuple[int, int], int]:
