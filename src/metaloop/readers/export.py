@@ -220,13 +220,57 @@ def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator
 
 
 def export_columns(store: Store, info: ExperimentInfo) -> dict[str, list[Any]]:
-    """The export as one list per column (what a DataFrame is built from)."""
+    """The export as one list per column (what a DataFrame is built from): the rows of
+    :func:`export_rows`, decoded a page and a column at a time."""
     lay = export_layout(store, info)
     columns: list[list[Any]] = [[] for _ in lay.columns]
     for page in _pages(store.scan_evaluations(info.id, SCANNED)):  # type: ignore[attr-defined]
-        for column, values in zip(columns, zip(*decode_page(page, lay))):
+        page_columns = _page_columns(page, lay)
+        if page_columns is None:  # not every row has the first row's shape: row by row
+            page_columns = list(zip(*decode_page(page, lay)))
+        for column, values in zip(columns, page_columns):
             column.extend(values)
     return dict(zip(lay.columns, columns))
+
+
+def _page_columns(raws: list[tuple[Any, ...]], lay: Layout) -> list[Any] | None:
+    """The export columns of a page whose rows all have the first row's shape (one
+    objective, no constraints, the params of the first row's names and sizes); None for
+    any other page."""
+    if len(lay.weights) > 1 or lay.n_constraints or lay.plan is None:
+        return None
+    g, i, status, attempts, t0, t1, error, fit, par, met, host, worker, seq, _con = zip(*raws)
+    fits = _loads_all(list(fit))
+    if any(f is not None and len(f) != 1 for f in fits):
+        return None
+    pars = _loads_all(list(par))
+    if any(len(d) != len(lay.plan) for d in pars):
+        return None
+    params: list[Any] = []
+    for name, size in lay.plan:
+        values = [d.get(name, _Irregular) for d in pars]
+        if size is None:
+            if any(v is _Irregular or type(v) is list for v in values):
+                return None
+            params.append(values)
+            continue
+        if not all(type(v) is list and len(v) == size and list not in map(type, v)
+                   for v in values):
+            return None
+        params += [[v[j] for v in values] for j in range(size)]
+    metrics: list[Any] = []
+    if lay.metric_names:
+        mets = _loads_all(list(met))
+        for name in lay.metric_names:
+            values = [d.get(name) for d in mets]
+            if any(type(v) in (dict, list) for v in values):
+                values = [_cell(v) for v in values]
+            metrics.append(values)
+    return [
+        g, i, status, attempts, [round(b - a, 6) for a, b in zip(t0, t1)], error,
+        [None if f is None else f[0] for f in fits], *params, *metrics, t0, t1, host, worker,
+        seq,
+    ]
 
 
 def _pareto_pass(store: Store, exp_id: int, weights: list[float]) -> dict[tuple[int, int], int]:
