@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from services import need_module
 
 from metaloop.api import export
 from metaloop.records import Evaluation, Status
@@ -107,8 +108,6 @@ def test_export_to_stdout_is_byte_identical(store_url: str, fmt: str) -> None:
 
 
 def test_history_frame_has_the_export_columns_and_values(store_url: str) -> None:
-    from services import need_module
-
     pd = need_module("pandas")
     from metaloop.api import history_frame
 
@@ -172,20 +171,14 @@ def test_metric_names_agree_on_every_path(store_url: str, tmp_path: Path) -> Non
             assert store.metric_names(exp_id) == expected, name
 
 
-@pytest.mark.parametrize("fmt", ["csv", "json"])
-def test_rows_written_from_text_equal_the_decoded_rows(tmp_path: Path, fmt: str) -> None:
-    """``write_export`` writes rows shaped like the first from their stored text; every
-    other row is decoded.  Both give the bytes of the decoded path (``export_rows`` and
-    ``write_csv``/``write_json``, pinned by the goldens above) on a store mixing both."""
-    import io
+def mixed_store(path: Path) -> str:
+    """300 evaluations, most shaped like the first, many not (another kind or length of a
+    param, NaN or awkward metrics, errors and hosts that need quoting, escaped strings)."""
     import random
-
-    from metaloop.readers.export import export_rows, write_csv, write_json
-    from metaloop.readers.export_text import write_export
 
     rnd = random.Random(7)
     words = ["relu", "a,b", 'q"t', "é", "back\\slash", "", "tab\there", "x y", "nul"]
-    url = f"sqlite:///{tmp_path / 'mix.db'}"
+    url = f"sqlite:///{path}"
     with open_store(url) as store:
         exp = store.create_experiment("mix", {"direction": "minimize"}, 0).id
         for i in range(300):
@@ -205,10 +198,40 @@ def test_rows_written_from_text_equal_the_decoded_rows(tmp_path: Path, fmt: str)
                 error=None if status == "ok" else rnd.choice(["boom", "a, b", 'say "x"\n']),
                 host=rnd.choice(["node-1", "node,2", ""]), worker=rnd.choice(["w0", "w 1"]),
                 seq=rnd.choice([i, None])), None)
-        store.flush()
+    return url
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_rows_written_from_text_equal_the_decoded_rows(tmp_path: Path, fmt: str) -> None:
+    """``write_export`` writes rows shaped like the first from their stored text; every
+    other row is decoded.  Both give the bytes of the decoded path (``export_rows`` and
+    ``write_csv``/``write_json``, pinned by the goldens above) on a store mixing both."""
+    import io
+
+    from metaloop.readers.export import export_rows, write_csv, write_json
+    from metaloop.readers.export_text import write_export
+
+    with open_store(mixed_store(tmp_path / "mix.db"), readonly=True) as store:
         info = store.require_experiment("mix")
         columns, rows = export_rows(store, info)
         decoded, fast = io.StringIO(newline=""), io.StringIO(newline="")
         (write_csv if fmt == "csv" else write_json)(columns, rows, decoded)
         assert write_export(store, info, fmt, fast) == 300
     assert fast.getvalue() == decoded.getvalue()
+
+
+@pytest.mark.parametrize("name", ["mix", "single", "multi", "late"])
+def test_history_frame_by_columns_equals_the_frame_of_the_rows(
+    store_url: str, tmp_path: Path, name: str
+) -> None:
+    """``history_frame`` decodes a page a column at a time where every row has the first
+    row's shape, row by row elsewhere: the frame is the one built from ``export_rows``."""
+    pd = need_module("pandas")
+    from metaloop.api import history_frame
+    from metaloop.readers.export import export_rows
+
+    url = mixed_store(tmp_path / "mix.db") if name == "mix" else store_url
+    with open_store(url, readonly=True) as store:
+        columns, rows = export_rows(store, store.require_experiment(name))
+        expected = pd.DataFrame(list(rows), columns=columns)
+    pd.testing.assert_frame_equal(history_frame(name, url), expected)
