@@ -9,12 +9,14 @@ shows what is left after the interpreter's own start (``- pass``).
 
     python benchmarks/startup.py               # 15 runs each
     python benchmarks/startup.py --repeat 31
+    python benchmarks/startup.py --before /tmp/before/src   # and the code before the change
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
 import subprocess
 import sys
@@ -40,6 +42,8 @@ def small_store(path: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--before", metavar="SRC",
+                    help="also time another checkout's src/ (e.g. the code before the change)")
     args = ap.parse_args()
     py = sys.executable
     with tempfile.TemporaryDirectory() as d:
@@ -53,6 +57,13 @@ def main() -> None:
                                        "--json"],
             "python -c 'import metaloop.api'": [py, "-c", "import metaloop.api"],
         }
+        envs = {name: None for name in commands}
+        if args.before:
+            before = {**os.environ, "PYTHONPATH": str(Path(args.before).resolve())}
+            for name in ("metaloop --help", "metaloop status", "metaloop status --json",
+                         "python -c 'import metaloop.api'"):
+                commands[f"before: {name}"] = commands[name]
+                envs[f"before: {name}"] = before
         if importlib.util.find_spec("optuna") is None:
             print("(optuna is not installed: no baseline row; pip install optuna)")
             del commands["python -c 'import optuna'"]
@@ -60,7 +71,7 @@ def main() -> None:
         for _ in range(args.repeat):
             for name, cmd in commands.items():
                 t0 = time.perf_counter()
-                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=envs.get(name))
                 times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     base = med["python -c pass"]
