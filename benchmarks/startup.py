@@ -77,10 +77,10 @@ def main() -> None:
     base = med["python -c pass"]
     optuna = med.get("python -c 'import optuna'")
     print(f"median of {args.repeat} runs, {sys.version.split()[0]}")
-    print(f"{'command':34s} {'ms':>6s} {'- pass':>7s} {'x optuna':>9s}")
+    print(f"{'command':42s} {'ms':>6s} {'- pass':>7s} {'x optuna':>9s}")
     for name, t in med.items():
         ratio = f"{t / optuna:9.2f}" if optuna else ""
-        print(f"{name:34s} {1000 * t:6.0f} {1000 * (t - base):7.0f} {ratio}")
+        print(f"{name:42s} {1000 * t:6.0f} {1000 * (t - base):7.0f} {ratio}")
 
 
 if __name__ == "__main__":
