@@ -35,9 +35,10 @@ def _ev(g: int, i: int, params: dict, status: str = "ok", fitness=None, **kw) ->
     )
 
 
-def build_store(path: Path) -> str:
-    """The store the goldens describe (every value fixed, so the export is too)."""
-    url = f"sqlite:///{path}"
+def build_store(where: Path | str) -> str:
+    """The store the goldens describe (every value fixed, so the export is too), in an
+    SQLite file at a path or at a store URL."""
+    url = where if isinstance(where, str) else f"sqlite:///{where}"
     with open_store(url) as store:
         single = store.create_experiment("single", {"direction": "minimize"}, 1).id
         rows = [
