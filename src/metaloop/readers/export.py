@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import csv
 import json
+import operator
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from typing import IO, Any
 
 from metaloop.jsonable import to_jsonable
@@ -236,41 +238,52 @@ def export_columns(store: Store, info: ExperimentInfo) -> dict[str, list[Any]]:
 def _page_columns(raws: list[tuple[Any, ...]], lay: Layout) -> list[Any] | None:
     """The export columns of a page whose rows all have the first row's shape (one
     objective, no constraints, the params of the first row's names and sizes); None for
-    any other page."""
+    any other page.  (The checks are on sets of types and lengths: loops in C.)"""
     if len(lay.weights) > 1 or lay.n_constraints or lay.plan is None:
         return None
     g, i, status, attempts, t0, t1, error, fit, par, met, host, worker, seq, _con = zip(*raws)
     fits = _loads_all(list(fit))
-    if any(f is not None and len(f) != 1 for f in fits):
+    if not set(map(len, [f for f in fits if f is not None])) <= {1}:
         return None
     pars = _loads_all(list(par))
-    if any(len(d) != len(lay.plan) for d in pars):
+    if set(map(len, pars)) != {len(lay.plan)}:
         return None
     params: list[Any] = []
     for name, size in lay.plan:
-        values = [d.get(name, _Irregular) for d in pars]
+        values = [d.get(name, _MISSING) for d in pars]
         if size is None:
-            if any(v is _Irregular or type(v) is list for v in values):
+            if not _SCALARS.isdisjoint(map(type, values)):
                 return None
             params.append(values)
             continue
-        if not all(type(v) is list and len(v) == size and list not in map(type, v)
-                   for v in values):
+        if set(map(type, values)) != {list} or set(map(len, values)) != {size}:
             return None
-        params += [[v[j] for v in values] for j in range(size)]
+        items = [[v[j] for v in values] for j in range(size)]
+        if any(list in set(map(type, column)) for column in items):
+            return None
+        params += items
     metrics: list[Any] = []
     if lay.metric_names:
         mets = _loads_all(list(met))
         for name in lay.metric_names:
             values = [d.get(name) for d in mets]
-            if any(type(v) in (dict, list) for v in values):
+            if not _CONTAINERS.isdisjoint(map(type, values)):
                 values = [_cell(v) for v in values]
             metrics.append(values)
     return [
-        g, i, status, attempts, [round(b - a, 6) for a, b in zip(t0, t1)], error,
+        g, i, status, attempts, list(map(round, map(operator.sub, t1, t0), repeat(6))), error,
         [None if f is None else f[0] for f in fits], *params, *metrics, t0, t1, host, worker,
         seq,
     ]
+
+
+class _Missing:
+    """A parameter a row lacks."""
+
+
+_MISSING = _Missing()
+_SCALARS = frozenset({list, _Missing})  # what a scalar parameter's column may not hold
+_CONTAINERS = frozenset({dict, list})
 
 
 def _pareto_pass(store: Store, exp_id: int, weights: list[float]) -> dict[tuple[int, int], int]:
