@@ -17,7 +17,7 @@ as well (e.g. the code before this change, ``git worktree add /tmp/before ee99eb
 
     python benchmarks/export_speed.py                          # 10^5 rows; status on 10^6
     python benchmarks/export_speed.py --before /tmp/before/src
-    python benchmarks/export_speed.py --evaluations 1000000 --repeat 1 --skip-status
+    python benchmarks/export_speed.py --evaluations 1000000 --repeat 3 --skip-status --skip-frame
 """
 
 from __future__ import annotations
@@ -165,6 +165,7 @@ def main() -> None:
     ap.add_argument("--status-evaluations", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--skip-status", action="store_true")
+    ap.add_argument("--skip-frame", action="store_true", help="no history_frame rows")
     ap.add_argument("--before", metavar="SRC",
                     help="also time another checkout's src/ (e.g. the code before the change)")
     args = ap.parse_args()
@@ -192,7 +193,8 @@ def main() -> None:
                 cases[name] = timed([*METALOOP, *export], env)
                 if not tag:
                     notes[name] = f"peak RSS {peak_rss(export) / 1e6:.0f} MB"
-            cases[f"{tag}history_frame()"] = lambda env=env: frame_time(url, env)
+            if not args.skip_frame:
+                cases[f"{tag}history_frame()"] = lambda env=env: frame_time(url, env)
         med = measure(cases, args.repeat)
         base = med[next(iter(med))]
         print(f"\n{args.evaluations} evaluations, median of {args.repeat}")
