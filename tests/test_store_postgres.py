@@ -784,3 +784,23 @@ def test_completion_order_round_trips_and_old_stores_gain_it(store_url: str) -> 
         store.flush()
         old = [] if store_url.startswith("postgresql") else [0, 1, 2]  # dropped with the column
         assert [x.seq for x in store.evaluations_in_order(info.id)] == [*old, 3]
+
+
+def test_export_and_history_from_postgres_are_those_from_sqlite(pg_url: str, tmp_path: Path):
+    """The golden store built on PostgreSQL exports the golden bytes (raw page scans, metric
+    names decoded in Python: no GLOB, no json_each), and status counts alike."""
+    from test_export_golden import GOLDEN, NAMES, build_store
+
+    from metaloop.api import experiments, export
+
+    build_store(pg_url)
+    sqlite_url = build_store(tmp_path / "golden.db")
+    for name in NAMES:
+        for fmt in ("csv", "json"):
+            out = tmp_path / f"{name}.{fmt}"
+            export(name, out, storage=pg_url, fmt=fmt)
+            assert out.read_bytes() == (GOLDEN / f"{name}.{fmt}").read_bytes(), (name, fmt)
+    counts = [[(i.name, i.n_evaluations, i.n_failed, i.generation, i.best_fitness)
+               for i in experiments(url)] for url in (pg_url, sqlite_url)]
+    assert counts[0] == counts[1]
+    assert counts[0][0] == ("single", 6, 2, 2, (-1e-07,))

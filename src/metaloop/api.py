@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 from pathlib import Path
@@ -246,22 +245,14 @@ def experiments(storage: str = DEFAULT_STORAGE) -> list[ExperimentInfo]:
 
 
 def export(name: str, path: str | Path, storage: str = DEFAULT_STORAGE, fmt: str = "csv") -> int:
-    """Write one row per evaluation to ``path`` as CSV or JSON (``metaloop export``)."""
-    from metaloop.readers.export import export_rows, write_csv, write_json
+    """Write one row per evaluation to ``path`` as CSV or JSON (``metaloop export``),
+    streamed from the store (memory constant in the number of evaluations)."""
+    from metaloop.readers.export_text import export_file
 
-    writer = {"csv": write_csv, "json": write_json}.get(fmt)
-    if writer is None:
+    if fmt not in ("csv", "json"):
         raise ValueError(f"fmt: expected 'csv' or 'json', got {fmt!r}")
     with open_store(storage, readonly=True) as store:
-        columns, rows = export_rows(store, store.require_experiment(name))
-        tmp = Path(f"{path}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "w", newline="") as out:
-                n = writer(columns, rows, out)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-    return n
+        return export_file(store, store.require_experiment(name), fmt, path)
 
 
 def plot(name: str, path: str | Path, storage: str = DEFAULT_STORAGE) -> None:
@@ -317,11 +308,11 @@ def history_frame(name: str, storage: str = DEFAULT_STORAGE) -> Any:
         import pandas as pd
     except ImportError:
         raise ImportError("history_frame needs pandas: pip install 'metaloop[pandas]'") from None
-    from metaloop.readers.export import export_rows
+    from metaloop.readers.export import export_columns
 
     with open_store(storage, readonly=True) as store:
-        columns, rows = export_rows(store, store.require_experiment(name))
-        return pd.DataFrame(list(rows), columns=columns)
+        columns = export_columns(store, store.require_experiment(name))
+    return pd.DataFrame(columns, columns=list(columns))
 
 
 @overload

@@ -26,8 +26,8 @@ from metaloop.executors import EXECUTOR_KINDS
 from metaloop.inference_cli import INFERENCE_COMMANDS, add_inference_commands
 from metaloop.provenance_cli import PROVENANCE_COMMANDS, add_provenance_command
 from metaloop.share_cli import SHARE_COMMANDS, add_share_commands
-from metaloop.store import DEFAULT_STORAGE
-from metaloop.store.postgres import mask_password
+from metaloop.store import DEFAULT_STORAGE, StoreError
+from metaloop.store.urls import mask_password
 
 EXIT_FAILED = 1  # the run ended, but not one evaluation succeeded
 EXIT_USAGE = 2
@@ -166,20 +166,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        from metaloop.config import ConfigError
-        from metaloop.executors.base import ExecutorError
-        from metaloop.optimizees.loader import OptimizeeLoadError
-        from metaloop.store import StoreError
     except KeyboardInterrupt:
         print("metaloop: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     try:
         return _COMMANDS[args.command](args)
-    except (UserError, ConfigError) as exc:
+    except UserError as exc:  # (ConfigError among them)
         for line in exc.lines:
             print(f"metaloop: error: {line}", file=sys.stderr)
         return EXIT_USAGE
-    except (StoreError, OptimizeeLoadError) as exc:
+    except (StoreError, *_loaded("metaloop.optimizees.target", "OptimizeeLoadError")) as exc:
         print(f"metaloop: error: {exc}", file=sys.stderr)
         if getattr(exc, "hint", ""):  # a run stopped by a failed write: how to continue
             print(exc.hint, file=sys.stderr)  # type: ignore[union-attr]
@@ -194,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except ExecutorError as exc:
+    except _loaded("metaloop.executors.base", "ExecutorError") as exc:
         print(f"metaloop: error: {exc}", file=sys.stderr)
         if getattr(args, "name", None) or getattr(args, "config", None):
             print(
@@ -202,6 +198,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return 1
+
+
+def _loaded(module: str, name: str) -> tuple[type[BaseException], ...]:
+    """The exception class ``module.name`` if that module has been imported, else nothing:
+    an error of a module never imported cannot have been raised, and a command that does
+    not need the module (``status``, ``--help``) does not pay for importing it."""
+    found = sys.modules.get(module)
+    return (getattr(found, name),) if found is not None else ()
 
 
 def _interrupt_on_sigterm() -> None:
@@ -406,22 +410,21 @@ def _term_width() -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from metaloop.api import export
-    from metaloop.readers.export import export_rows, write_csv, write_json
-
     if args.format == "rocrate":
         return _export_crate(args)
     if args.creator or args.license:
         raise UserError("--creator and --license go with --format rocrate")
+    from metaloop.readers.export_text import export_file, write_export
+
     if args.output is not None:
         check_output_file(args.output)
-        n = export(args.name, args.output, args.storage, args.format)
-        print(f"wrote {n} evaluations to {args.output}", file=sys.stderr)
-        return 0
-    writer = write_csv if args.format == "csv" else write_json
     with _open_existing(args.storage) as store:
-        columns, rows = export_rows(store, store.require_experiment(args.name))
-        writer(columns, rows, sys.stdout)
+        info = store.require_experiment(args.name)
+        if args.output is None:
+            write_export(store, info, args.format, sys.stdout)
+            return 0
+        n = export_file(store, info, args.format, args.output)
+    print(f"wrote {n} evaluations to {args.output}", file=sys.stderr)
     return 0
 
 

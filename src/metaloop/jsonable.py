@@ -15,19 +15,20 @@ store's rows) their dicts.  :func:`plain_json` is the compact JSON text of such 
 store's params, metrics, payloads and reported values): what ``json`` cannot encode itself
 goes through :func:`to_jsonable`, NaN and the infinities are kept.
 
-This module imports nothing of metaloop.  The exact checkpoint codec (base64 arrays, tagged
-types) is :mod:`metaloop.store.codec`, a different thing.
+This module imports nothing of metaloop, and not numpy either: a numpy value can only exist
+once numpy is imported, so it is looked up in ``sys.modules`` (a reader of the store that
+never touches numpy does not pay for importing it).  The exact checkpoint codec (base64
+arrays, tagged types) is :mod:`metaloop.store.codec`, a different thing.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any, Literal
-
-import numpy as np
 
 NonFinite = Literal["keep", "null", "str"]
 Other = Literal["keep", "repr", "str"]
@@ -40,16 +41,9 @@ def to_jsonable(value: Any, *, nonfinite: NonFinite = "keep", other: Other = "ke
     ``other``).  Numpy values become Python ones first; then ``None``, bools, ints, floats
     and strings (subclasses included, e.g. a ``str`` enum) stay as they are, except
     non-finite floats under ``nonfinite="null"`` or ``"str"``."""
-    if isinstance(value, np.ndarray):
-        items = value.tolist()
-        if nonfinite == "keep" and (value.dtype != object or other == "keep"):
-            return items
-        return to_jsonable(items, nonfinite=nonfinite, other=other)
-    if isinstance(value, np.generic):
-        item = value.item()
-        if isinstance(item, float) or other == "str":
-            return to_jsonable(item, nonfinite=nonfinite, other=other)
-        return item
+    np = sys.modules.get("numpy")  # (no numpy value exists before numpy is imported)
+    if np is not None and isinstance(value, (np.ndarray, np.generic)):
+        return _from_numpy(value, np, nonfinite, other)
     if value is None:
         return None
     if isinstance(value, Enum):
@@ -72,6 +66,19 @@ def to_jsonable(value: Any, *, nonfinite: NonFinite = "keep", other: Other = "ke
     if other == "repr":
         return repr(value)
     return str(value)
+
+
+def _from_numpy(value: Any, np: Any, nonfinite: NonFinite, other: Other) -> Any:
+    """A numpy array or scalar as plain JSON data (see :func:`to_jsonable`)."""
+    if isinstance(value, np.ndarray):
+        items = value.tolist()
+        if nonfinite == "keep" and (value.dtype != object or other == "keep"):
+            return items
+        return to_jsonable(items, nonfinite=nonfinite, other=other)
+    item = value.item()
+    if isinstance(item, float) or other == "str":
+        return to_jsonable(item, nonfinite=nonfinite, other=other)
+    return item
 
 
 def _convert(value: Any) -> Any:

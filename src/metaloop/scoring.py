@@ -17,9 +17,10 @@ This module imports nothing of metaloop.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def weighted_score(fitness: Iterable[Any], weights: Iterable[Any]) -> Any:
@@ -32,6 +33,8 @@ def weighted_scores(F: np.ndarray, weights: Sequence[float]) -> np.ndarray:
     """:func:`weighted_score` of each row of ``F`` (shape ``(n, k)``), summed the same way
     (objective by objective from 0), so row ``i`` equals ``weighted_score(F[i], weights)``
     bit for bit."""
+    import numpy as np  # (imported when used: reading a store's weights needs no numpy)
+
     s = np.zeros(len(F))
     for j, w in enumerate(weights):
         s = s + w * F[:, j]
@@ -42,6 +45,8 @@ def weighted_fitness(fitness: Any, weights: Any, ok: np.ndarray | None = None) -
     """``weights * fitness`` per objective (one row ``(k,)`` or rows ``(n, k)``) as float64:
     what optimizers are told.  With ``ok`` (bool ``(n,)``), rows not ok are ``-inf`` (their
     fitness, NaN included, is not looked at)."""
+    import numpy as np
+
     w = np.asarray(weights, dtype=float)
     if ok is None:
         return w * np.asarray(fitness, dtype=float)
@@ -51,6 +56,8 @@ def weighted_fitness(fitness: Any, weights: Any, ok: np.ndarray | None = None) -
 
 def scalarize(F: np.ndarray) -> np.ndarray:
     """One score per row (sum of weighted objectives; ``-inf`` if any is ``-inf`` or NaN)."""
+    import numpy as np
+
     F = np.asarray(F, dtype=float)
     with np.errstate(invalid="ignore"):
         s = F.sum(axis=1) if F.ndim == 2 else F.copy()

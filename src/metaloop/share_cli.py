@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from metaloop.store.postgres import mask_password
+from metaloop.store.urls import mask_password
 
 
 def add_share_commands(sub: Any, default_storage: str) -> None:

@@ -107,7 +107,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from metaloop.dashboard.security import resolve_token
     from metaloop.store import open_store, validate_storage_url
     from metaloop.store.base import StoreMissing
-    from metaloop.store.postgres import mask_password
+    from metaloop.store.urls import mask_password
 
     validate_storage_url(args.storage)
     try:

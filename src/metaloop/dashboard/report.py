@@ -22,7 +22,7 @@ from metaloop.readers.provenance import change_text, source_text
 from metaloop.readers.provenance import provenance as sessions
 from metaloop.scoring import stored_weights
 from metaloop.store import ExperimentInfo, Store, open_store
-from metaloop.store.postgres import mask_password
+from metaloop.store.urls import mask_password
 
 #: evaluations whose full detail (error, traceback, reports, artifacts, logs) is embedded
 MAX_DETAILS = 500

@@ -48,7 +48,7 @@ from metaloop.readers.provenance import provenance as sessions
 from metaloop.records import PROVENANCE_EVENT
 from metaloop.scoring import stored_weights
 from metaloop.store import StoreError
-from metaloop.store.postgres import mask_password
+from metaloop.store.urls import mask_password
 
 #: largest page of the evaluation table
 MAX_PAGE = 1000

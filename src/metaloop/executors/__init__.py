@@ -5,15 +5,28 @@ benchmark the driver)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from metaloop.executors.base import Executor, WorkerSetup
-from metaloop.executors.policy import ExecutionPolicy, RetryPolicy
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from metaloop.config import ExecutorSpec
+    from metaloop.executors.base import Executor, WorkerSetup
+    from metaloop.executors.policy import ExecutionPolicy, RetryPolicy
 
 EXECUTOR_KINDS = ("serial", "local", "dask", "slurm", "pbs", "mpi", "simulated")
+
+
+def __getattr__(name: str) -> Any:
+    """The contract's names, imported when first used (the CLI's start-up reads only
+    ``EXECUTOR_KINDS``)."""
+    if name in ("Executor", "WorkerSetup"):
+        from metaloop.executors import base
+
+        return getattr(base, name)
+    if name in ("ExecutionPolicy", "RetryPolicy"):
+        from metaloop.executors import policy
+
+        return getattr(policy, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_executor(spec: ExecutorSpec) -> Executor:

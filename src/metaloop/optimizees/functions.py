@@ -309,8 +309,7 @@ THREE_GAUSSIANS_X = np.array([0.9990573432951984, 0.9950994064128518])  # -0.398
 
 
 def _at_point(fn: Callable[[Array], Array], x: Array) -> Callable[[int], float]:
-    value = float(fn(x[None, :])[0])
-    return lambda d: value
+    return lambda d: float(fn(x[None, :])[0])  # (computed when asked: nothing at import)
 
 
 def _point(x: Array) -> Callable[[int], Array]:
@@ -319,6 +318,11 @@ def _point(x: Array) -> Callable[[int], Array]:
 
 # ---------------------------------------------------------------------------------------------
 # Registry
+
+
+def _known(fn: Callable[[Array], Array], x: Array) -> dict[str, Any]:
+    """A 2-D function's optimum at the numerically found point ``x``."""
+    return {"optimum_value": _at_point(fn, x), "optimum_x": _point(x), "fixed_dims": 2}
 
 
 def _zero_at(value: float) -> dict[str, Any]:
@@ -380,55 +384,38 @@ _TWO_D: dict[str, BenchmarkFunction] = {
     bf.name: bf
     for bf in [
         BenchmarkFunction("chasm", chasm, _const_bounds(-2.0, 2.0), **_zero_at(0.0), fixed_dims=2),
+        BenchmarkFunction("gauss", _GAUSS, _const_bounds(-5.0, 5.0), **_known(_GAUSS, GAUSS_MEAN)),
+        BenchmarkFunction("shekel", shekel, _const_bounds(0.0, 10.0), **_known(shekel, SHEKEL_X)),
         BenchmarkFunction(
-            "gauss",
-            _GAUSS,
-            _const_bounds(-5.0, 5.0),
-            optimum_value=_at_point(_GAUSS, GAUSS_MEAN),
-            optimum_x=_point(GAUSS_MEAN),
-            fixed_dims=2,
+            "langermann", langermann, _const_bounds(0.0, 10.0), **_known(langermann, LANGERMANN_X)
         ),
         BenchmarkFunction(
-            "shekel",
-            shekel,
-            _const_bounds(0.0, 10.0),
-            optimum_value=_at_point(shekel, SHEKEL_X),
-            optimum_x=_point(SHEKEL_X),
-            fixed_dims=2,
-        ),
-        BenchmarkFunction(
-            "langermann",
-            langermann,
-            _const_bounds(0.0, 10.0),
-            optimum_value=_at_point(langermann, LANGERMANN_X),
-            optimum_x=_point(LANGERMANN_X),
-            fixed_dims=2,
-        ),
-        BenchmarkFunction(
-            "3gaussians",
-            three_gaussians,
-            _const_bounds(-5.0, 5.0),
-            optimum_value=_at_point(three_gaussians, THREE_GAUSSIANS_X),
-            optimum_x=_point(THREE_GAUSSIANS_X),
-            fixed_dims=2,
+            "3gaussians", three_gaussians, _const_bounds(-5.0, 5.0),
+            **_known(three_gaussians, THREE_GAUSSIANS_X),
         ),
     ]
 }
 
 
+ALIAS_OPTIMA: dict[str, tuple[float | None, Array]] = {}  #: those computed (first use)
+
+
 def _alias(
     name: str, base: BenchmarkFunction, dims: int, bounds: tuple[float, float] | None
 ) -> BenchmarkFunction:
-    """``base`` fixed to ``dims`` (and to L2L's ``bounds``), under the L2L name."""
+    """``base`` fixed to ``dims`` (and to L2L's ``bounds``), under the L2L name; its optimum
+    is computed on first use (Michalewicz's is a grid search), kept in ``ALIAS_OPTIMA``."""
+
+    def optimum() -> tuple[float | None, Array]:
+        if name not in ALIAS_OPTIMA:
+            x = np.asarray(base.optimum_x(dims), dtype=float)
+            ALIAS_OPTIMA[name] = (base.optimum_value(dims), x)
+        return ALIAS_OPTIMA[name]
+
     low, high = bounds if bounds is not None else base.bounds(dims)
     return BenchmarkFunction(
-        name,
-        base.f,
-        _const_bounds(low, high),
-        optimum_value=_const_value(base.optimum_value(dims)),
-        optimum_x=_point(np.asarray(base.optimum_x(dims), dtype=float)),
-        fixed_dims=dims,
-        min_dims=dims,
+        name, base.f, _const_bounds(low, high), optimum_value=lambda d: optimum()[0],
+        optimum_x=lambda d: optimum()[1].copy(), fixed_dims=dims, min_dims=dims,
     )
 
 

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import csv
 import json
+import operator
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import repeat
 from typing import IO, Any
 
-import numpy as np
-
 from metaloop.jsonable import to_jsonable
-from metaloop.optimizers.pareto import non_dominated_mask
-from metaloop.records import Evaluation
-from metaloop.scoring import stored_weights, weighted_fitness
+from metaloop.scoring import stored_weights
 from metaloop.store.base import ExperimentInfo, Store
 
 BASE_COLUMNS = ["generation", "index", "status", "attempts", "duration_s", "error"]
@@ -30,9 +30,16 @@ TAIL_COLUMNS = ["started", "finished", "host", "worker", "seq"]
 
 
 def _flat_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``param.<name>`` cells; arrays flattened in C order as ``param.<name>.<i>`` (a list
+    of lists as numpy sees it: a regular one by elements, a ragged one by its rows)."""
     out: dict[str, Any] = {}
     for name, value in params.items():
-        if isinstance(value, (list, np.ndarray)):
+        if type(value) is list and list not in map(type, value):  # flat: its elements
+            for i, v in enumerate(value):
+                out[f"param.{name}.{i}"] = v
+        elif isinstance(value, list) or _is_array(value):
+            import numpy as np  # (only nested lists need it)
+
             for i, v in enumerate(np.ravel(np.asarray(value, dtype=object))):
                 out[f"param.{name}.{i}"] = v
         else:
@@ -40,28 +47,93 @@ def _flat_params(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator[list[Any]]]:
-    """The column names and an iterator of rows (streamed from the store)."""
-    param_cols: list[str] = []
-    metric_names: list[str] = []
-    seen_metrics: set[str] = set()
+def _is_array(value: Any) -> bool:
+    np = sys.modules.get("numpy")  # (no array exists before numpy is imported)
+    return np is not None and isinstance(value, np.ndarray)
+
+
+#: the stored columns an export row is made of (after generation, idx)
+SCANNED = [
+    "status", "attempts", "started", "finished", "error", "fitness", "params", "metrics",
+    "host", "worker", "seq", "constraints",
+]
+
+
+class _Irregular(Exception):
+    """A row whose params do not have the first row's shape: flattened the general way."""
+
+
+def _param_plan(params: dict[str, Any]) -> list[tuple[str, int | None]] | None:
+    """Per parameter of the first row, its name and its flat size (None: a scalar); None
+    when flattened names collide (every row is then flattened the general way)."""
+    plan: list[tuple[str, int | None]] = []
+    for name, value in params.items():
+        if type(value) is list and list not in map(type, value):
+            plan.append((name, len(value)))
+        elif isinstance(value, list) or _is_array(value):
+            import numpy as np
+
+            plan.append((name, int(np.asarray(value, dtype=object).size)))
+        else:
+            plan.append((name, None))
+    cells = sum(1 if size is None else size for _, size in plan)
+    return plan if cells == len(_flat_params(params)) else None
+
+
+def _param_cells(
+    params: dict[str, Any], plan: list[tuple[str, int | None]] | None, param_cols: list[str]
+) -> list[Any]:
+    """The param cells of one row, as ``_flat_params`` gives them: fast for a row shaped
+    like the first (scalars, flat lists of its lengths), the general way otherwise."""
+    if plan is not None and len(params) == len(plan):
+        cells: list[Any] = []
+        try:
+            for name, size in plan:
+                value = params[name]
+                if size is None:
+                    if isinstance(value, list):
+                        raise _Irregular
+                    cells.append(value)
+                elif type(value) is list and len(value) == size and list not in map(type, value):
+                    cells.extend(value)
+                else:
+                    raise _Irregular
+            return cells
+        except (KeyError, _Irregular):
+            pass
+    flat = _flat_params(params)
+    return [flat.get(c) for c in param_cols]
+
+
+@dataclass
+class Layout:
+    """What the rows of one experiment's export look like, found before the first row."""
+
+    columns: list[str]
+    weights: list[float]
+    first_params: dict[str, Any]  # the params that named the param columns
+    param_cols: list[str]
+    plan: list[tuple[str, int | None]] | None
+    metric_names: list[str]
+    n_constraints: int
+    front: dict[tuple[int, int], int]  # with several objectives: the Pareto marks
+
+
+def export_layout(store: Store, info: ExperimentInfo) -> Layout:
+    """The columns, from cheap passes over a few columns: the first params, the metric
+    keys, the constraint counts (and with several objectives the ok fitnesses, for the
+    Pareto column)."""
     weights = stored_weights(info.config)
     m = len(weights)
-    keys: list[tuple[int, int]] = []  # ok multi-objective evaluations and their fitness
-    fits: list[tuple[float, ...]] = []
-    n_constraints = 0
-    for e in store.iter_evaluations(info.id):
-        if e.constraints is not None:
-            n_constraints = max(n_constraints, len(e.constraints))
-        if m > 1 and e.ok and e.feasible and e.fitness is not None and len(e.fitness) == m:
-            keys.append((e.generation, e.index))
-            fits.append(e.fitness)
-        if not param_cols:
-            param_cols = list(_flat_params(e.params))
-        for k in e.metrics:
-            if k not in seen_metrics:
-                seen_metrics.add(k)
-                metric_names.append(k)
+    first: dict[str, Any] = {}
+    param_cols: list[str] = []
+    for _g, _i, text in store.scan_evaluations(info.id, ["params"]):  # type: ignore[attr-defined]
+        first = json.loads(text)
+        param_cols = list(_flat_params(first))
+        if param_cols:
+            break
+    metric_names: list[str] = store.metric_names(info.id)  # type: ignore[attr-defined]
+    n_constraints: int = store.constraint_count(info.id)  # type: ignore[attr-defined]
     fit_cols = ["fitness"] if m == 1 else [f"fitness.{i}" for i in range(m)] + ["pareto"]
     con_cols = [f"constraint.{i}" for i in range(n_constraints)]
     columns = (
@@ -72,27 +144,164 @@ def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator
         + (con_cols + ["feasible"] if n_constraints else [])
         + TAIL_COLUMNS
     )
-    if m == 1:
+    return Layout(
+        columns=columns,
+        weights=weights,
+        first_params=first,
+        param_cols=param_cols,
+        plan=_param_plan(first) if param_cols else None,
+        metric_names=metric_names,
+        n_constraints=n_constraints,
+        front=_pareto_pass(store, info.id, weights) if m > 1 else {},
+    )
 
-        def rows() -> Iterator[list[Any]]:
-            for e in store.iter_evaluations(info.id):
-                yield _row(e, m, param_cols, metric_names, n_constraints)
 
-        return columns, rows()
+def decode_row(raw: tuple[Any, ...], lay: Layout) -> list[Any]:
+    """One export row from the stored columns ``SCANNED`` (prefixed by generation, idx)."""
+    return decode_page([raw], lay)[0]
 
-    front = _pareto_front(keys, fits, weights)
 
-    def rows_with_front() -> Iterator[list[Any]]:
-        for e in store.iter_evaluations(info.id):
-            row = _row(e, m, param_cols, metric_names, n_constraints)
+def decode_page(raws: list[tuple[Any, ...]], lay: Layout) -> list[list[Any]]:
+    """Export rows from stored rows (``SCANNED``, prefixed by generation, idx); each JSON
+    column of the page is decoded by one ``json.loads`` of all its texts at once."""
+    fits = _loads_all([r[7] for r in raws])
+    pars = _loads_all([r[8] for r in raws])
+    mets = _loads_all([r[9] for r in raws]) if lay.metric_names else None
+    cons = _loads_all([r[13] for r in raws]) if lay.n_constraints or len(lay.weights) > 1 else None
+    m = len(lay.weights)
+    no_fitness = [None] * m
+    out = []
+    for j, (g, i, status, attempts, t0, t1, error, _f, _p, _m, host, worker, seq, con) in (
+        enumerate(raws)
+    ):
+        row = [g, i, status, attempts, round(t1 - t0, 6), error]
+        fit = fits[j]
+        row += no_fitness if fit is None else fit
+        if m > 1:
+            ok = status == "ok"
             # evaluations recorded after the first pass (a live run) are left unmarked
-            mark = front.get((e.generation, e.index)) if e.ok else None
-            if e.ok and not e.feasible:
+            mark = lay.front.get((g, i)) if ok else None
+            if ok and con is not None and not all(c <= 0 for c in cons[j]):  # type: ignore[index]
                 mark = 0  # the front is the front of the feasible evaluations
-            row.insert(len(BASE_COLUMNS) + m, mark)
-            yield row
+            row.append(mark)
+        row += _param_cells(pars[j], lay.plan, lay.param_cols)
+        if mets is not None:
+            metrics = mets[j]
+            row += [_cell(metrics.get(k)) for k in lay.metric_names]
+        if lay.n_constraints:
+            values = [] if con is None else cons[j]  # type: ignore[index]
+            row += values + [None] * (lay.n_constraints - len(values))
+            row.append(None if con is None else int(all(c <= 0 for c in values)))
+        row += (t0, t1, host, worker, seq)
+        out.append(row)
+    return out
 
-    return columns, rows_with_front()
+
+def _loads_all(texts: list[str | None]) -> list[Any]:
+    """``json.loads`` of each text (None for None), in one call."""
+    return json.loads("[" + ",".join(["null" if t is None else t for t in texts]) + "]")
+
+
+def _pages(rows: Iterator[tuple[Any, ...]], size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
+    page: list[tuple[Any, ...]] = []
+    for row in rows:
+        page.append(row)
+        if len(page) == size:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator[list[Any]]]:
+    """The column names and an iterator of rows, streamed from the store a page at a time
+    (memory constant in the number of evaluations)."""
+    lay = export_layout(store, info)
+    scan = store.scan_evaluations(info.id, SCANNED)  # type: ignore[attr-defined]
+    return lay.columns, (row for page in _pages(scan) for row in decode_page(page, lay))
+
+
+def export_columns(store: Store, info: ExperimentInfo) -> dict[str, list[Any]]:
+    """The export as one list per column (what a DataFrame is built from): the rows of
+    :func:`export_rows`, decoded a page and a column at a time."""
+    lay = export_layout(store, info)
+    columns: list[list[Any]] = [[] for _ in lay.columns]
+    for page in _pages(store.scan_evaluations(info.id, SCANNED)):  # type: ignore[attr-defined]
+        page_columns = _page_columns(page, lay)
+        if page_columns is None:  # not every row has the first row's shape: row by row
+            page_columns = list(zip(*decode_page(page, lay)))
+        for column, values in zip(columns, page_columns):
+            column.extend(values)
+    return dict(zip(lay.columns, columns))
+
+
+def _page_columns(raws: list[tuple[Any, ...]], lay: Layout) -> list[Any] | None:
+    """The export columns of a page whose rows all have the first row's shape (one
+    objective, no constraints, the params of the first row's names and sizes); None for
+    any other page.  (The checks are on sets of types and lengths: loops in C.)"""
+    if len(lay.weights) > 1 or lay.n_constraints or lay.plan is None:
+        return None
+    g, i, status, attempts, t0, t1, error, fit, par, met, host, worker, seq, _con = zip(*raws)
+    fits = _loads_all(list(fit))
+    if not set(map(len, [f for f in fits if f is not None])) <= {1}:
+        return None
+    pars = _loads_all(list(par))
+    if set(map(len, pars)) != {len(lay.plan)}:
+        return None
+    params: list[Any] = []
+    for name, size in lay.plan:
+        values = [d.get(name, _MISSING) for d in pars]
+        if size is None:
+            if not _SCALARS.isdisjoint(map(type, values)):
+                return None
+            params.append(values)
+            continue
+        if set(map(type, values)) != {list} or set(map(len, values)) != {size}:
+            return None
+        items = [[v[j] for v in values] for j in range(size)]
+        if any(list in set(map(type, column)) for column in items):
+            return None
+        params += items
+    metrics: list[Any] = []
+    if lay.metric_names:
+        mets = _loads_all(list(met))
+        for name in lay.metric_names:
+            values = [d.get(name) for d in mets]
+            if not _CONTAINERS.isdisjoint(map(type, values)):
+                values = [_cell(v) for v in values]
+            metrics.append(values)
+    return [
+        g, i, status, attempts, list(map(round, map(operator.sub, t1, t0), repeat(6))), error,
+        [None if f is None else f[0] for f in fits], *params, *metrics, t0, t1, host, worker,
+        seq,
+    ]
+
+
+class _Missing:
+    """A parameter a row lacks."""
+
+
+_MISSING = _Missing()
+_SCALARS = frozenset({list, _Missing})  # what a scalar parameter's column may not hold
+_CONTAINERS = frozenset({dict, list})
+
+
+def _pareto_pass(store: Store, exp_id: int, weights: list[float]) -> dict[tuple[int, int], int]:
+    """(generation, index) -> 1 if non-dominated among the ok, feasible evaluations with
+    one fitness value per weight, else 0."""
+    m = len(weights)
+    keys: list[tuple[int, int]] = []
+    fits: list[tuple[float, ...]] = []
+    for g, i, fit, con in store.scan_evaluations(  # type: ignore[attr-defined]
+        exp_id, ["fitness", "constraints"], "status = 'ok' AND fitness IS NOT NULL"
+    ):
+        if con is not None and not all(c <= 0 for c in json.loads(con)):
+            continue
+        f = tuple(json.loads(fit))
+        if len(f) == m:
+            keys.append((g, i))
+            fits.append(f)
+    return _pareto_front(keys, fits, weights)
 
 
 def _pareto_front(
@@ -101,28 +310,12 @@ def _pareto_front(
     """(generation, index) -> 1 if non-dominated (weighted fitness, larger is better), else 0."""
     if not keys:
         return {}
+    from metaloop.optimizers.pareto import non_dominated_mask  # (numpy, only here)
+    from metaloop.scoring import weighted_fitness
+
     F = weighted_fitness(fits, weights)
     mask = non_dominated_mask(F)
     return {k: int(v) for k, v in zip(keys, mask, strict=True)}
-
-
-def _row(
-    e: Evaluation, m: int, param_cols: list[str], metric_names: list[str], n_constraints: int
-) -> list[Any]:
-    fitness = list(e.fitness) if e.fitness is not None else [None] * m
-    flat = _flat_params(e.params)
-    metrics = [_cell(e.metrics.get(k)) for k in metric_names]
-    row = (
-        [e.generation, e.index, e.status.value, e.attempts, round(e.duration, 6), e.error]
-        + fitness
-        + [flat.get(c) for c in param_cols]
-        + metrics
-    )
-    if n_constraints:
-        values = list(e.constraints or ())
-        row += values + [None] * (n_constraints - len(values))
-        row.append(None if e.constraints is None else int(e.feasible))
-    return row + [e.started, e.finished, e.host, e.worker, e.seq]
 
 
 def _cell(value: Any) -> Any:
@@ -131,24 +324,50 @@ def _cell(value: Any) -> Any:
     return value
 
 
+class _Counted:
+    """An iterator that counts what passes through it (the rows written)."""
+
+    def __init__(self, rows: Iterator[list[Any]]):
+        self.rows = rows
+        self.n = 0
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        for row in self.rows:
+            self.n += 1
+            yield row
+
+
 def write_csv(columns: list[str], rows: Iterator[list[Any]], out: IO[str]) -> int:
+    """Rows as CSV (the ``csv`` module's dialect); the number of rows.  ``None`` is an empty
+    cell and a float its ``repr``, which is what ``csv`` writes for them by itself."""
     writer = csv.writer(out)
     writer.writerow(columns)
-    n = 0
-    for row in rows:
-        writer.writerow(
-            ["" if v is None else (repr(v) if isinstance(v, float) else v) for v in row]
-        )
-        n += 1
-    return n
+    counted = _Counted(rows)
+    writer.writerows(counted)
+    return counted.n
+
+
+_STRICT = json.JSONEncoder(allow_nan=False)
+
+
+def json_record(columns: list[str], row: list[Any]) -> str:
+    """One row as a JSON object; non-finite numbers become ``null``.  A row of plain values
+    is encoded as it is; one that the strict encoder refuses (a non-finite number, a value
+    that is not plain JSON) goes through ``to_jsonable`` first."""
+    record = dict(zip(columns, row))
+    try:
+        return _STRICT.encode(record)
+    except (ValueError, TypeError):
+        return json.dumps(to_jsonable(record, nonfinite="null"))
 
 
 def write_json(columns: list[str], rows: Iterator[list[Any]], out: IO[str]) -> int:
-    out.write("[")
+    """Rows as a JSON array of objects, one per line (:func:`json_record`)."""
+    write = out.write
+    write("[")
     n = 0
     for row in rows:
-        record = to_jsonable(dict(zip(columns, row)), nonfinite="null")
-        out.write(("," if n else "") + "\n" + json.dumps(record))
+        write(("," if n else "") + "\n" + json_record(columns, row))
         n += 1
-    out.write("\n]\n")
+    write("\n]\n")
     return n

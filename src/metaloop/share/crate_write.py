@@ -34,8 +34,8 @@ from metaloop.share.layout import (
 )
 from metaloop.share.sources import collect_sources
 from metaloop.store import ExperimentInfo, Store
-from metaloop.store.postgres import mask_password
 from metaloop.store.transfer import dump_experiment
+from metaloop.store.urls import mask_password
 
 INSTALL = "--format rocrate needs the rocrate package: pip install 'metaloop[share]'"
 

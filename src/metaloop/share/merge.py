@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 
 from metaloop.errors import UserError
 from metaloop.store import open_store, validate_storage_url
-from metaloop.store.postgres import mask_password
 from metaloop.store.sqlite import sqlite_path
 from metaloop.store.transfer import ExperimentDump, dump_experiment, load_experiments
+from metaloop.store.urls import mask_password
 
 
 def store_label(url: str) -> str:

@@ -8,16 +8,20 @@ arguments, returns and errors) is :class:`metaloop.store.base.Store`.
 
 from __future__ import annotations
 
-from metaloop.store.base import (
-    ClaimLost,
-    ClaimRefused,
-    ExperimentInfo,
-    Store,
-    StoreError,
-    StoreFault,
-    StoreMissing,
-)
+from typing import TYPE_CHECKING, Any
+
+from metaloop.store.errors import ClaimLost, ClaimRefused, StoreError, StoreFault, StoreMissing
+from metaloop.store.info import ExperimentInfo
 from metaloop.store.liveness import driver_alive
+from metaloop.store.urls import (
+    is_postgres_url,
+    mask_password,
+    sqlite_path,
+    validate_postgres_url,
+)
+
+if TYPE_CHECKING:
+    from metaloop.store.base import Store
 
 DEFAULT_STORAGE = "sqlite:///metaloop.db"
 EXPECTED = (
@@ -25,27 +29,25 @@ EXPECTED = (
 )
 
 
-def _is_postgres(url: str) -> bool:
-    from metaloop.store.postgres import is_postgres_url
+def __getattr__(name: str) -> Any:
+    """``Store`` (the contract, which brings the SQL stores' numpy) is imported when used,
+    so that checking a URL or reading ``DEFAULT_STORAGE`` costs no start-up time."""
+    if name == "Store":
+        from metaloop.store.base import Store
 
-    return is_postgres_url(url)
+        return Store
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def validate_storage_url(url: str) -> None:
     """Check a storage URL without touching anything; StoreError naming what is expected."""
     if url.startswith("sqlite:"):
-        from metaloop.store.sqlite import sqlite_path
-
         sqlite_path(url)
         return
-    if _is_postgres(url):
-        from metaloop.store.postgres import validate_postgres_url
-
+    if is_postgres_url(url):
         validate_postgres_url(url)
         return
     scheme = url.split(":", 1)[0] if ":" in url else url
-    from metaloop.store.postgres import mask_password
-
     shown = mask_password(url)
     raise StoreError(f"storage: unsupported URL {shown!r} (scheme {scheme!r}); {EXPECTED}")
 
@@ -65,7 +67,7 @@ def open_store(url: str, create: bool = True, readonly: bool = False) -> Store:
     ``readonly`` (implies ``create=False``): opened so that nothing can change it (SQLite
     ``mode=ro``, a read-only PostgreSQL session).  Any failure is one-line StoreError."""
     validate_storage_url(url)
-    if _is_postgres(url):
+    if is_postgres_url(url):
         from metaloop.store.postgres import PostgresStore
 
         return PostgresStore(url, create=create and not readonly, readonly=readonly)

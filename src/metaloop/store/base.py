@@ -19,9 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from metaloop.records import (
     ArtifactRow,
@@ -32,9 +30,11 @@ from metaloop.records import (
     ExperimentStatus,
     ReportRow,
 )
-from metaloop.store.columns import evaluation_rows
 from metaloop.store.errors import ClaimLost, ClaimRefused, StoreError, StoreFault, StoreMissing
 from metaloop.store.info import ExperimentInfo, async_group_size
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "ExperimentInfo",
@@ -574,6 +574,10 @@ class Store(ABC):
             ValueError: a status is not a :class:`~metaloop.records.Status` value.
             StoreError: an earlier queued write failed.
         """
+        import numpy as np  # (imported when used: reading a store needs no numpy)
+
+        from metaloop.store.columns import evaluation_rows
+
         rows = evaluation_rows(
             generation, index, params, status, fitness, metrics=metrics, errors=errors,
             attempts=attempts, started=started, finished=finished, host=host, worker=worker,

@@ -14,7 +14,6 @@ the token the same way.
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from typing import Any
 
@@ -82,6 +81,8 @@ class ClaimMixin:
 
     def claim(self, exp_id: int) -> None:
         if self._token is None:
+            import secrets  # (only a claiming driver needs it)
+
             self._token = secrets.token_hex(16)
         now = time.time()
         host, pid = os.uname().nodename, os.getpid()

@@ -15,8 +15,6 @@ import base64
 import json
 from typing import Any
 
-import numpy as np
-
 _TAG = "__ndarray__"
 _B64 = "__ndarray_b64__"
 #: arrays with at least this many elements are stored as base64 of their bytes
@@ -24,6 +22,8 @@ B64_MIN = 1024
 
 
 def _default(obj: Any) -> Any:
+    import numpy as np  # (only values plain JSON cannot hold need it)
+
     if isinstance(obj, np.ndarray):
         if obj.dtype == object:
             raise TypeError("object arrays cannot be stored")
@@ -40,12 +40,14 @@ def _default(obj: Any) -> Any:
 
 
 def _hook(obj: dict[str, Any]) -> Any:
+    if _TAG not in obj and _B64 not in obj:
+        return obj
+    import numpy as np  # (only a tagged array needs it)
+
     if _TAG in obj:
         return np.asarray(obj[_TAG], dtype=np.dtype(obj["dtype"])).reshape(obj["shape"])
-    if _B64 in obj:
-        raw = base64.b64decode(obj[_B64])
-        return np.frombuffer(raw, dtype=np.dtype(obj["dtype"])).reshape(obj["shape"]).copy()
-    return obj
+    raw = base64.b64decode(obj[_B64])
+    return np.frombuffer(raw, dtype=np.dtype(obj["dtype"])).reshape(obj["shape"]).copy()
 
 
 def dumps(value: Any) -> str:

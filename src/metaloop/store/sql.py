@@ -17,9 +17,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import repeat
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from metaloop.jsonable import plain_json
 from metaloop.records import (
@@ -35,8 +33,11 @@ from metaloop.records import (
 from metaloop.store import codec
 from metaloop.store.base import ExperimentInfo, Store, StoreError, async_group_size
 from metaloop.store.claim import ClaimMixin
-from metaloop.store.columns import APPEND_BLOCK, json_objects, json_rows
+from metaloop.store.scan import ScanMixin
 from metaloop.store.writer import EVAL_COLUMNS, GroupCommitWriter
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = [
     "EVAL_ADDED",
@@ -54,6 +55,13 @@ STEERING_TABLES = ("controls", "reports", "artifacts")
 
 CONTROL_COLUMNS = "id, time, origin, action, payload, status, generation, message, applied"
 
+
+#: the statuses counted as failed (every one but ok and pruned)
+_NOT_OK = tuple(s.value for s in Status if s not in (Status.OK, Status.PRUNED))
+_FAILED_COUNT = (
+    "SELECT COUNT(*) FROM evaluations WHERE exp_id=? AND status IN "
+    f"({', '.join('?' * len(_NOT_OK))})"
+)
 
 #: evaluation columns added after the first stores (a store lacking them gains them on open)
 EVAL_ADDED = ("constraints", "violation")
@@ -73,7 +81,7 @@ def duplicate_name(name: str, where: str) -> StoreError:
     )
 
 
-class SQLStore(ClaimMixin, GroupCommitWriter, Store):
+class SQLStore(ClaimMixin, ScanMixin, GroupCommitWriter, Store):
     """Store logic shared by the SQL dialects; subclasses open ``self._conn`` and set the
     class attributes of :class:`~metaloop.store.writer.GroupCommitWriter`, then call
     :meth:`_start`."""
@@ -117,11 +125,14 @@ class SQLStore(ClaimMixin, GroupCommitWriter, Store):
 
     def _info(self, row: tuple[Any, ...]) -> ExperimentInfo:
         exp_id = row[0]
-        count, failed, gen = self._execute(
-            "SELECT COUNT(*), "
-            "COALESCE(SUM(CASE WHEN status NOT IN ('ok', 'pruned') THEN 1 ELSE 0 END), 0), "
-            "COALESCE(MAX(generation) + 1, 0) FROM evaluations WHERE exp_id=?",
-            (exp_id,),
+        # three index-only queries: the count (the smallest index), the failures (a range of
+        # the status index each) and the last generation (one probe of the primary key)
+        (count,) = self._execute(
+            "SELECT COUNT(*) FROM evaluations WHERE exp_id=?", (exp_id,)
+        ).fetchone()
+        (failed,) = self._execute(_FAILED_COUNT, (exp_id, *_NOT_OK)).fetchone()
+        (gen,) = self._execute(
+            "SELECT COALESCE(MAX(generation) + 1, 0) FROM evaluations WHERE exp_id=?", (exp_id,)
         ).fetchone()
         best = self._execute(
             "SELECT score, fitness FROM evaluations WHERE exp_id=? AND score IS NOT NULL "
@@ -522,6 +533,10 @@ class SQLStore(ClaimMixin, GroupCommitWriter, Store):
         one ``json`` call over the whole block (the text then split per row), so a row costs
         well under a microsecond beyond its float formatting; the writer thread inserts one
         block while the next is encoded, and back-pressure keeps the queue bounded."""
+        import numpy as np  # (imported when used: reading a store needs no numpy)
+
+        from metaloop.store.columns import APPEND_BLOCK, json_objects, json_rows
+
         n = len(index)
         fit = np.asarray(fitness, dtype=float).reshape(n, -1)
         sc = np.asarray(score, dtype=float).reshape(-1)

@@ -19,6 +19,7 @@ from urllib.parse import quote
 from metaloop.store.base import StoreError, StoreFault, StoreMissing
 from metaloop.store.claim import CLAIM_COLUMNS
 from metaloop.store.sql import EVAL_ADDED, STEERING_TABLES, TABLES, SQLStore
+from metaloop.store.urls import sqlite_path
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
@@ -111,17 +112,6 @@ CREATE TABLE IF NOT EXISTS artifacts (
 """
 
 
-def sqlite_path(url: str) -> str:
-    """The file path of a ``sqlite:///path`` URL (``sqlite:////abs`` for absolute paths)."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or len(url) == len(prefix):
-        raise StoreError(
-            f"storage: expected 'sqlite:///path/to/file.db' (or 'sqlite:////absolute/path.db'), "
-            f"got {url!r}"
-        )
-    return url[len(prefix) :]
-
-
 #: what the SQLite error codes mean for a user (by ``sqlite_errorname`` prefix)
 _CAUSES = (
     ("SQLITE_NOTADB", "not an SQLite database (file is not a database)"),
@@ -161,6 +151,13 @@ class SQLiteStore(SQLStore):
     journal mode; SQLite may add its ``-wal``/``-shm`` side files of a WAL store)."""
 
     BEGIN = "BEGIN IMMEDIATE"
+    CHAR_FUNCTION = "char"
+    GLOB = True
+    METRIC_KEYS_SQL = (
+        "SELECT ks FROM (SELECT (SELECT json_group_array(key) FROM json_each(e.metrics)) AS ks,"
+        " MIN(e.generation * 4294967296 + e.idx) AS first FROM evaluations e"
+        " WHERE e.exp_id=? AND e.metrics <> '{}' GROUP BY ks) ORDER BY first"
+    )
 
     def __init__(
         self,
