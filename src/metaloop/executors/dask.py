@@ -337,8 +337,9 @@ class DaskExecutor(QueuedExecutor):
                 self._lost(f, pending, value)
             else:
                 self._record_chunk(pending, value)
-        for f in done:
-            if f.status == "finished":
+        taken = {id(f) for f in finished}  # (a future's status can change meanwhile: a
+        for f in done:  # finished one whose worker then left reads "cancelled")
+            if id(f) in taken:
                 continue
             pending = self._futures.pop(f)
             try:
