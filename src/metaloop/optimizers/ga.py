@@ -38,7 +38,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from metaloop.optimizers.base import Optimizer, OptimizerParams
-from metaloop.optimizers.common import as_rows, best_order, reflect
+from metaloop.optimizers.common import as_rows, best_first, best_order, reflect, take
 from metaloop.scoring import scalarize
 
 #: the tournament draws of a generation (``pop_size × tourn_size`` integers) within 2 GiB
@@ -124,7 +124,7 @@ class GeneticAlgorithm(Optimizer):
         p = self.params
         n = p.pop_size - p.elitism
         winners = self._select(n)
-        parents = self._pop_x[winners]
+        parents = take(self._pop_x, winners)
         X = self._crossover(parents.copy())
         X = reflect(self._mutate(X))
         changed = np.any(X != parents, axis=1)
@@ -136,7 +136,8 @@ class GeneticAlgorithm(Optimizer):
         p, s, rng = self.params, scalarize(self._pop_f), self.rng(1)
         if p.selection == "tournament":
             contenders = rng.integers(0, len(s), size=(n, p.tourn_size))
-            return contenders[np.arange(n), np.argmax(s[contenders], axis=1)]
+            best = np.argmax(np.take(s, contenders), axis=1)
+            return np.take_along_axis(contenders, best[:, None], axis=1)[:, 0]
         finite = best_order(self._pop_f)
         pool = finite if len(finite) else np.arange(len(s))
         if p.selection == "best":
@@ -186,7 +187,7 @@ class GeneticAlgorithm(Optimizer):
             self._best = max(self._best, float(s.max()))
         if len(self._pop_x) and self.params.evaluate_only_changed:
             X, F = self._with_carried_fitness(X, F)
-        keep = best_order(self._pop_f)[: self.params.elitism]
+        keep = best_first(self._pop_f, self.params.elitism)
         self._pop_x = np.concatenate([self._pop_x[keep], X])
         self._pop_f = np.concatenate([self._pop_f[keep], F])
 
@@ -196,22 +197,28 @@ class GeneticAlgorithm(Optimizer):
         full, winners, changed = self._offspring()
         if len(X) != int(changed.sum()):
             return X, F
-        full_f = self._pop_f[winners].copy()
+        full_f = take(self._pop_f, winners)
         full[changed], full_f[changed] = X, F
         return full, full_f
 
     def _update_hall_of_fame(self, X: np.ndarray, F: np.ndarray) -> None:
         cand_x = np.concatenate([self._hof_x, X])
         cand_f = np.concatenate([self._hof_f, F])
-        chosen: list[int] = []
-        seen: set[bytes] = set()
-        for i in best_order(cand_f):
-            if len(chosen) >= self.params.hall_of_fame:
+        size = want = self.params.hall_of_fame
+        while True:  # the best rows first, until `size` distinct ones (few rows are read)
+            order = best_first(cand_f, want)
+            chosen: list[int] = []
+            seen: set[bytes] = set()
+            for i in order:
+                if len(chosen) >= size:
+                    break
+                key = cand_x[i].tobytes()
+                if key not in seen:
+                    seen.add(key)
+                    chosen.append(int(i))
+            if len(chosen) >= size or len(order) < want:
                 break
-            key = cand_x[i].tobytes()
-            if key not in seen:
-                seen.add(key)
-                chosen.append(int(i))
+            want *= 4
         self._hof_x, self._hof_f = cand_x[chosen], cand_f[chosen]
 
     def hall_of_fame_entries(self) -> list[tuple[np.ndarray, np.ndarray]]:
