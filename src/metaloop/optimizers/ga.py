@@ -154,12 +154,22 @@ class GeneticAlgorithm(Optimizer):
         p, rng = self.params, self.rng(2)
         n_pairs, dim = len(X) // 2, X.shape[1]
         mate = rng.random(n_pairs) < p.cx_prob
-        a, b = X[0 : 2 * n_pairs : 2].copy(), X[1 : 2 * n_pairs : 2].copy()
-        if p.crossover == "blend":
-            g = (1 + 2 * p.blend_alpha) * rng.random((n_pairs, dim)) - p.blend_alpha
-            g = np.where(mate[:, None], g, 0.0)
-            ca, cb = (1 - g) * a + g * b, g * a + (1 - g) * b
-        elif p.crossover == "sbx":
+        a, b = X[0 : 2 * n_pairs : 2], X[1 : 2 * n_pairs : 2]
+        if p.crossover == "blend":  # in place: (1 - g) a + g b and g a + (1 - g) b
+            g = rng.random((n_pairs, dim))
+            g *= 1 + 2 * p.blend_alpha
+            g -= p.blend_alpha
+            g[~mate] = 0.0
+            h = np.subtract(1.0, g)
+            ca = h * a
+            ca += np.multiply(g, b)
+            h *= b
+            g *= a
+            g += h
+            a[...], b[...] = ca, g
+            return X
+        a, b = a.copy(), b.copy()
+        if p.crossover == "sbx":
             ca, cb = _sbx(a, b, mate, p.sbx_eta, rng)
         else:
             swap = mate[:, None] & _swap_mask(p.crossover, n_pairs, dim, p.swap_prob, rng)
@@ -171,8 +181,11 @@ class GeneticAlgorithm(Optimizer):
         p, rng = self.params, self.rng(3)
         n, dim = X.shape
         mutate = (rng.random(n) < p.mut_prob)[:, None] & (rng.random((n, dim)) < p.ind_prob)
-        if p.mutation == "gaussian":
-            return X + np.where(mutate, rng.normal(0.0, p.mut_sigma, (n, dim)), 0.0)
+        if p.mutation == "gaussian":  # X + noise where mutated (an unmutated gene adds ±0)
+            noise = rng.normal(0.0, p.mut_sigma, (n, dim))
+            noise *= mutate
+            noise += X
+            return noise
         X = reflect(X)  # the bounded operators need parents inside the cube
         if p.mutation == "uniform":
             return np.where(mutate, rng.random((n, dim)), X)
