@@ -82,17 +82,30 @@ class Outcomes(NamedTuple):
     traceback: str | None = None  # the call raised (every attempt): recorded as an event
 
 
-def to_numpy(value: Any) -> np.ndarray:
-    """A float array from numpy or anything with ``__array__`` (JAX); CuPy (``.get()``) and
-    PyTorch (``.detach().cpu()``) arrays on a GPU are copied to the host first."""
+def to_numpy(value: Any, dtype: Any = float) -> np.ndarray:
+    """A host numpy array of ``value`` (``dtype``; None keeps the value's own), whatever array
+    library made it: numpy, lists, JAX (``__array__``), PyTorch on any device (detached from
+    autograd, copied to the host; a dtype numpy lacks, e.g. bfloat16, widened to float64)
+    and CuPy (``.get()``).  The library is never imported here: the value is asked."""
+    if _is_torch(value):
+        t = value.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        try:
+            return np.asarray(t.numpy(), dtype=dtype)
+        except TypeError:  # a dtype numpy does not have (bfloat16)
+            return np.asarray(t.double().numpy(), dtype=dtype)
     try:
-        return np.asarray(value, dtype=float)
+        return np.asarray(value, dtype=dtype)
     except TypeError:
-        if hasattr(value, "get"):  # CuPy
-            return np.asarray(value.get(), dtype=float)
-        if hasattr(value, "detach"):  # PyTorch
-            return np.asarray(value.detach().cpu().numpy(), dtype=float)
+        if hasattr(value, "get") and type(value).__module__.split(".")[0] == "cupy":
+            return np.asarray(value.get(), dtype=dtype)
         raise
+
+
+def _is_torch(value: Any) -> bool:
+    """A ``torch.Tensor`` (by its class's module: torch need not be installed)."""
+    return type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach")
 
 
 class BadPopulationResult(ValueError):
@@ -114,10 +127,7 @@ def parse_population(
             raise BadPopulationResult("evaluate_population: 'metrics' must be a mapping")
         metrics = {}
         for name, col in raw_metrics.items():
-            try:
-                arr = np.asarray(col)
-            except TypeError:
-                arr = to_numpy(col)
+            arr = to_numpy(col, dtype=None)
             if arr.shape != (n,):
                 raise BadPopulationResult(
                     f"evaluate_population: metric {name!r} has shape {list(arr.shape)}, "

@@ -43,7 +43,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from metaloop.optimizers.base import Optimizer, OptimizerParams
-from metaloop.optimizers.common import as_rows
+from metaloop.optimizers.common import as_rows, take
 from metaloop.scoring import scalarize
 
 #: Width of the quadratic margins of the bound transformation: pycma's
@@ -308,8 +308,8 @@ class CMAES(Optimizer):
             return
         cost = np.where(np.isnan(score), np.inf, -score)
         order = np.argsort(cost, kind="stable")
-        fit = cost[order]
-        pop = self._genotypes(X)[order]
+        fit = np.take(cost, order)
+        pop = take(self._genotypes(X), order)
         s["evals"] += len(X)
         s["run_evals"] += len(X)
         if score[order[0]] > s["best_f"]:

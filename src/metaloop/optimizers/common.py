@@ -19,6 +19,27 @@ def best_order(F: np.ndarray) -> np.ndarray:
     return idx[np.argsort(-s[idx], kind="stable")]
 
 
+def take(A: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``A[rows]`` for an integer index array (a new array): ``np.take`` along axis 0 copies
+    the same rows several times faster than fancy indexing on a population."""
+    return np.take(A, rows, axis=0)
+
+
+def best_first(F: np.ndarray, k: int) -> np.ndarray:
+    """The first ``k`` indices of :func:`best_order` (exactly those, ties included), found
+    with a partial sort: O(n) instead of a stable sort of all ``n`` rows."""
+    s = scalarize(F)
+    idx = np.flatnonzero(s > -np.inf)
+    if k <= 0:
+        return idx[:0]
+    if k >= len(idx) or 4 * k >= len(idx):
+        return idx[np.argsort(-s[idx], kind="stable")][:k]
+    neg = -s[idx]
+    kth = np.partition(neg, k - 1)[k - 1]
+    top = idx[neg <= kth]  # the k best and every row tied with the k-th, in index order
+    return top[np.argsort(-s[top], kind="stable")][:k]
+
+
 def as_rows(a: object, ncols: int) -> np.ndarray:
     """``a`` as a float array of shape ``(n, ncols)`` (empty lists included)."""
     arr = np.asarray(a, dtype=float)
@@ -26,9 +47,21 @@ def as_rows(a: object, ncols: int) -> np.ndarray:
 
 
 def reflect(X: np.ndarray) -> np.ndarray:
-    """Mirror values back into ``[0, 1]`` (any distance outside)."""
-    y = np.mod(X, 2.0)
-    return np.where(y > 1.0, 2.0 - y, y)
+    """Mirror values back into ``[0, 1]`` (any distance outside); a new array.
+
+    Only the values outside are folded (``mod 2``, then mirrored above 1): for a population
+    of which a few per cent leave the cube this is ~10× cheaper than folding every value,
+    and gives the same numbers (a value inside is its own ``mod 2``).
+    """
+    X = np.asarray(X, dtype=float)
+    out = np.array(X, dtype=float, copy=True)
+    flat = out.reshape(-1)
+    outside = np.flatnonzero(~((flat > 0.0) & (flat <= 1.0)))  # NaN and ±0 too: mod's sign
+    if len(outside):
+        with np.errstate(invalid="ignore"):
+            y = np.mod(flat[outside], 2.0)
+        flat[outside] = np.where(y > 1.0, 2.0 - y, y)
+    return out
 
 
 def cholesky(cov: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from metaloop.optimizers.base import Optimizer, OptimizerParams
-from metaloop.optimizers.common import as_rows, reflect
+from metaloop.optimizers.common import as_rows, reflect, take
 from metaloop.scoring import scalarize
 
 Strategy = Literal["best/1/bin", "rand/1/bin", "current-to-best/1/bin", "rand/2/bin", "best/2/bin"]
@@ -150,15 +150,19 @@ class DifferentialEvolution(Optimizer):
         r = self._samples(n, k)
         F = self.scale()
         if p.strategy == "best/1/bin":
-            mutant = best + F * (P[r[:, 0]] - P[r[:, 1]])
+            mutant = best + F * (take(P, r[:, 0]) - take(P, r[:, 1]))
         elif p.strategy == "rand/1/bin":
-            mutant = P[r[:, 0]] + F * (P[r[:, 1]] - P[r[:, 2]])
+            mutant = take(P, r[:, 0]) + F * (take(P, r[:, 1]) - take(P, r[:, 2]))
         elif p.strategy == "current-to-best/1/bin":
-            mutant = P + F * (best - P + P[r[:, 0]] - P[r[:, 1]])
+            mutant = P + F * (best - P + take(P, r[:, 0]) - take(P, r[:, 1]))
         elif p.strategy == "rand/2/bin":
-            mutant = P[r[:, 0]] + F * (P[r[:, 1]] + P[r[:, 2]] - P[r[:, 3]] - P[r[:, 4]])
+            mutant = take(P, r[:, 0]) + F * (
+                take(P, r[:, 1]) + take(P, r[:, 2]) - take(P, r[:, 3]) - take(P, r[:, 4])
+            )
         else:  # best/2/bin
-            mutant = best + F * (P[r[:, 0]] + P[r[:, 1]] - P[r[:, 2]] - P[r[:, 3]])
+            mutant = best + F * (
+                take(P, r[:, 0]) + take(P, r[:, 1]) - take(P, r[:, 2]) - take(P, r[:, 3])
+            )
         rng = self.rng(3)
         cross = rng.random((n, dim)) < p.recombination
         cross[np.arange(n), rng.integers(0, dim, size=n)] = True
@@ -181,8 +185,7 @@ class DifferentialEvolution(Optimizer):
         rng = self.rng(2)
         r = rng.integers(0, n - 1, size=(n, k))
         while True:
-            s = np.sort(r, axis=1)
-            repeated = (s[:, 1:] == s[:, :-1]).any(axis=1)
+            repeated = _repeats(r)
             if not repeated.any():
                 break
             r[repeated] = rng.integers(0, n - 1, size=(int(repeated.sum()), k))
@@ -247,3 +250,14 @@ class DifferentialEvolution(Optimizer):
         self._pop_f = as_rows(state["fitness"], self.n_objectives)
         self._accepted = float(state.get("accepted", 0.0))
         self._last_scale = float(state.get("last_scale", float("nan")))
+
+
+def _repeats(r: np.ndarray) -> np.ndarray:
+    """Rows of ``r`` (a few columns) with a value twice: every pair of columns compared,
+    which for DE's 2 to 5 draws is many times cheaper than sorting each row."""
+    k = r.shape[1]
+    out = np.zeros(len(r), dtype=bool)
+    for a in range(k):
+        for b in range(a + 1, k):
+            out |= r[:, a] == r[:, b]
+    return out

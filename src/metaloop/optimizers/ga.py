@@ -38,7 +38,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from metaloop.optimizers.base import Optimizer, OptimizerParams
-from metaloop.optimizers.common import as_rows, best_order, reflect
+from metaloop.optimizers.common import as_rows, best_first, best_order, reflect, take
 from metaloop.scoring import scalarize
 
 #: the tournament draws of a generation (``pop_size × tourn_size`` integers) within 2 GiB
@@ -124,7 +124,7 @@ class GeneticAlgorithm(Optimizer):
         p = self.params
         n = p.pop_size - p.elitism
         winners = self._select(n)
-        parents = self._pop_x[winners]
+        parents = take(self._pop_x, winners)
         X = self._crossover(parents.copy())
         X = reflect(self._mutate(X))
         changed = np.any(X != parents, axis=1)
@@ -136,7 +136,8 @@ class GeneticAlgorithm(Optimizer):
         p, s, rng = self.params, scalarize(self._pop_f), self.rng(1)
         if p.selection == "tournament":
             contenders = rng.integers(0, len(s), size=(n, p.tourn_size))
-            return contenders[np.arange(n), np.argmax(s[contenders], axis=1)]
+            best = np.argmax(np.take(s, contenders), axis=1)
+            return np.take_along_axis(contenders, best[:, None], axis=1)[:, 0]
         finite = best_order(self._pop_f)
         pool = finite if len(finite) else np.arange(len(s))
         if p.selection == "best":
@@ -153,12 +154,22 @@ class GeneticAlgorithm(Optimizer):
         p, rng = self.params, self.rng(2)
         n_pairs, dim = len(X) // 2, X.shape[1]
         mate = rng.random(n_pairs) < p.cx_prob
-        a, b = X[0 : 2 * n_pairs : 2].copy(), X[1 : 2 * n_pairs : 2].copy()
-        if p.crossover == "blend":
-            g = (1 + 2 * p.blend_alpha) * rng.random((n_pairs, dim)) - p.blend_alpha
-            g = np.where(mate[:, None], g, 0.0)
-            ca, cb = (1 - g) * a + g * b, g * a + (1 - g) * b
-        elif p.crossover == "sbx":
+        a, b = X[0 : 2 * n_pairs : 2], X[1 : 2 * n_pairs : 2]
+        if p.crossover == "blend":  # in place: (1 - g) a + g b and g a + (1 - g) b
+            g = rng.random((n_pairs, dim))
+            g *= 1 + 2 * p.blend_alpha
+            g -= p.blend_alpha
+            g[~mate] = 0.0
+            h = np.subtract(1.0, g)
+            ca = h * a
+            ca += np.multiply(g, b)
+            h *= b
+            g *= a
+            g += h
+            a[...], b[...] = ca, g
+            return X
+        a, b = a.copy(), b.copy()
+        if p.crossover == "sbx":
             ca, cb = _sbx(a, b, mate, p.sbx_eta, rng)
         else:
             swap = mate[:, None] & _swap_mask(p.crossover, n_pairs, dim, p.swap_prob, rng)
@@ -170,8 +181,11 @@ class GeneticAlgorithm(Optimizer):
         p, rng = self.params, self.rng(3)
         n, dim = X.shape
         mutate = (rng.random(n) < p.mut_prob)[:, None] & (rng.random((n, dim)) < p.ind_prob)
-        if p.mutation == "gaussian":
-            return X + np.where(mutate, rng.normal(0.0, p.mut_sigma, (n, dim)), 0.0)
+        if p.mutation == "gaussian":  # X + noise where mutated (an unmutated gene adds ±0)
+            noise = rng.normal(0.0, p.mut_sigma, (n, dim))
+            noise *= mutate
+            noise += X
+            return noise
         X = reflect(X)  # the bounded operators need parents inside the cube
         if p.mutation == "uniform":
             return np.where(mutate, rng.random((n, dim)), X)
@@ -186,7 +200,7 @@ class GeneticAlgorithm(Optimizer):
             self._best = max(self._best, float(s.max()))
         if len(self._pop_x) and self.params.evaluate_only_changed:
             X, F = self._with_carried_fitness(X, F)
-        keep = best_order(self._pop_f)[: self.params.elitism]
+        keep = best_first(self._pop_f, self.params.elitism)
         self._pop_x = np.concatenate([self._pop_x[keep], X])
         self._pop_f = np.concatenate([self._pop_f[keep], F])
 
@@ -196,22 +210,28 @@ class GeneticAlgorithm(Optimizer):
         full, winners, changed = self._offspring()
         if len(X) != int(changed.sum()):
             return X, F
-        full_f = self._pop_f[winners].copy()
+        full_f = take(self._pop_f, winners)
         full[changed], full_f[changed] = X, F
         return full, full_f
 
     def _update_hall_of_fame(self, X: np.ndarray, F: np.ndarray) -> None:
         cand_x = np.concatenate([self._hof_x, X])
         cand_f = np.concatenate([self._hof_f, F])
-        chosen: list[int] = []
-        seen: set[bytes] = set()
-        for i in best_order(cand_f):
-            if len(chosen) >= self.params.hall_of_fame:
+        size = want = self.params.hall_of_fame
+        while True:  # the best rows first, until `size` distinct ones (few rows are read)
+            order = best_first(cand_f, want)
+            chosen: list[int] = []
+            seen: set[bytes] = set()
+            for i in order:
+                if len(chosen) >= size:
+                    break
+                key = cand_x[i].tobytes()
+                if key not in seen:
+                    seen.add(key)
+                    chosen.append(int(i))
+            if len(chosen) >= size or len(order) < want:
                 break
-            key = cand_x[i].tobytes()
-            if key not in seen:
-                seen.add(key)
-                chosen.append(int(i))
+            want *= 4
         self._hof_x, self._hof_f = cand_x[chosen], cand_f[chosen]
 
     def hall_of_fame_entries(self) -> list[tuple[np.ndarray, np.ndarray]]:

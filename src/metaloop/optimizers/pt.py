@@ -33,6 +33,9 @@ from metaloop.optimizers.sa import CoolingParams
 from metaloop.optimizers.schedules import ADDITIVE, T_TINY, Schedule, metropolis, temperature
 from metaloop.scoring import scalarize
 
+#: from this many replicas on, diagnostics() gives numpy arrays instead of lists
+LIST_MAX = 1024
+
 ReplicaSchedule = Schedule | Literal["none"]
 
 
@@ -125,13 +128,23 @@ class ParallelTempering(Optimizer):
         """Temperature of every slot at generation ``k`` (default: the current one)."""
         p = self.params
         k = self.generation if k is None else k
-        t_end = p.t_end if isinstance(p.t_end, list) else [p.t_end] * p.n_replicas
-        return np.array(
-            [
-                t0 if s == "none" else temperature(s, k, t0, te, p.n_iterations, p.decay, p.alpha)
-                for s, t0, te in zip(p.schedules(), p.ladder(), t_end, strict=True)
-            ]
-        )
+        cached = getattr(self, "_t_cache", None)
+        if cached is not None and cached[0] is p and cached[1] == k:
+            return cached[2].copy()
+        if p.cooling_schedule == "none":  # one vector: the ladder (no per-replica Python)
+            T = np.array(p.ladder())
+        else:
+            t_end = p.t_end if isinstance(p.t_end, list) else [p.t_end] * p.n_replicas
+            T = np.array(
+                [
+                    t0
+                    if s == "none"
+                    else temperature(s, k, t0, te, p.n_iterations, p.decay, p.alpha)
+                    for s, t0, te in zip(p.schedules(), p.ladder(), t_end, strict=True)
+                ]
+            )
+        self._t_cache = (p, k, T)
+        return T.copy()
 
     def step_sizes(self) -> np.ndarray:
         p = self.params
@@ -171,18 +184,27 @@ class ParallelTempering(Optimizer):
 
     def swap_rates(self) -> list[float]:
         """Accepted / attempted exchanges of every neighbour pair (NaN before an attempt)."""
+        return self._swap_rates().tolist()
+
+    def _swap_rates(self) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
-            return (self._accepts / self._attempts).tolist()
+            return self._accepts / self._attempts
 
     def diagnostics(self) -> dict[str, Any]:
+        """Per-slot lists; from ``LIST_MAX`` replicas on numpy arrays (the store keeps them
+        as base64, exact: a JSON list of 100,000 float reprs per generation is what made a
+        large population slow)."""
         finite = self._f[np.isfinite(self._f)]
-        return {
-            "temperatures": self.temperatures(max(self.generation - 1, 0)).tolist(),
-            "acceptance": self._acceptance.tolist(),
-            "swap_rates": self.swap_rates(),
-            "swap_attempts": self._attempts.tolist(),
-            "best_current": float(finite.max()) if len(finite) else float("-inf"),
+        out: dict[str, Any] = {
+            "temperatures": self.temperatures(max(self.generation - 1, 0)),
+            "acceptance": self._acceptance.copy(),
+            "swap_rates": self._swap_rates(),
+            "swap_attempts": self._attempts.copy(),
         }
+        if self.params.n_replicas < LIST_MAX:
+            out = {k: v.tolist() for k, v in out.items()}
+        out["best_current"] = float(finite.max()) if len(finite) else float("-inf")
+        return out
 
     def set_params(self, **changes: Any) -> None:
         """Change hyperparameters; the number of replicas cannot change during a run."""

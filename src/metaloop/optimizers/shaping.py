@@ -36,14 +36,17 @@ def rank_utilities(s: np.ndarray) -> np.ndarray:
     order = np.argsort(-s, kind="stable")
     u_sorted = utilities(n)
     ranked = s[order]
+    # runs of equal scores (a score unequal to its predecessor starts one; NaN never ties)
+    starts = np.flatnonzero(np.concatenate([[True], ranked[1:] != ranked[:-1]]))
+    if len(starts) == 1:
+        return np.zeros(n)  # every score the same: no information
+    stops = np.append(starts[1:], n)
+    ties = np.flatnonzero(stops - starts > 1)
+    values = u_sorted  # a score without ties keeps its own utility
+    for a, b in zip(starts[ties].tolist(), stops[ties].tolist()):  # only the tied runs
+        values[a:b] = u_sorted[a:b].mean()
     out = np.empty(n)
-    start = 0
-    while start < n:  # average the utilities over runs of equal scores
-        stop = start + 1
-        while stop < n and ranked[stop] == ranked[start]:
-            stop += 1
-        out[order[start:stop]] = 0.0 if stop - start == n else u_sorted[start:stop].mean()
-        start = stop
+    out[order] = values
     return out
 
 
