@@ -20,6 +20,11 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+try:  # the clip ufunc itself: np.clip adds microseconds of Python around the same call
+    from numpy._core.umath import clip as _clip
+except ImportError:  # numpy < 2
+    from numpy.core.umath import clip as _clip  # type: ignore[no-redef]
+
 #: the most components a candidate may have (all parameters, arrays counted element-wise):
 #: a million float64 values is 8 MB per candidate, a population of them already gigabytes
 MAX_DIM = 1_000_000
@@ -207,16 +212,16 @@ class Space:
 
     def decode_many(self, U: np.ndarray) -> list[dict[str, Any]]:
         """Vectorized :meth:`decode` of every row of ``U`` (same values, much faster)."""
-        U = np.clip(np.atleast_2d(np.asarray(U, dtype=float)), 0.0, 1.0)
+        U = _clip(np.atleast_2d(np.asarray(U, dtype=float)), 0.0, 1.0)
         columns: list[list[Any]] = []
         for name, spec in self.params.items():
             part = U[:, self.slices[name]]
             if isinstance(spec, RealParam):
                 if spec.log:
                     lo, hi = math.log(spec.low), math.log(spec.high)
-                    vals = np.clip(np.exp(lo + part * (hi - lo)), spec.low, spec.high)
+                    vals = _clip(np.exp(lo + part * (hi - lo)), spec.low, spec.high)
                 else:
-                    vals = np.clip(spec.low + part * (spec.high - spec.low), spec.low, spec.high)
+                    vals = _clip(spec.low + part * (spec.high - spec.low), spec.low, spec.high)
                 if spec.shape:
                     shape = tuple(spec.shape)
                     columns.append([row.reshape(shape) for row in vals])
@@ -240,7 +245,7 @@ class Space:
         Row ``i`` holds exactly the values ``decode_many(U)[i]`` holds; no per-row objects
         are built (the vectorized mode's hot path).
         """
-        U = np.clip(np.atleast_2d(np.asarray(U, dtype=float)), 0.0, 1.0)
+        U = _clip(np.atleast_2d(np.asarray(U, dtype=float)), 0.0, 1.0)
         n = len(U)
         out: dict[str, np.ndarray] = {}
         for name, spec in self.params.items():
@@ -248,9 +253,9 @@ class Space:
             if isinstance(spec, RealParam):
                 if spec.log:
                     lo, hi = math.log(spec.low), math.log(spec.high)
-                    vals = np.clip(np.exp(lo + part * (hi - lo)), spec.low, spec.high)
+                    vals = _clip(np.exp(lo + part * (hi - lo)), spec.low, spec.high)
                 else:
-                    vals = np.clip(spec.low + part * (spec.high - spec.low), spec.low, spec.high)
+                    vals = _clip(spec.low + part * (spec.high - spec.low), spec.low, spec.high)
                 out[name] = vals.reshape((n, *spec.shape)) if spec.shape else vals[:, 0].copy()
                 continue
             k = spec.high - spec.low + 1 if isinstance(spec, IntParam) else len(spec.values)

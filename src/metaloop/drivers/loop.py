@@ -33,12 +33,14 @@ from metaloop.drivers.pruning import make_pruner
 from metaloop.drivers.tailer import ReportTailer
 from metaloop.executors import ExecutionPolicy, Executor, WorkerSetup
 from metaloop.executors.chunking import moving_mean
+from metaloop.jsonable import plain_json
 from metaloop.optimizees.evaluator import WorkdirUsed
 from metaloop.optimizers.base import Optimizer
 from metaloop.optimizers.registry import get_optimizer_class
 from metaloop.records import Evaluation, ExperimentStatus, Outcome, RunStatus, Status, Task
 from metaloop.scoring import weighted_fitness, weighted_score
 from metaloop.store.base import ClaimLost, ExperimentInfo, Store, StoreFault
+from metaloop.store.columns import json_objects
 
 #: a paused run with nothing running polls this often
 HOLD_POLL_S = 0.2
@@ -144,6 +146,8 @@ class Loop:
         self._paused_s = 0.0  # time held by pauses (not counted by ``max_time``)
         self._mean_eval: float | None = None  # seconds per evaluation (running mean)
         self._workers = 1
+        self._params_json: list[str] = []  # this generation's params as stored JSON text
+        self._params_gen = -1  # ... and its generation
 
     def _make_optimizer(self) -> Optimizer:
         opt_cfg = dict(self.config.model.optimizer)
@@ -362,7 +366,9 @@ class Loop:
         self.generation_size, self.generation_done = limit, len(results)
         self.observer.generation_started(gen, limit, self)
         candidates = self.config.space.decode_many(X[:limit])
-        self.steering.inject(X, candidates, limit, gen)
+        injected = self.steering.inject(X, candidates, limit, gen)
+        self._params_json = self._encode_params(X[:limit], candidates, injected)
+        self._params_gen = gen
         if check_stored:
             self.reports.begin(
                 gen,
@@ -387,10 +393,12 @@ class Loop:
             return "budget"
         F = np.full((n, len(self.weights)), -math.inf)
         outputs: list[Any] = [None] * n
-        for i, e in results.items():
-            if e.status in TOLD and e.fitness is not None:
-                F[i] = weighted_fitness(e.fitness, self.weights)
-                outputs[i] = e.outputs
+        told = [e for e in results.values() if e.status in TOLD and e.fitness is not None]
+        if told:  # weights * fitness, row by row as weighted_fitness, in one numpy call
+            rows = [e.index for e in told]
+            F[rows] = weighted_fitness([e.fitness for e in told], self.weights)
+            for e in told:
+                outputs[e.index] = e.outputs
         self.optimizer.tell(
             X, F, outputs if self.optimizer.uses_outputs else None, constraint_rows(results, n)
         )
@@ -411,6 +419,18 @@ class Loop:
         )
         self.observer.generation_finished(gen, self)
         return None
+
+    def _encode_params(
+        self, X: np.ndarray, candidates: list[dict[str, Any]], injected: int
+    ) -> list[str]:
+        """The stored JSON text of each candidate's params, exactly ``plain_json(params)``,
+        encoded column by column for the whole generation (one ``json`` call per parameter
+        instead of one per candidate); injected candidates (the last ``injected``, given as
+        params, not as unit vectors) one by one."""
+        texts = json_objects(self.config.space.decode_columns(X))
+        for i in range(len(candidates) - injected, len(candidates)):
+            texts[i] = plain_json(candidates[i])
+        return texts
 
     def _window(self) -> int:
         """How many tasks the executor may hold: one per worker (a whole batch with
@@ -497,7 +517,10 @@ class Loop:
     def _store_and_count(self, evaluation: Evaluation) -> None:
         """Queue ``evaluation`` in the store; update the counts and the best so far."""
         score = self.score(evaluation)
-        self.store.append(self.info.id, evaluation, score)
+        text = None
+        if evaluation.generation == self._params_gen:  # (the async loop mixes generations)
+            text = self._params_json[evaluation.index]
+        self.store.append(self.info.id, evaluation, score, text)
         self.n_evaluations += 1
         self.generation_done += 1
         if evaluation.status is Status.OK:

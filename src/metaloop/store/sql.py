@@ -174,7 +174,13 @@ class SQLStore(ClaimMixin, GroupCommitWriter, Store):
             return [self._info(r) for r in rows.fetchall()]
 
     # -- evaluations --------------------------------------------------------------------------
-    def append(self, exp_id: int, evaluation: Evaluation, score: float | None) -> None:
+    def append(
+        self,
+        exp_id: int,
+        evaluation: Evaluation,
+        score: float | None,
+        params_json: str | None = None,
+    ) -> None:
         e = evaluation
         if score is not None and math.isnan(score):
             score = None  # no best; SQLite stores NaN as NULL anyway
@@ -188,7 +194,7 @@ class SQLStore(ClaimMixin, GroupCommitWriter, Store):
                 e.status.value,
                 e.attempts,
                 None if e.fitness is None else fitness_json(e.fitness),
-                plain_json(e.params),
+                plain_json(e.params) if params_json is None else params_json,
                 plain_json(e.metrics),
                 self._text(e.error),
                 e.started,
