@@ -272,7 +272,8 @@ class SQLStore(ClaimMixin, GroupCommitWriter, Store):
 
     # -- checkpoints and events ------------------------------------------------------------
     def checkpoint(self, exp_id: int, generation: int, state: dict[str, Any]) -> None:
-        self._enqueue("checkpoint", (exp_id, generation, codec.dumps(state), time.time()))
+        text = codec.dumps(state, checkpoint=True)
+        self._enqueue("checkpoint", (exp_id, generation, text, time.time()))
 
     def last_checkpoint(self, exp_id: int) -> tuple[int, dict[str, Any]] | None:
         with self._lock:
