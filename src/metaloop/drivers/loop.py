@@ -52,6 +52,10 @@ TOLD = (Status.OK, Status.PRUNED)
 CHEAP_S = 0.1
 #: ... up to about this much work per worker (the most a pause lets start after it)
 QUEUE_AHEAD_S = 0.5
+#: the optimizer's diagnostics are logged (an "optimizer" event) after a generation at most
+#: this often — every generation of slow runs, about once a second of fast ones — and always
+#: after the first and the last generation of a session
+DIAGNOSTICS_EVERY_S = 1.0
 
 
 class RunObserver:
@@ -148,6 +152,8 @@ class Loop:
         self._workers = 1
         self._params_json: list[str] = []  # this generation's params as stored JSON text
         self._params_gen = -1  # ... and its generation
+        self._next_diagnostics = 0.0  # (monotonic) when diagnostics are logged again
+        self._pending_diagnostics: tuple[str, Callable[[], dict[str, Any]]] | None = None
 
     def _make_optimizer(self) -> Optimizer:
         opt_cfg = dict(self.config.model.optimizer)
@@ -260,6 +266,7 @@ class Loop:
             self.executor.cancel_all()
             self.reports.close()
             self.stop_reason = "interrupted"
+            self._flush_diagnostics()
             self.steering.finish(self.generation, finished=False)
             self.store.event(self.info.id, "interrupt", "interrupted (Ctrl-C or SIGTERM)")
             self.store.set_status(self.info.id, ExperimentStatus.INTERRUPTED, "interrupted")
@@ -277,6 +284,7 @@ class Loop:
             raise
         self.reports.close()
         self.stop_reason = reason
+        self._flush_diagnostics()
         if reason == "stopped":
             self.stop_reason = f"stop from {self.steering.stop_origin}"
             self.steering.finish(self.generation, finished=False)
@@ -403,9 +411,7 @@ class Loop:
             X, F, outputs if self.optimizer.uses_outputs else None, constraint_rows(results, n)
         )
         self.generation = self.optimizer.generation
-        diagnostics = self.optimizer.diagnostics()
-        if diagnostics:
-            self.store.event(self.info.id, "optimizer", f"after generation {gen}", diagnostics)
+        self._log_diagnostics(f"after generation {gen}", self.optimizer.diagnostics)
         posterior = self.optimizer.posterior_summary()
         if posterior is not None:  # written again if a resume re-tells it: readers take the last
             self.store.event(self.info.id, "posterior", f"posterior after round {gen}", posterior)
@@ -431,6 +437,25 @@ class Loop:
         for i in range(len(candidates) - injected, len(candidates)):
             texts[i] = plain_json(candidates[i])
         return texts
+
+    def _log_diagnostics(self, label: str, diagnostics: Callable[[], dict[str, Any]]) -> None:
+        """Log ``diagnostics()`` as an "optimizer" event now, or keep it pending if the last
+        was logged less than :data:`DIAGNOSTICS_EVERY_S` ago (see :meth:`_flush_diagnostics`)."""
+        now = time.monotonic()
+        if now < self._next_diagnostics:
+            self._pending_diagnostics = (label, diagnostics)
+            return
+        self._next_diagnostics = now + DIAGNOSTICS_EVERY_S
+        self._pending_diagnostics = None
+        data = diagnostics()
+        if data:
+            self.store.event(self.info.id, "optimizer", label, data)
+
+    def _flush_diagnostics(self) -> None:
+        """Log the pending diagnostics (of the last generation) as the session ends."""
+        if self._pending_diagnostics is not None:
+            self._next_diagnostics = 0.0
+            self._log_diagnostics(*self._pending_diagnostics)
 
     def _window(self) -> int:
         """How many tasks the executor may hold: one per worker (a whole batch with

@@ -23,7 +23,7 @@ _B64 = "__ndarray_b64__"
 B64_MIN = 1024
 #: ... in optimizer checkpoints (written every generation, read by resume, not by people):
 #: a 10 x 10 covariance as base64 costs microseconds, as a list of float reprs ~50
-CHECKPOINT_B64_MIN = 16
+CHECKPOINT_B64_MIN = 8
 
 
 def _default(obj: Any, b64_min: int = B64_MIN) -> Any:
