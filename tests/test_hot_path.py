@@ -49,6 +49,8 @@ def test_float_columns_are_encoded_as_plain_json_row_by_row() -> None:
     ints = {"x": rng.random(5), "k": np.arange(5)}  # mixed dtypes: column by column
     assert json_objects(ints) == [plain_json({"x": float(ints["x"][i]), "k": i}) for i in range(5)]
     assert json_objects({"x": np.zeros(0)}) == []
+    odd = {"x": np.array([np.inf, 1.5]), "y": np.array([-np.inf, 0.1])}  # JSON's spellings
+    assert json_objects(odd) == ['{"x":Infinity,"y":-Infinity}', '{"x":1.5,"y":0.1}']
 
 
 def test_stored_params_text_is_plain_json_and_the_record_is_private(tmp_path: Path) -> None:

@@ -52,10 +52,11 @@ def json_objects(columns: Mapping[str, Any]) -> list[str]:
     names = list(columns)
     keys = [_ENCODE(k) for k in names]
     first = columns[names[0]]
-    if len(first) and all(_same_scalars(columns[k], first) for k in names):  # one call
-        text = _ENCODE(np.column_stack([columns[k] for k in names]).tolist())
-        fmt = "{" + ",".join(k.replace("%", "%%") + ":%s" for k in keys) + "}"
-        return [fmt % tuple(row.split(",")) for row in text[2:-2].split("],[")]
+    if len(first) and all(_same_scalars(columns[k], first) for k in names):
+        matrix = np.column_stack([columns[k] for k in names])
+        if np.isfinite(matrix).all():  # finite floats: JSON writes their repr, so does %r
+            fmt = "{" + ",".join(k.replace("%", "%%") + ":%r" for k in keys) + "}"
+            return [fmt % tuple(row) for row in matrix.tolist()]
     texts = [json_rows(columns[k]) for k in names]
     if len(names) == 1:
         head = "{" + keys[0] + ":"

@@ -63,6 +63,8 @@ def fitness_json(fitness: tuple[float, ...]) -> str:
     """Fitness as JSON text, bit-exact: ``repr`` of a float is its shortest round-trip form.
 
     (Fitness values are finite: the optimizee result check guarantees it.)"""
+    if len(fitness) == 1 and type(fitness[0]) is float:
+        return f"[{fitness[0]!r}]"
     return "[" + ",".join([repr(float(v)) for v in fitness]) + "]"
 
 
