@@ -21,7 +21,7 @@ from metaloop.optimizers.cmaes import CMAES, HISTORY_CAP
 from metaloop.records import Task
 from metaloop.space import Space
 from metaloop.store import codec, open_store
-from metaloop.store.columns import json_objects
+from metaloop.store.columns import float_objects, json_objects
 
 MIXED_SPACE = {
     "a": {"type": "real", "low": -1.0, "high": 3.0},
@@ -51,6 +51,26 @@ def test_float_columns_are_encoded_as_plain_json_row_by_row() -> None:
     assert json_objects({"x": np.zeros(0)}) == []
     odd = {"x": np.array([np.inf, 1.5]), "y": np.array([-np.inf, 0.1])}  # JSON's spellings
     assert json_objects(odd) == ['{"x":Infinity,"y":-Infinity}', '{"x":1.5,"y":0.1}']
+
+
+def test_decode_reals_gives_decode_many_values_in_one_matrix() -> None:
+    reals = {
+        "a": {"type": "real", "low": -3.0, "high": 0.7},
+        "b": {"type": "real", "low": 1e-9, "high": 2e-9},
+        "c": {"type": "real", "low": 0, "high": 100},
+    }
+    space = Space.from_config(reals)
+    U = np.random.default_rng(0).random((200, 3)) * 1.2 - 0.1  # outside the cube too
+    U[0] = [0.0, 1.0, 0.5]
+    M = space.decode_reals(U)
+    assert M is not None
+    names = list(reals)
+    assert [dict(zip(names, r)) for r in M.tolist()] == space.decode_many(U)
+    assert float_objects(names, M.tolist()) == [plain_json(p) for p in space.decode_many(U)]
+    for other in ({"n": {"type": "int", "low": 0, "high": 3}},
+                  {"l": {"type": "real", "low": 1.0, "high": 9.0, "log": True}},
+                  {"v": {"type": "real", "low": 0.0, "high": 1.0, "shape": [2]}}):  # fmt: skip
+        assert Space.from_config({**reals, **other}).decode_reals(np.zeros((1, 4))) is None
 
 
 def test_stored_params_text_is_plain_json_and_the_record_is_private(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from metaloop.optimizers.registry import get_optimizer_class
 from metaloop.records import Evaluation, ExperimentStatus, Outcome, RunStatus, Status, Task
 from metaloop.scoring import weighted_fitness, weighted_score
 from metaloop.store.base import ClaimLost, ExperimentInfo, Store, StoreFault
-from metaloop.store.columns import json_objects
+from metaloop.store.columns import float_objects, json_objects
 
 #: a paused run with nothing running polls this often
 HOLD_POLL_S = 0.2
@@ -373,9 +373,15 @@ class Loop:
         limit = n if m.budget is None else min(n, m.budget - before)
         self.generation_size, self.generation_done = limit, len(results)
         self.observer.generation_started(gen, limit, self)
-        candidates = self.config.space.decode_many(X[:limit])
+        space = self.config.space
+        reals = space.decode_reals(X[:limit])  # (an all-real space: one pass, rows as lists)
+        rows = None if reals is None or not np.isfinite(reals).all() else reals.tolist()
+        names = list(space.params)
+        candidates = (
+            space.decode_many(X[:limit]) if rows is None else [dict(zip(names, r)) for r in rows]
+        )
         injected = self.steering.inject(X, candidates, limit, gen)
-        self._params_json = self._encode_params(X[:limit], candidates, injected)
+        self._params_json = self._encode_params(X[:limit], candidates, injected, rows)
         self._params_gen = gen
         if check_stored:
             self.reports.begin(
@@ -427,13 +433,21 @@ class Loop:
         return None
 
     def _encode_params(
-        self, X: np.ndarray, candidates: list[dict[str, Any]], injected: int
+        self,
+        X: np.ndarray,
+        candidates: list[dict[str, Any]],
+        injected: int,
+        rows: list[list[float]] | None = None,
     ) -> list[str]:
         """The stored JSON text of each candidate's params, exactly ``plain_json(params)``,
-        encoded column by column for the whole generation (one ``json`` call per parameter
-        instead of one per candidate); injected candidates (the last ``injected``, given as
-        params, not as unit vectors) one by one."""
-        texts = json_objects(self.config.space.decode_columns(X))
+        encoded for the whole generation at once (from ``rows``, the decoded values of an
+        all-real space, or column by column); injected candidates (the last ``injected``,
+        given as params, not as unit vectors) one by one."""
+        space = self.config.space
+        if rows is not None:
+            texts = float_objects(list(space.params), rows)
+        else:
+            texts = json_objects(space.decode_columns(X))
         for i in range(len(candidates) - injected, len(candidates)):
             texts[i] = plain_json(candidates[i])
         return texts
