@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from services import need_module
 
 from metaloop.api import Experiment, history
 from metaloop.executors.base import WorkerSetup
@@ -232,3 +233,42 @@ def test_checkpoint_encoding_puts_small_arrays_in_base64_exactly() -> None:
     back = codec.loads(text)
     assert back["a"].tobytes() == arr.tobytes() and back["small"].tobytes() == arr[:3].tobytes()
     assert codec._B64 not in codec.dumps(state)  # other writers keep lists below B64_MIN
+
+
+def test_the_pipeline_benchmark_compares_like_with_like(tmp_path: Path) -> None:
+    """benchmarks/pipeline_cost.py: the naive loop stores what the issue describes (one row
+    of params JSON and fitness per evaluation) and ours the same evaluations in its store."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import pipeline_cost
+
+    pipeline_cost.naive(tmp_path / "naive.db", 20, 60)
+    with sqlite3.connect(tmp_path / "naive.db") as conn:
+        rows = conn.execute("SELECT params, fitness FROM evals").fetchall()
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    assert len(rows) == 60 and mode == "wal"
+    import json
+
+    params = json.loads(rows[7][0])
+    assert sorted(params) == sorted(pipeline_cost.NAMES)
+    assert rows[7][1] == pipeline_cost.sphere10(params)
+    pipeline_cost.ours(tmp_path / "ours.db", 20, 60, "b")
+    evals = history("b", f"sqlite:///{tmp_path / 'ours.db'}")
+    assert len(evals) == 60
+    assert all(e.fitness == (pipeline_cost.sphere10(e.params),) for e in evals)
+
+
+def test_the_optimizer_benchmark_runs_every_side(tmp_path: Path) -> None:
+    """benchmarks/optimizer_cost.py's durable table: each side reports its evaluations."""
+    import sys
+
+    need_module("cma")
+    need_module("deap")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import optimizer_cost
+
+    assert optimizer_cost.pycma_loop(10, 3) == 30
+    assert 0 < optimizer_cost.deap_loop(20, 3) <= 60  # eaSimple evaluates changed ones only
+    assert optimizer_cost.ours_durable(str(tmp_path), "cmaes", 10, 3, "c") == 30
+    assert optimizer_cost.ours_durable(str(tmp_path), "ga", 20, 3, "g") <= 60
