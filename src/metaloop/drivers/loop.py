@@ -409,8 +409,7 @@ class Loop:
         outputs: list[Any] = [None] * n
         told = [e for e in results.values() if e.status in TOLD and e.fitness is not None]
         if told:  # weights * fitness, row by row as weighted_fitness, in one numpy call
-            rows = [e.index for e in told]
-            F[rows] = weighted_fitness([e.fitness for e in told], self.weights)
+            F[[e.index for e in told]] = weighted_fitness([e.fitness for e in told], self.weights)
             for e in told:
                 outputs[e.index] = e.outputs
         self.optimizer.tell(

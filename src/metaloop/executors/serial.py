@@ -88,7 +88,10 @@ class SerialExecutor(Executor):
         tasks = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
         items = [(t.generation, t.index, t.attempt, _copy(t.params), t.info) for t in tasks]
         started = time.time()
-        results = self._evaluate.batch(items)
+        if len(items) == 1 and self._evaluate.fn is not None:  # (a batch's last one)
+            results = [self._evaluate(*items[0])]
+        else:
+            results = self._evaluate.batch(items)
         finished = time.time()
         out.extend(
             Outcome(t, r.status, r.fitness, r.metrics, r.error, started, finished, self._host,
