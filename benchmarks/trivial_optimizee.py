@@ -13,3 +13,11 @@ def busy_20ms(params):
     while time.thread_time() < end:
         x += 1.0
     return params["x"]
+
+
+_NAMES = [f"x{i}" for i in range(10)]
+
+
+def sphere10(params):
+    """The 10-D sphere of benchmarks/pipeline_cost.py (params x0 .. x9)."""
+    return sum((params[n] - 0.3) ** 2 for n in _NAMES)

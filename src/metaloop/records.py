@@ -94,22 +94,22 @@ class Evaluation:
     @classmethod
     def from_outcome(cls, outcome: Outcome, seq: int | None = None) -> Evaluation:
         t = outcome.task
-        return cls(
-            generation=t.generation,
-            index=t.index,
-            params=t.params,
-            status=outcome.status,
-            fitness=outcome.fitness,
-            metrics=outcome.metrics,
-            attempts=t.attempt,
-            error=outcome.error,
-            started=outcome.started,
-            finished=outcome.finished,
-            host=outcome.host,
-            worker=outcome.worker,
-            outputs=outcome.outputs,
-            seq=seq,
-            constraints=outcome.constraints,
+        return cls(  # positional, in field order (a third cheaper than keywords: hot path)
+            t.generation,
+            t.index,
+            t.params,
+            outcome.status,
+            outcome.fitness,
+            outcome.metrics,
+            t.attempt,
+            outcome.error,
+            outcome.started,
+            outcome.finished,
+            outcome.host,
+            outcome.worker,
+            outcome.outputs,
+            seq,
+            outcome.constraints,
         )
 
 

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 def weighted_score(fitness: Iterable[Any], weights: Iterable[Any]) -> Any:
     """``sum(w * f)`` over the objectives of one evaluation, left to right from 0 (a Python
     float for float inputs; NaN or infinities propagate: callers score ok evaluations)."""
+    if type(fitness) is tuple and len(fitness) == 1 and type(weights) is list:
+        return 0 + weights[0] * fitness[0]  # one objective: the same sum, without a generator
     return sum(w * f for w, f in zip(weights, fitness))
 
 

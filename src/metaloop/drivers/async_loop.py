@@ -235,8 +235,4 @@ class AsyncLoop(Loop):
         self.observer.evaluated(evaluation, self)
         if self.generation != before:
             self.generation_done = 0
-            diagnostics = self.aopt.diagnostics()
-            if diagnostics:
-                self.store.event(
-                    self.info.id, "optimizer", f"after {self.aopt.n_told} tells", diagnostics
-                )
+            self._log_diagnostics(f"after {self.aopt.n_told} tells", self.aopt.diagnostics)

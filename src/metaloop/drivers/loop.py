@@ -34,12 +34,14 @@ from metaloop.drivers.pruning import make_pruner
 from metaloop.drivers.tailer import ReportTailer
 from metaloop.executors import ExecutionPolicy, Executor, WorkerSetup
 from metaloop.executors.chunking import moving_mean
+from metaloop.jsonable import plain_json
 from metaloop.optimizees.evaluator import WorkdirUsed
 from metaloop.optimizers.base import Optimizer
 from metaloop.optimizers.registry import get_optimizer_class
 from metaloop.records import Evaluation, ExperimentStatus, Outcome, RunStatus, Status, Task
 from metaloop.scoring import weighted_fitness, weighted_score
 from metaloop.store.base import ClaimLost, ExperimentInfo, Store, StoreFault
+from metaloop.store.columns import float_objects, json_objects
 
 #: a paused run with nothing running polls this often
 HOLD_POLL_S = 0.2
@@ -51,6 +53,10 @@ TOLD = (Status.OK, Status.PRUNED)
 CHEAP_S = 0.1
 #: ... up to about this much work per worker (the most a pause lets start after it)
 QUEUE_AHEAD_S = 0.5
+#: the optimizer's diagnostics are logged (an "optimizer" event) after a generation at most
+#: this often — every generation of slow runs, about once a second of fast ones — and always
+#: after the first and the last generation of a session
+DIAGNOSTICS_EVERY_S = 1.0
 
 
 class RunObserver:
@@ -145,6 +151,10 @@ class Loop:
         self._paused_s = 0.0  # time held by pauses (not counted by ``max_time``)
         self._mean_eval: float | None = None  # seconds per evaluation (running mean)
         self._workers = 1
+        self._params_json: list[str] = []  # this generation's params as stored JSON text
+        self._params_gen = -1  # ... and its generation
+        self._next_diagnostics = 0.0  # (monotonic) when diagnostics are logged again
+        self._pending_diagnostics: tuple[str, Callable[[], dict[str, Any]]] | None = None
 
     def _make_optimizer(self) -> Optimizer:
         opt_cfg = dict(self.config.model.optimizer)
@@ -261,6 +271,7 @@ class Loop:
             self.executor.cancel_all()
             self.reports.close()
             self.stop_reason = "interrupted"
+            self._flush_diagnostics()
             self.steering.finish(self.generation, finished=False)
             self.store.event(self.info.id, "interrupt", "interrupted (Ctrl-C or SIGTERM)")
             self.store.set_status(self.info.id, ExperimentStatus.INTERRUPTED, "interrupted")
@@ -278,6 +289,7 @@ class Loop:
             raise
         self.reports.close()
         self.stop_reason = reason
+        self._flush_diagnostics()
         if reason == "stopped":
             self.stop_reason = f"stop from {self.steering.stop_origin}"
             self.steering.finish(self.generation, finished=False)
@@ -366,8 +378,16 @@ class Loop:
         limit = n if m.budget is None else min(n, m.budget - before)
         self.generation_size, self.generation_done = limit, len(results)
         self.observer.generation_started(gen, limit, self)
-        candidates = self.config.space.decode_many(X[:limit])
-        self.steering.inject(X, candidates, limit, gen)
+        space = self.config.space
+        reals = space.decode_reals(X[:limit])  # (an all-real space: one pass, rows as lists)
+        rows = None if reals is None or not np.isfinite(reals).all() else reals.tolist()
+        names = list(space.params)
+        candidates = (
+            space.decode_many(X[:limit]) if rows is None else [dict(zip(names, r)) for r in rows]
+        )
+        injected = self.steering.inject(X, candidates, limit, gen)
+        self._params_json = self._encode_params(X[:limit], candidates, injected, rows)
+        self._params_gen = gen
         if check_stored:
             self.reports.begin(
                 gen,
@@ -392,17 +412,16 @@ class Loop:
             return "budget"
         F = np.full((n, len(self.weights)), -math.inf)
         outputs: list[Any] = [None] * n
-        for i, e in results.items():
-            if e.status in TOLD and e.fitness is not None:
-                F[i] = weighted_fitness(e.fitness, self.weights)
-                outputs[i] = e.outputs
+        told = [e for e in results.values() if e.status in TOLD and e.fitness is not None]
+        if told:  # weights * fitness, row by row as weighted_fitness, in one numpy call
+            F[[e.index for e in told]] = weighted_fitness([e.fitness for e in told], self.weights)
+            for e in told:
+                outputs[e.index] = e.outputs
         self.optimizer.tell(
             X, F, outputs if self.optimizer.uses_outputs else None, constraint_rows(results, n)
         )
         self.generation = self.optimizer.generation
-        diagnostics = self.optimizer.diagnostics()
-        if diagnostics:
-            self.store.event(self.info.id, "optimizer", f"after generation {gen}", diagnostics)
+        self._log_diagnostics(f"after generation {gen}", self.optimizer.diagnostics)
         posterior = self.optimizer.posterior_summary()
         if posterior is not None:  # written again if a resume re-tells it: readers take the last
             self.store.event(self.info.id, "posterior", f"posterior after round {gen}", posterior)
@@ -416,6 +435,45 @@ class Loop:
         )
         self.observer.generation_finished(gen, self)
         return None
+
+    def _encode_params(
+        self,
+        X: np.ndarray,
+        candidates: list[dict[str, Any]],
+        injected: int,
+        rows: list[list[float]] | None = None,
+    ) -> list[str]:
+        """The stored JSON text of each candidate's params, exactly ``plain_json(params)``,
+        encoded for the whole generation at once (from ``rows``, the decoded values of an
+        all-real space, or column by column); injected candidates (the last ``injected``,
+        given as params, not as unit vectors) one by one."""
+        space = self.config.space
+        if rows is not None:
+            texts = float_objects(list(space.params), rows)
+        else:
+            texts = json_objects(space.decode_columns(X))
+        for i in range(len(candidates) - injected, len(candidates)):
+            texts[i] = plain_json(candidates[i])
+        return texts
+
+    def _log_diagnostics(self, label: str, diagnostics: Callable[[], dict[str, Any]]) -> None:
+        """Log ``diagnostics()`` as an "optimizer" event now, or keep it pending if the last
+        was logged less than :data:`DIAGNOSTICS_EVERY_S` ago (see :meth:`_flush_diagnostics`)."""
+        now = time.monotonic()
+        if now < self._next_diagnostics:
+            self._pending_diagnostics = (label, diagnostics)
+            return
+        self._next_diagnostics = now + DIAGNOSTICS_EVERY_S
+        self._pending_diagnostics = None
+        data = diagnostics()
+        if data:
+            self.store.event(self.info.id, "optimizer", label, data)
+
+    def _flush_diagnostics(self) -> None:
+        """Log the pending diagnostics (of the last generation) as the session ends."""
+        if self._pending_diagnostics is not None:
+            self._next_diagnostics = 0.0
+            self._log_diagnostics(*self._pending_diagnostics)
 
     def _window(self) -> int:
         """How many tasks the executor may hold: one per worker (a whole batch with
@@ -502,7 +560,10 @@ class Loop:
     def _store_and_count(self, evaluation: Evaluation) -> None:
         """Queue ``evaluation`` in the store; update the counts and the best so far."""
         score = self.score(evaluation)
-        self.store.append(self.info.id, evaluation, score)
+        text = None
+        if evaluation.generation == self._params_gen:  # (the async loop mixes generations)
+            text = self._params_json[evaluation.index]
+        self.store.append(self.info.id, evaluation, score, text)
         self.n_evaluations += 1
         self.generation_done += 1
         if evaluation.status is Status.OK:

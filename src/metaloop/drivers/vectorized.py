@@ -199,9 +199,7 @@ class VectorizedLoop(Loop):
         told = weighted_fitness(F, self.weights, ok)
         self.optimizer.tell(X, told, None)
         self.generation = self.optimizer.generation
-        diagnostics = self.optimizer.diagnostics()
-        if diagnostics:
-            self.store.event(self.info.id, "optimizer", f"after generation {gen}", diagnostics)
+        self._log_diagnostics(f"after generation {gen}", self.optimizer.diagnostics)
         best_at = None if self.best is None else [self.best.generation, self.best.index]
         self.store.checkpoint(
             self.info.id,

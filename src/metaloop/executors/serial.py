@@ -18,9 +18,19 @@ from metaloop.optimizees.loader import build_optimizee
 from metaloop.optimizees.reaping import release as release_subreaper
 from metaloop.records import Outcome, Task
 
+#: the longest a call of :meth:`SerialExecutor.wait` runs tasks back to back (then the loop
+#: polls steering, updates progress and refills); cheap evaluations share one call
+SLICE_S = 0.02
+
 
 def _copy(params: dict) -> dict:
-    return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in params.items()}
+    """A private copy of ``params`` (arrays copied too): an optimizee that modifies its
+    params must not alter the record."""
+    out = params.copy()
+    for k, v in out.items():
+        if type(v) is np.ndarray:
+            out[k] = v.copy()
+    return out
 
 
 class SerialExecutor(Executor):
@@ -42,34 +52,53 @@ class SerialExecutor(Executor):
         self._queue.append(task)
 
     def wait(self, timeout: float | None = None) -> list[Outcome]:
-        if not self._queue:
+        """Run queued tasks in this process: at least one call (``batch_size`` tasks), then
+        more while the queue holds some and neither ``timeout`` nor :data:`SLICE_S` has
+        passed."""
+        queue = self._queue
+        if not queue:
             return []
-        assert self._evaluate is not None, "start() was not called"
-        tasks = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
-        # Private copies: an optimizee that modifies its params must not alter the record.
+        evaluate = self._evaluate
+        assert evaluate is not None, "start() was not called"
+        single = self.batch_size == 1 and evaluate.fn is not None
+        clock = time.time
+        stop = clock() + min(SLICE_S, SLICE_S if timeout is None else max(timeout, 0.0))
+        out: list[Outcome] = []
+        host = self._host
+        while queue:
+            if single:
+                t = queue.popleft()
+                started = clock()
+                r = evaluate(t.generation, t.index, t.attempt, _copy(t.params), t.info)
+                finished = clock()
+                out.append(
+                    Outcome(t, r.status, r.fitness, r.metrics, r.error, started, finished, host,
+                            "main", r.outputs, r.constraints)
+                )  # fmt: skip
+            else:
+                finished = self._run_batch(out)
+            if finished >= stop:
+                break
+        return out
+
+    def _run_batch(self, out: list[Outcome]) -> float:
+        """Run one batch of ``batch_size`` tasks through ``evaluate.batch``; its end time."""
+        assert self._evaluate is not None
+        queue = self._queue
+        tasks = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
         items = [(t.generation, t.index, t.attempt, _copy(t.params), t.info) for t in tasks]
         started = time.time()
-        if len(items) == 1 and self._evaluate.fn is not None:
+        if len(items) == 1 and self._evaluate.fn is not None:  # (a batch's last one)
             results = [self._evaluate(*items[0])]
         else:
             results = self._evaluate.batch(items)
         finished = time.time()
-        return [
-            Outcome(
-                t,
-                r.status,
-                r.fitness,
-                r.metrics,
-                r.error,
-                started,
-                finished,
-                self._host,
-                "main",
-                r.outputs,
-                r.constraints,
-            )
+        out.extend(
+            Outcome(t, r.status, r.fitness, r.metrics, r.error, started, finished, self._host,
+                    "main", r.outputs, r.constraints)
             for t, r in zip(tasks, results)
-        ]
+        )  # fmt: skip
+        return finished
 
     @property
     def workers(self) -> int:

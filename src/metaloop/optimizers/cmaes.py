@@ -13,6 +13,8 @@ The (mu/mu_w, lambda)-CMA-ES of Hansen's tutorial ("The CMA Evolution Strategy: 
   damping; rank-one update with ``c_c = (4 + mueff/n) / (n + 4 + 2 mueff/n)`` and the ``h_sig``
   stall, rank-mu update; ``c1 = 2 min(1, lambda/6) / ((n + 1.3)^2 + mueff)``,
   ``cmu = min(1 - c1, 2 (mueff - 1.75 + 1/mueff) / ((n + 2)^2 + mueff))``;
+* the fitness histories of the termination criteria are bounded (:data:`HISTORY_CAP`), so a
+  checkpoint's size does not grow with the number of generations;
 * the eigendecomposition of ``C`` is refreshed only every ``1 / (c1 + cmu) / n / 10``
   updates (lazily, as pycma), so large ``n`` stays cheap.
 
@@ -165,6 +167,18 @@ class CMAESParams(OptimizerParams):
         if not values or not all(0.0 <= x <= 1.0 for x in values):
             raise ValueError("x0: values must lie in [0, 1] (unit-cube coordinates)")
         return v
+
+
+#: entries of the best/median histories (one per 5 generations) kept for tolstagnation;
+#: pycma keeps 20,000, so the rule here differs from pycma's only in runs longer than
+#: 5 * HISTORY_CAP generations (its windows are then a tenth of the cap, not of the run)
+HISTORY_CAP = 1000
+
+
+def history_cap(tolstag: int) -> int:
+    """Entries kept of each history: :data:`HISTORY_CAP`, or more when tolstagnation's own
+    windows (two of ``tolstag / 10``) need them."""
+    return max(HISTORY_CAP, 2 * int(tolstag / 10) + 2)
 
 
 _ARRAYS = ("mean", "sigma_scale", "D", "ps", "pc", "best_x", "stag_x")
@@ -382,8 +396,9 @@ class CMAES(Optimizer):
             median = float(np.median(fit))
         s["hist"] = [float(fit[0]), *s["hist"]][: int(10 + 30 * n / s["lam"])]
         if s["iteration"] % 5 == 0:
-            s["histbest"] = [float(fit[0]), *s["histbest"]][:20000]
-            s["histmedian"] = [median, *s["histmedian"]][:20000]
+            cap = history_cap(self._tolstag())
+            s["histbest"] = [float(fit[0]), *s["histbest"]][:cap]
+            s["histmedian"] = [median, *s["histmedian"]][:cap]
         flat = not fit[0] < fit[int(0.75 * len(fit))]
         s["flat"] = s["flat"] + 1 if flat else 0
         # tolxstagnation: the mean has not moved by 1e-9 for 20 + 10 % of the generations
@@ -401,7 +416,7 @@ class CMAES(Optimizer):
         with np.errstate(invalid="ignore"):
             fun_range = float(fit[-1] - fit[0])
             hist_range = float(hist.max() - hist.min())
-        tolstag = p.tolstagnation or int(100 + 100 * n**1.5 / lam)
+        tolstag = self._tolstag()
         maxiter = p.maxiter or 100 + (150 * (n + 3) ** 2) // math.sqrt(lam)
         axis = it % n
         checks = {
@@ -423,6 +438,11 @@ class CMAES(Optimizer):
             "maxiter": it >= maxiter,
         }
         return [name for name, fired in checks.items() if fired]
+
+    def _tolstag(self) -> int:
+        """Generations of tolstagnation: ``100 + 100 n^1.5 / lambda`` unless set."""
+        p, n = self.params, self.space.dim
+        return p.tolstagnation or int(100 + 100 * n**1.5 / self._s["lam"])
 
     def _stagnated(self, tolstag: int) -> bool:
         s, n, lam = self._s, self.space.dim, self._s["lam"]
@@ -483,8 +503,9 @@ class CMAES(Optimizer):
     def _state(self) -> dict[str, Any]:
         out = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self._s.items()}
         out["restart_log"] = [dict(r, reasons=list(r["reasons"])) for r in self._s["restart_log"]]
-        for key in ("hist", "histbest", "histmedian", "stop"):
-            out[key] = list(self._s[key])
+        for key in ("hist", "histbest", "histmedian"):  # float arrays: base64, exact
+            out[key] = np.array(self._s[key], dtype=float)
+        out["stop"] = list(self._s["stop"])
         return out
 
     def _load_state(self, state: dict[str, Any]) -> None:
@@ -495,7 +516,7 @@ class CMAES(Optimizer):
         for key in ("C", "B"):
             s[key] = as_rows(state[key], n)
         for key in ("hist", "histbest", "histmedian"):
-            s[key] = [float(v) for v in state[key]]
+            s[key] = np.asarray(state[key], dtype=float).reshape(-1).tolist()
         for key in ("lam", "restarts", "evals", "iteration", "updates", "last_eigen"):
             s[key] = int(state[key])
         for key in ("run_evals", "run_best_evals", "flat", "stag_count", "stag_count_x"):

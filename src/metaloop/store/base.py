@@ -227,7 +227,13 @@ class Store(ABC):
 
     # -- evaluations --------------------------------------------------------------------------
     @abstractmethod
-    def append(self, exp_id: int, evaluation: Evaluation, score: float | None) -> None:
+    def append(
+        self,
+        exp_id: int,
+        evaluation: Evaluation,
+        score: float | None,
+        params_json: str | None = None,
+    ) -> None:
         """Queue one evaluation (committed by the writer thread within the group-commit
         interval).
 
@@ -236,6 +242,9 @@ class Store(ABC):
             evaluation: the final result of one candidate; (generation, index) must be new.
             score: the weighted fitness the loop maximizes (None or NaN: no score), used for
                 the best of :class:`ExperimentInfo`.
+            params_json: ``plain_json(evaluation.params)`` when the caller has it already
+                (the driver encodes a whole generation at once: far cheaper per row); a
+                store that keeps params as JSON text may store it as given.
 
         Raises:
             StoreError: an earlier queued write failed.

@@ -19,19 +19,22 @@ _TAG = "__ndarray__"
 _B64 = "__ndarray_b64__"
 #: arrays with at least this many elements are stored as base64 of their bytes
 B64_MIN = 1024
+#: ... in optimizer checkpoints (written every generation, read by resume, not by people):
+#: a 10 x 10 covariance as base64 costs microseconds, as a list of float reprs ~50
+CHECKPOINT_B64_MIN = 8
 #: where :func:`dumps` encodes a placeholder ("\\u0000" + the blob's number) for a base64 text
 _SLOT = f'"{_B64}":"\\u0000'
 _SLOT_OUT = f'"{_B64}":"'
 
 
-def _default(obj: Any) -> Any:
+def _default(obj: Any, b64_min: int = B64_MIN) -> Any:
     import numpy as np  # (only values plain JSON cannot hold need it)
 
     if isinstance(obj, np.ndarray):
         if obj.dtype == object:
             raise TypeError("object arrays cannot be stored")
         shape = list(obj.shape)
-        if obj.size >= B64_MIN and obj.dtype.kind in "biufc":
+        if obj.size >= b64_min and obj.dtype.kind in "biufc":
             data = base64.b64encode(np.ascontiguousarray(obj).tobytes()).decode("ascii")
             return {_B64: data, "dtype": obj.dtype.str, "shape": shape}
         return {_TAG: obj.reshape(-1).tolist(), "dtype": obj.dtype.str, "shape": shape}
@@ -53,17 +56,23 @@ def _hook(obj: dict[str, Any]) -> Any:
     return np.frombuffer(raw, dtype=np.dtype(obj["dtype"])).reshape(obj["shape"]).copy()
 
 
-def dumps(value: Any) -> str:
-    """Encode plain data (dicts, lists, numbers, strings, numpy arrays) as JSON text.
+def _checkpoint_default(obj: Any) -> Any:
+    return _default(obj, CHECKPOINT_B64_MIN)
+
+
+def dumps(value: Any, *, checkpoint: bool = False) -> str:
+    """Encode plain data (dicts, lists, numbers, strings, numpy arrays) as JSON text; with
+    ``checkpoint``, arrays of :data:`CHECKPOINT_B64_MIN` elements or more as base64.
 
     The base64 text of large arrays (megabytes for a population of 100,000) is spliced into
     the encoded skeleton instead of going through ``json``'s string escaping, which would
     scan and copy it once more: base64 is plain ASCII that needs no escape.
     """
+    plain = _checkpoint_default if checkpoint else _default
     blobs: list[str] = []
 
     def default(obj: Any) -> Any:
-        out = _default(obj)
+        out = plain(obj)
         if isinstance(out, dict) and _B64 in out:
             blobs.append(out[_B64])
             out[_B64] = f"\x00{len(blobs) - 1}"
@@ -77,10 +86,10 @@ def dumps(value: Any) -> str:
     for n, part in enumerate(parts[1:]):
         i, _, rest = part.partition('"')
         if i != str(n):  # a string of the data itself looks like a slot: no splicing
-            return json.dumps(value, default=_default, allow_nan=True, separators=(",", ":"))
+            return json.dumps(value, default=plain, allow_nan=True, separators=(",", ":"))
         pieces += [_SLOT_OUT, blobs[n], '"', rest]
     if len(parts) - 1 != len(blobs):
-        return json.dumps(value, default=_default, allow_nan=True, separators=(",", ":"))
+        return json.dumps(value, default=plain, allow_nan=True, separators=(",", ":"))
     return "".join(pieces)
 
 

@@ -51,12 +51,36 @@ def json_objects(columns: Mapping[str, Any]) -> list[str]:
         return []
     names = list(columns)
     keys = [_ENCODE(k) for k in names]
+    first = columns[names[0]]
+    if len(first) and all(_same_scalars(columns[k], first) for k in names):
+        matrix = np.column_stack([columns[k] for k in names])
+        if np.isfinite(matrix).all():
+            return float_objects(names, matrix.tolist())
     texts = [json_rows(columns[k]) for k in names]
     if len(names) == 1:
         head = "{" + keys[0] + ":"
         return [head + t + "}" for t in texts[0]]
     fmt = "{" + ",".join(k.replace("%", "%%") + ":%s" for k in keys) + "}"
     return [fmt % row for row in zip(*texts)]
+
+
+def float_objects(names: Sequence[str], rows: Sequence[Sequence[float]]) -> list[str]:
+    """``plain_json(dict(zip(names, row)))`` of each row of finite Python floats, by one
+    ``%`` format per row (JSON writes a finite float as its ``repr``, and so does ``%r``)."""
+    fmt = "{" + ",".join(_ENCODE(k).replace("%", "%%") + ":%r" for k in names) + "}"
+    return [fmt % tuple(row) for row in rows]
+
+
+def _same_scalars(column: Any, first: Any) -> bool:
+    """``column`` is a 1-D float array like ``first`` (a row of such columns stacked is
+    encoded as the columns one by one would be)."""
+    return (
+        isinstance(column, np.ndarray)
+        and column.ndim == 1
+        and column.dtype.kind == "f"
+        and column.dtype == first.dtype
+        and len(column) == len(first)
+    )
 
 
 def _values(column: Any) -> list[Any]:

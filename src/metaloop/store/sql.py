@@ -71,6 +71,8 @@ def fitness_json(fitness: tuple[float, ...]) -> str:
     """Fitness as JSON text, bit-exact: ``repr`` of a float is its shortest round-trip form.
 
     (Fitness values are finite: the optimizee result check guarantees it.)"""
+    if len(fitness) == 1 and type(fitness[0]) is float:
+        return f"[{fitness[0]!r}]"
     return "[" + ",".join([repr(float(v)) for v in fitness]) + "]"
 
 
@@ -185,7 +187,13 @@ class SQLStore(ClaimMixin, ScanMixin, GroupCommitWriter, Store):
             return [self._info(r) for r in rows.fetchall()]
 
     # -- evaluations --------------------------------------------------------------------------
-    def append(self, exp_id: int, evaluation: Evaluation, score: float | None) -> None:
+    def append(
+        self,
+        exp_id: int,
+        evaluation: Evaluation,
+        score: float | None,
+        params_json: str | None = None,
+    ) -> None:
         e = evaluation
         if score is not None and math.isnan(score):
             score = None  # no best; SQLite stores NaN as NULL anyway
@@ -199,7 +207,7 @@ class SQLStore(ClaimMixin, ScanMixin, GroupCommitWriter, Store):
                 e.status.value,
                 e.attempts,
                 None if e.fitness is None else fitness_json(e.fitness),
-                plain_json(e.params),
+                plain_json(e.params) if params_json is None else params_json,
                 plain_json(e.metrics),
                 self._text(e.error),
                 e.started,
@@ -277,7 +285,8 @@ class SQLStore(ClaimMixin, ScanMixin, GroupCommitWriter, Store):
 
     # -- checkpoints and events ------------------------------------------------------------
     def checkpoint(self, exp_id: int, generation: int, state: dict[str, Any]) -> None:
-        self._enqueue("checkpoint", (exp_id, generation, codec.dumps(state), time.time()))
+        text = codec.dumps(state, checkpoint=True)
+        self._enqueue("checkpoint", (exp_id, generation, text, time.time()))
 
     def last_checkpoint(self, exp_id: int) -> tuple[int, dict[str, Any]] | None:
         with self._lock:
