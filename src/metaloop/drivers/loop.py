@@ -437,12 +437,9 @@ class Loop:
         return None
 
     def _encode_params(
-        self,
-        X: np.ndarray,
-        candidates: list[dict[str, Any]],
-        injected: int,
+        self, X: np.ndarray, candidates: list[dict[str, Any]], injected: int,
         rows: list[list[float]] | None = None,
-    ) -> list[str]:
+    ) -> list[str]:  # fmt: skip
         """The stored JSON text of each candidate's params, exactly ``plain_json(params)``,
         encoded for the whole generation at once (from ``rows``, the decoded values of an
         all-real space, or column by column); injected candidates (the last ``injected``,
