@@ -243,6 +243,9 @@ class BoundedSpace(Space):
     def decode_many(self, U: np.ndarray) -> list[dict[str, Any]]:
         return [self._bound(c) for c in super().decode_many(U)]
 
+    def decode_reals(self, U: np.ndarray) -> np.ndarray | None:
+        return None  # (the loop's all-real fast path would skip bounding_func)
+
     def _bound(self, candidate: dict[str, Any]) -> dict[str, Any]:
         copy = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in candidate.items()}
         name = getattr(self._bounding, "__qualname__", "bounding_func")

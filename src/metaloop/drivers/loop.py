@@ -40,6 +40,7 @@ from metaloop.optimizers.base import Optimizer
 from metaloop.optimizers.registry import get_optimizer_class
 from metaloop.records import Evaluation, ExperimentStatus, Outcome, RunStatus, Status, Task
 from metaloop.scoring import weighted_fitness, weighted_score
+from metaloop.space import Space
 from metaloop.store.base import ClaimLost, ExperimentInfo, Store, StoreFault
 from metaloop.store.columns import float_objects, json_objects
 
@@ -381,10 +382,8 @@ class Loop:
         space = self.config.space
         reals = space.decode_reals(X[:limit])  # (an all-real space: one pass, rows as lists)
         rows = None if reals is None or not np.isfinite(reals).all() else reals.tolist()
-        names = list(space.params)
-        candidates = (
-            space.decode_many(X[:limit]) if rows is None else [dict(zip(names, r)) for r in rows]
-        )
+        names = list(space.params)  # (below: the rows as dicts, else decoded one by one)
+        candidates = [dict(zip(names, r)) for r in rows] if rows else space.decode_many(X[:limit])
         injected = self.steering.inject(X, candidates, limit, gen)
         self._params_json = self._encode_params(X[:limit], candidates, injected, rows)
         self._params_gen = gen
@@ -440,15 +439,14 @@ class Loop:
         self, X: np.ndarray, candidates: list[dict[str, Any]], injected: int,
         rows: list[list[float]] | None = None,
     ) -> list[str]:  # fmt: skip
-        """The stored JSON text of each candidate's params, exactly ``plain_json(params)``,
-        encoded for the whole generation at once (from ``rows``, the decoded values of an
-        all-real space, or column by column); injected candidates (the last ``injected``,
-        given as params, not as unit vectors) one by one."""
+        """Each candidate's stored params text, exactly ``plain_json(params)``, for the whole
+        generation at once (from ``rows``, an all-real space's values, or column by column);
+        the ``injected`` last ones (given as params) and a bounded space's one by one."""
         space = self.config.space
-        if rows is not None:
-            texts = float_objects(list(space.params), rows)
-        else:
-            texts = json_objects(space.decode_columns(X))
+        if type(space).decode_many is not Space.decode_many:  # (L2L's bounding_func)
+            return [plain_json(c) for c in candidates]
+        texts = float_objects(list(space.params), rows) if rows is not None else json_objects(
+            space.decode_columns(X))  # fmt: skip
         for i in range(len(candidates) - injected, len(candidates)):
             texts[i] = plain_json(candidates[i])
         return texts
