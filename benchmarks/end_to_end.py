@@ -2,7 +2,8 @@
 
 1. Wall time of ``metaloop run`` for population 32 x 3 generations of a 2-D Rastrigin on 2
    local workers (the setting in which upstream L2L's runner was timed), interpreter start-up,
-   store creation and worker start-up included; ``--runs`` times, each in a fresh directory.
+   store creation and worker start-up included; ``--runs`` times, each in a fresh directory;
+   then, as the baseline, a bare interpreter and one importing ``metaloop.api``.
 2. ``--tracemalloc``: an in-process run (random search, serial executor, SQLite) with
    ``tracemalloc`` snapshots after generations 2 and 12; prints the allocation sites of the
    driver process that grew most between them (the history lives in the store, so nothing
@@ -52,6 +53,19 @@ def wall_times(runs: int) -> list[float]:
     return times
 
 
+def start_up_times(runs: int) -> dict[str, list[float]]:
+    """The baseline, in this process: wall times of a bare interpreter and of one importing
+    what ``metaloop run`` needs, ``runs`` times each."""
+    commands = {"python -c pass": "pass", "python -c 'import metaloop.api'": "import metaloop.api"}
+    times: dict[str, list[float]] = {k: [] for k in commands}
+    for _ in range(runs):
+        for label, code in commands.items():
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True)
+            times[label].append(time.perf_counter() - t0)
+    return times
+
+
 def growth(top: int) -> list[str]:
     from metaloop.api import Experiment
     from metaloop.drivers.loop import RunObserver
@@ -96,6 +110,8 @@ def main() -> None:
         + ", ".join(f"{t:.2f} s" for t in times)
         + f" (min {min(times):.2f}, max {max(times):.2f})"
     )
+    for label, base in start_up_times(args.runs).items():
+        print(f"baseline {label}: " + ", ".join(f"{t:.2f} s" for t in base))
 
 
 if __name__ == "__main__":

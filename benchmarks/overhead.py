@@ -123,6 +123,7 @@ def mpi_part(args: argparse.Namespace, scale: float, tmp: Path) -> list[str]:
     env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")  # 3 ranks on fewer cores
     cmd = ["mpirun", "-n", "3", sys.executable, "-m", "mpi4py.futures", __file__, "--mpi-child"]
     cmd += ["--baseline", repr(args.baseline), "--scale", repr(scale), "--tmp", str(tmp)]
+    cmd += ["--launched", repr(time.time())]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
     later = []
     assert proc.stdout is not None
@@ -146,8 +147,14 @@ def main() -> None:
     parser.add_argument("--baseline", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--scale", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
+    parser.add_argument("--launched", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.mpi_child:  # rank 0 under mpirun: the mpi rows
+        print(
+            f"mpi: mpirun launched to this script running on rank 0 (interpreters, mpi4py, "
+            f"metaloop imported): {time.time() - args.launched:.2f} s",
+            flush=True,
+        )
         store = f"sqlite:///{Path(args.tmp) / 'bench-mpi.db'}"
         overhead_rows(store, "mpi", args.scale, args.baseline)
         efficiency_row(store, "mpi", args.scale)

@@ -8,19 +8,28 @@
    store) on 2 slurm worker jobs, steady state (first evaluation start to last end) per
    evaluation, next to ``local`` with 2 worker processes.
 
+3. ``--kill-driver``: a ``metaloop run`` on (up to 2) slurm jobs is killed with SIGKILL once
+   evaluations are recorded; the time until its jobs are gone from ``squeue`` (the workers
+   lose the scheduler and exit), next to ``close()``'s ``scancel`` of part 1 as the baseline.
+
     python benchmarks/slurm_latency.py [--partition debug] [--interface lo] [--jobs 4]
+    python benchmarks/slurm_latency.py --kill-driver --skip-overhead
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 from metaloop.api import Experiment, history
 from metaloop.config import ExecutorSpec
@@ -29,6 +38,7 @@ from metaloop.executors.jobqueue import JobQueueExecutor
 
 HERE = Path(__file__).resolve().parent
 TRIVIAL = f"{HERE / 'trivial_optimizee.py'}:trivial"
+SLOW = f"{HERE / 'trivial_optimizee.py'}:sleep_100ms"
 POLL_S = 0.005  # how finely a connection is timed
 
 
@@ -95,6 +105,69 @@ def latency(args: argparse.Namespace, tmp: Path) -> None:
     print(f"close() (scancel of {jobs} jobs): " + ", ".join(f"{c:.2f} s" for c in closes))
 
 
+def squeue_jobs(prefix: str) -> list[tuple[str, str]]:
+    """(id, state) of the jobs in squeue whose name starts with ``prefix``."""
+    out = subprocess.run(
+        ["squeue", "-h", "-o", "%i|%j|%T"], capture_output=True, text=True, timeout=30
+    ).stdout
+    rows = [line.split("|") for line in out.splitlines() if line.count("|") == 2]
+    return [(r[0], r[2]) for r in rows if r[1].startswith(prefix)]
+
+
+def history_or_none(name: str, store: str) -> list | None:
+    """The experiment's evaluations, or None while its store or experiment is not there yet."""
+    try:
+        return history(name, store)
+    except Exception:  # noqa: BLE001 - not created yet
+        return None
+
+
+def kill_driver(args: argparse.Namespace, tmp: Path) -> None:
+    """SIGKILL a running driver; seconds until its worker jobs are gone from squeue."""
+    name = "bench-kill9"
+    cfg = {
+        "name": name,
+        "seed": 1,
+        "budget": 100_000,
+        "storage": f"sqlite:///{tmp / 'kill.db'}",
+        "space": {"x": {"type": "real", "low": 0.0, "high": 1.0}},
+        "optimizee": {"kind": "python", "target": SLOW},
+        "optimizer": {"kind": "random", "pop_size": 4},
+        "executor": {"kind": "slurm", "workers": 2, "partition": args.partition,
+                     "interface": args.interface, "walltime": "00:15:00"},
+        "workdir": str(tmp / name),
+    }  # fmt: skip
+    path = tmp / "kill.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "metaloop", "run", str(path), "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    prefix = f"metaloop-{name}"
+    try:
+        deadline = time.monotonic() + 120
+        while not history_or_none(name, cfg["storage"]):  # a worker connected and evaluating
+            if time.monotonic() > deadline or driver.poll() is not None:
+                raise SystemExit("kill-driver: no evaluation recorded within 120 s")
+            time.sleep(0.1)
+        jobs = squeue_jobs(prefix)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+        t0 = time.perf_counter()
+        while squeue_jobs(prefix):
+            if time.perf_counter() - t0 > 300:
+                raise SystemExit(f"kill-driver: jobs left after 300 s: {squeue_jobs(prefix)}")
+            time.sleep(POLL_S * 20)
+        gone = time.perf_counter() - t0
+        print(f"kill -9 of the driver -> its {len(jobs)} job(s) gone from squeue: {gone:.2f} s")
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        left = [j for j, _ in squeue_jobs(prefix)]
+        if left:
+            subprocess.run(["scancel", *left], check=False)
+
+
 def overhead(args: argparse.Namespace, tmp: Path) -> None:
     store = f"sqlite:///{tmp / 'bench.db'}"
     print(f"{'executor':<8} {'pop':>6} {'evals':>7} {'wall s':>7} {'us/eval':>9} {'jobs':>5}")
@@ -137,6 +210,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=4, help="jobs per latency round")
     parser.add_argument("--evals", type=int, default=4000, help="evaluations per overhead row")
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--kill-driver", action="store_true", help="also time a kill -9")
     args = parser.parse_args()
     if shutil.which("sbatch") is None:
         sys.exit("sbatch not found: this benchmark needs SLURM (see .ci/slurm.sh)")
@@ -147,6 +221,8 @@ def main() -> None:
         latency(args, tmp)
         if not args.skip_overhead:
             overhead(args, tmp)
+        if args.kill_driver:
+            kill_driver(args, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -1,9 +1,16 @@
-"""Optimizees for the overhead benchmark: one that does nothing, one that burns 20 ms of CPU."""
+"""Optimizees for the overhead benchmarks: one that does nothing, one that sleeps 100 ms, one
+that burns 20 ms of CPU."""
 
 import time
 
 
 def trivial(params):
+    return params["x"]
+
+
+def sleep_100ms(params):
+    """A run that lasts (benchmarks/slurm_latency.py --kill-driver kills its driver)."""
+    time.sleep(0.1)
     return params["x"]
 
 
