@@ -5,12 +5,17 @@ scheduler at ``address``).  See docs/dask.md.
   (:class:`metaloop.executors.dask_worker.OptimizeePlugin`, also on workers that join or are
   restarted later); ``start`` registers it on every worker, so an optimizee that
   cannot be built raises :class:`OptimizeeLoadError` before anything is recorded.
-* The driver keeps at most one future per worker thread at the scheduler and the rest of the
-  work in its own queue, so a worker that dies takes exactly the future it was running with
-  it (no innocent queued neighbour is blamed).  Cheap evaluations travel in chunks sized from
-  the measured evaluation time; a chunk lost to a dead worker is re-run one task per future,
-  so only the evaluation that killed the worker is reported ``crashed``.
-* ``wait`` blocks in ``distributed.wait(..., return_when="FIRST_COMPLETED")`` (no polling).
+* A worker is only ever given the future it runs, so a worker that dies takes exactly that
+  future with it (no innocent queued neighbour is blamed).  Where the scheduler allows it
+  (:mod:`metaloop.executors.dask_ahead`: worker saturation at most 1.0) one more future per
+  worker thread waits in the scheduler's queue, so a freed thread starts its next one
+  without a round trip through the driver; the rest of the work stays in the driver's
+  queue, and each dispatch pass goes to the scheduler as one graph.  Cheap evaluations
+  travel in chunks sized from the measured evaluation time; a chunk lost to a dead worker is
+  re-run one task per future, so only the evaluation that killed the worker is reported
+  ``crashed``.
+* ``wait`` blocks in ``distributed.wait(..., return_when="FIRST_COMPLETED")`` (no polling),
+  and refills the freed threads before it gathers the finished futures' results.
 * Our LocalCluster's scheduler runs with ``allowed-failures: 0``: a worker lost mid-task is at
   once a ``KilledWorker`` error, reported ``crashed`` and retried by the shared policy (Dask
   does not rerun it behind the policy's back).
@@ -289,7 +294,7 @@ class DaskExecutor(QueuedExecutor):
         while self._isolated and free > 0:
             batch.append(([self._isolated.popleft()], True))
             free -= 1
-        k = self._chunk_size(out)  # once per pass: the queue is shared among the futures
+        k = self._chunk_of(out)  # once per pass: the queue is shared among the futures
         while self._queue and free > 0:
             batch.append((self._take(k), False))
             free -= 1
@@ -302,6 +307,18 @@ class DaskExecutor(QueuedExecutor):
         thread waiting there, so that a freed thread starts its next future at once."""
         slots = max(self._slots, 1)
         return 2 * slots if self._ahead and self.timeout_s is None else slots
+
+    def _chunk_of(self, out: int) -> int:
+        """Tasks per future: a fair share of the queue among the ``out`` futures, so that
+        the end of a generation is spread over every thread; among the threads only when
+        such a share is tiny (under a tenth of the target chunk), where a future more costs
+        more than it balances."""
+        k = self._chunk_size(out)
+        mean = self._mean_duration
+        target = self.policy.chunk_target_s or self.target_chunk_s
+        if out > self._slots and mean is not None and k * mean < target / 10:
+            k = self._chunk_size(self._slots)
+        return k
 
     def _send(self, batch: list[tuple[list[Task], bool]]) -> None:
         """Submit one future per ``(tasks, isolated)`` of ``batch``."""
