@@ -24,6 +24,7 @@ from services import need_module
 
 from metaloop.api import Experiment, history
 from metaloop.executors.base import ExecutorError, WorkerSetup
+from metaloop.executors.policy import ExecutionPolicy
 from metaloop.optimizees.loader import OptimizeeLoadError
 from metaloop.records import Status, Task
 
@@ -34,6 +35,7 @@ from distributed import Client, LocalCluster  # noqa: E402
 
 import metaloop.executors.dask as dask_executor  # noqa: E402
 from metaloop.executors.dask import SCHEDULER_CONFIG, DaskExecutor  # noqa: E402
+from metaloop.executors.dask_ahead import queues_ahead  # noqa: E402
 
 OPTIMIZEES = textwrap.dedent(
     '''
@@ -678,3 +680,52 @@ def test_collected_results_are_released_at_once(tmp_path, opt_file):
     finally:
         gc.enable()
         ex.close()
+
+
+# == 7. the next future waits at the scheduler, not on a worker =================================
+def _settled(scheduler: Any, queued: int, deadline_s: float = 10.0) -> tuple[list[int], int]:
+    """(tasks running per worker, tasks queued at the scheduler), once the scheduler shows
+    two running and ``queued`` waiting (or the deadline passed)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        running = sorted(len(ws.processing) for ws in scheduler.workers.values())
+        waiting = len(scheduler.queued)
+        if (sum(running) == 2 and waiting == queued) or time.monotonic() > end:
+            return running, waiting
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("timeout_s", [None, 60.0])
+def test_next_future_waits_at_the_scheduler_not_on_a_worker(tmp_path, opt_file, timeout_s):
+    """Without a timeout one more future per worker thread waits in the scheduler's queue, so
+    a freed thread starts its next evaluation without a round trip through the driver; none
+    is assigned to a busy worker (a worker that dies would take it along as KilledWorker).
+    With a timeout (whose clock starts at submission) nothing waits there."""
+    ex = DaskExecutor(workers=2)
+    target = {"kind": "python", "target": f"{opt_file}:sleepy"}
+    ex.start(WorkerSetup(target, 1, 1, str(tmp_path), policy=ExecutionPolicy(timeout_s=timeout_s)))
+    try:
+        assert ex._ahead
+        for i in range(6):
+            ex.submit(Task(0, i, {"s": 1.5}))
+        assert ex.wait(timeout=0.01) == []  # dispatches
+        expected = 2 if timeout_s is None else 0
+        assert _settled(ex._cluster.scheduler, expected) == ([1, 1], expected)
+        outcomes = []
+        while ex.in_flight:
+            outcomes += ex.wait(timeout=30)
+        assert sorted(o.task.index for o in outcomes) == list(range(6))
+        assert all(o.status is Status.OK for o in outcomes)
+    finally:
+        ex.close()
+
+
+@pytest.mark.parametrize(("saturation", "expected"), [(1.0, True), (1.1, False), ("inf", False)])
+def test_queueing_ahead_only_where_the_scheduler_keeps_tasks_queued(saturation, expected):
+    """A scheduler whose worker saturation lets a busy worker be sent a second task (Dask's
+    default is 1.1) gets no futures ahead: one per thread, as before."""
+    with dask.config.set({"distributed.scheduler.worker-saturation": saturation}):
+        with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, Client(
+            cluster, set_as_default=False
+        ) as client:
+            assert queues_ahead(client) is expected

@@ -5,12 +5,17 @@ scheduler at ``address``).  See docs/dask.md.
   (:class:`metaloop.executors.dask_worker.OptimizeePlugin`, also on workers that join or are
   restarted later); ``start`` registers it on every worker, so an optimizee that
   cannot be built raises :class:`OptimizeeLoadError` before anything is recorded.
-* The driver keeps at most one future per worker thread at the scheduler and the rest of the
-  work in its own queue, so a worker that dies takes exactly the future it was running with
-  it (no innocent queued neighbour is blamed).  Cheap evaluations travel in chunks sized from
-  the measured evaluation time; a chunk lost to a dead worker is re-run one task per future,
-  so only the evaluation that killed the worker is reported ``crashed``.
-* ``wait`` blocks in ``distributed.wait(..., return_when="FIRST_COMPLETED")`` (no polling).
+* A worker is only ever given the future it runs, so a worker that dies takes exactly that
+  future with it (no innocent queued neighbour is blamed).  Where the scheduler allows it
+  (:mod:`metaloop.executors.dask_ahead`: worker saturation at most 1.0) one more future per
+  worker thread waits in the scheduler's queue, so a freed thread starts its next one
+  without a round trip through the driver; the rest of the work stays in the driver's
+  queue, and each dispatch pass goes to the scheduler as one graph.  Cheap evaluations
+  travel in chunks sized from the measured evaluation time; a chunk lost to a dead worker is
+  re-run one task per future, so only the evaluation that killed the worker is reported
+  ``crashed``.
+* ``wait`` blocks in ``distributed.wait(..., return_when="FIRST_COMPLETED")`` (no polling),
+  and refills the freed threads before it gathers the finished futures' results.
 * Our LocalCluster's scheduler runs with ``allowed-failures: 0``: a worker lost mid-task is at
   once a ``KilledWorker`` error, reported ``crashed`` and retried by the shared policy (Dask
   does not rerun it behind the policy's back).
@@ -39,6 +44,7 @@ from distributed.client import FutureCancelledError, FuturesCancelledError
 from distributed.comm import CommClosedError
 
 from metaloop.executors.base import ExecutorError, WorkerSetup
+from metaloop.executors.dask_ahead import queues_ahead, submit_queued
 from metaloop.executors.dask_worker import (
     OptimizeePlugin,
     has_evaluator,
@@ -140,6 +146,7 @@ class DaskExecutor(QueuedExecutor):
         self._token = ""
         self._slots = 0
         self._slots_counted = 0.0
+        self._ahead = False  # futures may wait at the scheduler (dask_ahead.queues_ahead)
         self._isolated: deque[Task] = deque()  # tasks of a lost chunk, sent one per future
         self._futures: dict[Any, _Pending] = {}
         self._killed: set[str] = set()  # worker addresses this executor killed (timeouts)
@@ -231,6 +238,7 @@ class DaskExecutor(QueuedExecutor):
         if missing or not ready:
             raise ExecutorError(f"dask: the optimizee was not built on workers {missing}")
         self._slots = self._count_slots()
+        self._ahead = queues_ahead(client)
 
     def _make_plugin(self, setup: WorkerSetup) -> OptimizeePlugin:
         """The worker plugin that builds the optimizee (subclasses name workers their way)."""
@@ -278,25 +286,57 @@ class DaskExecutor(QueuedExecutor):
             if now - self._slots_counted >= _RECOUNT_S:  # (one RPC, at most every second)
                 self._slots = self._count_slots() or self._slots
                 self._slots_counted = now
-        slots = max(self._slots, 1)
-        while self._isolated and len(self._futures) < slots:
-            self._send([self._isolated.popleft()], isolated=True)
-        k = self._chunk_size(self._slots)  # once per pass: the queue is shared among free slots
-        while self._queue and len(self._futures) < slots:
-            self._send(self._take(k))
+        out = self._outstanding()
+        # (finished futures whose results are not gathered yet hold no place: _block sends
+        # the next ones before it gathers, so that round trip does not idle a worker)
+        free = out - sum(1 for f in self._futures if not f.done())
+        batch: list[tuple[list[Task], bool]] = []
+        while self._isolated and free > 0:
+            batch.append(([self._isolated.popleft()], True))
+            free -= 1
+        k = self._chunk_of(out)  # once per pass: the queue is shared among the futures
+        while self._queue and free > 0:
+            batch.append((self._take(k), False))
+            free -= 1
+        if batch:
+            self._send(batch)
 
-    def _send(self, tasks: list[Task], isolated: bool = False) -> None:
-        t = tasks[0]
-        key = f"metaloop-{t.generation}-{t.index}-{t.attempt}-{len(tasks)}-{uuid.uuid4().hex}"
-        future = self._client.submit(
-            run_tasks,
-            self._token,
-            self._payload(tasks),
-            bool(self._batch_size),
-            key=key,
-            pure=False,
-        )
-        self._futures[future] = _Pending(tasks, time.time(), isolated)
+    def _outstanding(self) -> int:
+        """How many futures may be unfinished at once: one per worker thread, and with
+        queueing at the scheduler (no timeout: its clock starts at submission) one more per
+        thread waiting there, so that a freed thread starts its next future at once."""
+        slots = max(self._slots, 1)
+        return 2 * slots if self._ahead and self.timeout_s is None else slots
+
+    def _chunk_of(self, out: int) -> int:
+        """Tasks per future: a fair share of the queue among the ``out`` futures, so that
+        the end of a generation is spread over every thread; among the threads only when
+        such a share is tiny (under a tenth of the target chunk), where a future more costs
+        more than it balances."""
+        k = self._chunk_size(out)
+        mean = self._mean_duration
+        target = self.policy.chunk_target_s or self.target_chunk_s
+        if out > self._slots and mean is not None and k * mean < target / 10:
+            k = self._chunk_size(self._slots)
+        return k
+
+    def _send(self, batch: list[tuple[list[Task], bool]]) -> None:
+        """Submit one future per ``(tasks, isolated)`` of ``batch``."""
+        calls = []
+        batched = bool(self._batch_size)
+        for tasks, _ in batch:
+            t = tasks[0]
+            key = f"metaloop-{t.generation}-{t.index}-{t.attempt}-{len(tasks)}-{uuid.uuid4().hex}"
+            calls.append((key, run_tasks, (self._token, self._payload(tasks), batched)))
+        if self._ahead:
+            futures = submit_queued(self._client, calls)  # one message to the scheduler
+        else:
+            futures = [
+                self._client.submit(func, *args, key=key, pure=False) for key, func, args in calls
+            ]
+        now = time.time()
+        for future, (tasks, isolated) in zip(futures, batch):
+            self._futures[future] = _Pending(tasks, now, isolated)
 
     def _busy(self) -> bool:
         return bool(self._futures)
@@ -316,6 +356,7 @@ class DaskExecutor(QueuedExecutor):
             _drop_tracebacks(exc)
         done = [f for f in self._futures if f.done()]
         if done:
+            self._dispatch()  # refill the freed worker threads first, then gather
             self._collect(done)
 
     def _collect(self, done: list[Any]) -> None:

@@ -1,6 +1,6 @@
 """``slurm`` and ``pbs`` executors: Dask workers in batch jobs (dask-jobqueue).  See docs/slurm.md.
 
-Everything about running evaluations (the optimizee plugin, one future per worker thread,
+Everything about running evaluations (the optimizee plugin, a worker holds only the future it runs,
 chunks, worker loss -> ``crashed``, timeouts) is the :class:`DaskExecutor`'s; this module only
 decides which jobs exist:
 
