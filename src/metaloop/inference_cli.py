@@ -11,12 +11,10 @@ to the store as an event (``sbc`` / ``ppc``) for ``metaloop report``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
 from metaloop.cli_args import check_output_file, non_negative_int, positive_int
-from metaloop.errors import UserError
 
 
 def add_inference_commands(sub: Any, default_storage: str) -> None:
@@ -89,11 +87,7 @@ def _check_paths(args: argparse.Namespace, what: str) -> None:
     from metaloop.readers.sbi_plots import check_plot_path
 
     if args.output is not None:
-        parent = os.path.dirname(os.path.abspath(args.output))
-        if not os.path.isdir(parent):
-            raise UserError(f"-o: directory does not exist: {parent}")
-        if os.path.isdir(args.output):
-            raise UserError(f"-o: {args.output} is a directory; expected a file name")
+        check_output_file(args.output)
     if args.plot is not None:
         check_plot_path(what, args.plot)
 
@@ -186,14 +180,9 @@ def cmd_posterior(args: argparse.Namespace) -> int:
     if args.output is None:
         writer(names, (list(r) for r in rows), sys.stdout)
         return 0
-    tmp = f"{args.output}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", newline="") as out:
-            n = writer(names, (list(r) for r in rows), out)
-        os.replace(tmp, args.output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from metaloop.readers.sbi_checks import write_atomically
+
+    n = write_atomically(args.output, lambda _, out: writer(names, map(list, rows), out), {})
     print(f"wrote {n} posterior draws to {args.output}", file=sys.stderr)
     return 0
 

@@ -62,7 +62,7 @@ class SerialExecutor(Executor):
         assert evaluate is not None, "start() was not called"
         single = self.batch_size == 1 and evaluate.fn is not None
         clock = time.time
-        stop = clock() + min(SLICE_S, SLICE_S if timeout is None else max(timeout, 0.0))
+        stop = clock() + (SLICE_S if timeout is None else min(SLICE_S, max(timeout, 0.0)))
         out: list[Outcome] = []
         host = self._host
         while queue:
