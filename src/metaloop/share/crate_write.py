@@ -92,7 +92,16 @@ class _Folder:
 
     def copy(self, rel: str, source: str) -> None:
         shutil.copyfile(source, self.path(rel))
-        self.sha256[rel] = hashlib.sha256(self.path(rel).read_bytes()).hexdigest()
+        self.hash(rel)
+
+    def hash(self, rel: str) -> None:
+        """Record the sha256 of a file already in the folder, read in blocks (an artifact
+        may be larger than memory)."""
+        h = hashlib.sha256()
+        with open(self.root / rel, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        self.sha256[rel] = h.hexdigest()
 
 
 def _parquet(folder: _Folder, columns: list[str], rows: list[list[Any]]) -> bool:
@@ -112,7 +121,7 @@ def _parquet(folder: _Folder, columns: list[str], rows: list[list[Any]]) -> bool
             arrays.append(pa.array([None if v is None else str(v) for v in values]))
     target = folder.path("evaluations.parquet")
     pq.write_table(pa.table(arrays, names=columns), target)
-    folder.sha256["evaluations.parquet"] = hashlib.sha256(target.read_bytes()).hexdigest()
+    folder.hash("evaluations.parquet")
     return True
 
 
