@@ -35,6 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faultkit import cli, one_line_error, snapshot, unchanged, write_config  # noqa: E402
 from services import need, need_module  # noqa: E402
 
+from metaloop.store import StoreMissing, open_store  # noqa: E402
+from metaloop.store.sqlite import SCHEMA, SQLiteStore  # noqa: E402
+
 NAME = "faulty"
 SECRET = "s3cret-pw"
 
@@ -511,3 +514,35 @@ def test_an_empty_file_reads_as_a_store_without_experiments(tmp_path: Path) -> N
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
     assert path.read_bytes() == b"" and sorted(os.listdir(tmp_path)) == ["empty.db"]
+
+
+def test_a_reader_refused_while_a_driver_makes_the_store_leaves_the_store_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race a watcher meets at every start: the driver's new file is in WAL mode and the
+    driver begins its schema transaction (SQLite makes the -wal and -shm) just after the
+    watcher looked; the watcher's open is refused (no tables yet) and must leave the
+    driver's -wal alone, or the tables and every row after them go to a deleted file that
+    no reader ever sees (a run that seemed never to start, seen in CI)."""
+    path = tmp_path / "s.db"
+    maker = sqlite3.connect(path, isolation_level=None)
+    maker.execute("PRAGMA journal_mode=WAL")
+    looked = SQLiteStore._open
+
+    def open_as_the_driver_begins(self: SQLiteStore, *args: Any) -> None:
+        maker.execute("BEGIN IMMEDIATE")
+        looked(self, *args)
+
+    monkeypatch.setattr(SQLiteStore, "_open", open_as_the_driver_begins)
+    try:
+        with pytest.raises(StoreMissing, match="no metaloop tables"):
+            open_store(f"sqlite:///{path}", create=False)
+        monkeypatch.undo()
+        assert Path(f"{path}-wal").exists() and Path(f"{path}-shm").exists()
+        for statement in SCHEMA.split(";"):
+            maker.execute(statement)
+        maker.execute("COMMIT")
+        with open_store(f"sqlite:///{path}", create=False) as store:
+            assert store.list_experiments() == []
+    finally:
+        maker.close()

@@ -33,8 +33,19 @@ def wait_for(cond: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any
         value = cond()
         if value:
             return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}{_exited_runs()}"
         time.sleep(0.02)
+
+
+def _exited_runs() -> str:
+    """What the runs this test started said, where one has already ended (a run that died
+    early is why a wait times out)."""
+    told = []
+    for proc in _STARTED:
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            told.append(f"; run {proc.args[3:]} exited {proc.returncode}: {err.strip()[-2000:]}")
+    return "".join(told)
 
 
 # -- stores on both backends ---------------------------------------------------------------------

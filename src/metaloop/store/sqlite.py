@@ -176,8 +176,6 @@ class SQLiteStore(SQLStore):
         memory = self.path == ":memory:"
         if not memory:
             self._check_path(create and not readonly)
-        side = [f"{self.path}-wal", f"{self.path}-shm"]
-        had_side = memory or any(os.path.exists(p) for p in side)
         try:
             if readonly and not memory:
                 target = "file:" + quote(os.path.abspath(self.path)) + "?mode=ro"
@@ -197,10 +195,10 @@ class SQLiteStore(SQLStore):
                 self._conn.execute("PRAGMA busy_timeout=30000")
                 self._open(create, readonly, memory)
         except BaseException:
+            # (never unlink the -wal/-shm here: a driver making the store right now owns
+            # them, and its schema and first rows would go to a deleted file; SQLite removes
+            # the ones this connection made when it closes)
             self._conn.close()
-            if not had_side and os.path.exists(side[0]) and os.path.getsize(side[0]) == 0:
-                for p in side:  # a refused file is left as it was: no empty side files
-                    Path(p).unlink(missing_ok=True)
             raise
 
     def _directory_writable(self) -> bool:
