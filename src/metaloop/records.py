@@ -1,4 +1,8 @@
-"""Immutable records that flow through the loop: tasks sent to executors, evaluations stored."""
+"""Records that flow through the loop: tasks sent to executors, evaluations stored.
+
+``Task``, ``Outcome`` and ``Evaluation`` are never changed once made, but are not ``frozen``
+dataclasses: three are made per evaluation, and a frozen one's constructor costs four times
+as much (issue 17's per-evaluation budget)."""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ class Status(str, Enum):
 RETRYABLE = frozenset({Status.FAILED, Status.TIMEOUT, Status.CRASHED})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Task:
     """One attempt at evaluating one candidate, as handed to an executor."""
 
@@ -35,7 +39,7 @@ class Task:
     info: dict[str, Any] | None = None  # the optimizer's word to every candidate (ctx.info)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     """What an executor reports back for one task attempt."""
 
@@ -52,7 +56,7 @@ class Outcome:
     constraints: tuple[float, ...] | None = None  # feasible when every value is <= 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Evaluation:
     """The recorded, final result of evaluating one candidate (after any retries)."""
 

@@ -233,9 +233,9 @@ class evaluation_processes:  # noqa: N801 - used like a function: ``with evaluat
         global _active, _before
         if not _LINUX:
             return
-        if os.getpid() != _pid:
+        if not _pid:  # (a fork starts again through the at-fork hook: no getpid per call)
             _forget()
-        self._tid = threading.get_native_id()
+        self._tid = threading.current_thread().native_id  # (no gettid system call either)
         with _lock:
             _active += 1
             if _active == 1:
