@@ -141,16 +141,30 @@ def _module_distributions() -> dict[str, list[str]]:
     return dict(metadata.packages_distributions())
 
 
-def _distribution_of(module: str) -> list[str]:
-    """The installed distributions that provide the top-level module ``module``."""
+def _name_and_version(dist: metadata.Distribution) -> tuple[str, str]:
+    """A distribution's name and version from one parse of its metadata (``dist.version``
+    would parse the file again)."""
+    md = dist.metadata
+    return md["Name"], md["Version"]
+
+
+def _distribution_of(module: str) -> dict[str, str]:
+    """Name -> version of the installed distributions that provide the top-level module
+    ``module``."""
     try:
         dist = metadata.distribution(module)  # the common case: the same name, no scan
         top = (dist.read_text("top_level.txt") or "").split()
         if not top or module in top:
-            return [dist.metadata["Name"]]
+            return dict([_name_and_version(dist)])
     except metadata.PackageNotFoundError:
         pass
-    return _module_distributions().get(module, [])
+    out = {}
+    for name in _module_distributions().get(module, []):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "unknown"
+    return out
 
 
 def package_versions(imports: set[str], notes: list[str]) -> dict[str, str]:
@@ -161,18 +175,14 @@ def package_versions(imports: set[str], notes: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name in (*ALWAYS, *SIMULATORS):
         try:
-            dist = metadata.distribution(name)
-            out[dist.metadata["Name"]] = dist.version
+            found, version = _name_and_version(metadata.distribution(name))
+            out[found] = version
         except metadata.PackageNotFoundError:
             pass
     missing = []
     for module in sorted(imports):
         dists = _distribution_of(module)
-        for d in dists:
-            try:
-                out[d] = metadata.version(d)
-            except metadata.PackageNotFoundError:
-                out[d] = "unknown"
+        out.update(dists)
         if dists:
             continue
         try:
