@@ -288,3 +288,29 @@ def test_config_errors_are_one_line(tmp_path: Path, change: dict, expected: str)
         load_config(data=sphere_config(tmp_path, **change))
     assert len(info.value.lines) == 1, info.value.lines
     assert re.match(expected, info.value.lines[0]), info.value.lines
+
+
+def test_bounded_columns_give_the_texts_of_the_bounded_candidates() -> None:
+    """The loop stores a generation's params from the space's columns: a bounded space's
+    columns hold what ``bounding_func`` returned (clipped reals, a vector, an int the
+    function made a float, a choice it changed), so each stored text is exactly
+    ``plain_json`` of the bounded candidate."""
+    from metaloop.compat.l2l_space import BoundedSpace
+    from metaloop.jsonable import plain_json
+    from metaloop.space import ChoiceParam, IntParam, RealParam
+    from metaloop.store.columns import json_objects
+
+    def bound(ind: dict) -> dict:
+        return {"x": min(ind["x"], 0.5), "v": np.clip(ind["v"], -0.25, 0.25),
+                "n": float(ind["n"]), "c": "z" if ind["c"] == "b" else ind["c"]}
+
+    space = BoundedSpace(
+        {"x": RealParam(low=-1.0, high=1.0), "v": RealParam(low=-1.0, high=1.0, shape=[3]),
+         "n": IntParam(low=1, high=4), "c": ChoiceParam(values=["a", "b"])},
+        bound,
+    )
+    U = np.random.default_rng(3).random((40, space.dim))
+    bounded = space.decode_many(U)
+    assert json_objects(space.decode_columns(U)) == [plain_json(c) for c in bounded]
+    assert max(c["x"] for c in bounded) == 0.5 and {c["c"] for c in bounded} == {"a", "z"}
+    assert all(type(c["n"]) is float for c in bounded)

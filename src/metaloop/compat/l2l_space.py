@@ -246,6 +246,22 @@ class BoundedSpace(Space):
     def decode_reals(self, U: np.ndarray) -> np.ndarray | None:
         return None  # (the loop's all-real fast path would skip bounding_func)
 
+    def decode_columns(self, U: np.ndarray) -> dict[str, np.ndarray]:
+        """The bounded candidates column-wise (what :meth:`decode_many` gives, row by row):
+        reals as float arrays (``_bound`` makes them floats), the rest as object arrays, so
+        that each value is the very one ``bounding_func`` returned."""
+        rows = self.decode_many(U)
+        out: dict[str, np.ndarray] = {}
+        for name, spec in self.params.items():
+            if isinstance(spec, RealParam):
+                out[name] = np.asarray([r[name] for r in rows], dtype=float)
+            else:
+                column = np.empty(len(rows), dtype=object)
+                for i, r in enumerate(rows):
+                    column[i] = r[name]
+                out[name] = column
+        return out
+
     def _bound(self, candidate: dict[str, Any]) -> dict[str, Any]:
         copy = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in candidate.items()}
         name = getattr(self._bounding, "__qualname__", "bounding_func")

@@ -40,7 +40,6 @@ from metaloop.optimizers.base import Optimizer
 from metaloop.optimizers.registry import get_optimizer_class
 from metaloop.records import Evaluation, ExperimentStatus, Outcome, RunStatus, Status, Task
 from metaloop.scoring import weighted_fitness, weighted_score
-from metaloop.space import Space
 from metaloop.store.base import ClaimLost, ExperimentInfo, Store, StoreFault
 from metaloop.store.columns import float_objects, json_objects
 
@@ -441,10 +440,8 @@ class Loop:
     ) -> list[str]:  # fmt: skip
         """Each candidate's stored params text, exactly ``plain_json(params)``, for the whole
         generation at once (from ``rows``, an all-real space's values, or column by column);
-        the ``injected`` last ones (given as params) and a bounded space's one by one."""
+        the ``injected`` last ones (given as params) one by one."""
         space = self.config.space
-        if type(space).decode_many is not Space.decode_many:  # (L2L's bounding_func)
-            return [plain_json(c) for c in candidates]
         texts = float_objects(list(space.params), rows) if rows is not None else json_objects(
             space.decode_columns(X))  # fmt: skip
         for i in range(len(candidates) - injected, len(candidates)):
