@@ -10,10 +10,11 @@ on after a one-line note, since the figure is not part of the run.
 from __future__ import annotations
 
 import importlib.util
-import os
 from typing import Any
 
 import numpy as np
+
+from metaloop.atomic_files import replaced
 
 OUTPUT = "function.png"
 STEP = 0.05
@@ -43,13 +44,9 @@ def plot(fn: Any, random_state: Any = None, path: str = OUTPUT) -> str | None:
     mesh = ax.contourf(xx, yy, zz, levels=40, cmap="viridis")
     fig.colorbar(mesh, ax=ax, label="cost")
     ax.set_title(fn.name)
-    root, ext = os.path.splitext(path)
-    tmp = f"{root}.tmp-{os.getpid()}{ext}"
     try:
-        fig.savefig(tmp, dpi=90)
-        os.replace(tmp, path)
+        with replaced(path) as tmp:
+            fig.savefig(tmp, dpi=90)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

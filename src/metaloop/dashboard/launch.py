@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from metaloop.atomic_files import write_bytes
 from metaloop.config.reading import mapping_from_yaml
 from metaloop.errors import ConfigError
 
@@ -191,9 +192,7 @@ class Launcher:
             self.launch_dir.mkdir(parents=True, exist_ok=True)
             path = self.launch_dir / f"{name}.yaml"
             log = self.launch_dir / f"{name}.log"
-            tmp = path.with_suffix(f".tmp-{os.getpid()}")
-            tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-            os.replace(tmp, path)
+            write_bytes(path, yaml.safe_dump(config, sort_keys=False).encode())
             cmd = [sys.executable, "-m", "metaloop", "run", str(path), "--storage", self.storage]
             cmd.append("--quiet")
             with open(log, "ab") as out:

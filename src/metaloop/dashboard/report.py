@@ -11,11 +11,11 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from metaloop.atomic_files import write_bytes
 from metaloop.dashboard import detail, posterior, steering_routes, views
 from metaloop.dashboard.assets import read_asset as _asset
 from metaloop.readers.provenance import change_text, source_text
@@ -245,10 +245,6 @@ def write_report(name: str, output: str | Path, storage: str) -> int:
 
     with open_store(storage, readonly=True) as store:  # a report never changes the store
         text = render_report(report_data(store, store.require_experiment(name)))
-    tmp = Path(f"{output}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return len(text.encode("utf-8"))
+    data = text.encode("utf-8")
+    write_bytes(output, data)
+    return len(data)

@@ -14,6 +14,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from metaloop.atomic_files import write_bytes
+
 #: seconds each git call may take before the entry falls back to the file's hash
 GIT_TIMEOUT_S = 5.0
 #: characters of the diff kept in the entry; a longer diff is written whole to a file
@@ -189,11 +191,6 @@ def capped_diff(diff: bytes, diff_file: Path) -> dict[str, Any]:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file renamed over it."""
+    """Write ``data`` to ``path`` (its folder made if missing), whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_bytes(path, data)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from metaloop.atomic_files import replaced
 from metaloop.errors import UserError
 from metaloop.records import Status
 from metaloop.scoring import stored_weights
@@ -30,15 +31,11 @@ def pyplot(what: str = "plot") -> Any:
 def save_figure(fig: Any, plt: Any, path: str) -> None:
     """Write ``fig`` to ``path`` atomically (a temporary file beside it, then a rename; the
     extension tells matplotlib the format) and close it."""
-    root, ext = os.path.splitext(path)
-    tmp = f"{root}.tmp-{os.getpid()}{ext}"
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with replaced(path) as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def check_plot_output(output: str, option: str = "-o") -> None:

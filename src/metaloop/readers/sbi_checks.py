@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import replace
@@ -32,6 +31,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from metaloop.atomic_files import replaced
 from metaloop.errors import UserError
 from metaloop.readers import posterior
 from metaloop.records import Status
@@ -379,13 +379,7 @@ def record(storage: str, name: str, kind: str, result: dict[str, Any]) -> None:
 
 
 def write_atomically(path: str, writer: Any, result: dict[str, Any]) -> int:
-    """``writer(result, file)`` into ``path`` through a temporary file beside it."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", newline="") as out:
-            n = writer(result, out)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """``writer(result, file)`` into ``path``, whole or not at all; what it returns."""
+    with replaced(path) as tmp, open(tmp, "w", newline="") as out:
+        n = writer(result, out)
     return int(n)

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from metaloop.atomic_files import replaced
 from metaloop.errors import UserError
 from metaloop.jsonable import to_jsonable
 from metaloop.readers.export import export_rows, write_csv
@@ -209,13 +210,8 @@ def write_crate(
             crate.root_dataset["author"] = person
         if license:
             crate.root_dataset["license"] = _license_url(license)
-        tmp_zip = f"{output}.tmp-{os.getpid()}.zip"
-        try:
+        with replaced(output) as tmp_zip:
             crate.write_zip(tmp_zip)
-            os.replace(tmp_zip, output)
-        finally:
-            if os.path.exists(tmp_zip):
-                os.unlink(tmp_zip)
     return manifest
 
 
