@@ -118,20 +118,25 @@ def _ranks_sequential(G: np.ndarray, ranks: np.ndarray, rows: np.ndarray) -> int
     order = np.lexsort(-G.T[::-1])
     if G.shape[1] <= 2:
         return _ranks_two(G[order], ranks, rows[order])
-    fronts: list[list[np.ndarray]] = []
+    fronts: list[np.ndarray] = []  # each front's rows in a buffer that doubles when full
+    sizes: list[int] = []
     for i in order:
         f = G[i]
         lo, hi = 0, len(fronts)
         while lo < hi:  # the first front that does not dominate f
             mid = (lo + hi) // 2
-            P = np.asarray(fronts[mid])
+            P = fronts[mid][: sizes[mid]]
             if np.any(np.all(P >= f, axis=1) & np.any(P > f, axis=1)):
                 lo = mid + 1
             else:
                 hi = mid
         if lo == len(fronts):
-            fronts.append([])
-        fronts[lo].append(f)
+            fronts.append(np.empty((8, G.shape[1])))
+            sizes.append(0)
+        if sizes[lo] == len(fronts[lo]):
+            fronts[lo] = np.concatenate([fronts[lo], np.empty_like(fronts[lo])])
+        fronts[lo][sizes[lo]] = f
+        sizes[lo] += 1
         ranks[rows[i]] = lo
     return len(fronts)
 
