@@ -144,6 +144,8 @@ def sqlite_cause(exc: BaseException) -> str | None:
     return text
 
 
+#: page size of a new store file
+PAGE_SIZE = 16384
 #: checkpoints from this many characters on get a bigger page cache and WAL (_fit_checkpoint)
 FIT_MIN = 1 << 20
 #: at most this page cache (KiB) and this WAL (pages) for big checkpoints
@@ -287,6 +289,8 @@ class SQLiteStore(SQLStore):
                     "'metaloop resume' (or a run) upgrades it"
                 )
             return
+        if not found and not memory:
+            self._conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         if not memory:
             self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
