@@ -12,9 +12,10 @@ A 10-D sphere, random search, SQLite store, one process.  Per population size it
   ceiling), measured in the same process.
 
 Then one row per population optimizer at one big population with summary recording (the
-best of ``--repeat`` runs): evaluations per wall second, per CPU second of the process (all
-its threads, the store's writer included: what one core delivers even on a machine shared
-with other work), and the same population's numpy evaluation alone, best of 20, measured
+best of ``--repeat`` runs, wall and CPU time each): evaluations per wall second, per CPU
+second of the process (all its threads, the store's writer included: what one core delivers
+even on a machine shared with other work; the load average is printed before and after),
+and the same population's numpy evaluation alone, best of 20, measured
 right after (the same-process baseline: on a shared machine compare ratios, not rates).
 Every figure is the whole run (store creation, optimizer, final commit included) divided
 into the number of evaluations.  It runs with ``OMP_NUM_THREADS=1`` unless set.
@@ -172,13 +173,15 @@ def main() -> None:
             cells.append(rate(1.0, int(numpy_rate(pop, gens))))
             print(" ".join(cells), flush=True)
         pop, gens = args.optimizer_pop, args.optimizer_generations
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"\noptimizers at population {pop:,}, {gens} generations, recording: summary")
+        print(f"(load average before: {load}; {os.cpu_count()} CPUs)")
         head = ("optimizer", "evals", "wall s", "evals/s", "evals/cpu-s", "numpy alone")
         print(" ".join(f"{h:>12}" for h in head) + "   numpy/ours")
         run(config("warm-up", tmp, 1000, 2, "vectorized", recording="summary"))  # imports
         for kind in args.optimizers.split(","):
             opt = optimizer_config(kind, pop)
-            wall, cpu, n = min(
+            runs = [
                 timed_run(
                     config(
                         f"opt-{kind}-{i}", tmp, pop, gens, "vectorized", recording="summary",
@@ -186,10 +189,14 @@ def main() -> None:
                     )
                 )
                 for i in range(args.repeat)
-            )
+            ]
+            # the best wall time and the least CPU time, each over the runs (on a shared
+            # machine the run least slowed by others need not be the one using least CPU)
+            wall, cpu, n = min(r[0] for r in runs), min(r[1] for r in runs), runs[0][2]
             alone = numpy_rate(pop, gens, best_of=20)  # the same population's numpy, after
             cells = f"{kind:>12} {n:>12,} {wall:>12.2f} {rate(wall, n)} {rate(cpu, n)}"
             print(f"{cells} {rate(1.0, int(alone))} {alone * wall / n:>11.0f}×", flush=True)
+        print(f"(load average after: {', '.join(f'{x:.1f}' for x in os.getloadavg())})")
 
 
 if __name__ == "__main__":
