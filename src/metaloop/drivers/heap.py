@@ -5,8 +5,8 @@ megabytes: the population and its proposal, the optimizee's result, the checkpoi
 text and SQLite's copies of it.  glibc serves each buffer above its (dynamic, history
 dependent) mmap threshold with a fresh ``mmap`` and gives it back with ``munmap``, and trims
 the heap top above twice that threshold: every generation then faults all of those pages in
-again, zero-filled by the kernel — measured at about a third of the process's CPU time on
-the test machine (``benchmarks/vectorized.py``).
+again, zero-filled by the kernel: 6,600–8,100 pages a generation at population 100,000 on
+the test machine (``benchmarks/vectorized.py``, column ``faults/gen``; 2 with this).
 
 :func:`retain_freed_memory` fixes both thresholds (``mallopt``): buffers up to
 :data:`MMAP_THRESHOLD` come from the heap, and up to :data:`TRIM_THRESHOLD` of free heap top
