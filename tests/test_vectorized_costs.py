@@ -137,6 +137,48 @@ def test_retained_memory_is_not_faulted_in_again() -> None:
     assert faults["retain"] < 1_000, faults
 
 
+class Sphere10:
+    """sum(x^2) of a 10-D array parameter, a whole population at once."""
+
+    def evaluate_population(self, params: dict, ctx: object) -> np.ndarray:
+        x = params["x"]
+        return np.einsum("ij,ij->i", x, x)
+
+
+def _vectorized_run(tmp_path: Path, name: str, pop: int) -> int:
+    from metaloop.api import Experiment
+
+    cfg = {
+        "name": name,
+        "seed": 1,
+        "generations": 2,
+        "mode": "vectorized",
+        "recording": "summary",
+        "optimizee": {"kind": "python", "target": f"{Path(__file__).resolve()}:Sphere10"},
+        "space": {"x": {"type": "real", "low": -1.0, "high": 1.0, "shape": [10]}},
+        "optimizer": {"kind": "random", "pop_size": pop},
+        "executor": {"kind": "serial", "batch_size": pop},
+        "storage": f"sqlite:///{tmp_path / 'v.db'}",
+    }
+    return Experiment(cfg).run().n_evaluations
+
+
+def test_the_driver_keeps_freed_memory_from_a_megabyte_population_on(tmp_path: Path) -> None:
+    from metaloop.drivers.heap import retain_freed_memory
+    from metaloop.drivers.vectorized import RETAIN_MIN
+
+    def calls() -> int:
+        info = retain_freed_memory.cache_info()
+        return info.hits + info.misses
+
+    before = calls()
+    assert _vectorized_run(tmp_path, "small", 1000) == 2000  # 80 kB a population
+    assert calls() == before
+    pop = RETAIN_MIN // 80 + 1  # 10 float64 a row: just over RETAIN_MIN bytes
+    assert _vectorized_run(tmp_path, "big", pop) == 2 * pop
+    assert calls() == before + 2  # once a generation (the setting itself: once a process)
+
+
 # -- the optimizers' kernels ----------------------------------------------------------------------
 def test_reflect_inplace_gives_reflect_numbers_in_the_same_array() -> None:
     rng = np.random.default_rng(1)

@@ -18,7 +18,6 @@ threads) once, and does nothing where the C library is not glibc.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 from functools import cache
 
@@ -37,7 +36,7 @@ def retain_freed_memory() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the process's own symbols: its C library's malloc
         if not hasattr(libc, "gnu_get_libc_version"):  # musl has a mallopt that ignores these
             return False
         mallopt = libc.mallopt
