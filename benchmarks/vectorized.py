@@ -12,10 +12,14 @@ A 10-D sphere, random search, SQLite store, one process.  Per population size it
   ceiling), measured in the same process.
 
 Then one row per population optimizer at one big population with summary recording (the
-best of ``--repeat`` runs): evaluations per wall second, per CPU second of the process (all
-its threads, the store's writer included: what one core delivers even on a machine shared
-with other work), and the same population's numpy evaluation alone, best of 20, measured
-right after (the same-process baseline: on a shared machine compare ratios, not rates).
+best of ``--repeat`` runs, wall and CPU time each): evaluations per wall second, per CPU
+second of the process (all its threads, the store's writer included: what one core delivers
+even on a machine shared with other work; the load average is printed before and after),
+and the same population's numpy evaluation alone, best of 20, measured
+right after (the same-process baseline: on a shared machine compare ratios, not rates); then,
+of the run that used the least CPU, the share of its CPU time spent by threads other than
+the loop's (the store's writer) and the minor page faults per generation (pages the process
+mapped anew: memory returned to the system and faulted back in, zero-filled by the kernel).
 Every figure is the whole run (store creation, optimizer, final commit included) divided
 into the number of evaluations.  It runs with ``OMP_NUM_THREADS=1`` unless set.
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -77,9 +82,29 @@ def run(cfg: dict[str, Any]) -> tuple[float, int]:
 def timed_run(cfg: dict[str, Any]) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds of the process (every thread: the store's writer too) and
     evaluations of one whole run."""
+    wall, cpu, n, _, _ = costed_run(cfg)
+    return wall, cpu, n
+
+
+def costed_run(cfg: dict[str, Any]) -> tuple[float, float, int, float, int]:
+    """:func:`timed_run`'s figures, then the CPU seconds of the threads other than this one
+    (the store's writer) and the minor page faults of the process (pages mapped anew)."""
+    self0, main0 = resource.getrusage(resource.RUSAGE_SELF), _thread_usage()
     cpu0 = time.process_time()
     wall, n = _run(cfg)
-    return wall, time.process_time() - cpu0, n
+    cpu = time.process_time() - cpu0
+    self1, main1 = resource.getrusage(resource.RUSAGE_SELF), _thread_usage()
+    others = cpu - (main1 - main0) if main0 is not None and main1 is not None else float("nan")
+    return wall, cpu, n, others, self1.ru_minflt - self0.ru_minflt
+
+
+def _thread_usage() -> float | None:
+    """CPU seconds of the calling thread (None where the system cannot tell)."""
+    who = getattr(resource, "RUSAGE_THREAD", None)
+    if who is None:
+        return None
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
 
 
 def _run(cfg: dict[str, Any]) -> tuple[float, int]:
@@ -172,24 +197,36 @@ def main() -> None:
             cells.append(rate(1.0, int(numpy_rate(pop, gens))))
             print(" ".join(cells), flush=True)
         pop, gens = args.optimizer_pop, args.optimizer_generations
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"\noptimizers at population {pop:,}, {gens} generations, recording: summary")
+        print(f"(load average before: {load}; {os.cpu_count()} CPUs)")
         head = ("optimizer", "evals", "wall s", "evals/s", "evals/cpu-s", "numpy alone")
-        print(" ".join(f"{h:>12}" for h in head) + "   numpy/ours")
+        print(" ".join(f"{h:>12}" for h in head) + "   numpy/ours  writer cpu  faults/gen")
         run(config("warm-up", tmp, 1000, 2, "vectorized", recording="summary"))  # imports
         for kind in args.optimizers.split(","):
             opt = optimizer_config(kind, pop)
-            wall, cpu, n = min(
-                timed_run(
+            runs = [
+                costed_run(
                     config(
                         f"opt-{kind}-{i}", tmp, pop, gens, "vectorized", recording="summary",
                         optimizer=opt,
                     )
                 )
                 for i in range(args.repeat)
-            )
+            ]
+            # the best wall time and the least CPU time, each over the runs (on a shared
+            # machine the run least slowed by others need not be the one using least CPU)
+            wall, cpu, n = min(r[0] for r in runs), min(r[1] for r in runs), runs[0][2]
+            least = min(runs, key=lambda r: r[1])  # the writer's share and the page faults
+            writer, faults = least[3] / least[1], least[4] / gens  # of the least-CPU run
             alone = numpy_rate(pop, gens, best_of=20)  # the same population's numpy, after
             cells = f"{kind:>12} {n:>12,} {wall:>12.2f} {rate(wall, n)} {rate(cpu, n)}"
-            print(f"{cells} {rate(1.0, int(alone))} {alone * wall / n:>11.0f}×", flush=True)
+            print(
+                f"{cells} {rate(1.0, int(alone))} {alone * wall / n:>11.0f}× {writer:>11.0%}"
+                f" {faults:>11,.0f}",
+                flush=True,
+            )
+        print(f"(load average after: {', '.join(f'{x:.1f}' for x in os.getloadavg())})")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from metaloop.config import Config, ConfigError
+from metaloop.drivers.heap import retain_freed_memory
 from metaloop.drivers.loop import Loop, RunObserver
 from metaloop.executors import Executor
 from metaloop.jsonable import to_jsonable
@@ -53,6 +54,8 @@ from metaloop.store.columns import json_objects
 
 #: quantiles of the fitness kept per generation by ``recording: summary``
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+#: populations of this many bytes (unit-cube rows) on make the process keep freed memory
+RETAIN_MIN = 1 << 20
 _OK, _INVALID, _FAILED = Status.OK.value, Status.INVALID.value, Status.FAILED.value
 
 
@@ -142,6 +145,8 @@ class VectorizedLoop(Loop):
             return reason
         X = self.optimizer.ask()
         n = len(X)
+        if X.nbytes >= RETAIN_MIN:  # megabyte buffers every generation: keep their pages
+            retain_freed_memory()
         if gen == 0 and self._takes_initial_population():
             X[:] = self.config.initial_population(n, self.info.seed)
         before = self.n_evaluations

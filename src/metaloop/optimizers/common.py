@@ -53,15 +53,31 @@ def reflect(X: np.ndarray) -> np.ndarray:
     of which a few per cent leave the cube this is ~10× cheaper than folding every value,
     and gives the same numbers (a value inside is its own ``mod 2``).
     """
-    X = np.asarray(X, dtype=float)
-    out = np.array(X, dtype=float, copy=True)
-    flat = out.reshape(-1)
+    return reflect_inplace(np.array(X, dtype=float, copy=True, order="C"))
+
+
+def reflect_inplace(X: np.ndarray) -> np.ndarray:
+    """:func:`reflect` written into ``X`` itself (a C-contiguous float64 array the caller
+    just made, e.g. a proposal): no copy of a population that is thrown away."""
+    if not X.flags.c_contiguous:  # (a reshape of it would be a copy)
+        X[...] = reflect(X)
+        return X
+    flat = X.reshape(-1)
     outside = np.flatnonzero(~((flat > 0.0) & (flat <= 1.0)))  # NaN and ±0 too: mod's sign
     if len(outside):
         with np.errstate(invalid="ignore"):
             y = np.mod(flat[outside], 2.0)
         flat[outside] = np.where(y > 1.0, 2.0 - y, y)
-    return out
+    return X
+
+
+def frozen(a: np.ndarray) -> np.ndarray:
+    """A read-only view of ``a``: what an optimizer's state can hand out instead of a copy
+    (a population: megabytes every generation) for an array its tell replaces and never
+    writes into."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
 
 
 def cholesky(cov: np.ndarray) -> np.ndarray:

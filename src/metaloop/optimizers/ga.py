@@ -38,7 +38,14 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from metaloop.optimizers.base import Optimizer, OptimizerParams
-from metaloop.optimizers.common import as_rows, best_first, best_order, reflect, take
+from metaloop.optimizers.common import (
+    as_rows,
+    best_first,
+    best_order,
+    reflect,
+    reflect_inplace,
+    take,
+)
 from metaloop.scoring import scalarize
 
 #: the tournament draws of a generation (``pop_size × tourn_size`` integers) within 2 GiB
@@ -126,7 +133,7 @@ class GeneticAlgorithm(Optimizer):
         winners = self._select(n)
         parents = take(self._pop_x, winners)
         X = self._crossover(parents.copy())
-        X = reflect(self._mutate(X))
+        X = reflect_inplace(self._mutate(X))  # (_mutate gives a new array)
         changed = np.any(X != parents, axis=1)
         if not changed.any():
             changed[:] = True

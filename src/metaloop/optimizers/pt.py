@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from metaloop.optimizers.base import Optimizer
-from metaloop.optimizers.common import as_rows, reflect
+from metaloop.optimizers.common import as_rows, frozen, reflect_inplace
 from metaloop.optimizers.sa import CoolingParams
 from metaloop.optimizers.schedules import ADDITIVE, T_TINY, Schedule, metropolis, temperature
 from metaloop.scoring import scalarize
@@ -74,28 +74,37 @@ class ParallelTemperingParams(CoolingParams):
     def _check(self) -> ParallelTemperingParams:
         n = self.n_replicas
         if self.temperatures is not None:
-            t = self.temperatures
+            t = np.asarray(self.temperatures, dtype=float)
             if len(t) != n:
                 raise ValueError(f"temperatures: has {len(t)} entries, n_replicas is {n}")
-            if any(x <= 0 for x in t) or any(b < a for a, b in zip(t, t[1:], strict=False)):
+            if (t <= 0).any() or (t[1:] < t[:-1]).any():
                 raise ValueError("temperatures: must be positive and increasing (coldest first)")
         elif self.t_max < self.t_min:
             raise ValueError(f"t_max ({self.t_max}) must be >= t_min ({self.t_min})")
         for name, value in (("cooling_schedule", self.cooling_schedule), ("t_end", self.t_end)):
             if isinstance(value, list) and len(value) != n:
                 raise ValueError(f"{name}: has {len(value)} entries, n_replicas is {n}")
-        t_end = self.t_end if isinstance(self.t_end, list) else [self.t_end] * n
-        if any(x < 0 for x in t_end):
+        # as arrays: 100,000 replicas are checked in milliseconds, not one by one
+        t_end = np.broadcast_to(np.asarray(self.t_end, dtype=float), (n,))
+        if (t_end < 0).any():
             raise ValueError("t_end: must be >= 0")
-        schedules = self.schedules()
-        if any(s in ADDITIVE for s in schedules) and self.n_iterations is None:
+        s = self.cooling_schedule
+        additive = (
+            np.array([x in ADDITIVE for x in s], dtype=bool)
+            if isinstance(s, list)
+            else np.full(n, s in ADDITIVE)
+        )
+        if additive.any() and self.n_iterations is None:
             raise ValueError(
                 "n_iterations: required for additive cooling schedules "
                 "(set it to the run's number of generations)"
             )
-        for s, t0, te in zip(schedules, self.ladder(), t_end, strict=True):
-            if s in ADDITIVE and te >= t0:
-                raise ValueError(f"t_end: {te} must be less than the replica's temperature {t0}")
+        if additive.any():
+            t0 = np.asarray(self.ladder(), dtype=float)
+            bad = np.flatnonzero(additive & (t_end >= t0))
+            if len(bad):
+                te, t = float(t_end[bad[0]]), float(t0[bad[0]])
+                raise ValueError(f"t_end: {te} must be less than the replica's temperature {t}")
         return self
 
     def ladder(self) -> list[float]:
@@ -129,9 +138,10 @@ class ParallelTempering(Optimizer):
         p = self.params
         k = self.generation if k is None else k
         cached = getattr(self, "_t_cache", None)
-        if cached is not None and cached[0] is p and cached[1] == k:
+        constant = p.cooling_schedule == "none"  # the ladder, whatever the generation
+        if cached is not None and cached[0] is p and (constant or cached[1] == k):
             return cached[2].copy()
-        if p.cooling_schedule == "none":  # one vector: the ladder (no per-replica Python)
+        if constant:  # one vector: the ladder (no per-replica Python)
             T = np.array(p.ladder())
         else:
             t_end = p.t_end if isinstance(p.t_end, list) else [p.t_end] * p.n_replicas
@@ -156,8 +166,11 @@ class ParallelTempering(Optimizer):
     def _ask(self) -> np.ndarray:
         if len(self._x) == 0:
             return self.space.sample(self.rng(0), self.params.n_replicas)
-        noise = self.rng(1).standard_normal(self._x.shape)
-        return reflect(self._x + self.step_sizes()[:, None] * noise)
+        # x + sigma_i * noise, built in the noise array (the same numbers, no temporaries)
+        step = self.rng(1).standard_normal(self._x.shape)
+        step *= self.step_sizes()[:, None]
+        step += self._x
+        return reflect_inplace(step)
 
     def _tell(self, X: np.ndarray, F: np.ndarray) -> None:
         f = scalarize(F)
@@ -218,17 +231,35 @@ class ParallelTempering(Optimizer):
         return self._x.copy(), self._f.copy()
 
     def _state(self) -> dict[str, object]:
+        # x and f as views, not copies: _tell replaces them (np.where, or a copy of the
+        # first population) before _exchange writes into them.  The per-pair counts and the
+        # 0/1 acceptances in the smallest dtype that holds them exactly (loaded back as
+        # int and float): a checkpoint of 100,000 replicas is written every generation.
         return {
-            "x": self._x.copy(),
-            "f": self._f.copy(),
-            "swap_attempts": self._attempts.copy(),
-            "swap_accepts": self._accepts.copy(),
-            "acceptance": self._acceptance.copy(),
+            "x": frozen(self._x),
+            "f": frozen(self._f),
+            "swap_attempts": _compact_counts(self._attempts),
+            "swap_accepts": _compact_counts(self._accepts),
+            "acceptance": _compact_acceptance(self._acceptance),
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self._x = as_rows(state["x"], self.space.dim)
         self._f = np.asarray(state["f"], dtype=float).reshape(-1)
-        self._attempts = np.asarray(state["swap_attempts"], dtype=int).reshape(-1)
-        self._accepts = np.asarray(state["swap_accepts"], dtype=int).reshape(-1)
-        self._acceptance = np.asarray(state["acceptance"], dtype=float).reshape(-1)
+        # copies: _exchange counts into them in place
+        self._attempts = np.array(state["swap_attempts"], dtype=int).reshape(-1)
+        self._accepts = np.array(state["swap_accepts"], dtype=int).reshape(-1)
+        self._acceptance = np.array(state["acceptance"], dtype=float).reshape(-1)
+
+
+def _compact_counts(a: np.ndarray) -> np.ndarray:
+    """Counts (``>= 0``) as the smallest unsigned integer dtype that holds them (a copy)."""
+    if a.size and a.min() < 0:
+        return a.copy()
+    return a.astype(np.min_scalar_type(int(a.max()) if a.size else 0))
+
+
+def _compact_acceptance(a: np.ndarray) -> np.ndarray:
+    """Acceptances that are all 0 or 1 as booleans, else (NaN before the first Metropolis
+    step) as they are (a copy)."""
+    return a.astype(bool) if ((a == 0.0) | (a == 1.0)).all() else a.copy()

@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from metaloop.optimizers.base import Optimizer, OptimizerParams
-from metaloop.optimizers.common import as_rows, reflect
+from metaloop.optimizers.common import as_rows, frozen, reflect_inplace
 from metaloop.optimizers.schedules import ADDITIVE, Schedule, metropolis, temperature
 from metaloop.scoring import scalarize
 
@@ -92,8 +92,11 @@ class SimulatedAnnealing(Optimizer):
     def _ask(self) -> np.ndarray:
         if len(self._x) == 0:
             return self.space.sample(self.rng(0), self.params.n_chains)
-        noise = self.rng(1).standard_normal(self._x.shape)
-        return reflect(self._x + self.step_size() * noise)
+        # x + step * noise, built in the noise array (the same numbers, no temporaries)
+        step = self.rng(1).standard_normal(self._x.shape)
+        step *= self.step_size()
+        step += self._x
+        return reflect_inplace(step)
 
     def _tell(self, X: np.ndarray, F: np.ndarray) -> None:
         f = scalarize(F)
@@ -127,7 +130,8 @@ class SimulatedAnnealing(Optimizer):
         return self._x.copy(), self._f.copy()
 
     def _state(self) -> dict[str, object]:
-        return {"x": self._x.copy(), "f": self._f.copy(), "acceptance": self._acceptance}
+        # views, not copies: _tell replaces x and f (np.where), never writes into them
+        return {"x": frozen(self._x), "f": frozen(self._f), "acceptance": self._acceptance}
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self._x = as_rows(state["x"], self.space.dim)

@@ -12,6 +12,7 @@ people (params, metrics) are plain JSON instead: :func:`metaloop.jsonable.plain_
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from typing import Any
 
@@ -35,7 +36,9 @@ def _default(obj: Any, b64_min: int = B64_MIN) -> Any:
             raise TypeError("object arrays cannot be stored")
         shape = list(obj.shape)
         if obj.size >= b64_min and obj.dtype.kind in "biufc":
-            data = base64.b64encode(np.ascontiguousarray(obj).tobytes()).decode("ascii")
+            # the array's own buffer, not a ``tobytes()`` copy of it (megabytes a checkpoint)
+            raw = memoryview(np.ascontiguousarray(obj)).cast("B")
+            data = binascii.b2a_base64(raw, newline=False).decode("ascii")
             return {_B64: data, "dtype": obj.dtype.str, "shape": shape}
         return {_TAG: obj.reshape(-1).tolist(), "dtype": obj.dtype.str, "shape": shape}
     if isinstance(obj, np.generic):

@@ -286,7 +286,12 @@ class SQLStore(ClaimMixin, ScanMixin, GroupCommitWriter, Store):
     # -- checkpoints and events ------------------------------------------------------------
     def checkpoint(self, exp_id: int, generation: int, state: dict[str, Any]) -> None:
         text = codec.dumps(state, checkpoint=True)
+        self._fit_checkpoint(len(text))
         self._enqueue("checkpoint", (exp_id, generation, text, time.time()))
+
+    def _fit_checkpoint(self, size: int) -> None:
+        """Hook: tune the connection for checkpoints of ``size`` characters (SQLite sizes
+        its page cache and WAL to megabyte checkpoints written every generation)."""
 
     def last_checkpoint(self, exp_id: int) -> tuple[int, dict[str, Any]] | None:
         with self._lock:
