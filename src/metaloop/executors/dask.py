@@ -45,6 +45,7 @@ from distributed.comm import CommClosedError
 
 from metaloop.executors.base import ExecutorError, WorkerSetup
 from metaloop.executors.dask_ahead import queues_ahead, submit_queued
+from metaloop.executors.dask_direct import Call, DirectChannel, WorkerGone
 from metaloop.executors.dask_worker import (
     OptimizeePlugin,
     has_evaluator,
@@ -135,6 +136,8 @@ class DaskExecutor(QueuedExecutor):
     kind = "dask"
     target_chunk_s = 0.1  # cheap evaluations: aim for futures of about this much work
     max_chunk = 1024
+    #: on a LocalCluster it started, hand chunks to actors (dask_direct), not as tasks
+    direct_calls = True
 
     def __init__(self, workers: int | None = None, address: str | None = None):
         super().__init__()
@@ -151,6 +154,7 @@ class DaskExecutor(QueuedExecutor):
         self._futures: dict[Any, _Pending] = {}
         self._killed: set[str] = set()  # worker addresses this executor killed (timeouts)
         self._names: dict[str, str] = {}  # worker address -> name shown in the records
+        self._direct: DirectChannel | None = None  # direct calls (our LocalCluster)
 
     # -- lifecycle --------------------------------------------------------------------------------
     @property
@@ -238,7 +242,11 @@ class DaskExecutor(QueuedExecutor):
         if missing or not ready:
             raise ExecutorError(f"dask: the optimizee was not built on workers {missing}")
         self._slots = self._count_slots()
-        self._ahead = queues_ahead(client)
+        if self._cluster is not None and self.direct_calls:
+            self._direct = DirectChannel(client, self._token)
+            self._direct.open()
+        else:
+            self._ahead = queues_ahead(client)
 
     def _make_plugin(self, setup: WorkerSetup) -> OptimizeePlugin:
         """The worker plugin that builds the optimizee (subclasses name workers their way)."""
@@ -251,6 +259,9 @@ class DaskExecutor(QueuedExecutor):
     def close(self) -> None:
         if self._futures and self._cluster is not None:
             self.cancel_all()  # kills busy workers: a worker stuck in a task closes slowly
+        if self._direct is not None:
+            self._direct.close()
+            self._direct = None
         client, cluster = self._client, self._cluster
         self._client = self._cluster = None
         self._queue.clear()
@@ -281,6 +292,9 @@ class DaskExecutor(QueuedExecutor):
         return self._slots or self._n_requested or 1
 
     def _dispatch(self) -> None:
+        if self._direct is not None:
+            self._dispatch_direct(self._direct)
+            return
         if self._cluster is None and (self._queue or self._isolated):
             now = time.monotonic()  # an existing cluster's workers come and go: recount
             if now - self._slots_counted >= _RECOUNT_S:  # (one RPC, at most every second)
@@ -300,6 +314,23 @@ class DaskExecutor(QueuedExecutor):
             free -= 1
         if batch:
             self._send(batch)
+
+    def _dispatch_direct(self, channel: DirectChannel) -> None:
+        """One call per idle actor: a lost chunk's tasks alone first, then chunks of a
+        fair share of the queue among the worker threads."""
+        idle = channel.idle()
+        if not idle:
+            return
+        k = self._chunk_size(max(len(channel.slots), 1))
+        batched = bool(self._batch_size)
+        for slot in idle:
+            if self._isolated:
+                tasks, isolated = [self._isolated.popleft()], True
+            elif self._queue:
+                tasks, isolated = self._take(k), False
+            else:
+                break
+            channel.send(slot, tasks, self._payload(tasks), batched, isolated)
 
     def _outstanding(self) -> int:
         """How many futures may be unfinished at once: one per worker thread, and with
@@ -339,9 +370,18 @@ class DaskExecutor(QueuedExecutor):
             self._futures[future] = _Pending(tasks, now, isolated)
 
     def _busy(self) -> bool:
+        if self._direct is not None:  # (with work queued and no actor: one is on its way)
+            return bool(self._direct.calls or self._queue or self._isolated)
         return bool(self._futures)
 
     def _block(self, timeout: float | None) -> None:
+        if self._direct is not None:
+            ended = self._direct.wait(timeout)
+            if ended:
+                self._dispatch()  # refill the freed actors first, then record
+                for call, value in ended:
+                    self._ended_direct(call, value)
+            return
         watched = list(self._futures)
         try:
             with self._client.as_current():
@@ -426,6 +466,27 @@ class DaskExecutor(QueuedExecutor):
         error = f"dask task failed: {type(exc).__name__}: {exc}\n{text}"
         self._report(pending.tasks, Status.FAILED, error, pending.since)
 
+    def _ended_direct(self, call: Call, value: Any) -> None:
+        """A direct call's result, error, or :class:`WorkerGone`."""
+        pending = _Pending(call.tasks, call.since, call.isolated)
+        if not isinstance(value, (WorkerGone, BaseException)):
+            self._record_chunk(pending, value)
+        elif not isinstance(value, WorkerGone):
+            self._lost(None, pending, value)
+        elif value.address in self._killed:  # killed for another call's timeout
+            self._isolated.extendleft(reversed(call.tasks))
+        elif len(call.tasks) > 1 and not self._batch_size:  # which one killed it?
+            self._isolated.extend(call.tasks)
+        else:
+            name = self._names.get(value.address, "")
+            self._report(
+                call.tasks,
+                Status.CRASHED,
+                f"dask worker process died during the evaluation ({name or value.address})",
+                call.since,
+                worker=name,
+            )
+
     @staticmethod
     def _is_worker_loss(exc: BaseException | None) -> bool:
         return exc is None or isinstance(
@@ -440,10 +501,17 @@ class DaskExecutor(QueuedExecutor):
 
     # -- timeouts ---------------------------------------------------------------------------------
     def _seconds_to_next_deadline(self) -> float | None:
-        return seconds_to_deadline((p.since for p in self._futures.values()), self.timeout_s)
+        if self._direct is not None:
+            starts = [c.since for c in self._direct.calls.values()]
+        else:
+            starts = [p.since for p in self._futures.values()]
+        return seconds_to_deadline(starts, self.timeout_s)
 
     def _enforce_timeouts(self) -> None:
         if self.timeout_s is None:
+            return
+        if self._direct is not None:
+            self._timeouts_direct(self._direct, self.timeout_s)
             return
         now = time.time()
         overdue = [
@@ -471,6 +539,26 @@ class DaskExecutor(QueuedExecutor):
         if victims:
             self._kill_workers(victims)
 
+    def _timeouts_direct(self, channel: DirectChannel, timeout_s: float) -> None:
+        """Overdue calls: ``timeout``, and their workers killed; the other calls on those
+        workers run again (their attempt not counted)."""
+        now = time.time()
+        victims = {c.address for c in channel.calls.values() if now - c.since >= timeout_s}
+        for address in victims:
+            for call in channel.drop(address):
+                if now - call.since < timeout_s:
+                    self._isolated.extendleft(reversed(call.tasks))
+                    continue
+                self._report(
+                    call.tasks,
+                    Status.TIMEOUT,
+                    f"timed out after {timeout_s:g} s (dask worker process killed)",
+                    call.since,
+                    worker=self._names.get(address, ""),
+                )
+        if victims:
+            self._kill_workers(victims)
+
     def _kill_workers(self, addresses: set[str]) -> None:
         """Kill worker processes (their nannies start fresh ones)."""
         self._killed.update(addresses)
@@ -483,6 +571,12 @@ class DaskExecutor(QueuedExecutor):
         """Drop queued tasks; cancel the futures and kill the workers running them."""
         self._forget_work()
         self._isolated.clear()
+        if self._direct is not None:
+            busy = {c.address for c in self._direct.calls.values()}
+            for address in busy:
+                self._direct.drop(address)
+            if busy:
+                self._kill_workers(busy)
         futures = list(self._futures)
         self._futures.clear()
         if not futures or self._client is None:

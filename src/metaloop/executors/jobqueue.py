@@ -140,6 +140,8 @@ class _Job:
 class JobQueueExecutor(DaskExecutor):
     """Dask workers in SLURM or PBS batch jobs (see the module docstring)."""
 
+    direct_calls = False  # workers retire and jobs end: the scheduler re-runs their tasks
+
     def __init__(self, spec: ExecutorSpec, start_timeout_s: float | None = None):
         """Job sizing, number of jobs and start timeout from the ``executor`` section (read
         duck-typed); the execution policy comes with ``start``'s setup, like everywhere."""
