@@ -198,6 +198,7 @@ class DirectChannel:
             # the actor's worker is gone or unreachable ("Unable to contact Actor's worker"):
             # that slot is done for
             self.slots.remove(slot)
+            self._gone.add(call.address)
             return [(call, WorkerGone(call.address))]
         return [(call, value)]
 
