@@ -739,21 +739,24 @@ def test_queueing_ahead_only_where_the_scheduler_keeps_tasks_queued(saturation, 
 
 
 # == 8. direct calls on the executor's own LocalCluster =========================================
-def test_own_cluster_calls_actors_one_chunk_per_worker_thread(tmp_path, opt_file):
+@pytest.mark.parametrize("timeout_s", [None, 60.0])
+def test_own_cluster_calls_actors_one_chunk_per_worker_thread(tmp_path, opt_file, timeout_s):
     """On its own LocalCluster the executor hands chunks to one actor per worker thread: no
-    evaluation is a Dask task (the scheduler holds only the actors), and each worker runs one
-    call at a time, so a worker that dies takes only its own."""
+    evaluation is a Dask task (the scheduler holds only the actors).  Each actor runs one
+    call and, without a timeout (its clock starts when sent), one more waits on its thread."""
     ex = DaskExecutor(workers=2)
-    ex.start(WorkerSetup({"kind": "python", "target": f"{opt_file}:sleepy"}, 1, 1, str(tmp_path)))
+    target = {"kind": "python", "target": f"{opt_file}:sleepy"}
+    ex.start(WorkerSetup(target, 1, 1, str(tmp_path), policy=ExecutionPolicy(timeout_s=timeout_s)))
     try:
         assert ex._direct is not None and not ex._ahead
         scheduler = ex._cluster.scheduler
         for i in range(6):
             ex.submit(Task(0, i, {"s": 1.0}))
         assert ex.wait(timeout=0.01) == []  # dispatches
-        calls = list(ex._direct.calls.values())
-        assert len(calls) == 2 and len({c.address for c in calls}) == 2
-        assert [len(c.tasks) for c in calls] == [1, 1]  # nothing measured yet: one by one
+        per_actor = 2 if timeout_s is None else 1
+        assert [len(s.calls) for s in ex._direct.slots] == [per_actor, per_actor]
+        assert len({s.address for s in ex._direct.slots}) == 2
+        assert all(len(c.tasks) == 1 for c in ex._direct.calls.values())  # nothing measured
         assert len(scheduler.tasks) == 2 and all(ts.actor for ts in scheduler.tasks.values())
         outcomes = []
         while ex.in_flight:
@@ -776,30 +779,42 @@ def _run_all(ex: DaskExecutor, tasks: list[Task]) -> list:
 
 
 def test_killed_worker_is_blamed_alone_and_its_replacement_gets_an_actor(tmp_path, opt_file):
-    """A worker killed mid-call costs exactly that evaluation a ``crashed`` attempt; the
-    worker its nanny starts gets an actor and runs evaluations."""
+    """A worker killed mid-call with a second call waiting on its actor: both are re-run
+    alone (uncounted), so only the evaluation that kills its worker again is ``crashed``;
+    the workers their nannies start get actors and run evaluations."""
     ex = DaskExecutor(workers=2)
     target = {"kind": "python", "target": f"{opt_file}:KillAt", "kwargs": {"kill": [0]}}
-    ex.start(WorkerSetup(target, 1, 1, str(tmp_path)))
+    one_by_one = ExecutionPolicy(max_chunk=1)  # (cheap: they would travel in chunks)
+    ex.start(WorkerSetup(target, 1, 1, str(tmp_path), policy=one_by_one))
     try:
         first = _run_all(ex, [Task(0, 1, {"x": 0.1}), Task(0, 2, {"x": 0.2})])
         pids = {o.metrics["pid"] for o in first}
         assert len(pids) == 2
-        crashed = _run_all(ex, [Task(0, 0, {"x": 0.5})])
-        assert [o.status for o in crashed] == [Status.CRASHED]
-        assert "dask worker process died during the evaluation" in crashed[0].error
-        assert int(crashed[0].worker.rsplit(":", 1)[1]) in pids
-        survivor = pids - {int(crashed[0].worker.rsplit(":", 1)[1])}
+        for i in (0, 3, 4, 5):
+            ex.submit(Task(0, i, {"x": i / 10}))
+        assert ex.wait(timeout=0) == []  # dispatched: two calls on each actor
+        assert sorted(len(c.tasks) for c in ex._direct.calls.values()) == [1, 1, 1, 1]
+        assert [len(s.calls) for s in ex._direct.slots] == [2, 2]
+        outcomes = []
+        while ex.in_flight:
+            outcomes += ex.wait(timeout=30)
+        by_index = {o.task.index: o for o in outcomes}
+        assert sorted(by_index) == [0, 3, 4, 5] and len(outcomes) == 4
+        assert by_index[0].status is Status.CRASHED
+        assert "dask worker process died during the evaluation" in by_index[0].error
+        assert all(by_index[i].status is Status.OK for i in (3, 4, 5))
         deadline = time.monotonic() + 30
         seen: set[int] = set()
-        while not seen - survivor and time.monotonic() < deadline:
+        while not seen - pids and time.monotonic() < deadline:
             time.sleep(0.2)
             batch = [Task(1, i, {"x": i / 10}) for i in (1, 2)]  # (index 0 kills)
-            outcomes = _run_all(ex, batch)
-            assert all(o.status is Status.OK for o in outcomes)
-            seen |= {o.metrics["pid"] for o in outcomes}
-        replacement = seen - survivor
-        assert len(replacement) == 1 and not replacement & pids
+            again = _run_all(ex, batch)
+            assert all(o.status is Status.OK for o in again)
+            seen |= {o.metrics["pid"] for o in again}
+        assert seen - pids, "no replacement worker ran an evaluation"
+        while len(ex._direct.slots) < 2 and time.monotonic() < deadline:
+            ex.submit(Task(1, 9, {"x": 0.9}))
+            ex.wait(timeout=5)
         assert len(ex._direct.slots) == 2
     finally:
         ex.close()

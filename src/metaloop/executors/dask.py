@@ -316,21 +316,25 @@ class DaskExecutor(QueuedExecutor):
             self._send(batch)
 
     def _dispatch_direct(self, channel: DirectChannel) -> None:
-        """One call per idle actor: a lost chunk's tasks alone first, then chunks of a
-        fair share of the queue among the worker threads."""
-        idle = channel.idle()
-        if not idle:
+        """Calls to the actors with room: a lost chunk's tasks alone on idle ones first, then
+        chunks of a fair share of the queue; without a timeout (whose clock starts when
+        sent) and lost tasks to re-run, one more call waits on each actor's thread."""
+        depth = 1 if self.timeout_s is not None or self._isolated else 2
+        free = channel.free(depth)
+        if not free:
             return
-        k = self._chunk_size(max(len(channel.slots), 1))
+        k = self._chunk_of(depth * max(len(channel.slots), 1))
         batched = bool(self._batch_size)
-        for slot in idle:
-            if self._isolated:
-                tasks, isolated = [self._isolated.popleft()], True
-            elif self._queue:
-                tasks, isolated = self._take(k), False
-            else:
-                break
-            channel.send(slot, tasks, self._payload(tasks), batched, isolated)
+        while free and (self._queue or self._isolated):  # a round: one call per actor
+            for slot in free:
+                if self._isolated:
+                    tasks, isolated = [self._isolated.popleft()], True
+                elif self._queue:
+                    tasks, isolated = self._take(k), False
+                else:
+                    break
+                channel.send(slot, tasks, self._payload(tasks), batched, isolated)
+            free = channel.free(1 if self._isolated else depth)
 
     def _outstanding(self) -> int:
         """How many futures may be unfinished at once: one per worker thread, and with
@@ -475,7 +479,8 @@ class DaskExecutor(QueuedExecutor):
             self._lost(None, pending, value)
         elif value.address in self._killed:  # killed for another call's timeout
             self._isolated.extendleft(reversed(call.tasks))
-        elif len(call.tasks) > 1 and not self._batch_size:  # which one killed it?
+        elif not value.alone or (len(call.tasks) > 1 and not self._batch_size):
+            # which one killed it? (of the calls on its actor, of the chunk's tasks)
             self._isolated.extend(call.tasks)
         else:
             name = self._names.get(value.address, "")
@@ -545,7 +550,7 @@ class DaskExecutor(QueuedExecutor):
         now = time.time()
         victims = {c.address for c in channel.calls.values() if now - c.since >= timeout_s}
         for address in victims:
-            for call in channel.drop(address):
+            for call, _ in channel.drop(address):
                 if now - call.since < timeout_s:
                     self._isolated.extendleft(reversed(call.tasks))
                     continue

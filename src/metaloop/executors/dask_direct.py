@@ -7,12 +7,16 @@ at every generation barrier.  A call to an actor's method goes driver -> schedul
 worker and back as plain messages: ~0.7 ms there.
 
 How: one :class:`~metaloop.executors.dask_worker.EvaluationActor` per worker thread, each
-running at most one call at a time, so a worker that dies takes exactly the calls running on
-its threads (no queued neighbour is blamed).  Results and worker loss arrive as events on one
-thread-safe queue that :meth:`DirectChannel.wait` blocks on (nothing polls): a call's result
-(or error) from the client's event loop, and the scheduler's ``add-worker`` and
-``remove-worker`` events (``Client.subscribe_topic``), which also cover a call whose reply is
-lost with its worker.  A worker that joins (a nanny's replacement) gets its actors then.
+running one call at a time; without a timeout one more call waits on each actor's thread,
+so that a freed thread starts its next chunk without a round trip.  A worker that dies is
+blamed only for a call that was alone on its actor (so it was running): calls that were two
+on an actor are re-run alone first, uncounted (no queued neighbour is blamed).
+
+Results and worker loss arrive as events on one thread-safe queue that
+:meth:`DirectChannel.wait` blocks on (nothing polls): a call's result (or error) from the
+client's event loop, and the scheduler's ``add-worker`` and ``remove-worker`` events
+(``Client.subscribe_topic``), which also cover a call whose reply is lost with its worker.
+A worker that joins (a nanny's replacement) gets its actors then.
 """
 
 from __future__ import annotations
@@ -46,19 +50,22 @@ class Call:
 
 @dataclass
 class Slot:
-    """One worker thread's actor, and the call it runs (None: idle)."""
+    """One worker thread's actor, and the calls out on it (the first runs; a second waits on
+    the actor's thread)."""
 
     actor: Any
     future: Any  # the actor's Dask future (holds the actor alive)
     address: str
-    call: Call | None = None
+    calls: list[Call] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class WorkerGone:
-    """What a call returns when its worker died (or was killed) under it."""
+    """What a call returns when its worker died (or was killed) under it; ``alone``: it was
+    the only call out on its actor, so it was the one running."""
 
     address: str
+    alone: bool
 
 
 @dataclass
@@ -85,7 +92,8 @@ class DirectChannel:
             raise ExecutorError(
                 f"dask: starting the evaluation actors failed: {type(exc).__name__}: {exc}"
             ) from None
-        self._take_events(block=False)  # adopt them now (their events are queued)
+        for future in futures:  # (their "actor" events, when they come, find them adopted)
+            self._adopt(future)
         if not self.slots:
             raise ExecutorError("dask: no evaluation actor started on the workers")
 
@@ -134,14 +142,18 @@ class DirectChannel:
             self._events.put(("joined", msg.get("worker")))
 
     # -- calls ------------------------------------------------------------------------------------
-    def idle(self) -> list[Slot]:
-        return [s for s in self.slots if s.call is None]
+    def free(self, depth: int) -> list[Slot]:
+        """Actors with fewer than ``depth`` calls out, idle ones first; none whose running
+        call is a lost chunk's task re-run alone (nothing waits behind it)."""
+        room = [s for s in self.slots if len(s.calls) < depth]
+        room = [s for s in room if not (s.calls and s.calls[0].isolated)]
+        return sorted(room, key=lambda s: len(s.calls))
 
     def send(self, slot: Slot, tasks: list[Task], payload: list[tuple], batch: bool,
              isolated: bool = False) -> None:  # fmt: skip
         """Run ``payload`` (the tasks' worker form) on ``slot``'s actor."""
         call = Call(tasks, time.time(), isolated, slot.address, next(self._ids))
-        slot.call = call
+        slot.calls.append(call)
         self.calls[call.id] = call
         asyncio.run_coroutine_threadsafe(
             self._run(call.id, slot.actor, payload, batch), self.client.loop.asyncio_loop
@@ -179,7 +191,7 @@ class DirectChannel:
             if kind == "result":
                 ended += self._result(*rest)
             elif kind == "gone":
-                ended += [(c, WorkerGone(c.address)) for c in self.drop(rest[0])]
+                ended += self.drop(rest[0])
             elif kind == "joined":
                 joined = True
             elif kind == "actor":
@@ -189,25 +201,28 @@ class DirectChannel:
         return ended
 
     def _result(self, call_id: int, value: Any) -> list[tuple[Call, Any]]:
-        call = self.calls.pop(call_id, None)
+        call = self.calls.get(call_id)
         if call is None:  # already ended with its worker (killed, or the event came first)
             return []
-        slot = next(s for s in self.slots if s.call is call)
-        slot.call = None
         if value is _UNREACHABLE or isinstance(value, (OSError, asyncio.CancelledError)):
-            # the actor's worker is gone or unreachable ("Unable to contact Actor's worker"):
-            # that slot is done for
-            self.slots.remove(slot)
-            self._gone.add(call.address)
-            return [(call, WorkerGone(call.address))]
+            # the actor's worker is gone or unreachable ("Unable to contact Actor's worker")
+            return self.drop(call.address)
+        del self.calls[call_id]
+        slot = next(s for s in self.slots if call in s.calls)
+        slot.calls.remove(call)
         return [(call, value)]
 
-    def drop(self, address: str) -> list[Call]:
-        """Forget the worker at ``address`` (dead, or about to be killed); its running calls."""
+    def drop(self, address: str) -> list[tuple[Call, WorkerGone]]:
+        """Forget the worker at ``address`` (dead, or about to be killed); the calls that
+        were out on it."""
         self._gone.add(address)
-        lost = [s.call for s in self.slots if s.address == address and s.call is not None]
+        lost = []
+        for slot in self.slots:
+            if slot.address == address:
+                alone = len(slot.calls) == 1
+                lost += [(c, WorkerGone(address, alone)) for c in slot.calls]
         self.slots = [s for s in self.slots if s.address != address]
-        for call in lost:
+        for call, _ in lost:
             self.calls.pop(call.id, None)
         return lost
 
