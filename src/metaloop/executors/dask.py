@@ -5,6 +5,10 @@ scheduler at ``address``).  See docs/dask.md.
   (:class:`metaloop.executors.dask_worker.OptimizeePlugin`, also on workers that join or are
   restarted later); ``start`` registers it on every worker, so an optimizee that
   cannot be built raises :class:`OptimizeeLoadError` before anything is recorded.
+* On a LocalCluster this executor started, chunks are not Dask tasks but direct calls to
+  one evaluation actor per worker thread (:mod:`metaloop.executors.dask_direct`: ~1 ms per
+  call instead of a ~10 ms scheduler round trip); the rest of this list is the path for an
+  existing scheduler (``address``) and for dask-jobqueue, whose workers come and go.
 * A worker is only ever given the future it runs, so a worker that dies takes exactly that
   future with it (no innocent queued neighbour is blamed).  Where the scheduler allows it
   (:mod:`metaloop.executors.dask_ahead`: worker saturation at most 1.0) one more future per
@@ -19,9 +23,10 @@ scheduler at ``address``).  See docs/dask.md.
 * Our LocalCluster's scheduler runs with ``allowed-failures: 0``: a worker lost mid-task is at
   once a ``KilledWorker`` error, reported ``crashed`` and retried by the shared policy (Dask
   does not rerun it behind the policy's back).
-* ``policy.timeout_s``: a running Dask task cannot be interrupted, so the driver cancels the future,
-  kills the worker process that runs it (with the processes it started) and reports
-  ``timeout``; the worker's nanny starts a fresh worker, which builds the optimizee again.
+* ``policy.timeout_s``: a running Dask task (or actor call) cannot be interrupted, so the
+  driver cancels the future, kills the worker process that runs it (with the processes it
+  started) and reports ``timeout``; the worker's nanny starts a fresh worker, which builds
+  the optimizee again.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from distributed.comm import CommClosedError
 from metaloop.executors.base import ExecutorError, WorkerSetup
 from metaloop.executors.dask_ahead import queues_ahead, submit_queued
 from metaloop.executors.dask_direct import Call, DirectChannel, WorkerGone
+from metaloop.executors.dask_logs import quiet_dask_logs
 from metaloop.executors.dask_worker import (
     OptimizeePlugin,
     has_evaluator,
@@ -70,51 +76,6 @@ SCHEDULER_CONFIG = {
     # At most one task per worker thread at a time (with the driver's own throttle).
     "distributed.scheduler.worker-saturation": 1.0,
 }
-_QUIET_LOGGERS = (
-    "distributed",
-    "distributed.scheduler",
-    "distributed.nanny",
-    "distributed.core",
-    "distributed.client",
-)
-#: Dask's log lines about events this executor handles and reports itself (a worker lost
-#: mid-task, a worker killed after a timeout and restarted by its nanny).
-_HANDLED_EVENTS = (
-    "marked as failed because",
-    "workers died while trying to run",
-    "Restarting worker",
-    "broadcast to",
-    "was killed by signal",
-    "Worker process still alive",
-    "failed during get data",
-    "Failed to reconnect to scheduler",  # reported as "lost the connection to the scheduler"
-)
-
-
-class _HandledEventsFilter(logging.Filter):
-    """Drops Dask's log records about failures that metaloop records as evaluation data."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            text = record.getMessage()
-        except Exception:  # noqa: BLE001 - a malformed record is not ours to judge
-            return True
-        return not any(marker in text for marker in _HANDLED_EVENTS)
-
-
-_FILTER = _HandledEventsFilter()
-
-
-def quiet_dask_logs() -> None:
-    """Dask's INFO chatter off, and its lines about failures metaloop records filtered out."""
-    for name in _QUIET_LOGGERS:
-        logger = logging.getLogger(name)
-        if logger.getEffectiveLevel() < logging.WARNING:
-            logger.setLevel(logging.WARNING)
-        if _FILTER not in logger.filters:
-            logger.addFilter(_FILTER)
-
-
 def _drop_tracebacks(exc: BaseException | None) -> None:
     """Detach the tracebacks of an exception and of the exceptions it chains."""
     seen: set[int] = set()

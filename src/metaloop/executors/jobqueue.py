@@ -52,7 +52,8 @@ from metaloop.executors.batch_systems import (
     job_script,
     one_line,
 )
-from metaloop.executors.dask import SCHEDULER_CONFIG, DaskExecutor, quiet_dask_logs
+from metaloop.executors.dask import SCHEDULER_CONFIG, DaskExecutor
+from metaloop.executors.dask_logs import quiet_dask_logs
 from metaloop.executors.dask_worker import OptimizeePlugin
 
 if TYPE_CHECKING:
