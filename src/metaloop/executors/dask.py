@@ -218,7 +218,8 @@ class DaskExecutor(QueuedExecutor):
         return sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values())
 
     def close(self) -> None:
-        if self._futures and self._cluster is not None:
+        busy = self._futures or (self._direct is not None and self._direct.calls)
+        if busy and self._cluster is not None:
             self.cancel_all()  # kills busy workers: a worker stuck in a task closes slowly
         if self._direct is not None:
             self._direct.close()
