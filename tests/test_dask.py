@@ -99,6 +99,15 @@ OPTIMIZEES = textwrap.dedent(
     def sleepy(params):
         time.sleep(params["s"])
         return float(params["s"])
+
+
+    class Batched:
+        def evaluate_batch(self, params_list, ctxs):
+            n = len(params_list)
+            return [
+                {"fitness": p["x"] ** 2 + 0.01 * c.rng.normal(), "metrics": {"batch": n}}
+                for p, c in zip(params_list, ctxs)
+            ]
     '''
 )
 MODES = ["ok", "raise", "nan", "string", "none", "kill1", "hang", "ok_late"]
@@ -818,3 +827,23 @@ def test_killed_worker_is_blamed_alone_and_its_replacement_gets_an_actor(tmp_pat
         assert len(ex._direct.slots) == 2
     finally:
         ex.close()
+
+
+def test_batch_size_is_one_evaluate_batch_call_per_actor_call(tmp_path, opt_file):
+    """With ``batch_size`` a direct call is one ``evaluate_batch`` call of that many
+    candidates (the last one of a generation smaller), with the results of ``serial``."""
+    cfg = config(
+        tmp_path,
+        "batched",
+        space=X_SPACE,
+        optimizee={"kind": "python", "target": f"{opt_file}:Batched"},
+        optimizer={"kind": "random", "pop_size": 10},
+        executor={"kind": "dask", "workers": 2, "batch_size": 4},
+    )
+    summary, evals, _ = run(cfg)
+    assert summary.status == "finished" and len(evals) == 30
+    twin = {**cfg, "executor": {"kind": "serial", "batch_size": 4}}
+    assert [key(e) for e in evals] == serial_twin(twin)
+    for g in range(3):
+        sizes = sorted(e.metrics["batch"] for e in evals if e.generation == g)
+        assert sizes == [2, 2] + [4] * 8  # batches of 4, 4 and 2 per generation

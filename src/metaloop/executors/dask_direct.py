@@ -29,10 +29,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from distributed import wait as dask_wait
+
 from metaloop.executors.base import ExecutorError
 from metaloop.executors.dask_worker import EvaluationActor
 from metaloop.records import Task
 
+_START_TIMEOUT_S = 60.0  # the first actors (a worker that left meanwhile never gets one)
 _UNREACHABLE = object()  # a call to an actor whose worker Dask already knows is lost
 
 
@@ -87,15 +90,21 @@ class DirectChannel:
         self.client.subscribe_topic("all", self._on_event)
         futures = self._create()
         try:
-            self.client.gather(futures, errors="raise")
-        except Exception as exc:  # noqa: BLE001 - one line for the user
-            raise ExecutorError(
-                f"dask: starting the evaluation actors failed: {type(exc).__name__}: {exc}"
-            ) from None
+            with self.client.as_current():
+                dask_wait(futures, timeout=_START_TIMEOUT_S)
+        except (TimeoutError, asyncio.TimeoutError):
+            pass  # (a worker that left meanwhile: its actor never starts)
         for future in futures:  # (their "actor" events, when they come, find them adopted)
+            if future.status == "error":
+                exc = future.exception()
+                raise ExecutorError(
+                    f"dask: starting an evaluation actor failed: {type(exc).__name__}: {exc}"
+                )
             self._adopt(future)
         if not self.slots:
-            raise ExecutorError("dask: no evaluation actor started on the workers")
+            raise ExecutorError(
+                f"dask: no evaluation actor started on the workers within {_START_TIMEOUT_S:g} s"
+            )
 
     def _create(self) -> list[Any]:
         """Actors for the worker threads that have none (and are not being given one)."""
