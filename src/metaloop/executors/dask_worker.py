@@ -120,7 +120,8 @@ def _evaluator(token: str, worker: Any = None) -> tuple[Any, str, str, str]:
 def run_tasks(
     token: str, tasks: list[tuple], batch: bool, worker: Any = None
 ) -> tuple[str, str, str, list[tuple]]:
-    """The Dask task: evaluate ``tasks`` here; (host, worker name, address, per-task rows)."""
+    """The Dask task: evaluate ``tasks`` here; (host, worker name, address, per-task rows).
+    ``worker``: the Dask worker, for a caller on a thread Dask does not know (an actor's)."""
     evaluate, host, name, address = _evaluator(token, worker)
     clock = time.time
     out: list[tuple] = []
