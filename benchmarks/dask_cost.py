@@ -1,10 +1,12 @@
 """Dask executor: what starting, closing and one future cost, next to the local executor.
 
 docs/dask.md quotes these: ``DaskExecutor.start()`` (a 2-worker LocalCluster started and the
-optimizee built on every worker) and ``close()``, and the round trip of one trivial future
-through the scheduler (submit to result), against the local executor's ``start()``/``close()``
-with 2 worker processes and a ``concurrent.futures`` process pool's round trip, measured in the
-same process (the baseline).  ``--runs`` starts and closes of each, medians.
+optimizee built on every worker) and ``close()``, the round trip of one trivial future
+through the scheduler (submit to result), and the executor's round trip of one trivial
+evaluation (``submit`` to its outcome from ``wait``: a direct call to an evaluation actor),
+against the local executor's ``start()``/``close()`` and evaluation round trip with 2 worker
+processes and a ``concurrent.futures`` process pool's round trip, measured in the same process
+(the baseline).  ``--runs`` starts and closes of each, medians.
 
     python benchmarks/dask_cost.py            # 3 starts each, 200 round trips
 """
@@ -23,6 +25,7 @@ from typing import Any
 from metaloop.executors.base import WorkerSetup
 from metaloop.executors.dask import DaskExecutor
 from metaloop.executors.local import LocalExecutor
+from metaloop.records import Task
 
 HERE = Path(__file__).resolve().parent
 TRIVIAL = f"{HERE / 'trivial_optimizee.py'}:trivial"
@@ -41,6 +44,18 @@ def round_trips(submit: Callable[[int], Any], n: int) -> float:
         submit(i).result()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def evaluation_round_trips(ex: Any, n: int) -> float:
+    """Median seconds from an executor's ``submit`` of one trivial evaluation to its outcome."""
+    times = []
+    for i in range(n + 1):
+        t0 = time.perf_counter()
+        ex.submit(Task(0, i, {"x": 0.5}))
+        while not ex.wait(timeout=30):
+            pass
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])  # (the first one also measures the evaluation time)
 
 
 def start_close(make: Callable[[], Any], tmp: Path, runs: int) -> tuple[float, float, Any]:
@@ -69,7 +84,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         start, close, local = start_close(lambda: LocalExecutor(2), tmp / "local", runs)
-        local.close()
+        try:
+            local_eval = evaluation_round_trips(local, args.n)
+        finally:
+            local.close()
         with ProcessPoolExecutor(2) as pool:
             pool.submit(noop, 0).result()
             pool_rt = round_trips(lambda i: pool.submit(noop, i), args.n)
@@ -78,13 +96,19 @@ def main() -> None:
             client = dask_ex._client
             client.submit(noop, -1, pure=False).result()
             dask_rt = round_trips(lambda i: client.submit(noop, i, pure=False), args.n)
+            dask_eval = evaluation_round_trips(dask_ex, args.n)
         finally:
             dask_ex.close()
     print(f"medians of {runs} starts and closes, {args.n} round trips; 2 workers")
-    print(f"{'':<34} {'start s':>8} {'close s':>8} {'round trip ms':>14}")
-    print(f"{'local (baseline)':<34} {start:>8.2f} {close:>8.2f} {'':>14}")
-    print(f"{'concurrent.futures process pool':<34} {'':>8} {'':>8} {pool_rt * 1e3:>14.2f}")
-    print(f"{'dask (LocalCluster)':<34} {d_start:>8.2f} {d_close:>8.2f} {dask_rt * 1e3:>14.2f}")
+    head = f"{'':<34} {'start s':>8} {'close s':>8} {'future rt ms':>13} {'evaluation rt ms':>17}"
+    print(head)
+    local_row = f"{'local (baseline)':<34} {start:>8.2f} {close:>8.2f} {'':>13}"
+    print(f"{local_row} {local_eval * 1e3:>17.2f}")
+    print(f"{'concurrent.futures process pool':<34} {'':>8} {'':>8} {pool_rt * 1e3:>13.2f}")
+    print(
+        f"{'dask (LocalCluster)':<34} {d_start:>8.2f} {d_close:>8.2f} {dask_rt * 1e3:>13.2f} "
+        f"{dask_eval * 1e3:>17.2f}"
+    )
 
 
 if __name__ == "__main__":

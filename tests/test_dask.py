@@ -99,6 +99,15 @@ OPTIMIZEES = textwrap.dedent(
     def sleepy(params):
         time.sleep(params["s"])
         return float(params["s"])
+
+
+    class Batched:
+        def evaluate_batch(self, params_list, ctxs):
+            n = len(params_list)
+            return [
+                {"fitness": p["x"] ** 2 + 0.01 * c.rng.normal(), "metrics": {"batch": n}}
+                for p, c in zip(params_list, ctxs)
+            ]
     '''
 )
 MODES = ["ok", "raise", "nan", "string", "none", "kill1", "hang", "ok_late"]
@@ -656,13 +665,15 @@ def test_cli_lost_scheduler_then_resume(tmp_path):
     assert [key(e) for e in evals] == serial_twin(cfg)
 
 
-def test_collected_results_are_released_at_once(tmp_path, opt_file):
+def test_collected_results_are_released_at_once(tmp_path, external, opt_file):
     """A wait that times out must not keep futures alive (Dask's sync() leaves a reference
     cycle): their results would stay on the workers until a gc, and be recomputed if such a
     worker left (the slurm executor's retiring workers did exactly that)."""
     import gc
 
-    ex = DaskExecutor(workers=2)
+    cluster, client = external  # (our own LocalCluster runs no futures: direct calls)
+    client.wait_for_workers(2, timeout=30)
+    ex = DaskExecutor(address=cluster.scheduler_address)
     ex.start(WorkerSetup({"kind": "python", "target": f"{opt_file}:sleepy"}, 1, 1, str(tmp_path)))
     gc.disable()  # a collection would hide the leak
     try:
@@ -672,7 +683,7 @@ def test_collected_results_are_released_at_once(tmp_path, opt_file):
         while ex.in_flight:
             outcomes += ex.wait(timeout=0.2)  # many timeouts, as in a long evaluation
         assert sorted(o.task.index for o in outcomes) == list(range(6))
-        scheduler = ex._cluster.scheduler
+        scheduler = cluster.scheduler
         deadline = time.monotonic() + 5
         while scheduler.tasks and time.monotonic() < deadline:
             time.sleep(0.05)  # the client releases keys asynchronously
@@ -696,12 +707,17 @@ def _settled(scheduler: Any, queued: int, deadline_s: float = 10.0) -> tuple[lis
 
 
 @pytest.mark.parametrize("timeout_s", [None, 60.0])
-def test_next_future_waits_at_the_scheduler_not_on_a_worker(tmp_path, opt_file, timeout_s):
+def test_next_future_waits_at_the_scheduler_not_on_a_worker(
+    tmp_path, external, opt_file, timeout_s
+):
     """Without a timeout one more future per worker thread waits in the scheduler's queue, so
     a freed thread starts its next evaluation without a round trip through the driver; none
     is assigned to a busy worker (a worker that dies would take it along as KilledWorker).
-    With a timeout (whose clock starts at submission) nothing waits there."""
-    ex = DaskExecutor(workers=2)
+    With a timeout (whose clock starts at submission) nothing waits there.  (An existing
+    scheduler: on its own LocalCluster the executor makes direct calls, section 8.)"""
+    cluster, client = external
+    client.wait_for_workers(2, timeout=30)
+    ex = DaskExecutor(address=cluster.scheduler_address)
     target = {"kind": "python", "target": f"{opt_file}:sleepy"}
     ex.start(WorkerSetup(target, 1, 1, str(tmp_path), policy=ExecutionPolicy(timeout_s=timeout_s)))
     try:
@@ -710,7 +726,7 @@ def test_next_future_waits_at_the_scheduler_not_on_a_worker(tmp_path, opt_file, 
             ex.submit(Task(0, i, {"s": 1.5}))
         assert ex.wait(timeout=0.01) == []  # dispatches
         expected = 2 if timeout_s is None else 0
-        assert _settled(ex._cluster.scheduler, expected) == ([1, 1], expected)
+        assert _settled(cluster.scheduler, expected) == ([1, 1], expected)
         outcomes = []
         while ex.in_flight:
             outcomes += ex.wait(timeout=30)
@@ -729,3 +745,105 @@ def test_queueing_ahead_only_where_the_scheduler_keeps_tasks_queued(saturation, 
             cluster, set_as_default=False
         ) as client:
             assert queues_ahead(client) is expected
+
+
+# == 8. direct calls on the executor's own LocalCluster =========================================
+@pytest.mark.parametrize("timeout_s", [None, 60.0])
+def test_own_cluster_calls_actors_one_chunk_per_worker_thread(tmp_path, opt_file, timeout_s):
+    """On its own LocalCluster the executor hands chunks to one actor per worker thread: no
+    evaluation is a Dask task (the scheduler holds only the actors).  Each actor runs one
+    call and, without a timeout (its clock starts when sent), one more waits on its thread."""
+    ex = DaskExecutor(workers=2)
+    target = {"kind": "python", "target": f"{opt_file}:sleepy"}
+    ex.start(WorkerSetup(target, 1, 1, str(tmp_path), policy=ExecutionPolicy(timeout_s=timeout_s)))
+    try:
+        assert ex._direct is not None and not ex._ahead
+        scheduler = ex._cluster.scheduler
+        for i in range(6):
+            ex.submit(Task(0, i, {"s": 1.0}))
+        assert ex.wait(timeout=0.01) == []  # dispatches
+        per_actor = 2 if timeout_s is None else 1
+        assert [len(s.calls) for s in ex._direct.slots] == [per_actor, per_actor]
+        assert len({s.address for s in ex._direct.slots}) == 2
+        assert all(len(c.tasks) == 1 for c in ex._direct.calls.values())  # nothing measured
+        assert len(scheduler.tasks) == 2 and all(ts.actor for ts in scheduler.tasks.values())
+        outcomes = []
+        while ex.in_flight:
+            outcomes += ex.wait(timeout=30)
+        assert sorted(o.task.index for o in outcomes) == list(range(6))
+        assert all(o.status is Status.OK for o in outcomes)
+        assert len({o.worker for o in outcomes}) == 2
+        assert all(ts.actor for ts in scheduler.tasks.values())  # still no evaluation task
+    finally:
+        ex.close()
+
+
+def _run_all(ex: DaskExecutor, tasks: list[Task]) -> list:
+    for t in tasks:
+        ex.submit(t)
+    outcomes = []
+    while ex.in_flight:
+        outcomes += ex.wait(timeout=30)
+    return sorted(outcomes, key=lambda o: o.task.index)
+
+
+def test_killed_worker_is_blamed_alone_and_its_replacement_gets_an_actor(tmp_path, opt_file):
+    """A worker killed mid-call with a second call waiting on its actor: both are re-run
+    alone (uncounted), so only the evaluation that kills its worker again is ``crashed``;
+    the workers their nannies start get actors and run evaluations."""
+    ex = DaskExecutor(workers=2)
+    target = {"kind": "python", "target": f"{opt_file}:KillAt", "kwargs": {"kill": [0]}}
+    one_by_one = ExecutionPolicy(max_chunk=1)  # (cheap: they would travel in chunks)
+    ex.start(WorkerSetup(target, 1, 1, str(tmp_path), policy=one_by_one))
+    try:
+        first = _run_all(ex, [Task(0, 1, {"x": 0.1}), Task(0, 2, {"x": 0.2})])
+        pids = {o.metrics["pid"] for o in first}
+        assert len(pids) == 2
+        for i in (0, 3, 4, 5):
+            ex.submit(Task(0, i, {"x": i / 10}))
+        assert ex.wait(timeout=0) == []  # dispatched: two calls on each actor
+        assert sorted(len(c.tasks) for c in ex._direct.calls.values()) == [1, 1, 1, 1]
+        assert [len(s.calls) for s in ex._direct.slots] == [2, 2]
+        outcomes = []
+        while ex.in_flight:
+            outcomes += ex.wait(timeout=30)
+        by_index = {o.task.index: o for o in outcomes}
+        assert sorted(by_index) == [0, 3, 4, 5] and len(outcomes) == 4
+        assert by_index[0].status is Status.CRASHED
+        assert "dask worker process died during the evaluation" in by_index[0].error
+        assert all(by_index[i].status is Status.OK for i in (3, 4, 5))
+        deadline = time.monotonic() + 30
+        seen: set[int] = set()
+        while not seen - pids and time.monotonic() < deadline:
+            time.sleep(0.2)
+            batch = [Task(1, i, {"x": i / 10}) for i in (1, 2)]  # (index 0 kills)
+            again = _run_all(ex, batch)
+            assert all(o.status is Status.OK for o in again)
+            seen |= {o.metrics["pid"] for o in again}
+        assert seen - pids, "no replacement worker ran an evaluation"
+        while len(ex._direct.slots) < 2 and time.monotonic() < deadline:
+            ex.submit(Task(1, 9, {"x": 0.9}))
+            ex.wait(timeout=5)
+        assert len(ex._direct.slots) == 2
+    finally:
+        ex.close()
+
+
+def test_batch_size_is_one_evaluate_batch_call_per_actor_call(tmp_path, opt_file):
+    """With ``batch_size`` a direct call is one ``evaluate_batch`` call of that many
+    candidates (the last one of a generation smaller), with the results of ``serial``."""
+    cfg = config(
+        tmp_path,
+        "batched",
+        space=X_SPACE,
+        optimizee={"kind": "python", "target": f"{opt_file}:Batched"},
+        optimizer={"kind": "random", "pop_size": 10},
+        executor={"kind": "dask", "workers": 2, "batch_size": 4},
+    )
+    summary, evals, _ = run(cfg)
+    assert summary.status == "finished" and len(evals) == 30
+    twin = {**cfg, "executor": {"kind": "serial", "batch_size": 4}}
+    assert [key(e) for e in evals] == serial_twin(twin)
+    for g in range(3):
+        sizes = sorted(e.metrics["batch"] for e in evals if e.generation == g)
+        assert sizes == [2, 2] + [4] * 8  # batches of 4, 4 and 2 per generation

@@ -6,16 +6,21 @@ worker process.
   executor started send their output to ``<workdir>/logs/dask-worker-<name>.log``.
 * :func:`run_tasks` is the Dask task: it evaluates a chunk of tasks (or one
   ``evaluate_batch`` call) and returns one row per task.
+* :class:`EvaluationActor` (a Dask actor, one per worker thread of a cluster the executor
+  started) runs the same chunks when the driver calls it directly: no task, no scheduler
+  bookkeeping per chunk (:mod:`metaloop.executors.dask_direct`).
 * :func:`kill_this_worker` ends the worker process and what it started (a timeout: a running
   Dask task cannot be interrupted).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -101,10 +106,10 @@ class OptimizeePlugin(WorkerPlugin):
         _EVALUATORS.pop(self.token, None)
 
 
-def _evaluator(token: str) -> tuple[Any, str, str, str]:
+def _evaluator(token: str, worker: Any = None) -> tuple[Any, str, str, str]:
     entry = _EVALUATORS.get(token)
     if entry is None:  # the plugin's setup failed on this (restarted) worker: try once more
-        worker = get_worker()
+        worker = worker or get_worker()
         plugin = worker.plugins.get(token)
         if plugin is None:
             raise RuntimeError(f"worker {worker.name} has no metaloop optimizee plugin {token}")
@@ -112,9 +117,12 @@ def _evaluator(token: str) -> tuple[Any, str, str, str]:
     return entry
 
 
-def run_tasks(token: str, tasks: list[tuple], batch: bool) -> tuple[str, str, str, list[tuple]]:
-    """The Dask task: evaluate ``tasks`` here; (host, worker name, address, per-task rows)."""
-    evaluate, host, name, address = _evaluator(token)
+def run_tasks(
+    token: str, tasks: list[tuple], batch: bool, worker: Any = None
+) -> tuple[str, str, str, list[tuple]]:
+    """The Dask task: evaluate ``tasks`` here; (host, worker name, address, per-task rows).
+    ``worker``: the Dask worker, for a caller on a thread Dask does not know (an actor's)."""
+    evaluate, host, name, address = _evaluator(token, worker)
     clock = time.time
     out: list[tuple] = []
     if batch:  # the chunk is one evaluate_batch call
@@ -143,6 +151,28 @@ def _row(r: Any, t0: float, t1: float) -> tuple:
 def _exited(exc: SystemExit, t0: float, t1: float) -> tuple:
     error = f"optimizee called exit({exc.code!r}) (the dask worker stays up)"
     return (Status.CRASHED.value, None, {}, None, error, t0, t1, None)
+
+
+class EvaluationActor:
+    """A Dask actor on one worker thread: :meth:`run` evaluates a chunk called directly by the
+    driver (through the scheduler's proxy: no task, so none of the scheduler's per-task work).
+
+    Why its own thread: an actor's plain methods share one thread per worker, and would run
+    the chunks of a multi-threaded worker's actors one after the other; an async method runs
+    its chunk on this actor's thread and leaves the worker's event loop free.
+    """
+
+    def __init__(self, token: str):
+        self.token = token
+        self.worker = get_worker()  # (a task's thread knows it; the actor's own thread not)
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="metaloop-evaluation")
+
+    async def run(self, tasks: list[tuple], batch: bool) -> tuple[str, str, str, list[tuple]]:
+        """:func:`run_tasks` on this actor's thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.pool, run_tasks, self.token, tasks, batch, self.worker
+        )
 
 
 def has_evaluator(token: str) -> bool:

@@ -52,7 +52,8 @@ from metaloop.executors.batch_systems import (
     job_script,
     one_line,
 )
-from metaloop.executors.dask import SCHEDULER_CONFIG, DaskExecutor, quiet_dask_logs
+from metaloop.executors.dask import SCHEDULER_CONFIG, DaskExecutor
+from metaloop.executors.dask_logs import quiet_dask_logs
 from metaloop.executors.dask_worker import OptimizeePlugin
 
 if TYPE_CHECKING:
@@ -139,6 +140,8 @@ class _Job:
 
 class JobQueueExecutor(DaskExecutor):
     """Dask workers in SLURM or PBS batch jobs (see the module docstring)."""
+
+    direct_calls = False  # workers retire and jobs end: the scheduler re-runs their tasks
 
     def __init__(self, spec: ExecutorSpec, start_timeout_s: float | None = None):
         """Job sizing, number of jobs and start timeout from the ``executor`` section (read
