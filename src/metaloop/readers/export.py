@@ -119,21 +119,29 @@ class Layout:
     front: dict[tuple[int, int], int]  # with several objectives: the Pareto marks
 
 
-def export_layout(store: Store, info: ExperimentInfo) -> Layout:
+def export_layout(store: Store, info: ExperimentInfo, guess: bool = False) -> Layout:
     """The columns, from cheap passes over a few columns: the first params, the metric
     keys, the constraint counts (and with several objectives the ok fitnesses, for the
-    Pareto column)."""
+    Pareto column).  ``guess`` (one objective only): no pass at all — the metric names
+    are the keys of the first metrics and there are no constraints, which whoever writes
+    the rows must then check on every row (:class:`LayoutGuessWrong`)."""
     weights = stored_weights(info.config)
     m = len(weights)
     first: dict[str, Any] = {}
     param_cols: list[str] = []
-    for _g, _i, text in store.scan_evaluations(info.id, ["params"]):  # type: ignore[attr-defined]
+    scan = store.scan_evaluations  # type: ignore[attr-defined]
+    for _g, _i, text in scan(info.id, ["params"], page=64):  # (the first row, mostly)
         first = json.loads(text)
         param_cols = list(_flat_params(first))
         if param_cols:
             break
-    metric_names: list[str] = store.metric_names(info.id)  # type: ignore[attr-defined]
-    n_constraints: int = store.constraint_count(info.id)  # type: ignore[attr-defined]
+    if guess and m == 1:
+        sample = next(scan(info.id, ["metrics"], "metrics <> '{}'", 1), None)
+        metric_names = [] if sample is None else list(json.loads(sample[2]))
+        n_constraints = 0
+    else:
+        metric_names = store.metric_names(info.id)  # type: ignore[attr-defined]
+        n_constraints = store.constraint_count(info.id)  # type: ignore[attr-defined]
     fit_cols = ["fitness"] if m == 1 else [f"fitness.{i}" for i in range(m)] + ["pareto"]
     con_cols = [f"constraint.{i}" for i in range(n_constraints)]
     columns = (
@@ -154,6 +162,11 @@ def export_layout(store: Store, info: ExperimentInfo) -> Layout:
         n_constraints=n_constraints,
         front=_pareto_pass(store, info.id, weights) if m > 1 else {},
     )
+
+
+class LayoutGuessWrong(Exception):
+    """A row that a guessed layout (``export_layout(guess=True)``) has no column for: a
+    metric the first metrics lack, or constraint values."""
 
 
 def decode_row(raw: tuple[Any, ...], lay: Layout) -> list[Any]:

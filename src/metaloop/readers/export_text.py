@@ -18,16 +18,23 @@ those of :func:`~metaloop.readers.export.export_rows` written by ``write_csv`` /
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
 import re
-from collections.abc import Iterator
 from json.encoder import encode_basestring_ascii as json_str  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import IO, Any
 
-from metaloop.readers.export import SCANNED, Layout, decode_row, export_layout, json_record
+from metaloop.readers.export import (
+    SCANNED,
+    Layout,
+    LayoutGuessWrong,
+    decode_row,
+    export_layout,
+    json_record,
+)
 from metaloop.store.base import ExperimentInfo, Store
 from metaloop.store.scan import UNIT
 
@@ -42,8 +49,6 @@ JSON_STRING = r'("(?:[^"\\]|\\.)*")'
 LITERALS = {"true": "True", "false": "False", "null": ""}
 #: characters that make the csv module quote a field
 UNSAFE = re.compile(r'[,"\r\n]')
-#: rows written at a time
-CHUNK = 2000
 #: ``SCANNED`` with params and metrics as one text
 FAST_SCANNED = [c for c in SCANNED if c != "metrics"]
 FAST_SCANNED[FAST_SCANNED.index("params")] = "params_metrics"
@@ -102,6 +107,7 @@ class _Shapes:
         self.bare: re.Pattern[str] | None = None  # params and no metrics
         self.literals: list[int] = []
         self.no_metrics = ("" if csv_out else "null",) * len(lay.metric_names)
+        self.safe: set[str] = set()  # hosts and workers seen to need no quoting in CSV
         try:
             params, self.literals = _object_pattern(lay.first_params, csv_out)
         except ValueError:
@@ -132,37 +138,57 @@ class _Shapes:
 def _metrics_sample(store: Store, info: ExperimentInfo, lay: Layout) -> dict[str, Any] | None:
     """The first non-empty metrics, if they hold every metric name in order."""
     scan = store.scan_evaluations  # type: ignore[attr-defined]
-    for _g, _i, text in scan(info.id, ["metrics"], "metrics <> '{}'"):
+    for _g, _i, text in scan(info.id, ["metrics"], "metrics <> '{}'", 1):
         first = json.loads(text)
         return first if list(first) == lay.metric_names else None
     return None
 
 
-def write_export(store: Store, info: ExperimentInfo, fmt: str, out: IO[str]) -> int:
+def write_export(
+    store: Store, info: ExperimentInfo, fmt: str, out: IO[str], guess: bool = False
+) -> int:
     """Write the export of ``info`` as ``fmt`` (``csv`` or ``json``) to ``out``; the number
-    of rows.  Rows are read a page at a time and written a chunk at a time."""
-    lay = export_layout(store, info)
+    of rows.  Rows are read and written a page at a time.  ``guess`` (``out`` a file that
+    can be truncated): start from a guessed layout (``export_layout(guess=True)``: no pass
+    over the rows before the first is written) and, should a row not fit it, write the
+    export again from the start with the layout found by the passes."""
+    start = out.tell() if guess else 0
+    try:
+        return _write(store, info, fmt == "csv", out, guess)
+    except LayoutGuessWrong:
+        out.seek(start)
+        out.truncate()
+        return _write(store, info, fmt == "csv", out, False)
+
+
+def _write(store: Store, info: ExperimentInfo, csv_out: bool, out: IO[str], guess: bool) -> int:
+    lay = export_layout(store, info, guess)
     fast = len(lay.weights) == 1 and not lay.n_constraints
-    csv_out = fmt == "csv"
     shapes = _Shapes(store, info, lay, csv_out) if fast else None
-    rows = store.scan_evaluations(info.id, FAST_SCANNED)  # type: ignore[attr-defined]
-    lines = _csv_lines(lay, rows, shapes) if csv_out else _json_lines(lay, rows, shapes)
+    check = _GuessCheck(lay) if guess and fast else None
+    page_text = _csv_page if csv_out else _json_page
+    out.write(_csv_line(lay.columns) if csv_out else "[")
     n = 0
-    if csv_out:
-        out.write(_csv_line(lay.columns))
-    else:
-        out.write("[")
-    chunk: list[str] = []
-    for line in lines:
-        chunk.append(line if csv_out or not n else "," + line)
-        n += 1
-        if len(chunk) == CHUNK:
-            out.write("".join(chunk))
-            chunk.clear()
-    out.write("".join(chunk))
+    for page in store.scan_pages(info.id, FAST_SCANNED):  # type: ignore[attr-defined]
+        text = page_text(lay, page, shapes, check)
+        out.write(text if n or csv_out else text[1:])  # (JSON: no comma before the first)
+        n += len(page)
     if not csv_out:
         out.write("\n]\n")
     return n
+
+
+class _GuessCheck:
+    """Whether a row fits a guessed layout: no constraints, no metric the layout lacks
+    (rows whose text a pattern matched have the first metrics' keys or none)."""
+
+    def __init__(self, lay: Layout):
+        self.names = set(lay.metric_names)
+
+    def decoded(self, raw: tuple[Any, ...]) -> None:
+        """Check a row that is decoded (its metrics' keys)."""
+        if raw[12] is not None or not self.names.issuperset(json.loads(raw[8].split(UNIT)[1])):
+            raise LayoutGuessWrong
 
 
 def export_file(store: Store, info: ExperimentInfo, fmt: str, path: str | os.PathLike[str]) -> int:
@@ -171,7 +197,7 @@ def export_file(store: Store, info: ExperimentInfo, fmt: str, path: str | os.Pat
     tmp = Path(f"{path}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", newline="") as out:
-            n = write_export(store, info, fmt, out)
+            n = write_export(store, info, fmt, out, guess=True)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -195,50 +221,80 @@ def _decode(raw: tuple[Any, ...], lay: Layout) -> list[Any]:
     return decode_row((*raw[:8], par, met, *raw[9:]), lay)
 
 
-def _csv_lines(
-    lay: Layout, rows: Iterator[tuple[Any, ...]], shapes: _Shapes | None
-) -> Iterator[str]:
+def _csv_page(
+    lay: Layout, page: list[tuple[Any, ...]], shapes: _Shapes | None, check: _GuessCheck | None
+) -> str:
+    """The CSV lines of a page of rows."""
     literals = shapes.literals if shapes is not None else []
-    safe: set[str] = set()  # hosts and workers seen to need no quoting
+    cells_of = shapes.cells if shapes is not None else None
+    safe = shapes.safe if shapes is not None else set()
     join = ",".join
-    for raw in rows:
-        g, i, status, attempts, t0, t1, error, fit, pm, host, worker, seq, _con = raw
+    lines: list[str] = []
+    add = lines.append
+    for raw in page:
+        g, i, status, attempts, t0, t1, error, fit, pm, host, worker, seq, con = raw
         cells = None
-        if shapes is not None and (error is None or not UNSAFE.search(error)):
+        if cells_of is not None and (error is None or not UNSAFE.search(error)):
             if host in safe or not UNSAFE.search(host):
                 safe.add(host)
                 if worker in safe or not UNSAFE.search(worker):
                     safe.add(worker)
-                    cells = shapes.cells(pm)
-        if cells is None or (fit is not None and not _plain_fitness(fit)):
-            yield _csv_line(_decode(raw, lay))
+                    cells = cells_of(pm)
+        if cells is None or (fit is not None and ("," in fit or not fit[-2].isdigit())):
+            if check is not None:
+                check.decoded(raw)
+            add(_csv_line(_decode(raw, lay)))
             continue
+        if con is not None and check is not None:
+            raise LayoutGuessWrong
         if literals:  # (a metric's is "" in a row without metrics)
             cells = list(cells)
             for j in literals:
                 cells[j] = LITERALS.get(cells[j], cells[j])
         # (floats as their repr, None as an empty cell: what the csv module writes)
-        yield (
+        add(
             f"{g},{i},{status},{attempts},{round(t1 - t0, 6)!r},{'' if error is None else error},"
             f"{'' if fit is None else fit[1:-1]},{join(cells)}{',' if cells else ''}"
             f"{t0!r},{t1!r},{host},{worker},{'' if seq is None else seq}\r\n"
         )
+    return "".join(lines)
 
 
-def _json_lines(
-    lay: Layout, rows: Iterator[tuple[Any, ...]], shapes: _Shapes | None
-) -> Iterator[str]:
-    keys = [json.dumps(c).replace("%", "%%") for c in lay.columns]
-    template = "\n{" + ", ".join(f"{k}: %s" for k in keys) + "}"
-    for raw in rows:
-        g, i, status, attempts, t0, t1, error, fit, pm, host, worker, seq, _con = raw
-        cells = shapes.cells(pm) if shapes is not None else None
-        if cells is None or (fit is not None and not _plain_fitness(fit)) or (t1 - t0) * 0:
-            yield "\n" + json_record(lay.columns, _decode(raw, lay))
+def _json_page(
+    lay: Layout, page: list[tuple[Any, ...]], shapes: _Shapes | None, check: _GuessCheck | None
+) -> str:
+    """The JSON records of a page of rows, each after ``,\n``."""
+    template = _json_template(lay.columns)
+    cells_of = shapes.cells if shapes is not None else None
+    lines: list[str] = []
+    add = lines.append
+    for raw in page:
+        g, i, status, attempts, t0, t1, error, fit, pm, host, worker, seq, con = raw
+        cells = cells_of(pm) if cells_of is not None else None
+        if cells is None or (fit is not None and ("," in fit or not fit[-2].isdigit())) or (
+            t1 - t0
+        ) * 0:
+            if check is not None:
+                check.decoded(raw)
+            add(",\n" + json_record(lay.columns, _decode(raw, lay)))
             continue
-        yield template % (
+        if con is not None and check is not None:
+            raise LayoutGuessWrong
+        add(template % (
             g, i, json_str(status), attempts, round(t1 - t0, 6),
             "null" if error is None else json_str(error),
             "null" if fit is None else fit[1:-1], *cells, t0, t1, json_str(host),
             json_str(worker), "null" if seq is None else seq,
-        )
+        ))
+    return "".join(lines)
+
+
+@functools.lru_cache(maxsize=8)
+def _json_template_cached(columns: tuple[str, ...]) -> str:
+    keys = [json.dumps(c).replace("%", "%%") for c in columns]
+    return ",\n{" + ", ".join(f"{k}: %s" for k in keys) + "}"
+
+
+def _json_template(columns: list[str]) -> str:
+    """The ``%`` template of a JSON record of ``columns`` (after ``,\n``)."""
+    return _json_template_cached(tuple(columns))
