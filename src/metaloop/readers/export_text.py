@@ -28,74 +28,21 @@ from pathlib import Path
 from typing import IO, Any
 
 from metaloop.readers.export import (
-    SCANNED,
+    FAST_SCANNED,
     Layout,
     LayoutGuessWrong,
     decode_row,
     export_layout,
     json_record,
 )
+from metaloop.readers.json_shapes import object_pattern
 from metaloop.store.base import ExperimentInfo, Store
 from metaloop.store.scan import UNIT
 
-#: a number of valid JSON (the only tokens that start with a digit or "-" and a digit; NaN
-#: and the infinities do not), up to the comma, bracket or brace after it
-NUMBER = r"-?[0-9][^,\]}]*"
-#: a JSON string token without escapes, commas or quotes: its inside is its CSV cell
-CSV_STRING = r'"([^"\\,]*)"'
-#: any JSON string token (kept as it is in JSON output)
-JSON_STRING = r'("(?:[^"\\]|\\.)*")'
 #: CSV cells of the JSON literals
 LITERALS = {"true": "True", "false": "False", "null": ""}
 #: characters that make the csv module quote a field
 UNSAFE = re.compile(r'[,"\r\n]')
-#: ``SCANNED`` with params and metrics as one text
-FAST_SCANNED = [c for c in SCANNED if c != "metrics"]
-FAST_SCANNED[FAST_SCANNED.index("params")] = "params_metrics"
-
-
-def _kind(value: Any) -> str | None:
-    """The kind of a JSON value whose text a pattern can take as it is (None: none)."""
-    if value is None or isinstance(value, bool):
-        return "literal"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return None
-
-
-def _value_pattern(kind: str, csv_out: bool) -> str:
-    if kind == "number":
-        return f"({NUMBER})"
-    if kind == "string":
-        return CSV_STRING if csv_out else JSON_STRING
-    return "(true|false|null)"
-
-
-def _object_pattern(obj: dict[str, Any], csv_out: bool) -> tuple[re.Pattern[str], list[int]]:
-    """A pattern matching the compact JSON text of objects shaped like ``obj`` (its groups
-    are the cells in order) and the groups that hold a literal (true, false, null); raises
-    ValueError for a shape no pattern can take (nested values)."""
-    parts: list[str] = []
-    literals: list[int] = []
-    n = 0
-    for key, value in obj.items():
-        values = value if isinstance(value, list) else [value]
-        pieces = []
-        for v in values:
-            kind = _kind(v)
-            if kind is None:
-                raise ValueError(f"no pattern for {key!r}")
-            if kind == "literal":
-                literals.append(n)
-            pieces.append(_value_pattern(kind, csv_out))
-            n += 1
-        body = ",".join(pieces)
-        if isinstance(value, list):
-            body = f"\\[{body}\\]"
-        parts.append(re.escape(json.dumps(key)) + ":" + body)
-    return re.compile("\\{" + ",".join(parts) + "\\}"), literals
 
 
 class _Shapes:
@@ -109,14 +56,14 @@ class _Shapes:
         self.no_metrics = ("" if csv_out else "null",) * len(lay.metric_names)
         self.safe: set[str] = set()  # hosts and workers seen to need no quoting in CSV
         try:
-            params, self.literals = _object_pattern(lay.first_params, csv_out)
+            params, self.literals = object_pattern(lay.first_params, csv_out)
         except ValueError:
             return
         self.bare = re.compile(params.pattern + UNIT + r"\{\}")
         sample = _metrics_sample(store, info, lay) if lay.metric_names else None
         if sample is not None:
             try:
-                metrics, lits = _object_pattern(sample, csv_out)
+                metrics, lits = object_pattern(sample, csv_out)
             except ValueError:
                 return
             self.full = re.compile(params.pattern + UNIT + metrics.pattern)
