@@ -100,7 +100,7 @@ def test_history_frame_pages_are_decoded_by_columns(stores: dict[bool, Path], tm
                                                    ) -> None:
     """The regular pages take the column path (a page with a NaN metric does not)."""
     from metaloop.readers.export import (
-        FAST_SCANNED,
+        FRAME_SCANNED,
         _frame_pattern,
         _page_columns,
         export_layout,
@@ -112,7 +112,7 @@ def test_history_frame_pages_are_decoded_by_columns(stores: dict[bool, Path], tm
         pattern = _frame_pattern(store, info, export_layout(store, info))
         assert pattern is not None
         taken = [_page_columns(page, pattern) is not None
-                 for page in store.scan_pages(info.id, FAST_SCANNED)]
+                 for page in store.scan_pages(info.id, FRAME_SCANNED)]
     assert taken == [True, False, True]
 
 
@@ -138,6 +138,15 @@ def test_a_wrong_layout_guess_writes_the_export_again(
         n = write_export(store, info, fmt, exact)
         assert export_file(store, info, fmt, tmp_path / f"out.{fmt}") == n
     text = (tmp_path / f"out.{fmt}").read_bytes().decode()
+    if fmt == "json":  # (and history_frame, which guesses the layout too)
+        pd = need_module("pandas")
+        from metaloop.api import history_frame
+        from metaloop.readers.export import export_rows
+
+        with open_store(url, readonly=True) as store:
+            columns, rows = export_rows(store, store.require_experiment("kinds"))
+            expected = pd.DataFrame(list(rows), columns=columns)
+        pd.testing.assert_frame_equal(history_frame("kinds", url), expected)
     assert len(text) == len(exact.getvalue()) and (text == exact.getvalue()) is True
     header = text[:2000]
     assert ("metric.late" in header) == (late == "metric")

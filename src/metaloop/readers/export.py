@@ -20,7 +20,6 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import repeat
-from operator import add
 from typing import IO, Any
 
 from metaloop.jsonable import to_jsonable
@@ -126,6 +125,7 @@ class Layout:
     metric_names: list[str]
     n_constraints: int
     front: dict[tuple[int, int], int]  # with several objectives: the Pareto marks
+    guessed: bool = False  # metric names and constraints guessed (``export_layout``)
 
 
 def export_layout(store: Store, info: ExperimentInfo, guess: bool = False) -> Layout:
@@ -144,7 +144,8 @@ def export_layout(store: Store, info: ExperimentInfo, guess: bool = False) -> La
         param_cols = list(_flat_params(first))
         if param_cols:
             break
-    if guess and m == 1:
+    guessed = guess and m == 1
+    if guessed:
         sample = next(scan(info.id, ["metrics"], "metrics <> '{}'", 1), None)
         metric_names = [] if sample is None else list(json.loads(sample[2]))
         n_constraints = 0
@@ -170,6 +171,7 @@ def export_layout(store: Store, info: ExperimentInfo, guess: bool = False) -> La
         metric_names=metric_names,
         n_constraints=n_constraints,
         front=_pareto_pass(store, info.id, weights) if m > 1 else {},
+        guessed=guessed,
     )
 
 
@@ -246,33 +248,57 @@ def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator
 def export_columns(store: Store, info: ExperimentInfo) -> dict[str, list[Any]]:
     """The export as one list per column (what a DataFrame is built from): the rows of
     :func:`export_rows`, decoded a page and a column at a time where the page's rows have
-    the first row's shape (:func:`_page_columns`), row by row elsewhere."""
-    lay = export_layout(store, info)
+    the first row's shape (:func:`_page_columns`), row by row elsewhere.  The layout is
+    guessed first (no pass over the rows) and every row checked against it; if one does
+    not fit, the columns are read again with the layout of the passes."""
+    try:
+        return _columns(store, info, export_layout(store, info, guess=True))
+    except LayoutGuessWrong:
+        return _columns(store, info, export_layout(store, info))
+
+
+#: after a row's fitness text, after its params-and-metrics text (JSON holds no raw control
+#: character, so a row's groups never reach into the next row)
+_SEP, _END = "\x1d", "\x1e"
+#: what an empty group (no fitness, a row without metrics) decodes as
+_NULLS = {"": "null"}
+
+
+#: the stored columns ``history_frame`` reads (fitness, params and metrics as one text)
+FRAME_SCANNED = [
+    "status", "attempts", "started", "finished", "error", "row_text", "host", "worker", "seq",
+    "constraints",
+]
+
+
+def _columns(store: Store, info: ExperimentInfo, lay: Layout) -> dict[str, list[Any]]:
     columns: list[list[Any]] = [[] for _ in lay.columns]
     pattern = _frame_pattern(store, info, lay)
-    for page in store.scan_pages(info.id, FAST_SCANNED):  # type: ignore[attr-defined]
+    names = set(lay.metric_names)
+    for page in store.scan_pages(info.id, FRAME_SCANNED):  # type: ignore[attr-defined]
         page_columns = _page_columns(page, pattern) if pattern is not None else None
         if page_columns is None:
-            page_columns = list(zip(*decode_page([_unjoined(r) for r in page], lay)))
+            raws = [_unjoined(r) for r in page]
+            if lay.guessed:
+                for raw in raws:
+                    if raw[13] is not None or not names.issuperset(json.loads(raw[9])):
+                        raise LayoutGuessWrong
+            page_columns = list(zip(*decode_page(raws, lay)))
+        elif page_columns.pop().count(None) != len(page) and lay.guessed:
+            raise LayoutGuessWrong  # (constraint values)
         for column, values in zip(columns, page_columns):
             column.extend(values)
     return dict(zip(lay.columns, columns))
 
 
 def _unjoined(raw: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A row scanned as ``FAST_SCANNED`` as if scanned as ``SCANNED``."""
-    return (*raw[:8], *raw[8].split(UNIT, 1), *raw[9:])
-
-
-#: after a row's fitness text, after its params-and-metrics text (JSON holds no raw control
-#: character, so a row's groups never reach into the next row)
-_SEP, _END = "\x1d", "\x1e"
-#: what a missing fitness joins as, what an empty group decodes as
-_NO_TEXT, _NULLS = {None: ""}, {"": "null"}
+    """A row scanned as ``FRAME_SCANNED`` as if scanned as ``SCANNED``."""
+    fitness, rest = raw[7].split(_SEP, 1)
+    return (*raw[:7], fitness or None, *rest[:-1].split(UNIT, 1), *raw[8:])
 
 
 def _frame_pattern(store: Store, info: ExperimentInfo, lay: Layout) -> re.Pattern[str] | None:
-    """One pattern over a row's ``fitness SEP params UNIT metrics END`` text whose groups
+    """One pattern over a row's ``row_text`` (``fitness SEP params UNIT metrics END``) whose groups
     are its fitness, param and metric values (JSON tokens), for rows with one finite
     fitness or none and params and metrics shaped like the first ones; None where there is
     none (several objectives, constraints, nested values, metrics not all in one row)."""
@@ -297,15 +323,13 @@ def _frame_pattern(store: Store, info: ExperimentInfo, lay: Layout) -> re.Patter
 
 
 def _page_columns(raws: list[tuple[Any, ...]], pattern: re.Pattern[str]) -> list[Any] | None:
-    """The export columns of a page (rows scanned as ``FAST_SCANNED``) when ``pattern``
-    (:func:`_frame_pattern`) matches every row; None otherwise.  One ``findall`` over the
-    page's joined texts finds every value, and each column is decoded by one
-    ``json.loads`` of its values: the same Python values as decoding each row, with no
-    Python loop over the rows."""
-    g, i, status, attempts, t0, t1, error, fit, pm, host, worker, seq, _con = zip(*raws)
-    text = "".join(map(add, map(add, map(_NO_TEXT.get, fit, fit), repeat(_SEP)),
-                       map(add, pm, repeat(_END))))
-    matches = pattern.findall(text)
+    """The export columns of a page (rows scanned as ``FRAME_SCANNED``), then its
+    constraints, when ``pattern`` (:func:`_frame_pattern`) matches every row; None
+    otherwise.  One ``findall`` over the page's joined texts finds every value, and each
+    column is decoded by one ``json.loads`` of its values: the same Python values as
+    decoding each row, with no Python loop over the rows."""
+    g, i, status, attempts, t0, t1, error, texts, host, worker, seq, con = zip(*raws)
+    matches = pattern.findall("".join(texts))
     if len(matches) != len(raws):
         return None
     values = [
@@ -313,7 +337,7 @@ def _page_columns(raws: list[tuple[Any, ...]], pattern: re.Pattern[str]) -> list
         for col in zip(*matches)
     ]
     durations = list(map(round, map(operator.sub, t1, t0), repeat(6)))
-    return [g, i, status, attempts, durations, error, *values, t0, t1, host, worker, seq]
+    return [g, i, status, attempts, durations, error, *values, t0, t1, host, worker, seq, con]
 
 
 def _pareto_pass(store: Store, exp_id: int, weights: list[float]) -> dict[tuple[int, int], int]:
