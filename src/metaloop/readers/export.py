@@ -23,7 +23,7 @@ from itertools import repeat
 from typing import IO, Any
 
 from metaloop.jsonable import to_jsonable
-from metaloop.readers.json_shapes import NUMBER, object_pattern
+from metaloop.readers.json_shapes import SEP, row_pattern
 from metaloop.scoring import stored_weights
 from metaloop.store.base import ExperimentInfo, Store
 from metaloop.store.scan import UNIT
@@ -257,9 +257,6 @@ def export_columns(store: Store, info: ExperimentInfo) -> dict[str, list[Any]]:
         return _columns(store, info, export_layout(store, info))
 
 
-#: after a row's fitness text, after its params-and-metrics text (JSON holds no raw control
-#: character, so a row's groups never reach into the next row)
-_SEP, _END = "\x1d", "\x1e"
 #: what an empty group (no fitness, a row without metrics) decodes as
 _NULLS = {"": "null"}
 
@@ -278,7 +275,7 @@ def _columns(store: Store, info: ExperimentInfo, lay: Layout) -> dict[str, list[
     for page in store.scan_pages(info.id, FRAME_SCANNED):  # type: ignore[attr-defined]
         page_columns = _page_columns(page, pattern) if pattern is not None else None
         if page_columns is None:
-            raws = [_unjoined(r) for r in page]
+            raws = [unjoined(r) for r in page]
             if lay.guessed:
                 for raw in raws:
                     if raw[13] is not None or not names.issuperset(json.loads(raw[9])):
@@ -291,35 +288,37 @@ def _columns(store: Store, info: ExperimentInfo, lay: Layout) -> dict[str, list[
     return dict(zip(lay.columns, columns))
 
 
-def _unjoined(raw: tuple[Any, ...]) -> tuple[Any, ...]:
+def unjoined(raw: tuple[Any, ...]) -> tuple[Any, ...]:
     """A row scanned as ``FRAME_SCANNED`` as if scanned as ``SCANNED``."""
-    fitness, rest = raw[7].split(_SEP, 1)
+    fitness, rest = raw[7].split(SEP, 1)
     return (*raw[:7], fitness or None, *rest[:-1].split(UNIT, 1), *raw[8:])
 
 
 def _frame_pattern(store: Store, info: ExperimentInfo, lay: Layout) -> re.Pattern[str] | None:
-    """One pattern over a row's ``row_text`` (``fitness SEP params UNIT metrics END``) whose groups
-    are its fitness, param and metric values (JSON tokens), for rows with one finite
-    fitness or none and params and metrics shaped like the first ones; None where there is
-    none (several objectives, constraints, nested values, metrics not all in one row)."""
+    """The :func:`~metaloop.readers.json_shapes.row_pattern` of the first params and the
+    first metrics (JSON tokens), or None where there is none (several objectives,
+    constraints, nested values, metrics not all in the first metrics)."""
     if len(lay.weights) > 1 or lay.n_constraints or lay.plan is None:
         return None
-    try:
-        params, _ = object_pattern(lay.first_params, csv_out=False)
-        metrics = r"\{\}"
-        if lay.metric_names:
-            scan = store.scan_evaluations  # type: ignore[attr-defined]
-            first = next(scan(info.id, ["metrics"], "metrics <> '{}'", 1))
-            sample = json.loads(first[2])
-            if list(sample) != lay.metric_names:
-                return None
-            metrics = f"(?:\\{{\\}}|{object_pattern(sample, csv_out=False)[0].pattern})"
-    except (ValueError, StopIteration):
+    sample = metrics_sample(store, info, lay)
+    if lay.metric_names and sample is None:
         return None
-    pattern = re.compile(f"(?:\\[({NUMBER})\\])?{_SEP}{params.pattern}{UNIT}{metrics}{_END}")
+    try:
+        pattern, _ = row_pattern(lay.first_params, sample, csv_out=False)
+    except ValueError:
+        return None
     if pattern.groups != 1 + len(lay.param_cols) + len(lay.metric_names):
         return None  # (flattened names that collide)
     return pattern
+
+
+def metrics_sample(store: Store, info: ExperimentInfo, lay: Layout) -> dict[str, Any] | None:
+    """The first non-empty metrics, if they hold every metric name in order (else None)."""
+    scan = store.scan_evaluations  # type: ignore[attr-defined]
+    for _g, _i, text in scan(info.id, ["metrics"], "metrics <> '{}'", 1):
+        first = json.loads(text)
+        return first if list(first) == lay.metric_names else None
+    return None
 
 
 def _page_columns(raws: list[tuple[Any, ...]], pattern: re.Pattern[str]) -> list[Any] | None:

@@ -6,8 +6,9 @@ is the shortest ``repr`` of its value, a string is escaped as ``json.dumps`` esc
 a number's text *is* its CSV cell and the value the JSON export writes, and a string's text
 is its JSON value (and, when it has no escape, comma or quote, its CSV cell).  A row whose
 params and metrics have the shape of the first row's (the same keys in the same order, the
-same kinds of values) is therefore written from the groups of one regular expression per
-column, without decoding it.  Every other row — NaN, nested values, escaped or awkward
+same kinds of values) is therefore written from the groups of one regular expression
+(:func:`~metaloop.readers.json_shapes.row_pattern`), searched once over a page's joined
+texts, without decoding it.  Every other row — NaN, nested values, escaped or awkward
 strings, an error text with a comma, another shape — goes through
 :func:`~metaloop.readers.export.decode_row` and the ``csv``/``json`` writers, as do all the
 rows of experiments with several objectives or with constraints.  Either way the bytes are
@@ -28,67 +29,62 @@ from pathlib import Path
 from typing import IO, Any
 
 from metaloop.readers.export import (
-    FAST_SCANNED,
+    FRAME_SCANNED,
     Layout,
     LayoutGuessWrong,
     decode_row,
     export_layout,
     json_record,
+    metrics_sample,
+    unjoined,
 )
-from metaloop.readers.json_shapes import object_pattern
+from metaloop.readers.json_shapes import row_pattern
 from metaloop.store.base import ExperimentInfo, Store
-from metaloop.store.scan import UNIT
 
 #: CSV cells of the JSON literals
 LITERALS = {"true": "True", "false": "False", "null": ""}
 #: characters that make the csv module quote a field
 UNSAFE = re.compile(r'[,"\r\n]')
+#: the JSON of an empty group: no fitness, a metric of a row without metrics
+NULLS = {"": "null"}
 
 
-class _Shapes:
-    """The patterns of one export, over a row's ``params UNIT metrics`` text: params as
-    the first row has them, metrics as the first row with metrics has them or empty."""
+class _Rows:
+    """How an export's rows are written from their text: the pattern of the first params
+    and metrics (None: every row decoded), its groups that hold a literal, and the hosts
+    and workers seen to need no quoting in CSV."""
 
     def __init__(self, store: Store, info: ExperimentInfo, lay: Layout, csv_out: bool):
-        self.full: re.Pattern[str] | None = None  # params and metrics
-        self.bare: re.Pattern[str] | None = None  # params and no metrics
+        self.pattern: re.Pattern[str] | None = None
         self.literals: list[int] = []
-        self.no_metrics = ("" if csv_out else "null",) * len(lay.metric_names)
-        self.safe: set[str] = set()  # hosts and workers seen to need no quoting in CSV
+        self.safe: set[str] = set()
+        self.names = set(lay.metric_names)
+        sample = metrics_sample(store, info, lay) if lay.metric_names else None
+        if lay.metric_names and sample is None:
+            return
         try:
-            params, self.literals = object_pattern(lay.first_params, csv_out)
+            self.pattern, literals = row_pattern(lay.first_params, sample, csv_out)
         except ValueError:
             return
-        self.bare = re.compile(params.pattern + UNIT + r"\{\}")
-        sample = _metrics_sample(store, info, lay) if lay.metric_names else None
-        if sample is not None:
-            try:
-                metrics, lits = object_pattern(sample, csv_out)
-            except ValueError:
-                return
-            self.full = re.compile(params.pattern + UNIT + metrics.pattern)
-            self.literals += [len(lay.param_cols) + j for j in lits]
+        self.literals = literals if csv_out else []
 
-    def cells(self, pm: str) -> tuple[str, ...] | None:
-        """The param and metric cells of a row from its text; None: decode the row."""
-        if self.full is not None:
-            found = self.full.fullmatch(pm)
-            if found is not None:
-                return found.groups()
-        if self.bare is not None:
-            found = self.bare.fullmatch(pm)
-            if found is not None:
-                return found.groups() + self.no_metrics
-        return None
+    def matches(self, page: list[tuple[Any, ...]]) -> list[Any]:
+        """Per row of ``page`` its groups (None: decode the row): one ``findall`` over the
+        joined texts where every row matches, row by row otherwise."""
+        if self.pattern is None:
+            return [None] * len(page)
+        texts = [raw[7] for raw in page]
+        found = self.pattern.findall("".join(texts))
+        if len(found) == len(page):
+            return found
+        match = self.pattern.fullmatch
+        return [None if m is None else m.groups("") for m in map(match, texts)]
 
-
-def _metrics_sample(store: Store, info: ExperimentInfo, lay: Layout) -> dict[str, Any] | None:
-    """The first non-empty metrics, if they hold every metric name in order."""
-    scan = store.scan_evaluations  # type: ignore[attr-defined]
-    for _g, _i, text in scan(info.id, ["metrics"], "metrics <> '{}'", 1):
-        first = json.loads(text)
-        return first if list(first) == lay.metric_names else None
-    return None
+    def check(self, raw: tuple[Any, ...]) -> None:
+        """A decoded row fits a guessed layout: no constraints, no metric it lacks."""
+        scanned = unjoined(raw)
+        if scanned[13] is not None or not self.names.issuperset(json.loads(scanned[9])):
+            raise LayoutGuessWrong
 
 
 def write_export(
@@ -111,31 +107,17 @@ def write_export(
 def _write(store: Store, info: ExperimentInfo, csv_out: bool, out: IO[str], guess: bool) -> int:
     lay = export_layout(store, info, guess)
     fast = len(lay.weights) == 1 and not lay.n_constraints
-    shapes = _Shapes(store, info, lay, csv_out) if fast else None
-    check = _GuessCheck(lay) if guess and fast else None
+    rows = _Rows(store, info, lay, csv_out) if fast else None
     page_text = _csv_page if csv_out else _json_page
     out.write(_csv_line(lay.columns) if csv_out else "[")
     n = 0
-    for page in store.scan_pages(info.id, FAST_SCANNED):  # type: ignore[attr-defined]
-        text = page_text(lay, page, shapes, check)
+    for page in store.scan_pages(info.id, FRAME_SCANNED):  # type: ignore[attr-defined]
+        text = page_text(lay, page, rows)
         out.write(text if n or csv_out else text[1:])  # (JSON: no comma before the first)
         n += len(page)
     if not csv_out:
         out.write("\n]\n")
     return n
-
-
-class _GuessCheck:
-    """Whether a row fits a guessed layout: no constraints, no metric the layout lacks
-    (rows whose text a pattern matched have the first metrics' keys or none)."""
-
-    def __init__(self, lay: Layout):
-        self.names = set(lay.metric_names)
-
-    def decoded(self, raw: tuple[Any, ...]) -> None:
-        """Check a row that is decoded (its metrics' keys)."""
-        if raw[12] is not None or not self.names.issuperset(json.loads(raw[8].split(UNIT)[1])):
-            raise LayoutGuessWrong
 
 
 def export_file(store: Store, info: ExperimentInfo, fmt: str, path: str | os.PathLike[str]) -> int:
@@ -151,97 +133,83 @@ def export_file(store: Store, info: ExperimentInfo, fmt: str, path: str | os.Pat
     return n
 
 
-def _plain_fitness(text: str) -> bool:
-    """One finite number (``[x]``, no NaN or infinity, whose text would not be its repr)."""
-    return "," not in text and text[-2].isdigit()
-
-
 def _csv_line(row: list[Any]) -> str:
     buf = io.StringIO()
     csv.writer(buf).writerow(row)
     return buf.getvalue()
 
 
-def _decode(raw: tuple[Any, ...], lay: Layout) -> list[Any]:
-    """:func:`decode_row` of a row scanned as ``FAST_SCANNED``."""
-    par, met = raw[8].split(UNIT, 1)
-    return decode_row((*raw[:8], par, met, *raw[9:]), lay)
+def _decoded(raw: tuple[Any, ...], lay: Layout, rows: _Rows | None) -> list[Any]:
+    """:func:`decode_row` of a row scanned as ``FRAME_SCANNED`` (checked against a guessed
+    layout)."""
+    if rows is not None and lay.guessed:
+        rows.check(raw)
+    return decode_row(unjoined(raw), lay)
 
 
-def _csv_page(
-    lay: Layout, page: list[tuple[Any, ...]], shapes: _Shapes | None, check: _GuessCheck | None
-) -> str:
+def _csv_page(lay: Layout, page: list[tuple[Any, ...]], rows: _Rows | None) -> str:
     """The CSV lines of a page of rows."""
-    literals = shapes.literals if shapes is not None else []
-    cells_of = shapes.cells if shapes is not None else None
-    safe = shapes.safe if shapes is not None else set()
+    matches = rows.matches(page) if rows is not None else [None] * len(page)
+    literals = rows.literals if rows is not None else []
+    safe = rows.safe if rows is not None else set()
+    guessed = lay.guessed
     join = ",".join
     lines: list[str] = []
     add = lines.append
-    for raw in page:
-        g, i, status, attempts, t0, t1, error, fit, pm, host, worker, seq, con = raw
-        cells = None
-        if cells_of is not None and (error is None or not UNSAFE.search(error)):
-            if host in safe or not UNSAFE.search(host):
-                safe.add(host)
-                if worker in safe or not UNSAFE.search(worker):
-                    safe.add(worker)
-                    cells = cells_of(pm)
-        if cells is None or (fit is not None and ("," in fit or not fit[-2].isdigit())):
-            if check is not None:
-                check.decoded(raw)
-            add(_csv_line(_decode(raw, lay)))
+    for raw, cells in zip(page, matches):
+        g, i, status, attempts, t0, t1, error, _text, host, worker, seq, con = raw
+        if cells is None or (error is not None and UNSAFE.search(error)) or not (
+            host in safe or not UNSAFE.search(host)) or not (
+                worker in safe or not UNSAFE.search(worker)):
+            add(_csv_line(_decoded(raw, lay, rows)))
             continue
-        if con is not None and check is not None:
+        safe.add(host)
+        safe.add(worker)
+        if con is not None and guessed:
             raise LayoutGuessWrong
         if literals:  # (a metric's is "" in a row without metrics)
             cells = list(cells)
             for j in literals:
                 cells[j] = LITERALS.get(cells[j], cells[j])
-        # (floats as their repr, None as an empty cell: what the csv module writes)
+        # (floats as their repr, None as an empty cell: what the csv module writes; the
+        # cells: the fitness, then the params and metrics)
         add(
             f"{g},{i},{status},{attempts},{round(t1 - t0, 6)!r},{'' if error is None else error},"
-            f"{'' if fit is None else fit[1:-1]},{join(cells)}{',' if cells else ''}"
-            f"{t0!r},{t1!r},{host},{worker},{'' if seq is None else seq}\r\n"
+            f"{join(cells)},{t0!r},{t1!r},{host},{worker},{'' if seq is None else seq}\r\n"
         )
     return "".join(lines)
 
 
-def _json_page(
-    lay: Layout, page: list[tuple[Any, ...]], shapes: _Shapes | None, check: _GuessCheck | None
-) -> str:
+def _json_page(lay: Layout, page: list[tuple[Any, ...]], rows: _Rows | None) -> str:
     """The JSON records of a page of rows, each after ``,\n``."""
-    template = _json_template(lay.columns)
-    cells_of = shapes.cells if shapes is not None else None
+    template = _json_template(tuple(lay.columns))
+    matches = rows.matches(page) if rows is not None else [None] * len(page)
+    guessed = lay.guessed
+    quoted: dict[str, str] = {}  # statuses, hosts and workers as JSON strings
     lines: list[str] = []
     add = lines.append
-    for raw in page:
-        g, i, status, attempts, t0, t1, error, fit, pm, host, worker, seq, con = raw
-        cells = cells_of(pm) if cells_of is not None else None
-        if cells is None or (fit is not None and ("," in fit or not fit[-2].isdigit())) or (
-            t1 - t0
-        ) * 0:
-            if check is not None:
-                check.decoded(raw)
-            add(",\n" + json_record(lay.columns, _decode(raw, lay)))
+    for raw, cells in zip(page, matches):
+        g, i, status, attempts, t0, t1, error, _text, host, worker, seq, con = raw
+        if cells is None or (t1 - t0) * 0:
+            add(",\n" + json_record(lay.columns, _decoded(raw, lay, rows)))
             continue
-        if con is not None and check is not None:
+        if con is not None and guessed:
             raise LayoutGuessWrong
+        if "" in cells:  # (no fitness, no metrics)
+            cells = map(NULLS.get, cells, cells)
+        for text in (status, host, worker):
+            if text not in quoted:
+                quoted[text] = json_str(text)
         add(template % (
-            g, i, json_str(status), attempts, round(t1 - t0, 6),
-            "null" if error is None else json_str(error),
-            "null" if fit is None else fit[1:-1], *cells, t0, t1, json_str(host),
-            json_str(worker), "null" if seq is None else seq,
+            g, i, quoted[status], attempts, round(t1 - t0, 6),
+            "null" if error is None else json_str(error), *cells, t0, t1, quoted[host],
+            quoted[worker], "null" if seq is None else seq,
         ))
     return "".join(lines)
 
 
 @functools.lru_cache(maxsize=8)
-def _json_template_cached(columns: tuple[str, ...]) -> str:
+def _json_template(columns: tuple[str, ...]) -> str:
+    """The ``%`` template of a JSON record of ``columns`` (after ``,\n``)."""
     keys = [json.dumps(c).replace("%", "%%") for c in columns]
     return ",\n{" + ", ".join(f"{k}: %s" for k in keys) + "}"
-
-
-def _json_template(columns: list[str]) -> str:
-    """The ``%`` template of a JSON record of ``columns`` (after ``,\n``)."""
-    return _json_template_cached(tuple(columns))

@@ -16,6 +16,8 @@ import json
 import re
 from typing import Any
 
+from metaloop.store.scan import UNIT
+
 #: a number of valid JSON (the only tokens that start with a digit or "-" and a digit; NaN
 #: and the infinities do not), up to the comma, bracket or brace after it
 NUMBER = r"-?[0-9][^,\]}\x00-\x1f]*"
@@ -70,3 +72,26 @@ def object_pattern(obj: dict[str, Any], csv_out: bool) -> tuple[re.Pattern[str],
             body = f"\\[{body}\\]"
         parts.append(re.escape(json.dumps(key)) + ":" + body)
     return re.compile("\\{" + ",".join(parts) + "\\}"), literals
+
+
+#: in a scan's ``row_text``: after the fitness text, after the metrics text
+SEP, END = "\x1d", "\x1e"
+
+
+def row_pattern(
+    params: dict[str, Any], metrics: dict[str, Any] | None, csv_out: bool
+) -> tuple[re.Pattern[str], list[int]]:
+    """A pattern over a row's ``row_text`` (``fitness SEP params UNIT metrics END``, see
+    :mod:`metaloop.store.scan`) whose groups are its fitness (one finite number, or empty
+    for none), its param values (params shaped like ``params``) and its metric values
+    (metrics shaped like ``metrics`` — all empty for a row without metrics —, or none when
+    ``metrics`` is None: rows without metrics only); and the groups that hold a literal.
+    Raises ValueError for nested values."""
+    par, lits = object_pattern(params, csv_out)
+    literals = [1 + j for j in lits]
+    met = r"\{\}"
+    if metrics is not None:
+        pattern, lits = object_pattern(metrics, csv_out)
+        met = f"(?:\\{{\\}}|{pattern.pattern})"
+        literals += [1 + par.groups + j for j in lits]
+    return re.compile(f"(?:\\[({NUMBER})\\])?{SEP}{par.pattern}{UNIT}{met}{END}"), literals
