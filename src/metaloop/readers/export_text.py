@@ -158,13 +158,11 @@ def _csv_page(lay: Layout, page: list[tuple[Any, ...]], rows: _Rows | None) -> s
     add = lines.append
     for raw, cells in zip(page, matches):
         g, i, status, attempts, t0, t1, error, _text, host, worker, seq, con = raw
-        if cells is None or (error is not None and UNSAFE.search(error)) or not (
-            host in safe or not UNSAFE.search(host)) or not (
-                worker in safe or not UNSAFE.search(worker)):
+        if cells is None or (error is not None and UNSAFE.search(error)) or (
+            host not in safe and not _safe(host, safe)) or (
+                worker not in safe and not _safe(worker, safe)):
             add(_csv_line(_decoded(raw, lay, rows)))
             continue
-        safe.add(host)
-        safe.add(worker)
         if con is not None and guessed:
             raise LayoutGuessWrong
         if literals:  # (a metric's is "" in a row without metrics)
@@ -180,12 +178,28 @@ def _csv_page(lay: Layout, page: list[tuple[Any, ...]], rows: _Rows | None) -> s
     return "".join(lines)
 
 
+def _safe(text: str, safe: set[str]) -> bool:
+    """Whether the csv module writes ``text`` as it is (remembered in ``safe`` if so)."""
+    if UNSAFE.search(text):
+        return False
+    safe.add(text)
+    return True
+
+
+class _Quoted(dict):  # type: ignore[type-arg]
+    """Texts as JSON strings, each quoted once (statuses, hosts, workers: a few values)."""
+
+    def __missing__(self, text: str) -> str:
+        quoted = self[text] = json_str(text)
+        return quoted
+
+
 def _json_page(lay: Layout, page: list[tuple[Any, ...]], rows: _Rows | None) -> str:
     """The JSON records of a page of rows, each after ``,\n``."""
     template = _json_template(tuple(lay.columns))
     matches = rows.matches(page) if rows is not None else [None] * len(page)
     guessed = lay.guessed
-    quoted: dict[str, str] = {}  # statuses, hosts and workers as JSON strings
+    quoted = _Quoted()
     lines: list[str] = []
     add = lines.append
     for raw, cells in zip(page, matches):
@@ -197,9 +211,6 @@ def _json_page(lay: Layout, page: list[tuple[Any, ...]], rows: _Rows | None) -> 
             raise LayoutGuessWrong
         if "" in cells:  # (no fitness, no metrics)
             cells = map(NULLS.get, cells, cells)
-        for text in (status, host, worker):
-            if text not in quoted:
-                quoted[text] = json_str(text)
         add(template % (
             g, i, quoted[status], attempts, round(t1 - t0, 6),
             "null" if error is None else json_str(error), *cells, t0, t1, quoted[host],

@@ -23,8 +23,9 @@ from metaloop.store.scan import UNIT
 NUMBER = r"-?[0-9][^,\]}\x00-\x1f]*"
 #: a JSON string token without escapes, commas or quotes: its inside is its CSV cell
 CSV_STRING = r'"([^"\\,\x00-\x1f]*)"'
-#: any JSON string token (kept as it is in JSON output)
-JSON_STRING = r'("(?:[^"\\\x00-\x1f]|\\[^\x00-\x1f])*")'
+#: any JSON string token (kept as it is in JSON output; the loop unrolled: runs of plain
+#: characters between escapes)
+JSON_STRING = r'("[^"\\\x00-\x1f]*(?:\\[^\x00-\x1f][^"\\\x00-\x1f]*)*")'
 #: the JSON literals
 LITERAL = "(true|false|null)"
 
