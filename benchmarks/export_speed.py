@@ -5,7 +5,8 @@ param, a 3-vector, a choice, an int, two metrics, 2 % failed with an error text)
 in this process, each against the database's own dump of the same rows:
 
 - the ``sqlite3`` command line's CSV dump of the evaluations (``sqlite3 -csv db "select
-  ..."``) and Python's ``sqlite3`` module fetching the rows and writing them with ``csv``;
+  ..."``; the baseline), its JSON dump (``-json``), and Python's ``sqlite3`` module
+  fetching the rows and writing them with ``csv``;
 - ``metaloop export --format csv`` and ``--format json`` (a child process each, to a file,
   start-up included) with the child's peak RSS (``wait4``);
 - ``history_frame()`` (in a fresh interpreter, pandas and metaloop imported first);
@@ -251,6 +252,8 @@ def main() -> None:
         cases: dict[str, Callable[[], float]] = {}
         if sqlite_cli:
             cases["sqlite3 -csv (command line)"] = timed([sqlite_cli, "-csv", str(db), DUMP_SQL])
+            cases["sqlite3 -json (command line)"] = timed(
+                [sqlite_cli, "-json", str(db), DUMP_SQL])
         cases["python sqlite3 + csv"] = lambda: python_dump(db)
         notes = {}
         for tag, env in versions.items():

@@ -8,8 +8,9 @@ is its JSON value (and, when it has no escape, comma or quote, its CSV cell).  A
 params and metrics have the shape of the first row's (the same keys in the same order, the
 same kinds of values) is therefore written from the groups of one regular expression
 (:func:`~metaloop.readers.json_shapes.row_pattern`), searched once over a page's joined
-texts, without decoding it.  Every other row — NaN, nested values, escaped or awkward
-strings, an error text with a comma, another shape — goes through
+texts, without decoding it (an error, host or worker text that needs quoting in CSV is
+quoted as the ``csv`` module quotes it).  Every other row — NaN, nested values, escaped
+or awkward strings, a non-finite time in JSON, another shape — goes through
 :func:`~metaloop.readers.export.decode_row` and the ``csv``/``json`` writers, as do all the
 rows of experiments with several objectives or with constraints.  Either way the bytes are
 those of :func:`~metaloop.readers.export.export_rows` written by ``write_csv`` /
@@ -43,7 +44,7 @@ from metaloop.store.base import ExperimentInfo, Store
 
 #: CSV cells of the JSON literals
 LITERALS = {"true": "True", "false": "False", "null": ""}
-#: characters that make the csv module quote a field
+#: characters that make the csv module quote a field (it then doubles the quotes in it)
 UNSAFE = re.compile(r'[,"\r\n]')
 #: the JSON of an empty group: no fitness, a metric of a row without metrics
 NULLS = {"": "null"}
@@ -158,11 +159,15 @@ def _csv_page(lay: Layout, page: list[tuple[Any, ...]], rows: _Rows | None) -> s
     add = lines.append
     for raw, cells in zip(page, matches):
         g, i, status, attempts, t0, t1, error, _text, host, worker, seq, con = raw
-        if cells is None or (error is not None and UNSAFE.search(error)) or (
-            host not in safe and not _safe(host, safe)) or (
-                worker not in safe and not _safe(worker, safe)):
+        if cells is None:
             add(_csv_line(_decoded(raw, lay, rows)))
             continue
+        if error is not None and UNSAFE.search(error):
+            error = _quoted_cell(error)
+        if host not in safe:
+            host = _cell(host, safe)
+        if worker not in safe:
+            worker = _cell(worker, safe)
         if con is not None and guessed:
             raise LayoutGuessWrong
         if literals:  # (a metric's is "" in a row without metrics)
@@ -178,12 +183,17 @@ def _csv_page(lay: Layout, page: list[tuple[Any, ...]], rows: _Rows | None) -> s
     return "".join(lines)
 
 
-def _safe(text: str, safe: set[str]) -> bool:
-    """Whether the csv module writes ``text`` as it is (remembered in ``safe`` if so)."""
+def _quoted_cell(text: str) -> str:
+    """A CSV cell as the csv module quotes it (``QUOTE_MINIMAL``, ``doublequote``)."""
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _cell(text: str, safe: set[str]) -> str:
+    """``text`` as a CSV cell (remembered in ``safe`` when it needs no quoting)."""
     if UNSAFE.search(text):
-        return False
+        return _quoted_cell(text)
     safe.add(text)
-    return True
+    return text
 
 
 class _Quoted(dict):  # type: ignore[type-arg]
