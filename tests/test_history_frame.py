@@ -151,3 +151,30 @@ def test_a_wrong_layout_guess_writes_the_export_again(
     header = text[:2000]
     assert ("metric.late" in header) == (late == "metric")
     assert ("constraint.1" in header) == (late == "constraints")
+
+
+def test_params_whose_flattened_names_collide_are_decoded(tmp_path: Path) -> None:
+    """``{"x": [1, 2], "x.0": 5}`` flattens to ``param.x.0`` twice: no pattern takes such
+    rows (its groups would outnumber the columns); the export and the frame are those of
+    the decoded rows."""
+    pd = need_module("pandas")
+    from metaloop.api import history_frame
+    from metaloop.readers.export import export_rows, write_csv, write_json
+    from metaloop.readers.export_text import write_export
+
+    url = f"sqlite:///{tmp_path / 'collide.db'}"
+    with open_store(url) as store:
+        exp = store.create_experiment("c", {}, 0).id
+        for i in range(3):
+            store.append(exp, _ev(0, i, {"x": [1, 2], "x.0": 5 + i}), 1.0)
+    with open_store(url, readonly=True) as store:
+        info = store.require_experiment("c")
+        for fmt, writer in (("csv", write_csv), ("json", write_json)):
+            fast, decoded = io.StringIO(newline=""), io.StringIO(newline="")
+            write_export(store, info, fmt, fast)
+            writer(*export_rows(store, info), decoded)
+            assert fast.getvalue() == decoded.getvalue()
+        columns, rows = export_rows(store, info)
+        expected = pd.DataFrame(list(rows), columns=columns)
+    assert '"fitness": 1.0, "param.x.0": 5, "param.x.1": 2, "started"' in fast.getvalue()
+    pd.testing.assert_frame_equal(history_frame("c", url), expected)

@@ -61,13 +61,15 @@ class _Rows:
         self.safe: set[str] = set()
         self.names = set(lay.metric_names)
         sample = metrics_sample(store, info, lay) if lay.metric_names else None
-        if lay.metric_names and sample is None:
+        if lay.plan is None or (lay.metric_names and sample is None):
             return
         try:
-            self.pattern, literals = row_pattern(lay.first_params, sample, csv_out)
+            pattern, literals = row_pattern(lay.first_params, sample, csv_out)
         except ValueError:
             return
-        self.literals = literals if csv_out else []
+        if pattern.groups == 1 + len(lay.param_cols) + len(lay.metric_names):
+            self.pattern = pattern  # (else flattened names collide: rows are decoded)
+            self.literals = literals if csv_out else []
 
     def matches(self, page: list[tuple[Any, ...]]) -> list[Any]:
         """Per row of ``page`` its groups (None: decode the row): one ``findall`` over the
