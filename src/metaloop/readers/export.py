@@ -261,7 +261,8 @@ def export_columns(store: Store, info: ExperimentInfo) -> dict[str, list[Any]]:
 _NULLS = {"": "null"}
 
 
-#: the stored columns ``history_frame`` reads (fitness, params and metrics as one text)
+#: the stored columns ``history_frame`` and the text export read (fitness, params and
+#: metrics as one text)
 FRAME_SCANNED = [
     "status", "attempts", "started", "finished", "error", "row_text", "host", "worker", "seq",
     "constraints",
@@ -269,6 +270,7 @@ FRAME_SCANNED = [
 
 
 def _columns(store: Store, info: ExperimentInfo, lay: Layout) -> dict[str, list[Any]]:
+    """:func:`export_columns` with ``lay`` (LayoutGuessWrong: a row does not fit a guess)."""
     columns: list[list[Any]] = [[] for _ in lay.columns]
     pattern = _frame_pattern(store, info, lay)
     names = set(lay.metric_names)
@@ -281,8 +283,10 @@ def _columns(store: Store, info: ExperimentInfo, lay: Layout) -> dict[str, list[
                     if raw[13] is not None or not names.issuperset(json.loads(raw[9])):
                         raise LayoutGuessWrong
             page_columns = list(zip(*decode_page(raws, lay)))
-        elif page_columns.pop().count(None) != len(page) and lay.guessed:
-            raise LayoutGuessWrong  # (constraint values)
+        else:
+            constraints = page_columns.pop()
+            if lay.guessed and constraints.count(None) != len(page):
+                raise LayoutGuessWrong
         for column, values in zip(columns, page_columns):
             column.extend(values)
     return dict(zip(lay.columns, columns))
