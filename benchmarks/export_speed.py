@@ -5,7 +5,8 @@ param, a 3-vector, a choice, an int, two metrics, 2 % failed with an error text)
 in this process, each against the database's own dump of the same rows:
 
 - the ``sqlite3`` command line's CSV dump of the evaluations (``sqlite3 -csv db "select
-  ..."``) and Python's ``sqlite3`` module fetching the rows and writing them with ``csv``;
+  ..."``; the baseline), its JSON dump (``-json``), and Python's ``sqlite3`` module
+  fetching the rows and writing them with ``csv``;
 - ``metaloop export --format csv`` and ``--format json`` (a child process each, to a file,
   start-up included) with the child's peak RSS (``wait4``);
 - ``history_frame()`` (in a fresh interpreter, pandas and metaloop imported first);
@@ -18,6 +19,14 @@ as well (e.g. the code before this change, ``git worktree add /tmp/before ee99eb
     python benchmarks/export_speed.py                          # 10^5 rows; status on 10^6
     python benchmarks/export_speed.py --before /tmp/before/src
     python benchmarks/export_speed.py --evaluations 1000000 --repeat 3 --skip-status --skip-frame
+    python benchmarks/export_speed.py --memory 100000,1000000,10000000
+
+``--memory SIZES`` builds one store of the first size through the API, then grows it to each
+next size by copying its rows with SQL (``INSERT ... SELECT`` with shifted generations: a
+10^7 store in minutes, about 3 GB), and at each size runs ``metaloop export --format csv``
+and ``--format json`` (to a file, deleted after) and ``metaloop status`` once each,
+printing their seconds and peak RSS: the memory of a streaming export does not grow with
+the store.
 """
 
 from __future__ import annotations
@@ -159,6 +168,62 @@ def measure(cases: dict[str, Callable[[], float]], repeat: int) -> dict[str, flo
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def grow(path: Path, n: int) -> None:
+    """Copy the rows of experiment 1 until it holds ``n`` evaluations (whole copies of the
+    first ``block`` generations, generations shifted past the last)."""
+    conn = sqlite3.connect(path)
+    (have,) = conn.execute("SELECT COUNT(*) FROM evaluations WHERE exp_id = 1").fetchone()
+    (gens,) = conn.execute("SELECT MAX(generation) + 1 FROM evaluations").fetchone()
+    cols = [r[1] for r in conn.execute("PRAGMA table_info(evaluations)")]
+    rest = ", ".join(c for c in cols if c != "generation")
+    while have < n:
+        (per,) = conn.execute("SELECT COUNT(*) FROM evaluations WHERE exp_id = 1 AND "
+                              "generation < ?", (gens,)).fetchone()
+        take = min(per, n - have)
+        with conn:
+            conn.execute(
+                f"INSERT INTO evaluations (generation, {rest}) SELECT generation + ?, {rest} "
+                "FROM evaluations WHERE exp_id = 1 AND generation < ? ORDER BY generation, idx "
+                "LIMIT ?", (gens, gens, take))
+        (gens,) = conn.execute("SELECT MAX(generation) + 1 FROM evaluations").fetchone()
+        have += take
+    conn.close()
+
+
+def peak_run(args: list[str]) -> tuple[float, int]:
+    """Seconds and peak RSS in bytes of ``metaloop *args``."""
+    t0 = time.perf_counter()
+    rss = peak_rss(args)
+    return time.perf_counter() - t0, rss
+
+
+def memory(sizes: list[int]) -> None:
+    """Seconds and peak RSS of the export and ``status`` as the store grows."""
+    with tempfile.TemporaryDirectory() as d:
+        db = Path(d) / "memory.db"
+        url = build(db, sizes[0])
+        print(f"{'evaluations':>12s} {'store MB':>9s}  {'what':30s} {'seconds':>8s} "
+              f"{'peak RSS MB':>11s}")
+        for n in sizes:
+            t0 = time.perf_counter()
+            grow(db, n)
+            built = time.perf_counter() - t0
+            if built > 1:
+                print(f"(grown to {n} evaluations in {built:.0f} s)")
+            runs: dict[str, list[str]] = {}
+            for fmt in ("csv", "json"):
+                runs[f"metaloop export --format {fmt}"] = [
+                    "export", "--storage", url, "--name", "bench", "--format", fmt, "-o",
+                    str(Path(d) / f"out.{fmt}")]
+            runs["metaloop status"] = ["status", "--storage", url]
+            for what, args in runs.items():
+                seconds, rss = peak_run(args)
+                for out in Path(d).glob("out.*"):
+                    out.unlink()
+                print(f"{n:12d} {db.stat().st_size / 1e6:9.0f}  {what:30s} {seconds:8.2f} "
+                      f"{rss / 1e6:11.0f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--evaluations", type=int, default=100_000)
@@ -168,7 +233,12 @@ def main() -> None:
     ap.add_argument("--skip-frame", action="store_true", help="no history_frame rows")
     ap.add_argument("--before", metavar="SRC",
                     help="also time another checkout's src/ (e.g. the code before the change)")
+    ap.add_argument("--memory", metavar="SIZES",
+                    help="comma-separated store sizes: peak RSS of export and status at each")
     args = ap.parse_args()
+    if args.memory:
+        memory([int(v) for v in args.memory.split(",")])
+        return
     sqlite_cli = shutil.which("sqlite3")
     versions = {"": dict(os.environ)}
     if args.before:
@@ -182,6 +252,8 @@ def main() -> None:
         cases: dict[str, Callable[[], float]] = {}
         if sqlite_cli:
             cases["sqlite3 -csv (command line)"] = timed([sqlite_cli, "-csv", str(db), DUMP_SQL])
+            cases["sqlite3 -json (command line)"] = timed(
+                [sqlite_cli, "-json", str(db), DUMP_SQL])
         cases["python sqlite3 + csv"] = lambda: python_dump(db)
         notes = {}
         for tag, env in versions.items():

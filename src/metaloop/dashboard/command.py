@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import socket
 
 DEFAULT_PORT = 8765
 
@@ -87,6 +89,8 @@ def _user_error(message: str) -> Exception:
 
 
 def _listen(host: str, port: int) -> socket.socket:
+    import socket  # (here: every other command starts without it)
+
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

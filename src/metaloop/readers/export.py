@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import operator
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,8 +23,10 @@ from itertools import repeat
 from typing import IO, Any
 
 from metaloop.jsonable import to_jsonable
+from metaloop.readers.json_shapes import SEP, row_pattern
 from metaloop.scoring import stored_weights
 from metaloop.store.base import ExperimentInfo, Store
+from metaloop.store.scan import UNIT
 
 BASE_COLUMNS = ["generation", "index", "status", "attempts", "duration_s", "error"]
 TAIL_COLUMNS = ["started", "finished", "host", "worker", "seq"]
@@ -57,6 +60,11 @@ SCANNED = [
     "status", "attempts", "started", "finished", "error", "fitness", "params", "metrics",
     "host", "worker", "seq", "constraints",
 ]
+
+
+#: ``SCANNED`` with params and metrics as one text (``UNIT`` between them)
+FAST_SCANNED = [c for c in SCANNED if c != "metrics"]
+FAST_SCANNED[FAST_SCANNED.index("params")] = "params_metrics"
 
 
 class _Irregular(Exception):
@@ -117,23 +125,33 @@ class Layout:
     metric_names: list[str]
     n_constraints: int
     front: dict[tuple[int, int], int]  # with several objectives: the Pareto marks
+    guessed: bool = False  # metric names and constraints guessed (``export_layout``)
 
 
-def export_layout(store: Store, info: ExperimentInfo) -> Layout:
+def export_layout(store: Store, info: ExperimentInfo, guess: bool = False) -> Layout:
     """The columns, from cheap passes over a few columns: the first params, the metric
     keys, the constraint counts (and with several objectives the ok fitnesses, for the
-    Pareto column)."""
+    Pareto column).  ``guess`` (one objective only): no pass at all — the metric names
+    are the keys of the first metrics and there are no constraints, which whoever writes
+    the rows must then check on every row (:class:`LayoutGuessWrong`)."""
     weights = stored_weights(info.config)
     m = len(weights)
     first: dict[str, Any] = {}
     param_cols: list[str] = []
-    for _g, _i, text in store.scan_evaluations(info.id, ["params"]):  # type: ignore[attr-defined]
+    scan = store.scan_evaluations  # type: ignore[attr-defined]
+    for _g, _i, text in scan(info.id, ["params"], page=64):  # (the first row, mostly)
         first = json.loads(text)
         param_cols = list(_flat_params(first))
         if param_cols:
             break
-    metric_names: list[str] = store.metric_names(info.id)  # type: ignore[attr-defined]
-    n_constraints: int = store.constraint_count(info.id)  # type: ignore[attr-defined]
+    guessed = guess and m == 1
+    if guessed:
+        sample = next(scan(info.id, ["metrics"], "metrics <> '{}'", 1), None)
+        metric_names = [] if sample is None else list(json.loads(sample[2]))
+        n_constraints = 0
+    else:
+        metric_names = store.metric_names(info.id)  # type: ignore[attr-defined]
+        n_constraints = store.constraint_count(info.id)  # type: ignore[attr-defined]
     fit_cols = ["fitness"] if m == 1 else [f"fitness.{i}" for i in range(m)] + ["pareto"]
     con_cols = [f"constraint.{i}" for i in range(n_constraints)]
     columns = (
@@ -153,7 +171,13 @@ def export_layout(store: Store, info: ExperimentInfo) -> Layout:
         metric_names=metric_names,
         n_constraints=n_constraints,
         front=_pareto_pass(store, info.id, weights) if m > 1 else {},
+        guessed=guessed,
     )
+
+
+class LayoutGuessWrong(Exception):
+    """A row that a guessed layout (``export_layout(guess=True)``) has no column for: a
+    metric the first metrics lack, or constraint values."""
 
 
 def decode_row(raw: tuple[Any, ...], lay: Layout) -> list[Any]:
@@ -223,67 +247,100 @@ def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator
 
 def export_columns(store: Store, info: ExperimentInfo) -> dict[str, list[Any]]:
     """The export as one list per column (what a DataFrame is built from): the rows of
-    :func:`export_rows`, decoded a page and a column at a time."""
-    lay = export_layout(store, info)
+    :func:`export_rows`, decoded a page and a column at a time where the page's rows have
+    the first row's shape (:func:`_page_columns`), row by row elsewhere.  The layout is
+    guessed first (no pass over the rows) and every row checked against it; if one does
+    not fit, the columns are read again with the layout of the passes."""
+    try:
+        return _columns(store, info, export_layout(store, info, guess=True))
+    except LayoutGuessWrong:
+        return _columns(store, info, export_layout(store, info))
+
+
+#: what an empty group (no fitness, a row without metrics) decodes as
+_NULLS = {"": "null"}
+
+
+#: the stored columns ``history_frame`` and the text export read (fitness, params and
+#: metrics as one text)
+FRAME_SCANNED = [
+    "status", "attempts", "started", "finished", "error", "row_text", "host", "worker", "seq",
+    "constraints",
+]
+
+
+def _columns(store: Store, info: ExperimentInfo, lay: Layout) -> dict[str, list[Any]]:
+    """:func:`export_columns` with ``lay`` (LayoutGuessWrong: a row does not fit a guess)."""
     columns: list[list[Any]] = [[] for _ in lay.columns]
-    for page in _pages(store.scan_evaluations(info.id, SCANNED)):  # type: ignore[attr-defined]
-        page_columns = _page_columns(page, lay)
-        if page_columns is None:  # not every row has the first row's shape: row by row
-            page_columns = list(zip(*decode_page(page, lay)))
+    pattern = _frame_pattern(store, info, lay)
+    names = set(lay.metric_names)
+    for page in store.scan_pages(info.id, FRAME_SCANNED):  # type: ignore[attr-defined]
+        page_columns = _page_columns(page, pattern) if pattern is not None else None
+        if page_columns is None:
+            raws = [unjoined(r) for r in page]
+            if lay.guessed:
+                for raw in raws:
+                    if raw[13] is not None or not names.issuperset(json.loads(raw[9])):
+                        raise LayoutGuessWrong
+            page_columns = list(zip(*decode_page(raws, lay)))
+        else:
+            constraints = page_columns.pop()
+            if lay.guessed and constraints.count(None) != len(page):
+                raise LayoutGuessWrong
         for column, values in zip(columns, page_columns):
             column.extend(values)
     return dict(zip(lay.columns, columns))
 
 
-def _page_columns(raws: list[tuple[Any, ...]], lay: Layout) -> list[Any] | None:
-    """The export columns of a page whose rows all have the first row's shape (one
-    objective, no constraints, the params of the first row's names and sizes); None for
-    any other page.  (The checks are on sets of types and lengths: loops in C.)"""
+def unjoined(raw: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row scanned as ``FRAME_SCANNED`` as if scanned as ``SCANNED``."""
+    fitness, rest = raw[7].split(SEP, 1)
+    return (*raw[:7], fitness or None, *rest[:-1].split(UNIT, 1), *raw[8:])
+
+
+def _frame_pattern(store: Store, info: ExperimentInfo, lay: Layout) -> re.Pattern[str] | None:
+    """The :func:`~metaloop.readers.json_shapes.row_pattern` of the first params and the
+    first metrics (JSON tokens), or None where there is none (several objectives,
+    constraints, nested values, metrics not all in the first metrics)."""
     if len(lay.weights) > 1 or lay.n_constraints or lay.plan is None:
         return None
-    g, i, status, attempts, t0, t1, error, fit, par, met, host, worker, seq, _con = zip(*raws)
-    fits = _loads_all(list(fit))
-    if not set(map(len, [f for f in fits if f is not None])) <= {1}:
+    sample = metrics_sample(store, info, lay)
+    if lay.metric_names and sample is None:
         return None
-    pars = _loads_all(list(par))
-    if set(map(len, pars)) != {len(lay.plan)}:
+    try:
+        pattern, _ = row_pattern(lay.first_params, sample, csv_out=False)
+    except ValueError:
         return None
-    params: list[Any] = []
-    for name, size in lay.plan:
-        values = [d.get(name, _MISSING) for d in pars]
-        if size is None:
-            if not _SCALARS.isdisjoint(map(type, values)):
-                return None
-            params.append(values)
-            continue
-        if set(map(type, values)) != {list} or set(map(len, values)) != {size}:
-            return None
-        items = [[v[j] for v in values] for j in range(size)]
-        if any(list in set(map(type, column)) for column in items):
-            return None
-        params += items
-    metrics: list[Any] = []
-    if lay.metric_names:
-        mets = _loads_all(list(met))
-        for name in lay.metric_names:
-            values = [d.get(name) for d in mets]
-            if not _CONTAINERS.isdisjoint(map(type, values)):
-                values = [_cell(v) for v in values]
-            metrics.append(values)
-    return [
-        g, i, status, attempts, list(map(round, map(operator.sub, t1, t0), repeat(6))), error,
-        [None if f is None else f[0] for f in fits], *params, *metrics, t0, t1, host, worker,
-        seq,
+    if pattern.groups != 1 + len(lay.param_cols) + len(lay.metric_names):
+        return None  # (flattened names that collide)
+    return pattern
+
+
+def metrics_sample(store: Store, info: ExperimentInfo, lay: Layout) -> dict[str, Any] | None:
+    """The first non-empty metrics, if they hold every metric name in order (else None)."""
+    scan = store.scan_evaluations  # type: ignore[attr-defined]
+    for _g, _i, text in scan(info.id, ["metrics"], "metrics <> '{}'", 1):
+        first = json.loads(text)
+        return first if list(first) == lay.metric_names else None
+    return None
+
+
+def _page_columns(raws: list[tuple[Any, ...]], pattern: re.Pattern[str]) -> list[Any] | None:
+    """The export columns of a page (rows scanned as ``FRAME_SCANNED``), then its
+    constraints, when ``pattern`` (:func:`_frame_pattern`) matches every row; None
+    otherwise.  One ``findall`` over the page's joined texts finds every value, and each
+    column is decoded by one ``json.loads`` of its values: the same Python values as
+    decoding each row, with no Python loop over the rows."""
+    g, i, status, attempts, t0, t1, error, texts, host, worker, seq, con = zip(*raws)
+    matches = pattern.findall("".join(texts))
+    if len(matches) != len(raws):
+        return None
+    values = [
+        json.loads("[" + ",".join(map(_NULLS.get, col, col) if "" in col else col) + "]")
+        for col in zip(*matches)
     ]
-
-
-class _Missing:
-    """A parameter a row lacks."""
-
-
-_MISSING = _Missing()
-_SCALARS = frozenset({list, _Missing})  # what a scalar parameter's column may not hold
-_CONTAINERS = frozenset({dict, list})
+    durations = list(map(round, map(operator.sub, t1, t0), repeat(6)))
+    return [g, i, status, attempts, durations, error, *values, t0, t1, host, worker, seq, con]
 
 
 def _pareto_pass(store: Store, exp_id: int, weights: list[float]) -> dict[tuple[int, int], int]:

@@ -6,9 +6,11 @@ is the shortest ``repr`` of its value, a string is escaped as ``json.dumps`` esc
 a number's text *is* its CSV cell and the value the JSON export writes, and a string's text
 is its JSON value (and, when it has no escape, comma or quote, its CSV cell).  A row whose
 params and metrics have the shape of the first row's (the same keys in the same order, the
-same kinds of values) is therefore written from the groups of one regular expression per
-column, without decoding it.  Every other row — NaN, nested values, escaped or awkward
-strings, an error text with a comma, another shape — goes through
+same kinds of values) is therefore written from the groups of one regular expression
+(:func:`~metaloop.readers.json_shapes.row_pattern`), searched once over a page's joined
+texts, without decoding it (an error, host or worker text that needs quoting in CSV is
+quoted as the ``csv`` module quotes it).  Every other row — NaN, nested values, escaped
+or awkward strings, a non-finite time in JSON, another shape — goes through
 :func:`~metaloop.readers.export.decode_row` and the ``csv``/``json`` writers, as do all the
 rows of experiments with several objectives or with constraints.  Either way the bytes are
 those of :func:`~metaloop.readers.export.export_rows` written by ``write_csv`` /
@@ -18,148 +20,104 @@ those of :func:`~metaloop.readers.export.export_rows` written by ``write_csv`` /
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
 import re
-from collections.abc import Iterator
 from json.encoder import encode_basestring_ascii as json_str  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import IO, Any
 
-from metaloop.readers.export import SCANNED, Layout, decode_row, export_layout, json_record
+from metaloop.readers.export import (
+    FRAME_SCANNED,
+    Layout,
+    LayoutGuessWrong,
+    decode_row,
+    export_layout,
+    json_record,
+    metrics_sample,
+    unjoined,
+)
+from metaloop.readers.json_shapes import row_pattern
 from metaloop.store.base import ExperimentInfo, Store
-from metaloop.store.scan import UNIT
 
-#: a number of valid JSON (the only tokens that start with a digit or "-" and a digit; NaN
-#: and the infinities do not), up to the comma, bracket or brace after it
-NUMBER = r"-?[0-9][^,\]}]*"
-#: a JSON string token without escapes, commas or quotes: its inside is its CSV cell
-CSV_STRING = r'"([^"\\,]*)"'
-#: any JSON string token (kept as it is in JSON output)
-JSON_STRING = r'("(?:[^"\\]|\\.)*")'
 #: CSV cells of the JSON literals
 LITERALS = {"true": "True", "false": "False", "null": ""}
-#: characters that make the csv module quote a field
+#: characters that make the csv module quote a field (it then doubles the quotes in it)
 UNSAFE = re.compile(r'[,"\r\n]')
-#: rows written at a time
-CHUNK = 2000
-#: ``SCANNED`` with params and metrics as one text
-FAST_SCANNED = [c for c in SCANNED if c != "metrics"]
-FAST_SCANNED[FAST_SCANNED.index("params")] = "params_metrics"
+#: the JSON of an empty group: no fitness, a metric of a row without metrics
+NULLS = {"": "null"}
 
 
-def _kind(value: Any) -> str | None:
-    """The kind of a JSON value whose text a pattern can take as it is (None: none)."""
-    if value is None or isinstance(value, bool):
-        return "literal"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return None
-
-
-def _value_pattern(kind: str, csv_out: bool) -> str:
-    if kind == "number":
-        return f"({NUMBER})"
-    if kind == "string":
-        return CSV_STRING if csv_out else JSON_STRING
-    return "(true|false|null)"
-
-
-def _object_pattern(obj: dict[str, Any], csv_out: bool) -> tuple[re.Pattern[str], list[int]]:
-    """A pattern matching the compact JSON text of objects shaped like ``obj`` (its groups
-    are the cells in order) and the groups that hold a literal (true, false, null); raises
-    ValueError for a shape no pattern can take (nested values)."""
-    parts: list[str] = []
-    literals: list[int] = []
-    n = 0
-    for key, value in obj.items():
-        values = value if isinstance(value, list) else [value]
-        pieces = []
-        for v in values:
-            kind = _kind(v)
-            if kind is None:
-                raise ValueError(f"no pattern for {key!r}")
-            if kind == "literal":
-                literals.append(n)
-            pieces.append(_value_pattern(kind, csv_out))
-            n += 1
-        body = ",".join(pieces)
-        if isinstance(value, list):
-            body = f"\\[{body}\\]"
-        parts.append(re.escape(json.dumps(key)) + ":" + body)
-    return re.compile("\\{" + ",".join(parts) + "\\}"), literals
-
-
-class _Shapes:
-    """The patterns of one export, over a row's ``params UNIT metrics`` text: params as
-    the first row has them, metrics as the first row with metrics has them or empty."""
+class _Rows:
+    """How an export's rows are written from their text: the pattern of the first params
+    and metrics (None: every row decoded), its groups that hold a literal, and the hosts
+    and workers seen to need no quoting in CSV."""
 
     def __init__(self, store: Store, info: ExperimentInfo, lay: Layout, csv_out: bool):
-        self.full: re.Pattern[str] | None = None  # params and metrics
-        self.bare: re.Pattern[str] | None = None  # params and no metrics
+        self.pattern: re.Pattern[str] | None = None
         self.literals: list[int] = []
-        self.no_metrics = ("" if csv_out else "null",) * len(lay.metric_names)
+        self.safe: set[str] = set()
+        self.names = set(lay.metric_names)
+        sample = metrics_sample(store, info, lay) if lay.metric_names else None
+        if lay.plan is None or (lay.metric_names and sample is None):
+            return
         try:
-            params, self.literals = _object_pattern(lay.first_params, csv_out)
+            pattern, literals = row_pattern(lay.first_params, sample, csv_out)
         except ValueError:
             return
-        self.bare = re.compile(params.pattern + UNIT + r"\{\}")
-        sample = _metrics_sample(store, info, lay) if lay.metric_names else None
-        if sample is not None:
-            try:
-                metrics, lits = _object_pattern(sample, csv_out)
-            except ValueError:
-                return
-            self.full = re.compile(params.pattern + UNIT + metrics.pattern)
-            self.literals += [len(lay.param_cols) + j for j in lits]
+        if pattern.groups == 1 + len(lay.param_cols) + len(lay.metric_names):
+            self.pattern = pattern  # (else flattened names collide: rows are decoded)
+            self.literals = literals if csv_out else []
 
-    def cells(self, pm: str) -> tuple[str, ...] | None:
-        """The param and metric cells of a row from its text; None: decode the row."""
-        if self.full is not None:
-            found = self.full.fullmatch(pm)
-            if found is not None:
-                return found.groups()
-        if self.bare is not None:
-            found = self.bare.fullmatch(pm)
-            if found is not None:
-                return found.groups() + self.no_metrics
-        return None
+    def matches(self, page: list[tuple[Any, ...]]) -> list[Any]:
+        """Per row of ``page`` its groups (None: decode the row): one ``findall`` over the
+        joined texts where every row matches, row by row otherwise."""
+        if self.pattern is None:
+            return [None] * len(page)
+        texts = [raw[7] for raw in page]
+        found = self.pattern.findall("".join(texts))
+        if len(found) == len(page):
+            return found
+        match = self.pattern.fullmatch
+        return [None if m is None else m.groups("") for m in map(match, texts)]
 
-
-def _metrics_sample(store: Store, info: ExperimentInfo, lay: Layout) -> dict[str, Any] | None:
-    """The first non-empty metrics, if they hold every metric name in order."""
-    scan = store.scan_evaluations  # type: ignore[attr-defined]
-    for _g, _i, text in scan(info.id, ["metrics"], "metrics <> '{}'"):
-        first = json.loads(text)
-        return first if list(first) == lay.metric_names else None
-    return None
+    def check(self, raw: tuple[Any, ...]) -> None:
+        """A decoded row fits a guessed layout: no constraints, no metric it lacks."""
+        scanned = unjoined(raw)
+        if scanned[13] is not None or not self.names.issuperset(json.loads(scanned[9])):
+            raise LayoutGuessWrong
 
 
-def write_export(store: Store, info: ExperimentInfo, fmt: str, out: IO[str]) -> int:
+def write_export(
+    store: Store, info: ExperimentInfo, fmt: str, out: IO[str], guess: bool = False
+) -> int:
     """Write the export of ``info`` as ``fmt`` (``csv`` or ``json``) to ``out``; the number
-    of rows.  Rows are read a page at a time and written a chunk at a time."""
-    lay = export_layout(store, info)
+    of rows.  Rows are read and written a page at a time.  ``guess`` (``out`` a file that
+    can be truncated): start from a guessed layout (``export_layout(guess=True)``: no pass
+    over the rows before the first is written) and, should a row not fit it, write the
+    export again from the start with the layout found by the passes."""
+    start = out.tell() if guess else 0
+    try:
+        return _write(store, info, fmt == "csv", out, guess)
+    except LayoutGuessWrong:
+        out.seek(start)
+        out.truncate()
+        return _write(store, info, fmt == "csv", out, False)
+
+
+def _write(store: Store, info: ExperimentInfo, csv_out: bool, out: IO[str], guess: bool) -> int:
+    lay = export_layout(store, info, guess)
     fast = len(lay.weights) == 1 and not lay.n_constraints
-    csv_out = fmt == "csv"
-    shapes = _Shapes(store, info, lay, csv_out) if fast else None
-    rows = store.scan_evaluations(info.id, FAST_SCANNED)  # type: ignore[attr-defined]
-    lines = _csv_lines(lay, rows, shapes) if csv_out else _json_lines(lay, rows, shapes)
+    rows = _Rows(store, info, lay, csv_out) if fast else None
+    page_text = _csv_page if csv_out else _json_page
+    out.write(_csv_line(lay.columns) if csv_out else "[")
     n = 0
-    if csv_out:
-        out.write(_csv_line(lay.columns))
-    else:
-        out.write("[")
-    chunk: list[str] = []
-    for line in lines:
-        chunk.append(line if csv_out or not n else "," + line)
-        n += 1
-        if len(chunk) == CHUNK:
-            out.write("".join(chunk))
-            chunk.clear()
-    out.write("".join(chunk))
+    for page in store.scan_pages(info.id, FRAME_SCANNED):  # type: ignore[attr-defined]
+        text = page_text(lay, page, rows)
+        out.write(text if n or csv_out else text[1:])  # (JSON: no comma before the first)
+        n += len(page)
     if not csv_out:
         out.write("\n]\n")
     return n
@@ -171,16 +129,11 @@ def export_file(store: Store, info: ExperimentInfo, fmt: str, path: str | os.Pat
     tmp = Path(f"{path}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", newline="") as out:
-            n = write_export(store, info, fmt, out)
+            n = write_export(store, info, fmt, out, guess=True)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return n
-
-
-def _plain_fitness(text: str) -> bool:
-    """One finite number (``[x]``, no NaN or infinity, whose text would not be its repr)."""
-    return "," not in text and text[-2].isdigit()
 
 
 def _csv_line(row: list[Any]) -> str:
@@ -189,56 +142,97 @@ def _csv_line(row: list[Any]) -> str:
     return buf.getvalue()
 
 
-def _decode(raw: tuple[Any, ...], lay: Layout) -> list[Any]:
-    """:func:`decode_row` of a row scanned as ``FAST_SCANNED``."""
-    par, met = raw[8].split(UNIT, 1)
-    return decode_row((*raw[:8], par, met, *raw[9:]), lay)
+def _decoded(raw: tuple[Any, ...], lay: Layout, rows: _Rows | None) -> list[Any]:
+    """:func:`decode_row` of a row scanned as ``FRAME_SCANNED`` (checked against a guessed
+    layout)."""
+    if rows is not None and lay.guessed:
+        rows.check(raw)
+    return decode_row(unjoined(raw), lay)
 
 
-def _csv_lines(
-    lay: Layout, rows: Iterator[tuple[Any, ...]], shapes: _Shapes | None
-) -> Iterator[str]:
-    literals = shapes.literals if shapes is not None else []
-    safe: set[str] = set()  # hosts and workers seen to need no quoting
+def _csv_page(lay: Layout, page: list[tuple[Any, ...]], rows: _Rows | None) -> str:
+    """The CSV lines of a page of rows."""
+    matches = rows.matches(page) if rows is not None else [None] * len(page)
+    literals = rows.literals if rows is not None else []
+    safe = rows.safe if rows is not None else set()
+    guessed = lay.guessed
     join = ",".join
-    for raw in rows:
-        g, i, status, attempts, t0, t1, error, fit, pm, host, worker, seq, _con = raw
-        cells = None
-        if shapes is not None and (error is None or not UNSAFE.search(error)):
-            if host in safe or not UNSAFE.search(host):
-                safe.add(host)
-                if worker in safe or not UNSAFE.search(worker):
-                    safe.add(worker)
-                    cells = shapes.cells(pm)
-        if cells is None or (fit is not None and not _plain_fitness(fit)):
-            yield _csv_line(_decode(raw, lay))
+    lines: list[str] = []
+    add = lines.append
+    for raw, cells in zip(page, matches):
+        g, i, status, attempts, t0, t1, error, _text, host, worker, seq, con = raw
+        if cells is None:
+            add(_csv_line(_decoded(raw, lay, rows)))
             continue
+        if error is not None and UNSAFE.search(error):
+            error = _quoted_cell(error)
+        if host not in safe:
+            host = _cell(host, safe)
+        if worker not in safe:
+            worker = _cell(worker, safe)
+        if con is not None and guessed:
+            raise LayoutGuessWrong
         if literals:  # (a metric's is "" in a row without metrics)
             cells = list(cells)
             for j in literals:
                 cells[j] = LITERALS.get(cells[j], cells[j])
-        # (floats as their repr, None as an empty cell: what the csv module writes)
-        yield (
+        # (floats as their repr, None as an empty cell: what the csv module writes; the
+        # cells: the fitness, then the params and metrics)
+        add(
             f"{g},{i},{status},{attempts},{round(t1 - t0, 6)!r},{'' if error is None else error},"
-            f"{'' if fit is None else fit[1:-1]},{join(cells)}{',' if cells else ''}"
-            f"{t0!r},{t1!r},{host},{worker},{'' if seq is None else seq}\r\n"
+            f"{join(cells)},{t0!r},{t1!r},{host},{worker},{'' if seq is None else seq}\r\n"
         )
+    return "".join(lines)
 
 
-def _json_lines(
-    lay: Layout, rows: Iterator[tuple[Any, ...]], shapes: _Shapes | None
-) -> Iterator[str]:
-    keys = [json.dumps(c).replace("%", "%%") for c in lay.columns]
-    template = "\n{" + ", ".join(f"{k}: %s" for k in keys) + "}"
-    for raw in rows:
-        g, i, status, attempts, t0, t1, error, fit, pm, host, worker, seq, _con = raw
-        cells = shapes.cells(pm) if shapes is not None else None
-        if cells is None or (fit is not None and not _plain_fitness(fit)) or (t1 - t0) * 0:
-            yield "\n" + json_record(lay.columns, _decode(raw, lay))
+def _quoted_cell(text: str) -> str:
+    """A CSV cell as the csv module quotes it (``QUOTE_MINIMAL``, ``doublequote``)."""
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _cell(text: str, safe: set[str]) -> str:
+    """``text`` as a CSV cell (remembered in ``safe`` when it needs no quoting)."""
+    if UNSAFE.search(text):
+        return _quoted_cell(text)
+    safe.add(text)
+    return text
+
+
+class _Quoted(dict):  # type: ignore[type-arg]
+    """Texts as JSON strings, each quoted once (statuses, hosts, workers: a few values)."""
+
+    def __missing__(self, text: str) -> str:
+        quoted = self[text] = json_str(text)
+        return quoted
+
+
+def _json_page(lay: Layout, page: list[tuple[Any, ...]], rows: _Rows | None) -> str:
+    """The JSON records of a page of rows, each after ``,\n``."""
+    template = _json_template(tuple(lay.columns))
+    matches = rows.matches(page) if rows is not None else [None] * len(page)
+    guessed = lay.guessed
+    quoted = _Quoted()
+    lines: list[str] = []
+    add = lines.append
+    for raw, cells in zip(page, matches):
+        g, i, status, attempts, t0, t1, error, _text, host, worker, seq, con = raw
+        if cells is None or (t1 - t0) * 0:
+            add(",\n" + json_record(lay.columns, _decoded(raw, lay, rows)))
             continue
-        yield template % (
-            g, i, json_str(status), attempts, round(t1 - t0, 6),
-            "null" if error is None else json_str(error),
-            "null" if fit is None else fit[1:-1], *cells, t0, t1, json_str(host),
-            json_str(worker), "null" if seq is None else seq,
-        )
+        if con is not None and guessed:
+            raise LayoutGuessWrong
+        if "" in cells:  # (no fitness, no metrics)
+            cells = map(NULLS.get, cells, cells)
+        add(template % (
+            g, i, quoted[status], attempts, round(t1 - t0, 6),
+            "null" if error is None else json_str(error), *cells, t0, t1, quoted[host],
+            quoted[worker], "null" if seq is None else seq,
+        ))
+    return "".join(lines)
+
+
+@functools.lru_cache(maxsize=8)
+def _json_template(columns: tuple[str, ...]) -> str:
+    """The ``%`` template of a JSON record of ``columns`` (after ``,\n``)."""
+    keys = [json.dumps(c).replace("%", "%%") for c in columns]
+    return ",\n{" + ", ".join(f"{k}: %s" for k in keys) + "}"

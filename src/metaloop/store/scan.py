@@ -22,8 +22,14 @@ SCAN_COLUMNS = frozenset(
 #: the separator of ``params_metrics`` (JSON text holds no raw control character)
 UNIT = "\x1f"
 #: expressions a scan may select besides the columns: ``params_metrics`` is the params and
-#: the metrics text in one string, separated by ``UNIT`` (one value to fetch and match)
-SCAN_EXPRESSIONS = {"params_metrics": "params || {char}(31) || metrics"}
+#: the metrics text in one string, separated by ``UNIT`` (one value to fetch and match);
+#: ``row_text`` is the fitness text (empty for none), ``\x1d``, the params, ``UNIT``, the
+#: metrics and ``\x1e`` (the rows of a page joined are one text to search)
+SCAN_EXPRESSIONS = {
+    "params_metrics": "params || {char}(31) || metrics",
+    "row_text": "coalesce(fitness, '') || {char}(29) || params || {char}(31) || metrics || "
+    "{char}(30)",
+}
 #: rows fetched per query of a scan
 PAGE = 5000
 
@@ -43,12 +49,21 @@ class ScanMixin:
     METRIC_KEYS_SQL: str | None = None
 
     def scan_evaluations(
-        self, exp_id: int, columns: Sequence[str], where: str = ""
+        self, exp_id: int, columns: Sequence[str], where: str = "", page: int = PAGE
     ) -> Iterator[tuple[Any, ...]]:
         """``(generation, idx, *columns)`` of each evaluation as stored (JSON columns as
         text; a name of ``SCAN_EXPRESSIONS`` selects that expression), in ``(generation,
-        idx)`` order, a page of ``PAGE`` rows at a time; ``where``: an extra condition on
-        fixed columns (no user text)."""
+        idx)`` order, read ``page`` rows at a time; ``where``: an extra condition on fixed
+        columns (no user text)."""
+        for rows in self.scan_pages(exp_id, columns, where, page):
+            yield from rows
+
+    def scan_pages(
+        self, exp_id: int, columns: Sequence[str], where: str = "", page: int = PAGE
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows of :meth:`scan_evaluations` a page (a list of ``page`` rows, the last
+        one shorter) at a time, for readers that turn a whole page into text or columns
+        at once."""
         unknown = set(columns) - SCAN_COLUMNS - set(SCAN_EXPRESSIONS)
         if unknown:
             raise ValueError(f"columns: unknown evaluations column {sorted(unknown)[0]!r}")
@@ -60,14 +75,15 @@ class ScanMixin:
         extra = f" AND ({where})" if where else ""
         sql = (
             f"SELECT {select} FROM evaluations WHERE exp_id=?{extra} AND "
-            f"(generation, idx) > (?, ?) ORDER BY generation, idx LIMIT {PAGE}"
+            f"(generation, idx) > (?, ?) ORDER BY generation, idx LIMIT {int(page)}"
         )  # (a row-value bound: each page starts with one probe of the primary key)
         g, i = -1, -1
         while True:
             with self._lock:
                 rows = self._execute(sql, (exp_id, g, i)).fetchall()
-            yield from rows
-            if len(rows) < PAGE:
+            if rows:
+                yield rows
+            if len(rows) < page:
                 return
             g, i = rows[-1][0], rows[-1][1]
 
@@ -99,7 +115,7 @@ class ScanMixin:
         pattern puts them); None when not so (or not known: no ``GLOB``)."""
         if not self.GLOB:
             return None
-        first = next(iter(self.scan_evaluations(exp_id, ["metrics"], "metrics <> '{}'")), None)
+        first = next(self.scan_evaluations(exp_id, ["metrics"], "metrics <> '{}'", 1), None)
         if first is None:
             return []
         keys = list(json.loads(first[2]))
