@@ -26,9 +26,9 @@ import json
 import os
 import re
 from json.encoder import encode_basestring_ascii as json_str  # type: ignore[attr-defined]
-from pathlib import Path
 from typing import IO, Any
 
+from metaloop.atomic_files import replaced
 from metaloop.readers.export import (
     FRAME_SCANNED,
     Layout,
@@ -126,13 +126,8 @@ def _write(store: Store, info: ExperimentInfo, csv_out: bool, out: IO[str], gues
 def export_file(store: Store, info: ExperimentInfo, fmt: str, path: str | os.PathLike[str]) -> int:
     """:func:`write_export` into ``path``, through a temporary file beside it renamed at the
     end (nothing half-written is left, whatever happens); the number of rows."""
-    tmp = Path(f"{path}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", newline="") as out:
-            n = write_export(store, info, fmt, out, guess=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replaced(path) as tmp, open(tmp, "w", newline="") as out:
+        n = write_export(store, info, fmt, out, guess=True)
     return n
 
 
