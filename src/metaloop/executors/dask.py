@@ -496,13 +496,7 @@ class DaskExecutor(QueuedExecutor):
             pending = self._futures.pop(f)
             f.cancel()
             victims.add(addr)
-            self._report(
-                pending.tasks,
-                Status.TIMEOUT,
-                f"timed out after {self.timeout_s:g} s (dask worker process killed)",
-                pending.since,
-                worker=self._names.get(addr, ""),
-            )
+            self._report_timeout(pending.tasks, pending.since, addr, self.timeout_s)
         if victims:
             self._kill_workers(victims)
 
@@ -516,15 +510,21 @@ class DaskExecutor(QueuedExecutor):
                 if now - call.since < timeout_s:
                     self._isolated.extendleft(reversed(call.tasks))
                     continue
-                self._report(
-                    call.tasks,
-                    Status.TIMEOUT,
-                    f"timed out after {timeout_s:g} s (dask worker process killed)",
-                    call.since,
-                    worker=self._names.get(address, ""),
-                )
+                self._report_timeout(call.tasks, call.since, address, timeout_s)
         if victims:
             self._kill_workers(victims)
+
+    def _report_timeout(
+        self, tasks: list[Task], since: float, address: str, timeout_s: float
+    ) -> None:
+        """``tasks`` timed out on the worker at ``address`` (which is being killed)."""
+        self._report(
+            tasks,
+            Status.TIMEOUT,
+            f"timed out after {timeout_s:g} s (dask worker process killed)",
+            since,
+            worker=self._names.get(address, ""),
+        )
 
     def _kill_workers(self, addresses: set[str]) -> None:
         """Kill worker processes (their nannies start fresh ones)."""
