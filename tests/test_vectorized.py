@@ -18,7 +18,7 @@ from metaloop.config import ConfigError, load_config
 from metaloop.drivers.loop import RunObserver
 from metaloop.jsonable import plain_json
 from metaloop.records import Status
-from metaloop.space import Space
+from metaloop.space import Space, candidates_of
 from metaloop.store import open_store
 from metaloop.store.base import Store
 from metaloop.store.columns import json_objects, json_rows
@@ -197,6 +197,16 @@ def test_decode_columns_equals_decode_many(space: Space, n: int, seed: int) -> N
                 assert math.copysign(1, got_plain) == math.copysign(1, want)
         # the stored JSON text is identical too
         assert json_objects({k: v[i : i + 1] for k, v in cols.items()})[0] == plain_json(row)
+    # the loop's candidates come from the columns: the same dicts, values and types
+    for got_row, want_row in zip(candidates_of(cols), space.decode_many(U), strict=True):
+        assert list(got_row) == list(want_row)
+        for name, want in want_row.items():
+            got = got_row[name]
+            assert type(got) is type(want), (name, got, want)
+            if isinstance(want, np.ndarray):
+                assert got.shape == want.shape and got.tolist() == want.tolist()
+            else:
+                assert got == want
 
 
 @settings(max_examples=100, deadline=None)

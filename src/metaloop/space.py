@@ -363,6 +363,15 @@ def params_from_json(space: Space | None, raw: Mapping[str, Any]) -> dict[str, A
     return out
 
 
+def candidates_of(columns: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    """The candidates :meth:`Space.decode_many` gives, from the columns
+    :meth:`Space.decode_columns` gives (Python scalars; a vector parameter's rows as arrays):
+    a population decoded once serves both the tasks and the stored texts."""
+    names = list(columns)
+    values = [c.tolist() if c.ndim == 1 else list(c) for c in columns.values()]
+    return [dict(zip(names, row)) for row in zip(*values)]
+
+
 def choice_array(values: list[Any]) -> np.ndarray:
     """The values of a choice parameter as an array indexable by bin: typed (str, int64,
     float64, bool) when every value has that exact type, else ``object`` (mixed values keep

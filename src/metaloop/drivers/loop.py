@@ -40,6 +40,7 @@ from metaloop.optimizers.base import Optimizer
 from metaloop.optimizers.registry import get_optimizer_class
 from metaloop.records import Evaluation, ExperimentStatus, Outcome, RunStatus, Status, Task
 from metaloop.scoring import weighted_fitness, weighted_score
+from metaloop.space import candidates_of
 from metaloop.store.base import ClaimLost, ExperimentInfo, Store, StoreFault
 from metaloop.store.columns import float_objects, json_objects
 
@@ -380,11 +381,17 @@ class Loop:
         self.observer.generation_started(gen, limit, self)
         space = self.config.space
         reals = space.decode_reals(X[:limit])  # (an all-real space: one pass, rows as lists)
-        rows = None if reals is None or not np.isfinite(reals).all() else reals.tolist()
-        names = list(space.params)  # (below: the rows as dicts, else decoded one by one)
-        candidates = [dict(zip(names, r)) for r in rows] if rows else space.decode_many(X[:limit])
+        if reals is not None and np.isfinite(reals).all():
+            rows, names = reals.tolist(), list(space.params)
+            candidates = [dict(zip(names, r)) for r in rows]
+            texts = float_objects(names, rows)  # (each exactly plain_json of its candidate)
+        else:  # decoded once, column-wise: the tasks' dicts and the stored texts
+            columns = space.decode_columns(X[:limit])
+            candidates, texts = candidates_of(columns), json_objects(columns)
         injected = self.steering.inject(X, candidates, limit, gen)
-        self._params_json = self._encode_params(X[:limit], candidates, injected, rows)
+        for i in range(limit - injected, limit):  # (given as params: their own texts)
+            texts[i] = plain_json(candidates[i])
+        self._params_json = texts
         self._params_gen = gen
         if check_stored:
             self.reports.begin(
@@ -433,20 +440,6 @@ class Loop:
         )
         self.observer.generation_finished(gen, self)
         return None
-
-    def _encode_params(
-        self, X: np.ndarray, candidates: list[dict[str, Any]], injected: int,
-        rows: list[list[float]] | None = None,
-    ) -> list[str]:  # fmt: skip
-        """Each candidate's stored params text, exactly ``plain_json(params)``, for the whole
-        generation at once (from ``rows``, an all-real space's values, or column by column);
-        the ``injected`` last ones (given as params) one by one."""
-        space = self.config.space
-        texts = float_objects(list(space.params), rows) if rows is not None else json_objects(
-            space.decode_columns(X))  # fmt: skip
-        for i in range(len(candidates) - injected, len(candidates)):
-            texts[i] = plain_json(candidates[i])
-        return texts
 
     def _log_diagnostics(self, label: str, diagnostics: Callable[[], dict[str, Any]]) -> None:
         """Log ``diagnostics()`` as an "optimizer" event now, or keep it pending if the last
