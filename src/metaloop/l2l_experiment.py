@@ -39,6 +39,7 @@ from metaloop.compat.trajectory import Trajectory
 from metaloop.errors import UserError
 from metaloop.records import ExperimentStatus, RunStatus
 from metaloop.store.base import StoreError
+from metaloop.store.urls import sqlite_file
 
 ENV_MAX_GENERATIONS = "METALOOP_L2L_MAX_GENERATIONS"
 ENV_WORKERS = "METALOOP_L2L_WORKERS"
@@ -347,7 +348,8 @@ class Experiment:
 
 
 def _experiments(storage: str) -> list[Any]:
-    if not Path(storage.removeprefix("sqlite:///")).exists():
+    file = sqlite_file(storage)  # (always one: <root_dir_path>/metaloop.db)
+    if file is None or not file.exists():
         return []
     return experiments(storage)
 

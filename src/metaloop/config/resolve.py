@@ -29,6 +29,7 @@ from metaloop.config.schema import (
 from metaloop.errors import ConfigError
 from metaloop.executors.walltime import walltime_seconds
 from metaloop.space import Space
+from metaloop.store.urls import sqlite_file
 
 
 class Config:
@@ -246,8 +247,8 @@ def _optimizer_line(message: str, fields: Mapping[str, Any]) -> str:
 
 def default_workdir(storage: str, name: str) -> Path:
     """Per-experiment working directory: beside the SQLite file, or under the current dir."""
-    if storage.startswith("sqlite:///") and not storage.endswith(":memory:"):
-        db = Path(storage[len("sqlite:///") :])
+    db = sqlite_file(storage)
+    if db is not None:
         return (db.parent / f"{db.stem}-work" / name).resolve()
     return (Path("metaloop-work") / name).resolve()
 

@@ -24,6 +24,7 @@ import yaml
 from metaloop.atomic_files import write_bytes
 from metaloop.config.reading import mapping_from_yaml
 from metaloop.errors import ConfigError
+from metaloop.store.urls import sqlite_file
 
 #: seconds the validating process may take (it imports the optimizee)
 CHECK_TIMEOUT_S = 120.0
@@ -218,8 +219,8 @@ class Launcher:
 
 def default_launch_dir(storage: str) -> Path:
     """Beside the SQLite file (``<stem>-launch``), else ``./metaloop-launch``."""
-    if storage.startswith("sqlite:///") and not storage.endswith(":memory:"):
-        db = Path(storage[len("sqlite:///") :])
+    db = sqlite_file(storage)
+    if db is not None:
         return (db.parent / f"{db.stem}-launch").resolve()
     return Path("metaloop-launch").resolve()
 

@@ -25,6 +25,7 @@ from metaloop.drivers.source_state import source_state
 from metaloop.executors import Executor
 from metaloop.records import PROVENANCE_EVENT
 from metaloop.store.base import Store
+from metaloop.store.urls import sqlite_file
 
 #: SLURM variables kept beside ``slurm_job_id`` when set
 SLURM_VARS = (
@@ -69,8 +70,9 @@ def _own_files(storage: str, workdir: Path) -> tuple[Path, ...]:
     """What the run itself writes: its workdir, and an SQLite store with its side files and
     default work folder (they do not make the optimizee's work tree dirty)."""
     out = [workdir]
-    if storage.startswith("sqlite:///") and not storage.endswith(":memory:"):
-        db = Path(storage[len("sqlite:///") :]).resolve()
+    file = sqlite_file(storage)
+    if file is not None:
+        db = file.resolve()
         out += [db.with_name(db.name + s) for s in ("", "-wal", "-shm", "-journal")]
         out.append(db.parent / f"{db.stem}-work")
     return tuple(out)

@@ -8,6 +8,7 @@ does) imports neither the PostgreSQL store nor its driver.
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -27,6 +28,14 @@ def sqlite_path(url: str) -> str:
             f"got {url!r}"
         )
     return url[len(prefix) :]
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of an on-disk SQLite store URL; None for ``sqlite:///:memory:`` and for any
+    other scheme (what the default work and launch folders sit beside)."""
+    if url.startswith("sqlite:///") and not url.endswith(":memory:"):
+        return Path(url[len("sqlite:///") :])
+    return None
 
 
 def is_postgres_url(url: str) -> bool:
