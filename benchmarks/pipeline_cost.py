@@ -19,6 +19,7 @@ the store's writer included), which waits for a CPU on a shared machine do not i
     python benchmarks/pipeline_cost.py                 # pop 10, 100, 1000, 10000; 5 repeats
     python benchmarks/pipeline_cost.py --quick         # fewer evaluations, 3 repeats
     python benchmarks/pipeline_cost.py --profile 1000  # cProfile of one run of ours
+    python benchmarks/pipeline_cost.py --parts         # what one evaluation's pieces cost
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import math
 import pstats
 import sqlite3
 import statistics
@@ -127,17 +129,130 @@ def profile(pop: int, evals: int, tmp: Path) -> None:
     pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
 
+def per_call_us(fn: Callable[[], object], n: int) -> float:
+    """Microseconds per call of ``fn`` (the best of three batches of ``n``)."""
+    best = math.inf
+    for _ in range(3):
+        t0 = time.process_time()
+        for _ in range(n):
+            fn()
+        best = min(best, time.process_time() - t0)
+    return 1e6 * best / n
+
+
+def insert_us(tmp: Path, label: str, drop_score_index: bool = False, naive: bool = False) -> float:
+    """CPU microseconds per evaluation row inserted with ``executemany``, 1,000 rows per
+    transaction, 100,000 rows: into a store made by ``open_store`` (its own schema, indexes
+    and page size; optionally without its score index), or into the naive two-column
+    table."""
+    from metaloop.store import open_store
+    from metaloop.store.sql import EVAL_COLUMNS
+
+    path = tmp / f"rows-{label}.db"
+    with open_store(f"sqlite:///{path}") as store:
+        exp = store.create_experiment("e", {}, 1).id
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    params = json.dumps({n: 0.5 for n in NAMES})
+    rng = np.random.default_rng(0)
+    if naive:
+        conn.execute("CREATE TABLE evals (params TEXT, fitness REAL)")
+        sql, make = "INSERT INTO evals VALUES (?, ?)", lambda g, i, s: (params, s)
+    else:
+        if drop_score_index:
+            conn.execute("DROP INDEX evaluations_score")
+        marks = ",".join("?" * 18)
+        sql = f"INSERT INTO evaluations (exp_id, score, {EVAL_COLUMNS}) VALUES ({marks})"
+
+        def make(g: int, i: int, s: float) -> tuple:
+            return (exp, s, g, i, "ok", 1, f"[{-s!r}]", params, "{}", None, 1.0, 2.0, "host",
+                    "main", None, 1000 * g + i, None, None)  # fmt: skip
+
+    blocks = [[make(g, i, s) for i, s in enumerate(rng.random(1000).tolist())] for g in range(100)]
+    t0 = time.process_time()
+    for rows in blocks:
+        conn.execute("BEGIN")
+        conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+    took = time.process_time() - t0
+    conn.close()
+    return 1e6 * took / 100_000
+
+
+def parts(tmp: Path) -> None:
+    """What the pieces of one evaluation cost, each measured alone (CPU time)."""
+    from dataclasses import dataclass
+
+    from metaloop.optimizees.reaping import evaluation_processes
+    from metaloop.records import Evaluation, Outcome, Status, Task
+    from metaloop.store import open_store
+    from metaloop.store.columns import float_objects
+
+    @dataclass(frozen=True, slots=True)
+    class FrozenOutcome:  # Outcome's fields, frozen as the records were before
+        task: Task
+        status: Status
+        fitness: tuple | None
+        metrics: dict
+        error: str | None
+        started: float
+        finished: float
+        host: str
+        worker: str
+        outputs: object
+        constraints: tuple | None
+
+    task = Task(0, 1, {"x0": 0.5})
+    outcome = Outcome(task, Status.OK, (1.0,), {}, None, 0.0, 1.0, "h", "main", None, None)
+    rows = np.random.default_rng(1).random((1000, DIM)).tolist()
+
+    def guard() -> None:
+        with evaluation_processes():
+            pass
+
+    def record() -> object:
+        made = Outcome(Task(0, 1, task.params), Status.OK, (1.0,), {}, None, 0.0, 1.0, "h",
+                       "main", None, None)  # fmt: skip
+        return Evaluation.from_outcome(made, 3)
+
+    fields = [getattr(outcome, f) for f in Outcome.__slots__]
+    figures = [
+        ("store row, the store's schema and indexes", insert_us(tmp, "store")),
+        ("store row, without its score index", insert_us(tmp, "noscore", True)),
+        ("naive row (params, fitness)", insert_us(tmp, "naive", naive=True)),
+        ("params text of 10 floats (float_objects)",
+         per_call_us(lambda: float_objects(NAMES, rows), 20) / 1000),
+        ("json.dumps of the params dict (naive)",
+         per_call_us(lambda: json.dumps(dict(zip(NAMES, rows[0]))), 20_000)),
+        ("the process guard around a call", per_call_us(guard, 100_000)),
+        ("Task + Outcome + Evaluation", per_call_us(record, 100_000)),
+        ("an Outcome, plain dataclass", per_call_us(lambda: Outcome(*fields), 100_000)),
+        ("an Outcome, frozen dataclass", per_call_us(lambda: FrozenOutcome(*fields), 100_000)),
+    ]  # fmt: skip
+    print("what one evaluation's pieces cost, each alone (CPU us; best of 3)")
+    for label, us in figures:
+        print(f"  {label:<44}{us:6.2f}")
+    path = tmp / "empty.db"
+    with open_store(f"sqlite:///{path}"):
+        pass
+    print(f"a new, empty store: {path.stat().st_size / 1024:.0f} KiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5,000 evaluations, 3 repeats")
     parser.add_argument("--repeats", type=int, help="runs of each side per population (5)")
     parser.add_argument("--pops", default="10,100,1000,10000", help="comma-separated")
     parser.add_argument("--profile", type=int, metavar="POP", help="profile one run of ours")
+    parser.add_argument("--parts", action="store_true", help="cost of an evaluation's pieces")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     tmp = Path(tempfile.mkdtemp(prefix="metaloop-pipeline-"))
     if args.profile:
         profile(args.profile, budget(args.profile, args.quick), tmp)
+        return
+    if args.parts:
+        parts(tmp)
         return
     repeats = args.repeats or (3 if args.quick else 5)
     print(f"10-D sphere, serial, SQLite; medians of {repeats} interleaved runs; us per evaluation")

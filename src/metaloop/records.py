@@ -1,8 +1,8 @@
 """Records that flow through the loop: tasks sent to executors, evaluations stored.
 
 ``Task``, ``Outcome`` and ``Evaluation`` are never changed once made, but are not ``frozen``
-dataclasses: three are made per evaluation, and a frozen one's constructor costs four times
-as much (issue 17's per-evaluation budget)."""
+dataclasses: three are made per evaluation, and a frozen one's constructor costs several
+times as much (``python benchmarks/pipeline_cost.py --parts``: 0.84 against 0.15 µs)."""
 
 from __future__ import annotations
 
