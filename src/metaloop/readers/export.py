@@ -62,11 +62,6 @@ SCANNED = [
 ]
 
 
-#: ``SCANNED`` with params and metrics as one text (``UNIT`` between them)
-FAST_SCANNED = [c for c in SCANNED if c != "metrics"]
-FAST_SCANNED[FAST_SCANNED.index("params")] = "params_metrics"
-
-
 class _Irregular(Exception):
     """A row whose params do not have the first row's shape: flattened the general way."""
 
@@ -226,23 +221,12 @@ def _loads_all(texts: list[str | None]) -> list[Any]:
     return json.loads("[" + ",".join(["null" if t is None else t for t in texts]) + "]")
 
 
-def _pages(rows: Iterator[tuple[Any, ...]], size: int = 5000) -> Iterator[list[tuple[Any, ...]]]:
-    page: list[tuple[Any, ...]] = []
-    for row in rows:
-        page.append(row)
-        if len(page) == size:
-            yield page
-            page = []
-    if page:
-        yield page
-
-
 def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator[list[Any]]]:
     """The column names and an iterator of rows, streamed from the store a page at a time
     (memory constant in the number of evaluations)."""
     lay = export_layout(store, info)
-    scan = store.scan_evaluations(info.id, SCANNED)  # type: ignore[attr-defined]
-    return lay.columns, (row for page in _pages(scan) for row in decode_page(page, lay))
+    pages = store.scan_pages(info.id, SCANNED)  # type: ignore[attr-defined]
+    return lay.columns, (row for page in pages for row in decode_page(page, lay))
 
 
 def export_columns(store: Store, info: ExperimentInfo) -> dict[str, list[Any]]:

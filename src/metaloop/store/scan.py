@@ -19,14 +19,13 @@ SCAN_COLUMNS = frozenset(
     "generation idx status attempts fitness score params metrics error started finished "
     "host worker outputs seq constraints violation".split()
 )
-#: the separator of ``params_metrics`` (JSON text holds no raw control character)
+#: the separator of params and metrics in ``row_text`` (JSON text holds no raw control
+#: character)
 UNIT = "\x1f"
-#: expressions a scan may select besides the columns: ``params_metrics`` is the params and
-#: the metrics text in one string, separated by ``UNIT`` (one value to fetch and match);
-#: ``row_text`` is the fitness text (empty for none), ``\x1d``, the params, ``UNIT``, the
-#: metrics and ``\x1e`` (the rows of a page joined are one text to search)
+#: expressions a scan may select besides the columns: ``row_text`` is the fitness text
+#: (empty for none), ``\x1d``, the params, ``UNIT``, the metrics and ``\x1e`` (one value to
+#: fetch; the rows of a page joined are one text to search)
 SCAN_EXPRESSIONS = {
-    "params_metrics": "params || {char}(31) || metrics",
     "row_text": "coalesce(fitness, '') || {char}(29) || params || {char}(31) || metrics || "
     "{char}(30)",
 }
