@@ -216,6 +216,32 @@ def test_checkpoints_round_trip_through_the_store(store: SQLiteStore) -> None:
     assert_exact({"replaced": np.ones(1, dtype=np.int32)}, store.last_checkpoint(info.id)[1])
 
 
+@settings(max_examples=20, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 1), st.integers(0, 6)), max_size=4),
+    st.lists(st.tuples(st.integers(0, 1), st.integers(0, 6)), min_size=1, max_size=8),
+)
+def test_checkpoints_of_one_commit_leave_what_writing_them_one_by_one_would(
+    tmp_path_factory: pytest.TempPathFactory, before: list, group: list
+) -> None:
+    """Checkpoints queued within one group commit (cheap generations) are coalesced by the
+    writer; the table must hold exactly what upserting each and deleting those older than
+    the one before it, one by one, leaves (out-of-order generations included)."""
+    path = tmp_path_factory.mktemp("ck") / "s.db"
+    model: dict[tuple[int, int], int] = {}
+    with SQLiteStore(url_of(path), commit_interval=0.1) as s:
+        ids = [s.create_experiment(f"e{k}", {}, seed=0).id for k in range(2)]
+        for n, ops in enumerate((before, group)):
+            for j, (k, gen) in enumerate(ops):  # (queued in microseconds: one group)
+                s.checkpoint(ids[k], gen, {"n": n, "j": j})
+                model[k, gen] = 100 * n + j
+                model = {key: v for key, v in model.items() if key[0] != k or key[1] >= gen - 1}
+            s.flush()
+        rows = sqlite3.connect(path).execute("SELECT exp_id, generation, state FROM checkpoints")
+        got = {(ids.index(e), g): codec.loads(t) for e, g, t in rows}
+    assert {k: 100 * v["n"] + v["j"] for k, v in got.items()} == model
+
+
 DTYPES = st.sampled_from([np.float64, np.float32, np.float16, np.int64, np.int32, np.uint8,
                           np.uint64, np.bool_])
 

@@ -230,6 +230,7 @@ class AsyncLoop(Loop):
 
     def _record_and_tell(self, evaluation: Evaluation) -> None:
         self._store_and_count(evaluation)
+        self._store_pending()  # (queued before the tell: a checkpoint may follow it)
         before = self.generation
         self._tell(evaluation)
         self.observer.evaluated(evaluation, self)

@@ -154,6 +154,8 @@ class Loop:
         self._workers = 1
         self._params_json: list[str] = []  # this generation's params as stored JSON text
         self._params_gen = -1  # ... and its generation
+        #: (evaluation, score, params text) recorded and not yet handed to the store
+        self._unstored: list[tuple[Evaluation, float | None, str | None]] = []
         self._next_diagnostics = 0.0  # (monotonic) when diagnostics are logged again
         self._pending_diagnostics: tuple[str, Callable[[], dict[str, Any]]] | None = None
 
@@ -503,16 +505,20 @@ class Loop:
             if not outcomes and max_time is not None and self.elapsed >= max_time:
                 ex.cancel_all()
                 return "max_time"
-            for outcome in outcomes:
-                if pending:  # the mean duration sizes the queue ahead (see _window)
-                    took = outcome.finished - outcome.started
-                    self._mean_eval = moving_mean(self._mean_eval, took)
-                files = self._route(outcome, pending.appendleft)
-                if files is None:
-                    continue
-                self._record(Evaluation.from_outcome(outcome, self.n_evaluations), results)
-                if files:
-                    self.reports.completed(outcome.task.index)
+            try:
+                for outcome in outcomes:
+                    if pending:  # the mean duration sizes the queue ahead (see _window)
+                        took = outcome.finished - outcome.started
+                        self._mean_eval = moving_mean(self._mean_eval, took)
+                    files = self._route(outcome, pending.appendleft)
+                    if files is None:
+                        continue
+                    self._record(Evaluation.from_outcome(outcome, self.n_evaluations), results)
+                    if files:  # (its row queued first: reports follow their evaluation)
+                        self._store_pending()
+                        self.reports.completed(outcome.task.index)
+            finally:
+                self._store_pending()
             if clock() >= next_poll:
                 self._poll()
                 next_poll = steering.next_poll
@@ -542,13 +548,19 @@ class Loop:
         results[evaluation.index] = evaluation
         self.observer.evaluated(evaluation, self)
 
+    def _store_pending(self) -> None:
+        """Queue the evaluations recorded since the last call in the store, at once."""
+        if self._unstored:
+            self.store.append_batch(self.info.id, self._unstored)
+            self._unstored = []
+
     def _store_and_count(self, evaluation: Evaluation) -> None:
-        """Queue ``evaluation`` in the store; update the counts and the best so far."""
+        """Keep ``evaluation`` for the store (:meth:`_store_pending`); count it; the best."""
         score = self.score(evaluation)
         text = None
         if evaluation.generation == self._params_gen:  # (the async loop mixes generations)
             text = self._params_json[evaluation.index]
-        self.store.append(self.info.id, evaluation, score, text)
+        self._unstored.append((evaluation, score, text))
         self.n_evaluations += 1
         self.generation_done += 1
         if evaluation.status is Status.OK:

@@ -250,6 +250,14 @@ class Store(ABC):
             StoreError: an earlier queued write failed.
         """
 
+    def append_batch(
+        self, exp_id: int, items: Sequence[tuple[Evaluation, float | None, str | None]]
+    ) -> None:
+        """:meth:`append` of each ``(evaluation, score, params_json)`` in order; a store may
+        queue them at once (the driver hands over what one wait for the executor gave)."""
+        for evaluation, score, params_json in items:
+            self.append(exp_id, evaluation, score, params_json)
+
     @abstractmethod
     def evaluations(self, exp_id: int, generation: int | None = None) -> list[Evaluation]:
         """The committed evaluations of an experiment (or of one generation).

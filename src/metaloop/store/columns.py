@@ -6,6 +6,7 @@ block and the text split per row, exactly as encoding each row alone would give.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -67,8 +68,15 @@ def json_objects(columns: Mapping[str, Any]) -> list[str]:
 def float_objects(names: Sequence[str], rows: Sequence[Sequence[float]]) -> list[str]:
     """``plain_json(dict(zip(names, row)))`` of each row of finite Python floats, by one
     ``%`` format per row (JSON writes a finite float as its ``repr``, and so does ``%r``)."""
-    fmt = "{" + ",".join(_ENCODE(k).replace("%", "%%") + ":%r" for k in names) + "}"
+    fmt = _float_object_format(tuple(names))
     return [fmt % tuple(row) for row in rows]
+
+
+@functools.lru_cache(maxsize=64)
+def _float_object_format(names: tuple[str, ...]) -> str:
+    """The ``%`` format of :func:`float_objects` (made once per space: small populations
+    would pay for it at every generation)."""
+    return "{" + ",".join(_ENCODE(k).replace("%", "%%") + ":%r" for k in names) + "}"
 
 
 def _same_scalars(column: Any, first: Any) -> bool:

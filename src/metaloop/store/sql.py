@@ -194,31 +194,41 @@ class SQLStore(ClaimMixin, ScanMixin, GroupCommitWriter, Store):
         score: float | None,
         params_json: str | None = None,
     ) -> None:
-        e = evaluation
+        self._enqueue("eval", self._eval_row(exp_id, evaluation, score, params_json))
+
+    def append_batch(
+        self, exp_id: int, items: Sequence[tuple[Evaluation, float | None, str | None]]
+    ) -> None:
+        """:meth:`append` of each ``(evaluation, score, params_json)``, queued at once (one
+        lock and wake-up of the writer for the lot)."""
+        row = self._eval_row
+        self._enqueue_rows("eval", [row(exp_id, e, s, t) for e, s, t in items])
+
+    def _eval_row(
+        self, exp_id: int, e: Evaluation, score: float | None, params_json: str | None
+    ) -> tuple[Any, ...]:
+        """The stored row of one evaluation (the order of the writer's INSERT)."""
         if score is not None and math.isnan(score):
             score = None  # no best; SQLite stores NaN as NULL anyway
-        self._enqueue(
-            "eval",
-            (
-                exp_id,
-                score,
-                e.generation,
-                e.index,
-                e.status.value,
-                e.attempts,
-                None if e.fitness is None else fitness_json(e.fitness),
-                plain_json(e.params) if params_json is None else params_json,
-                plain_json(e.metrics),
-                self._text(e.error),
-                e.started,
-                e.finished,
-                self._text(e.host),
-                self._text(e.worker),
-                None if e.outputs is None else codec.dumps(e.outputs),
-                e.seq,
-                None if e.constraints is None else fitness_json(e.constraints),
-                e.violation,
-            ),
+        return (
+            exp_id,
+            score,
+            e.generation,
+            e.index,
+            e.status.value,
+            e.attempts,
+            None if e.fitness is None else fitness_json(e.fitness),
+            plain_json(e.params) if params_json is None else params_json,
+            plain_json(e.metrics),
+            self._text(e.error),
+            e.started,
+            e.finished,
+            self._text(e.host),
+            self._text(e.worker),
+            None if e.outputs is None else codec.dumps(e.outputs),
+            e.seq,
+            None if e.constraints is None else fitness_json(e.constraints),
+            e.violation,
         )
 
     @staticmethod

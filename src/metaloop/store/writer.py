@@ -225,27 +225,42 @@ class GroupCommitWriter:
                     self._heartbeat(cur, self._heartbeat_exp)
                 run: list[tuple[Any, ...]] = []  # consecutive rows of one op: one executemany
                 run_op = ""
+                checkpoints = []
                 for op, row in batch:
+                    if op == "checkpoint":
+                        checkpoints.append(row)
+                        continue
                     if op != run_op and run:
                         self._insert_run(cur, run_op, run)
                         run = []
                     run_op = op
-                    if op == "checkpoint":
-                        cur.execute(self._sql(self.UPSERT_CHECKPOINT), row)
-                        # resume needs only the newest; keep one more as a spare
-                        cur.execute(
-                            self._sql("DELETE FROM checkpoints WHERE exp_id=? AND generation < ?"),
-                            (row[0], row[1] - 1),
-                        )
-                        run_op = ""
-                    else:
-                        run.append(row)
+                    run.append(row)
                 if run:
                     self._insert_run(cur, run_op, run)
+                if checkpoints:
+                    self._write_checkpoints(cur, checkpoints)
                 cur.execute("COMMIT")
             except BaseException:
                 self._rollback(cur)
                 raise
+
+    def _write_checkpoints(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
+        """The checkpoints of one transaction: each upserted, then those older than the one
+        before it deleted (resume needs the newest; one more is kept as a spare).  Written
+        as that sequence would leave them, with one DELETE per experiment and no row that a
+        later one of the group deletes or replaces (a run of cheap generations queues many
+        per commit)."""
+        kept: dict[tuple[Any, Any], tuple[Any, ...]] = {}
+        below: dict[Any, Any] = {}  # exp_id -> delete generations below this
+        for row in rows:
+            exp_id, generation = row[0], row[1]
+            kept[exp_id, generation] = row
+            limit = generation - 1
+            kept = {k: r for k, r in kept.items() if k[0] != exp_id or k[1] >= limit}
+            below[exp_id] = max(below.get(exp_id, limit), limit)
+        delete = self._sql("DELETE FROM checkpoints WHERE exp_id=? AND generation < ?")
+        cur.executemany(delete, list(below.items()))
+        cur.executemany(self._sql(self.UPSERT_CHECKPOINT), list(kept.values()))
 
     def _insert_run(self, cur: Any, op: str, rows: list[tuple[Any, ...]]) -> None:
         if op == "eval":
