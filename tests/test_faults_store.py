@@ -61,11 +61,12 @@ def healthy(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 
 def _pages_garbled(data: bytes, first: int, seed: int = 0) -> bytes:
-    """``data`` with every 4096-byte page from ``first`` on replaced by random bytes."""
+    """``data`` with every database page from ``first`` on replaced by random bytes (the
+    page size is the header's: bytes 16-17)."""
+    size = int.from_bytes(data[16:18], "big")
     rnd = random.Random(seed)
-    out = bytearray(data[: first * 4096])
-    for _ in range(first, len(data) // 4096):
-        out += bytes(rnd.getrandbits(8) for _ in range(4096))
+    out = bytearray(data[: first * size])
+    out += rnd.randbytes(len(data) - len(out))
     return bytes(out)
 
 
@@ -201,7 +202,8 @@ def test_damage_the_reads_do_not_meet_still_stops_a_driver_before_it_writes(
     so the experiment is not marked failed or running (and no script is written)."""
     store_dir, out, cfg = place
     path = store_dir / f"{NAME}.db"
-    path.write_bytes(_pages_garbled(healthy, len(healthy) // 4096 - 2))
+    pages = len(healthy) // int.from_bytes(healthy[16:18], "big")
+    path.write_bytes(_pages_garbled(healthy, pages - 2))
     before = snapshot(store_dir)
     probe = cli("status", "--storage", f"sqlite:///{path}", "--json")
     res = cli(*_commands(f"sqlite:///{path}", out, cfg)[command])

@@ -67,7 +67,7 @@ def test_decode_reals_gives_decode_many_values_in_one_matrix() -> None:
     assert M is not None
     names = list(reals)
     assert [dict(zip(names, r)) for r in M.tolist()] == space.decode_many(U)
-    assert float_objects(names, M.tolist()) == [plain_json(p) for p in space.decode_many(U)]
+    assert float_objects(names, M) == [plain_json(p) for p in space.decode_many(U)]
     for other in ({"n": {"type": "int", "low": 0, "high": 3}},
                   {"l": {"type": "real", "low": 1.0, "high": 9.0, "log": True}},
                   {"v": {"type": "real", "low": 0.0, "high": 1.0, "shape": [2]}}):  # fmt: skip

@@ -386,7 +386,7 @@ class Loop:
         if reals is not None and np.isfinite(reals).all():
             rows, names = reals.tolist(), list(space.params)
             candidates = [dict(zip(names, r)) for r in rows]
-            texts = float_objects(names, rows)  # (each exactly plain_json of its candidate)
+            texts = float_objects(names, reals, candidates)  # (each = plain_json of it)
         else:  # decoded once, column-wise: the tasks' dicts and the stored texts
             columns = space.decode_columns(X[:limit])
             candidates, texts = candidates_of(columns), json_objects(columns)

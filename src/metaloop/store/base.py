@@ -5,7 +5,7 @@ steering commands (with their audit trail), intermediate values reported by runn
 evaluations and the artifacts they kept.  The running loop writes; status, export, plot and
 the dashboard read, from any process; ``metaloop control`` and the dashboard add commands.
 
-Rows go in and come out as the same typed, frozen records (:mod:`metaloop.records`):
+Rows go in and come out as the same typed records (:mod:`metaloop.records`):
 :class:`~metaloop.records.Evaluation`, :class:`~metaloop.records.ReportRow`,
 :class:`~metaloop.records.ArtifactRow`, :class:`~metaloop.records.ControlRow` and
 :class:`~metaloop.records.EventRow`; statuses are ``str`` enums
@@ -36,16 +36,8 @@ from metaloop.store.info import ExperimentInfo, async_group_size
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = [
-    "ExperimentInfo",
-    "Store",
-    "ClaimLost",
-    "ClaimRefused",
-    "StoreError",
-    "StoreFault",
-    "StoreMissing",
-    "async_group_size",
-]
+__all__ = ["ExperimentInfo", "Store", "ClaimLost", "ClaimRefused", "StoreError", "StoreFault",
+           "StoreMissing", "async_group_size"]  # fmt: skip
 
 
 class Store(ABC):

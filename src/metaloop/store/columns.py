@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from metaloop.float_text import object_texts, orjson_text, plain_keys, reprs_match, rows_match
 from metaloop.jsonable import plain_json
 from metaloop.records import Evaluation, Status
 
@@ -32,7 +33,9 @@ def json_rows(column: Any) -> list[str]:
         return []
     if arr.dtype.kind in "biuf":
         k = arr.ndim - 1
-        text = _ENCODE(arr.tolist())
+        values = arr.tolist()
+        fast = arr.dtype.kind == "f" and reprs_match(arr)  # (see metaloop.float_text)
+        text = orjson_text(values) if fast else _ENCODE(values)
         if k == 0:
             return text[1:-1].split(",")
         opening, closing = "[" * k, "]" * k
@@ -56,7 +59,7 @@ def json_objects(columns: Mapping[str, Any]) -> list[str]:
     if len(first) and all(_same_scalars(columns[k], first) for k in names):
         matrix = np.column_stack([columns[k] for k in names])
         if np.isfinite(matrix).all():
-            return float_objects(names, matrix.tolist())
+            return float_objects(names, matrix)
     texts = [json_rows(columns[k]) for k in names]
     if len(names) == 1:
         head = "{" + keys[0] + ":"
@@ -65,9 +68,31 @@ def json_objects(columns: Mapping[str, Any]) -> list[str]:
     return [fmt % row for row in zip(*texts)]
 
 
-def float_objects(names: Sequence[str], rows: Sequence[Sequence[float]]) -> list[str]:
-    """``plain_json(dict(zip(names, row)))`` of each row of finite Python floats, by one
-    ``%`` format per row (JSON writes a finite float as its ``repr``, and so does ``%r``)."""
+def float_objects(
+    names: Sequence[str], matrix: np.ndarray, dicts: Sequence[dict[str, float]] | None = None
+) -> list[str]:
+    """``plain_json(dict(zip(names, row)))`` of each row of the finite float matrix
+    ``matrix`` (``dicts``: those dicts, when the caller has them already).  Written by
+    orjson where it writes what ``json`` does (:mod:`metaloop.float_text`: the rows whose
+    every value is zero or of magnitude in [1e-4, 1e16)), the other rows by one ``%``
+    format each (JSON writes a finite float as its ``repr``, and so does ``%r``)."""
+    if not plain_keys(names):
+        return _formatted(names, matrix.tolist())
+    rows = dicts if dicts is not None else [dict(zip(names, r)) for r in matrix.tolist()]
+    if reprs_match(matrix):
+        return object_texts(rows)
+    good = rows_match(matrix)
+    texts = [None] * len(rows)
+    picked = np.flatnonzero(good).tolist()
+    for i, text in zip(picked, object_texts([rows[i] for i in picked])):
+        texts[i] = text
+    left = np.flatnonzero(~good).tolist()  # (rows repr writes with an exponent: few)
+    for i, text in zip(left, _formatted(names, matrix[left].tolist())):
+        texts[i] = text
+    return texts  # type: ignore[return-value]
+
+
+def _formatted(names: Sequence[str], rows: Sequence[Sequence[float]]) -> list[str]:
     fmt = _float_object_format(tuple(names))
     return [fmt % tuple(row) for row in rows]
 

@@ -33,7 +33,6 @@ from metaloop.store.urls import (  # noqa: F401  (the URL helpers, also under th
     postgres_url,
     validate_postgres_url,
 )
-from metaloop.store.writer import EVAL_COLUMNS
 
 CONNECT_TIMEOUT_S = 10
 #: how long a broken connection is retried before a group commit is reported failed
@@ -272,13 +271,13 @@ class PostgresStore(SQLStore):
                 self._reconnect(time.monotonic() + CONNECT_TIMEOUT_S)
                 super().claim(exp_id)
 
-    def _insert_evals(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
+    def _insert_evals(self, cur: Any, rows: list[tuple[Any, ...]], columns: str) -> None:
         if not self._idempotent:
-            super()._insert_evals(cur, rows)
+            super()._insert_evals(cur, rows, columns)
             return
-        marks = ",".join(["%s"] * 18)
+        marks = ",".join(["%s"] * len(rows[0]))
         cur.executemany(
-            f"INSERT INTO evaluations (exp_id, score, {EVAL_COLUMNS}) VALUES ({marks}) "
+            f"INSERT INTO evaluations ({columns}) VALUES ({marks}) "
             "ON CONFLICT (exp_id, generation, idx) DO NOTHING",
             rows,
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from abc import abstractmethod
@@ -33,6 +32,7 @@ from metaloop.records import (
 from metaloop.store import codec
 from metaloop.store.base import ExperimentInfo, Store, StoreError, async_group_size
 from metaloop.store.claim import ClaimMixin
+from metaloop.store.rows import eval_row, eval_rows, fitness_json
 from metaloop.store.scan import ScanMixin
 from metaloop.store.writer import EVAL_COLUMNS, GroupCommitWriter
 
@@ -65,15 +65,6 @@ _FAILED_COUNT = (
 
 #: evaluation columns added after the first stores (a store lacking them gains them on open)
 EVAL_ADDED = ("constraints", "violation")
-
-
-def fitness_json(fitness: tuple[float, ...]) -> str:
-    """Fitness as JSON text, bit-exact: ``repr`` of a float is its shortest round-trip form.
-
-    (Fitness values are finite: the optimizee result check guarantees it.)"""
-    if len(fitness) == 1 and type(fitness[0]) is float:
-        return f"[{fitness[0]!r}]"
-    return "[" + ",".join([repr(float(v)) for v in fitness]) + "]"
 
 
 def duplicate_name(name: str, where: str) -> StoreError:
@@ -194,42 +185,15 @@ class SQLStore(ClaimMixin, ScanMixin, GroupCommitWriter, Store):
         score: float | None,
         params_json: str | None = None,
     ) -> None:
-        self._enqueue("eval", self._eval_row(exp_id, evaluation, score, params_json))
+        self._enqueue(*eval_row(exp_id, evaluation, score, params_json, self._text))
 
     def append_batch(
         self, exp_id: int, items: Sequence[tuple[Evaluation, float | None, str | None]]
     ) -> None:
         """:meth:`append` of each ``(evaluation, score, params_json)``, queued at once (one
         lock and wake-up of the writer for the lot)."""
-        row = self._eval_row
-        self._enqueue_rows("eval", [row(exp_id, e, s, t) for e, s, t in items])
-
-    def _eval_row(
-        self, exp_id: int, e: Evaluation, score: float | None, params_json: str | None
-    ) -> tuple[Any, ...]:
-        """The stored row of one evaluation (the order of the writer's INSERT)."""
-        if score is not None and math.isnan(score):
-            score = None  # no best; SQLite stores NaN as NULL anyway
-        return (
-            exp_id,
-            score,
-            e.generation,
-            e.index,
-            e.status._value_,  # (not .value: an enum property costs a microsecond)
-            e.attempts,
-            None if e.fitness is None else fitness_json(e.fitness),
-            plain_json(e.params) if params_json is None else params_json,
-            plain_json(e.metrics),
-            self._text(e.error),
-            e.started,
-            e.finished,
-            self._text(e.host),
-            self._text(e.worker),
-            None if e.outputs is None else codec.dumps(e.outputs),
-            e.seq,
-            None if e.constraints is None else fitness_json(e.constraints),
-            e.violation,
-        )
+        for op, rows in eval_rows(exp_id, items, self._text).items():
+            self._enqueue_rows(op, rows)
 
     @staticmethod
     def _evaluation(row: tuple[Any, ...]) -> Evaluation:
@@ -581,26 +545,15 @@ class SQLStore(ClaimMixin, ScanMixin, GroupCommitWriter, Store):
             par = json_objects({k: v[a:b] for k, v in params.items()})
             met = json_objects({k: v[a:b] for k, v in metrics.items()}) if metrics else None
             err = [self._text(e) for e in errors[a:b]] if errors is not None else None
-            rows = list(
-                zip(
-                    repeat(exp_id),
-                    scores,
-                    repeat(generation),
-                    idx[a:b].tolist(),
-                    status[a:b],
-                    repeat(attempts),
-                    fit_json,
-                    par,
-                    met if met is not None else repeat("{}"),
-                    err if err is not None else repeat(None),
-                    repeat(started),
-                    repeat(finished),
-                    repeat(host),
-                    repeat(worker),
-                    repeat(None),
-                    range(seq + a, seq + b) if seq is not None else repeat(None),
-                    repeat(None),
-                    repeat(None),
-                )
-            )
-            self._enqueue_rows("eval", rows)
+            seqs = range(seq + a, seq + b) if seq is not None else repeat(None)
+            head = (
+                repeat(exp_id), scores, repeat(generation), idx[a:b].tolist(), status[a:b],
+                repeat(attempts), fit_json, par, met if met is not None else repeat("{}"),
+            )  # fmt: skip
+            times = (repeat(started), repeat(finished), repeat(host), repeat(worker))
+            if err is None or err.count(None) == len(err):  # (PLAIN_ROW: no None bound)
+                self._enqueue_rows("eval_plain", list(zip(*head, *times, seqs)))
+            else:
+                nulls = repeat(None)
+                rows = list(zip(*head, err, *times, nulls, seqs, nulls, nulls))
+                self._enqueue_rows("eval", rows)

@@ -28,6 +28,14 @@ EVAL_COLUMNS = (
     "generation, idx, status, attempts, fitness, params, metrics, error, started, finished, "
     "host, worker, outputs, seq, constraints, violation"
 )
+#: the columns of a queued evaluation row ("eval"), and of a plain one ("eval_plain": no
+#: error, outputs, constraints or violation; those are left NULL by the INSERT itself, for
+#: binding None costs the database driver an adapter lookup per value)
+EVAL_ROW = f"exp_id, score, {EVAL_COLUMNS}"
+PLAIN_ROW = (
+    "exp_id, score, generation, idx, status, attempts, fitness, params, metrics, started, "
+    "finished, host, worker, seq"
+)
 
 
 #: statements of the queued operations other than evaluations (one row each)
@@ -263,8 +271,8 @@ class GroupCommitWriter:
         cur.executemany(self._sql(self.UPSERT_CHECKPOINT), list(kept.values()))
 
     def _insert_run(self, cur: Any, op: str, rows: list[tuple[Any, ...]]) -> None:
-        if op == "eval":
-            self._insert_evals(cur, rows)
+        if op in ("eval", "eval_plain"):
+            self._insert_evals(cur, rows, EVAL_ROW if op == "eval" else PLAIN_ROW)
         else:
             cur.executemany(self._sql(_OP_SQL[op]), rows)
 
@@ -288,11 +296,10 @@ class GroupCommitWriter:
         except Exception:  # noqa: BLE001 - the error that made us roll back is what counts
             pass  # (SQLite rolls a transaction back by itself on SQLITE_FULL)
 
-    def _insert_evals(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
-        marks = ",".join(["?"] * 18)
+    def _insert_evals(self, cur: Any, rows: list[tuple[Any, ...]], columns: str) -> None:
+        marks = ",".join(["?"] * len(rows[0]))
         cur.executemany(
-            self._sql(f"INSERT INTO evaluations (exp_id, score, {EVAL_COLUMNS}) VALUES ({marks})"),
-            rows,
+            self._sql(f"INSERT INTO evaluations ({columns}) VALUES ({marks})"), rows
         )
 
     def flush(self) -> None:

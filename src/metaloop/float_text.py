@@ -1,0 +1,102 @@
+"""Python's float texts, made fast: the JSON of rows of floats, exactly as ``json`` writes it.
+
+The store keeps every number as the text Python writes for it (``repr``: the shortest
+digits that read back to the same float), and finding those digits is the costliest step of
+recording an evaluation — about 0.35 µs a float with Python's own algorithm, a third of the
+serial pipeline's time for ten parameters.  orjson finds the same shortest digits (the Ryu
+algorithm) about ten times faster, and writes them exactly as ``repr`` does wherever
+``repr`` writes positional notation: for zero and for every finite magnitude in
+``[1e-4, 1e16)``.  Outside that range ``repr`` switches to an exponent (``1e-05``) and
+orjson does not (``0.00001``), so rows holding such a value (or a non-finite one, or a key
+that JSON escapes) are written by the ``json`` module instead.  ``tests/test_float_text.py``
+compares both writers on millions of values of every magnitude.
+
+Imports nothing of metaloop; numpy (its callers hand it arrays) and orjson not at import.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+#: the magnitudes whose ``repr`` is positional (and so equal to orjson's text)
+LOW, HIGH = 1e-4, 1e16
+#: keys written alike by ``json`` and orjson that cannot hide a row separator (``},{``)
+_PLAIN_KEY = re.compile(r'[^"\\{}\x00-\x1f\x7f-\U0010ffff]*\Z')
+
+
+def reprs_match(values: np.ndarray) -> bool:
+    """Whether orjson writes every value of the float array ``values`` as ``repr`` does:
+    each finite and zero or of magnitude in ``[LOW, HIGH)``."""
+    if values.size == 0:
+        return True
+    a = abs(values)
+    top, low = a.max(), a.min()
+    if not top < HIGH:  # (an infinity or NaN fails too)
+        return False
+    if low >= LOW:
+        return True
+    if low != 0.0:
+        return False
+    nonzero = a[a != 0.0]
+    return nonzero.size == 0 or nonzero.min() >= LOW
+
+
+def rows_match(matrix: np.ndarray) -> np.ndarray:
+    """Per row of the 2-D float array ``matrix``: :func:`reprs_match` of the row."""
+    a = abs(matrix)
+    return (((a >= LOW) & (a < HIGH)) | (a == 0.0)).all(axis=1)
+
+
+def plain_keys(names: Sequence[str]) -> bool:
+    """Whether every name is written alike by both (printable ASCII, no quote, backslash
+    or brace)."""
+    return all(type(n) is str and _PLAIN_KEY.match(n) for n in names)
+
+
+def object_texts(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The compact JSON text of each dict of ``rows`` (plain keys, in-range floats: see
+    :func:`reprs_match`, :func:`plain_keys`), as ``json.dumps(row, separators=(",", ":"))``
+    writes it: one orjson call for all, split between the rows."""
+    if not rows:
+        return []
+    text = _orjson().dumps(rows).decode()
+    if len(rows) == 1:
+        return [text[1:-1]]
+    return ["{" + part + "}" for part in text[2:-2].split("},{")]
+
+
+def list_texts(rows: Sequence[Sequence[float]]) -> list[str]:
+    """The compact JSON text of each list (or tuple) of in-range floats of ``rows``, as
+    ``json`` writes it: one orjson call for all, split between the rows."""
+    if not rows:
+        return []
+    text = _orjson().dumps(rows).decode()
+    if len(rows) == 1:
+        return [text[1:-1]]
+    return ["[" + part + "]" for part in text[2:-2].split("],[")]
+
+
+def scalar_texts(values: Sequence[float]) -> list[str]:
+    """``repr`` of each in-range float of ``values``: one orjson call for all."""
+    if not values:
+        return []
+    return _orjson().dumps(values).decode()[1:-1].split(",")
+
+
+def orjson_text(values: Any) -> str:
+    """orjson's compact JSON text of ``values`` (nested lists of in-range floats: the text
+    ``json`` writes)."""
+    return _orjson().dumps(values).decode()
+
+
+def _orjson() -> Any:
+    """The orjson module, imported at first use (a few milliseconds that a command which
+    writes no row, ``metaloop status``, does not pay)."""
+    import orjson
+
+    return orjson

@@ -1,0 +1,92 @@
+"""Evaluations as the rows of the SQL stores' ``evaluations`` table.
+
+A row holds the writer's ``EVAL_ROW`` columns, or ``PLAIN_ROW`` for an evaluation with no
+error, outputs, constraints or violation (:func:`eval_row`).  JSON columns hold the text
+Python's ``json`` writes (floats as their ``repr``: bit-exact); a batch's fitness texts are
+made at once (:mod:`metaloop.float_text`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from metaloop.float_text import list_texts, reprs_match
+from metaloop.jsonable import plain_json
+from metaloop.records import Evaluation
+from metaloop.store import codec
+
+Text = Callable[[str | None], str | None]
+
+
+def fitness_json(fitness: tuple[float, ...]) -> str:
+    """Fitness as JSON text, bit-exact: ``repr`` of a float is its shortest round-trip form.
+
+    (Fitness values are finite: the optimizee result check guarantees it.)"""
+    if len(fitness) == 1 and type(fitness[0]) is float:
+        return f"[{fitness[0]!r}]"
+    return "[" + ",".join([repr(float(v)) for v in fitness]) + "]"
+
+
+def eval_row(
+    exp_id: int,
+    e: Evaluation,
+    score: float | None,
+    params_json: str | None,
+    text: Text,
+    fitness_text: str | None = None,
+) -> tuple[str, tuple[Any, ...]]:
+    """The queued operation and stored row of one evaluation: ``("eval_plain", row)`` of
+    the writer's ``PLAIN_ROW`` columns for one with no error, outputs, constraints or
+    violation (the common case), else ``("eval", row)`` of ``EVAL_ROW``.  ``text``: free
+    text as the database holds it; ``fitness_text``: the fitness's JSON when the caller
+    made it already."""
+    if score is not None and math.isnan(score):
+        score = None  # no best; SQLite stores NaN as NULL anyway
+    if fitness_text is None and e.fitness is not None:
+        fitness_text = fitness_json(e.fitness)
+    params = plain_json(e.params) if params_json is None else params_json
+    status = e.status._value_  # (not .value: an enum property costs a microsecond)
+    if e.error is None and e.outputs is None and e.constraints is None and e.violation is None:
+        return "eval_plain", (
+            exp_id, score, e.generation, e.index, status, e.attempts, fitness_text, params,
+            plain_json(e.metrics), e.started, e.finished, text(e.host), text(e.worker), e.seq,
+        )  # fmt: skip
+    return "eval", (
+        exp_id, score, e.generation, e.index, status, e.attempts, fitness_text, params,
+        plain_json(e.metrics), text(e.error), e.started, e.finished, text(e.host),
+        text(e.worker), None if e.outputs is None else codec.dumps(e.outputs), e.seq,
+        None if e.constraints is None else fitness_json(e.constraints), e.violation,
+    )  # fmt: skip
+
+
+def eval_rows(
+    exp_id: int, items: Sequence[tuple[Evaluation, float | None, str | None]], text: Text
+) -> dict[str, list[tuple[Any, ...]]]:
+    """:func:`eval_row` of each ``(evaluation, score, params_json)``, grouped by operation
+    (in order within each), the fitness texts made at once where :func:`fitness_texts`
+    can."""
+    fits = fitness_texts([e.fitness for e, _, _ in items]) or [None] * len(items)
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    for (e, s, p), f in zip(items, fits):
+        op, row = eval_row(exp_id, e, s, p, text, f)
+        out.setdefault(op, []).append(row)
+    return out
+
+
+def fitness_texts(fits: list[tuple[float, ...] | None]) -> list[str] | None:
+    """:func:`fitness_json` of each of several fitness tuples of one length, by one orjson
+    call when orjson writes every value as ``repr`` does; None otherwise (no fitness,
+    ragged lengths, a value outside orjson's range of agreement)."""
+    if len(fits) < 2 or None in fits:
+        return None
+    import numpy as np  # (imported when used: reading a store needs no numpy)
+
+    try:
+        values = np.array(fits, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if values.ndim != 2 or not reprs_match(values):
+        return None
+    return list_texts(values.tolist())

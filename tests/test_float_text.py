@@ -1,0 +1,93 @@
+"""orjson's float texts against Python's: equal wherever metaloop.float_text uses them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from metaloop.float_text import (
+    HIGH,
+    LOW,
+    list_texts,
+    object_texts,
+    plain_keys,
+    reprs_match,
+    rows_match,
+    scalar_texts,
+)
+from metaloop.jsonable import plain_json
+from metaloop.store.columns import float_objects
+from metaloop.store.rows import fitness_json, fitness_texts
+
+
+def every_magnitude(n: int, seed: int = 0) -> np.ndarray:
+    """Floats of both signs and every exponent (subnormals to near the largest), integers,
+    short decimals, and the edges of the range of agreement."""
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 2**63 - 2**52, n, dtype=np.int64)  # (every finite positive float)
+    parts = [
+        bits.view(np.float64) * rng.choice([-1.0, 1.0], n),
+        rng.random(n),
+        rng.normal(size=n) * 10.0 ** rng.integers(-6, 18, n),
+        np.round(rng.normal(size=n) * 10.0 ** (d := rng.integers(0, 6, n))) / 10.0**d,
+        rng.integers(-(2**53), 2**53, n).astype(float),
+        np.array([0.0, -0.0, LOW, -LOW, np.nextafter(LOW, 0), np.nextafter(HIGH, 0), HIGH,
+                  1e15, 1e16 - 2, 5e-324, 1.7976931348623157e308, 0.1, 1 / 3]),
+    ]  # fmt: skip
+    return np.concatenate(parts)
+
+
+def test_orjson_writes_repr_for_every_value_in_range_and_the_range_check_is_exact() -> None:
+    values = every_magnitude(400_000)
+    texts = scalar_texts(values.tolist())
+    reprs = [repr(v) for v in values.tolist()]
+    inside = ((np.abs(values) >= LOW) & (np.abs(values) < HIGH)) | (values == 0)
+    assert inside.sum() > 600_000 and (~inside).sum() > 400_000
+    agree = np.array([a == b for a, b in zip(texts, reprs)])
+    assert agree[inside].all()  # every value the writers hand to orjson
+    assert not agree[~inside].all()  # (outside it orjson writes some differently: 0.00001)
+    assert reprs_match(values[inside]) and not reprs_match(values)
+    rows = values[: 10 * (len(values) // 10)].reshape(-1, 10)
+    assert (rows_match(rows) == inside[: rows.size].reshape(-1, 10).all(axis=1)).all()
+    assert not reprs_match(np.array([1.0, np.nan])) and not reprs_match(np.array([np.inf]))
+    assert reprs_match(np.zeros((0, 3))) and reprs_match(np.array([0.0, -0.0, 2.5]))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_float_objects_are_plain_json_of_each_row_whatever_the_values(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    names = ["x0", "lr", "a.b", "with space", "x-1"]
+    M = rng.random((500, len(names)))
+    M[rng.random(M.shape) < 0.01] = 1e-6  # a few rows repr writes with an exponent
+    M[7] = [0.0, -0.0, 1e16, 3.0, 1e-4]
+    for matrix in (M, M[:1], M[:0], np.full((3, 5), 0.5), M[rows_match(M)]):
+        want = [plain_json(dict(zip(names, r))) for r in matrix.tolist()]
+        assert float_objects(names, matrix) == want
+        assert float_objects(names, matrix, [dict(zip(names, r)) for r in matrix.tolist()]) == want
+    for odd in (["é", "b"], ['q"', "b"], ["{", "}"], ["a},{b", "c"], ["tab\t", "b"]):
+        assert not plain_keys(odd)
+        matrix = rng.random((4, 2))
+        assert float_objects(odd, matrix) == [plain_json(dict(zip(odd, r))) for r in matrix]
+
+
+def test_list_and_object_texts_split_rows_exactly() -> None:
+    rows = [[0.5, 1.25], [], [3.0], [0.1, 0.2, 0.30000000000000004]]
+    assert list_texts(rows) == [json.dumps(r, separators=(",", ":")) for r in rows]
+    dicts = [{"a": 0.5}, {}, {"a": 1.0, "b": 2.0}]
+    assert object_texts(dicts) == [plain_json(d) for d in dicts]
+    assert list_texts([]) == object_texts([]) == scalar_texts([]) == []
+
+
+def test_fitness_texts_are_fitness_json_or_none() -> None:
+    rng = np.random.default_rng(3)
+    for k in (1, 3):
+        fits = [tuple(r) for r in rng.normal(size=(50, k)).tolist()]
+        assert fitness_texts(fits) == [fitness_json(f) for f in fits]
+    fits = [(2,), (np.float64(0.25),), (True,)]  # (stored as floats, as fitness_json does)
+    assert fitness_texts(fits) == [fitness_json(f) for f in fits] == ["[2.0]", "[0.25]", "[1.0]"]
+    assert fitness_texts([(1.0,), None]) is None
+    assert fitness_texts([(1.0,), (1.0, 2.0)]) is None
+    assert fitness_texts([(1.0,), (1e-7,)]) is None  # (repr: 1e-07)
+    assert fitness_texts([(1.0,)]) is None  # (one row: repr is as fast)
