@@ -308,11 +308,13 @@ def history_frame(name: str, storage: str = DEFAULT_STORAGE) -> Any:
         import pandas as pd
     except ImportError:
         raise ImportError("history_frame needs pandas: pip install 'metaloop[pandas]'") from None
+    from metaloop.collector import collector_paused
     from metaloop.readers.export import export_columns
 
     with open_store(storage, readonly=True) as store:
         columns = export_columns(store, store.require_experiment(name))
-    return pd.DataFrame(columns, columns=list(columns))
+    with collector_paused():
+        return pd.DataFrame(columns, columns=list(columns))
 
 
 @overload

@@ -225,8 +225,22 @@ def _observer(args: argparse.Namespace) -> Any:
     return ProgressObserver()
 
 
+def summary_dict(summary: Any) -> dict[str, Any]:
+    """A run's summary (:class:`~metaloop.drivers.loop.RunSummary`) as ``--json`` prints it."""
+    best = summary.best
+    return {
+        "name": summary.name,
+        "status": summary.status,
+        "stop_reason": summary.stop_reason,
+        "generation": summary.generation,
+        "evaluations": summary.n_evaluations,
+        "failed": summary.n_failed,
+        "best_fitness": list(best.fitness) if best and best.fitness else None,
+        "best_params": best.params if best else None,
+    }
+
+
 def _report(summary: Any, args: argparse.Namespace, storage: str) -> int:
-    from metaloop.drivers.loop import summary_dict
     from metaloop.jsonable import to_jsonable
     from metaloop.records import RunStatus
 

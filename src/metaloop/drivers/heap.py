@@ -45,3 +45,4 @@ def retain_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     ok = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
     return mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and ok
+

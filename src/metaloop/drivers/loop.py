@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from metaloop.collector import older_objects_frozen
 from metaloop.config import Config
 from metaloop.config.resolve import default_workdir
 from metaloop.drivers.controller import Controller
@@ -237,7 +238,8 @@ class Loop:
         self._restore()
         self.store.claim(self.info.id)
         try:
-            return self._run_to_end()
+            with older_objects_frozen():
+                return self._run_to_end()
         except (ClaimLost, StoreFault) as exc:
             self.executor.cancel_all()
             self.reports.close()
@@ -570,21 +572,6 @@ class Loop:
                 self.best_score, self.best = score, evaluation
         elif evaluation.status is not Status.PRUNED:
             self.n_failed += 1
-
-
-def summary_dict(summary: RunSummary) -> dict[str, Any]:
-    """JSON-friendly summary (for ``--json`` output and the API)."""
-    best = summary.best
-    return {
-        "name": summary.name,
-        "status": summary.status,
-        "stop_reason": summary.stop_reason,
-        "generation": summary.generation,
-        "evaluations": summary.n_evaluations,
-        "failed": summary.n_failed,
-        "best_fitness": list(best.fitness) if best and best.fitness else None,
-        "best_params": best.params if best else None,
-    }
 
 
 def constraint_rows(results: dict[int, Evaluation], n: int) -> np.ndarray | None:

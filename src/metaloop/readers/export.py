@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from itertools import repeat
 from typing import IO, Any
 
+from metaloop.collector import collector_paused
+from metaloop.float_text import loads
 from metaloop.jsonable import to_jsonable
 from metaloop.readers.json_shapes import SEP, row_pattern
 from metaloop.scoring import stored_weights
@@ -218,7 +220,7 @@ def decode_page(raws: list[tuple[Any, ...]], lay: Layout) -> list[list[Any]]:
 
 def _loads_all(texts: list[str | None]) -> list[Any]:
     """``json.loads`` of each text (None for None), in one call."""
-    return json.loads("[" + ",".join(["null" if t is None else t for t in texts]) + "]")
+    return loads("[" + ",".join(["null" if t is None else t for t in texts]) + "]")
 
 
 def export_rows(store: Store, info: ExperimentInfo) -> tuple[list[str], Iterator[list[Any]]]:
@@ -234,11 +236,13 @@ def export_columns(store: Store, info: ExperimentInfo) -> dict[str, list[Any]]:
     :func:`export_rows`, decoded a page and a column at a time where the page's rows have
     the first row's shape (:func:`_page_columns`), row by row elsewhere.  The layout is
     guessed first (no pass over the rows) and every row checked against it; if one does
-    not fit, the columns are read again with the layout of the passes."""
-    try:
-        return _columns(store, info, export_layout(store, info, guess=True))
-    except LayoutGuessWrong:
-        return _columns(store, info, export_layout(store, info))
+    not fit, the columns are read again with the layout of the passes.  No garbage
+    collection runs meanwhile (:func:`~metaloop.collector.collector_paused`)."""
+    with collector_paused():
+        try:
+            return _columns(store, info, export_layout(store, info, guess=True))
+        except LayoutGuessWrong:
+            return _columns(store, info, export_layout(store, info))
 
 
 #: what an empty group (no fitness, a row without metrics) decodes as
@@ -320,7 +324,7 @@ def _page_columns(raws: list[tuple[Any, ...]], pattern: re.Pattern[str]) -> list
     if len(matches) != len(raws):
         return None
     values = [
-        json.loads("[" + ",".join(map(_NULLS.get, col, col) if "" in col else col) + "]")
+        loads("[" + ",".join(map(_NULLS.get, col, col) if "" in col else col) + "]")
         for col in zip(*matches)
     ]
     durations = list(map(round, map(operator.sub, t1, t0), repeat(6)))

@@ -23,12 +23,16 @@ import csv
 import functools
 import io
 import json
+import operator
 import os
 import re
+from itertools import repeat
 from json.encoder import encode_basestring_ascii as json_str  # type: ignore[attr-defined]
 from typing import IO, Any
 
 from metaloop.atomic_files import replaced
+from metaloop.collector import collector_paused
+from metaloop.float_text import float_reprs
 from metaloop.readers.export import (
     FRAME_SCANNED,
     Layout,
@@ -99,12 +103,13 @@ def write_export(
     over the rows before the first is written) and, should a row not fit it, write the
     export again from the start with the layout found by the passes."""
     start = out.tell() if guess else 0
-    try:
-        return _write(store, info, fmt == "csv", out, guess)
-    except LayoutGuessWrong:
-        out.seek(start)
-        out.truncate()
-        return _write(store, info, fmt == "csv", out, False)
+    with collector_paused():  # (rows are no cycles: see metaloop.collector)
+        try:
+            return _write(store, info, fmt == "csv", out, guess)
+        except LayoutGuessWrong:
+            out.seek(start)
+            out.truncate()
+            return _write(store, info, fmt == "csv", out, False)
 
 
 def _write(store: Store, info: ExperimentInfo, csv_out: bool, out: IO[str], guess: bool) -> int:
@@ -154,7 +159,7 @@ def _csv_page(lay: Layout, page: list[tuple[Any, ...]], rows: _Rows | None) -> s
     join = ",".join
     lines: list[str] = []
     add = lines.append
-    for raw, cells in zip(page, matches):
+    for raw, cells, t0s, t1s, took in zip(page, matches, *_time_texts(page)):
         g, i, status, attempts, t0, t1, error, _text, host, worker, seq, con = raw
         if cells is None:
             add(_csv_line(_decoded(raw, lay, rows)))
@@ -174,10 +179,19 @@ def _csv_page(lay: Layout, page: list[tuple[Any, ...]], rows: _Rows | None) -> s
         # (floats as their repr, None as an empty cell: what the csv module writes; the
         # cells: the fitness, then the params and metrics)
         add(
-            f"{g},{i},{status},{attempts},{round(t1 - t0, 6)!r},{'' if error is None else error},"
-            f"{join(cells)},{t0!r},{t1!r},{host},{worker},{'' if seq is None else seq}\r\n"
+            f"{g},{i},{status},{attempts},{took},{'' if error is None else error},"
+            f"{join(cells)},{t0s},{t1s},{host},{worker},{'' if seq is None else seq}\r\n"
         )
     return "".join(lines)
+
+
+def _time_texts(page: list[tuple[Any, ...]]) -> tuple[list[str], list[str], list[str]]:
+    """The texts of each row's start, end and duration (``round(end - start, 6)``) as
+    the csv and json modules write them (``repr``), a page at a time."""
+    t0 = [r[4] for r in page]
+    t1 = [r[5] for r in page]
+    took = list(map(round, map(operator.sub, t1, t0), repeat(6)))
+    return float_reprs(t0), float_reprs(t1), float_reprs(took)
 
 
 def _quoted_cell(text: str) -> str:
@@ -209,7 +223,7 @@ def _json_page(lay: Layout, page: list[tuple[Any, ...]], rows: _Rows | None) -> 
     quoted = _Quoted()
     lines: list[str] = []
     add = lines.append
-    for raw, cells in zip(page, matches):
+    for raw, cells, t0s, t1s, took in zip(page, matches, *_time_texts(page)):
         g, i, status, attempts, t0, t1, error, _text, host, worker, seq, con = raw
         if cells is None or (t1 - t0) * 0:
             add(",\n" + json_record(lay.columns, _decoded(raw, lay, rows)))
@@ -219,9 +233,8 @@ def _json_page(lay: Layout, page: list[tuple[Any, ...]], rows: _Rows | None) -> 
         if "" in cells:  # (no fitness, no metrics)
             cells = map(NULLS.get, cells, cells)
         add(template % (
-            g, i, quoted[status], attempts, round(t1 - t0, 6),
-            "null" if error is None else json_str(error), *cells, t0, t1, quoted[host],
-            quoted[worker], "null" if seq is None else seq,
+            g, i, quoted[status], attempts, took, "null" if error is None else json_str(error),
+            *cells, t0s, t1s, quoted[host], quoted[worker], "null" if seq is None else seq,
         ))
     return "".join(lines)
 
