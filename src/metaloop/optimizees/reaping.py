@@ -227,7 +227,7 @@ def end_new_processes(before: set[int], grace_s: float = GRACE_S) -> int:
 class evaluation_processes:  # noqa: N801 - used like a function: ``with evaluation_processes():``
     """Around one evaluation: what it starts is ended when it ends (module docstring)."""
 
-    __slots__ = ("_tid", "_started")
+    __slots__ = ("_started",)
 
     def __enter__(self) -> None:
         global _active, _before
@@ -235,7 +235,6 @@ class evaluation_processes:  # noqa: N801 - used like a function: ``with evaluat
             return
         if not _pid:  # (a fork starts again through the at-fork hook: no getpid per call)
             _forget()
-        self._tid = threading.current_thread().native_id  # (no gettid system call either)
         with _lock:
             _active += 1
             if _active == 1:
@@ -248,18 +247,21 @@ class evaluation_processes:  # noqa: N801 - used like a function: ``with evaluat
         global _active, _before, _ended
         if not _LINUX:
             return
-        took = time.monotonic() - self._started
+        end = time.monotonic()
+        took = end - self._started
         with _lock:
             _active -= 1
             if _active == 0:
-                _ended = time.monotonic()
+                _ended = end
                 if took < _NO_PROCESS_S:
                     return  # too short to have started a process: nothing to look at
                 assert _before is not None
                 # a quick look at the threads that matter (this one, the main one) after a
-                # short evaluation; every thread's children after a long one
+                # short evaluation; every thread's children after a long one (the thread is
+                # the one that entered: ``with`` exits where it entered; no gettid call)
                 quick = took < _FRESH_S
-                now = own_children({self._tid}) if quick else own_children()
+                tid = threading.current_thread().native_id
+                now = own_children({tid}) if quick else own_children()
                 if not now <= _before:
                     end_new_processes(_before)
                     _before = own_children()

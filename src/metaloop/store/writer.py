@@ -124,6 +124,7 @@ class GroupCommitWriter:
         self._queued = 0
         self._written = 0
         self._closing = False
+        self._hurry = False  # a flush waits: commit what is queued without gathering more
         self._error: BaseException | None = None
         self._writer: threading.Thread | None = None
         self._heartbeat_exp: int | None = None
@@ -207,9 +208,10 @@ class GroupCommitWriter:
                         break
                 if self._closing and not self._queue:
                     return
-            if self._queue and not self._closing:
-                time.sleep(self.commit_interval)  # let a group gather: one commit for many rows
-            with self._cond:
+            with self._cond:  # let a group gather (one commit for many rows) unless flushed
+                if self._queue and not self._closing:
+                    self._cond.wait_for(lambda: self._hurry, timeout=self.commit_interval)
+                self._hurry = False
                 batch, self._queue = self._queue, []
             if self._error is not None:
                 # never commit past a lost group (a checkpoint must not outrun evaluations)
@@ -306,6 +308,7 @@ class GroupCommitWriter:
         with self._cond:
             target = self._queued
             if self._writer is not None:
+                self._hurry = True  # (the group commits now: nothing more will join it)
                 self._cond.notify_all()
             while self._written < target and self._error is None:
                 self._cond.wait(timeout=1.0)
