@@ -27,9 +27,10 @@ def _copy(params: dict) -> dict:
     """A private copy of ``params`` (arrays copied too): an optimizee that modifies its
     params must not alter the record."""
     out = params.copy()
-    for k, v in out.items():
-        if type(v) is np.ndarray:
-            out[k] = v.copy()
+    if np.ndarray in map(type, out.values()):  # (one C-level scan; arrays are rare)
+        for k, v in out.items():
+            if type(v) is np.ndarray:
+                out[k] = v.copy()
     return out
 
 

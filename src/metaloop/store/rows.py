@@ -68,11 +68,22 @@ def eval_rows(
     (in order within each), the fitness texts made at once where :func:`fitness_texts`
     can."""
     fits = fitness_texts([e.fitness for e, _, _ in items]) or [None] * len(items)
-    out: dict[str, list[tuple[Any, ...]]] = {}
+    plain: list[tuple[Any, ...]] = []
+    out = {"eval_plain": plain}
     for (e, s, p), f in zip(items, fits):
-        op, row = eval_row(exp_id, e, s, p, text, f)
-        out.setdefault(op, []).append(row)
-    return out
+        if (  # (eval_row's plain row, made here: no call per row in the common case)
+            f is not None and p is not None and s == s and e.error is None
+            and e.outputs is None and e.constraints is None and e.violation is None
+        ):  # fmt: skip
+            plain.append((
+                exp_id, s, e.generation, e.index, e.status._value_, e.attempts, f, p,
+                plain_json(e.metrics) if e.metrics else "{}", e.started, e.finished,
+                text(e.host), text(e.worker), e.seq,
+            ))  # fmt: skip
+        else:
+            op, row = eval_row(exp_id, e, s, p, text, f)
+            out.setdefault(op, []).append(row)
+    return {op: rows for op, rows in out.items() if rows}
 
 
 def fitness_texts(fits: list[tuple[float, ...] | None]) -> list[str] | None:
