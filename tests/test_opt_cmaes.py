@@ -329,3 +329,26 @@ def test_experiment_runs_end_to_end(tmp_path):
     assert summary.status == "finished" and len(evals) == 20 * 7  # lambda = 4 + 3 = 7
     first = min(e.fitness[0] for e in evals if e.generation == 0)
     assert summary.best_score is not None and -summary.best_score < first / 100
+
+
+def test_sorted_median_is_numpys_median_bit_for_bit() -> None:
+    """The history's median (taken of the sorted costs every generation) must be exactly
+    np.median's, infinities, overflow and odd/even lengths included: resume and results
+    depend on the histories."""
+    from metaloop.optimizers.cmaes import sorted_median
+
+    rng = np.random.default_rng(1)
+    for _ in range(5000):
+        n = int(rng.integers(1, 40))
+        x = rng.normal(size=n) * 10.0 ** rng.integers(-300, 308)
+        if rng.random() < 0.1:
+            x[-int(rng.integers(1, n + 1)) :] = np.inf
+        if rng.random() < 0.05:
+            x[: int(rng.integers(1, n + 1))] = -np.inf
+        if rng.random() < 0.05:
+            x[:] = 1.7e308  # (two of them overflow when summed: so does np.mean)
+        x = np.sort(x)
+        with np.errstate(invalid="ignore", over="ignore"):
+            want = float(np.median(x))
+        got = sorted_median(x)
+        assert np.array_equal([got], [want], equal_nan=True) and np.signbit(got) == np.signbit(want)

@@ -392,8 +392,7 @@ class CMAES(Optimizer):
     def _record(self, fit: np.ndarray) -> None:
         """Fitness histories for the termination criteria (costs, as pycma keeps them)."""
         s, n = self._s, self.space.dim
-        with np.errstate(invalid="ignore"):
-            median = float(np.median(fit))
+        median = sorted_median(fit)
         s["hist"] = [float(fit[0]), *s["hist"]][: int(10 + 30 * n / s["lam"])]
         if s["iteration"] % 5 == 0:
             cap = history_cap(self._tolstag())
@@ -528,3 +527,12 @@ class CMAES(Optimizer):
         s["all_failed"] = int(state["all_failed"])
         self._s = s
         self._cache = None
+
+
+def sorted_median(values: np.ndarray) -> float:
+    """``np.median`` of an ascending 1-D float array, bit for bit (the middle value, or the
+    mean of the two middle ones as ``np.mean`` computes it: their sum halved), without its
+    partition and checks: tens of microseconds a generation at small populations."""
+    n = len(values)
+    a, b = float(values[(n - 1) // 2]), float(values[n // 2])
+    return a if n % 2 else (a + b) / 2
