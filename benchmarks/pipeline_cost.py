@@ -140,33 +140,39 @@ def per_call_us(fn: Callable[[], object], n: int) -> float:
     return 1e6 * best / n
 
 
-def insert_us(tmp: Path, label: str, drop_score_index: bool = False, naive: bool = False) -> float:
+def insert_us(tmp: Path, label: str) -> float:
     """CPU microseconds per evaluation row inserted with ``executemany``, 1,000 rows per
-    transaction, 100,000 rows: into a store made by ``open_store`` (its own schema, indexes
-    and page size; optionally without its score index), or into the naive two-column
-    table."""
+    transaction, 100,000 rows, into a store made by ``open_store``: ``store``, the plain row
+    the writer inserts now (best rows flagged, no index over every score); ``before``, the
+    18-value row (four of them None) into a store with an index over every score, as rows
+    were written before; ``naive``, the naive loop's two-column table."""
     from metaloop.store import open_store
-    from metaloop.store.sql import EVAL_COLUMNS
+    from metaloop.store.writer import EVAL_ROW, PLAIN_ROW
 
     path = tmp / f"rows-{label}.db"
     with open_store(f"sqlite:///{path}") as store:
         exp = store.create_experiment("e", {}, 1).id
+        plain_sql = store._insert_sql(PLAIN_ROW, 14, 0)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA synchronous=NORMAL")
     params = json.dumps({n: 0.5 for n in NAMES})
     rng = np.random.default_rng(0)
-    if naive:
+    if label == "naive":
         conn.execute("CREATE TABLE evals (params TEXT, fitness REAL)")
         sql, make = "INSERT INTO evals VALUES (?, ?)", lambda g, i, s: (params, s)
-    else:
-        if drop_score_index:
-            conn.execute("DROP INDEX evaluations_score")
-        marks = ",".join("?" * 18)
-        sql = f"INSERT INTO evaluations (exp_id, score, {EVAL_COLUMNS}) VALUES ({marks})"
+    elif label == "before":
+        conn.execute("CREATE INDEX evaluations_score ON evaluations (exp_id, score)")
+        sql = f"INSERT INTO evaluations ({EVAL_ROW}) VALUES ({','.join('?' * 18)})"
 
         def make(g: int, i: int, s: float) -> tuple:
             return (exp, s, g, i, "ok", 1, f"[{-s!r}]", params, "{}", None, 1.0, 2.0, "host",
                     "main", None, 1000 * g + i, None, None)  # fmt: skip
+    else:
+        sql = plain_sql
+
+        def make(g: int, i: int, s: float) -> tuple:
+            return (exp, s, g, i, "ok", 1, f"[{-s!r}]", params, "{}", 1.0, 2.0, "host", "main",
+                    1000 * g + i)  # fmt: skip
 
     blocks = [[make(g, i, s) for i, s in enumerate(rng.random(1000).tolist())] for g in range(100)]
     t0 = time.process_time()
@@ -204,7 +210,9 @@ def parts(tmp: Path) -> None:
 
     task = Task(0, 1, {"x0": 0.5})
     outcome = Outcome(task, Status.OK, (1.0,), {}, None, 0.0, 1.0, "h", "main", None, None)
-    rows = np.random.default_rng(1).random((1000, DIM)).tolist()
+    matrix = np.random.default_rng(1).random((1000, DIM))
+    rows = matrix.tolist()
+    fmt = "{" + ",".join(f'"{n}":%r' for n in NAMES) + "}"
 
     def guard() -> None:
         with evaluation_processes():
@@ -217,11 +225,13 @@ def parts(tmp: Path) -> None:
 
     fields = [getattr(outcome, f) for f in Outcome.__slots__]
     figures = [
-        ("store row, the store's schema and indexes", insert_us(tmp, "store")),
-        ("store row, without its score index", insert_us(tmp, "noscore", True)),
-        ("naive row (params, fitness)", insert_us(tmp, "naive", naive=True)),
+        ("store row as written now", insert_us(tmp, "store")),
+        ("store row as written before", insert_us(tmp, "before")),
+        ("naive row (params, fitness)", insert_us(tmp, "naive")),
         ("params text of 10 floats (float_objects)",
-         per_call_us(lambda: float_objects(NAMES, rows), 20) / 1000),
+         per_call_us(lambda: float_objects(NAMES, matrix), 20) / 1000),
+        ("params text of 10 floats by repr (% format)",
+         per_call_us(lambda: [fmt % tuple(r) for r in rows], 20) / 1000),
         ("json.dumps of the params dict (naive)",
          per_call_us(lambda: json.dumps(dict(zip(NAMES, rows[0]))), 20_000)),
         ("the process guard around a call", per_call_us(guard, 100_000)),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from metaloop.store import top_flags
 from metaloop.store.base import StoreError, StoreMissing
 from metaloop.store.claim import CLAIM_COLUMNS
 from metaloop.store.sql import EVAL_ADDED, STEERING_TABLES, TABLES, SQLStore
@@ -69,9 +70,11 @@ SCHEMA = (
     host TEXT NOT NULL,
     worker TEXT NOT NULL,
     outputs TEXT,
+    top BIGINT,
     PRIMARY KEY (exp_id, generation, idx)
 )""",
-    "CREATE INDEX IF NOT EXISTS evaluations_score ON evaluations (exp_id, score)",
+    # (no index over every score: the best rows are flagged, see metaloop.store.top_flags;
+    # a store made before keeps its evaluations_score index)
     # completion order (stores made before it existed gain the column here)
     "ALTER TABLE evaluations ADD COLUMN IF NOT EXISTS seq BIGINT",
     # constraint values (JSON) and their total violation (the best is the best feasible)
@@ -271,16 +274,16 @@ class PostgresStore(SQLStore):
                 self._reconnect(time.monotonic() + CONNECT_TIMEOUT_S)
                 super().claim(exp_id)
 
-    def _insert_evals(self, cur: Any, rows: list[tuple[Any, ...]], columns: str) -> None:
+    TOP_COLUMN_SQL = (
+        "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('evaluations') "
+        "AND attname = 'top' AND NOT attisdropped"
+    )
+    SCORE_INDEX_SQL = "SELECT 1 WHERE to_regclass('evaluations_score') IS NOT NULL"
+
+    def _insert_tail(self) -> str:
         if not self._idempotent:
-            super()._insert_evals(cur, rows, columns)
-            return
-        marks = ",".join(["%s"] * len(rows[0]))
-        cur.executemany(
-            f"INSERT INTO evaluations ({columns}) VALUES ({marks}) "
-            "ON CONFLICT (exp_id, generation, idx) DO NOTHING",
-            rows,
-        )
+            return ""
+        return " ON CONFLICT (exp_id, generation, idx) DO NOTHING"
 
     def _execute(self, sql: str, args: tuple[Any, ...] = ()) -> Any:
         try:
@@ -306,6 +309,9 @@ class PostgresStore(SQLStore):
             self._refuse_foreign(self._columns(), absent_ok=True)
             for statement in SCHEMA:
                 self._conn.execute(statement)
+            if self._conn.execute(self.TOP_COLUMN_SQL).fetchone() is not None:
+                for statement in top_flags.INDEXES:
+                    self._conn.execute(statement)
 
     def _columns(self) -> dict[str, set[str]]:
         """The columns of each metaloop table as found on the search path (empty: absent)."""

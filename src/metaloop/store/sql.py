@@ -34,6 +34,7 @@ from metaloop.store.base import ExperimentInfo, Store, StoreError, async_group_s
 from metaloop.store.claim import ClaimMixin
 from metaloop.store.rows import eval_row, eval_rows, fitness_json
 from metaloop.store.scan import ScanMixin
+from metaloop.store.top_flags import BEST_ANY, BEST_FLAGGED, UNFLAGGED
 from metaloop.store.writer import EVAL_COLUMNS, GroupCommitWriter
 
 if TYPE_CHECKING:
@@ -127,11 +128,7 @@ class SQLStore(ClaimMixin, ScanMixin, GroupCommitWriter, Store):
         (gen,) = self._execute(
             "SELECT COALESCE(MAX(generation) + 1, 0) FROM evaluations WHERE exp_id=?", (exp_id,)
         ).fetchone()
-        best = self._execute(
-            "SELECT score, fitness FROM evaluations WHERE exp_id=? AND score IS NOT NULL "
-            "AND COALESCE(violation, 0) <= 0 ORDER BY score DESC, generation, idx LIMIT 1",
-            (exp_id,),
-        ).fetchone()
+        best = self._execute(self._best_sql(exp_id), (exp_id,)).fetchone()
         config = json.loads(row[2])
         group = async_group_size(config)
         if group is not None:  # async: results told, in populations (as the loop counts them)
@@ -162,6 +159,14 @@ class SQLStore(ClaimMixin, ScanMixin, GroupCommitWriter, Store):
             best_score=best[0] if best else None,
             best_fitness=tuple(json.loads(best[1])) if best else None,
         )
+
+    def _best_sql(self, exp_id: int) -> str:
+        """The query of an experiment's best feasible evaluation (the caller holds the
+        lock): among its flagged rows where the store flags every row it writes
+        (:mod:`metaloop.store.top_flags`), else over all of them."""
+        if self._flagged(self._conn) and not self._execute(UNFLAGGED, (exp_id,)).fetchone():
+            return BEST_FLAGGED
+        return BEST_ANY
 
     _EXP_COLUMNS = "id, name, config, seed, status, stop_reason, created, updated, host, pid"
 

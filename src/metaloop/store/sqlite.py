@@ -16,6 +16,7 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
+from metaloop.store import top_flags
 from metaloop.store.base import StoreError, StoreFault, StoreMissing
 from metaloop.store.claim import CLAIM_COLUMNS
 from metaloop.store.sql import EVAL_ADDED, STEERING_TABLES, TABLES, SQLStore
@@ -56,9 +57,9 @@ CREATE TABLE IF NOT EXISTS evaluations (
     seq INTEGER,
     constraints TEXT,
     violation REAL,
+    top INTEGER,
     PRIMARY KEY (exp_id, generation, idx)
 );
-CREATE INDEX IF NOT EXISTS evaluations_score ON evaluations (exp_id, score);
 CREATE INDEX IF NOT EXISTS evaluations_counts ON evaluations (exp_id, status, generation);
 CREATE TABLE IF NOT EXISTS checkpoints (
     exp_id INTEGER NOT NULL REFERENCES experiments(id),
@@ -328,6 +329,9 @@ class SQLiteStore(SQLStore):
         self._conn.execute(
             "CREATE INDEX IF NOT EXISTS evaluations_seq ON evaluations (exp_id, seq)"
         )
+        if "top" in columns:  # (a store made before the flags keeps its index of scores)
+            for statement in top_flags.INDEXES:
+                self._conn.execute(statement)
         columns = {r[1] for r in self._conn.execute("PRAGMA table_info(experiments)")}
         for column, kind in CLAIM_COLUMNS.items():
             if column not in columns:

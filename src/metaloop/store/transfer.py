@@ -23,6 +23,7 @@ from typing import Any
 from metaloop.records import ExperimentStatus
 from metaloop.store.base import Store, StoreError
 from metaloop.store.sql import SQLStore, duplicate_name
+from metaloop.store.top_flags import FLAG_ALL
 from metaloop.store.writer import EVAL_COLUMNS
 
 #: the experiment's own columns that travel (the claim columns stay behind)
@@ -173,4 +174,6 @@ def _insert(sql: SQLStore, cur: Any, dump: ExperimentDump) -> int:
                 sql._sql(f"INSERT INTO {table} (exp_id, {', '.join(columns)}) VALUES ({marks})"),
                 [(exp_id, *(_cell(sql, v) for v in r)) for r in rows],
             )
+    if dump.tables["evaluations"] and sql._flagged(cur):  # (the copies' best rows flagged)
+        cur.execute(sql._sql(FLAG_ALL), (exp_id, exp_id))
     return int(exp_id)

@@ -23,6 +23,7 @@ from typing import Any
 
 from metaloop.store.base import ClaimLost, StoreError, StoreFault
 from metaloop.store.liveness import HEARTBEAT_S
+from metaloop.store.top_flags import FLAGGED_MAX, best_or_none, new_bests
 
 EVAL_COLUMNS = (
     "generation, idx, status, attempts, fitness, params, metrics, error, started, finished, "
@@ -105,6 +106,12 @@ class GroupCommitWriter:
     #: statement that opens a read transaction seeing one snapshot (a whole-experiment copy)
     SNAPSHOT_BEGIN = "BEGIN"
     #: insert-or-replace of one checkpoint row (exp_id, generation, state, created)
+    #: a row if the evaluations table has the ``top`` column, and if the store has an index
+    #: over every score (dialect: the SQLite forms)
+    TOP_COLUMN_SQL = "SELECT 1 FROM pragma_table_info('evaluations') WHERE name = 'top'"
+    SCORE_INDEX_SQL = (
+        "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'evaluations_score'"
+    )
     UPSERT_CHECKPOINT = (
         "INSERT INTO checkpoints VALUES (?, ?, ?, ?) ON CONFLICT (exp_id, generation) "
         "DO UPDATE SET state=excluded.state, created=excluded.created"
@@ -131,6 +138,10 @@ class GroupCommitWriter:
         #: the random token of this store's claim (see :meth:`claim`)
         self._token: str | None = None
         self._sql_cache: dict[str, str] = {}
+        #: whether the store flags its best rows (None: not looked up yet), and the best
+        #: feasible score written so far per experiment (where the flags continue from)
+        self._flags: bool | None = None
+        self._running_best: dict[int, float] = {}
 
     # -- errors of the database driver ---------------------------------------------------------
     def _cause(self, exc: BaseException) -> str | None:
@@ -252,6 +263,7 @@ class GroupCommitWriter:
                 cur.execute("COMMIT")
             except BaseException:
                 self._rollback(cur)
+                self._running_best.clear()  # (it counted rows that are not in the store)
                 raise
 
     def _write_checkpoints(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
@@ -299,10 +311,46 @@ class GroupCommitWriter:
             pass  # (SQLite rolls a transaction back by itself on SQLITE_FULL)
 
     def _insert_evals(self, cur: Any, rows: list[tuple[Any, ...]], columns: str) -> None:
-        marks = ",".join(["?"] * len(rows[0]))
-        cur.executemany(
-            self._sql(f"INSERT INTO evaluations ({columns}) VALUES ({marks})"), rows
+        """Insert evaluation rows, each flagged (``top``) in a store that flags its best
+        rows (:mod:`metaloop.store.top_flags`)."""
+        if not self._flagged(cur):
+            cur.executemany(self._insert_sql(columns, len(rows[0]), None), rows)
+            return
+        picked = new_bests(
+            rows,
+            17 if columns == EVAL_ROW else None,
+            self._running_best,
+            lambda e: best_or_none(cur.execute(self._sql(FLAGGED_MAX), (e,)).fetchone()[0]),
         )
+        if picked:
+            cur.executemany(self._insert_sql(columns, len(rows[0]), 1), [rows[i] for i in picked])
+            chosen = set(picked)
+            rows = [r for i, r in enumerate(rows) if i not in chosen]
+        if rows:
+            cur.executemany(self._insert_sql(columns, len(rows[0]), 0), rows)
+
+    def _insert_sql(self, columns: str, n: int, top: int | None) -> str:
+        """The INSERT of ``n`` bound values into ``columns`` (and the literal ``top`` flag)."""
+        marks = ",".join(["?"] * n)
+        if top is not None:
+            columns, marks = f"{columns}, top", f"{marks},{top}"
+        return self._sql(f"INSERT INTO evaluations ({columns}) VALUES ({marks})") + (
+            self._insert_tail()
+        )
+
+    def _insert_tail(self) -> str:
+        """What follows every INSERT of evaluations (a dialect's way to skip rows already
+        there, after a lost COMMIT that went through)."""
+        return ""
+
+    def _flagged(self, cur: Any) -> bool:
+        """Whether this store flags its best rows (``top`` exists and no index over every
+        score does); looked up once."""
+        if self._flags is None:
+            has_top = cur.execute(self.TOP_COLUMN_SQL).fetchone() is not None
+            score_index = cur.execute(self.SCORE_INDEX_SQL).fetchone() is not None
+            self._flags = has_top and not score_index
+        return self._flags
 
     def flush(self) -> None:
         with self._cond:
