@@ -138,6 +138,7 @@ class GroupCommitWriter:
         #: the random token of this store's claim (see :meth:`claim`)
         self._token: str | None = None
         self._sql_cache: dict[str, str] = {}
+        self._insert_cache: dict[tuple[Any, ...], str] = {}
         #: whether the store flags its best rows (None: not looked up yet), and the best
         #: feasible score written so far per experiment (where the flags continue from)
         self._flags: bool | None = None
@@ -314,7 +315,7 @@ class GroupCommitWriter:
         """Insert evaluation rows, each flagged (``top``) in a store that flags its best
         rows (:mod:`metaloop.store.top_flags`)."""
         if not self._flagged(cur):
-            cur.executemany(self._insert_sql(columns, len(rows[0]), None), rows)
+            self._insert_many(cur, columns, rows, None)
             return
         picked = new_bests(
             rows,
@@ -323,20 +324,41 @@ class GroupCommitWriter:
             lambda e: best_or_none(cur.execute(self._sql(FLAGGED_MAX), (e,)).fetchone()[0]),
         )
         if picked:
-            cur.executemany(self._insert_sql(columns, len(rows[0]), 1), [rows[i] for i in picked])
+            self._insert_many(cur, columns, [rows[i] for i in picked], 1)
             chosen = set(picked)
             rows = [r for i, r in enumerate(rows) if i not in chosen]
         if rows:
-            cur.executemany(self._insert_sql(columns, len(rows[0]), 0), rows)
+            self._insert_many(cur, columns, rows, 0)
 
-    def _insert_sql(self, columns: str, n: int, top: int | None) -> str:
-        """The INSERT of ``n`` bound values into ``columns`` (and the literal ``top`` flag)."""
-        marks = ",".join(["?"] * n)
-        if top is not None:
-            columns, marks = f"{columns}, top", f"{marks},{top}"
-        return self._sql(f"INSERT INTO evaluations ({columns}) VALUES ({marks})") + (
-            self._insert_tail()
-        )
+    def _insert_many(
+        self, cur: Any, columns: str, rows: list[tuple[Any, ...]], top: int | None
+    ) -> None:
+        """``rows`` inserted by statements of up to 256 rows each (a power of two: a few
+        cached statements): the database driver lets go of Python's lock once a statement,
+        not once a row, and the loop's thread is not woken up and stopped again per row."""
+        n, i = len(rows), 0
+        while i < n:
+            k = 1 << min(8, (n - i).bit_length() - 1)
+            chunk = rows[i : i + k]
+            sql = self._insert_sql(columns, len(rows[0]), top, k)
+            cur.execute(sql, [v for r in chunk for v in r])
+            i += k
+
+    def _insert_sql(self, columns: str, n: int, top: int | None, rows: int = 1) -> str:
+        """The INSERT of ``rows`` rows of ``n`` bound values into ``columns`` (and the
+        literal ``top`` flag)."""
+        tail = self._insert_tail()
+        key = (columns, n, top, rows, tail)
+        sql = self._insert_cache.get(key)
+        if sql is None:
+            marks = ",".join(["?"] * n)
+            if top is not None:
+                marks = f"{marks},{top}"
+            cols = columns if top is None else f"{columns}, top"
+            values = ",".join([f"({marks})"] * rows)
+            sql = self._sql(f"INSERT INTO evaluations ({cols}) VALUES {values}") + tail
+            self._insert_cache[key] = sql
+        return sql
 
     def _insert_tail(self) -> str:
         """What follows every INSERT of evaluations (a dialect's way to skip rows already
