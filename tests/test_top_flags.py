@@ -6,15 +6,13 @@ import; and the flagged rows stay few."""
 from __future__ import annotations
 
 import sqlite3
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from test_store import make_eval
-from test_store_postgres import _admin, with_db
+from test_store_postgres import pg_url  # noqa: F401 - the fixture, used by name
 
 from metaloop.records import Evaluation, Status
 from metaloop.store import open_store
@@ -22,17 +20,10 @@ from metaloop.store.transfer import dump_experiment, load_experiments
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 's.db'}"
-        return
-    server = request.getfixturevalue("postgres_url")
-    db = f"t_{uuid.uuid4().hex[:16]}"
-    with _admin(server) as con:
-        con.execute(f'CREATE DATABASE "{db}"')
-    yield with_db(server, db)
-    with _admin(server) as con:
-        con.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        return f"sqlite:///{tmp_path / 's.db'}"
+    return request.getfixturevalue("pg_url")  # (a fresh database: test_store_postgres)
 
 
 def rows_of(n: int, seed: int) -> list[tuple[Evaluation, float | None]]:

@@ -64,23 +64,22 @@ def object_texts(rows: Sequence[dict[str, Any]]) -> list[str]:
     """The compact JSON text of each dict of ``rows`` (plain keys, in-range floats: see
     :func:`reprs_match`, :func:`plain_keys`), as ``json.dumps(row, separators=(",", ":"))``
     writes it: one orjson call for all, split between the rows."""
-    if not rows:
-        return []
-    text = _orjson().dumps(rows).decode()
-    if len(rows) == 1:
-        return [text[1:-1]]
-    return ["{" + part + "}" for part in text[2:-2].split("},{")]
+    return _row_texts(rows, "{", "}")
 
 
 def list_texts(rows: Sequence[Sequence[float]]) -> list[str]:
     """The compact JSON text of each list (or tuple) of in-range floats of ``rows``, as
     ``json`` writes it: one orjson call for all, split between the rows."""
+    return _row_texts(rows, "[", "]")
+
+
+def _row_texts(rows: Sequence[Any], opening: str, closing: str) -> list[str]:
     if not rows:
         return []
     text = _orjson().dumps(rows).decode()
     if len(rows) == 1:
         return [text[1:-1]]
-    return ["[" + part + "]" for part in text[2:-2].split("],[")]
+    return [opening + part + closing for part in text[2:-2].split(closing + "," + opening)]
 
 
 def scalar_texts(values: Sequence[float]) -> list[str]:
