@@ -548,3 +548,38 @@ def test_a_reader_refused_while_a_driver_makes_the_store_leaves_the_store_whole(
             assert store.list_experiments() == []
     finally:
         maker.close()
+
+
+def test_a_reader_refused_for_an_unrecovered_wal_index_lets_sqlite_recover_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A driver killed while writing the WAL's index (``-shm``) leaves SQLite needing to
+    rebuild it before anyone reads, which a read-only connection may not do
+    (``SQLITE_READONLY_RECOVERY``): ``status`` and ``export`` must still read the store (a
+    read-write connection recovers the index, writing no row), not refuse it as read-only."""
+    from metaloop.store import StoreError
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    with open_store(url) as store:
+        exp = store.create_experiment("e", {}, 1).id
+        store.checkpoint(exp, 0, {"a": 1})
+    before = (tmp_path / "s.db").read_bytes()
+    real_open, refused = SQLiteStore._open, []
+
+    def open_once_refused(self: SQLiteStore, create: bool, readonly: bool, memory: bool) -> None:
+        if readonly and not refused:
+            refused.append(True)
+            exc = sqlite3.OperationalError("attempt to write a readonly database")
+            exc.sqlite_errorname = "SQLITE_READONLY_RECOVERY"  # type: ignore[attr-defined]
+            raise exc
+        real_open(self, create, readonly, memory)
+
+    monkeypatch.setattr(SQLiteStore, "_open", open_once_refused)
+    with open_store(url, readonly=True) as store:
+        assert store.get_experiment("e") is not None
+    assert refused == [True]
+    assert (tmp_path / "s.db").read_bytes() == before  # (nothing written by the reader)
+    refused.clear()
+    monkeypatch.setattr(SQLiteStore, "_directory_writable", lambda self: False)
+    with pytest.raises(StoreError, match="read-only"):  # (a read-only place: no recovery)
+        open_store(url, readonly=True)

@@ -190,29 +190,63 @@ class SQLiteStore(SQLStore):
         if not memory:
             self._check_path(create and not readonly)
         try:
-            if readonly and not memory:
-                target = "file:" + quote(os.path.abspath(self.path)) + "?mode=ro"
-                if self._frozen():
-                    target += "&immutable=1"
-                self._conn = sqlite3.connect(
-                    target, uri=True, check_same_thread=False, isolation_level=None
-                )
-            else:
-                self._conn = sqlite3.connect(
-                    self.path, check_same_thread=False, isolation_level=None
-                )
+            self._conn = self._connect(readonly and not memory)
         except sqlite3.Error as exc:
             raise self._translate(exc) or exc from None
         try:
             with self._lock:
-                self._conn.execute("PRAGMA busy_timeout=30000")
-                self._open(create, readonly, memory)
+                try:
+                    self._open(create, readonly, memory)
+                except sqlite3.OperationalError as exc:
+                    if not (readonly and self._needs_recovery(exc)):
+                        raise
+                    self._recover_index()
+                    self._open(create, readonly, memory)
         except BaseException:
             # (never unlink the -wal/-shm here: a driver making the store right now owns
             # them, and its schema and first rows would go to a deleted file; SQLite removes
             # the ones this connection made when it closes)
             self._conn.close()
             raise
+
+    def _connect(self, readonly: bool) -> sqlite3.Connection:
+        """A connection to the file (``mode=ro`` for a reader; immutable where nobody can be
+        writing it), waiting up to 30 s for locks."""
+        if readonly:
+            target = "file:" + quote(os.path.abspath(self.path)) + "?mode=ro"
+            if self._frozen():
+                target += "&immutable=1"
+            conn = sqlite3.connect(target, uri=True, check_same_thread=False, isolation_level=None)
+        else:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout=30000")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _needs_recovery(self, exc: sqlite3.OperationalError) -> bool:
+        """A read-only connection refused because SQLite must write to read: the WAL's index
+        (``-shm``) left unfinished by a driver killed while writing it needs rebuilding
+        (``SQLITE_READONLY_RECOVERY``, ``..._CANTINIT``), which only a read-write
+        connection may do.  Not where the directory is read-only (nothing could be)."""
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        return name.startswith("SQLITE_READONLY") and self._directory_writable()
+
+    def _recover_index(self) -> None:
+        """Let a read-write connection rebuild the WAL's index (it reads, writes no row:
+        SQLite recovers the index from the ``-wal`` on its first read), then reconnect
+        read-only."""
+        self._conn.close()
+        target = "file:" + quote(os.path.abspath(self.path)) + "?mode=rw"
+        rw = sqlite3.connect(target, uri=True, isolation_level=None)
+        try:
+            rw.execute("PRAGMA busy_timeout=30000")
+            rw.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        finally:
+            rw.close()
+        self._conn = self._connect(True)
 
     def _fit_checkpoint(self, size: int) -> None:
         """Size the page cache and the WAL for checkpoints of ``size`` characters, from
