@@ -37,6 +37,8 @@ import metaloop.executors.dask as dask_executor  # noqa: E402
 from metaloop.executors.dask import SCHEDULER_CONFIG, DaskExecutor  # noqa: E402
 from metaloop.executors.dask_ahead import queues_ahead  # noqa: E402
 
+#: the batched optimizee both executor test modules use (tests/batched_optimizee.py)
+BATCHED = f"{Path(__file__).resolve().parent / 'batched_optimizee.py'}:Batched"
 OPTIMIZEES = textwrap.dedent(
     '''
     """Misbehaving optimizees for tests/test_dask.py (imported by every Dask worker)."""
@@ -100,14 +102,6 @@ OPTIMIZEES = textwrap.dedent(
         time.sleep(params["s"])
         return float(params["s"])
 
-
-    class Batched:
-        def evaluate_batch(self, params_list, ctxs):
-            n = len(params_list)
-            return [
-                {"fitness": p["x"] ** 2 + 0.01 * c.rng.normal(), "metrics": {"batch": n}}
-                for p, c in zip(params_list, ctxs)
-            ]
     '''
 )
 MODES = ["ok", "raise", "nan", "string", "none", "kill1", "hang", "ok_late"]
@@ -829,14 +823,14 @@ def test_killed_worker_is_blamed_alone_and_its_replacement_gets_an_actor(tmp_pat
         ex.close()
 
 
-def test_batch_size_is_one_evaluate_batch_call_per_actor_call(tmp_path, opt_file):
+def test_batch_size_is_one_evaluate_batch_call_per_actor_call(tmp_path):
     """With ``batch_size`` a direct call is one ``evaluate_batch`` call of that many
     candidates (the last one of a generation smaller), with the results of ``serial``."""
     cfg = config(
         tmp_path,
         "batched",
         space=X_SPACE,
-        optimizee={"kind": "python", "target": f"{opt_file}:Batched"},
+        optimizee={"kind": "python", "target": BATCHED},
         optimizer={"kind": "random", "pop_size": 10},
         executor={"kind": "dask", "workers": 2, "batch_size": 4},
     )

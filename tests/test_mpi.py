@@ -31,6 +31,8 @@ from services import MPI_ENV, default_sigint, mpi_available, need, slurm_running
 from metaloop.api import Experiment, experiment_info, history
 from metaloop.records import Status
 
+#: the batched optimizee both executor test modules use (tests/batched_optimizee.py)
+BATCHED = f"{Path(__file__).resolve().parent / 'batched_optimizee.py'}:Batched"
 OPTIMIZEES = textwrap.dedent(
     '''
     """Optimizees for tests/test_mpi.py (imported by every MPI worker rank)."""
@@ -63,15 +65,6 @@ OPTIMIZEES = textwrap.dedent(
                 time.sleep(self.sleep_s)
             fitness = float(params["x"]) ** 2 + 0.01 * ctx.rng.normal()
             return {"fitness": fitness, "metrics": {"pid": os.getpid(), "builds": self.builds}}
-
-
-    class Batched:
-        def evaluate_batch(self, params_list, ctxs):
-            n = len(params_list)
-            return [
-                {"fitness": p["x"] ** 2 + 0.01 * c.rng.normal(), "metrics": {"batch": n}}
-                for p, c in zip(params_list, ctxs)
-            ]
 
 
     class DiesOnBuild:
@@ -315,7 +308,7 @@ def test_batch_size_chunks_evaluate_batch(tmp_path, opt_file, env):
         tmp_path,
         "batch",
         opt_file,
-        optimizee={"kind": "python", "target": f"{opt_file}:Batched"},
+        optimizee={"kind": "python", "target": BATCHED},
         optimizer={"kind": "random", "pop_size": 10},
         executor={"kind": "mpi", "batch_size": 4},
     )

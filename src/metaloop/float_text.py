@@ -76,7 +76,7 @@ def list_texts(rows: Sequence[Sequence[float]]) -> list[str]:
 def _row_texts(rows: Sequence[Any], opening: str, closing: str) -> list[str]:
     if not rows:
         return []
-    text = _orjson().dumps(rows).decode()
+    text = orjson_text(rows)
     if len(rows) == 1:
         return [text[1:-1]]
     return [opening + part + closing for part in text[2:-2].split(closing + "," + opening)]
@@ -86,7 +86,7 @@ def scalar_texts(values: Sequence[float]) -> list[str]:
     """``repr`` of each in-range float of ``values``: one orjson call for all."""
     if not values:
         return []
-    return _orjson().dumps(values).decode()[1:-1].split(",")
+    return orjson_text(values)[1:-1].split(",")
 
 
 def orjson_text(values: Any) -> str:

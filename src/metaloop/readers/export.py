@@ -17,7 +17,7 @@ import json
 import operator
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import IO, Any
@@ -327,8 +327,14 @@ def _page_columns(raws: list[tuple[Any, ...]], pattern: re.Pattern[str]) -> list
         loads("[" + ",".join(map(_NULLS.get, col, col) if "" in col else col) + "]")
         for col in zip(*matches)
     ]
-    durations = list(map(round, map(operator.sub, t1, t0), repeat(6)))
-    return [g, i, status, attempts, durations, error, *values, t0, t1, host, worker, seq, con]
+    return [g, i, status, attempts, durations(t0, t1), error, *values, t0, t1, host, worker, seq,
+            con]  # fmt: skip
+
+
+def durations(t0: Sequence[float], t1: Sequence[float]) -> list[float]:
+    """Each evaluation's ``duration_s`` from its start and end times (``round(end - start,
+    6)``, as :func:`decode_row` writes one)."""
+    return list(map(round, map(operator.sub, t1, t0), repeat(6)))
 
 
 def _pareto_pass(store: Store, exp_id: int, weights: list[float]) -> dict[tuple[int, int], int]:

@@ -23,10 +23,8 @@ import csv
 import functools
 import io
 import json
-import operator
 import os
 import re
-from itertools import repeat
 from json.encoder import encode_basestring_ascii as json_str  # type: ignore[attr-defined]
 from typing import IO, Any
 
@@ -38,6 +36,7 @@ from metaloop.readers.export import (
     Layout,
     LayoutGuessWrong,
     decode_row,
+    durations,
     export_layout,
     json_record,
     metrics_sample,
@@ -190,8 +189,7 @@ def _time_texts(page: list[tuple[Any, ...]]) -> tuple[list[str], list[str], list
     the csv and json modules write them (``repr``), a page at a time."""
     t0 = [r[4] for r in page]
     t1 = [r[5] for r in page]
-    took = list(map(round, map(operator.sub, t1, t0), repeat(6)))
-    return float_reprs(t0), float_reprs(t1), float_reprs(took)
+    return float_reprs(t0), float_reprs(t1), float_reprs(durations(t0, t1))
 
 
 def _quoted_cell(text: str) -> str:

@@ -48,14 +48,15 @@ def eval_row(
         fitness_text = fitness_json(e.fitness)
     params = plain_json(e.params) if params_json is None else params_json
     status = e.status._value_  # (not .value: an enum property costs a microsecond)
+    metrics = plain_json(e.metrics) if e.metrics else "{}"
     if e.error is None and e.outputs is None and e.constraints is None and e.violation is None:
         return "eval_plain", (
             exp_id, score, e.generation, e.index, status, e.attempts, fitness_text, params,
-            plain_json(e.metrics), e.started, e.finished, text(e.host), text(e.worker), e.seq,
+            metrics, e.started, e.finished, text(e.host), text(e.worker), e.seq,
         )  # fmt: skip
     return "eval", (
         exp_id, score, e.generation, e.index, status, e.attempts, fitness_text, params,
-        plain_json(e.metrics), text(e.error), e.started, e.finished, text(e.host),
+        metrics, text(e.error), e.started, e.finished, text(e.host),
         text(e.worker), None if e.outputs is None else codec.dumps(e.outputs), e.seq,
         None if e.constraints is None else fitness_json(e.constraints), e.violation,
     )  # fmt: skip
@@ -68,22 +69,11 @@ def eval_rows(
     (in order within each), the fitness texts made at once where :func:`fitness_texts`
     can."""
     fits = fitness_texts([e.fitness for e, _, _ in items]) or [None] * len(items)
-    plain: list[tuple[Any, ...]] = []
-    out = {"eval_plain": plain}
+    out: dict[str, list[tuple[Any, ...]]] = {}
     for (e, s, p), f in zip(items, fits):
-        if (  # (eval_row's plain row, made here: no call per row in the common case)
-            f is not None and p is not None and s == s and e.error is None
-            and e.outputs is None and e.constraints is None and e.violation is None
-        ):  # fmt: skip
-            plain.append((
-                exp_id, s, e.generation, e.index, e.status._value_, e.attempts, f, p,
-                plain_json(e.metrics) if e.metrics else "{}", e.started, e.finished,
-                text(e.host), text(e.worker), e.seq,
-            ))  # fmt: skip
-        else:
-            op, row = eval_row(exp_id, e, s, p, text, f)
-            out.setdefault(op, []).append(row)
-    return {op: rows for op, rows in out.items() if rows}
+        op, row = eval_row(exp_id, e, s, p, text, f)
+        out.setdefault(op, []).append(row)
+    return out
 
 
 def fitness_texts(fits: list[tuple[float, ...] | None]) -> list[str] | None:

@@ -213,7 +213,7 @@ class SQLiteStore(SQLStore):
         """A connection to the file (``mode=ro`` for a reader; immutable where nobody can be
         writing it), waiting up to 30 s for locks."""
         if readonly:
-            target = "file:" + quote(os.path.abspath(self.path)) + "?mode=ro"
+            target = self._uri("ro")
             if self._frozen():
                 target += "&immutable=1"
             conn = sqlite3.connect(target, uri=True, check_same_thread=False, isolation_level=None)
@@ -225,6 +225,10 @@ class SQLiteStore(SQLStore):
             conn.close()
             raise
         return conn
+
+    def _uri(self, mode: str) -> str:
+        """The file as an SQLite URI opened in ``mode`` (``ro``, ``rw``)."""
+        return "file:" + quote(os.path.abspath(self.path)) + f"?mode={mode}"
 
     def _needs_recovery(self, exc: sqlite3.OperationalError) -> bool:
         """A read-only connection refused because SQLite must write to read: the WAL's index
@@ -239,8 +243,7 @@ class SQLiteStore(SQLStore):
         SQLite recovers the index from the ``-wal`` on its first read), then reconnect
         read-only."""
         self._conn.close()
-        target = "file:" + quote(os.path.abspath(self.path)) + "?mode=rw"
-        rw = sqlite3.connect(target, uri=True, isolation_level=None)
+        rw = sqlite3.connect(self._uri("rw"), uri=True, isolation_level=None)
         try:
             rw.execute("PRAGMA busy_timeout=30000")
             rw.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()

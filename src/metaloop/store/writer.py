@@ -37,6 +37,8 @@ PLAIN_ROW = (
     "exp_id, score, generation, idx, status, attempts, fitness, params, metrics, started, "
     "finished, host, worker, seq"
 )
+#: where an ``EVAL_ROW`` row holds its violation (the flags skip infeasible rows)
+VIOLATION_AT = EVAL_ROW.split(", ").index("violation")
 
 
 #: statements of the queued operations other than evaluations (one row each)
@@ -105,13 +107,13 @@ class GroupCommitWriter:
     BEGIN = "BEGIN"
     #: statement that opens a read transaction seeing one snapshot (a whole-experiment copy)
     SNAPSHOT_BEGIN = "BEGIN"
-    #: insert-or-replace of one checkpoint row (exp_id, generation, state, created)
     #: a row if the evaluations table has the ``top`` column, and if the store has an index
     #: over every score (dialect: the SQLite forms)
     TOP_COLUMN_SQL = "SELECT 1 FROM pragma_table_info('evaluations') WHERE name = 'top'"
     SCORE_INDEX_SQL = (
         "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'evaluations_score'"
     )
+    #: insert-or-replace of one checkpoint row (exp_id, generation, state, created)
     UPSERT_CHECKPOINT = (
         "INSERT INTO checkpoints VALUES (?, ?, ?, ?) ON CONFLICT (exp_id, generation) "
         "DO UPDATE SET state=excluded.state, created=excluded.created"
@@ -319,7 +321,7 @@ class GroupCommitWriter:
             return
         picked = new_bests(
             rows,
-            17 if columns == EVAL_ROW else None,
+            VIOLATION_AT if columns == EVAL_ROW else None,
             self._running_best,
             lambda e: best_or_none(cur.execute(self._sql(FLAGGED_MAX), (e,)).fetchone()[0]),
         )
