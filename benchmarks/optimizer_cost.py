@@ -13,7 +13,9 @@ every evaluation and checkpoint committed) of ``cmaes`` (lambda = 10, 10-D) and 
 (population 100, 10-D) on a 10-D sphere (ten real parameters, a Python function per
 candidate), interleaved with pycma's ask/tell loop and DEAP's ``eaSimple`` calling the same
 function per candidate (nothing stored); medians of the repeats, microseconds per evaluation,
-wall and process CPU time (all threads: the store's writer included).
+wall and process CPU time (all threads: the store's writer included), the part of that CPU
+time spent in the kernel (``getrusage``), and the voluntary context switches of one of our
+runs (a thread waiting: for Python's lock, the writer's queue, the disk).
 
 BLAS runs single-threaded unless ``OPENBLAS_NUM_THREADS`` (etc.) is set: on a busy machine a
 multi-threaded OpenBLAS can make a 100 x 100 eigendecomposition a hundred times slower, which
@@ -110,12 +112,17 @@ def sphere10(params: dict) -> float:
     return sum((params[n] - 0.3) ** 2 for n in NAMES)
 
 
-def clocks(run: Callable[[], int]) -> tuple[float, float]:
-    """(wall, process CPU) seconds per evaluation of one call (which returns how many
-    evaluations it made)."""
+def clocks(run: Callable[[], int]) -> tuple[float, float, float, int]:
+    """(wall, process CPU, of it in the kernel) seconds per evaluation of one call (which
+    returns how many evaluations it made), and the voluntary context switches of the call."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF)
     w, c = time.perf_counter(), time.process_time()
     n = run()
-    return (time.perf_counter() - w) / n, (time.process_time() - c) / n
+    w, c = time.perf_counter() - w, time.process_time() - c
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return w / n, c / n, (after.ru_stime - before.ru_stime) / n, after.ru_nvcsw - before.ru_nvcsw
 
 
 def ours_durable(tmp: str, kind: str, pop: int, gens: int, name: str) -> int:
@@ -193,24 +200,22 @@ def durable_table(quick: bool, repeats: int) -> None:
         "interleaved runs; us per evaluation"
     )
     print("| optimizer | pop | generations | ours wall | ref wall | ratio | ours CPU | ref CPU "
-          "| ratio (CPU) |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| ratio (CPU) | ours kernel | ref kernel | ours switches |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = [("cmaes", "pycma", 10, 100 if quick else 200), ("ga", "DEAP", 100, 20 if quick else 60)]
     for kind, ref_name, pop, gens in rows:
         ref = pycma_loop if kind == "cmaes" else deap_loop
-        ow, oc, rw, rc = [], [], [], []
+        ours, refs = [], []
         for r in range(repeats):
-            w, c = clocks(lambda: ref(pop, gens))  # noqa: B023 - called at once
-            rw.append(w)
-            rc.append(c)
-            w, c = clocks(lambda: ours_durable(tmp, kind, pop, gens, f"{kind}-{r}"))  # noqa: B023
-            ow.append(w)
-            oc.append(c)
+            refs.append(clocks(lambda: ref(pop, gens)))  # noqa: B023 - called at once
+            ours.append(clocks(lambda: ours_durable(tmp, kind, pop, gens, f"{kind}-{r}")))  # noqa: B023
         med = statistics.median
+        ow, oc, osys, osw = (med(v) for v in zip(*ours))
+        rw, rc, rsys, _ = (med(v) for v in zip(*refs))
         print(
-            f"| {kind} vs {ref_name} | {pop} | {gens} | {1e6 * med(ow):.1f} | "
-            f"{1e6 * med(rw):.1f} | {med(ow) / med(rw):.2f} | {1e6 * med(oc):.1f} | "
-            f"{1e6 * med(rc):.1f} | {med(oc) / med(rc):.2f} |",
+            f"| {kind} vs {ref_name} | {pop} | {gens} | {1e6 * ow:.1f} | {1e6 * rw:.1f} | "
+            f"{ow / rw:.2f} | {1e6 * oc:.1f} | {1e6 * rc:.1f} | {oc / rc:.2f} | "
+            f"{1e6 * osys:.1f} | {1e6 * rsys:.1f} | {osw:.0f} |",
             flush=True,
         )
 

@@ -3,8 +3,8 @@
 The collector runs whenever allocations outnumber deallocations by a few hundred, and every
 so often walks every tracked object of the process.  A run makes millions of short-lived
 records and a bulk read hundreds of thousands of row tuples, none of them in reference
-cycles: the walks find nothing to free and cost a few percent of a run (more in a process
-holding much data, a notebook's) and a quarter of a bulk read.
+cycles: the walks find nothing to free, and each walk costs more the more the process holds
+(a notebook's data).
 
 - :func:`older_objects_frozen` (a run): the objects that exist when it starts are left out
   of collections while it runs; what it makes is collected as always.

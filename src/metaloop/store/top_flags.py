@@ -3,7 +3,7 @@
 ``status``, the dashboard and every ``ExperimentInfo`` need the best feasible evaluation
 (highest score, then earliest ``(generation, idx)``).  Stores made before this module kept
 an index over every row's score for it: a random insert into a B-tree for every evaluation,
-about 1.7 µs of the writer's 4.4 (``benchmarks/pipeline_cost.py --parts``).  A store made
+the largest part of the writer's cost of a row.  A store made
 now instead flags, as it writes them, the evaluations that were feasible and at least as good
 as every feasible one written before them (``top = 1``; others ``top = 0``), and indexes only
 those (a partial index: a handful of rows, the first ones of a run and each improvement).
