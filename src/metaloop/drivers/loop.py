@@ -48,6 +48,7 @@ from metaloop.store.columns import float_objects, json_objects
 #: a paused run with nothing running polls this often
 HOLD_POLL_S = 0.2
 _DIED = (Status.CRASHED, Status.TIMEOUT)
+_OK = Status.OK
 #: statuses whose fitness the optimizer is told (a pruned evaluation's is its last reported
 #: value: a pessimistic estimate of what it would have reached)
 TOLD = (Status.OK, Status.PRUNED)
@@ -130,6 +131,8 @@ class Loop:
         self.info = info
         self.executor = executor
         self.observer = observer or RunObserver()
+        #: whether the observer takes each evaluation (the base class's method does nothing)
+        self._observes = type(self.observer).evaluated is not RunObserver.evaluated
         m = config.model
         self.weights = np.asarray(config.weights, dtype=float)
         self._weight_list = [float(w) for w in config.weights]
@@ -512,9 +515,12 @@ class Loop:
                     if pending:  # the mean duration sizes the queue ahead (see _window)
                         took = outcome.finished - outcome.started
                         self._mean_eval = moving_mean(self._mean_eval, took)
-                    files = self._route(outcome, pending.appendleft)
-                    if files is None:
-                        continue
+                    if outcome.status is _OK and type(outcome.metrics) is not WorkdirUsed:
+                        files = False  # (the common case: final, no files; as _route says)
+                    else:
+                        files = self._route(outcome, pending.appendleft)
+                        if files is None:
+                            continue
                     self._record(Evaluation.from_outcome(outcome, self.n_evaluations), results)
                     if files:  # (its row queued first: reports follow their evaluation)
                         self._store_pending()
@@ -548,7 +554,8 @@ class Loop:
     def _record(self, evaluation: Evaluation, results: dict[int, Evaluation]) -> None:
         self._store_and_count(evaluation)
         results[evaluation.index] = evaluation
-        self.observer.evaluated(evaluation, self)
+        if self._observes:
+            self.observer.evaluated(evaluation, self)
 
     def _store_pending(self) -> None:
         """Queue the evaluations recorded since the last call in the store, at once."""
@@ -558,15 +565,19 @@ class Loop:
 
     def _store_and_count(self, evaluation: Evaluation) -> None:
         """Keep ``evaluation`` for the store (:meth:`_store_pending`); count it; the best."""
-        score = self.score(evaluation)
+        ok = evaluation.status is _OK
+        fitness = evaluation.fitness
+        score = None
+        if ok and fitness is not None:  # (self.score, inline: once per evaluation)
+            score = weighted_score(fitness, self._weight_list)
         text = None
         if evaluation.generation == self._params_gen:  # (the async loop mixes generations)
             text = self._params_json[evaluation.index]
         self._unstored.append((evaluation, score, text))
         self.n_evaluations += 1
         self.generation_done += 1
-        if evaluation.status is Status.OK:
-            if evaluation.feasible and (
+        if ok:
+            if (evaluation.constraints is None or evaluation.feasible) and (
                 self.best_score is None or score > self.best_score  # type: ignore[operator]
             ):
                 self.best_score, self.best = score, evaluation

@@ -15,7 +15,9 @@ from typing import Any
 
 from metaloop.optimizees.context import Context, Pruned, evaluation_dir
 from metaloop.optimizees.protocol import check_optimizee, takes_ctx
+from metaloop.optimizees.reaping import enter as enter_evaluation
 from metaloop.optimizees.reaping import evaluation_processes
+from metaloop.optimizees.reaping import leave as leave_evaluation
 from metaloop.optimizees.results import (
     Result,
     exception_message,
@@ -88,9 +90,12 @@ class Evaluator:
     ) -> Result:
         if self.fn is None:
             return self.batch([(generation, index, attempt, params, info)])[0]
-        with evaluation_processes():
+        started = enter_evaluation()  # (what the evaluation starts ends with it)
+        try:
             result = self._call(generation, index, attempt, params, info)
-        return self._capped(result, generation, index)
+        finally:
+            leave_evaluation(started)
+        return result if result.error is None else self._capped(result, generation, index)
 
     def _call(
         self,
@@ -112,7 +117,7 @@ class Evaluator:
                 raise
             return _mark(_raised(exc), ctx is not None and ctx.touched)
         result = parse_result(raw, self.n_objectives, self.observation)
-        return _mark(result, ctx is not None and ctx.touched)
+        return result if ctx is None else _mark(result, ctx.touched)
 
     def batch(self, tasks: list[TaskTuple]) -> list[Result]:
         """Evaluate several tasks in one ``evaluate_batch`` call (or one by one without it)."""

@@ -55,6 +55,7 @@ _before: set[int] | None = None
 _ended = 0.0
 _was_subreaper: int | None = None
 _pid = 0
+_monotonic = time.monotonic
 _fds: dict[int, int] = {}  # thread id -> open fd of /proc/self/task/<tid>/children
 _libc: ctypes.CDLL | None = None
 
@@ -224,50 +225,65 @@ def end_new_processes(before: set[int], grace_s: float = GRACE_S) -> int:
     return len(signalled)
 
 
+def enter() -> float:
+    """An evaluation starts in this process (see :class:`evaluation_processes`); the
+    monotonic time it started, for :func:`leave`."""
+    global _active, _before
+    now = _monotonic()
+    if not _LINUX:
+        return now
+    if not _pid:  # (a fork starts again through the at-fork hook: no getpid per call)
+        _forget()
+    with _lock:
+        _active += 1
+        if _active == 1:
+            if _before is None or now - _ended > _FRESH_S:
+                _before = own_children()
+            if _was_subreaper is None:
+                _subreaper_on()
+    return now
+
+
+def leave(started: float) -> None:
+    """The evaluation that :func:`enter` returned ``started`` for has ended: what it started
+    is ended too (when it was the last one running in this process)."""
+    global _active, _before, _ended
+    if not _LINUX:
+        return
+    end = _monotonic()
+    took = end - started
+    with _lock:
+        _active -= 1
+        if _active == 0:
+            _ended = end
+            if took < _NO_PROCESS_S:
+                return  # too short to have started a process: nothing to look at
+            assert _before is not None
+            # a quick look at the threads that matter (this one, the main one) after a
+            # short evaluation; every thread's children after a long one (the thread is
+            # the one that entered: a call leaves where it entered; no gettid call)
+            quick = took < _FRESH_S
+            tid = threading.current_thread().native_id
+            now = own_children({tid}) if quick else own_children()
+            if not now <= _before:
+                end_new_processes(_before)
+                _before = own_children()
+            elif not quick:
+                _before = now
+            _ended = _monotonic()
+
+
 class evaluation_processes:  # noqa: N801 - used like a function: ``with evaluation_processes():``
-    """Around one evaluation: what it starts is ended when it ends (module docstring)."""
+    """Around one evaluation: what it starts is ended when it ends (module docstring;
+    :func:`enter` and :func:`leave` are the same without the ``with``, for a hot path)."""
 
     __slots__ = ("_started",)
 
     def __enter__(self) -> None:
-        global _active, _before
-        if not _LINUX:
-            return
-        if not _pid:  # (a fork starts again through the at-fork hook: no getpid per call)
-            _forget()
-        with _lock:
-            _active += 1
-            if _active == 1:
-                if _before is None or time.monotonic() - _ended > _FRESH_S:
-                    _before = own_children()
-                _subreaper_on()
-        self._started = time.monotonic()
+        self._started = enter()
 
     def __exit__(self, *exc: object) -> None:
-        global _active, _before, _ended
-        if not _LINUX:
-            return
-        end = time.monotonic()
-        took = end - self._started
-        with _lock:
-            _active -= 1
-            if _active == 0:
-                _ended = end
-                if took < _NO_PROCESS_S:
-                    return  # too short to have started a process: nothing to look at
-                assert _before is not None
-                # a quick look at the threads that matter (this one, the main one) after a
-                # short evaluation; every thread's children after a long one (the thread is
-                # the one that entered: ``with`` exits where it entered; no gettid call)
-                quick = took < _FRESH_S
-                tid = threading.current_thread().native_id
-                now = own_children({tid}) if quick else own_children()
-                if not now <= _before:
-                    end_new_processes(_before)
-                    _before = own_children()
-                elif not quick:
-                    _before = now
-                _ended = time.monotonic()
+        leave(self._started)
 
 
 def _subreaper_on() -> None:

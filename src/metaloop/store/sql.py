@@ -57,11 +57,11 @@ STEERING_TABLES = ("controls", "reports", "artifacts")
 CONTROL_COLUMNS = "id, time, origin, action, payload, status, generation, message, applied"
 
 
-#: the statuses counted as failed (every one but ok and pruned)
-_NOT_OK = tuple(s.value for s in Status if s not in (Status.OK, Status.PRUNED))
+#: the count of failed evaluations (every status but ok and pruned), written as the partial
+#: index ``evaluations_failed`` is, so that the index serves it
 _FAILED_COUNT = (
-    "SELECT COUNT(*) FROM evaluations WHERE exp_id=? AND status IN "
-    f"({', '.join('?' * len(_NOT_OK))})"
+    "SELECT COUNT(*) FROM evaluations WHERE exp_id=? AND status NOT IN "
+    f"('{Status.OK.value}', '{Status.PRUNED.value}')"
 )
 
 #: evaluation columns added after the first stores (a store lacking them gains them on open)
@@ -119,12 +119,12 @@ class SQLStore(ClaimMixin, ScanMixin, GroupCommitWriter, Store):
 
     def _info(self, row: tuple[Any, ...]) -> ExperimentInfo:
         exp_id = row[0]
-        # three index-only queries: the count (the smallest index), the failures (a range of
-        # the status index each) and the last generation (one probe of the primary key)
+        # three index-only queries: the count (the smallest index), the failures (the partial
+        # index of failed rows) and the last generation (one probe of the primary key)
         (count,) = self._execute(
             "SELECT COUNT(*) FROM evaluations WHERE exp_id=?", (exp_id,)
         ).fetchone()
-        (failed,) = self._execute(_FAILED_COUNT, (exp_id, *_NOT_OK)).fetchone()
+        (failed,) = self._execute(_FAILED_COUNT, (exp_id,)).fetchone()
         (gen,) = self._execute(
             "SELECT COALESCE(MAX(generation) + 1, 0) FROM evaluations WHERE exp_id=?", (exp_id,)
         ).fetchone()

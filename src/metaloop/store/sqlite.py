@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS evaluations (
     top INTEGER,
     PRIMARY KEY (exp_id, generation, idx)
 );
-CREATE INDEX IF NOT EXISTS evaluations_counts ON evaluations (exp_id, status, generation);
+CREATE INDEX IF NOT EXISTS evaluations_failed ON evaluations (exp_id)
+    WHERE status NOT IN ('ok', 'pruned');
 CREATE TABLE IF NOT EXISTS checkpoints (
     exp_id INTEGER NOT NULL REFERENCES experiments(id),
     generation INTEGER NOT NULL,
