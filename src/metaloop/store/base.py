@@ -47,14 +47,16 @@ class Store(ABC):
 
     **Writes, queued and synchronous.**  The loop's writes are *queued*: :meth:`append`,
     :meth:`append_many`, :meth:`checkpoint`, :meth:`add_event` (:meth:`event`),
-    :meth:`resolve_control`, :meth:`add_reports` and :meth:`add_artifacts` return at once
-    and a background *writer thread* (named ``metaloop-store``, started on the first queued
-    write) commits what has gathered every ``commit_interval`` (20 ms) as one transaction, a
-    group commit, in the order it was queued.  While more than ``MAX_BACKLOG`` rows wait, a
-    queued write blocks until the writer catches up (back-pressure).  The other writes are
+    :meth:`resolve_control`, :meth:`add_reports` and :meth:`add_artifacts` queue rows,
+    committed together in queue order as one transaction (a group commit) by the thread
+    that queues once the group is older than ``commit_interval`` (20 ms) or more than
+    ``MAX_BACKLOG`` rows wait (back-pressure), else by a *writer thread* (``metaloop-store``,
+    started on the first queued write) once it is twice that old (the loop waiting on a
+    long evaluation): a thread busy with cheap evaluations commits its own groups, rather
+    than a writer thread that would rarely get Python's lock from it.  The other writes are
     committed before they return: :meth:`create_experiment`, :meth:`claim`,
-    :meth:`add_control`, and :meth:`set_status` and :meth:`delete_reports`, which first wait
-    for everything queued before them (:meth:`flush`).
+    :meth:`add_control`, and :meth:`set_status` and :meth:`delete_reports`, which first
+    commit everything queued before them (:meth:`flush`).
 
     **Thread safety.**  Every method may be called from any thread of the process that opened
     the store (the loop, the report tailer's thread, a web server's worker threads): queued
@@ -66,23 +68,25 @@ class Store(ABC):
     threads have stopped using the store; no method may be called after it.  A store must not
     be shared across a ``fork``: each process opens its own.
 
-    **Errors of the writer thread.**  A failed group commit (disk full, a database gone for
+    **Errors of a group commit.**  A failed group commit (disk full, a database gone for
     longer than the reconnect window) is kept and raised as a :class:`StoreFault`
-    (``storage: writing to ... failed: <the database's own cause>``, e.g. ``no space left on
-    device``) in the caller's thread by the next queued write, :meth:`flush`, :meth:`check`
-    or :meth:`close`; the failed group is lost (it was never committed).  Besides the errors
-    listed per method, any call that reaches the database can fail with a
-    :class:`StoreFault`: one line naming the store and the cause (a damaged or foreign file, a
-    read-only store, a lost connection that cannot be reopened, a file locked longer than the
-    30 s busy timeout); the driver's own exception never escapes a store method.
+    (``storage: writing to ... failed: <the database's own cause>``) in the caller's thread,
+    by the queued write that committed it or the next queued write, :meth:`flush`,
+    :meth:`check` or :meth:`close`; the failed group is lost (never committed).  A signal
+    (Ctrl-C) interrupting a commit leaves its group committed or queued again.  Any call
+    that reaches the database can also fail with a :class:`StoreFault`: one line naming the
+    store and the cause (a damaged or foreign file, a read-only store, a lost connection that
+    cannot be reopened, a file locked longer than the 30 s busy timeout); the driver's own
+    exception never escapes a store method.
 
     **Read-only stores.**  ``open_store(url, readonly=True)`` (status, export, plot, report,
     the dashboard's reads): SQLite ``mode=ro``, PostgreSQL a read-only session; no change.
 
     **Readers in other processes** (status, export, plot, the dashboard, another host on
     PostgreSQL) see committed transactions only: a group commit appears whole or not at all,
-    each queued row typically within ``commit_interval`` plus the commit's own time (well
-    under 100 ms) of being queued, and in queue order; a checkpoint is never visible before
+    each queued row within ``commit_interval`` (a thread that keeps queueing) to twice that
+    (the writer thread) plus the commit's own time (well under 100 ms) of being queued, and
+    in queue order; a checkpoint is never visible before
     the evaluations queued ahead of it.  Evaluations are append-only ((experiment,
     generation, index) is unique); a row read once never changes, except a steering command
     (pending, then applied, refused or cancelled once), an artifact entry (replaced by a file of the

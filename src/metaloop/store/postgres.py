@@ -373,6 +373,10 @@ class PostgresStore(SQLStore):
     def _is_unique_violation(self, exc: BaseException) -> bool:
         return isinstance(exc, self._errors.UniqueViolation)
 
+    def _in_transaction(self) -> bool:
+        status = self._conn.info.transaction_status
+        return bool(status != self._psycopg.pq.TransactionStatus.IDLE)
+
     def _rollback(self, cur: Any) -> None:
         try:
             cur.execute("ROLLBACK")

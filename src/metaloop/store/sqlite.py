@@ -162,6 +162,7 @@ class SQLiteStore(SQLStore):
     journal mode; SQLite may add its ``-wal``/``-shm`` side files of a WAL store)."""
 
     BEGIN = "BEGIN IMMEDIATE"
+    INSERT_ROWS = "INSERT OR ROLLBACK"
     CHAR_FUNCTION = "char"
     GLOB = True
     METRIC_KEYS_SQL = (

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from itertools import repeat
 from typing import Any
 
@@ -61,6 +62,8 @@ Op = tuple[str, tuple[Any, ...]]
 #: rows queued and not yet committed before a queued write waits for the writer
 MAX_BACKLOG = 20_000
 
+_monotonic = time.monotonic
+
 
 class ConnectionLock:
     """The lock of the shared connection (re-entrant).  An exception of the database driver
@@ -71,17 +74,25 @@ class ConnectionLock:
     def __init__(self, translate: Any):
         self._lock = threading.RLock()
         self._depth = 0  # changed only by the thread holding the lock
+        self._owner: int | None = None  # the thread holding it
         self._translate = translate
 
     def acquire(self, blocking: bool = True) -> bool:
         if self._lock.acquire(blocking):
             self._depth += 1
+            self._owner = threading.get_ident()
             return True
         return False
 
     def release(self) -> None:
         self._depth -= 1
+        if not self._depth:
+            self._owner = None
         self._lock.release()
+
+    def held_here(self) -> bool:
+        """Whether the calling thread holds the lock."""
+        return self._owner == threading.get_ident()
 
     def __enter__(self) -> ConnectionLock:
         self.acquire()
@@ -113,6 +124,10 @@ class GroupCommitWriter:
     SCORE_INDEX_SQL = (
         "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'evaluations_score'"
     )
+    #: the verb of the statements that insert many evaluation rows at once (SQLite: a
+    #: failure rolls the whole group commit back, as the writer does anyway, so SQLite needs
+    #: no statement journal to undo half a statement: a temporary file per transaction)
+    INSERT_ROWS = "INSERT"
     #: insert-or-replace of one checkpoint row (exp_id, generation, state, created)
     UPSERT_CHECKPOINT = (
         "INSERT INTO checkpoints VALUES (?, ?, ?, ?) ON CONFLICT (exp_id, generation) "
@@ -132,8 +147,13 @@ class GroupCommitWriter:
         self._queue: list[Op] = []
         self._queued = 0
         self._written = 0
+        self._oldest = 0.0  # (monotonic) when the oldest queued row was queued
+        self._last_commit = 0.0  # (monotonic) when the last group was committed
         self._closing = False
-        self._hurry = False  # a flush waits: commit what is queued without gathering more
+        #: one group taken from the queue and committed at a time (the writer thread's, or
+        #: a caller's: :meth:`_commit_queued`)
+        self._commit_order = threading.Lock()
+        self._stored = False
         self._error: BaseException | None = None
         self._writer: threading.Thread | None = None
         self._heartbeat_exp: int | None = None
@@ -196,55 +216,105 @@ class GroupCommitWriter:
             raise self._failed() from None
 
     def _enqueue(self, op: str, row: tuple[Any, ...]) -> None:
+        self._enqueue_rows(op, (row,))
+
+    def _enqueue_rows(self, op: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Queue rows of one op.  The writer thread commits what has gathered
+        ``commit_interval`` after the first row; a caller that finds the oldest queued row
+        that old already (a busy thread keeps the writer from Python's lock: the two would
+        hand the lock back and forth for every statement) or the backlog over
+        ``MAX_BACKLOG`` commits the group itself (:meth:`_commit_queued`)."""
         if self._error is not None:
             raise self._failed() from self._error
+        now = _monotonic()
         with self._cond:
-            self._queue.append((op, row))
-            self._queued += 1
+            if not self._queue:
+                self._oldest = now  # (no notify: the writer looks every GATHER_S)
+            self._queue.extend(zip(repeat(op), rows))
+            self._queued += len(rows)
             if self._writer is None:
                 self._writer = threading.Thread(
                     target=self._write_loop, name="metaloop-store", daemon=True
                 )
                 self._writer.start()
-            if len(self._queue) == 1:
-                self._cond.notify_all()
-            # back-pressure: a loop faster than the disk waits instead of queueing without
-            # bound (the driver's memory stays flat; a crash loses at most this backlog)
-            while self._queued - self._written > MAX_BACKLOG and self._error is None:
-                self._cond.wait(timeout=1.0)
+            due = (
+                now - self._oldest >= self.commit_interval
+                or self._queued - self._written > MAX_BACKLOG
+            )
+        if due and not self._lock.held_here():  # (not inside the caller's own transaction)
+            self._commit_queued()
 
     def _write_loop(self) -> None:
+        """Commit each group once it has gathered for twice ``commit_interval`` (a thread
+        that queues more commits it itself after one), and the claim's heartbeat alone when
+        nothing was committed for ``HEARTBEAT_S``; look again every ``gather`` seconds.  The
+        thread is never woken for a queued row: woken while another thread runs Python, it
+        would wait for Python's lock, woken again each time that thread lets go of it for a
+        moment (thousands of times a second)."""
+        gather = 2 * self.commit_interval
         while True:
             with self._cond:
-                while not self._queue and not self._closing:
-                    signalled = self._cond.wait(timeout=HEARTBEAT_S)
-                    if not signalled and self._heartbeat_exp is not None:
-                        break
                 if self._closing and not self._queue:
                     return
-            with self._cond:  # let a group gather (one commit for many rows) unless flushed
-                if self._queue and not self._closing:
-                    self._cond.wait_for(lambda: self._hurry, timeout=self.commit_interval)
-                self._hurry = False
+                if not self._queue:  # idle: look again later; the heartbeat when due
+                    self._cond.wait(timeout=gather)
+                    if self._queue or self._closing or self._heartbeat_exp is None:
+                        continue
+                    if _monotonic() - self._last_commit < HEARTBEAT_S:
+                        continue
+                elif not self._closing:
+                    left = self._oldest + gather - _monotonic()
+                    if left > 0:
+                        self._cond.wait(timeout=left)
+                        continue
+                heartbeat = not self._queue
+            self._commit_queued(heartbeat, raising=False)
+
+    def _commit_queued(self, heartbeat: bool = False, raising: bool = True) -> None:
+        """Commit what is queued as one group, in this thread (groups are taken and
+        committed one at a time, in queue order).  ``raising``: a failure is raised here as
+        well as kept for the other threads.  A signal that interrupts the commit (Ctrl-C in
+        the loop's thread) leaves the group queued again unless its COMMIT went through."""
+        with self._commit_order:
+            with self._cond:
                 batch, self._queue = self._queue, []
             if self._error is not None:
                 # never commit past a lost group (a checkpoint must not outrun evaluations)
                 self._heartbeat_exp = None
-            else:
+            elif batch or heartbeat:
+                self._stored = False
                 try:
                     self._write_batch(batch)
-                except BaseException as exc:  # noqa: BLE001 - reported to the loop's thread
+                    self._last_commit = _monotonic()
+                except (KeyboardInterrupt, SystemExit):
+                    if not self._stored:
+                        with self._cond:
+                            self._queue[:0] = batch
+                        raise
+                    self._count_written(len(batch))
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - reported to every thread
                     self._error = exc
-            with self._cond:
-                self._written += len(batch)
-                self._cond.notify_all()
+            self._count_written(len(batch))
+        if raising and self._error is not None:
+            raise self._failed() from self._error
+
+    def _count_written(self, n: int) -> None:
+        with self._cond:  # (nobody waits for it: a flush commits in its own thread)
+            self._written += n
+
+    def _in_transaction(self) -> bool:
+        """Whether the connection is inside a transaction (dialect hook)."""
+        return bool(self._conn.in_transaction)
 
     def _write_batch(self, batch: list[Op]) -> None:
-        """Commit ``batch`` (and the heartbeat) in one transaction, in queue order."""
+        """Commit ``batch`` (and the heartbeat) in one transaction, in queue order; sets
+        ``_stored`` when a signal arrives after the COMMIT went through."""
         with self._lock:
             cur = self._conn.cursor()
-            cur.execute(self.BEGIN)
+            committing = False
             try:
+                cur.execute(self.BEGIN)
                 if self._heartbeat_exp is not None:  # the heartbeat, and the claim still ours
                     self._heartbeat(cur, self._heartbeat_exp)
                 run: list[tuple[Any, ...]] = []  # consecutive rows of one op: one executemany
@@ -263,8 +333,13 @@ class GroupCommitWriter:
                     self._insert_run(cur, run_op, run)
                 if checkpoints:
                     self._write_checkpoints(cur, checkpoints)
+                committing = True
                 cur.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
+                if committing and isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    if not self._in_transaction():
+                        self._stored = True  # (the signal came after COMMIT returned)
+                        raise
                 self._rollback(cur)
                 self._running_best.clear()  # (it counted rows that are not in the store)
                 raise
@@ -358,7 +433,7 @@ class GroupCommitWriter:
                 marks = f"{marks},{top}"
             cols = columns if top is None else f"{columns}, top"
             values = ",".join([f"({marks})"] * rows)
-            sql = self._sql(f"INSERT INTO evaluations ({cols}) VALUES {values}") + tail
+            sql = self._sql(f"{self.INSERT_ROWS} INTO evaluations ({cols}) VALUES {values}") + tail
             self._insert_cache[key] = sql
         return sql
 
@@ -377,14 +452,11 @@ class GroupCommitWriter:
         return self._flags
 
     def flush(self) -> None:
-        with self._cond:
-            target = self._queued
-            if self._writer is not None:
-                self._hurry = True  # (the group commits now: nothing more will join it)
-                self._cond.notify_all()
-            while self._written < target and self._error is None:
-                self._cond.wait(timeout=1.0)
-        if self._error is not None:
+        """Commit everything queued so far (in this thread; after the group the writer may
+        be committing right now)."""
+        if self._writer is not None or self._queue:
+            self._commit_queued()
+        elif self._error is not None:
             raise self._failed() from self._error
 
     def close(self) -> None:
@@ -401,24 +473,6 @@ class GroupCommitWriter:
         finally:
             with self._lock:
                 self._conn.close()
-
-    def _enqueue_rows(self, op: str, rows: list[tuple[Any, ...]]) -> None:
-        """Queue many rows of one op at once (as :meth:`_enqueue` does one)."""
-        if self._error is not None:
-            raise self._failed() from self._error
-        with self._cond:
-            was_empty = not self._queue
-            self._queue.extend(zip(repeat(op), rows))
-            self._queued += len(rows)
-            if self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._write_loop, name="metaloop-store", daemon=True
-                )
-                self._writer.start()
-            if was_empty:
-                self._cond.notify_all()
-            while self._queued - self._written > MAX_BACKLOG and self._error is None:
-                self._cond.wait(timeout=1.0)
 
 
 def since_text(stamp: float | None) -> str:
