@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from metaloop.collector import older_objects_frozen
+from metaloop.collector import collector_for_a_run
 from metaloop.config import Config
 from metaloop.config.resolve import default_workdir
 from metaloop.drivers.controller import Controller
@@ -241,7 +241,7 @@ class Loop:
         self._restore()
         self.store.claim(self.info.id)
         try:
-            with older_objects_frozen():
+            with collector_for_a_run():
                 return self._run_to_end()
         except (ClaimLost, StoreFault) as exc:
             self.executor.cancel_all()
