@@ -20,6 +20,7 @@ the store's writer included), which waits for a CPU on a shared machine do not i
     python benchmarks/pipeline_cost.py --quick         # fewer evaluations, 3 repeats
     python benchmarks/pipeline_cost.py --profile 1000  # cProfile of one run of ours
     python benchmarks/pipeline_cost.py --parts         # what one evaluation's pieces cost
+    python benchmarks/pipeline_cost.py --steady        # CPU per evaluation, start-up excluded
 """
 
 from __future__ import annotations
@@ -119,6 +120,25 @@ def row(pop: int, evals: int, repeats: int, tmp: Path) -> None:
         f"{med(oc) / med(nc):.2f} |",
         flush=True,
     )
+
+
+def steady_row(pop: int, evals: int, repeats: int, tmp: Path) -> None:
+    """CPU per evaluation in the steady state: each side run with ``evals`` and with twice
+    as many evaluations, interleaved; the difference of the medians divided by ``evals``
+    (start-up and the end of a run cancel out, as in ``instructions.py``)."""
+    runs: dict[tuple[str, int], list[float]] = {}
+    for r in range(repeats):
+        for n in (evals, 2 * evals):
+            path = tmp / f"steady-naive-{pop}-{n}-{r}.db"
+            runs.setdefault(("naive", n), []).append(measure(partial(naive, path, pop, n))[1])
+            path = tmp / f"steady-ours-{pop}-{n}-{r}.db"
+            name = f"s{pop}-{n}-{r}"
+            runs.setdefault(("ours", n), []).append(measure(partial(ours, path, pop, n, name))[1])
+    med = statistics.median
+    per = {side: 1e6 * (med(runs[side, 2 * evals]) - med(runs[side, evals])) / evals
+           for side in ("naive", "ours")}  # fmt: skip
+    print(f"| {pop} | {evals} / {2 * evals} | {per['naive']:.1f} | {per['ours']:.1f} | "
+          f"{per['ours'] / per['naive']:.2f} |", flush=True)  # fmt: skip
 
 
 def profile(pop: int, evals: int, tmp: Path) -> None:
@@ -259,6 +279,8 @@ def main() -> None:
     parser.add_argument("--pops", default="10,100,1000,10000", help="comma-separated")
     parser.add_argument("--profile", type=int, metavar="POP", help="profile one run of ours")
     parser.add_argument("--parts", action="store_true", help="cost of an evaluation's pieces")
+    parser.add_argument("--steady", action="store_true",
+                        help="CPU per evaluation without start-up (two budgets)")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     tmp = Path(tempfile.mkdtemp(prefix="metaloop-pipeline-"))
@@ -269,13 +291,22 @@ def main() -> None:
         parts(tmp)
         return
     repeats = args.repeats or (3 if args.quick else 5)
+    pops = [int(p) for p in args.pops.split(",")]
+    if args.steady:
+        print(f"10-D sphere, serial, SQLite; CPU us per evaluation in the steady state "
+              f"(difference of the medians of {repeats} interleaved runs at two budgets)")
+        print("| pop | evals | naive CPU | ours CPU | ours / naive (CPU) |")
+        print("|---|---|---|---|---|")
+        for pop in pops:
+            steady_row(pop, budget(pop, args.quick), repeats, tmp)
+        return
     print(f"10-D sphere, serial, SQLite; medians of {repeats} interleaved runs; us per evaluation")
     print(
         "| pop | evals | naive wall | ours wall | ours / naive | naive CPU | ours CPU | "
         "ours / naive (CPU) |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    for pop in (int(p) for p in args.pops.split(",")):
+    for pop in pops:
         row(pop, budget(pop, args.quick), repeats, tmp)
 
 

@@ -17,6 +17,7 @@ Imports nothing of metaloop; numpy (its callers hand it arrays) and orjson not a
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -57,7 +58,12 @@ def rows_match(matrix: np.ndarray) -> np.ndarray:
 
 def plain_keys(names: Sequence[str]) -> bool:
     """Whether every name is written alike by both (printable ASCII, no quote, backslash
-    or brace)."""
+    or brace); remembered per tuple of names (a run asks once a generation)."""
+    return _plain_keys(tuple(names))
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_keys(names: tuple[str, ...]) -> bool:
     return all(type(n) is str and _PLAIN_KEY.match(n) for n in names)
 
 
