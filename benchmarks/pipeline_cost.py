@@ -21,6 +21,7 @@ the store's writer included), which waits for a CPU on a shared machine do not i
     python benchmarks/pipeline_cost.py --profile 1000  # cProfile of one run of ours
     python benchmarks/pipeline_cost.py --parts         # what one evaluation's pieces cost
     python benchmarks/pipeline_cost.py --steady        # CPU per evaluation, start-up excluded
+    python benchmarks/pipeline_cost.py --commits       # group commits and context switches
 """
 
 from __future__ import annotations
@@ -139,6 +140,39 @@ def steady_row(pop: int, evals: int, repeats: int, tmp: Path) -> None:
            for side in ("naive", "ours")}  # fmt: skip
     print(f"| {pop} | {evals} / {2 * evals} | {per['naive']:.1f} | {per['ours']:.1f} | "
           f"{per['ours'] / per['naive']:.2f} |", flush=True)  # fmt: skip
+
+
+def commits(pop: int, evals: int, tmp: Path) -> None:
+    """When one run of ours commits: how many group commits, how far apart (the store
+    promises every ``commit_interval``, 20 ms), by which threads, and the process's
+    voluntary context switches (a writer thread waiting for Python's lock switches often)."""
+    import resource
+    import threading
+
+    from metaloop.store.writer import GroupCommitWriter
+
+    stamps: list[tuple[float, str]] = []
+    original = GroupCommitWriter._write_batch
+
+    def write_batch(self: GroupCommitWriter, batch: list) -> None:
+        original(self, batch)
+        stamps.append((time.perf_counter(), threading.current_thread().name))
+
+    GroupCommitWriter._write_batch = write_batch  # type: ignore[method-assign]
+    try:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+        t0 = time.perf_counter()
+        ours(tmp / f"commits-{pop}.db", pop, evals, f"commits-{pop}")
+        took = time.perf_counter() - t0
+        switches = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - before
+    finally:
+        GroupCommitWriter._write_batch = original  # type: ignore[method-assign]
+    gaps = [b - a for (a, _), (b, _) in zip(stamps, stamps[1:])] or [0.0]
+    by = {name: sum(n == name for _, n in stamps) for name in sorted({n for _, n in stamps})}
+    print(f"population {pop}, {evals} evaluations in {took:.2f} s: {len(stamps)} group commits "
+          f"(by thread: {by}), median gap {1e3 * statistics.median(gaps):.0f} ms, "
+          f"max {1e3 * max(gaps):.0f} ms; {switches} voluntary context switches",
+          flush=True)  # fmt: skip
 
 
 def profile(pop: int, evals: int, tmp: Path) -> None:
@@ -279,6 +313,8 @@ def main() -> None:
     parser.add_argument("--pops", default="10,100,1000,10000", help="comma-separated")
     parser.add_argument("--profile", type=int, metavar="POP", help="profile one run of ours")
     parser.add_argument("--parts", action="store_true", help="cost of an evaluation's pieces")
+    parser.add_argument("--commits", action="store_true",
+                        help="when one run of ours commits (5x the budget)")
     parser.add_argument("--steady", action="store_true",
                         help="CPU per evaluation without start-up (two budgets)")
     args = parser.parse_args()
@@ -289,6 +325,10 @@ def main() -> None:
         return
     if args.parts:
         parts(tmp)
+        return
+    if args.commits:
+        for pop in (int(p) for p in args.pops.split(",")):
+            commits(pop, 5 * budget(pop, args.quick), tmp)
         return
     repeats = args.repeats or (3 if args.quick else 5)
     pops = [int(p) for p in args.pops.split(",")]
