@@ -46,6 +46,34 @@ def test_a_thread_that_queues_commits_a_group_older_than_the_interval(tmp_path: 
         assert writer is not None and writer.is_alive()
 
 
+def test_a_group_with_a_big_checkpoint_is_handed_to_the_writer_thread(tmp_path: Path) -> None:
+    """Megabytes of checkpoint are written by the writer thread (SQLite needs no Python
+    lock for them), while the caller goes on: its next call returns without committing."""
+    from metaloop.store.writer import HANDOFF_CHARS
+
+    path = tmp_path / "s.db"
+    committed_by: list[str] = []
+    with SQLiteStore(f"sqlite:///{path}", commit_interval=0.05) as store:
+        exp = store.create_experiment("e", {}, 1).id
+        write = store._write_batch
+
+        def recording(batch: list) -> None:
+            write(batch)
+            committed_by.append(threading.current_thread().name)
+
+        store._write_batch = recording  # type: ignore[method-assign]
+        queue(store, exp, 0, 3)
+        store.checkpoint(exp, 0, {"blob": "x" * HANDOFF_CHARS})
+        time.sleep(0.06)
+        queue(store, exp, 1, 2)  # due: handed over, not committed here
+        t0 = time.monotonic()
+        while len(stored(path)) < 5:
+            assert time.monotonic() - t0 < 5.0, "the writer thread never committed"
+            time.sleep(0.005)
+        assert committed_by and set(committed_by) == {"metaloop-store"}  # (never the caller)
+        assert store.last_checkpoint(exp)[0] == 0
+
+
 def test_the_writer_thread_commits_what_nobody_follows_up(tmp_path: Path) -> None:
     """Rows queued before the loop blocks (a long evaluation) reach the file within about
     twice the interval, without another call."""

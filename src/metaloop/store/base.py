@@ -52,11 +52,11 @@ class Store(ABC):
     that queues once the group is older than ``commit_interval`` (20 ms) or more than
     ``MAX_BACKLOG`` rows wait (back-pressure), else by a *writer thread* (``metaloop-store``,
     started on the first queued write) once it is twice that old (the loop waiting on a
-    long evaluation): a thread busy with cheap evaluations commits its own groups, rather
-    than a writer thread that would rarely get Python's lock from it.  The other writes are
-    committed before they return: :meth:`create_experiment`, :meth:`claim`,
-    :meth:`add_control`, and :meth:`set_status` and :meth:`delete_reports`, which first
-    commit everything queued before them (:meth:`flush`).
+    long evaluation) or holds a checkpoint of a megabyte or more: a thread busy with cheap
+    evaluations commits its own groups, rather than a writer thread that would rarely get
+    Python's lock from it.  The other writes are
+    committed before they return: :meth:`create_experiment`, :meth:`claim`, :meth:`add_control`,
+    :meth:`set_status` and :meth:`delete_reports` (these two after a :meth:`flush`).
 
     **Thread safety.**  Every method may be called from any thread of the process that opened
     the store (the loop, the report tailer's thread, a web server's worker threads): queued

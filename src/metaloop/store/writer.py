@@ -59,8 +59,10 @@ _OP_SQL = {
 
 Op = tuple[str, tuple[Any, ...]]
 
-#: rows queued and not yet committed before a queued write waits for the writer
+#: rows queued and not yet committed before the thread that queues more commits them
 MAX_BACKLOG = 20_000
+#: a group holding a checkpoint of this many characters is committed by the writer thread
+HANDOFF_CHARS = 1 << 20
 
 _monotonic = time.monotonic
 
@@ -153,6 +155,8 @@ class GroupCommitWriter:
         #: one group taken from the queue and committed at a time (the writer thread's, or
         #: a caller's: :meth:`_commit_queued`)
         self._commit_order = threading.Lock()
+        #: the queued group holds a big checkpoint: the writer thread commits it
+        self._handoff = False
         self._stored = False
         self._error: BaseException | None = None
         self._writer: threading.Thread | None = None
@@ -219,28 +223,36 @@ class GroupCommitWriter:
         self._enqueue_rows(op, (row,))
 
     def _enqueue_rows(self, op: str, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Queue rows of one op.  The writer thread commits what has gathered
-        ``commit_interval`` after the first row; a caller that finds the oldest queued row
-        that old already (a busy thread keeps the writer from Python's lock: the two would
-        hand the lock back and forth for every statement) or the backlog over
-        ``MAX_BACKLOG`` commits the group itself (:meth:`_commit_queued`)."""
+        """Queue rows of one op.  A caller that finds the group older than
+        ``commit_interval`` or the backlog over ``MAX_BACKLOG`` commits the group itself
+        (:meth:`_commit_queued`): a busy thread keeps the writer thread from Python's lock,
+        and the two would hand it back and forth for every statement.  A group holding a
+        checkpoint of :data:`HANDOFF_CHARS` or more is handed to the writer thread instead:
+        SQLite writes those megabytes without Python's lock, beside the caller's next
+        generation.  Otherwise the writer thread commits the group at twice the interval."""
         if self._error is not None:
             raise self._failed() from self._error
         now = _monotonic()
         with self._cond:
             if not self._queue:
-                self._oldest = now  # (no notify: the writer looks every GATHER_S)
+                self._oldest = now  # (the writer is not woken: it looks every 2 intervals)
             self._queue.extend(zip(repeat(op), rows))
             self._queued += len(rows)
+            if op == "checkpoint" and len(rows[0][2]) >= HANDOFF_CHARS:
+                self._handoff = True
             if self._writer is None:
                 self._writer = threading.Thread(
                     target=self._write_loop, name="metaloop-store", daemon=True
                 )
                 self._writer.start()
-            due = (
-                now - self._oldest >= self.commit_interval
-                or self._queued - self._written > MAX_BACKLOG
-            )
+            if self._queued - self._written > MAX_BACKLOG:
+                due = True
+            elif now - self._oldest < self.commit_interval:
+                due = False
+            else:
+                due = not self._handoff
+                if self._handoff:
+                    self._cond.notify_all()  # (the writer commits it now)
         if due and not self._lock.held_here():  # (not inside the caller's own transaction)
             self._commit_queued()
 
@@ -262,7 +274,7 @@ class GroupCommitWriter:
                         continue
                     if _monotonic() - self._last_commit < HEARTBEAT_S:
                         continue
-                elif not self._closing:
+                elif not (self._closing or self._handoff):
                     left = self._oldest + gather - _monotonic()
                     if left > 0:
                         self._cond.wait(timeout=left)
@@ -278,6 +290,7 @@ class GroupCommitWriter:
         with self._commit_order:
             with self._cond:
                 batch, self._queue = self._queue, []
+                self._handoff = False
             if self._error is not None:
                 # never commit past a lost group (a checkpoint must not outrun evaluations)
                 self._heartbeat_exp = None
