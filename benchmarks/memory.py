@@ -47,11 +47,10 @@ def rss() -> tuple[int, int, int]:
 
 
 def backlog(loop: Loop) -> int:
-    """Rows the SQL store's writer thread has queued but not yet written (a diagnostic that
-    reads the store's private counters; -1 for a store without them)."""
-    store = loop.store
-    queued, written = getattr(store, "_queued", None), getattr(store, "_written", None)
-    return -1 if queued is None or written is None else queued - written
+    """Rows the SQL store has queued and not yet committed (a diagnostic that reads the
+    store's private queue; -1 for a store without one)."""
+    queue = getattr(loop.store, "_queue", None)
+    return -1 if queue is None else len(queue)
 
 
 class RssSampler(RunObserver):

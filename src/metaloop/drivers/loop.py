@@ -48,6 +48,8 @@ from metaloop.store.columns import float_objects, json_objects
 #: a paused run with nothing running polls this often
 HOLD_POLL_S = 0.2
 _DIED = (Status.CRASHED, Status.TIMEOUT)
+#: (a module global: reading a member from its enum class costs several times more, and
+#: the loop asks once or twice per evaluation)
 _OK = Status.OK
 #: statuses whose fitness the optimizer is told (a pruned evaluation's is its last reported
 #: value: a pessimistic estimate of what it would have reached)
@@ -176,7 +178,7 @@ class Loop:
 
     def score(self, evaluation: Evaluation) -> float | None:
         """The weighted sum that is maximized (None unless the evaluation is ok)."""
-        if evaluation.status is not Status.OK or evaluation.fitness is None:
+        if evaluation.status is not _OK or evaluation.fitness is None:
             return None
         return weighted_score(evaluation.fitness, self._weight_list)
 
@@ -515,12 +517,9 @@ class Loop:
                     if pending:  # the mean duration sizes the queue ahead (see _window)
                         took = outcome.finished - outcome.started
                         self._mean_eval = moving_mean(self._mean_eval, took)
-                    if outcome.status is _OK and type(outcome.metrics) is not WorkdirUsed:
-                        files = False  # (the common case: final, no files; as _route says)
-                    else:
-                        files = self._route(outcome, pending.appendleft)
-                        if files is None:
-                            continue
+                    files = self._route(outcome, pending.appendleft)
+                    if files is None:
+                        continue
                     self._record(Evaluation.from_outcome(outcome, self.n_evaluations), results)
                     if files:  # (its row queued first: reports follow their evaluation)
                         self._store_pending()
@@ -540,9 +539,9 @@ class Loop:
         ``requeue``; else whether the evaluation's files (reports, artifacts) are to be
         collected after it is recorded — it used its workdir, or died (maybe in it)."""
         status = outcome.status
-        files = type(outcome.metrics) is WorkdirUsed or (
-            status is not Status.OK and status in _DIED
-        )
+        if status is _OK:  # (final: ok is never retried; the common case, at once)
+            return type(outcome.metrics) is WorkdirUsed
+        files = type(outcome.metrics) is WorkdirUsed or status in _DIED
         retry = self.policy.retry(outcome)
         if retry is None:
             return files
@@ -565,19 +564,15 @@ class Loop:
 
     def _store_and_count(self, evaluation: Evaluation) -> None:
         """Keep ``evaluation`` for the store (:meth:`_store_pending`); count it; the best."""
-        ok = evaluation.status is _OK
-        fitness = evaluation.fitness
-        score = None
-        if ok and fitness is not None:  # (self.score, inline: once per evaluation)
-            score = weighted_score(fitness, self._weight_list)
+        score = self.score(evaluation)
         text = None
         if evaluation.generation == self._params_gen:  # (the async loop mixes generations)
             text = self._params_json[evaluation.index]
         self._unstored.append((evaluation, score, text))
         self.n_evaluations += 1
         self.generation_done += 1
-        if ok:
-            if (evaluation.constraints is None or evaluation.feasible) and (
+        if evaluation.status is _OK:
+            if evaluation.feasible and (
                 self.best_score is None or score > self.best_score  # type: ignore[operator]
             ):
                 self.best_score, self.best = score, evaluation

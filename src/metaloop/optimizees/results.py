@@ -30,6 +30,7 @@ class Result(NamedTuple):
 
 
 _new_tuple = tuple.__new__
+_OK = Status.OK  # (a global: reading a member from its enum class costs several times more)
 
 
 def _invalid(error: str, metrics: dict[str, Any] | None = None, outputs: Any = None) -> Result:
@@ -58,7 +59,7 @@ def parse_result(
     """
     if type(raw) is float and n_objectives == 1 and math.isfinite(raw):
         # the common case, checked at once (made as a tuple: a third of Result()'s cost)
-        return _new_tuple(Result, (Status.OK, (raw,), {}, None, None, None))
+        return _new_tuple(Result, (_OK, (raw,), {}, None, None, None))
     try:
         return _parse(raw, n_objectives, observation)
     except Exception as exc:  # noqa: BLE001 - garbage that even breaks the checks

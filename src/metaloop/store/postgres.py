@@ -20,7 +20,7 @@ from typing import Any
 from metaloop.store import top_flags
 from metaloop.store.base import StoreError, StoreMissing
 from metaloop.store.claim import CLAIM_COLUMNS
-from metaloop.store.sql import EVAL_ADDED, STEERING_TABLES, TABLES, SQLStore
+from metaloop.store.sql import EVAL_ADDED, FAILED_INDEX, STEERING_TABLES, TABLES, SQLStore
 from metaloop.store.urls import (  # noqa: F401  (the URL helpers, also under their old home)
     EXPECTED,
     INSTALL,
@@ -83,8 +83,7 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS evaluations_seq ON evaluations (exp_id, seq)",
     # status and the dashboard count failed evaluations (a few rows: a partial index; stores
     # made before it keep their evaluations_counts index too)
-    "CREATE INDEX IF NOT EXISTS evaluations_failed ON evaluations (exp_id) "
-    "WHERE status NOT IN ('ok', 'pruned')",
+    FAILED_INDEX,
     """CREATE TABLE IF NOT EXISTS checkpoints (
     exp_id BIGINT NOT NULL REFERENCES experiments(id),
     generation BIGINT NOT NULL,

@@ -57,12 +57,13 @@ STEERING_TABLES = ("controls", "reports", "artifacts")
 CONTROL_COLUMNS = "id, time, origin, action, payload, status, generation, message, applied"
 
 
-#: the count of failed evaluations (every status but ok and pruned), written as the partial
-#: index ``evaluations_failed`` is, so that the index serves it
-_FAILED_COUNT = (
-    "SELECT COUNT(*) FROM evaluations WHERE exp_id=? AND status NOT IN "
-    f"('{Status.OK.value}', '{Status.PRUNED.value}')"
+#: the failed evaluations (every status but ok and pruned): one text for the partial index
+#: of them and the count, so that the database sees the index serves the count
+FAILED_ROWS = f"status NOT IN ('{Status.OK.value}', '{Status.PRUNED.value}')"
+FAILED_INDEX = (
+    f"CREATE INDEX IF NOT EXISTS evaluations_failed ON evaluations (exp_id) WHERE {FAILED_ROWS}"
 )
+_FAILED_COUNT = f"SELECT COUNT(*) FROM evaluations WHERE exp_id=? AND {FAILED_ROWS}"
 
 #: evaluation columns added after the first stores (a store lacking them gains them on open)
 EVAL_ADDED = ("constraints", "violation")

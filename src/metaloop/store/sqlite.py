@@ -19,7 +19,7 @@ from urllib.parse import quote
 from metaloop.store import top_flags
 from metaloop.store.base import StoreError, StoreFault, StoreMissing
 from metaloop.store.claim import CLAIM_COLUMNS
-from metaloop.store.sql import EVAL_ADDED, STEERING_TABLES, TABLES, SQLStore
+from metaloop.store.sql import EVAL_ADDED, FAILED_INDEX, STEERING_TABLES, TABLES, SQLStore
 from metaloop.store.urls import sqlite_path
 
 SCHEMA = """
@@ -60,8 +60,6 @@ CREATE TABLE IF NOT EXISTS evaluations (
     top INTEGER,
     PRIMARY KEY (exp_id, generation, idx)
 );
-CREATE INDEX IF NOT EXISTS evaluations_failed ON evaluations (exp_id)
-    WHERE status NOT IN ('ok', 'pruned');
 CREATE TABLE IF NOT EXISTS checkpoints (
     exp_id INTEGER NOT NULL REFERENCES experiments(id),
     generation INTEGER NOT NULL,
@@ -111,7 +109,7 @@ CREATE TABLE IF NOT EXISTS artifacts (
     media_type TEXT NOT NULL,
     PRIMARY KEY (exp_id, generation, idx, name)
 );
-"""
+""" + FAILED_INDEX + ";"  # (status and the dashboard count failures through it)
 
 
 #: what the SQLite error codes mean for a user (by ``sqlite_errorname`` prefix)

@@ -147,8 +147,6 @@ class GroupCommitWriter:
         self.commit_interval = commit_interval
         self._cond = threading.Condition()
         self._queue: list[Op] = []
-        self._queued = 0
-        self._written = 0
         self._oldest = 0.0  # (monotonic) when the oldest queued row was queued
         self._last_commit = 0.0  # (monotonic) when the last group was committed
         self._closing = False
@@ -237,7 +235,6 @@ class GroupCommitWriter:
             if not self._queue:
                 self._oldest = now  # (the writer is not woken: it looks every 2 intervals)
             self._queue.extend(zip(repeat(op), rows))
-            self._queued += len(rows)
             if op == "checkpoint" and len(rows[0][2]) >= HANDOFF_CHARS:
                 self._handoff = True
             if self._writer is None:
@@ -245,7 +242,7 @@ class GroupCommitWriter:
                     target=self._write_loop, name="metaloop-store", daemon=True
                 )
                 self._writer.start()
-            if self._queued - self._written > MAX_BACKLOG:
+            if len(self._queue) > MAX_BACKLOG:
                 due = True
             elif now - self._oldest < self.commit_interval:
                 due = False
@@ -303,18 +300,11 @@ class GroupCommitWriter:
                     if not self._stored:
                         with self._cond:
                             self._queue[:0] = batch
-                        raise
-                    self._count_written(len(batch))
                     raise
                 except BaseException as exc:  # noqa: BLE001 - reported to every thread
                     self._error = exc
-            self._count_written(len(batch))
         if raising and self._error is not None:
             raise self._failed() from self._error
-
-    def _count_written(self, n: int) -> None:
-        with self._cond:  # (nobody waits for it: a flush commits in its own thread)
-            self._written += n
 
     def _in_transaction(self) -> bool:
         """Whether the connection is inside a transaction (dialect hook)."""
@@ -467,10 +457,7 @@ class GroupCommitWriter:
     def flush(self) -> None:
         """Commit everything queued so far (in this thread; after the group the writer may
         be committing right now)."""
-        if self._writer is not None or self._queue:
-            self._commit_queued()
-        elif self._error is not None:
-            raise self._failed() from self._error
+        self._commit_queued()
 
     def close(self) -> None:
         try:
