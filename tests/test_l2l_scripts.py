@@ -27,10 +27,11 @@ from metaloop.api import experiment_info, history
 HERE = Path(__file__).parent
 SCRIPTS = HERE / "l2l_scripts"
 SRC = HERE.parent / "src"
+SEEDED = HERE / "l2l_seed"  # its sitecustomize seeds NumPy's global generator in each child
 
 
 def _env(cap: int | None) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), str(SEEDED)]), OMP_NUM_THREADS="1")
     env.pop("METALOOP_L2L_MAX_GENERATIONS", None)
     if cap is not None:
         env["METALOOP_L2L_MAX_GENERATIONS"] = str(cap)
