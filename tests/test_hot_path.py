@@ -272,3 +272,19 @@ def test_the_optimizer_benchmark_runs_every_side(tmp_path: Path) -> None:
     assert 0 < optimizer_cost.deap_loop(20, 3) <= 60  # eaSimple evaluates changed ones only
     assert optimizer_cost.ours_durable(str(tmp_path), "cmaes", 10, 3, "c") == 30
     assert optimizer_cost.ours_durable(str(tmp_path), "ga", 20, 3, "g") <= 60
+
+
+def test_serial_copy_copies_the_named_arrays_or_every_array_when_not_told() -> None:
+    """The serial executor's private copy: the setup's array params (one dict copy, no look
+    at each value), or, not told, every array found."""
+    from metaloop.executors.serial import _copy
+
+    params = {"a": 1.0, "v": np.zeros(3), "w": np.ones(2)}
+    for told in (None, ("v", "w")):
+        out = _copy(params, told)
+        out["a"] = 5.0
+        out["v"][:] = 7.0
+        out["w"][:] = 7.0
+        assert params["a"] == 1.0 and not params["v"].any() and (params["w"] == 1.0).all()
+    shared = _copy(params, ())  # told: no param holds an array
+    assert shared["v"] is params["v"] and shared is not params

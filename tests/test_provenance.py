@@ -221,6 +221,32 @@ def _entries(url: str, name: str) -> list[dict[str, Any]]:
         return provenance(events, store.iter_evaluations(info.id))
 
 
+def test_source_state_of_a_clean_tree_and_of_a_repository_without_a_commit(
+    tmp_path: Path,
+) -> None:
+    """A clean tree: its commit, not dirty, no diff.  A repository with no commit yet: no
+    commit, said in the note, the staged and unstaged changes as the diff."""
+    from metaloop.drivers.source_state import source_state
+
+    repo = make_repo(tmp_path / "clean", {"opt.py": "x = 1\n"})
+    (repo / "ignored.txt").write_text("not in the work tree's state\n")
+    clean = source_state(repo / "opt.py", tmp_path / "d1", exclude=(repo / "ignored.txt",))
+    assert clean["commit"] == git(repo, "rev-parse", "HEAD")
+    assert (clean["dirty"], clean["diff"], clean["changed"]) == (False, "", [])
+    assert "note" not in clean
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    git(fresh, "init", "-q")
+    (fresh / "opt.py").write_text("x = 1\n")
+    git(fresh, "add", "opt.py")
+    (fresh / "opt.py").write_text("x = 2\n")  # unstaged, over the staged text
+    state = source_state(fresh / "opt.py", tmp_path / "d2")
+    assert state["kind"] == "git" and state["commit"] is None and state["dirty"] is True
+    assert state["note"] == "the repository has no commit yet"
+    assert state["changed"] == ["opt.py"]
+    assert "+x = 1" in state["diff"] and "+x = 2" in state["diff"]
+
+
 def test_dirty_diff_over_the_cap_goes_whole_into_a_file(tmp_path: Path) -> None:
     """The diff at the session's start: tracked files staged or not, untracked files named;
     over the cap the whole of it is written beside the experiment's files."""

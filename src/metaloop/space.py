@@ -181,6 +181,11 @@ class Space:
     def names(self) -> list[str]:
         return list(self.params)
 
+    @property
+    def array_names(self) -> tuple[str, ...]:
+        """The params whose values are arrays (reals with a ``shape``)."""
+        return tuple(n for n, p in self.params.items() if isinstance(p, RealParam) and p.shape)
+
     def components(self) -> list[tuple[str, int]]:
         """Per unit-cube component, what it encodes: ``("real", 0)``, or ``("int", n)`` /
         ``("choice", n)`` for a component split into ``n`` equal bins (bin ``b`` is

@@ -106,6 +106,7 @@ def worker_setup(config: Config, seed: int) -> WorkerSetup:
         experiment=m.name,
         early_stopping_metric=m.early_stopping.metric if m.early_stopping else None,
         observation=tuple(m.optimizer[observed]) if observed else None,
+        array_params=config.space.array_names,
     )
 
 
@@ -411,8 +412,8 @@ class Loop:
         else:
             self.reports.begin(gen)
         info = self.optimizer.task_info()
-        pending = deque(
-            Task(gen, i, params, info=info)
+        pending = deque(  # (positional: the hot path)
+            Task(gen, i, params, 1, info)
             for i, params in enumerate(candidates)
             if i not in results
         )

@@ -30,7 +30,9 @@ class _GitFailed(Exception):
     """A git call failed; its message says how, in one line."""
 
 
-def _git(args: list[str], cwd: Path) -> bytes:
+def _git(args: list[str], cwd: Path, ok: tuple[int, ...] = (0,)) -> bytes:
+    """git's output of ``args`` run in ``cwd``; _GitFailed unless it exits with a code of
+    ``ok``."""
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
     try:
         done = subprocess.run(
@@ -48,7 +50,7 @@ def _git(args: list[str], cwd: Path) -> bytes:
         raise _GitFailed(f"git {args[0]} timed out after {GIT_TIMEOUT_S:g} s") from None
     except OSError as exc:
         raise _GitFailed(f"git {args[0]}: {exc}") from None
-    if done.returncode != 0:
+    if done.returncode not in ok:
         text = done.stderr.decode("utf-8", "replace").strip().splitlines()
         raise _GitFailed(f"git {args[0]}: {text[0] if text else f'exit {done.returncode}'}")
     return done.stdout
@@ -94,15 +96,19 @@ def source_state(
     store, the experiment's files), which do not make the work tree dirty.  Never raises:
     failures become the ``note``."""
     where = path.parent
-    try:
-        top = _git(["rev-parse", "--show-toplevel"], where).decode("utf-8", "replace").strip()
+    try:  # the work tree's top and its commit in one call (exit 1: no commit yet)
+        head = ["rev-parse", "--show-toplevel", "--verify", "-q", "HEAD"]
+        lines = _git(head, where, ok=(0, 1)).decode("utf-8", "replace").splitlines()
+        if not lines:
+            raise _GitFailed("git rev-parse: no work tree")
     except _GitFailed as exc:
         text = str(exc)
         if "not a git repository" in text:
             return file_source(path)  # simply not under git: the hash is the whole story
         return file_source(path, f"no git state: {text}")
+    top, commit = Path(lines[0].strip()), lines[1].strip() if len(lines) > 1 else None
     try:
-        return _git_source(path, Path(top), diff_file, _pathspec(Path(top), exclude))
+        return _git_source(path, top, commit, diff_file, _pathspec(top, exclude))
     except _GitFailed as exc:
         return file_source(path, f"no git state: {exc}")
 
@@ -120,14 +126,14 @@ def _pathspec(top: Path, exclude: tuple[Path, ...]) -> list[str]:
     return out
 
 
-def _git_source(path: Path, top: Path, diff_file: Path, paths: list[str]) -> dict[str, Any]:
-    try:
-        commit: str | None = _git(["rev-parse", "--verify", "-q", "HEAD"], top).decode().strip()
-    except _GitFailed:
-        commit = None  # a repository without a commit yet
+def _git_source(
+    path: Path, top: Path, commit: str | None, diff_file: Path, paths: list[str]
+) -> dict[str, Any]:
     status = _git(["status", "--porcelain=v1", "-z", "--untracked-files=all", *paths], top)
     changed, untracked = _status_lines(status)
-    if commit is not None:
+    if not changed:
+        diff = b""  # (no tracked file changed, staged or not: no diff to ask git for)
+    elif commit is not None:
         diff = _git(["diff", "--no-color", "--no-ext-diff", "HEAD", *paths], top)
     else:
         staged = _git(["diff", "--no-color", "--no-ext-diff", "--cached", *paths], top)

@@ -41,6 +41,9 @@ class WorkerSetup:
     #: observed summary statistics x_o (an optimizer's ``observation_param``): results may be
     #: ``{"outputs": {"stats": [...]}}``, their fitness the distance to it (None: off)
     observation: tuple[float, ...] | None = None
+    #: the params whose values are arrays (the space's shaped reals): an executor that runs
+    #: tasks in the driver's process copies them per task (None: unknown, it looks at each)
+    array_params: tuple[str, ...] | None = None
 
 
 def evaluator_for(optimizee: Any, setup: WorkerSetup) -> Evaluator:

@@ -23,14 +23,17 @@ from metaloop.records import Outcome, Task
 SLICE_S = 0.02
 
 
-def _copy(params: dict) -> dict:
+def _copy(params: dict, arrays: tuple[str, ...] | None = None) -> dict:
     """A private copy of ``params`` (arrays copied too): an optimizee that modifies its
-    params must not alter the record."""
+    params must not alter the record.  ``arrays``: the names that may hold arrays
+    (:attr:`WorkerSetup.array_params`; None: every value is looked at)."""
     out = params.copy()
-    if np.ndarray in map(type, out.values()):  # (one C-level scan; arrays are rare)
-        for k, v in out.items():
-            if type(v) is np.ndarray:
-                out[k] = v.copy()
+    if arrays is None:
+        arrays = tuple(k for k, v in out.items() if type(v) is np.ndarray)
+    for k in arrays:
+        v = out.get(k)
+        if type(v) is np.ndarray:
+            out[k] = v.copy()
     return out
 
 
@@ -42,10 +45,12 @@ class SerialExecutor(Executor):
         self._evaluate: Evaluator | None = None
         self._host = hostname()
         self.batch_size = 1
+        self._arrays: tuple[str, ...] | None = None
 
     def start(self, setup: WorkerSetup) -> None:
         self.policy = setup.policy  # (its timeout cannot be enforced in the driver's process)
         self.batch_size = setup.policy.batch_size or 1
+        self._arrays = setup.array_params
         optimizee = build_optimizee(setup.optimizee)
         self._evaluate = evaluator_for(optimizee, setup)
 
@@ -65,12 +70,12 @@ class SerialExecutor(Executor):
         clock = time.time
         stop = clock() + (SLICE_S if timeout is None else min(SLICE_S, max(timeout, 0.0)))
         out: list[Outcome] = []
-        host = self._host
+        host, arrays = self._host, self._arrays
         while queue:
             if single:
                 t = queue.popleft()
                 started = clock()
-                r = evaluate(t.generation, t.index, t.attempt, _copy(t.params), t.info)
+                r = evaluate(t.generation, t.index, t.attempt, _copy(t.params, arrays), t.info)
                 finished = clock()
                 out.append(
                     Outcome(t, r.status, r.fitness, r.metrics, r.error, started, finished, host,
@@ -87,7 +92,9 @@ class SerialExecutor(Executor):
         assert self._evaluate is not None
         queue = self._queue
         tasks = [queue.popleft() for _ in range(min(self.batch_size, len(queue)))]
-        items = [(t.generation, t.index, t.attempt, _copy(t.params), t.info) for t in tasks]
+        items = [
+            (t.generation, t.index, t.attempt, _copy(t.params, self._arrays), t.info) for t in tasks
+        ]
         started = time.time()
         if len(items) == 1 and self._evaluate.fn is not None:  # (a batch's last one)
             results = [self._evaluate(*items[0])]

@@ -101,12 +101,14 @@ class SimulatedExecutor(Executor):
         self._now = 0.0  # virtual seconds since the start
         self._t0 = 0.0  # wall time of the start: virtual timestamps are t0 + virtual seconds
         self._seed = 0
+        self._arrays: tuple[str, ...] | None = None
         self._evaluate: Evaluator | None = None
 
     def start(self, setup: WorkerSetup) -> None:
         optimizee = build_optimizee(setup.optimizee)
         self._evaluate = evaluator_for(optimizee, setup)
         self._seed = setup.seed
+        self._arrays = setup.array_params
         self._t0 = time.time()
         self.policy = setup.policy
 
@@ -164,7 +166,8 @@ class SimulatedExecutor(Executor):
             return Outcome(task, status, None, {}, error, started, finished, "simulated", name)
         evaluate = self._evaluate
         assert evaluate is not None
-        item = (task.generation, task.index, task.attempt, _copy(task.params), task.info)
+        params = _copy(task.params, self._arrays)
+        item = (task.generation, task.index, task.attempt, params, task.info)
         r = evaluate(*item)
         return Outcome(
             task,

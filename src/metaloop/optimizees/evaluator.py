@@ -95,7 +95,7 @@ class Evaluator:
             result = self._call(generation, index, attempt, params, info)
         finally:
             leave_evaluation(started)
-        return self._capped(result, generation, index)
+        return result if result.error is None else self._capped(result, generation, index)
 
     def _call(
         self,

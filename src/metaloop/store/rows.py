@@ -49,7 +49,7 @@ def eval_row(
     params = plain_json(e.params) if params_json is None else params_json
     status = e.status._value_  # (not .value: an enum property costs a microsecond)
     metrics = plain_json(e.metrics) if e.metrics else "{}"
-    if e.error is None and e.outputs is None and e.constraints is None and e.violation is None:
+    if e.error is None and e.outputs is None and e.constraints is None:  # (no violation then)
         return "eval_plain", (
             exp_id, score, e.generation, e.index, status, e.attempts, fitness_text, params,
             metrics, e.started, e.finished, text(e.host), text(e.worker), e.seq,
