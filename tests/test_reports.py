@@ -367,3 +367,49 @@ def test_only_evaluations_that_use_their_workdir_are_marked(tmp_path: Path) -> N
     assert type(r.metrics) is WorkdirUsed and r.metrics == {"m": 2}
     r = Evaluator(raises, 1, 0, tmp_path)(0, 2, 1, {})
     assert r.status.value == "failed" and type(r.metrics) is WorkdirUsed
+
+
+def plain_sphere(params: dict[str, Any]) -> float:
+    """An optimizee that never looks at its workdir."""
+    return float(params["x"] ** 2)
+
+
+@pytest.mark.parametrize("earlier", [True, False])
+def test_files_an_earlier_experiment_left_in_the_workdir_are_cleared(
+    tmp_path: Path, earlier: bool
+) -> None:
+    """A new experiment with an earlier one's workdir (same store path and name, the store
+    deleted): the stop markers, reports, error texts and artifacts left in its generations'
+    folders are removed before its own evaluations run, even when none of them uses the
+    workdir, and the event log says so; with no workdir at all, nothing is said."""
+    from metaloop.api import Experiment
+    from metaloop.config.resolve import default_workdir
+    from metaloop.optimizees.context import ARTIFACTS_DIR, PRUNE_FILE, REPORTS_FILE
+
+    storage = f"sqlite:///{tmp_path / 'store.db'}"
+    left = []
+    if earlier:
+        for gen in (0, 1):
+            d = default_workdir(storage, "again") / f"g{gen:05d}" / "i00001"
+            (d / ARTIFACTS_DIR).mkdir(parents=True)
+            for name in (PRUNE_FILE, REPORTS_FILE):
+                (d / name).write_text("left by the earlier experiment\n")
+                left.append(d / name)
+            left.append(d / ARTIFACTS_DIR)
+    config = {
+        "name": "again",
+        "storage": storage,
+        "seed": 2,
+        "optimizee": {"kind": "python", "target": f"{__file__}:plain_sphere"},
+        "space": {"x": {"type": "real", "low": -1.0, "high": 1.0}},
+        "optimizer": {"kind": "random", "pop_size": 3},
+        "generations": 3,
+        "executor": {"kind": "serial"},
+    }
+    assert Experiment(config).run().n_evaluations == 9
+    assert not [p for p in left if p.exists()]
+    with open_store(storage, readonly=True) as store:
+        info = store.require_experiment("again")
+        said = [e.message for e in store.events(info.id, kinds=["report"])]
+    assert len(said) == (2 if earlier else 0), said
+    assert all("removed 3 stop markers" in m for m in said)

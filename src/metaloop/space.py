@@ -21,9 +21,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 try:  # the clip ufunc itself: np.clip adds microseconds of Python around the same call
-    from numpy._core.umath import clip as _clip
+    from numpy._core.umath import clip
 except ImportError:  # numpy < 2
-    from numpy.core.umath import clip as _clip  # type: ignore[no-redef]
+    from numpy.core.umath import clip  # type: ignore[no-redef]
 
 #: the most components a candidate may have (all parameters, arrays counted element-wise):
 #: a million float64 values is 8 MB per candidate, a population of them already gigabytes
@@ -226,16 +226,16 @@ class Space:
 
     def decode_many(self, U: np.ndarray) -> list[dict[str, Any]]:
         """Vectorized :meth:`decode` of every row of ``U`` (same values, much faster)."""
-        U = _clip(np.atleast_2d(np.asarray(U, dtype=float)), 0.0, 1.0)
+        U = unit_rows(U)
         columns: list[list[Any]] = []
         for name, spec in self.params.items():
             part = U[:, self.slices[name]]
             if isinstance(spec, RealParam):
                 if spec.log:
                     lo, hi = math.log(spec.low), math.log(spec.high)
-                    vals = _clip(np.exp(lo + part * (hi - lo)), spec.low, spec.high)
+                    vals = clip(np.exp(lo + part * (hi - lo)), spec.low, spec.high)
                 else:
-                    vals = _clip(spec.low + part * (spec.high - spec.low), spec.low, spec.high)
+                    vals = clip(spec.low + part * (spec.high - spec.low), spec.low, spec.high)
                 if spec.shape:
                     shape = tuple(spec.shape)
                     columns.append([row.reshape(shape) for row in vals])
@@ -260,8 +260,8 @@ class Space:
         if self._reals is None:
             return None
         low, width, high = self._reals
-        U = _clip(np.atleast_2d(np.asarray(U, dtype=float)), 0.0, 1.0)
-        return _clip(low + U * width, low, high)
+        U = unit_rows(U)
+        return clip(low + U * width, low, high)
 
     def decode_columns(self, U: np.ndarray) -> dict[str, np.ndarray]:
         """Decode a population column-wise: name -> array with the population on axis 0.
@@ -271,7 +271,7 @@ class Space:
         Row ``i`` holds exactly the values ``decode_many(U)[i]`` holds; no per-row objects
         are built (the vectorized mode's hot path).
         """
-        U = _clip(np.atleast_2d(np.asarray(U, dtype=float)), 0.0, 1.0)
+        U = unit_rows(U)
         n = len(U)
         out: dict[str, np.ndarray] = {}
         for name, spec in self.params.items():
@@ -279,9 +279,9 @@ class Space:
             if isinstance(spec, RealParam):
                 if spec.log:
                     lo, hi = math.log(spec.low), math.log(spec.high)
-                    vals = _clip(np.exp(lo + part * (hi - lo)), spec.low, spec.high)
+                    vals = clip(np.exp(lo + part * (hi - lo)), spec.low, spec.high)
                 else:
-                    vals = _clip(spec.low + part * (spec.high - spec.low), spec.low, spec.high)
+                    vals = clip(spec.low + part * (spec.high - spec.low), spec.low, spec.high)
                 out[name] = vals.reshape((n, *spec.shape)) if spec.shape else vals[:, 0].copy()
                 continue
             k = spec.high - spec.low + 1 if isinstance(spec, IntParam) else len(spec.values)
@@ -347,6 +347,14 @@ class Space:
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` uniform points of the unit cube (uniform per parameter, log-uniform for log)."""
         return rng.random((n, self.dim))
+
+
+def unit_rows(U: Any) -> np.ndarray:
+    """``U`` as rows of floats (a 2-D float64 array) clipped into the unit cube: a new
+    array (a 2-D float64 array goes to the ufunc as it is)."""
+    if type(U) is not np.ndarray or U.ndim != 2 or U.dtype != np.float64:
+        U = np.atleast_2d(np.asarray(U, dtype=float))
+    return clip(U, 0.0, 1.0)
 
 
 def _is_integral(value: Any) -> bool:

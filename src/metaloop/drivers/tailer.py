@@ -97,6 +97,10 @@ class ReportTailer:
         self._done: set[int] = set()
         self._completed: deque[int] = deque()
         self._any_files = False  # an evaluation of this generation used its workdir
+        #: no evaluation of this session used its workdir yet, and the experiment's workdir
+        #: did not exist at the first generation: no generation's folder can exist (None:
+        #: not looked yet)
+        self._untouched: bool | None = None
         self._warned = False
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -148,8 +152,10 @@ class ReportTailer:
             self._done = set()
             self._completed = deque()
             self._any_files = False
-            if not os.path.isdir(self._gen_dir):
-                return
+            if self._untouched is None:
+                self._untouched = not os.path.isdir(self._root)
+            if self._untouched or not os.path.isdir(self._gen_dir):
+                return  # (no stat a generation while nothing was written)
             if not (stored or rerun):
                 self._clear_stale()
                 return
@@ -199,13 +205,14 @@ class ReportTailer:
         """Evaluation ``index`` of the current generation, which used its workdir (or died
         trying), is recorded: its files are final."""
         self._any_files = True
+        self._untouched = False
         self._completed.append(index)  # deque.append: safe against the tailer thread
 
     def retrying(self, index: int, attempt: int) -> None:
         """Attempt ``attempt`` of ``index`` (whose previous attempt used its workdir) is about
         to start: lines so far that do not say their attempt belong to the one before."""
         with self._lock:
-            self._any_files = True
+            self._any_files, self._untouched = True, False
             if self._gen_dir is not None and (self._gen_exists or os.path.isdir(self._gen_dir)):
                 self._gen_exists = True
                 self._read(index)

@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from metaloop.optimizers.limits import check_sizes
-from metaloop.space import Space
+from metaloop.space import Space, clip
 
 _OPTIMIZER_STREAM = 0x0F7
 _KEYED_STREAM = 0x0F8
@@ -195,7 +195,7 @@ class Optimizer(ABC):
             raise RuntimeError(
                 f"{self.kind}: ask() returned shape {X.shape}, expected (n, {self.space.dim})"
             )
-        return np.clip(X, 0.0, 1.0)
+        return clip(X, 0.0, 1.0)
 
     def tell(
         self,
