@@ -19,7 +19,7 @@ from metaloop.float_text import (
 )
 from metaloop.jsonable import plain_json
 from metaloop.store.columns import float_objects
-from metaloop.store.rows import fitness_json, fitness_texts
+from metaloop.store.rows import BATCH_MIN, fitness_json, fitness_texts
 
 
 def every_magnitude(n: int, seed: int = 0) -> np.ndarray:
@@ -85,9 +85,12 @@ def test_fitness_texts_are_fitness_json_or_none() -> None:
     for k in (1, 3):
         fits = [tuple(r) for r in rng.normal(size=(50, k)).tolist()]
         assert fitness_texts(fits) == [fitness_json(f) for f in fits]
-    fits = [(2,), (np.float64(0.25),), (True,)]  # (stored as floats, as fitness_json does)
-    assert fitness_texts(fits) == [fitness_json(f) for f in fits] == ["[2.0]", "[0.25]", "[1.0]"]
-    assert fitness_texts([(1.0,), None]) is None
-    assert fitness_texts([(1.0,), (1.0, 2.0)]) is None
-    assert fitness_texts([(1.0,), (1e-7,)]) is None  # (repr: 1e-07)
-    assert fitness_texts([(1.0,)]) is None  # (one row: repr is as fast)
+    fits = [(2,), (np.float64(0.25),), (True,)] * 6  # (stored as floats, as fitness_json)
+    assert fitness_texts(fits) == [fitness_json(f) for f in fits]
+    assert fitness_texts(fits)[:3] == ["[2.0]", "[0.25]", "[1.0]"]
+    many = [(1.0,)] * BATCH_MIN
+    assert fitness_texts([*many, None]) is None
+    assert fitness_texts([*many, (1.0, 2.0)]) is None
+    assert fitness_texts([*many, (1e-7,)]) is None  # (repr: 1e-07)
+    assert fitness_texts(many[1:]) is None  # (a few rows: one by one is as fast)
+    assert fitness_texts(many) == ["[1.0]"] * BATCH_MIN
