@@ -22,6 +22,7 @@ the store's writer included), which waits for a CPU on a shared machine do not i
     python benchmarks/pipeline_cost.py --parts         # what one evaluation's pieces cost
     python benchmarks/pipeline_cost.py --steady        # CPU per evaluation, start-up excluded
     python benchmarks/pipeline_cost.py --commits       # group commits and context switches
+    python benchmarks/pipeline_cost.py --startup       # start-up of a 10-evaluation run
 """
 
 from __future__ import annotations
@@ -247,9 +248,11 @@ def parts(tmp: Path) -> None:
     """What the pieces of one evaluation cost, each measured alone (CPU time)."""
     from dataclasses import dataclass
 
+    from metaloop.executors.serial import _copy
     from metaloop.optimizees.reaping import evaluation_processes
     from metaloop.records import Evaluation, Outcome, Status, Task
     from metaloop.store import open_store
+    from metaloop.store import rows as store_rows
     from metaloop.store.columns import float_objects
 
     @dataclass(frozen=True, slots=True)
@@ -282,6 +285,19 @@ def parts(tmp: Path) -> None:
         return Evaluation.from_outcome(made, 3)
 
     fields = [getattr(outcome, f) for f in Outcome.__slots__]
+    params = dict(zip(NAMES, rows[0]))
+    fits = [(float(v),) for v in matrix[:10, 0]]
+
+    def fitness_at_once() -> object:  # (fitness_texts below its BATCH_MIN, as it was)
+        before, store_rows.BATCH_MIN = store_rows.BATCH_MIN, 2
+        try:
+            return store_rows.fitness_texts(fits)
+        finally:
+            store_rows.BATCH_MIN = before
+
+    def generator() -> object:  # what Optimizer.rng makes every generation
+        return np.random.default_rng(np.random.SeedSequence(1, spawn_key=(0, 5, 0)))
+
     figures = [
         ("store row as written now", insert_us(tmp, "store")),
         ("store row as written before", insert_us(tmp, "before")),
@@ -296,6 +312,13 @@ def parts(tmp: Path) -> None:
         ("Task + Outcome + Evaluation", per_call_us(record, 100_000)),
         ("an Outcome, plain dataclass", per_call_us(lambda: Outcome(*fields), 100_000)),
         ("an Outcome, frozen dataclass", per_call_us(lambda: FrozenOutcome(*fields), 100_000)),
+        ("serial copy of the params, told the arrays",
+         per_call_us(lambda: _copy(params, ()), 100_000)),
+        ("serial copy, every value looked at", per_call_us(lambda: _copy(params), 100_000)),
+        ("a generation: its generator, seeded", per_call_us(generator, 20_000)),
+        ("a generation: 10 fitness texts at once", per_call_us(fitness_at_once, 20_000)),
+        ("a generation: 10 fitness texts one by one",
+         per_call_us(lambda: [store_rows.fitness_json(f) for f in fits], 20_000)),
     ]  # fmt: skip
     print("what one evaluation's pieces cost, each alone (CPU us; best of 3)")
     for label, us in figures:
@@ -304,6 +327,26 @@ def parts(tmp: Path) -> None:
     with open_store(f"sqlite:///{path}"):
         pass
     print(f"a new, empty store: {path.stat().st_size / 1024:.0f} KiB")
+
+
+def startup(runs: int, tmp: Path) -> None:
+    """Start-up and end of a run: each side with 10 evaluations (one generation of 10),
+    ``runs`` times interleaved; mean CPU and wall milliseconds per run."""
+    cpu: dict[str, list[float]] = {"naive": [], "ours": []}
+    wall: dict[str, list[float]] = {"naive": [], "ours": []}
+    ours(tmp / "startup-warm.db", 10, 10, "warm")  # (imports and first-call caches)
+    for r in range(runs):
+        for side, run in (
+            ("naive", partial(naive, tmp / f"startup-naive-{r}.db", 10, 10)),
+            ("ours", partial(ours, tmp / f"startup-ours-{r}.db", 10, 10, f"startup-{r}")),
+        ):
+            w, c = measure(run)
+            wall[side].append(w)
+            cpu[side].append(c)
+    for side in ("naive", "ours"):
+        print(f"start-up and end of a 10-evaluation run, {side}: "
+              f"{1e3 * statistics.mean(cpu[side]):.1f} ms CPU, "
+              f"{1e3 * statistics.mean(wall[side]):.1f} ms wall (mean of {runs})")  # fmt: skip
 
 
 def main() -> None:
@@ -315,6 +358,8 @@ def main() -> None:
     parser.add_argument("--parts", action="store_true", help="cost of an evaluation's pieces")
     parser.add_argument("--commits", action="store_true",
                         help="when one run of ours commits (5x the budget)")
+    parser.add_argument("--startup", type=int, nargs="?", const=50, metavar="RUNS",
+                        help="start-up of a 10-evaluation run (mean of RUNS, 50)")
     parser.add_argument("--steady", action="store_true",
                         help="CPU per evaluation without start-up (two budgets)")
     args = parser.parse_args()
@@ -325,6 +370,9 @@ def main() -> None:
         return
     if args.parts:
         parts(tmp)
+        return
+    if args.startup:
+        startup(args.startup, tmp)
         return
     if args.commits:
         for pop in (int(p) for p in args.pops.split(",")):

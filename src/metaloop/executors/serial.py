@@ -29,7 +29,9 @@ def _copy(params: dict, arrays: tuple[str, ...] | None = None) -> dict:
     (:attr:`WorkerSetup.array_params`; None: every value is looked at)."""
     out = params.copy()
     if arrays is None:
-        arrays = tuple(k for k, v in out.items() if type(v) is np.ndarray)
+        if np.ndarray not in map(type, out.values()):  # (one C-level scan)
+            return out
+        arrays = tuple(out)
     for k in arrays:
         v = out.get(k)
         if type(v) is np.ndarray:
