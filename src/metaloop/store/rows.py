@@ -19,7 +19,8 @@ from metaloop.store import codec
 
 Text = Callable[[str | None], str | None]
 #: fewer fitness tuples than this are written one by one (the batch's numpy check and
-#: orjson call cost more than they save: ``fitness_texts`` of 10 ~5.4 µs, one by one ~4.2)
+#: orjson call cost more than they save: ten at once 5.5 µs, one by one 4.3; ``python
+#: benchmarks/pipeline_cost.py --parts``)
 BATCH_MIN = 16
 
 
