@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any
 
 from metaloop.store.base import ClaimLost, StoreError, StoreFault
@@ -421,7 +421,7 @@ class GroupCommitWriter:
             k = 1 << min(8, (n - i).bit_length() - 1)
             chunk = rows[i : i + k]
             sql = self._insert_sql(columns, len(rows[0]), top, k)
-            cur.execute(sql, [v for r in chunk for v in r])
+            cur.execute(sql, list(chain.from_iterable(chunk)))
             i += k
 
     def _insert_sql(self, columns: str, n: int, top: int | None, rows: int = 1) -> str:
