@@ -234,6 +234,9 @@ def test_source_state_of_a_clean_tree_and_of_a_repository_without_a_commit(
     assert clean["commit"] == git(repo, "rev-parse", "HEAD")
     assert (clean["dirty"], clean["diff"], clean["changed"]) == (False, "", [])
     assert "note" not in clean
+    (repo / "scratch.py").write_text("y = 2\n")  # untracked only: dirty, still no diff
+    scratch = source_state(repo / "opt.py", tmp_path / "d3", exclude=(repo / "ignored.txt",))
+    assert (scratch["dirty"], scratch["diff"], scratch["untracked"]) == (True, "", ["scratch.py"])
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     git(fresh, "init", "-q")
