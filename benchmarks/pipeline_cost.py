@@ -23,6 +23,7 @@ the store's writer included), which waits for a CPU on a shared machine do not i
     python benchmarks/pipeline_cost.py --steady        # CPU per evaluation, start-up excluded
     python benchmarks/pipeline_cost.py --commits       # group commits and context switches
     python benchmarks/pipeline_cost.py --startup       # start-up of a 10-evaluation run
+    python benchmarks/pipeline_cost.py --collector-off # ours with the collector off
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -329,6 +330,25 @@ def parts(tmp: Path) -> None:
     print(f"a new, empty store: {path.stat().st_size / 1024:.0f} KiB")
 
 
+def collector_off() -> None:
+    """Our runs with the garbage collector disabled instead of collecting less often (what
+    a run's records cost the collector: an A/B against the table without it)."""
+    import contextlib
+    import gc
+
+    import metaloop.drivers.loop as loop
+
+    @contextlib.contextmanager
+    def off() -> Iterator[None]:
+        gc.disable()
+        try:
+            yield
+        finally:
+            gc.enable()
+
+    loop.collector_for_a_run = off  # type: ignore[assignment]
+
+
 def startup(runs: int, tmp: Path) -> None:
     """Start-up and end of a run: each side with 10 evaluations (one generation of 10),
     ``runs`` times interleaved; mean CPU and wall milliseconds per run."""
@@ -360,11 +380,15 @@ def main() -> None:
                         help="when one run of ours commits (5x the budget)")
     parser.add_argument("--startup", type=int, nargs="?", const=50, metavar="RUNS",
                         help="start-up of a 10-evaluation run (mean of RUNS, 50)")
+    parser.add_argument("--collector-off", action="store_true",
+                        help="ours with Python's garbage collector off during its runs")
     parser.add_argument("--steady", action="store_true",
                         help="CPU per evaluation without start-up (two budgets)")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     tmp = Path(tempfile.mkdtemp(prefix="metaloop-pipeline-"))
+    if args.collector_off:
+        collector_off()
     if args.profile:
         profile(args.profile, budget(args.profile, args.quick), tmp)
         return

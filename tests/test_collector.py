@@ -6,10 +6,17 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from metaloop.collector import RUN_THRESHOLD, collector_for_a_run, collector_paused
+from metaloop import collector
+from metaloop.collector import (
+    RUN_THRESHOLD,
+    collect_young,
+    collector_for_a_run,
+    collector_paused,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -32,11 +39,11 @@ def test_a_run_freezes_the_older_objects_and_collects_its_young_ones_less_often(
 
 
 def test_a_program_with_a_higher_threshold_keeps_it_and_every_setting_comes_back() -> None:
-    gc.set_threshold(50_000, 5, 5)
+    gc.set_threshold(2 * RUN_THRESHOLD, 5, 5)
     with pytest.raises(RuntimeError), collector_for_a_run():
-        assert gc.get_threshold() == (50_000, 5, 5)
+        assert gc.get_threshold() == (2 * RUN_THRESHOLD, 5, 5)
         raise RuntimeError("the run failed")
-    assert gc.get_threshold() == (50_000, 5, 5)
+    assert gc.get_threshold() == (2 * RUN_THRESHOLD, 5, 5)
     assert gc.get_freeze_count() == 0
 
 
@@ -63,3 +70,80 @@ def test_a_bulk_read_pauses_collections_and_enables_them_again() -> None:
     with collector_paused():
         assert not gc.isenabled()
     assert not gc.isenabled()  # (a program's own choice stays)
+
+
+class _Cycle:
+    """An object in a reference cycle with itself; counts the ones alive."""
+
+    alive = 0
+
+    def __init__(self) -> None:
+        self.me = self
+        _Cycle.alive += 1
+
+    def __del__(self) -> None:
+        _Cycle.alive -= 1
+
+
+def test_collect_young_collects_in_a_run_at_most_once_an_interval() -> None:
+    gc.collect()
+    _Cycle.alive = 0
+    assert not collect_young()  # (no run: the program's collector is its own)
+    with collector_for_a_run():
+        _Cycle()  # (made in the run: a cycle made before it is frozen with the rest)
+        assert not collect_young()  # (the run has just started)
+        collector._last_young -= collector.YOUNG_EVERY_S
+        assert _Cycle.alive == 1
+        assert collect_young()
+        assert _Cycle.alive == 0
+        _Cycle()
+        assert not collect_young() and _Cycle.alive == 1  # (too soon again)
+    gc.collect()
+
+
+#: an optimizee that leaves a reference cycle per evaluation (a simulator holding itself)
+LEAKY = """
+import time
+
+class Simulation:
+    alive = 0
+
+    def __init__(self):
+        self.me = self
+        self.data = bytearray(100_000)
+        Simulation.alive += 1
+
+    def __del__(self):
+        Simulation.alive -= 1
+
+
+def evaluate(params):
+    Simulation()
+    time.sleep(0.1)
+    return {"fitness": params["x"] ** 2, "metrics": {"alive": Simulation.alive}}
+"""
+
+
+def test_a_run_frees_an_optimizees_cycles_within_about_a_second(tmp_path: Path) -> None:
+    """Serial evaluations of 0.1 s, each leaving a cycle: far below the young generation's
+    threshold, yet the run collects them about once a second (the loop's polls), so at
+    most about ten are alive at once, not all thirty."""
+    from metaloop.api import Experiment, history
+
+    (tmp_path / "leaky.py").write_text(LEAKY)
+    storage = f"sqlite:///{tmp_path / 'leaky.db'}"
+    Experiment(
+        {
+            "name": "leaky",
+            "storage": storage,
+            "seed": 1,
+            "optimizee": {"kind": "python", "target": f"{tmp_path / 'leaky.py'}:evaluate"},
+            "space": {"x": {"type": "real", "low": -1.0, "high": 1.0}},
+            "optimizer": {"kind": "random", "pop_size": 10},
+            "generations": 3,
+            "executor": {"kind": "serial"},
+        }
+    ).run()
+    alive = [e.metrics["alive"] for e in history("leaky", storage)]
+    assert len(alive) == 30
+    assert max(alive) <= 20, alive

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from metaloop.collector import collector_for_a_run
+from metaloop.collector import collect_young, collector_for_a_run
 from metaloop.config import Config
 from metaloop.config.resolve import default_workdir
 from metaloop.drivers.controller import Controller
@@ -321,6 +321,7 @@ class Loop:
         claim or a failed group commit stops the run here (:meth:`Store.check`)."""
         self.store.check()
         self._status_changes(self.steering.poll(self.generation, wait))
+        collect_young()  # (at most once a second: see metaloop.collector)
 
     def _status_changes(self, actions: list[str]) -> None:
         """Reflect applied pause/resume commands in the experiment's status."""
