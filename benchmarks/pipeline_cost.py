@@ -19,6 +19,7 @@ the store's writer included), which waits for a CPU on a shared machine do not i
     python benchmarks/pipeline_cost.py                 # pop 10, 100, 1000, 10000; 5 repeats
     python benchmarks/pipeline_cost.py --quick         # fewer evaluations, 3 repeats
     python benchmarks/pipeline_cost.py --profile 1000  # cProfile of one run of ours
+    python benchmarks/pipeline_cost.py --calls 10      # a generation's calls, timed
     python benchmarks/pipeline_cost.py --parts         # what one evaluation's pieces cost
     python benchmarks/pipeline_cost.py --steady        # CPU per evaluation, start-up excluded
     python benchmarks/pipeline_cost.py --commits       # group commits and context switches
@@ -183,6 +184,61 @@ def profile(pop: int, evals: int, tmp: Path) -> None:
     ours(tmp / "profile.db", pop, evals, "profile")
     prof.disable()
     pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+#: what a generation calls (the loop's per-generation work, one entry a method), timed by
+#: ``--calls``
+GENERATION_CALLS = [
+    ("metaloop.drivers.loop", "Loop", ["_run_generation", "_evaluate", "_boundary", "_refill"]),
+    ("metaloop.optimizers.base", "Optimizer", ["ask", "rng", "tell", "state"]),
+    ("metaloop.space", "Space", ["decode_reals"]),
+    ("metaloop.store.sql", "SQLStore", ["checkpoint", "append_batch"]),
+    ("metaloop.drivers.tailer", "ReportTailer", ["begin", "end"]),
+    ("metaloop.executors.serial", "SerialExecutor", ["wait"]),
+    ("metaloop.drivers.loop", None, ["float_objects", "weighted_fitness", "constraint_rows"]),
+]
+
+
+def calls(pop: int, evals: int, tmp: Path) -> None:
+    """Wall microseconds per generation spent in each of :data:`GENERATION_CALLS` (calls
+    nest: ``_run_generation`` holds the others) in one run of ours; each timer adds ~0.3 µs
+    to what it wraps."""
+    import functools
+    import importlib
+
+    spent: dict[str, int] = {}
+    originals = []
+    for module_name, owner_name, names in GENERATION_CALLS:
+        module = importlib.import_module(module_name)
+        owner = module if owner_name is None else getattr(module, owner_name)
+        for name in names:
+            fn = getattr(owner, name)
+            label = f"{owner_name or module_name.rsplit('.', 1)[-1]}.{name}"
+            spent[label] = 0
+
+            def timed(*a: object, _fn: Callable = fn, _label: str = label, **k: object) -> object:
+                t0 = time.perf_counter_ns()
+                try:
+                    return _fn(*a, **k)
+                finally:
+                    spent[_label] += time.perf_counter_ns() - t0
+
+            originals.append((owner, name, fn))
+            setattr(owner, name, functools.wraps(fn)(timed))
+    try:
+        ours(tmp / "calls-warm.db", pop, pop, "calls-warm")
+        spent.update(dict.fromkeys(spent, 0))
+        t0 = time.perf_counter_ns()
+        ours(tmp / "calls.db", pop, evals, "calls")
+        total = time.perf_counter_ns() - t0
+    finally:
+        for owner, name, fn in originals:
+            setattr(owner, name, fn)
+    gens = evals // pop
+    print(f"population {pop}, {gens} generations: wall us per generation (timers included)")
+    print(f"  {'the whole run':<34}{total / gens / 1e3:9.2f}")
+    for label, ns in sorted(spent.items(), key=lambda kv: -kv[1]):
+        print(f"  {label:<34}{ns / gens / 1e3:9.2f}")
 
 
 def per_call_us(fn: Callable[[], object], n: int) -> float:
@@ -375,6 +431,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="runs of each side per population (5)")
     parser.add_argument("--pops", default="10,100,1000,10000", help="comma-separated")
     parser.add_argument("--profile", type=int, metavar="POP", help="profile one run of ours")
+    parser.add_argument("--calls", type=int, metavar="POP",
+                        help="wall us per generation in each call of a generation")
     parser.add_argument("--parts", action="store_true", help="cost of an evaluation's pieces")
     parser.add_argument("--commits", action="store_true",
                         help="when one run of ours commits (5x the budget)")
@@ -391,6 +449,9 @@ def main() -> None:
         collector_off()
     if args.profile:
         profile(args.profile, budget(args.profile, args.quick), tmp)
+        return
+    if args.calls:
+        calls(args.calls, budget(args.calls, args.quick), tmp)
         return
     if args.parts:
         parts(tmp)

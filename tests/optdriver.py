@@ -1,5 +1,5 @@
-"""A tiny in-test driver for optimizers on unit-cube cost functions, and an observer that
-interrupts a real run (shared by test files)."""
+"""A tiny in-test driver for optimizers on unit-cube cost functions, an observer that
+interrupts a real run, and the config of a small serial run (shared by test files)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,23 @@ def best_after(opt: Optimizer, f: Cost, evaluations: int) -> float:
         best, used = min(best, float(costs.min())), used + len(X)
         opt.tell(X, -costs[:, None])
     return best
+
+
+def serial_config(
+    name: str, storage: str, target: str, pop: int, generations: int, seed: int = 1
+) -> dict[str, Any]:
+    """A run of random search over one real ``x`` in [-1, 1], evaluated by the python
+    optimizee ``target`` (``path:function``) in the driver's process (serial executor)."""
+    return {
+        "name": name,
+        "storage": storage,
+        "seed": seed,
+        "optimizee": {"kind": "python", "target": target},
+        "space": {"x": {"type": "real", "low": -1.0, "high": 1.0}},
+        "optimizer": {"kind": "random", "pop_size": pop},
+        "generations": generations,
+        "executor": {"kind": "serial"},
+    }
 
 
 def jsonish(state: dict) -> dict:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from optdriver import serial_config
 
 from metaloop import collector
 from metaloop.collector import (
@@ -132,18 +133,8 @@ def test_a_run_frees_an_optimizees_cycles_within_about_a_second(tmp_path: Path) 
 
     (tmp_path / "leaky.py").write_text(LEAKY)
     storage = f"sqlite:///{tmp_path / 'leaky.db'}"
-    Experiment(
-        {
-            "name": "leaky",
-            "storage": storage,
-            "seed": 1,
-            "optimizee": {"kind": "python", "target": f"{tmp_path / 'leaky.py'}:evaluate"},
-            "space": {"x": {"type": "real", "low": -1.0, "high": 1.0}},
-            "optimizer": {"kind": "random", "pop_size": 10},
-            "generations": 3,
-            "executor": {"kind": "serial"},
-        }
-    ).run()
+    target = f"{tmp_path / 'leaky.py'}:evaluate"
+    Experiment(serial_config("leaky", storage, target, pop=10, generations=3)).run()
     alive = [e.metrics["alive"] for e in history("leaky", storage)]
     assert len(alive) == 30
     assert max(alive) <= 20, alive

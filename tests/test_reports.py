@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from optdriver import serial_config
 from services import MPI_ENV, mpi_available, need, slurm_running
 
 from metaloop.api import Experiment
@@ -382,7 +383,6 @@ def test_files_an_earlier_experiment_left_in_the_workdir_are_cleared(
     deleted): the stop markers, reports, error texts and artifacts left in its generations'
     folders are removed before its own evaluations run, even when none of them uses the
     workdir, and the event log says so; with no workdir at all, nothing is said."""
-    from metaloop.api import Experiment
     from metaloop.config.resolve import default_workdir
     from metaloop.optimizees.context import ARTIFACTS_DIR, PRUNE_FILE, REPORTS_FILE
 
@@ -396,16 +396,7 @@ def test_files_an_earlier_experiment_left_in_the_workdir_are_cleared(
                 (d / name).write_text("left by the earlier experiment\n")
                 left.append(d / name)
             left.append(d / ARTIFACTS_DIR)
-    config = {
-        "name": "again",
-        "storage": storage,
-        "seed": 2,
-        "optimizee": {"kind": "python", "target": f"{__file__}:plain_sphere"},
-        "space": {"x": {"type": "real", "low": -1.0, "high": 1.0}},
-        "optimizer": {"kind": "random", "pop_size": 3},
-        "generations": 3,
-        "executor": {"kind": "serial"},
-    }
+    config = serial_config("again", storage, f"{__file__}:plain_sphere", pop=3, generations=3)
     assert Experiment(config).run().n_evaluations == 9
     assert not [p for p in left if p.exists()]
     with open_store(storage, readonly=True) as store:
