@@ -50,6 +50,7 @@ from metaloop.optimizers.common import as_rows, reflect
 from metaloop.optimizers.de import _N_SAMPLES
 from metaloop.optimizers.registry import PluginError, _one_line, load_target
 from metaloop.scoring import scalarize
+from metaloop.seed_blocks import KeyedGenerators
 
 _ASYNC_STREAM = 0x0A5
 _BLOCK_STREAM = 0x0A6
@@ -67,6 +68,7 @@ class AsyncOptimizer:
         self.n_asked = 0
         self.n_told = 0
         self._blocks: dict[str, tuple[int, np.ndarray]] = {}
+        self._streams: dict[tuple[int, int], KeyedGenerators] = {}
         self._setup()
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -90,8 +92,11 @@ class AsyncOptimizer:
     # -- public ----------------------------------------------------------------------------------
     def rng(self, k: int, stream: int = 0) -> np.random.Generator:
         """The draws of ask ``k`` (reproducible from the seed and ``k`` alone)."""
-        seq = np.random.SeedSequence(self.sync.seed, spawn_key=(_ASYNC_STREAM, k, stream))
-        return np.random.default_rng(seq)
+        key = (self.sync.seed, stream)
+        keyed = self._streams.get(key)
+        if keyed is None:  # (numpy's SeedSequence derivation, cheaper: metaloop.seed_blocks)
+            keyed = self._streams[key] = KeyedGenerators(key[0], (_ASYNC_STREAM,), (stream,))
+        return keyed.generator(k)
 
     def draw(self, k: int, kind: str) -> np.ndarray:
         """Ask ``k``'s vector of ``dim`` uniforms (``kind`` "uniform") or standard normals

@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from metaloop.optimizers.limits import check_sizes
+from metaloop.seed_blocks import KeyedGenerators
 from metaloop.space import Space, clip
 
 _OPTIMIZER_STREAM = 0x0F7
@@ -178,10 +179,12 @@ class Optimizer(ABC):
     # -- public API ---------------------------------------------------------------------------
     def rng(self, stream: int = 0) -> np.random.Generator:
         """A generator for this generation (and ``stream``), reproducible from the seed alone."""
-        seq = np.random.SeedSequence(
-            self.seed, spawn_key=(_OPTIMIZER_STREAM, self.generation, stream)
-        )
-        return np.random.default_rng(seq)
+        key = (self.seed, stream)
+        streams = self.__dict__.setdefault("_streams", {})
+        keyed = streams.get(key)
+        if keyed is None:  # (numpy's SeedSequence derivation, cheaper: metaloop.seed_blocks)
+            keyed = streams[key] = KeyedGenerators(self.seed, (_OPTIMIZER_STREAM,), (stream,))
+        return keyed.generator(self.generation)
 
     def rng_for(self, *key: int) -> np.random.Generator:
         """A generator keyed by anything other than the generation (e.g. an epoch), still
