@@ -195,7 +195,7 @@ GENERATION_CALLS = [
     ("metaloop.store.sql", "SQLStore", ["checkpoint", "append_batch"]),
     ("metaloop.drivers.tailer", "ReportTailer", ["begin", "end"]),
     ("metaloop.executors.serial", "SerialExecutor", ["wait"]),
-    ("metaloop.drivers.loop", None, ["float_objects", "weighted_fitness", "constraint_rows"]),
+    ("metaloop.drivers.loop", None, ["candidates_and_texts", "told_arrays"]),
 ]
 
 

@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from metaloop.drivers.loop import TOLD, Loop
+from metaloop.drivers.generation import TOLD
+from metaloop.drivers.loop import Loop
 from metaloop.executors.chunking import moving_mean
 from metaloop.optimizers.asynchronous import AsyncOptimizer, make_async
 from metaloop.records import Evaluation, Task

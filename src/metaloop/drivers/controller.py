@@ -61,6 +61,9 @@ class Controller:
         self._waiting: dict[int, ControlRow] = {}  # set/inject rows seen, not yet due
         self._replay: list[ControlRow] = []
         self._injections: list[tuple[ControlRow, list[dict[str, Any]], bool]] = []
+        #: the last boundary applied (or replayed) a set or staged an inject: the loop
+        #: writes that generation's checkpoint (a resume replays no generation across one)
+        self.acted = False
         self._last_read = -math.inf  # last poll that read the store
         self._retry_at = -math.inf  # after a poll found the store busy: when to try again
 
@@ -162,6 +165,9 @@ class Controller:
     def boundary(self, generation: int, optimizer: Optimizer, fresh: bool) -> None:
         """Apply the ``set`` commands due at ``generation`` (replayed ones, and new ones if the
         boundary is fresh) and stage the due ``inject`` commands, in submission order."""
+        if not self._replay and not (fresh and self._waiting):  # (most boundaries)
+            self.acted, self._injections = False, []
+            return
         todo = [(c, False) for c in self._replay if c.generation == generation]
         self._replay = []
         if fresh:
@@ -171,6 +177,7 @@ class Controller:
                     todo.append((c, True))
                     del self._waiting[c.id]
         todo.sort(key=lambda item: item[0].id)
+        self.acted = bool(todo)
         self._injections = []
         for c, new in todo:
             if new:
@@ -225,6 +232,8 @@ class Controller:
         candidates (and their unit vectors into ``X``); how many were injected.  A command
         that does not fit beside earlier ones waits for the next generation; one larger than
         the whole population is refused."""
+        if not self._injections:  # (most generations)
+            return 0
         chosen: list[tuple[ControlRow, list[dict[str, Any]], bool]] = []
         total = 0
         for c, cands, new in self._injections:

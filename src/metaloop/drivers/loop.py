@@ -16,7 +16,6 @@ Intermediate values and artifacts of running evaluations are copied into the sto
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -30,8 +29,10 @@ from metaloop.collector import collect_young, collector_for_a_run
 from metaloop.config import Config
 from metaloop.config.resolve import default_workdir
 from metaloop.drivers.controller import Controller
+from metaloop.drivers.generation import candidates_and_texts, told_arrays
 from metaloop.drivers.provenance import record_session, session_number
 from metaloop.drivers.pruning import make_pruner
+from metaloop.drivers.replay import replay_stored
 from metaloop.drivers.tailer import ReportTailer
 from metaloop.executors import ExecutionPolicy, Executor, WorkerSetup
 from metaloop.executors.chunking import moving_mean
@@ -40,10 +41,8 @@ from metaloop.optimizees.evaluator import WorkdirUsed
 from metaloop.optimizers.base import Optimizer
 from metaloop.optimizers.registry import get_optimizer_class
 from metaloop.records import Evaluation, ExperimentStatus, Outcome, RunStatus, Status, Task
-from metaloop.scoring import weighted_fitness, weighted_score
-from metaloop.space import candidates_of
+from metaloop.scoring import weighted_score
 from metaloop.store.base import ClaimLost, ExperimentInfo, Store, StoreFault
-from metaloop.store.columns import float_objects, json_objects
 
 #: a paused run with nothing running polls this often
 HOLD_POLL_S = 0.2
@@ -51,9 +50,11 @@ _DIED = (Status.CRASHED, Status.TIMEOUT)
 #: (a module global: reading a member from its enum class costs several times more, and
 #: the loop asks once or twice per evaluation)
 _OK = Status.OK
-#: statuses whose fitness the optimizer is told (a pruned evaluation's is its last reported
-#: value: a pessimistic estimate of what it would have reached)
-TOLD = (Status.OK, Status.PRUNED)
+#: a generation's checkpoint is written if the last one is older than this (and always after
+#: a session's first generation, after one whose boundary applied a steering command, when
+#: the optimizer is done and as the session ends): a resume replays the generations stored
+#: since (metaloop.drivers.replay), so cheap generations do not pay for one each
+CHECKPOINT_EVERY_S = 1.0
 #: evaluations shorter than this (on average) are queued ahead in the executor ...
 CHEAP_S = 0.1
 #: ... up to about this much work per worker (the most a pause lets start after it)
@@ -165,6 +166,8 @@ class Loop:
         self._unstored: list[tuple[Evaluation, float | None, str | None]] = []
         self._next_diagnostics = 0.0  # (monotonic) when diagnostics are logged again
         self._pending_diagnostics: tuple[str, Callable[[], dict[str, Any]]] | None = None
+        self._next_save = 0.0  # (monotonic) when a generation's checkpoint is due
+        self._unsaved = False  # the last generation's checkpoint is not written
 
     def _make_optimizer(self) -> Optimizer:
         opt_cfg = dict(self.config.model.optimizer)
@@ -210,9 +213,11 @@ class Loop:
             _, state = ckpt
             self.optimizer.load_state(state["optimizer"])
             self.elapsed_before = float(state["loop"]["elapsed_s"])
-            self.generation = self.optimizer.generation
         elif self.config.model.warm_start is not None:
             self._warm_start(self.optimizer)
+        if self.n_evaluations:  # (a resume: the generations stored after the checkpoint)
+            replay_stored(self.store, self.info.id, self.optimizer, self.config, self.info.seed)
+        self.generation = self.optimizer.generation
         self._find_best()
 
     def _warm_start(self, optimizer: Any) -> None:
@@ -281,6 +286,7 @@ class Loop:
         except KeyboardInterrupt:
             self.executor.cancel_all()
             self.reports.close()
+            self._save_unsaved()
             self.stop_reason = "interrupted"
             self._flush_diagnostics()
             self.steering.finish(self.generation, finished=False)
@@ -299,6 +305,7 @@ class Loop:
             )
             raise
         self.reports.close()
+        self._save_unsaved()
         self.stop_reason = reason
         self._flush_diagnostics()
         if reason == "stopped":
@@ -379,7 +386,9 @@ class Loop:
         results: dict[int, Evaluation] = {}
         if check_stored:  # resuming: this generation's stored evaluations are reused
             results = {e.index: e for e in self.store.evaluations(self.info.id, gen)}
+        unsaved, self._unsaved = self._unsaved, False  # (while a steering set changes it)
         reason = self._boundary(fresh=not results)
+        self._unsaved = unsaved or self.steering.acted
         if reason is not None:
             return reason
         X = self.optimizer.ask()
@@ -390,15 +399,7 @@ class Loop:
         limit = n if m.budget is None else min(n, m.budget - before)
         self.generation_size, self.generation_done = limit, len(results)
         self.observer.generation_started(gen, limit, self)
-        space = self.config.space
-        reals = space.decode_reals(X[:limit])  # (an all-real space: one pass, rows as lists)
-        if reals is not None and np.isfinite(reals).all():
-            rows, names = reals.tolist(), list(space.params)
-            candidates = [dict(zip(names, r)) for r in rows]
-            texts = float_objects(names, reals, candidates)  # (each = plain_json of it)
-        else:  # decoded once, column-wise: the tasks' dicts and the stored texts
-            columns = space.decode_columns(X[:limit])
-            candidates, texts = candidates_of(columns), json_objects(columns)
+        candidates, texts = candidates_and_texts(self.config.space, X[:limit])
         injected = self.steering.inject(X, candidates, limit, gen)
         for i in range(limit - injected, limit):  # (given as params: their own texts)
             texts[i] = plain_json(candidates[i])
@@ -426,31 +427,32 @@ class Loop:
             return reason
         if limit < n:
             return "budget"
-        F = np.full((n, len(self.weights)), -math.inf)
-        outputs: list[Any] = [None] * n
-        told = [e for e in results.values() if e.status in TOLD and e.fitness is not None]
-        if told:  # weights * fitness, row by row as weighted_fitness, in one numpy call
-            F[[e.index for e in told]] = weighted_fitness([e.fitness for e in told], self.weights)
-            for e in told:
-                outputs[e.index] = e.outputs
-        self.optimizer.tell(
-            X, F, outputs if self.optimizer.uses_outputs else None, constraint_rows(results, n)
-        )
+        self._unsaved = False  # (an interrupt inside tell leaves no state to write)
+        self.optimizer.tell(X, *told_arrays(results, n, self.weights, self.optimizer.uses_outputs))
         self.generation = self.optimizer.generation
         self._log_diagnostics(f"after generation {gen}", self.optimizer.diagnostics)
         posterior = self.optimizer.posterior_summary()
         if posterior is not None:  # written again if a resume re-tells it: readers take the last
             self.store.event(self.info.id, "posterior", f"posterior after round {gen}", posterior)
-        self.store.checkpoint(
-            self.info.id,
-            self.generation,
-            {
-                "optimizer": self.optimizer.state(),
-                "loop": {"elapsed_s": self.elapsed},
-            },
-        )
+        if self.steering.acted or self.optimizer.done or time.monotonic() >= self._next_save:
+            self._checkpoint()
+        else:
+            self._unsaved = True  # (resume replays it: metaloop.drivers.replay)
         self.observer.generation_finished(gen, self)
         return None
+
+    def _checkpoint(self) -> None:
+        """The optimizer's state and the loop's time, as of the last tell."""
+        state = {"optimizer": self.optimizer.state(), "loop": {"elapsed_s": self.elapsed}}
+        self.store.checkpoint(self.info.id, self.optimizer.generation, state)
+        self._unsaved = False
+        self._next_save = time.monotonic() + CHECKPOINT_EVERY_S
+
+    def _save_unsaved(self) -> None:
+        """The checkpoint of the last told generation if it was not written (the session
+        ends; an interrupt in a later tell has cleared the flag: the state is not whole)."""
+        if self._unsaved:
+            self._checkpoint()
 
     def _log_diagnostics(self, label: str, diagnostics: Callable[[], dict[str, Any]]) -> None:
         """Log ``diagnostics()`` as an "optimizer" event now, or keep it pending if the last
@@ -581,15 +583,3 @@ class Loop:
         elif evaluation.status is not Status.PRUNED:
             self.n_failed += 1
 
-
-def constraint_rows(results: dict[int, Evaluation], n: int) -> np.ndarray | None:
-    """The constraint values of a generation's ``n`` candidates as rows (NaN where a candidate
-    failed or returned none); None when no candidate returned constraints."""
-    told = [e for e in results.values() if e.status in TOLD and e.constraints is not None]
-    if not told:
-        return None
-    m = max(len(e.constraints) for e in told)  # type: ignore[arg-type]
-    C = np.full((n, m), np.nan)
-    for e in told:
-        C[e.index, : len(e.constraints)] = e.constraints  # type: ignore[arg-type]
-    return C
