@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from metaloop.api import Experiment
+from metaloop.seed_blocks import KeyedGenerators
 
 HERE = Path(__file__).resolve().parent
 DIM = 10
@@ -352,8 +353,14 @@ def parts(tmp: Path) -> None:
         finally:
             store_rows.BATCH_MIN = before
 
-    def generator() -> object:  # what Optimizer.rng makes every generation
+    def generator() -> object:  # what Optimizer.rng made every generation before
         return np.random.default_rng(np.random.SeedSequence(1, spawn_key=(0, 5, 0)))
+
+    keyed = KeyedGenerators(1, (0,), (0,))  # ... and what it makes now (the same generator)
+    key = iter(range(10**9))
+
+    def block_generator() -> object:
+        return keyed.generator(next(key))
 
     figures = [
         ("store row as written now", insert_us(tmp, "store")),
@@ -372,7 +379,8 @@ def parts(tmp: Path) -> None:
         ("serial copy of the params, told the arrays",
          per_call_us(lambda: _copy(params, ()), 100_000)),
         ("serial copy, every value looked at", per_call_us(lambda: _copy(params), 100_000)),
-        ("a generation: its generator, seeded", per_call_us(generator, 20_000)),
+        ("a generation's generator, by numpy", per_call_us(generator, 20_000)),
+        ("a generation's generator, in blocks", per_call_us(block_generator, 20_000)),
         ("a generation: 10 fitness texts at once", per_call_us(fitness_at_once, 20_000)),
         ("a generation: 10 fitness texts one by one",
          per_call_us(lambda: [store_rows.fitness_json(f) for f in fits], 20_000)),

@@ -194,8 +194,8 @@ def test_second_run_experiment_is_suffixed(tmp_path: Path) -> None:
 
 
 def _start_and_kill(tmp_path: Path, script: str, cap: int, after_generation: int) -> None:
-    """Run ``script`` and SIGKILL it (and its workers) once the store has a checkpoint of
-    ``after_generation``."""
+    """Run ``script`` and SIGKILL it (and its workers) once the store has evaluations of
+    generation ``after_generation``."""
     from metaloop.store import open_store
 
     path = _place(tmp_path, script)
@@ -215,9 +215,7 @@ def _start_and_kill(tmp_path: Path, script: str, cap: int, after_generation: int
                 try:
                     with open_store(storage_of(tmp_path), readonly=True) as store:
                         infos = store.list_experiments()
-                        if infos and (store.last_checkpoint(infos[0].id) or (0,))[0] >= (
-                            after_generation
-                        ):
+                        if infos and infos[0].generation >= after_generation:
                             break
                 except Exception:  # noqa: BLE001 - the run may still be creating its tables
                     pass
