@@ -132,6 +132,21 @@ def test_an_interrupted_session_writes_the_checkpoint_it_owes(
     assert table("cut", storage) == table("reference", storage)
 
 
+def test_a_run_whose_last_checkpoint_was_lost_ends_with_it_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, replays: list[int]
+) -> None:
+    monkeypatch.setattr(loop_module, "CHECKPOINT_EVERY_S", 1e9)
+    storage = config(tmp_path, "x", 1)["storage"]
+    Experiment(config(tmp_path, "reference", generations=12)).run()
+    with pytest.raises(RuntimeError, match="the driver dies"):  # at its very last evaluation
+        Experiment(config(tmp_path, "cut", generations=12)).run(DieAfter(6 * 12))
+    assert final_state("cut", storage)[0] == 1
+    assert resume("cut", storage).status == "finished"
+    assert replays == [11]  # every generation, none left to run
+    generation, state = final_state("cut", storage)
+    assert (generation, repr(state)) == (12, repr(final_state("reference", storage)[1]))
+
+
 class SetAtGeneration(RunObserver):
     """Submits ``set`` for generation ``at`` as generation 1 starts, and has the loop read it
     at once (so it is applied exactly at ``at``, however fast the generations run)."""

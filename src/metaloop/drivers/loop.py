@@ -216,7 +216,10 @@ class Loop:
         elif self.config.model.warm_start is not None:
             self._warm_start(self.optimizer)
         if self.n_evaluations:  # (a resume: the generations stored after the checkpoint)
-            replay_stored(self.store, self.info.id, self.optimizer, self.config, self.info.seed)
+            replayed = replay_stored(
+                self.store, self.info.id, self.optimizer, self.config, self.info.seed
+            )
+            self._unsaved = replayed > 0  # (written as the session ends if nothing else does)
         self.generation = self.optimizer.generation
         self._find_best()
 
@@ -435,13 +438,13 @@ class Loop:
         if posterior is not None:  # written again if a resume re-tells it: readers take the last
             self.store.event(self.info.id, "posterior", f"posterior after round {gen}", posterior)
         if self.steering.acted or self.optimizer.done or time.monotonic() >= self._next_save:
-            self._checkpoint()
+            self._write_checkpoint()
         else:
             self._unsaved = True  # (resume replays it: metaloop.drivers.replay)
         self.observer.generation_finished(gen, self)
         return None
 
-    def _checkpoint(self) -> None:
+    def _write_checkpoint(self) -> None:
         """The optimizer's state and the loop's time, as of the last tell."""
         state = {"optimizer": self.optimizer.state(), "loop": {"elapsed_s": self.elapsed}}
         self.store.checkpoint(self.info.id, self.optimizer.generation, state)
@@ -452,7 +455,7 @@ class Loop:
         """The checkpoint of the last told generation if it was not written (the session
         ends; an interrupt in a later tell has cleared the flag: the state is not whole)."""
         if self._unsaved:
-            self._checkpoint()
+            self._write_checkpoint()
 
     def _log_diagnostics(self, label: str, diagnostics: Callable[[], dict[str, Any]]) -> None:
         """Log ``diagnostics()`` as an "optimizer" event now, or keep it pending if the last
