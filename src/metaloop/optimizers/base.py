@@ -214,7 +214,7 @@ class Optimizer(ABC):
         used as :attr:`constraint_handling` says."""
         X = np.asarray(X, dtype=float)
         F = np.asarray(F, dtype=float).reshape(len(X), -1)
-        F = np.where(np.isnan(F), -np.inf, F)
+        F = np.fmax(F, -np.inf)  # (NaN -> -inf, every other value as it is: one ufunc call)
         C = None if constraints is None else np.asarray(constraints, float).reshape(len(X), -1)
         if C is not None and C.shape[1] and self.constraint_handling != "ignore":
             if self.constraint_handling == "rank":
