@@ -16,8 +16,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from services import need
@@ -121,3 +123,17 @@ def postgres_url() -> Iterator[str]:
         yield url
     finally:
         server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_url: str) -> Iterator[str]:
+    """A fresh, empty database on the session's server; dropped afterwards."""
+    import psycopg
+
+    db = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute(f'CREATE DATABASE "{db}"')
+    p = urlsplit(postgres_url)
+    yield urlunsplit(("postgresql", p.netloc, "/" + db, p.query, ""))
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

@@ -18,12 +18,14 @@ from metaloop.store import open_store
 from metaloop.store.sql import SQLStore
 
 
-def config(tmp_path: Path, name: str, generations: int, kind: str = "cmaes") -> dict[str, Any]:
+def config(
+    tmp_path: Path, name: str, generations: int, kind: str = "cmaes", storage: str | None = None
+) -> dict[str, Any]:
     return {
         "name": name,
         "seed": 5,
         "generations": generations,
-        "storage": f"sqlite:///{tmp_path}/r.db",
+        "storage": storage or f"sqlite:///{tmp_path}/r.db",
         "optimizee": {"kind": "function", "name": "rastrigin", "dims": 3},
         "optimizer": {"kind": kind, "pop_size": 6},
         "executor": {"kind": "serial"},
@@ -79,19 +81,23 @@ def test_cheap_generations_write_a_checkpoint_about_once_a_second_and_the_last_a
     assert final_state("cheap", cfg["storage"])[0] == 300
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_resume_replays_the_stored_generations_and_equals_the_uninterrupted_run(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
     checkpoints: list[int],
     replays: list[int],
+    database: str,
 ) -> None:
     monkeypatch.setattr(loop_module, "CHECKPOINT_EVERY_S", 1e9)  # the first and the last only
-    storage = config(tmp_path, "x", 1)["storage"]
-    Experiment(config(tmp_path, "reference", generations=30)).run()
+    url = request.getfixturevalue("pg_url") if database == "postgresql" else None
+    storage = config(tmp_path, "x", 1, storage=url)["storage"]
+    Experiment(config(tmp_path, "reference", generations=30, storage=url)).run()
     checkpoints.clear()
     cut = 6 * 20 + 3  # in generation 20
     with pytest.raises(RuntimeError, match="the driver dies"):
-        Experiment(config(tmp_path, "cut", generations=30)).run(DieAfter(cut))
+        Experiment(config(tmp_path, "cut", generations=30, storage=url)).run(DieAfter(cut))
     assert checkpoints == [1]  # (the session's first generation's)
     assert resume("cut", storage).status == "finished"
     assert replays == [19]  # generations 1 .. 19, then 20 resumed from its stored three

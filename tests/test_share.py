@@ -18,12 +18,9 @@ import json
 import os
 import shutil
 import stat
-import uuid
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from optdriver import InterruptAfter
@@ -121,20 +118,7 @@ def rows_of(url: str, name: str) -> dict[str, Any]:
         }
 
 
-# -- PostgreSQL: a fresh database per test on the session's server (tests/conftest.py) ---------
-@pytest.fixture
-def pg_url(postgres_url: str) -> Iterator[str]:
-    import psycopg
-
-    db = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(postgres_url, autocommit=True) as con:
-        con.execute(f'CREATE DATABASE "{db}"')
-    p = urlsplit(postgres_url)
-    yield urlunsplit(("postgresql", p.netloc, "/" + db, p.query, ""))
-    with psycopg.connect(postgres_url, autocommit=True) as con:
-        con.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-
-
+# -- PostgreSQL: a fresh database per test (pg_url: tests/conftest.py) ---------------------------
 @pytest.fixture(params=["sqlite", "postgresql"])
 def target_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":

@@ -18,7 +18,7 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -65,17 +65,6 @@ def _admin(url: str) -> Any:
     import psycopg
 
     return psycopg.connect(url, autocommit=True)
-
-
-@pytest.fixture
-def pg_url(postgres_url: str) -> Iterator[str]:
-    """A fresh, empty database on the session's server; dropped afterwards."""
-    db = f"t_{uuid.uuid4().hex[:16]}"
-    with _admin(postgres_url) as con:
-        con.execute(f'CREATE DATABASE "{db}"')
-    yield with_db(postgres_url, db)
-    with _admin(postgres_url) as con:
-        con.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
