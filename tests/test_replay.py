@@ -57,6 +57,12 @@ def checkpoints(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 @pytest.fixture
+def untimed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No checkpoint for time's sake: only a session's first, a steered generation's and
+    the one a session ends with."""
+
+
+@pytest.fixture
 def replays(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many generations each resume replayed."""
     counts: list[int] = []
@@ -84,13 +90,12 @@ def test_cheap_generations_write_a_checkpoint_about_once_a_second_and_the_last_a
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_resume_replays_the_stored_generations_and_equals_the_uninterrupted_run(
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    untimed: None,
     request: pytest.FixtureRequest,
     checkpoints: list[int],
     replays: list[int],
     database: str,
 ) -> None:
-    monkeypatch.setattr(loop_module, "CHECKPOINT_EVERY_S", 1e9)  # the first and the last only
     url = request.getfixturevalue("pg_url") if database == "postgresql" else None
     storage = config(tmp_path, "x", 1, storage=url)["storage"]
     Experiment(config(tmp_path, "reference", generations=30, storage=url)).run()
@@ -122,11 +127,10 @@ class DieAfter(RunObserver):
 
 def test_an_interrupted_session_writes_the_checkpoint_it_owes(
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    untimed: None,
     checkpoints: list[int],
     replays: list[int],
 ) -> None:
-    monkeypatch.setattr(loop_module, "CHECKPOINT_EVERY_S", 1e9)
     storage = config(tmp_path, "x", 1)["storage"]
     Experiment(config(tmp_path, "reference", generations=30)).run()
     checkpoints.clear()
@@ -139,9 +143,8 @@ def test_an_interrupted_session_writes_the_checkpoint_it_owes(
 
 
 def test_a_run_whose_last_checkpoint_was_lost_ends_with_it_written(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, replays: list[int]
+    tmp_path: Path, untimed: None, replays: list[int]
 ) -> None:
-    monkeypatch.setattr(loop_module, "CHECKPOINT_EVERY_S", 1e9)
     storage = config(tmp_path, "x", 1)["storage"]
     Experiment(config(tmp_path, "reference", generations=12)).run()
     with pytest.raises(RuntimeError, match="the driver dies"):  # at its very last evaluation
@@ -173,11 +176,10 @@ class SetAtGeneration(RunObserver):
 
 def test_a_generation_a_set_changed_is_checkpointed_and_replay_goes_no_further(
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    untimed: None,
     checkpoints: list[int],
     replays: list[int],
 ) -> None:
-    monkeypatch.setattr(loop_module, "CHECKPOINT_EVERY_S", 1e9)
     storage = config(tmp_path, "x", 1)["storage"]
     reference = config(tmp_path, "reference", generations=24, kind="random")
     Experiment(reference).run(SetAtGeneration(storage, 8))
