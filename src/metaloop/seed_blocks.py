@@ -2,7 +2,7 @@
 consecutive ``k`` (an optimizer's generations), at a fifth of numpy's cost per generator.
 
 Building a ``SeedSequence`` and seeding a ``PCG64`` from it costs ~8 µs, paid once a
-generation: a tenth of everything a generation of ten cheap evaluations costs.  The
+generation: 5 % of everything a generation of ten cheap evaluations costs.  The
 derivation is NumPy's documented, stable SeedSequence algorithm (O'Neill's entropy mixing;
 NEP 19 keeps its output fixed): the mixing of ``seed`` and ``head`` is done once, and that of
 ``k`` and ``tail`` for a block of ``BLOCK`` values of ``k`` at a time with numpy's uint32

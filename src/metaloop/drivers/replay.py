@@ -1,8 +1,8 @@
 """Resume's replay of the generations stored after the last checkpoint.
 
 The loop writes a checkpoint about once a second, not after every generation
-(:data:`metaloop.drivers.loop.CHECKPOINT_EVERY_S`: a cheap generation would otherwise pay a
-fifth of its cost for it).  A resume loads the last checkpoint, then tells the optimizer
+(:data:`metaloop.drivers.loop.CHECKPOINT_EVERY_S`: ``cmaes`` with cheap evaluations spent a
+fifth of its time on them).  A resume loads the last checkpoint, then tells the optimizer
 each later generation whose evaluations are all in the store, exactly as the loop told it:
 ask again (asks are deterministic), take the stored evaluations, tell.  Nothing is
 evaluated again and nothing is written.  The replay stops at the first generation not
