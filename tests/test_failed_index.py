@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_store import make_eval
-from test_store_postgres import pg_url  # noqa: F401 - the fixture, used by name
 
 from metaloop.records import Status
 from metaloop.store import open_store

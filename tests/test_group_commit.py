@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from test_store import make_eval
-from test_store_postgres import pg_url  # noqa: F401 - the fixture, used by name
 
 from metaloop.store import open_store
 from metaloop.store.sqlite import SQLiteStore

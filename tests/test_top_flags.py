@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 from test_store import make_eval
-from test_store_postgres import pg_url  # noqa: F401 - the fixture, used by name
 
 from metaloop.records import Evaluation, Status
 from metaloop.store import open_store
