@@ -131,7 +131,7 @@ class _Seeded(ISpawnableSeedSequence):
         return self._real
 
     def generate_state(self, n_words: int, dtype: Any = np.uint32) -> np.ndarray:
-        if n_words == 4 and np.dtype(dtype) == np.uint64:
+        if n_words == 4 and (dtype is np.uint64 or np.dtype(dtype) == np.uint64):
             return self._state.copy()
         return self.real().generate_state(n_words, dtype)
 
@@ -157,6 +157,9 @@ class KeyedGenerators:
 
     def generator(self, k: int) -> np.random.Generator:
         key = (*self.head, k, *self.tail)
+        states, i = self._states, k - self._start
+        if states is not None and 0 <= i < len(states):  # (the common case, at once)
+            return np.random.Generator(np.random.PCG64(_Seeded(states[i], self.seed, key)))
         state = self._state(k)
         seq: Any = (
             np.random.SeedSequence(self.seed, spawn_key=key)
@@ -166,11 +169,9 @@ class KeyedGenerators:
         return np.random.Generator(np.random.PCG64(seq))
 
     def _state(self, k: int) -> np.ndarray | None:
-        """Key ``k``'s PCG64 seed from the current block (a new block if ``k`` is outside);
-        None for numpy's own path (the first keys, keys beyond one word, shortcut off)."""
-        states = self._states
-        if states is not None and 0 <= k - self._start < len(states):
-            return states[k - self._start]
+        """Key ``k``'s PCG64 seed from a new block starting at ``k`` (``k`` is outside the
+        current one); None for numpy's own path (the first keys, keys beyond one word,
+        shortcut off)."""
         self._asked += 1
         if not (_enabled and self._valid) or self._asked <= WARMUP or not 0 <= k <= _MASK - BLOCK:
             return None

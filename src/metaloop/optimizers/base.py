@@ -180,7 +180,9 @@ class Optimizer(ABC):
     def rng(self, stream: int = 0) -> np.random.Generator:
         """A generator for this generation (and ``stream``), reproducible from the seed alone."""
         key = (self.seed, stream)
-        streams = self.__dict__.setdefault("_streams", {})
+        streams = self.__dict__.get("_streams")
+        if streams is None:
+            streams = self._streams = {}
         keyed = streams.get(key)
         if keyed is None:  # (numpy's SeedSequence derivation, cheaper: metaloop.seed_blocks)
             keyed = streams[key] = KeyedGenerators(self.seed, (_OPTIMIZER_STREAM,), (stream,))
