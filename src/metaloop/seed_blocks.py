@@ -185,6 +185,22 @@ class KeyedGenerators:
         return states[0]
 
 
+class SeededStreams:
+    """The :class:`KeyedGenerators` of one ``head`` stream id, per ``(seed, stream)``:
+    ``generator(seed, k, stream)`` = ``default_rng(SeedSequence(seed, spawn_key=(head, k,
+    stream)))``."""
+
+    def __init__(self, head: int) -> None:
+        self.head = head
+        self._keyed: dict[tuple[int, int], KeyedGenerators] = {}
+
+    def generator(self, seed: int, k: int, stream: int = 0) -> np.random.Generator:
+        keyed = self._keyed.get((seed, stream))
+        if keyed is None:
+            keyed = self._keyed[seed, stream] = KeyedGenerators(seed, (self.head,), (stream,))
+        return keyed.generator(k)
+
+
 def _agrees(state: np.ndarray, seed: int, key: tuple[int, ...]) -> bool:
     """Whether numpy derives ``state`` too (else the shortcut is turned off for good)."""
     global _enabled

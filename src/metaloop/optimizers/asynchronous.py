@@ -50,7 +50,7 @@ from metaloop.optimizers.common import as_rows, reflect
 from metaloop.optimizers.de import _N_SAMPLES
 from metaloop.optimizers.registry import PluginError, _one_line, load_target
 from metaloop.scoring import scalarize
-from metaloop.seed_blocks import KeyedGenerators
+from metaloop.seed_blocks import SeededStreams
 
 _ASYNC_STREAM = 0x0A5
 _BLOCK_STREAM = 0x0A6
@@ -68,7 +68,7 @@ class AsyncOptimizer:
         self.n_asked = 0
         self.n_told = 0
         self._blocks: dict[str, tuple[int, np.ndarray]] = {}
-        self._streams: dict[tuple[int, int], KeyedGenerators] = {}
+        self._streams = SeededStreams(_ASYNC_STREAM)
         self._setup()
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -92,11 +92,7 @@ class AsyncOptimizer:
     # -- public ----------------------------------------------------------------------------------
     def rng(self, k: int, stream: int = 0) -> np.random.Generator:
         """The draws of ask ``k`` (reproducible from the seed and ``k`` alone)."""
-        key = (self.sync.seed, stream)
-        keyed = self._streams.get(key)
-        if keyed is None:  # (numpy's SeedSequence derivation, cheaper: metaloop.seed_blocks)
-            keyed = self._streams[key] = KeyedGenerators(key[0], (_ASYNC_STREAM,), (stream,))
-        return keyed.generator(k)
+        return self._streams.generator(self.sync.seed, k, stream)  # (cheaper: seed_blocks)
 
     def draw(self, k: int, kind: str) -> np.ndarray:
         """Ask ``k``'s vector of ``dim`` uniforms (``kind`` "uniform") or standard normals

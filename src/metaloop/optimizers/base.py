@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from metaloop.optimizers.limits import check_sizes
-from metaloop.seed_blocks import KeyedGenerators
+from metaloop.seed_blocks import SeededStreams
 from metaloop.space import Space, clip
 
 _OPTIMIZER_STREAM = 0x0F7
@@ -179,14 +179,10 @@ class Optimizer(ABC):
     # -- public API ---------------------------------------------------------------------------
     def rng(self, stream: int = 0) -> np.random.Generator:
         """A generator for this generation (and ``stream``), reproducible from the seed alone."""
-        key = (self.seed, stream)
-        streams = self.__dict__.get("_streams")
+        streams = self.__dict__.get("_streams")  # (numpy's derivation, cheaper: seed_blocks)
         if streams is None:
-            streams = self._streams = {}
-        keyed = streams.get(key)
-        if keyed is None:  # (numpy's SeedSequence derivation, cheaper: metaloop.seed_blocks)
-            keyed = streams[key] = KeyedGenerators(self.seed, (_OPTIMIZER_STREAM,), (stream,))
-        return keyed.generator(self.generation)
+            streams = self._streams = SeededStreams(_OPTIMIZER_STREAM)
+        return streams.generator(self.seed, self.generation, stream)
 
     def rng_for(self, *key: int) -> np.random.Generator:
         """A generator keyed by anything other than the generation (e.g. an epoch), still
