@@ -70,6 +70,11 @@ def test_float_objects_are_plain_json_of_each_row_whatever_the_values(seed: int)
         assert not plain_keys(odd)
         matrix = rng.random((4, 2))
         assert float_objects(odd, matrix) == [plain_json(dict(zip(odd, r))) for r in matrix]
+    for bad in (np.nan, np.inf, -np.inf):  # (plain_json writes NaN/Infinity: the caller's job)
+        matrix = M[:3].copy()
+        matrix[1, 2] = bad
+        assert float_objects(names, matrix) is None
+        assert float_objects(["é", "b"], matrix[:, :2].copy() * 0 + bad) is None
 
 
 def test_list_and_object_texts_split_rows_exactly() -> None:

@@ -45,8 +45,8 @@ def _words(value: int) -> list[int]:
 class _HashConstant:
     """The running multiplier of the mixing (its sequence depends on no value mixed)."""
 
-    def __init__(self) -> None:
-        self.value = _INIT_A
+    def __init__(self, value: int = _INIT_A) -> None:
+        self.value = value
 
     def next(self) -> int:
         current = self.value
@@ -91,20 +91,18 @@ class _Prefix:
         for word in extra:
             for dst in range(_POOL):
                 pool[dst] = _mix(pool[dst], _hashmix(word, hc))
-        self.pool: list[Any] = pool
-        self.hc = hc
+        self.pool: list[int] = pool
+        self.hash_constant = hc.value  # (where the mixing of the next word starts)
 
 
 def _block_states(prefix: _Prefix, keys: np.ndarray, tail: tuple[int, ...]) -> np.ndarray:
     """The ``generate_state(4, uint64)`` of each key of ``keys`` (uint32, each one word):
     shape ``(len(keys), 4)``."""
-    hc = _HashConstant()
-    hc.value = prefix.hc.value
-    pool = list(prefix.pool)
-    for word in [keys, *(w for t in tail for w in _words(t))]:
+    hc = _HashConstant(prefix.hash_constant)
+    pool: list[Any] = list(prefix.pool)
+    for word in [keys, *(w for t in tail for w in _words(t))]:  # (keys first: arrays after)
         for dst in range(_POOL):
             pool[dst] = _mix(pool[dst], _hashmix(word, hc))
-    pool = [np.broadcast_to(np.asarray(p, np.uint32), keys.shape) for p in pool]
     out = np.empty((len(keys), 8), dtype=np.uint32)
     const = _INIT_B
     for i in range(8):

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from metaloop.float_text import object_texts, plain_keys, reprs_match
 from metaloop.records import Evaluation, Status
 from metaloop.scoring import weighted_fitness
 from metaloop.space import Space, candidates_of
@@ -32,12 +31,10 @@ def candidates_and_texts(space: Space, U: np.ndarray) -> tuple[list[dict[str, An
     reals = space.decode_reals(U)
     if reals is not None:
         names = list(space.params)
-        if plain_keys(names) and reprs_match(reals):  # (the common case: finite, plain)
-            candidates = [dict(zip(names, r)) for r in reals.tolist()]
-            return candidates, object_texts(candidates)
-        if np.isfinite(reals).all():
-            candidates = [dict(zip(names, r)) for r in reals.tolist()]
-            return candidates, float_objects(names, reals, candidates)
+        candidates = [dict(zip(names, r)) for r in reals.tolist()]
+        texts = float_objects(names, reals, candidates)
+        if texts is not None:  # (else a value is not finite: written as plain_json does)
+            return candidates, texts
     columns = space.decode_columns(U)
     return candidates_of(columns), json_objects(columns)
 
@@ -59,8 +56,6 @@ def told_arrays(
         # the common case: every candidate told (a fitness has k values: parse_result), the
         # floats flat (numpy reads a list of n tuples a few times slower), in one numpy call
         F = weights * np.array(flat, dtype=float).reshape(n, k)
-    elif told:
-        F = weighted_fitness(fitness, weights)
     else:
         F = np.full((n, k), -np.inf)
         rows = [e for e in ordered if e is not None and e.status in TOLD and e.fitness is not None]
@@ -72,13 +67,14 @@ def told_arrays(
             e.outputs if e is not None and e.status in TOLD and e.fitness is not None else None
             for e in ordered
         ]
-    C = constraint_rows(results, n) if any(map(_constraints, results.values())) else None
-    return F, outputs, C
+    return F, outputs, constraint_rows(results, n)
 
 
 def constraint_rows(results: dict[int, Evaluation], n: int) -> np.ndarray | None:
     """The constraint values of a generation's ``n`` candidates as rows (NaN where a candidate
     failed or returned none); None when no candidate returned constraints."""
+    if not any(map(_constraints, results.values())):  # (the common case, at C speed)
+        return None
     told = [e for e in results.values() if e.status in TOLD and e.constraints is not None]
     if not told:
         return None

@@ -152,6 +152,7 @@ class Optimizer(ABC):
         )
         self.check_limits(self.params, space.dim)
         self.seed = int(seed)
+        self._streams = SeededStreams(_OPTIMIZER_STREAM)  # (numpy's derivation, cheaper)
         self.n_objectives = n_objectives
         self.generation = 0
         self.done = False
@@ -179,10 +180,7 @@ class Optimizer(ABC):
     # -- public API ---------------------------------------------------------------------------
     def rng(self, stream: int = 0) -> np.random.Generator:
         """A generator for this generation (and ``stream``), reproducible from the seed alone."""
-        streams = self.__dict__.get("_streams")  # (numpy's derivation, cheaper: seed_blocks)
-        if streams is None:
-            streams = self._streams = SeededStreams(_OPTIMIZER_STREAM)
-        return streams.generator(self.seed, self.generation, stream)
+        return self._streams.generator(self.seed, self.generation, stream)
 
     def rng_for(self, *key: int) -> np.random.Generator:
         """A generator keyed by anything other than the generation (e.g. an epoch), still

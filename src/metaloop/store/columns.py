@@ -57,9 +57,9 @@ def json_objects(columns: Mapping[str, Any]) -> list[str]:
     keys = [_ENCODE(k) for k in names]
     first = columns[names[0]]
     if len(first) and all(_same_scalars(columns[k], first) for k in names):
-        matrix = np.column_stack([columns[k] for k in names])
-        if np.isfinite(matrix).all():
-            return float_objects(names, matrix)
+        found = float_objects(names, np.column_stack([columns[k] for k in names]))
+        if found is not None:
+            return found
     texts = [json_rows(columns[k]) for k in names]
     if len(names) == 1:
         head = "{" + keys[0] + ":"
@@ -70,17 +70,22 @@ def json_objects(columns: Mapping[str, Any]) -> list[str]:
 
 def float_objects(
     names: Sequence[str], matrix: np.ndarray, dicts: Sequence[dict[str, float]] | None = None
-) -> list[str]:
-    """``plain_json(dict(zip(names, row)))`` of each row of the finite float matrix
-    ``matrix`` (``dicts``: those dicts, when the caller has them already).  Written by
-    orjson where it writes what ``json`` does (:mod:`metaloop.float_text`: the rows whose
-    every value is zero or of magnitude in [1e-4, 1e16)), the other rows by one ``%``
-    format each (JSON writes a finite float as its ``repr``, and so does ``%r``)."""
-    if not plain_keys(names):
+) -> list[str] | None:
+    """``plain_json(dict(zip(names, row)))`` of each row of the float matrix ``matrix``
+    (``dicts``: those dicts, when the caller has them already); None if a value is not
+    finite (``plain_json`` writes those as NaN or Infinity).  Written by orjson where it
+    writes what ``json`` does (:mod:`metaloop.float_text`: the rows whose every value is
+    zero or of magnitude in [1e-4, 1e16)), the other rows by one ``%`` format each (JSON
+    writes a finite float as its ``repr``, and so does ``%r``)."""
+    plain = plain_keys(names)
+    if plain and reprs_match(matrix):  # (the common case; every value finite then)
+        rows = dicts if dicts is not None else [dict(zip(names, r)) for r in matrix.tolist()]
+        return object_texts(rows)
+    if not np.isfinite(matrix).all():
+        return None
+    if not plain:
         return _formatted(names, matrix.tolist())
     rows = dicts if dicts is not None else [dict(zip(names, r)) for r in matrix.tolist()]
-    if reprs_match(matrix):
-        return object_texts(rows)
     good = rows_match(matrix)
     texts = [None] * len(rows)
     picked = np.flatnonzero(good).tolist()
