@@ -41,6 +41,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -362,6 +363,11 @@ def parts(tmp: Path) -> None:
     def block_generator() -> object:
         return keyed.generator(next(key))
 
+    fitness = [(float(v),) for v in np.random.default_rng(0).random(1000)]
+
+    def fitness_flat() -> object:  # how drivers/generation.py reads them now
+        return np.array(list(chain.from_iterable(fitness)), dtype=float).reshape(1000, 1)
+
     figures = [
         ("store row as written now", insert_us(tmp, "store")),
         ("store row as written before", insert_us(tmp, "before")),
@@ -381,6 +387,9 @@ def parts(tmp: Path) -> None:
         ("serial copy, every value looked at", per_call_us(lambda: _copy(params), 100_000)),
         ("a generation's generator, by numpy", per_call_us(generator, 20_000)),
         ("a generation's generator, in blocks", per_call_us(block_generator, 20_000)),
+        ("1000 fitness tuples to numpy, as tuples",
+         per_call_us(lambda: np.asarray(fitness, dtype=float), 200)),
+        ("1000 fitness tuples to numpy, flat", per_call_us(fitness_flat, 200)),
         ("a generation: 10 fitness texts at once", per_call_us(fitness_at_once, 20_000)),
         ("a generation: 10 fitness texts one by one",
          per_call_us(lambda: [store_rows.fitness_json(f) for f in fits], 20_000)),

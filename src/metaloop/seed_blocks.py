@@ -2,11 +2,11 @@
 consecutive ``k`` (an optimizer's generations), at a fifth of numpy's cost per generator.
 
 Building a ``SeedSequence`` and seeding a ``PCG64`` from it costs ~8 µs, paid once a
-generation: 5 % of everything a generation of ten cheap evaluations costs.  The
+generation (``python benchmarks/pipeline_cost.py --parts`` times both ways).  The
 derivation is NumPy's documented, stable SeedSequence algorithm (O'Neill's entropy mixing;
 NEP 19 keeps its output fixed): the mixing of ``seed`` and ``head`` is done once, and that of
 ``k`` and ``tail`` for a block of ``BLOCK`` values of ``k`` at a time with numpy's uint32
-arithmetic, so a generator costs its ``PCG64`` and ``Generator`` objects (~1.2 µs).  The
+arithmetic, so a generator costs little more than its ``PCG64`` and ``Generator`` objects.  The
 generators are the very ones ``np.random.default_rng(SeedSequence(...))`` gives (same state,
 same draws, same ``spawn``); each block's first one is checked against numpy's own, and a
 mismatch (a numpy that changed the algorithm) turns the shortcut off for the process.

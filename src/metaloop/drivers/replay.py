@@ -1,15 +1,15 @@
 """Resume's replay of the generations stored after the last checkpoint.
 
 The loop writes a checkpoint about once a second, not after every generation
-(:data:`metaloop.drivers.loop.CHECKPOINT_EVERY_S`: ``cmaes`` with cheap evaluations spent a
-fifth of its time on them).  A resume loads the last checkpoint, then tells the optimizer
-each later generation whose evaluations are all in the store, exactly as the loop told it:
-ask again (asks are deterministic), take the stored evaluations, tell.  Nothing is
-evaluated again and nothing is written.  The replay stops at the first generation not
-complete in the store (the loop resumes that one, reusing what is stored) and at one whose
-boundary applied a steering command (the loop applies it again there; the checkpoint of
-such a generation is always written, and the store commits in queue order, so no later
-generation can be stored without it).
+(:data:`metaloop.drivers.loop.CHECKPOINT_EVERY_S`: cheap generations spent a good part of
+their time on them; figures in docs/performance.md).  A resume loads the last checkpoint,
+then tells the optimizer each later generation whose evaluations are all in the store,
+exactly as the loop told it: ask again (asks are deterministic), take the stored
+evaluations, tell.  Nothing is evaluated again and nothing is written.  The replay stops at
+the first generation not complete in the store (the loop resumes that one, reusing what is
+stored) and at one whose boundary applied a steering command (the loop applies it again
+there; the checkpoint of such a generation is always written, and the store commits in
+queue order, so no later generation can be stored without it).
 """
 
 from __future__ import annotations
