@@ -127,8 +127,8 @@ def evaluate(params):
 
 def test_a_run_frees_an_optimizees_cycles_within_about_a_second(tmp_path: Path) -> None:
     """Serial evaluations of 0.1 s, each leaving a cycle: far below the young generation's
-    threshold, yet the run collects them about once a second (the loop's polls), so at
-    most about ten are alive at once, not all thirty."""
+    threshold, yet the run collects them about once a second (the loop's polls), so about
+    ten are alive at once (20 allowed for a slow machine), not all thirty."""
     from metaloop.api import Experiment, history
 
     (tmp_path / "leaky.py").write_text(LEAKY)
