@@ -14,6 +14,7 @@ import numpy as np
 from services import need_module
 
 from metaloop.api import Experiment, history
+from metaloop.drivers.generation import candidates_and_texts
 from metaloop.executors.base import WorkerSetup
 from metaloop.executors.policy import ExecutionPolicy
 from metaloop.executors.serial import SLICE_S, SerialExecutor
@@ -68,6 +69,20 @@ def test_decode_reals_gives_decode_many_values_in_one_matrix() -> None:
     names = list(reals)
     assert [dict(zip(names, r)) for r in M.tolist()] == space.decode_many(U)
     assert float_objects(names, M) == [plain_json(p) for p in space.decode_many(U)]
+    inside = np.clip(U, 0.0, 1.0)  # (rows from Optimizer.ask: not clipped again)
+    assert np.array_equal(space.decode_reals(inside, in_cube=True), M)
+    assert space.reals_range == (-3.0, 100.0) and space.name_tuple == tuple(names)
+    candidates, texts = candidates_and_texts(space, inside, in_cube=True)
+    assert candidates == space.decode_many(U) and texts == [plain_json(p) for p in candidates]
+    assert not space._reals_exact  # (-3 + 3.7 rounds above 0.7: clipped)
+    exact = Space.from_config({"u": {"type": "real", "low": 0, "high": 1},
+                               "v": {"type": "real", "low": 0.1, "high": 0.3}})  # fmt: skip
+    assert exact._reals_exact
+    edges = np.array([[0.0, 1.0], [1.0, 0.0], [np.nextafter(1, 0), 0.5], [-0.0, 1.0]])
+    for rows in (edges, np.random.default_rng(1).random((500, 2))):
+        decoded = exact.decode_reals(rows, in_cube=True)
+        assert decoded.tolist() == [list(p.values()) for p in exact.decode_many(rows)]
+        assert ((decoded >= [0, 0.1]) & (decoded <= [1, 0.3])).all()
     for other in ({"n": {"type": "int", "low": 0, "high": 3}},
                   {"l": {"type": "real", "low": 1.0, "high": 9.0, "log": True}},
                   {"v": {"type": "real", "low": 0.0, "high": 1.0, "shape": [2]}}):  # fmt: skip

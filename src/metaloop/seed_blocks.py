@@ -30,6 +30,7 @@ _INIT_B, _MULT_B = 0x8B51F9DD, 0x58F38DED
 _MIX_L, _MIX_R = 0xCA01F9DD, 0x4973F715
 _SHIFT = 16
 _enabled = True
+_Generator, _PCG64 = np.random.Generator, np.random.PCG64
 
 
 def _words(value: int) -> list[int]:
@@ -148,7 +149,7 @@ class KeyedGenerators:
         self.seed, self.head, self.tail = int(seed), tuple(head), tuple(tail)
         self._prefix: _Prefix | None = None
         self._start = -1
-        self._states: np.ndarray | None = None
+        self._states: list[np.ndarray] | None = None  # (the block's rows, split once)
         self._asked = 0
         #: negative numbers: numpy's own path (which refuses them)
         self._valid = min((self.seed, *self.head, *self.tail)) >= 0
@@ -157,14 +158,14 @@ class KeyedGenerators:
         key = (*self.head, k, *self.tail)
         states, i = self._states, k - self._start
         if states is not None and 0 <= i < len(states):  # (the common case, at once)
-            return np.random.Generator(np.random.PCG64(_Seeded(states[i], self.seed, key)))
+            return _Generator(_PCG64(_Seeded(states[i], self.seed, key)))
         state = self._state(k)
         seq: Any = (
             np.random.SeedSequence(self.seed, spawn_key=key)
             if state is None
             else (_Seeded(state, self.seed, key))
         )
-        return np.random.Generator(np.random.PCG64(seq))
+        return _Generator(_PCG64(seq))
 
     def _state(self, k: int) -> np.ndarray | None:
         """Key ``k``'s PCG64 seed from a new block starting at ``k`` (``k`` is outside the
@@ -179,7 +180,7 @@ class KeyedGenerators:
         states = _block_states(self._prefix, keys, self.tail)
         if not _agrees(states[0], self.seed, (*self.head, k, *self.tail)):
             return None
-        self._start, self._states = k, states
+        self._start, self._states = k, list(states)
         return states[0]
 
 

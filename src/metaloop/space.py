@@ -159,12 +159,23 @@ class Space:
         #: (low, high - low, high) as vectors when every parameter is a scalar linear real
         self._reals: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         specs = list(self.params.values())
+        #: the lowest low and highest high of those reals (every decoded value lies within)
+        self.reals_range: tuple[float, float] | None = None
         if all(isinstance(p, RealParam) and not p.shape and not p.log for p in specs):
             self._reals = (
                 np.array([p.low for p in specs], dtype=float),
                 np.array([p.high - p.low for p in specs], dtype=float),  # type: ignore[union-attr]
                 np.array([p.high for p in specs], dtype=float),
             )
+            self.reals_range = (float(self._reals[0].min()), float(self._reals[2].max()))
+        #: ``low + u * width`` stays within ``[low, high]`` for every ``u`` in ``[0, 1]``
+        #: (rounding is monotonic: true when ``low + width <= high``); decoding rows of the
+        #: unit cube needs no clip then
+        self._reals_exact = self._reals is not None and bool(
+            np.all(self._reals[0] + self._reals[1] <= self._reals[2])
+        )
+        #: the params' names (a tuple: shared, unlike :attr:`names`)
+        self.name_tuple = tuple(self.params)
 
     @classmethod
     def from_config(cls, raw: Mapping[str, Any]) -> Space:
@@ -251,17 +262,21 @@ class Space:
         names = list(self.params)
         return [dict(zip(names, row)) for row in zip(*columns)]
 
-    def decode_reals(self, U: np.ndarray) -> np.ndarray | None:
+    def decode_reals(self, U: np.ndarray, in_cube: bool = False) -> np.ndarray | None:
         """The decoded population as one ``(n, dim)`` float matrix when every parameter is a
         scalar linear real (column ``j`` is the ``j``-th parameter: the values
         :meth:`decode_many` gives, computed with the same operations); None for any other
         space.  One vectorized pass instead of one per parameter: the cheap path of the
-        common all-real space."""
+        common all-real space.  ``in_cube``: ``U`` is a 2-D float64 array in the unit cube
+        already (what :meth:`Optimizer.ask` returns): not clipped again."""
         if self._reals is None:
             return None
         low, width, high = self._reals
-        U = unit_rows(U)
-        return clip(low + U * width, low, high)
+        V = (U if in_cube else unit_rows(U)) * width
+        V += low
+        if in_cube and self._reals_exact:  # (a NaN stays NaN either way)
+            return V
+        return clip(V, low, high, out=V)
 
     def decode_columns(self, U: np.ndarray) -> dict[str, np.ndarray]:
         """Decode a population column-wise: name -> array with the population on axis 0.

@@ -24,15 +24,17 @@ _fitness, _status = attrgetter("fitness"), attrgetter("status")
 _constraints = attrgetter("constraints")
 
 
-def candidates_and_texts(space: Space, U: np.ndarray) -> tuple[list[dict[str, Any]], list[str]]:
+def candidates_and_texts(
+    space: Space, U: np.ndarray, in_cube: bool = False
+) -> tuple[list[dict[str, Any]], list[str]]:
     """The params of each unit row of ``U`` and their JSON texts as stored
     (``plain_json`` of each): an all-real space in one vectorized pass (rows as lists),
-    any other column-wise, decoded once."""
-    reals = space.decode_reals(U)
+    any other column-wise, decoded once.  ``in_cube``: as :meth:`Space.decode_reals`."""
+    reals = space.decode_reals(U, in_cube)
     if reals is not None:
-        names = list(space.params)
+        names = space.name_tuple
         candidates = [dict(zip(names, r)) for r in reals.tolist()]
-        texts = float_objects(names, reals, candidates)
+        texts = float_objects(names, reals, candidates, space.reals_range)
         if texts is not None:  # (else a value is not finite: written as plain_json does)
             return candidates, texts
     columns = space.decode_columns(U)
@@ -43,7 +45,8 @@ def told_arrays(
     results: dict[int, Evaluation], n: int, weights: np.ndarray, with_outputs: bool
 ) -> tuple[np.ndarray, list[Any] | None, np.ndarray | None]:
     """What a generation of ``n`` candidates tells the optimizer: the weighted fitness
-    (``-inf`` where a candidate failed), the outputs (if ``with_outputs``; None where a
+    (``-inf`` where a candidate failed; a vector when there is one objective, else rows:
+    :meth:`Optimizer.tell` takes either), the outputs (if ``with_outputs``; None where a
     candidate returned none) and the constraint rows (None if no candidate returned any)."""
     if len(results) == n:  # (indices are below n: all of them)
         ordered = list(map(results.__getitem__, range(n)))
@@ -54,8 +57,13 @@ def told_arrays(
     k = len(weights)
     if told and len(flat := list(chain.from_iterable(fitness))) == n * k:
         # the common case: every candidate told (a fitness has k values: parse_result), the
-        # floats flat (numpy reads a list of n tuples a few times slower), in one numpy call
-        F = weights * np.array(flat, dtype=float).reshape(n, k)
+        # floats flat (numpy reads a list of n tuples a few times slower); one objective:
+        # weighted in Python, one numpy call (a small generation pays for each call)
+        if k == 1:
+            w = float(weights[0])
+            F = np.array([w * v for v in flat], dtype=float)
+        else:
+            F = weights * np.array(flat, dtype=float).reshape(n, k)
     else:
         F = np.full((n, k), -np.inf)
         rows = [e for e in ordered if e is not None and e.status in TOLD and e.fitness is not None]

@@ -143,6 +143,8 @@ class Loop:
         self.policy = ExecutionPolicy.from_spec(m.executor).retry
         self.workdir = experiment_workdir(config)
         self.optimizer = self._make_optimizer()
+        #: its ask is the base class's: 2-D float64 rows in the unit cube (decoded unclipped)
+        self._asks_in_cube = type(self.optimizer).ask is Optimizer.ask
         self.n_evaluations = info.n_evaluations
         self.n_failed = info.n_failed
         self.best_score = info.best_score
@@ -396,13 +398,17 @@ class Loop:
             return reason
         X = self.optimizer.ask()
         n = len(X)
+        in_cube = self._asks_in_cube
         if gen == 0 and self._takes_initial_population():
             X[:] = self.config.initial_population(n, self.info.seed)
+            in_cube = False
         before = self.n_evaluations - len(results)  # evaluations of earlier generations
         limit = n if m.budget is None else min(n, m.budget - before)
         self.generation_size, self.generation_done = limit, len(results)
         self.observer.generation_started(gen, limit, self)
-        candidates, texts = candidates_and_texts(self.config.space, X[:limit])
+        candidates, texts = candidates_and_texts(
+            self.config.space, X if limit == n else X[:limit], in_cube
+        )
         injected = self.steering.inject(X, candidates, limit, gen)
         for i in range(limit - injected, limit):  # (given as params: their own texts)
             texts[i] = plain_json(candidates[i])

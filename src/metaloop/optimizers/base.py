@@ -208,9 +208,12 @@ class Optimizer(ABC):
         ``uses_outputs``; ``constraints`` (shape ``(n, m)``, NaN where a candidate failed)
         the values its optimizee returned as ``constraints`` (feasible when all ``<= 0``),
         used as :attr:`constraint_handling` says."""
-        X = np.asarray(X, dtype=float)
-        F = np.asarray(F, dtype=float).reshape(len(X), -1)
-        F = np.fmax(F, -np.inf)  # (NaN -> -inf, every other value as it is: one ufunc call)
+        if type(X) is not np.ndarray or X.dtype != np.float64:
+            X = np.asarray(X, dtype=float)
+        if type(F) is not np.ndarray or F.dtype != np.float64:
+            F = np.asarray(F, dtype=float)
+        # NaN -> -inf, every other value as it is, in a new array (one ufunc call)
+        F = np.fmax(F, -np.inf).reshape(len(X), -1)
         C = None if constraints is None else np.asarray(constraints, float).reshape(len(X), -1)
         if C is not None and C.shape[1] and self.constraint_handling != "ignore":
             if self.constraint_handling == "rank":

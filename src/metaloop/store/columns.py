@@ -69,16 +69,20 @@ def json_objects(columns: Mapping[str, Any]) -> list[str]:
 
 
 def float_objects(
-    names: Sequence[str], matrix: np.ndarray, dicts: Sequence[dict[str, float]] | None = None
+    names: Sequence[str],
+    matrix: np.ndarray,
+    dicts: Sequence[dict[str, float]] | None = None,
+    within: tuple[float, float] | None = None,
 ) -> list[str] | None:
     """``plain_json(dict(zip(names, row)))`` of each row of the float matrix ``matrix``
-    (``dicts``: those dicts, when the caller has them already); None if a value is not
+    (``dicts``: those dicts, when the caller has them already; ``within``: bounds of its
+    values, as :func:`reprs_match` takes them); None if a value is not
     finite (``plain_json`` writes those as NaN or Infinity).  Written by orjson where it
     writes what ``json`` does (:mod:`metaloop.float_text`: the rows whose every value is
     zero or of magnitude in [1e-4, 1e16)), the other rows by one ``%`` format each (JSON
     writes a finite float as its ``repr``, and so does ``%r``)."""
     plain = plain_keys(names)
-    if plain and reprs_match(matrix):  # (the common case; every value finite then)
+    if plain and reprs_match(matrix, within):  # (the common case; every value finite then)
         rows = dicts if dicts is not None else [dict(zip(names, r)) for r in matrix.tolist()]
         return object_texts(rows)
     if not np.isfinite(matrix).all():
