@@ -60,14 +60,33 @@ ROWS = quality_table()
 ENTRIES = {e.name: e for e in quality.entries()}
 
 
+#: cells whose digits depend on the processor: optimizers that call LAPACK or fit with
+#: scikit-learn (``cmaes``'s eigendecomposition, the ``ce`` mixtures, pycma) round
+#: differently with another OpenBLAS kernel or vector unit, and on a multimodal function a
+#: last digit can send a run to another basin.  Found by rerunning the entries' cells with
+#: OpenBLAS's kernels forced (OPENBLAS_CORETYPE=Haswell, Zen, Sandybridge, Prescott) on one
+#: machine and against the table's: the cells that differ anywhere are not rerun here.
+PROCESSOR_DEPENDENT = {
+    ("ce-mixture", f, d)
+    for f, d in [("ellipsoid", 2), ("rastrigin", 2), ("ackley", 2), ("griewank", 2),
+                 ("levy", 2), ("styblinski_tang", 10)]  # fmt: skip
+} | {("cmaes-ipop", f, 2) for f in ("ellipsoid", "ackley", "styblinski_tang")} | {
+    ("ce-noisy-mixture", f, 2) for f in ("ellipsoid", "rosenbrock", "rastrigin", "ackley", "levy")
+} | {("gd-adam", "griewank", 2), ("xnes-vs-cma", "ackley", 2)}
+
+
 def _chosen() -> list[tuple[str, str, int]]:
-    """One d=2 cell per entry, rotating through the functions; the explained bad cells."""
+    """One d=2 cell per entry, rotating through the functions (past the processor-dependent
+    ones); the explained bad cells."""
     functions = quality.FUNCTIONS
     chosen = []
     for i, name in enumerate(sorted(ENTRIES)):
-        chosen.append((name, functions[i % len(functions)], 2))
+        j = i
+        while (name, functions[j % len(functions)], 2) in PROCESSOR_DEPENDENT:
+            j += 1
+        chosen.append((name, functions[j % len(functions)], 2))
     bad = [k for k, c in ROWS.items() if c[6].startswith("**no**") and "(info)" not in c[6]]
-    chosen += [k for k in bad if k not in chosen]
+    chosen += [k for k in bad if k not in chosen and k not in PROCESSOR_DEPENDENT]
     chosen += [("de", "sphere", 10), ("gd-adam", "rosenbrock", 10)]  # and two 10-D cells
     return chosen
 
@@ -150,16 +169,16 @@ def test_de_md_rerun_on_seeds_100_to_199_reproduces():
 
 
 def test_cmaes_md_fifty_seed_cell_reproduces():
+    """The medians to the digit; p (over all 50 runs of each side, a few of which end in
+    another basin on another processor: 0.25-0.31 with four OpenBLAS kernels on one machine)
+    within 0.1 of the printed one, and above 0.05 as the prose says."""
     need_module("cma")
     text = (DOCS / "optimizers" / "cmaes.md").read_text()
     line = next(x for x in text.splitlines() if x.startswith("| `rastrigin` 2-D |"))
     _, ours_doc, ref_doc, p_doc = _cells(line)
     ours, ref, p = _rerun("cmaes", "rastrigin", 2, range(50))  # optimum 0: value = distance
-    assert (ours_doc.split(" / ")[0], ref_doc.split(" / ")[0], p_doc) == (
-        f"{ours:.3f}",
-        f"{ref:.3f}",
-        f"{p:.2f}",
-    )
+    assert (ours_doc.split(" / ")[0], ref_doc.split(" / ")[0]) == (f"{ours:.3f}", f"{ref:.3f}")
+    assert abs(p - float(p_doc)) <= 0.1 and p > 0.05, (p, p_doc)
 
 
 # -- NSGA-II (benchmarks/quality_nsga2.py) -------------------------------------------------------
@@ -222,12 +241,14 @@ LOW_BUDGET_COLUMNS = {"bo": 3, "optuna-gp": 4, "tpe": 5, "optuna-tpe": 6, "cmaes
 
 @pytest.mark.parametrize(
     "who, fn, d",
-    [("bo", "sphere", 2), ("bo", "rosenbrock", 10), ("tpe", "rastrigin", 2),
+    [("bo", "rosenbrock", 2), ("bo", "levy", 2), ("tpe", "rastrigin", 2),
      ("cmaes", "ackley", 2), ("random", "levy", 5), ("optuna-tpe", "sphere", 2)],
 )
 def test_performance_md_low_budget_cells_reproduce(who: str, fn: str, d: int) -> None:
     """A few cells of the table, rerun with the benchmark's own runners and formatting (20
-    seeds; the budget is the table's)."""
+    seeds; the budget is the table's).  Cells that print the same with every OpenBLAS
+    kernel tried (see ``PROCESSOR_DEPENDENT``): ``bo``'s sphere 2-D and rosenbrock 10-D do
+    not (1.35e-05 or 1.6e-05; 321, 382, 391 or 400)."""
     import low_budget
 
     if who.startswith("optuna"):
