@@ -243,7 +243,7 @@ class BoundedSpace(Space):
     def decode_many(self, U: np.ndarray) -> list[dict[str, Any]]:
         return [self._bound(c) for c in super().decode_many(U)]
 
-    def decode_reals(self, U: np.ndarray) -> np.ndarray | None:
+    def decode_reals(self, U: np.ndarray, in_cube: bool = False) -> np.ndarray | None:
         return None  # (the loop's all-real fast path would skip bounding_func)
 
     def decode_columns(self, U: np.ndarray) -> dict[str, np.ndarray]:
