@@ -521,29 +521,12 @@ def test_dashboard_refuses_bad_values_and_cancels(campaign: Campaign) -> None:
 
 
 # -- cancel against the running loop: the first to commit wins ---------------------------------
-@pytest.fixture
-def pg_store_url(postgres_url: str) -> Iterator[str]:
-    """A fresh database on the session's PostgreSQL server; dropped afterwards."""
-    import uuid
-    from urllib.parse import urlsplit, urlunsplit
-
-    import psycopg
-
-    db = f"steerfault_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as con:
-        con.execute(f'CREATE DATABASE "{db}"')
-    p = urlsplit(postgres_url)
-    yield urlunsplit((p.scheme, p.netloc, "/" + db, p.query, ""))
-    with psycopg.connect(postgres_url, autocommit=True) as con:
-        con.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_settle_is_atomic_across_two_store_handles(
     tmp_path: Path, request: pytest.FixtureRequest, backend: str
 ) -> None:
     url = (f"sqlite:///{tmp_path / 's.db'}" if backend == "sqlite"
-           else request.getfixturevalue("pg_store_url"))
+           else request.getfixturevalue("pg_url"))
     with open_store(url) as loop, open_store(url, create=False) as user:
         exp = loop.create_experiment("e", {"name": "e"}, seed=1).id
         first = loop.add_control(exp, ControlRow("set", {"params": {"mut_sigma": 0.2}}, "cli"))

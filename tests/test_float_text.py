@@ -60,18 +60,16 @@ def test_the_range_check_within_known_bounds_agrees_with_the_full_check() -> Non
     bounds reaching below zero or up to HIGH take the full check."""
     rng = np.random.default_rng(3)
     specials = [0.0, LOW, np.nextafter(LOW, 0), 1e-9, np.nan, 0.5, np.nextafter(HIGH, 0)]
-    checked = 0
     for _ in range(300):
         m = rng.random((int(rng.integers(0, 6)), int(rng.integers(1, 5))))
         if m.size and rng.random() < 0.7:
             m.flat[rng.integers(0, m.size)] = rng.choice(specials)
         for within in ((0.0, 1.0), (0.0, HIGH - 2), (-1.0, 1.0), (0.0, HIGH), None):
             assert reprs_match(m, within) == reprs_match(m), (m, within)
-            checked += 1
         assert float_objects(["a", "b", "c", "d"][: m.shape[1]], m, within=(0.0, 1.0)) == (
             float_objects(["a", "b", "c", "d"][: m.shape[1]], m)
         )
-    assert checked == 1500 and not reprs_match(np.array([[np.nan, 0.5]]), (0.0, 1.0))
+    assert not reprs_match(np.array([[np.nan, 0.5]]), (0.0, 1.0))
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -9,11 +9,9 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pytest
@@ -49,25 +47,11 @@ def _exited_runs() -> str:
 
 
 # -- stores on both backends ---------------------------------------------------------------------
-@pytest.fixture
-def pg_store_url(postgres_url: str) -> Iterator[str]:
-    """A fresh database on the session's PostgreSQL server; dropped afterwards."""
-    import psycopg
-
-    db = f"steer_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_url, autocommit=True) as con:
-        con.execute(f'CREATE DATABASE "{db}"')
-    p = urlsplit(postgres_url)
-    yield urlunsplit((p.scheme, p.netloc, "/" + db, p.query, ""))
-    with psycopg.connect(postgres_url, autocommit=True) as con:
-        con.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def any_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 's.db'}"
-    return request.getfixturevalue("pg_store_url")
+    return request.getfixturevalue("pg_url")
 
 
 GA_CONFIG: dict[str, Any] = {
@@ -145,26 +129,26 @@ def test_store_keeps_commands_reports_and_artifacts(any_store_url: str) -> None:
         assert len(again.controls(exp.id)) == 2 and len(again.artifacts(exp.id)) == 2
 
 
-def test_postgres_store_from_before_steering_gets_the_new_tables(pg_store_url: str) -> None:
+def test_postgres_store_from_before_steering_gets_the_new_tables(pg_url: str) -> None:
     """A store written before steering existed is opened (even read-only) and gains the
     controls/reports/artifacts tables; a table of another program is still refused."""
     import psycopg
 
-    with open_store(pg_store_url) as store:
+    with open_store(pg_url) as store:
         store.create_experiment("old", {"name": "old"}, seed=1)
-    with psycopg.connect(pg_store_url, autocommit=True) as con:
+    with psycopg.connect(pg_url, autocommit=True) as con:
         for table in ("controls", "reports", "artifacts"):
             con.execute(f"DROP TABLE {table}")
-    with open_store(pg_store_url, create=False) as store:
+    with open_store(pg_url, create=False) as store:
         info = store.get_experiment("old")
         assert info is not None and store.controls(info.id) == []
         store.add_control(info.id, ControlRow("note", {"text": "hi"}, "cli"))
         assert [c.action for c in store.controls(info.id)] == ["note"]
-    with psycopg.connect(pg_store_url, autocommit=True) as con:
+    with psycopg.connect(pg_url, autocommit=True) as con:
         con.execute("DROP TABLE reports")
         con.execute("CREATE TABLE reports (foo TEXT)")
     with pytest.raises(StoreError, match="table 'reports' .* lacks columns"):
-        open_store(pg_store_url, create=False)
+        open_store(pg_url, create=False)
 
 
 # -- validation of commands ----------------------------------------------------------------------

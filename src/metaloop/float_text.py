@@ -33,22 +33,13 @@ LOW, HIGH = 1e-4, 1e16
 _PLAIN_KEY = re.compile(r'[^"\\{}\x00-\x1f\x7f-\U0010ffff]*\Z')
 
 
-def _minimum(values: np.ndarray, axis: None) -> float:
-    """``values.min()`` (NaN if any value is NaN), by numpy's ufunc, imported when first used."""
-    global _minimum
-    import numpy as np
-
-    _minimum = np.minimum.reduce  # type: ignore[assignment]
-    return _minimum(values, axis)
-
-
 def reprs_match(values: np.ndarray, within: tuple[float, float] | None = None) -> bool:
     """Whether orjson writes every value of the float array ``values`` as ``repr`` does:
     each finite and zero or of magnitude in ``[LOW, HIGH)``.  ``within``: bounds every value
     is known to lie in unless it is NaN (a space's, after clipping): when they lie in
     ``[0, HIGH)``, one reduction decides the common case (its minimum is NaN if any is)."""
     if within is not None and within[0] >= 0.0 and within[1] < HIGH and values.size:
-        if _minimum(values, None) >= LOW:  # (the ufunc's reduce: ndarray.min costs more)
+        if values.min() >= LOW:  # (NaN if any value is NaN)
             return True
     elif values.size == 0:
         return True

@@ -82,14 +82,14 @@ def float_objects(
     zero or of magnitude in [1e-4, 1e16)), the other rows by one ``%`` format each (JSON
     writes a finite float as its ``repr``, and so does ``%r``)."""
     plain = plain_keys(names)
-    if plain and reprs_match(matrix, within):  # (the common case; every value finite then)
-        rows = dicts if dicts is not None else [dict(zip(names, r)) for r in matrix.tolist()]
-        return object_texts(rows)
-    if not np.isfinite(matrix).all():
+    fast = plain and reprs_match(matrix, within)  # (the common case; every value finite then)
+    if not fast and not np.isfinite(matrix).all():
         return None
     if not plain:
         return _formatted(names, matrix.tolist())
     rows = dicts if dicts is not None else [dict(zip(names, r)) for r in matrix.tolist()]
+    if fast:
+        return object_texts(rows)
     good = rows_match(matrix)
     texts = [None] * len(rows)
     picked = np.flatnonzero(good).tolist()
