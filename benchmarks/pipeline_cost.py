@@ -347,13 +347,6 @@ def parts(tmp: Path) -> None:
     params = dict(zip(NAMES, rows[0]))
     fits = [(float(v),) for v in matrix[:10, 0]]
 
-    def fitness_at_once() -> object:  # (fitness_texts below its BATCH_MIN, as it was)
-        before, store_rows.BATCH_MIN = store_rows.BATCH_MIN, 2
-        try:
-            return store_rows.fitness_texts(fits)
-        finally:
-            store_rows.BATCH_MIN = before
-
     def generator() -> object:  # what Optimizer.rng made every generation before
         return np.random.default_rng(np.random.SeedSequence(1, spawn_key=(0, 5, 0)))
 
@@ -390,7 +383,8 @@ def parts(tmp: Path) -> None:
         ("1000 fitness tuples to numpy, as tuples",
          per_call_us(lambda: np.asarray(fitness, dtype=float), 200)),
         ("1000 fitness tuples to numpy, flat", per_call_us(fitness_flat, 200)),
-        ("a generation: 10 fitness texts at once", per_call_us(fitness_at_once, 20_000)),
+        ("a generation: 10 fitness texts at once",
+         per_call_us(lambda: store_rows.fitness_texts(fits), 20_000)),
         ("a generation: 10 fitness texts one by one",
          per_call_us(lambda: [store_rows.fitness_json(f) for f in fits], 20_000)),
     ]  # fmt: skip

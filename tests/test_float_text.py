@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from metaloop.float_text import (
 )
 from metaloop.jsonable import plain_json
 from metaloop.store.columns import float_objects
-from metaloop.store.rows import BATCH_MIN, fitness_json, fitness_texts
+from metaloop.store.rows import fitness_json, fitness_texts
 
 
 def every_magnitude(n: int, seed: int = 0) -> np.ndarray:
@@ -105,14 +106,17 @@ def test_list_and_object_texts_split_rows_exactly() -> None:
 def test_fitness_texts_are_fitness_json_or_none() -> None:
     rng = np.random.default_rng(3)
     for k in (1, 3):
-        fits = [tuple(r) for r in rng.normal(size=(50, k)).tolist()]
-        assert fitness_texts(fits) == [fitness_json(f) for f in fits]
+        for n in (1, 10, 50):
+            fits = [tuple(r) for r in rng.normal(size=(n, k)).tolist()]
+            assert fitness_texts(fits) == [fitness_json(f) for f in fits]
     fits = [(2,), (np.float64(0.25),), (True,)] * 6  # (stored as floats, as fitness_json)
     assert fitness_texts(fits) == [fitness_json(f) for f in fits]
     assert fitness_texts(fits)[:3] == ["[2.0]", "[0.25]", "[1.0]"]
-    many = [(1.0,)] * BATCH_MIN
-    assert fitness_texts([*many, None]) is None
-    assert fitness_texts([*many, (1.0, 2.0)]) is None
-    assert fitness_texts([*many, (1e-7,)]) is None  # (repr: 1e-07)
-    assert fitness_texts(many[1:]) is None  # (a few rows: one by one is as fast)
-    assert fitness_texts(many) == ["[1.0]"] * BATCH_MIN
+    odd = [(1e-7,), (-0.0,), (1e16,), (-3e-5,), (0.1,), (math.inf,), (math.nan,), (5e-324,)]
+    assert fitness_texts(odd) == [fitness_json(f) for f in odd]  # (repr where orjson differs)
+    assert fitness_texts(odd)[:3] == ["[1e-07]", "[-0.0]", "[1e+16]"]
+    assert fitness_texts([(1.0,), None]) is None
+    assert fitness_texts([(1.0,), (1.0, 2.0)]) is None
+    assert fitness_texts([(1.0, 2.0), (1.0,), (1.0, 2.0, 3.0)]) is None  # (6 values, ragged)
+    assert fitness_texts([(1.0,), ("x",)]) is None
+    assert fitness_texts([]) is None

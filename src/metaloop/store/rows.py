@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from itertools import chain
 from typing import Any
 
-from metaloop.float_text import list_texts, reprs_match
+from metaloop.float_text import float_reprs
 from metaloop.jsonable import plain_json
 from metaloop.records import Evaluation
 from metaloop.store import codec
 
 Text = Callable[[str | None], str | None]
-#: fewer fitness tuples than this are written one by one (the batch's numpy check and
-#: orjson call cost more than they save: ten at once 5.5 µs, one by one 4.3; ``python
-#: benchmarks/pipeline_cost.py --parts``)
-BATCH_MIN = 16
 
 
 def fitness_json(fitness: tuple[float, ...]) -> str:
@@ -82,16 +79,22 @@ def eval_rows(
 
 def fitness_texts(fits: list[tuple[float, ...] | None]) -> list[str] | None:
     """:func:`fitness_json` of each of several fitness tuples of one length, by one orjson
-    call when orjson writes every value as ``repr`` does; None otherwise (no fitness,
-    ragged lengths, a value outside orjson's range of agreement)."""
-    if len(fits) < BATCH_MIN or None in fits:
+    call (:func:`float_reprs`: ``repr`` finds the digits of a float with an arbitrary
+    precision division, ~0.7 µs a value, that a generation of 10 pays on every value; orjson
+    ~0.1); None where a fitness is missing or the lengths differ."""
+    if not fits or None in fits:
         return None
-    import numpy as np  # (imported when used: reading a store needs no numpy)
-
-    try:
-        values = np.array(fits, dtype=float)
-    except (TypeError, ValueError):
+    lengths = set(map(len, fits))  # type: ignore[arg-type]
+    if len(lengths) != 1:
         return None
-    if values.ndim != 2 or not reprs_match(values):
-        return None
-    return list_texts(values.tolist())
+    k = lengths.pop()
+    flat = list(chain.from_iterable(fits))  # type: ignore[arg-type]
+    if set(map(type, flat)) != {float}:  # (stored as floats, as fitness_json does)
+        try:
+            flat = [float(v) for v in flat]
+        except (TypeError, ValueError):
+            return None
+    texts = float_reprs(flat)
+    if k == 1:
+        return [f"[{t}]" for t in texts]
+    return ["[" + ",".join(texts[i : i + k]) + "]" for i in range(0, len(texts), k)]
