@@ -224,6 +224,44 @@ def test_the_posterior_panel_on_the_page(page: Page, dashboard: Dashboard) -> No
     assert pg.locator("#posterior").count() == 0  # only inference experiments have one
 
 
+#: the page's fetch, holding back the summary of experiment "sbi" while ``window.holdSbi``
+HOLD_SBI_SUMMARY = """
+const fetchNow = window.fetch;
+window.fetch = (url, init) => {
+  if (window.holdSbi && String(url).endsWith("api/experiments/sbi")) {
+    return new Promise((resolve) => {
+      window.releaseSbi = () => resolve(fetchNow(url, init));
+    });
+  }
+  return fetchNow(url, init);
+};
+"""
+
+
+def test_a_switch_while_the_old_summary_is_on_its_way_shows_the_new_one(
+    page: Page,  # noqa: F811
+    dashboard: Dashboard,
+) -> None:
+    """The left experiment's summary arriving after a switch is not drawn: it used to lay
+    out its page (posterior panel, name) under the new experiment, and the new one's ticks
+    then only updated the numbers."""
+    pg = page.page
+    pg.add_init_script(HOLD_SBI_SUMMARY)
+    pg.goto(dashboard.url + f"#token={TOKEN}&exp=sbi")
+    _pair_plot(pg, 2)
+    pg.evaluate("window.holdSbi = true")
+    pg.wait_for_function("() => typeof window.releaseSbi === 'function'")  # the next poll's
+    pg.evaluate("location.hash = 'exp=plain'")
+    pg.wait_for_function("() => document.getElementById('experiment').hidden")  # switched
+    pg.evaluate("window.holdSbi = false; window.releaseSbi()")
+    pg.wait_for_function(
+        "() => document.getElementById('exp-name')?.textContent === 'plain'", timeout=5000
+    )
+    pg.wait_for_timeout(2500)  # (two more polls)
+    assert pg.locator("#exp-name").text_content() == "plain"
+    assert pg.locator("#posterior").count() == 0
+
+
 def test_the_posterior_panel_in_the_report(
     page: Page,  # noqa: F811
     store_url: str,

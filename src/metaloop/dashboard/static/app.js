@@ -1261,7 +1261,9 @@
       setHash(S.exp, S.evalFromUrl);
       renderList(list);
     }
-    const sum = await source.summary(S.exp);
+    const n = S.exp;
+    const sum = await source.summary(n);
+    if (n !== S.exp) return; // another experiment was chosen meanwhile: the next tick shows it
     if (!S.summary || $("experiment").hidden) {
       experimentLayout(sum);
       $("placeholder").hidden = true;
@@ -1293,11 +1295,13 @@
   async function tick() {
     if (busy) return schedule(200);
     busy = true;
+    const shown = S.exp;
     try {
       await update();
       if ($("token-form")) fill("token-area");
       setConn(REPORT ? `report generated ${when(REPORT.generated)}` : "live", false);
-      if (!REPORT) schedule(POLL_MS);
+      // (a switch while it ran asked for a tick at once, which this one's end must not delay)
+      if (!REPORT) schedule(shown && S.exp !== shown ? 0 : POLL_MS);
     } catch (e) {
       if (e instanceof HttpError && e.status === 401) {
         setConn("token needed", true);
