@@ -951,8 +951,10 @@
   }
 
   async function refreshTable() {
-    if (!S.exp) return;
-    const page = await source.evaluations(S.exp, S.query);
+    const n = S.exp;
+    if (!n) return;
+    const page = await source.evaluations(n, S.query);
+    if (n !== S.exp) return; // (a switch meanwhile)
     renderTable(page);
   }
 
