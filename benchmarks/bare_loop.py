@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -73,12 +74,6 @@ def bare(path: Path, pop: int, evals: int) -> None:
             optimizer.tell(X, *told_arrays(results, pop, weights, False))
 
 
-def cpu(run: object, *args: object) -> float:
-    c0 = time.process_time()
-    run(*args)  # type: ignore[operator]
-    return time.process_time() - c0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pops", default="10,1000", help="comma-separated")
@@ -93,9 +88,11 @@ def main() -> None:
         evals = pc.budget(pop, False)
         naive, ours_, bare_ = [], [], []
         for r in range(args.repeats):
-            naive.append(cpu(pc.naive, tmp / f"n-{pop}-{r}.db", pop, evals))
-            bare_.append(cpu(bare, tmp / f"b-{pop}-{r}.db", pop, evals))
-            ours_.append(cpu(pc.ours, tmp / f"o-{pop}-{r}.db", pop, evals, f"o{pop}-{r}"))
+            naive.append(pc.measure(partial(pc.naive, tmp / f"n-{pop}-{r}.db", pop, evals))[1])
+            bare_.append(pc.measure(partial(bare, tmp / f"b-{pop}-{r}.db", pop, evals))[1])
+            ours_.append(
+                pc.measure(partial(pc.ours, tmp / f"o-{pop}-{r}.db", pop, evals, f"o{pop}-{r}"))[1]
+            )
         n, b, o = (statistics.median(v) * 1e6 / evals for v in (naive, bare_, ours_))
         print(f"| {pop} | {evals} | {n:.1f} | {b:.1f} | {o:.1f} | {b / n:.2f} | {o / n:.2f} |",
               flush=True)  # fmt: skip

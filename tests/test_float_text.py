@@ -19,8 +19,9 @@ from metaloop.float_text import (
     scalar_texts,
 )
 from metaloop.jsonable import plain_json
+from metaloop.records import Evaluation, Status
 from metaloop.store.columns import float_objects
-from metaloop.store.rows import fitness_json, fitness_texts
+from metaloop.store.rows import BATCH_MIN, eval_rows, fitness_json, fitness_texts
 
 
 def every_magnitude(n: int, seed: int = 0) -> np.ndarray:
@@ -106,7 +107,7 @@ def test_list_and_object_texts_split_rows_exactly() -> None:
 def test_fitness_texts_are_fitness_json_or_none() -> None:
     rng = np.random.default_rng(3)
     for k in (1, 3):
-        for n in (1, 10, 50):
+        for n in (BATCH_MIN, 10, 50):
             fits = [tuple(r) for r in rng.normal(size=(n, k)).tolist()]
             assert fitness_texts(fits) == [fitness_json(f) for f in fits]
     fits = [(2,), (np.float64(0.25),), (True,)] * 6  # (stored as floats, as fitness_json)
@@ -120,3 +121,16 @@ def test_fitness_texts_are_fitness_json_or_none() -> None:
     assert fitness_texts([(1.0, 2.0), (1.0,), (1.0, 2.0, 3.0)]) is None  # (6 values, ragged)
     assert fitness_texts([(1.0,), ("x",)]) is None
     assert fitness_texts([]) is None
+    assert fitness_texts([(0.1,)] * (BATCH_MIN - 1)) is None  # (one by one: cheaper)
+
+
+def test_eval_rows_write_the_fitness_as_fitness_json_at_every_batch_size() -> None:
+    rng = np.random.default_rng(4)
+    for n in range(1, BATCH_MIN + 3):
+        items = [
+            (Evaluation(0, i, {"x": 0.5}, Status.OK, (float(v),), {}, 1, None, 0.0, 1.0, "h",
+                        "w", seq=i), -float(v), None)
+            for i, v in enumerate(rng.normal(size=n))
+        ]  # fmt: skip
+        rows = eval_rows(1, items, lambda t: t)["eval_plain"]
+        assert [r[6] for r in rows] == [fitness_json(e.fitness) for e, _, _ in items]

@@ -19,6 +19,10 @@ from metaloop.records import Evaluation
 from metaloop.store import codec
 
 Text = Callable[[str | None], str | None]
+#: fewer fitness tuples than this are written one by one: the batch's fixed work (the
+#: orjson call, the type and range checks) costs more than ``repr`` of one or two values
+#: (the async loop stores its evaluations one at a time)
+BATCH_MIN = 3
 
 
 def fitness_json(fitness: tuple[float, ...]) -> str:
@@ -79,10 +83,10 @@ def eval_rows(
 
 def fitness_texts(fits: list[tuple[float, ...] | None]) -> list[str] | None:
     """:func:`fitness_json` of each of several fitness tuples of one length, by one orjson
-    call (:func:`float_reprs`: ``repr`` finds the digits of a float with an arbitrary
-    precision division, ~0.7 µs a value, that a generation of 10 pays on every value; orjson
-    ~0.1); None where a fitness is missing or the lengths differ."""
-    if not fits or None in fits:
+    call (:func:`float_reprs`: ``repr`` searches a float's shortest digits with
+    arbitrary-precision arithmetic, orjson far faster); None for fewer than
+    :data:`BATCH_MIN`, where a fitness is missing or the lengths differ."""
+    if len(fits) < BATCH_MIN or None in fits:
         return None
     lengths = set(map(len, fits))  # type: ignore[arg-type]
     if len(lengths) != 1:

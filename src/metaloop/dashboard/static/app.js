@@ -1287,23 +1287,30 @@
   }
 
   let timer = null;
+  let due = Infinity; // when the pending tick runs (Infinity: none is pending)
   let busy = false;
 
   function schedule(ms) {
+    // never later than a tick already asked for: a switch or a sort during a running tick
+    // asks for one at once, which that tick's own next (a poll interval away) must not delay
+    const at = Date.now() + ms;
+    if (at >= due) return;
     clearTimeout(timer);
-    timer = setTimeout(tick, ms);
+    due = at;
+    timer = setTimeout(() => {
+      due = Infinity;
+      tick();
+    }, ms);
   }
 
   async function tick() {
     if (busy) return schedule(200);
     busy = true;
-    const shown = S.exp;
     try {
       await update();
       if ($("token-form")) fill("token-area");
       setConn(REPORT ? `report generated ${when(REPORT.generated)}` : "live", false);
-      // (a switch while it ran asked for a tick at once, which this one's end must not delay)
-      if (!REPORT) schedule(shown && S.exp !== shown ? 0 : POLL_MS);
+      if (!REPORT) schedule(POLL_MS);
     } catch (e) {
       if (e instanceof HttpError && e.status === 401) {
         setConn("token needed", true);
