@@ -67,6 +67,19 @@ OPTIMIZEES = textwrap.dedent(
             return {"fitness": fitness, "metrics": {"pid": os.getpid(), "builds": self.builds}}
 
 
+    class MarksItsExit:
+        """Fails every evaluation; the rank leaves a file if it ever exits normally."""
+
+        def __init__(self, mark_dir):
+            import atexit
+
+            path = os.path.join(mark_dir, f"exited-{os.getpid()}")
+            atexit.register(lambda: open(path, "w").close())
+
+        def evaluate(self, params):
+            raise ValueError("no answer here")
+
+
     class DiesOnBuild:
         def __init__(self):
             os._exit(7)
@@ -319,6 +332,30 @@ def test_batch_size_chunks_evaluate_batch(tmp_path, opt_file, env):
     sizes = [e.metrics["batch"] for e in evals]
     assert max(sizes) == 4 and all(1 <= s <= 4 for s in sizes)
     assert sum(1 for s in sizes if s == 4) >= 4  # whole batches, not one by one
+
+
+def test_a_failed_run_aborts_while_the_worker_ranks_wait(tmp_path, opt_file, env):
+    """A run that fails under mpirun (here: no evaluation succeeded, exit 1) ends the job with
+    MPI_Abort while the worker ranks still wait for tasks: they never stop and exit on their
+    own. (mpi4py's own abort came after telling them to stop; ranks finalizing during the
+    abort now and then left Open MPI 4.1's mpirun hanging in its teardown.)"""
+    cfg = config(
+        tmp_path,
+        "fails",
+        opt_file,
+        generations=1,
+        optimizee={
+            "kind": "python",
+            "target": f"{opt_file}:MarksItsExit",
+            "kwargs": {"mark_dir": str(tmp_path)},
+        },
+    )
+    r = run_cmd(under_mpirun(3, "run", str(write(tmp_path, cfg)), "--quiet"), env, tmp_path)
+    assert r.returncode == 1, r.stderr  # the driver's exit status, through MPI_Abort
+    evals = history("fails", cfg["storage"])
+    assert len(evals) == 10 and {e.status for e in evals} == {Status.FAILED}
+    assert {w.split(":")[0] for w in workers_of(evals)} == {"mpi-rank1", "mpi-rank2"}
+    assert sorted(tmp_path.glob("exited-*")) == []  # no worker rank exited by itself
 
 
 # == 2. a bad optimizee and a wrong launch stop before anything is written =====================

@@ -129,6 +129,26 @@ class _DeathWatch:
         self._fds = {}
 
 
+def abort_job(code: int) -> None:
+    """Under ``mpirun ... python -m mpi4py.futures``: end rank 0's failed run (``code`` != 0)
+    with ``MPI_Abort(code)`` now, while the worker ranks still wait for tasks.
+
+    mpi4py aborts too, but only at interpreter exit, after it has told the worker ranks to
+    stop: they then finalize while the job is being aborted, and Open MPI 4.1's mpirun
+    (with PMIx 4) now and then deadlocks in its own teardown on that race, every rank gone
+    and mpirun never exiting (about one aborted run in 40 here; none in 150 aborting first).
+    Does nothing outside an mpi4py.futures shared pool.
+    """
+    core = sys.modules.get("mpi4py.futures._core")
+    if not code or core is None or getattr(core, "SharedPool", None) is None:
+        return
+    from mpi4py import MPI
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    MPI.COMM_WORLD.Abort(code)
+
+
 @dataclass
 class _Pending:
     tasks: list[Task]
