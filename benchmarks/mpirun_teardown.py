@@ -2,39 +2,76 @@
 
 Open MPI 4.1's mpirun (with PMIx 4, as Debian 12 ships it) now and then deadlocks in its own
 teardown after ``MPI_Abort``: every rank is gone, mpirun never exits (gdb shows its main
-thread in ``PMIx_server_finalize`` joining a progress thread stuck on a mutex).  The runs
-below abort a 3-rank job from rank 0 in two ways, interleaved:
+thread in ``PMIx_server_finalize`` joining a progress thread stuck on a mutex).  Each run
+here is a real ``metaloop run`` on 2 worker ranks whose every evaluation fails (exit status
+1), ended in two ways, interleaved:
 
-* ``exit``: rank 0 ends with ``SystemExit(2)``, as a failed ``metaloop run`` did before:
-  mpi4py first tells the worker ranks to stop (they finalize and exit) and calls
-  ``MPI_Abort(2)`` only at interpreter exit, so the abort races with their finalizing;
-* ``abort-first``: rank 0 calls ``MPI_Abort(2)`` at once, while the worker ranks still wait
-  for tasks, as ``metaloop.executors.mpi.abort_job`` does now.
+* ``exit``: rank 0 raises ``SystemExit(1)``, as ``python -m metaloop`` did before: mpi4py
+  first tells the worker ranks to stop (they finalize and exit) and calls ``MPI_Abort(1)``
+  only at interpreter exit, so the abort races with their finalizing;
+* ``abort-first``: rank 0 calls ``metaloop.executors.mpi.abort_job(1)`` first, as it does
+  now: ``MPI_Abort(1)`` at once, while the worker ranks still wait for tasks.
 
 A run that has not ended ``--hang-s`` seconds after it started counts as a hang and is
 killed.  Prints the hangs of each way out of ``--runs``:
 
-    python benchmarks/mpirun_teardown.py                # 150 runs of each (about 12 minutes)
+    python benchmarks/mpirun_teardown.py                # 150 runs of each (about 25 minutes)
     python benchmarks/mpirun_teardown.py --runs 40 --hang-s 20
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
-RANK0 = {
-    "exit": "import time; time.sleep(0.7); raise SystemExit(2)",
-    "abort-first": (
-        "import time; time.sleep(0.7); from mpi4py import MPI; MPI.COMM_WORLD.Abort(2)"
-    ),
-}
-def one_run(way: str, hang_s: float) -> tuple[bool, int]:
-    """(hung, mpirun's exit status) of one aborted 3-rank job."""
-    cmd = ["mpirun", "-n", "3", sys.executable, "-m", "mpi4py.futures", "-c", RANK0[way]]
+WAYS = ("exit", "abort-first")
+HERE = Path(__file__).resolve().parent
+
+
+def failing(params: dict) -> float:
+    """The optimizee of these runs: every evaluation fails, so every run exits 1."""
+    raise ValueError("no answer here")
+
+
+def config(tmp: Path, run: int) -> Path:
+    """A run of 3 generations of 10 on the worker ranks, every evaluation failing."""
+    cfg = {
+        "name": f"teardown-{run}",
+        "seed": run,
+        "generations": 3,
+        "space": {"x": {"type": "real", "low": -1.0, "high": 1.0}},
+        "optimizee": {"kind": "python", "target": f"{Path(__file__).resolve()}:failing"},
+        "optimizer": {"kind": "random", "pop_size": 10},
+        "executor": {"kind": "mpi"},
+        "storage": f"sqlite:///{tmp}/runs.db",
+        "workdir": str(tmp / f"work-{run}"),
+    }
+    path = tmp / f"run-{run}.yaml"
+    path.write_text(json.dumps(cfg))  # (JSON is YAML)
+    return path
+
+
+def rank0(way: str, path: str) -> None:
+    """Rank 0 of one run: ``metaloop run``, then the two ways of ending a failed run."""
+    from metaloop.cli import main as metaloop
+    from metaloop.executors.mpi import abort_job
+
+    code = metaloop(["run", path, "--quiet"])
+    if way == "abort-first":
+        abort_job(code)  # (what ``python -m metaloop`` does now)
+    raise SystemExit(code)  # (what it did before)
+
+
+def one_run(way: str, path: Path, hang_s: float) -> tuple[bool, int]:
+    """(hung, mpirun's exit status) of one failed 3-rank run."""
+    cmd = ["mpirun", "-n", "3", sys.executable, "-m", "mpi4py.futures", __file__]
+    cmd += ["--rank0", way, str(path)]
     env = dict(os.environ)
     if os.geteuid() == 0:  # Open MPI refuses root unless told
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
@@ -59,20 +96,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=150, help="runs of each way")
     parser.add_argument("--hang-s", type=float, default=30.0, help="a run this long has hung")
+    parser.add_argument("--rank0", nargs=2, metavar=("WAY", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rank0:
+        rank0(*args.rank0)
+        return
     if shutil.which("mpirun") is None:
         sys.exit("mpirun_teardown: needs Open MPI's mpirun and mpi4py")
-    hangs = dict.fromkeys(RANK0, 0)
-    codes: dict[str, set[int]] = {way: set() for way in RANK0}
+    tmp = Path(tempfile.mkdtemp(prefix="metaloop-teardown-"))
+    hangs = dict.fromkeys(WAYS, 0)
+    codes: dict[str, set[int]] = {way: set() for way in WAYS}
     for i in range(args.runs):
-        for way in RANK0:
-            hung, code = one_run(way, args.hang_s)
+        for way in WAYS:
+            hung, code = one_run(way, config(tmp, len(hangs) * i + WAYS.index(way)), args.hang_s)
             hangs[way] += hung
             if not hung:
                 codes[way].add(code)
         if (i + 1) % 25 == 0:
             print(f"  after {i + 1} runs of each: {hangs}", flush=True)
-    for way in RANK0:
+    shutil.rmtree(tmp, ignore_errors=True)
+    for way in WAYS:
         print(
             f"{way:12s} mpirun hung in {hangs[way]} of {args.runs} runs "
             f"(exit status of the others: {sorted(codes[way])})"
