@@ -3,20 +3,21 @@
 Open MPI 4.1's mpirun (with PMIx 4, as Debian 12 ships it) now and then deadlocks in its own
 teardown after ``MPI_Abort``: every rank is gone, mpirun never exits (gdb shows its main
 thread in ``PMIx_server_finalize`` joining a progress thread stuck on a mutex).  Each run
-here is a real ``metaloop run`` on 2 worker ranks whose every evaluation fails (exit status
-1), ended in two ways, interleaved:
+here is a real ``metaloop run`` under ``mpirun -n 3`` that fails — by default its config is
+refused before the worker pool starts (exit status 2); with ``--scenario evaluations`` every
+evaluation on the 2 worker ranks fails (exit status 1) — ended in two ways, interleaved:
 
-* ``exit``: rank 0 raises ``SystemExit(1)``, as ``python -m metaloop`` did before: mpi4py
-  first tells the worker ranks to stop (they finalize and exit) and calls ``MPI_Abort(1)``
-  only at interpreter exit, so the abort races with their finalizing;
-* ``abort-first``: rank 0 calls ``metaloop.executors.mpi.abort_job(1)`` first, as it does
-  now: ``MPI_Abort(1)`` at once, while the worker ranks still wait for tasks.
+* ``exit``: rank 0 raises ``SystemExit(status)``, as ``python -m metaloop`` did before:
+  mpi4py first tells the worker ranks to stop (they finalize and exit) and calls
+  ``MPI_Abort(status)`` only at interpreter exit, so the abort races with their finalizing;
+* ``abort-first``: rank 0 calls ``metaloop.executors.mpi.abort_job(status)`` first, as it
+  does now: ``MPI_Abort`` at once, while the worker ranks still wait for tasks.
 
 A run that has not ended ``--hang-s`` seconds after it started counts as a hang and is
 killed.  Prints the hangs of each way out of ``--runs``:
 
-    python benchmarks/mpirun_teardown.py                # 150 runs of each (about 25 minutes)
-    python benchmarks/mpirun_teardown.py --runs 40 --hang-s 20
+    python benchmarks/mpirun_teardown.py                # 150 runs of each way
+    python benchmarks/mpirun_teardown.py --scenario evaluations --runs 40 --hang-s 20
 """
 
 from __future__ import annotations
@@ -39,15 +40,17 @@ def failing(params: dict) -> float:
     raise ValueError("no answer here")
 
 
-def config(tmp: Path, run: int) -> Path:
-    """A run of 3 generations of 10 on the worker ranks, every evaluation failing."""
+def config(tmp: Path, run: int, scenario: str) -> Path:
+    """A run on the worker ranks: ``evaluations`` (3 generations of 10, every evaluation
+    failing: exit status 1) or ``config`` (``pop_size: 0``, refused before the worker pool
+    starts: exit status 2)."""
     cfg = {
         "name": f"teardown-{run}",
         "seed": run,
         "generations": 3,
         "space": {"x": {"type": "real", "low": -1.0, "high": 1.0}},
         "optimizee": {"kind": "python", "target": f"{Path(__file__).resolve()}:failing"},
-        "optimizer": {"kind": "random", "pop_size": 10},
+        "optimizer": {"kind": "random", "pop_size": 10 if scenario == "evaluations" else 0},
         "executor": {"kind": "mpi"},
         "storage": f"sqlite:///{tmp}/runs.db",
         "workdir": str(tmp / f"work-{run}"),
@@ -96,6 +99,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=150, help="runs of each way")
     parser.add_argument("--hang-s", type=float, default=30.0, help="a run this long has hung")
+    parser.add_argument(
+        "--scenario",
+        choices=("config", "evaluations"),
+        default="config",
+        help="how each run fails: a config refused before the pool starts, or every evaluation",
+    )
     parser.add_argument("--rank0", nargs=2, metavar=("WAY", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rank0:
@@ -108,7 +117,8 @@ def main() -> None:
     codes: dict[str, set[int]] = {way: set() for way in WAYS}
     for i in range(args.runs):
         for way in WAYS:
-            hung, code = one_run(way, config(tmp, len(hangs) * i + WAYS.index(way)), args.hang_s)
+            path = config(tmp, len(WAYS) * i + WAYS.index(way), args.scenario)
+            hung, code = one_run(way, path, args.hang_s)
             hangs[way] += hung
             if not hung:
                 codes[way].add(code)
