@@ -3,9 +3,11 @@
 Open MPI 4.1's mpirun (with PMIx 4, as Debian 12 ships it) now and then deadlocks in its own
 teardown after ``MPI_Abort``: every rank is gone, mpirun never exits (gdb shows its main
 thread in ``PMIx_server_finalize`` joining a progress thread stuck on a mutex).  Each run
-here is a real ``metaloop run`` under ``mpirun -n 3`` that fails — by default its config is
-refused before the worker pool starts (exit status 2); with ``--scenario evaluations`` every
-evaluation on the 2 worker ranks fails (exit status 1) — ended in two ways, interleaved:
+here is a real ``metaloop run`` under ``mpirun -n 3`` (2 worker ranks) that ends with a
+non-zero status: by default mpirun gets SIGTERM once 12 evaluations are stored and both
+worker ranks are in an evaluation (status 130, as in tests/test_mpi.py); with ``--scenario
+config`` its config is refused before the worker pool starts (2), with ``--scenario
+evaluations`` every evaluation fails (1).  Two ways of ending, interleaved:
 
 * ``exit``: rank 0 raises ``SystemExit(status)``, as ``python -m metaloop`` did before:
   mpi4py first tells the worker ranks to stop (they finalize and exit) and calls
@@ -14,9 +16,10 @@ evaluation on the 2 worker ranks fails (exit status 1) — ended in two ways, in
   does now: ``MPI_Abort`` at once, while the worker ranks still wait for tasks.
 
 A run that has not ended ``--hang-s`` seconds after it started counts as a hang and is
-killed.  Prints the hangs of each way out of ``--runs``:
+killed (for ``interrupt``: seconds after the signal).  Prints the hangs of each way out of
+``--runs``:
 
-    python benchmarks/mpirun_teardown.py                # 150 runs of each way
+    python benchmarks/mpirun_teardown.py --runs 80      # interrupted runs
     python benchmarks/mpirun_teardown.py --scenario evaluations --runs 40 --hang-s 20
 """
 
@@ -26,9 +29,12 @@ import argparse
 import json
 import os
 import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 WAYS = ("exit", "abort-first")
@@ -36,28 +42,43 @@ HERE = Path(__file__).resolve().parent
 
 
 def failing(params: dict) -> float:
-    """The optimizee of these runs: every evaluation fails, so every run exits 1."""
+    """The optimizee of ``evaluations``: every evaluation fails."""
     raise ValueError("no answer here")
 
 
+def slow(params: dict) -> float:
+    """The optimizee of ``interrupt``: 50 ms an evaluation, 120 s once ``HANG`` is set (the
+    interrupt then finds both worker ranks in an evaluation, as in tests/test_mpi.py)."""
+    time.sleep(120 if os.path.exists(os.environ["METALOOP_TEARDOWN_HANG"]) else 0.05)
+    return float(params["x"]) ** 2
+
+
 def config(tmp: Path, run: int, scenario: str) -> Path:
-    """A run on the worker ranks: ``evaluations`` (3 generations of 10, every evaluation
-    failing: exit status 1) or ``config`` (``pop_size: 0``, refused before the worker pool
-    starts: exit status 2)."""
+    """One run on the 2 worker ranks, random search with populations of 10."""
+    target = "failing" if scenario == "evaluations" else "slow"
     cfg = {
-        "name": f"teardown-{run}",
+        "name": "teardown",
         "seed": run,
-        "generations": 3,
+        "generations": 3 if scenario == "evaluations" else 100,
         "space": {"x": {"type": "real", "low": -1.0, "high": 1.0}},
-        "optimizee": {"kind": "python", "target": f"{Path(__file__).resolve()}:failing"},
-        "optimizer": {"kind": "random", "pop_size": 10 if scenario == "evaluations" else 0},
+        "optimizee": {"kind": "python", "target": f"{Path(__file__).resolve()}:{target}"},
+        "optimizer": {"kind": "random", "pop_size": 0 if scenario == "config" else 10},
         "executor": {"kind": "mpi"},
-        "storage": f"sqlite:///{tmp}/runs.db",
+        "storage": f"sqlite:///{tmp}/run-{run}.db",
         "workdir": str(tmp / f"work-{run}"),
     }
     path = tmp / f"run-{run}.yaml"
     path.write_text(json.dumps(cfg))  # (JSON is YAML)
     return path
+
+
+def recorded(db: Path) -> int:
+    """Evaluations stored so far in ``db`` (0 before it exists)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("SELECT count(*) FROM evaluations").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
 
 
 def rank0(way: str, path: str) -> None:
@@ -71,11 +92,12 @@ def rank0(way: str, path: str) -> None:
     raise SystemExit(code)  # (what it did before)
 
 
-def one_run(way: str, path: Path, hang_s: float) -> tuple[bool, int]:
+def one_run(way: str, path: Path, scenario: str, hang_s: float) -> tuple[bool, int]:
     """(hung, mpirun's exit status) of one failed 3-rank run."""
     cmd = ["mpirun", "-n", "3", sys.executable, "-m", "mpi4py.futures", __file__]
     cmd += ["--rank0", way, str(path)]
-    env = dict(os.environ)
+    hang = path.with_suffix(".hang")
+    env = {**os.environ, "METALOOP_TEARDOWN_HANG": str(hang)}
     if os.geteuid() == 0:  # Open MPI refuses root unless told
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
@@ -87,23 +109,31 @@ def one_run(way: str, path: Path, hang_s: float) -> tuple[bool, int]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    if scenario == "interrupt":
+        db = path.with_suffix(".db")
+        while recorded(db) < 12 and proc.poll() is None:
+            time.sleep(0.05)
+        hang.touch()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
     try:
         return False, proc.wait(timeout=hang_s)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         return True, proc.returncode
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=150, help="runs of each way")
+    parser.add_argument("--runs", type=int, default=80, help="runs of each way")
     parser.add_argument("--hang-s", type=float, default=30.0, help="a run this long has hung")
     parser.add_argument(
         "--scenario",
-        choices=("config", "evaluations"),
-        default="config",
-        help="how each run fails: a config refused before the pool starts, or every evaluation",
+        choices=("interrupt", "config", "evaluations"),
+        default="interrupt",
+        help="how each run ends: SIGTERM to mpirun, a config refused before the pool starts, "
+        "every evaluation failing",
     )
     parser.add_argument("--rank0", nargs=2, metavar=("WAY", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -118,7 +148,7 @@ def main() -> None:
     for i in range(args.runs):
         for way in WAYS:
             path = config(tmp, len(WAYS) * i + WAYS.index(way), args.scenario)
-            hung, code = one_run(way, path, args.hang_s)
+            hung, code = one_run(way, path, args.scenario, args.hang_s)
             hangs[way] += hung
             if not hung:
                 codes[way].add(code)
