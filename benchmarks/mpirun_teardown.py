@@ -19,7 +19,7 @@ A run that has not ended ``--hang-s`` seconds after it started counts as a hang 
 killed (for ``interrupt``: seconds after the signal).  Prints the hangs of each way out of
 ``--runs``:
 
-    python benchmarks/mpirun_teardown.py --runs 80      # interrupted runs
+    python benchmarks/mpirun_teardown.py --runs 60      # interrupted runs
     python benchmarks/mpirun_teardown.py --scenario evaluations --runs 40 --hang-s 20
 """
 
@@ -102,6 +102,8 @@ def one_run(way: str, path: Path, scenario: str, hang_s: float) -> tuple[bool, i
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
     env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")  # 3 ranks on fewer cores
+    for part in ("btl_tcp", "oob_tcp"):  # one host: loopback only, as the tests run
+        env.setdefault(f"OMPI_MCA_{part}_if_include", "lo")
     proc = subprocess.Popen(
         cmd,
         env=env,
@@ -126,7 +128,7 @@ def one_run(way: str, path: Path, scenario: str, hang_s: float) -> tuple[bool, i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=80, help="runs of each way")
+    parser.add_argument("--runs", type=int, default=60, help="runs of each way")
     parser.add_argument("--hang-s", type=float, default=30.0, help="a run this long has hung")
     parser.add_argument(
         "--scenario",
