@@ -740,7 +740,10 @@ def test_mpirun_interrupt_stops_at_a_safe_point(tmp_path, opt_file, env, sig):
             proc.communicate()
     assert proc.returncode != 0
     assert "interrupted; continue with: metaloop resume" in err
-    assert "with errorcode 130" in err  # the driver's exit status, through MPI_Abort
+    # the driver's exit status, through MPI_Abort: mpirun's banner says it, unless Open MPI
+    # garbled its own banner (seen now and then after any abort: "ORTE_ERROR_LOG: Data unpack
+    # would read past end of buffer ... show_help.c")
+    assert "with errorcode 130" in err or "show_help.c" in err, err
     assert experiment_info("stop", cfg["storage"]).status == "interrupted"
     assert leftovers(env["METALOOP_TEST_MARK"]) == {}
     if sig == signal.SIGTERM:
