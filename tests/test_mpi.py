@@ -243,7 +243,7 @@ def run_aborting_before_the_store(
     if (
         cmd[0] == "mpirun"
         and r.returncode < 0
-        and "MPI_ABORT was invoked" in r.stderr
+        and ("MPI_ABORT was invoked" in r.stderr or "show_help.c" in r.stderr)  # (garbled)
         and not db.exists()
     ):
         r = run_cmd(cmd, env, cwd)
