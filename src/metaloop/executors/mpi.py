@@ -136,7 +136,7 @@ def abort_job(code: int) -> None:
     mpi4py aborts too, but only at interpreter exit, after it has told the worker ranks to
     stop: they then finalize while the job is being aborted, and Open MPI 4.1's mpirun
     (with PMIx 4) now and then deadlocks in its own teardown on that race, every rank gone
-    and mpirun never exiting (about one aborted run in 40 here; none in 150 aborting first).
+    and mpirun never exiting (``benchmarks/mpirun_teardown.py`` counts it, docs/mpi.md).
     Does nothing outside an mpi4py.futures shared pool.
     """
     core = sys.modules.get("mpi4py.futures._core")
