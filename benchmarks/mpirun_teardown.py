@@ -38,7 +38,6 @@ import time
 from pathlib import Path
 
 WAYS = ("exit", "abort-first")
-HERE = Path(__file__).resolve().parent
 
 
 def failing(params: dict) -> float:
@@ -47,8 +46,9 @@ def failing(params: dict) -> float:
 
 
 def slow(params: dict) -> float:
-    """The optimizee of ``interrupt``: 50 ms an evaluation, 120 s once ``HANG`` is set (the
-    interrupt then finds both worker ranks in an evaluation, as in tests/test_mpi.py)."""
+    """The optimizee of ``interrupt``: 50 ms an evaluation, 120 s once the run's hang file
+    exists (the interrupt then finds both worker ranks in an evaluation, as in
+    tests/test_mpi.py)."""
     time.sleep(120 if os.path.exists(os.environ["METALOOP_TEARDOWN_HANG"]) else 0.05)
     return float(params["x"]) ** 2
 

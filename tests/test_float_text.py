@@ -119,7 +119,7 @@ def test_fitness_texts_are_fitness_json_or_none() -> None:
     assert fitness_texts([(1.0,), None]) is None
     assert fitness_texts([(1.0,), (1.0, 2.0)]) is None
     assert fitness_texts([(1.0, 2.0), (1.0,), (1.0, 2.0, 3.0)]) is None  # (6 values, ragged)
-    assert fitness_texts([(1.0,), ("x",)]) is None
+    assert fitness_texts([(1.0,), ("x",), (2.0,)]) is None  # (a batch: not a number)
     assert fitness_texts([]) is None
     assert fitness_texts([(0.1,)] * (BATCH_MIN - 1)) is None  # (one by one: cheaper)
 
