@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 BENCH = ROOT / "benchmarks"
 PAGES = ["performance.md", "dask.md", "mpi.md", "slurm.md", "hpc.md", "storage.md", "async.md",
-         "early_stopping.md", "performance_audit.md"]  # fmt: skip
+         "early_stopping.md", "performance_audit.md", "performance_history.md"]  # fmt: skip
 COMMAND = re.compile(r"python benchmarks/(\w+)\.py((?:\s+(?:--?[\w-]+|[\w.,:/@-]+))*)")
 
 
