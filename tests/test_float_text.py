@@ -134,3 +134,13 @@ def test_eval_rows_write_the_fitness_as_fitness_json_at_every_batch_size() -> No
         ]  # fmt: skip
         rows = eval_rows(1, items, lambda t: t)["eval_plain"]
         assert [r[6] for r in rows] == [fitness_json(e.fitness) for e, _, _ in items]
+
+
+def test_plain_keys_are_printable_ascii_but_quotes_backslashes_and_braces() -> None:
+    """The keys taken by orjson's path: every code point tried alone and inside a key."""
+    from metaloop.float_text import _PLAIN_KEY
+
+    for c in range(0x110000):
+        plain = 0x20 <= c <= 0x7E and chr(c) not in '"\\{}'
+        assert bool(_PLAIN_KEY.match(chr(c))) is plain, hex(c)
+        assert bool(_PLAIN_KEY.match(f"k{chr(c)}y")) is plain, hex(c)
