@@ -203,7 +203,12 @@ CASES: list[tuple[str, str, list[str], list[str]]] = [
     ("cancel-zero", "cancel g", ["0"], ["ID: expected a command id", "'0'"]),
     ("cancel-no-id", "cancel g", [], ["control cancel: give the command's ID"]),
     ("cancel-unknown-experiment", "cancel nosuch", ["1"], ["no experiment named 'nosuch'"]),
-    ("id-on-pause", "pause g", ["3"], ["ID: not an option of 'control pause'"]),
+    ("id-on-pause", "pause g", ["3"], ["ID: not an option of 'control pause'", "got '3'"]),
+    ("id-on-set", "set g", ["mut=0.1"],
+     ["ID: not an option of 'control set'", "give it as --param mut=0.1"]),
+    ("id-on-note", "note g", ["seen it"], ["give it as --text 'seen it'"]),
+    ("id-on-inject", "inject g", ['{"x": [0, 0]}'],
+     ["give it as --candidate '{\"x\": [0, 0]}'"]),
     # the rest
     ("pause-not-running", "pause g", [], ["pause: experiment 'g' is not running"]),
     ("note-too-long", "note g", ["--text", "n" * 10_001], ["note: text has 10001 characters"]),

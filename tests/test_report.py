@@ -171,6 +171,11 @@ def test_cli_report(store_url: str, tmp_path: Path) -> None:
             ["--name", "demo", "-o", "missing/x.html"],
             "metaloop: error: -o: directory does not exist",
         ),
+        (
+            ["--name", "demo", "-o", "x.pdf"],
+            "metaloop: error: -o: a report is one HTML file; expected a path ending in .html, "
+            "got 'x.pdf'",
+        ),
     ],
 )
 def test_cli_report_user_errors(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from datetime import datetime, timezone
 from typing import Any
@@ -55,6 +56,10 @@ def add_control_command(sub: Any, default_storage: str) -> None:
     )
 
 
+#: the option that takes the value of each action that takes one
+_VALUE_OPTION = {"set": "--param", "inject": "--candidate", "note": "--text"}
+
+
 def _control_payload(args: argparse.Namespace) -> dict[str, Any] | None:
     """The command's payload from the options, each refused where it does not belong."""
     from metaloop.steering import ControlError, candidates_from_file, parse_assignment
@@ -76,7 +81,12 @@ def _control_payload(args: argparse.Namespace) -> dict[str, Any] | None:
     }.get(action, ())
     stray = [opt for opt, used in given.items() if used and opt not in allowed]
     if stray:
-        raise UserError(f"{stray[0]}: not an option of 'control {action}'")
+        message = f"{stray[0]}: not an option of 'control {action}'"
+        if stray[0] == "ID":  # (a value given without its option: say which one takes it)
+            message += f" (only 'control cancel' takes an ID; got {args.id!r})"
+            if action in _VALUE_OPTION:
+                message += f"; give it as {_VALUE_OPTION[action]} {shlex.quote(args.id)}"
+        raise UserError(message)
     payload: dict[str, Any] = {}
     try:
         if action == "set":

@@ -218,6 +218,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from metaloop.store import validate_storage_url
 
     validate_storage_url(args.storage)
+    if os.path.splitext(args.output)[1].lower() not in (".html", ".htm"):
+        raise _user_error(
+            f"-o: a report is one HTML file; expected a path ending in .html, got {args.output!r}"
+        )
     parent = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(parent):
         raise _user_error(f"-o: directory does not exist: {parent}")
