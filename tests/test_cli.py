@@ -322,6 +322,37 @@ def test_export_into_missing_directory_is_a_usage_error(runs: dict[str, Any]) ->
                 "no-such-dir")
 
 
+
+def test_export_takes_its_format_from_the_file_name(runs: dict[str, Any]) -> None:
+    """``-o x.json`` without ``--format`` writes JSON (CSV without a suffix that names a
+    format); a ``--format`` that the file name contradicts, or a crate not named ``.zip``,
+    is refused before anything is written; the API's ``export`` follows the same rule."""
+    from metaloop.api import export as api_export
+    from metaloop.errors import UserError
+
+    d, url = runs["dir"] / "by-suffix", runs["url"]
+    d.mkdir()
+    ok(cli("export", "--storage", url, "--name", "single", "-o", str(d / "rows.json")))
+    ok(cli("export", "--storage", url, "--name", "single", "-o", str(d / "rows.txt")))
+    records = json.loads((d / "rows.json").read_text())
+    header, rows = read_csv((d / "rows.txt").read_text())
+    assert len(records) == len(rows) > 0 and list(records[0]) == header
+    for fmt, name, needle in [
+        ("csv", "x.json", "x.json' names the json format but --format is csv"),
+        ("json", "x.zip", "x.zip' names the rocrate format but --format is json"),
+        ("rocrate", "x.txt", "-o: a crate is a zip file; expected a path ending in .zip"),
+    ]:
+        usage_error(cli("export", "--storage", url, "--name", "single", "--format", fmt,
+                        "-o", str(d / name)), "metaloop: error: -o: ", needle)
+    assert sorted(p.name for p in d.iterdir()) == ["rows.json", "rows.txt"]
+    assert api_export("single", d / "api.json", url) == len(records)
+    assert json.loads((d / "api.json").read_text()) == records
+    with pytest.raises(ValueError, match="names a crate"):
+        api_export("single", d / "api.zip", url)
+    with pytest.raises(UserError, match="path: .* names the json format but fmt is csv"):
+        api_export("single", d / "api2.json", url, fmt="csv")
+    assert not (d / "api.zip").exists() and not (d / "api2.json").exists()
+
 class _InterruptAfter:
     """Observer that interrupts a run (like Ctrl-C) once ``count`` evaluations are recorded."""
 

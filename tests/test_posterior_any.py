@@ -254,3 +254,24 @@ def test_cli_bad_input_is_one_line_exit_2(
     assert not (tmp_path / "o.csv").exists()
     with pytest.raises(UserError, match="^experiment 'cm' uses optimizer 'cmaes'"):
         posterior_samples("cm", runs["storage"], n=5)
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--format", "json", "-o", "o.csv"],
+         "o.csv' names the csv format but --format is json; give a matching file name"),
+        (["-o", "o.zip"], "-o: posterior draws are CSV or JSON; got '"),
+    ],
+)
+def test_cli_posterior_output_name_and_format_must_agree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], error: str
+) -> None:
+    """Refused before the store is opened or anything is written."""
+    args = [a if not a.startswith("o.") else str(tmp_path / a) for a in args]
+    code = _main("posterior", "--storage", f"sqlite:///{tmp_path / 'none.db'}", "--name", "x",
+                 *args)  # fmt: skip
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(err) == 1 and error in err[0], err
+    assert err[0].startswith("metaloop: error: -o: ")
+    assert list(tmp_path.iterdir()) == []

@@ -343,7 +343,7 @@ def test_cli_posterior_writes_the_samples(
     assert np.abs(values.mean(axis=0) - X_O).max() < 0.1
     out_json = tmp_path / "samples.json"
     _main("posterior", "--storage", trained["storage"], "--name", "lg", "-n", "300",
-          "--seed", "4", "--format", "json", "-o", str(out_json))  # fmt: skip
+          "--seed", "4", "-o", str(out_json))  # fmt: skip  (JSON: the file's suffix)
     records = json.loads(out_json.read_text())
     assert len(records) == 300 and np.allclose([r["param.a"] for r in records], values[:, 0])
 

@@ -244,11 +244,22 @@ def experiments(storage: str = DEFAULT_STORAGE) -> list[ExperimentInfo]:
         return store.list_experiments()
 
 
-def export(name: str, path: str | Path, storage: str = DEFAULT_STORAGE, fmt: str = "csv") -> int:
+def export(
+    name: str, path: str | Path, storage: str = DEFAULT_STORAGE, fmt: str | None = None
+) -> int:
     """Write one row per evaluation to ``path`` as CSV or JSON (``metaloop export``),
-    streamed from the store (memory constant in the number of evaluations)."""
-    from metaloop.readers.export_text import export_file
+    streamed from the store (memory constant in the number of evaluations).  ``fmt``:
+    ``"csv"`` or ``"json"``; None: the one ``path``'s suffix names, else CSV (a ``fmt``
+    that the suffix contradicts is refused, as by the command)."""
+    from metaloop.readers.export_text import export_file, export_format
 
+    if fmt is None and export_format(None, str(path)) == "rocrate":
+        raise ValueError(
+            f"path: {str(path)!r} names a crate; export() writes rows as CSV or JSON (give "
+            "fmt), a crate comes from 'metaloop export --format rocrate'"
+        )
+    if fmt is None or fmt in ("csv", "json"):
+        fmt = export_format(fmt, str(path), "path", "fmt")
     if fmt not in ("csv", "json"):
         raise ValueError(f"fmt: expected 'csv' or 'json', got {fmt!r}")
     with open_store(storage, readonly=True) as store:

@@ -92,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     storage_arg(ex)
     ex.add_argument("--name", required=True, help="experiment name")
-    ex.add_argument("--format", choices=["csv", "json", "rocrate"], default="csv")
+    ex.add_argument(
+        "--format", choices=["csv", "json", "rocrate"],
+        help="default: the one -o's suffix names (.csv, .json, .zip: rocrate), else csv",
+    )
     ex.add_argument("-o", "--output", help="output file (default: stdout; rocrate: required)")
     ex.add_argument("--creator", help="rocrate: the author's name (or ORCID URL)")
     ex.add_argument("--license", help="rocrate: a license (SPDX id, e.g. CC-BY-4.0, or URL)")
@@ -424,11 +427,13 @@ def _term_width() -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from metaloop.readers.export_text import export_file, export_format, write_export
+
+    args.format = export_format(args.format, args.output)
     if args.format == "rocrate":
         return _export_crate(args)
     if args.creator or args.license:
         raise UserError("--creator and --license go with --format rocrate")
-    from metaloop.readers.export_text import export_file, write_export
 
     if args.output is not None:
         check_output_file(args.output)

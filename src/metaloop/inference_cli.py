@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from metaloop.cli_args import check_output_file, non_negative_int, positive_int
+from metaloop.errors import UserError
 
 
 def add_inference_commands(sub: Any, default_storage: str) -> None:
@@ -35,7 +36,10 @@ def add_inference_commands(sub: Any, default_storage: str) -> None:
         help="the observation (JSON list or one CSV row); default: an snpe experiment's own",
     )
     po.add_argument("--seed", type=non_negative_int, default=0, help="seed of the draws")
-    po.add_argument("--format", choices=["csv", "json"], default="csv")
+    po.add_argument(
+        "--format", choices=["csv", "json"],
+        help="default: the one -o's suffix names (.csv, .json), else csv",
+    )
     po.add_argument("-o", "--output", help="output file (default: stdout)")
     sb = sub.add_parser(
         "sbc",
@@ -164,7 +168,11 @@ def cmd_posterior(args: argparse.Namespace) -> int:
 
     from metaloop.api import posterior_samples
     from metaloop.readers.export import write_csv, write_json
+    from metaloop.readers.export_text import export_format
 
+    args.format = export_format(args.format, args.output)
+    if args.format == "rocrate":  # (named by a .zip)
+        raise UserError(f"-o: posterior draws are CSV or JSON; got {args.output!r}")
     if args.output is not None:
         check_output_file(args.output)
     with warnings.catch_warnings(record=True) as caught:

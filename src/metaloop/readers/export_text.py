@@ -30,6 +30,7 @@ from typing import IO, Any
 
 from metaloop.atomic_files import replaced
 from metaloop.collector import collector_paused
+from metaloop.errors import UserError
 from metaloop.float_text import float_reprs
 from metaloop.readers.export import (
     FRAME_SCANNED,
@@ -133,6 +134,34 @@ def export_file(store: Store, info: ExperimentInfo, fmt: str, path: str | os.Pat
     with replaced(path) as tmp, open(tmp, "w", newline="") as out:
         n = write_export(store, info, fmt, out, guess=True)
     return n
+
+
+
+#: the export format an output file's suffix names
+SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".zip": "rocrate"}
+
+
+def export_format(
+    fmt: str | None, output: str | None, field: str = "-o", option: str = "--format"
+) -> str:
+    """An export's format: ``fmt`` if given, else the one the output file's suffix names
+    (:data:`SUFFIX_FORMATS`), else CSV.  Refused (a :class:`UserError` naming ``field``
+    and ``option``, the command's or the API's spelling): a ``fmt`` that another format's
+    suffix contradicts (CSV into ``x.json``) and a crate into a file not named ``.zip``."""
+    suffix = os.path.splitext(output)[1].lower() if output else ""
+    implied = SUFFIX_FORMATS.get(suffix)
+    if fmt is None:
+        return implied or "csv"
+    if implied is not None and implied != fmt:
+        raise UserError(
+            f"{field}: {output!r} names the {implied} format but {option} is {fmt}; "
+            f"give a matching file name or leave {option} out"
+        )
+    if fmt == "rocrate" and output is not None and implied is None:
+        raise UserError(
+            f"{field}: a crate is a zip file; expected a path ending in .zip, got {output!r}"
+        )
+    return fmt
 
 
 def _csv_line(row: list[Any]) -> str:
