@@ -491,6 +491,16 @@ def test_missing_file_and_yaml_errors_as_config_error(tmp_path: Path) -> None:
         ({"kind": "local", "cores": 4}, "executor.cores", "only for executor kinds 'slurm'"),
         ({"kind": "mpi", "walltime": "01:00:00"}, "executor.walltime", "only for executor"),
         ({"kind": "slurm", "walltime": "1 hour"}, "executor.walltime", "'01:30:00'"),
+        ({"kind": "slurm", "walltime": "04:00"}, "executor.walltime",
+         "'04:00' is 4 min 0 s to SLURM (two fields are minutes:seconds); write '00:04:00' for "
+         "that or '04:00:00' for 4 h 0 min"),
+        ({"kind": "slurm", "walltime": "0"}, "executor.walltime", "a worker job needs a walltime"),
+        ({"kind": "pbs", "walltime": "2-00:00:00"}, "executor.walltime", "PBS takes no days"),
+        (
+            {"kind": "pbs", "walltime": "600", "replace_before_s": 600},  # (PBS: seconds)
+            "executor.replace_before_s",
+            "shorter than the walltime",
+        ),
         ({"kind": "slurm", "memory": "lots"}, "executor.memory", "'4GB'"),
         ({"kind": "slurm", "cores": 0}, "executor.cores", "greater than or equal to 1"),
         (

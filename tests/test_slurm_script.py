@@ -154,6 +154,9 @@ def test_every_script_is_valid_bash(tmp_path, executor):
         (["--nodes", "2"], "--nodes: the local executor's workers run on the first node"),
         (["--executor", "mpi", "--workers", "4"], "--workers: only for --executor local"),
         (["--time", "00:05:00", "--signal-before", "300"], "--signal-before: expected seconds"),
+        (["--time", "5", "--signal-before", "300"],  # (sbatch: a bare number is minutes)
+         "expected seconds shorter than --time 5 (300 s) (got 300)"),
+        (["--time", "01:30"], "--time: '01:30' is 1 min 30 s to SLURM"),
         (["--sbatch", "qos normal"], "--sbatch: expected an sbatch option"),
         (["--storage", "mysql://x"], "storage: unsupported URL"),
     ],

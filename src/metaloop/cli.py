@@ -121,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=positive_int,
         help="local executor: evaluations at once (default: the allocation's CPUs)",
     )
-    ss.add_argument("--time", default="01:00:00", help="walltime [D-]HH:MM[:SS]")
+    ss.add_argument(
+        "--time", default="01:00:00",
+        help="walltime as sbatch reads it: H:M:S, D-H[:M[:S]] or minutes (0: no limit)",
+    )
     ss.add_argument("--account", help="account to charge")
     ss.add_argument("--partition", help="partition")
     ss.add_argument("--mem", help="memory per node, e.g. 16G")

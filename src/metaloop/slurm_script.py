@@ -89,7 +89,7 @@ def _check(opts: ScriptOptions, executor: str, config: Config) -> None:
         raise ScriptError(f"--time: {exc}") from None
     if opts.signal_before_s < 0 or (wall and opts.signal_before_s >= wall):
         raise ScriptError(
-            f"--signal-before: expected seconds shorter than --time {opts.time} "
+            f"--signal-before: expected seconds shorter than --time {opts.time} ({wall} s) "
             f"(got {opts.signal_before_s})"
         )
     for line in opts.sbatch:

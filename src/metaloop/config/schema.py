@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     Strict,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -210,7 +211,7 @@ class ExecutorSpec(_Strict):
     # -- slurm / pbs: one dask worker job per `workers` ------------------------------------------
     cores: StrictInt | None = Field(default=None, ge=1)  # CPUs per job (default 1)
     memory: str | None = None  # per job, e.g. "4GB" (default "2GB")
-    walltime: str | None = None  # per job, [D-]HH:MM[:SS] (default 01:00:00)
+    walltime: str | None = None  # per job, H:M:S or D-H[:M[:S]] (default 01:00:00)
     account: str | None = None
     partition: str | None = None  # SLURM partition / PBS queue
     job_extra: list[str] | None = None  # extra directives, e.g. ["--constraint=mc"]
@@ -228,9 +229,12 @@ class ExecutorSpec(_Strict):
 
     @field_validator("walltime")
     @classmethod
-    def _walltime(cls, value: str | None) -> str | None:
+    def _walltime(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Read as the job's batch system reads it (``kind`` is validated first)."""
         if value is not None:
-            walltime_seconds(value)
+            system = "pbs" if info.data.get("kind") == "pbs" else "slurm"
+            if walltime_seconds(value, system) == 0:
+                raise ValueError("a worker job needs a walltime (its replacement is timed by it)")
         return value
 
     @field_validator("memory")

@@ -75,7 +75,7 @@ class JobSpec:
 
     @property
     def walltime_s(self) -> int:
-        return walltime_seconds(self.walltime)
+        return walltime_seconds(self.walltime, self.kind)
 
     @property
     def lifetime_s(self) -> float:
