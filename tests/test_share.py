@@ -365,7 +365,15 @@ def test_import_refuses_bad_crates_in_one_line(
     assert (tmp_path / "camp-files" / "source" / "model.py").is_file()
     capsys.readouterr()
     assert cli("import", str(crate), "--storage", url) == 2
-    assert "an experiment named 'camp' already exists" in one_error(capsys)
+    assert one_error(capsys).endswith(
+        "an experiment named 'camp' already exists in " + url + "; give --name NEW to import "
+        "it under another name"
+    )
+    for bad in ("bad name", "a/b", "_x", "x" * 201):  # what a config would refuse
+        assert cli("import", str(crate), "--storage", url, "--name", bad) == 2
+        assert "--name: " in (said := one_error(capsys)), said
+        assert "not an experiment name" in said or "at most 200" in said, said
+        assert not (tmp_path / f"{bad}-files").exists()
     assert cli("import", str(crate), "--storage", url, "--name", "camp2", "--files",
                str(tmp_path / "camp-files")) == 2
     assert "is not an empty folder; give a new folder with --files" in one_error(capsys)
@@ -401,6 +409,17 @@ def test_export_rocrate_usage_errors(
 
 
 # -- merge --------------------------------------------------------------------------------------
+def test_merge_prefixes_are_experiment_names() -> None:
+    """A store's file stem or database name, made the start of an experiment name."""
+    from metaloop.share.merge import store_label
+
+    assert store_label("sqlite:////data/my runs (v2).db") == "my_runs__v2_"
+    assert store_label("sqlite:///.hidden.db") == "hidden"
+    assert store_label("sqlite:///a.b-c_d.db") == "a.b-c_d"
+    assert store_label("postgresql://me@db/lab-db") == "lab-db"
+    assert store_label("postgresql://me@db/") == "store"
+
+
 def test_merge_keeps_or_prefixes_names_and_refuses_conflicts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

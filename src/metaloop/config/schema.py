@@ -23,6 +23,7 @@ from pydantic import (
 
 from metaloop.executors.walltime import walltime_seconds
 from metaloop.space import ParamSpec
+from metaloop.store.info import NAME_MAX, NAME_PATTERN
 
 ConfigDictT = dict[str, Any]
 StrictInt = Annotated[int, Strict()]  # `generations: true` is a mistake, not 1
@@ -262,7 +263,7 @@ class WarmStartSpec(_Strict):
 class ExperimentConfig(_Strict):
     """The top-level config (see docs/config.md for every key)."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", max_length=200)
+    name: str = Field(pattern=NAME_PATTERN, max_length=NAME_MAX)
     description: str = ""
     seed: StrictInt | None = Field(default=None, ge=0, lt=2**63)
     generations: StrictInt | None = Field(default=None, ge=1)

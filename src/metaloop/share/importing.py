@@ -22,7 +22,7 @@ from metaloop.errors import UserError
 from metaloop.share.crate_read import CampaignCrate, read_crate
 from metaloop.share.sources import rewrite_config
 from metaloop.store import open_store, validate_storage_url
-from metaloop.store.sql import duplicate_name
+from metaloop.store.info import name_problem
 from metaloop.store.sqlite import sqlite_path
 from metaloop.store.transfer import TABLE_COLUMNS, ExperimentDump, load_experiments
 
@@ -106,14 +106,21 @@ def import_campaign(
     """Load the crate at ``path`` into the store at ``storage`` (created if new) as
     experiment ``name`` (default: the crate's); see module for the files."""
     validate_storage_url(storage)
+    if name is not None and (problem := name_problem(name)):
+        raise UserError(f"--name: {problem}")
     crate = read_crate(path)
+    if name is None and (problem := name_problem(crate.manifest["experiment"])):
+        raise UserError(f"import: the crate's experiment name: {problem}; give --name")
     name = name or crate.manifest["experiment"]
     final = None
     if crate.files:
         final = Path(os.path.abspath(files_dir)) if files_dir else default_files_dir(storage, name)
     with open_store(storage) as store:
         if store.get_experiment(name) is not None:
-            raise duplicate_name(name, store.url)
+            raise UserError(
+                f"name: an experiment named {name!r} already exists in {store.url}; give "
+                "--name NEW to import it under another name"
+            )
         dump = _relocated(crate, name, final)
         if final is not None:
             _unpack(crate, final)

@@ -12,20 +12,26 @@ system (to move a campaign elsewhere, use export and import).
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import urlsplit
 
 from metaloop.errors import UserError
 from metaloop.store import open_store, validate_storage_url
+from metaloop.store.info import name_problem
 from metaloop.store.sqlite import sqlite_path
 from metaloop.store.transfer import ExperimentDump, dump_experiment, load_experiments
 from metaloop.store.urls import mask_password
 
 
 def store_label(url: str) -> str:
-    """The prefix of a store's experiments: its file stem, or its database name."""
+    """The prefix of a store's experiments: its file stem, or its database name, made an
+    experiment name's start (other characters as ``_``; a leading one dropped)."""
     if url.startswith("sqlite:"):
-        return os.path.splitext(os.path.basename(sqlite_path(url)))[0]
-    return urlsplit(url).path.strip("/") or "postgres"
+        label = os.path.splitext(os.path.basename(sqlite_path(url)))[0]
+    else:
+        label = urlsplit(url).path.strip("/")
+    label = re.sub(r"[^A-Za-z0-9_.\-]", "_", label).lstrip("_.-")
+    return label or "store"
 
 
 def _same(a: str, b: str) -> bool:
@@ -49,6 +55,8 @@ def merge_stores(target: str, sources: list[str], prefix: bool = False) -> list[
                 dump = dump_experiment(store, info.name)
                 if prefix:
                     dump = dump.renamed(f"{store_label(src)}.{info.name}")
+                if problem := name_problem(dump.name):
+                    raise UserError(f"merge: {problem} (from {mask_password(src)})")
                 if dump.name in origin:
                     raise UserError(
                         f"merge: experiment name {dump.name!r} is in both "

@@ -4,10 +4,29 @@ progress summary).  Whether its driver is alive is :mod:`metaloop.store.liveness
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from metaloop.records import ExperimentStatus
+
+#: an experiment's name, as a config, ``import --name`` and ``merge --prefix`` give it (it
+#: names the workdir and appears in URLs and commands): a letter or digit, then letters,
+#: digits, ``_``, ``.`` and ``-``
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+NAME_MAX = 200
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` is not an experiment name (one phrase), or None."""
+    if len(name) > NAME_MAX:
+        return f"{name[:20]!r}... has {len(name)} characters; at most {NAME_MAX}"
+    if not re.match(NAME_PATTERN, name):
+        return (
+            f"{name!r} is not an experiment name; expected a letter or digit, then letters, "
+            "digits, '_', '.' or '-'"
+        )
+    return None
 
 
 @dataclass(frozen=True)
