@@ -253,13 +253,14 @@ def export(
     that the suffix contradicts is refused, as by the command)."""
     from metaloop.readers.export_text import export_file, export_format
 
-    if fmt is None and export_format(None, str(path)) == "rocrate":
+    given = fmt
+    if fmt is None or fmt in ("csv", "json"):
+        fmt = export_format(fmt, str(path), "path", "fmt")
+    if fmt == "rocrate" and given is None:
         raise ValueError(
             f"path: {str(path)!r} names a crate; export() writes rows as CSV or JSON (give "
             "fmt), a crate comes from 'metaloop export --format rocrate'"
         )
-    if fmt is None or fmt in ("csv", "json"):
-        fmt = export_format(fmt, str(path), "path", "fmt")
     if fmt not in ("csv", "json"):
         raise ValueError(f"fmt: expected 'csv' or 'json', got {fmt!r}")
     with open_store(storage, readonly=True) as store:

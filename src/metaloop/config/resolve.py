@@ -378,8 +378,7 @@ def _executor_problems(ex: ExecutorSpec) -> list[str]:
         if importlib.util.find_spec(module) is None:
             errors.append(f"executor.kind: {ex.kind!r} needs {what}")
     if ex.walltime is not None and ex.replace_before_s is not None:
-        system = "pbs" if ex.kind == "pbs" else "slurm"
-        if ex.replace_before_s >= walltime_seconds(ex.walltime, system):
+        if ex.replace_before_s >= walltime_seconds(ex.walltime, ex.kind):
             errors.append(
                 f"executor.replace_before_s: must be shorter than the walltime {ex.walltime} "
                 f"(got {ex.replace_before_s:g})"

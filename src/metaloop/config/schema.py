@@ -233,8 +233,7 @@ class ExecutorSpec(_Strict):
     def _walltime(cls, value: str | None, info: ValidationInfo) -> str | None:
         """Read as the job's batch system reads it (``kind`` is validated first)."""
         if value is not None:
-            system = "pbs" if info.data.get("kind") == "pbs" else "slurm"
-            if walltime_seconds(value, system) == 0:
+            if walltime_seconds(value, info.data.get("kind", "slurm")) == 0:
                 raise ValueError("a worker job needs a walltime (its replacement is timed by it)")
         return value
 

@@ -33,8 +33,9 @@ _TWO_FIELDS = re.compile(f"{_NUMBER}:{_NUMBER}")
 
 
 def walltime_seconds(walltime: str, system: str = "slurm") -> int:
-    """Seconds of a walltime as ``system`` (``slurm`` or ``pbs``) reads it (SLURM's ``0``,
-    no limit, is 0); ValueError naming the accepted forms."""
+    """Seconds of a walltime as ``system`` reads it (an executor kind: ``pbs`` is PBS,
+    any other SLURM, whose ``0``, no limit, is 0); ValueError naming the accepted forms."""
+    system = "pbs" if system == "pbs" else "slurm"
     text = walltime.strip()
     for pattern, unit in _FORMS[system]:
         m = pattern.fullmatch(text)

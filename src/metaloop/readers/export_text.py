@@ -136,7 +136,6 @@ def export_file(store: Store, info: ExperimentInfo, fmt: str, path: str | os.Pat
     return n
 
 
-
 #: the export format an output file's suffix names
 SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".zip": "rocrate"}
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from metaloop.errors import UserError
 from metaloop.store import open_store, validate_storage_url
-from metaloop.store.info import name_problem
+from metaloop.store.info import NAME_CHARS, name_problem
 from metaloop.store.sqlite import sqlite_path
 from metaloop.store.transfer import ExperimentDump, dump_experiment, load_experiments
 from metaloop.store.urls import mask_password
@@ -30,7 +30,7 @@ def store_label(url: str) -> str:
         label = os.path.splitext(os.path.basename(sqlite_path(url)))[0]
     else:
         label = urlsplit(url).path.strip("/")
-    label = re.sub(r"[^A-Za-z0-9_.\-]", "_", label).lstrip("_.-")
+    label = re.sub(f"[^{NAME_CHARS}]", "_", label).lstrip("_.-")
     return label or "store"
 
 

@@ -13,7 +13,8 @@ from metaloop.records import ExperimentStatus
 #: an experiment's name, as a config, ``import --name`` and ``merge --prefix`` give it (it
 #: names the workdir and appears in URLs and commands): a letter or digit, then letters,
 #: digits, ``_``, ``.`` and ``-``
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+NAME_CHARS = r"A-Za-z0-9_.\-"
+NAME_PATTERN = rf"^[A-Za-z0-9][{NAME_CHARS}]*$"
 NAME_MAX = 200
 
 
